@@ -1,0 +1,113 @@
+"""`qlora-gui`: no arguments opens the app; subcommands run the core headless.
+
+Exit codes: 0 done, 1 training failed, 2 bad input, 130 stopped by Ctrl-C.
+No traceback ever reaches the terminal: unexpected errors go to a log file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .core.errors import DataError, UserError
+
+SUBCOMMANDS = ("check-data", "train")
+
+
+def _check_data_parser(sub) -> None:
+    p = sub.add_parser("check-data", help="check a dataset and print its report",
+                       description="Check a dataset (folder, .jsonl or .json) and print its report. "
+                                   "Exit 0 when usable, 2 with a FILE:LINE: list when not.")
+    p.add_argument("path", help="a folder with train.jsonl (valid.jsonl, test.jsonl), or one .jsonl/.json file")
+    p.add_argument("--model", help="model folder: lengths are counted in its tokens (characters otherwise)")
+    p.add_argument("--max-seq-length", type=int, default=2048)
+    p.add_argument("--mask-prompt", action="store_true", help="train on completions only")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--valid-fraction", type=float, default=0.1,
+                   help="share held out as validation when one file is given (default 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_check_data(args: argparse.Namespace) -> int:
+    from .core.dataset import check_data
+    from .core.model_files import load_tokenizer, resolve_model_path
+
+    tokenizer = load_tokenizer(resolve_model_path(args.model)) if args.model else None
+    result = check_data(args.path, tokenizer, max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
+                        batch_size=args.batch_size, valid_fraction=args.valid_fraction, seed=args.seed)
+    print(result.report.to_text())
+    return 0 if result.report.usable else 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train_cli import add_train_parser
+
+    parser = argparse.ArgumentParser(prog="qlora-gui", description="QLoRA Studio: fine-tune local LLMs on MLX. "
+                                     "With no command it opens the app.")
+    parser.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _check_data_parser(sub)
+    add_train_parser(sub)
+    return parser
+
+
+def _app_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qlora-gui", description="Open QLoRA Studio. Commands: "
+                                + ", ".join(SUBCOMMANDS) + " (see `qlora-gui COMMAND --help`).")
+    p.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
+    p.add_argument("dataset", nargs="?", help="a dataset to open in the dataset panel")
+    p.add_argument("--model", help="a model folder to select")
+    return p
+
+
+def _log_unexpected(exc: BaseException) -> Path | None:
+    try:
+        from platformdirs import user_log_dir
+
+        folder = Path(user_log_dir("QLoRA Studio", appauthor=False))
+        folder.mkdir(parents=True, exist_ok=True)
+        log = folder / "errors.log"
+        with log.open("a", encoding="utf-8") as f:
+            f.write("".join(traceback.format_exception(exc)) + "\n")
+        return log
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            args = build_parser().parse_args(argv)
+            if args.command == "check-data":
+                return run_check_data(args)
+            from .train_cli import run_train
+
+            return run_train(args)
+        args = _app_parser().parse_args(argv)
+        from .ui.app import run_app
+
+        return run_app(dataset=args.dataset, model=args.model)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        for line in e.lines:
+            print(line, file=sys.stderr)
+        return e.exit_code
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        return 130
+    except Exception as e:  # never a traceback on the terminal; keep it in the log
+        log = _log_unexpected(e)
+        where = f" (details in {log})" if log else ""
+        print(f"error: unexpected {type(e).__name__}: {e}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Run folders and checkpoints, written atomically so a crash never leaves half a file.
+
+    RUN/config.yaml               resolved settings
+    RUN/metrics.jsonl             every event, one JSON line each
+    RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an
+    RUN/adapter_config.json                           } adapter folder unchanged
+    RUN/checkpoints/0000100/      adapters + config + optimizer.safetensors + state.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+ADAPTER_FILE = "adapters.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+CHECKPOINTS = "checkpoints"
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_safetensors(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.safetensors"
+    try:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"{step:07d}"
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    val_loss: float | None
+    state: dict[str, Any]
+
+
+def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], adapter_config: dict[str, Any],
+                    optimizer_state: dict[str, mx.array], state: dict[str, Any]) -> Path:
+    """Write a whole checkpoint under a temporary name, then rename it into place."""
+    final = checkpoint_dir(run_dir, step)
+    staging = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    mx.save_safetensors(str(staging / ADAPTER_FILE), adapters)
+    mx.save_safetensors(str(staging / OPTIMIZER_FILE), optimizer_state)
+    (staging / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2))
+    (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+    for f in staging.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():  # the same step saved twice (e.g. stop right after a periodic save)
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    _fsync_dir(final.parent)
+    # The run folder's own adapter is always the latest checkpoint's.
+    atomic_save_safetensors(run_dir / ADAPTER_FILE, adapters)
+    atomic_write_text(run_dir / ADAPTER_CONFIG, json.dumps(adapter_config, indent=2))
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    out = []
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not (d.is_dir() and d.name.isdigit() and (d / STATE_FILE).is_file()):
+            continue
+        try:
+            state = json.loads((d / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        out.append(CheckpointInfo(int(d.name), d, state.get("val_loss"), state))
+    return out
+
+
+def latest_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def best_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    scored = [c for c in list_checkpoints(run_dir) if c.val_loss is not None]
+    return min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else None
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Keep the last `keep_last` checkpoints and the best by validation loss."""
+    found = list_checkpoints(run_dir)
+    best = best_checkpoint(run_dir)
+    keep = {c.step for c in found[-keep_last:]} | ({best.step} if best else set())
+    removed = []
+    for c in found:
+        if c.step not in keep:
+            shutil.rmtree(c.path, ignore_errors=True)
+            removed.append(c.path)
+    return removed
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array], dict[str, Any]]:
+    adapters = mx.load(str(path / ADAPTER_FILE))
+    optimizer_state = mx.load(str(path / OPTIMIZER_FILE))
+    state = json.loads((path / STATE_FILE).read_text())
+    return adapters, optimizer_state, state
+
+
+def run_folder_in_use(run_dir: Path) -> bool:
+    """True when a folder already holds anything: a new run must not go there."""
+    return run_dir.exists() and any(run_dir.iterdir())

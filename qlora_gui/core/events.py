@@ -1,0 +1,105 @@
+"""The trainer's events: small dataclasses of plain values, safe to pass between threads.
+
+Each has a `kind`; `to_dict()` is what metrics.jsonl stores, one line per event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str
+    config: dict[str, Any]
+    trainable_params: int
+    total_params: int
+    steps_per_epoch: int
+    total_steps: int
+    start_step: int
+    train_rows: int
+    valid_rows: int
+    padding_share: float
+    blas: str = ""
+
+
+@dataclass
+class StepReport(Event):
+    kind: ClassVar[str] = "step"
+    step: int
+    epoch: float  # fractional: 1.5 is half way through the second epoch
+    loss: float
+    learning_rate: float
+    tokens_per_sec: float
+    steps_per_sec: float
+    trained_tokens: int  # over the whole run so far
+    elapsed: float
+    eta: float
+    mlx_active_gb: float
+    mlx_peak_gb: float
+    mlx_cache_gb: float
+    rss_gb: float
+
+
+@dataclass
+class ValidationResult(Event):
+    kind: ClassVar[str] = "validation"
+    step: int
+    val_loss: float
+    val_tokens: int
+    is_best: bool
+    seconds: float
+    split: str = "valid"
+
+
+@dataclass
+class TrainWarning(Event):
+    kind: ClassVar[str] = "warning"
+    message: str
+    step: int = 0
+
+
+@dataclass
+class CheckpointSaved(Event):
+    kind: ClassVar[str] = "checkpoint"
+    path: str
+    step: int
+    val_loss: float | None
+    is_best: bool
+    reason: str  # "periodic", "stop", "end"
+
+
+@dataclass
+class Finished(Event):
+    kind: ClassVar[str] = "finished"
+    step: int
+    stopped: bool  # True when stop() ended the run early
+    train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    test_loss: float | None
+    run_dir: str
+    elapsed: float
+
+
+@dataclass
+class Failed(Event):
+    kind: ClassVar[str] = "failed"
+    message: str
+    details: str = ""
+    exit_code: int = 1
+    problems: list[str] = field(default_factory=list)
+
+
+EventCallback = Callable[[Event], None]

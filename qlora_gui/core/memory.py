@@ -1,0 +1,70 @@
+"""Memory: what MLX and the process use, against what the machine has."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import mlx.core as mx
+import psutil
+
+GB = 1024**3
+
+
+@dataclass
+class MemorySample:
+    mlx_active: int
+    mlx_peak: int
+    mlx_cache: int
+    rss: int
+    total_ram: int
+
+    def gb(self, name: str) -> float:
+        return getattr(self, name) / GB
+
+
+def sample() -> MemorySample:
+    return MemorySample(mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(),
+                        psutil.Process().memory_info().rss, psutil.virtual_memory().total)
+
+
+def total_ram() -> int:
+    return psutil.virtual_memory().total
+
+
+def clear_cache_if_above(threshold_bytes: int) -> bool:
+    if mx.get_cache_memory() > threshold_bytes:
+        mx.clear_cache()
+        return True
+    return False
+
+
+def apply_limits(memory_limit_gb: float | None) -> None:
+    """Set MLX's memory limit if asked, and the wired limit only where Metal exists."""
+    if memory_limit_gb:
+        mx.set_memory_limit(int(memory_limit_gb * GB))
+    if mx.metal.is_available():
+        # Keep the weights wired on Apple GPUs, as mlx-lm does, up to the recommended size.
+        info = mx.device_info()
+        limit = info.get("max_recommended_working_set_size")
+        if limit:
+            mx.set_wired_limit(int(limit))
+
+
+def blas_in_use() -> str:
+    """Which BLAS this process uses, for the run log."""
+    if sys.platform == "darwin":
+        return "Accelerate" + (" + Metal" if mx.metal.is_available() else "")
+    try:
+        with open(f"/proc/{os.getpid()}/maps", encoding="utf-8") as f:
+            maps = f.read()
+    except OSError:
+        return "unknown"
+    # numpy's wheels carry their own OpenBLAS (scipy_openblas); that one is not MLX's.
+    libs = {line.rsplit("/", 1)[-1] for line in maps.splitlines() if "/" in line and "numpy" not in line}
+    for name in ("libopenblas", "libmkl", "libblis"):
+        if any(lib.startswith(name) for lib in libs):
+            return name[3:]
+    # The mlx-cpu wheels for Linux bundle a reference BLAS.
+    return "reference BLAS (slow)"

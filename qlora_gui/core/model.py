@@ -1,0 +1,112 @@
+"""Load a base model, quantize it on load if asked (the Q in QLoRA), and add adapters.
+
+Call these in the thread that trains: MLX streams belong to the thread that made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .config import TrainConfig
+from .errors import ModelError
+from .model_files import load_tokenizer, resolve_model_path
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+    path: Path
+    quantization: dict[str, Any] | None  # bits/group_size of the base, as trained
+    quantized_on_load: bool
+    notes: list[str]
+
+
+def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64,
+              tokenizer: Any = None) -> LoadedModel:
+    """Load weights with mlx-lm and quantize a full-precision model when asked."""
+    from mlx_lm.utils import load_model, quantize_model
+
+    try:
+        model, config = load_model(path)
+    except ValueError as e:  # mlx-lm raises ValueError for unknown architectures and bad weights
+        raise ModelError(f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture "
+                         "mlx-lm supports") from e
+    except FileNotFoundError as e:
+        raise ModelError(f"{path}: {e}") from e
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path)
+    notes = []
+    quantization = config.get("quantization")
+    quantized_on_load = False
+    if quantize_bits:
+        if quantization:
+            notes.append(f"the model is already quantized ({quantization.get('bits')}-bit); used as it is")
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints an INFO line
+                model, config = quantize_model(model, config, group_size, quantize_bits)
+            mx.eval(model.parameters())
+            quantization = {"bits": quantize_bits, "group_size": group_size}
+            quantized_on_load = True
+    return LoadedModel(model, tokenizer, config, path, quantization, quantized_on_load, notes)
+
+
+def add_adapters(model: nn.Module, cfg: TrainConfig) -> None:
+    """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    mx.random.seed(cfg.seed)  # adapter initialisation is part of what the seed fixes
+    layers = len(model.layers)
+    if cfg.num_layers > layers:
+        raise ModelError(f"setting 'num_layers' is {cfg.num_layers} but the model has {layers} layers; "
+                         f"use at most {layers} (or -1 for all)")
+    try:
+        linear_to_lora_layers(model, cfg.num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
+    except ValueError as e:
+        raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
+    if not tree_flatten(model.trainable_parameters()):
+        keys = cfg.lora_parameters.get("keys")
+        raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total); quantized weights count as the parameters they stand for."""
+    from mlx_lm.utils import get_total_parameters
+
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    return trainable, get_total_parameters(model)
+
+
+def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
+    return dict(tree_flatten(model.trainable_parameters()))
+
+
+def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> dict[str, Any]:
+    """What mlx-lm's load_adapters and fuse read, plus the run's settings for people."""
+    out = cfg.to_dict()
+    out.update({
+        "model": str(base_path),
+        "fine_tune_type": cfg.fine_tune_type,
+        "num_layers": cfg.num_layers,
+        "lora_parameters": dict(cfg.lora_parameters),
+        "base_quantization": loaded.quantization,
+        "quantized_on_load": loaded.quantized_on_load,
+    })
+    return out
+
+
+def load_for_training(cfg: TrainConfig, tokenizer: Any = None) -> LoadedModel:
+    path = resolve_model_path(cfg.model)
+    loaded = load_base(path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
+    add_adapters(loaded.model, cfg)
+    return loaded

@@ -1,0 +1,362 @@
+"""The QLoRA training loop: epochs, accumulation, validation, checkpoints, exact resume.
+
+`Trainer(config, callback).run()` checks the data before any weights load,
+loads the model in the calling thread (MLX streams are per thread), trains,
+and emits events. `stop()`, `pause()` and `resume()` are safe from any thread;
+they take effect between optimizer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_map_with_path
+
+from . import checkpoints as ckpt
+from .batching import epoch_batches, eval_batches, make_batch, padding_share, steps_per_epoch
+from .config import TrainConfig
+from .dataset import DataReport, check_data
+from .encode import EncodedSplit
+from .errors import DataError, TrainingError, UserError
+from .events import (CheckpointSaved, Event, EventCallback, Failed, Finished, RunStarted, StepReport,
+                     TrainWarning, ValidationResult)
+from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, sample
+from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts
+from .model_files import load_tokenizer, resolve_model_path
+from .step import (GradientAccumulator, LossFn, apply_update, evaluate_loss, mean_gradient, reduce_across_ranks,
+                   token_loss, warmup_cosine)
+
+
+def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
+    if cfg.lr_schedule:
+        from mlx_lm.tuner.utils import build_schedule
+
+        lr = build_schedule(cfg.lr_schedule)
+    else:
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total_steps)
+        lr = warmup_cosine(cfg.learning_rate, min(warmup, max(total_steps - 1, 0)), total_steps)
+    extra = dict(cfg.optimizer_config.get(cfg.optimizer, cfg.optimizer_config) or {})
+    cls = {"adamw": optim.AdamW, "adam": optim.Adam, "sgd": optim.SGD}[cfg.optimizer]
+    return cls(learning_rate=lr, **extra)
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, callback: EventCallback | None = None, *,
+                 loss_fn: LossFn = token_loss, resume_from: str | Path | None = None):
+        self.config = config
+        self._callback = callback
+        self._loss_fn = loss_fn
+        self._resume_from = Path(resume_from) if resume_from else None
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._metrics = None
+        self._paused_time = 0.0
+        self.optimizer_updates = 0
+        self.data_report: DataReport | None = None
+        self.group = mx.distributed.init()
+        self._is_main = self.group.rank() == 0
+
+    # ---------------------------------------------------------- control (any thread)
+
+    def stop(self) -> None:
+        """Finish the current step, save a checkpoint, emit Finished(stopped=True)."""
+        self._stop.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # ---------------------------------------------------------- events
+
+    def _emit(self, event: Event) -> None:
+        if not self._is_main:
+            return
+        if self._metrics is not None:
+            row = {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in event.to_dict().items()}
+            self._metrics.write(json.dumps(row) + "\n")
+            self._metrics.flush()
+        if self._callback is not None:
+            self._callback(event)
+
+    def _warn(self, message: str, step: int = 0) -> None:
+        self._emit(TrainWarning(message, step))
+
+    # ---------------------------------------------------------- run
+
+    def run(self) -> Event:
+        """Train to the end or to stop(). Returns the Finished or Failed event; never raises."""
+        try:
+            return self._run()
+        except DataError as e:
+            return self._fail(str(e), exit_code=2, problems=e.lines)
+        except UserError as e:
+            return self._fail(str(e), exit_code=2)
+        except TrainingError as e:
+            return self._fail(str(e), exit_code=1)
+        except Exception as e:  # surfaced as a Failed event with details, never a crash
+            return self._fail(f"unexpected {type(e).__name__}: {e}", details=traceback.format_exc(), exit_code=1)
+        finally:
+            if self._metrics is not None:
+                self._metrics.close()
+                self._metrics = None
+
+    def _fail(self, message: str, exit_code: int, details: str = "", problems: list[str] | None = None) -> Failed:
+        event = Failed(message, details, exit_code, problems or [])
+        self._emit(event)
+        return event
+
+    def _resume_checkpoint(self, run_dir: Path) -> Path | None:
+        """Which checkpoint to continue from; branching copies it into a fresh run folder."""
+        cfg = self.config
+        if self._resume_from is None and not cfg.resume:
+            if ckpt.run_folder_in_use(run_dir):
+                raise UserError(f"{run_dir} already holds a run; choose a new folder or resume it (--resume)")
+            return None
+        if self._resume_from is None:
+            latest = ckpt.latest_checkpoint(run_dir)
+            if latest is None:
+                raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints; start a new run instead")
+            return latest.path
+        source = self._resume_from
+        if not (source / ckpt.STATE_FILE).is_file():
+            raise UserError(f"{source} is not a checkpoint folder (no {ckpt.STATE_FILE})")
+        if source.parent.parent.resolve() == run_dir.resolve():
+            latest = ckpt.latest_checkpoint(run_dir)
+            if latest and latest.step > int(source.name):
+                raise UserError(f"{run_dir} has checkpoints after step {int(source.name)}; resuming from it would "
+                                "overwrite them. Resume into a new run folder instead")
+            return source
+        if ckpt.run_folder_in_use(run_dir):
+            raise UserError(f"{run_dir} already holds a run; choose an empty folder to branch into")
+        target = run_dir / ckpt.CHECKPOINTS / source.name
+        shutil.copytree(source, target)
+        return target
+
+    def _load_data(self, tokenizer: Any) -> dict[str, EncodedSplit]:
+        cfg = self.config
+        check = check_data(cfg.data, tokenizer, max_seq_length=cfg.max_seq_length, mask_prompt=cfg.mask_prompt,
+                           batch_size=cfg.batch_size, valid_fraction=cfg.valid_fraction, seed=cfg.seed)
+        self.data_report = check.report
+        if not check.report.usable or check.encoded is None:
+            raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); "
+                            "fix them and start again", check.report.problem_lines())
+        return check.encoded
+
+    def _run(self) -> Event:
+        cfg = self.config
+        cfg.validate()
+        run_dir = Path(cfg.adapter_path)
+        resume_path = self._resume_checkpoint(run_dir)
+        model_path = resolve_model_path(cfg.model)
+        tokenizer = load_tokenizer(model_path)
+        data = self._load_data(tokenizer)  # every data problem surfaces before any weights load
+        apply_limits(cfg.memory_limit_gb)
+        loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
+        add_adapters(loaded.model, cfg)
+        model = loaded.model
+        trainable, total_params = parameter_counts(model)
+
+        train, valid, test = data["train"], data.get("valid"), data.get("test")
+        lengths = train.lengths
+        world, rank = self.group.size(), self.group.rank()
+        first_epoch = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, rank, world)
+        spe = steps_per_epoch(len(first_epoch), cfg.grad_accumulation_steps)
+        total_steps = cfg.iters or cfg.epochs * spe
+        optimizer = build_optimizer(cfg, total_steps)
+        optimizer.init(model.trainable_parameters())
+
+        state = {"step": 0, "epoch": 0, "batch_pos": 0, "seed": cfg.seed, "best_val_loss": None,
+                 "best_step": None, "val_loss": None, "trained_tokens": 0}
+        if resume_path is not None:
+            adapters, opt_flat, saved = ckpt.load_checkpoint(resume_path)
+            model.load_weights(list(adapters.items()), strict=False)
+            missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
+            if missing:
+                raise UserError(f"{resume_path}: the optimizer state does not match these settings "
+                                f"(missing {missing[0]}); resume with the run's own config")
+            optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
+            mx.eval(model.parameters(), optimizer.state)
+            state.update({k: saved[k] for k in state if k in saved})
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if self._is_main:
+            if not (run_dir / "config.yaml").exists():
+                ckpt.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+            self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self._adapter_config = adapter_config(cfg, model_path, loaded)
+        self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
+                              state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
+                              padding_share(lengths, first_epoch), blas_in_use()))
+        for note in loaded.notes + (self.data_report.warnings if self.data_report else []):
+            self._warn(note)
+        return self._loop(model, optimizer, train, valid, test, state, total_steps, spe, run_dir)
+
+    # ---------------------------------------------------------- the loop
+
+    def _validate(self, model, split: EncodedSplit, step: int, max_batches: int, name: str = "valid"):
+        t0 = time.perf_counter()
+        order = eval_batches(split.lengths, self.config.batch_size)
+        if max_batches > 0:
+            order = order[:max_batches]
+        model.eval()
+        loss, tokens = evaluate_loss(model, (make_batch(split, idx) for idx in order), self._loss_fn)
+        model.train()
+        return loss, tokens, time.perf_counter() - t0
+
+    def _save(self, model, optimizer, state: dict, reason: str, is_best: bool) -> None:
+        if not self._is_main:
+            return
+        run_dir = Path(self.config.adapter_path)
+        opt_flat = dict(tree_flatten(optimizer.state))
+        path = ckpt.save_checkpoint(run_dir, state["step"], adapter_weights(model), self._adapter_config,
+                                    opt_flat, dict(state))
+        ckpt.prune_checkpoints(run_dir, self.config.keep_last)
+        self._emit(CheckpointSaved(str(path), state["step"], state.get("val_loss"), is_best, reason))
+
+    def _wait_if_paused(self) -> None:
+        if self._running.is_set():
+            return
+        t0 = time.perf_counter()
+        self._running.wait()
+        self._paused_time += time.perf_counter() - t0
+
+    def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe, run_dir) -> Event:
+        cfg = self.config
+        acc = GradientAccumulator(model, self._loss_fn)
+        cache_limit = int(cfg.clear_cache_gb * GB)
+        lengths = train.lengths
+        rank, world = self.group.rank(), self.group.size()
+        model.train()
+        start = time.perf_counter()
+        self._paused_time = 0.0
+        train_time = 0.0
+        steps_this_session = 0
+        win_loss = win_tokens = win_steps = 0
+        win_time = 0.0
+        bad_in_a_row = 0
+        last_train_loss = None
+        ram_warned = False
+        total_ram = sample().total_ram
+
+        def record_validation() -> bool:
+            loss, tokens, secs = self._validate(model, valid, state["step"], cfg.val_batches)
+            best = state["best_val_loss"] is None or loss < state["best_val_loss"]
+            state["val_loss"] = loss
+            if best:
+                state["best_val_loss"], state["best_step"] = loss, state["step"]
+            self._emit(ValidationResult(state["step"], loss, tokens, best, secs))
+            return best
+
+        if valid is not None and state["step"] == 0:
+            record_validation()  # the starting point of the validation curve
+            state["val_loss"] = None
+
+        stopped = False
+        while state["step"] < total_steps and not stopped:
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state["epoch"], rank, world)
+            while state["batch_pos"] < len(batches) and state["step"] < total_steps:
+                self._wait_if_paused()
+                if self._stop.is_set():
+                    stopped = True
+                    break
+                t0 = time.perf_counter()
+                step = state["step"] + 1
+                mx.random.seed(cfg.seed * 1_000_003 + step)  # dropout depends on (seed, step) only
+                group = batches[state["batch_pos"]: state["batch_pos"] + cfg.grad_accumulation_steps]
+                acc.reset()
+                for idx in group:
+                    result = acc.add(*(mx.array(a) for a in make_batch(train, idx)))
+                    if result.ok:
+                        bad_in_a_row = 0 if result.tokens else bad_in_a_row
+                        continue
+                    bad_in_a_row += 1
+                    self._warn(f"step {step}: skipped a micro-batch because its {result.reason}", step)
+                    if bad_in_a_row >= cfg.max_bad_steps:
+                        raise TrainingError(
+                            f"training diverged: {bad_in_a_row} bad micro-batches in a row at step {step}. "
+                            f"Lower the learning rate (now {cfg.learning_rate:g}) and resume from the last "
+                            "checkpoint, which is intact")
+                grads, tokens, loss_sum = reduce_across_ranks(acc.grads, acc.tokens, acc.loss_sum, self.group)
+                if tokens > 0:
+                    apply_update(model, optimizer, mean_gradient(grads, tokens), cfg.grad_clip)
+                    self.optimizer_updates += 1
+                state["step"] = step
+                state["batch_pos"] += len(group)
+                if state["batch_pos"] >= len(batches):
+                    state["epoch"] += 1
+                    state["batch_pos"] = 0
+                state["trained_tokens"] += tokens
+                state["val_loss"] = None
+                dt = time.perf_counter() - t0
+                train_time += dt
+                steps_this_session += 1
+                win_loss += loss_sum
+                win_tokens += tokens
+                win_steps += 1
+                win_time += dt
+
+                if step % cfg.steps_per_report == 0 or step == total_steps:
+                    mem = sample()
+                    elapsed = time.perf_counter() - start - self._paused_time
+                    last_train_loss = win_loss / win_tokens if win_tokens else float("nan")
+                    eta = elapsed / steps_this_session * (total_steps - step)
+                    self._emit(StepReport(
+                        step, step / spe, last_train_loss, float(optimizer.learning_rate.item()),
+                        win_tokens / win_time if win_time else 0.0, win_steps / win_time if win_time else 0.0,
+                        state["trained_tokens"], elapsed, eta, mem.gb("mlx_active"), mem.gb("mlx_peak"),
+                        mem.gb("mlx_cache"), mem.gb("rss")))
+                    if not ram_warned and max(mem.rss, mem.mlx_active) > cfg.ram_warn_share * total_ram:
+                        ram_warned = True
+                        self._warn(f"memory use {max(mem.rss, mem.mlx_active) / GB:.1f} GB is above "
+                                   f"{cfg.ram_warn_share:.0%} of this machine's {total_ram / GB:.0f} GB; lower the "
+                                   "batch size or max_seq_length, or quantize the base", step)
+                    win_loss = win_tokens = win_steps = 0
+                    win_time = 0.0
+
+                is_best = False
+                if valid is not None and step % cfg.steps_per_eval == 0 and step != total_steps:
+                    is_best = record_validation()
+                if step % cfg.save_every == 0 or is_best:
+                    self._save(model, optimizer, state, "periodic" if step % cfg.save_every == 0 else "best",
+                               is_best)
+                clear_cache_if_above(cache_limit)
+
+        if stopped:
+            self._save(model, optimizer, state, "stop", False)
+            return self._finish(state, True, last_train_loss, None, start)
+        is_best = record_validation() if valid is not None else False
+        self._save(model, optimizer, state, "end", is_best)
+        test_loss = None
+        if cfg.test and test is not None:
+            test_loss, tokens, secs = self._validate(model, test, state["step"], cfg.test_batches, "test")
+            self._emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
+        return self._finish(state, False, last_train_loss, test_loss, start)
+
+    def _finish(self, state: dict, stopped: bool, train_loss, test_loss, start: float) -> Finished:
+        event = Finished(state["step"], stopped, _finite_or_none(train_loss), state.get("val_loss"),
+                         state.get("best_val_loss"), test_loss, self.config.adapter_path,
+                         time.perf_counter() - start - self._paused_time)
+        self._emit(event)
+        return event
+

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the system libraries Qt needs on Debian/Ubuntu when they are missing.
+# macOS needs nothing here: the PySide6 wheel carries its frameworks.
+set -u
+[ "$(uname -s)" = "Linux" ] || exit 0
+command -v ldconfig >/dev/null 2>&1 || exit 0
+need=()
+have() { ldconfig -p | grep -q "$1"; }
+have libEGL.so.1        || need+=(libegl1)
+have libGL.so.1         || need+=(libgl1)
+have libxkbcommon.so.0  || need+=(libxkbcommon0)
+have libfontconfig.so.1 || need+=(libfontconfig1)
+have libdbus-1.so.3     || need+=(libdbus-1-3)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "Qt needs these system packages: ${need[*]}. Install them with your package manager." >&2
+  exit 0
+fi
+echo "Installing system libraries for Qt: ${need[*]}"
+apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

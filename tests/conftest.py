@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny random Llama with a BPE tokenizer, and small data files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikisql"
+
+WORDS = ("table columns select where from count name year city team score player number date "
+         "what which how many is the of in for and list show").split()
+
+
+def fixture_texts(n: int = 200, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 18))) for _ in range(n)]
+
+
+def write_jsonl(path: Path, rows: list, raw_lines: list[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps(r) for r in rows] + (raw_lines or [])
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_model(tmp_path_factory) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) with a chat template."""
+    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny", DemoModelSpec(), corpus=fixture_texts(400))
+
+
+@pytest.fixture(scope="session")
+def demo_model_no_template(tmp_path_factory) -> Path:
+    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+
+    spec = DemoModelSpec(chat_template=False)
+    return build_demo_model(tmp_path_factory.mktemp("models") / "tiny_plain", spec, corpus=fixture_texts(400))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(demo_model):
+    from qlora_gui.core.model_files import load_tokenizer
+
+    return load_tokenizer(demo_model)
+
+
+@pytest.fixture()
+def text_data(tmp_path) -> Path:
+    """A folder in mlx-lm layout: 48 train rows, 12 valid rows of text."""
+    texts = fixture_texts(60, seed=1)
+    write_jsonl(tmp_path / "data" / "train.jsonl", [{"text": t} for t in texts[:48]])
+    write_jsonl(tmp_path / "data" / "valid.jsonl", [{"text": t} for t in texts[48:]])
+    return tmp_path / "data"
+
+
+@pytest.fixture()
+def completion_data(tmp_path) -> Path:
+    texts = fixture_texts(40, seed=2)
+    rows = [{"prompt": t, "completion": " ".join(reversed(t.split()))} for t in texts]
+    return write_jsonl(tmp_path / "pc.jsonl", rows)
