@@ -274,8 +274,10 @@ class Trainer:
 
         stopped = False
         while state["step"] < total_steps and not stopped:
-            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, state["epoch"], rank, world)
-            while state["batch_pos"] < len(batches) and state["step"] < total_steps:
+            epoch = state["epoch"]
+            batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, rank, world)
+            # The epoch's order is rebuilt from (seed, epoch) each epoch, so a resume can rebuild it too.
+            while state["epoch"] == epoch and state["step"] < total_steps:
                 self._wait_if_paused()
                 if self._stop.is_set():
                     stopped = True
