@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .core.errors import DataError, UserError
 
-SUBCOMMANDS = ("check-data", "train")
+SUBCOMMANDS = ("check-data", "train", "demo-model")
 
 
 def _check_data_parser(sub) -> None:
@@ -42,6 +42,29 @@ def run_check_data(args: argparse.Namespace) -> int:
     return 0 if result.report.usable else 2
 
 
+def _demo_model_parser(sub) -> None:
+    p = sub.add_parser("demo-model", help="build the tiny random-weight demo model",
+                       description="Build a tiny Llama with random weights and a BPE tokenizer trained on the "
+                                   "sample data, for trying the whole flow offline. It knows nothing until trained.")
+    p.add_argument("out", help="folder to create")
+    p.add_argument("--hidden-size", type=int, default=64)
+    p.add_argument("--num-layers", type=int, default=2)
+    p.add_argument("--vocab-size", type=int, default=512)
+
+
+def run_demo_model(args: argparse.Namespace) -> int:
+    from .core.demo_model import DemoModelSpec, build_demo_model
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; give a new folder for the demo model")
+    spec = DemoModelSpec(vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                         intermediate_size=2 * args.hidden_size)
+    build_demo_model(out, spec)
+    print(f"Demo model (random weights) written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train_cli import add_train_parser
 
@@ -51,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _check_data_parser(sub)
     add_train_parser(sub)
+    _demo_model_parser(sub)
     return parser
 
 
@@ -84,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
             if args.command == "check-data":
                 return run_check_data(args)
+            if args.command == "demo-model":
+                return run_demo_model(args)
             from .train_cli import run_train
 
             return run_train(args)

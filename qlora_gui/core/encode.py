@@ -52,6 +52,20 @@ def _hf(tokenizer: Any) -> Any:
     return getattr(tokenizer, "_tokenizer", tokenizer)
 
 
+ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
+
+
+def _encode_many(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[np.ndarray]:
+    """Batch-encode texts into compact int32 arrays, a chunk at a time."""
+    hf = _hf(tokenizer)
+    out: list[np.ndarray] = []
+    for i in range(0, len(texts), ENCODE_CHUNK):
+        ids = hf(texts[i:i + ENCODE_CHUNK], add_special_tokens=add_special_tokens,
+                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        out.extend(np.asarray(x, dtype=np.int32) for x in ids)
+    return out
+
+
 def render_fallback(messages: list[dict], add_generation_prompt: bool, tokenizer: Any) -> str:
     bos = getattr(tokenizer, "bos_token", None) or ""
     eos = getattr(tokenizer, "eos_token", None) or ""
@@ -99,32 +113,26 @@ def _chat_texts(row: dict, fmt: str, tokenizer: Any, mask_prompt: bool) -> tuple
     return full, spans
 
 
-def _common_prefix_len(a: list[int], b: list[int]) -> int:
+def _common_prefix_len(a: np.ndarray, b: np.ndarray) -> int:
     n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
 
 
 def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool,
                  problems: Problems) -> EncodedSplit:
     """Tokenize a checked split. Template failures become line-numbered problems."""
-    hf = _hf(tokenizer)
     eos = getattr(tokenizer, "eos_token_id", None)
     fmt = raw.format
     tokens: list[np.ndarray] = []
     trained: list[np.ndarray] = []
     lines: list[int] = []
     if fmt == "text":
-        ids_list = hf([r["text"] for r in raw.rows], add_special_tokens=True)["input_ids"] if raw.rows else []
-        for ids, line in zip(ids_list, raw.lines):
-            if eos is not None and (not ids or ids[-1] != eos):
-                ids = list(ids) + [eos]
-            arr = np.asarray(ids, dtype=np.int32)
-            mask = np.ones(len(arr), dtype=bool)
-            tokens.append(arr)
-            trained.append(mask)
+        for ids, line in zip(_encode_many(tokenizer, [r["text"] for r in raw.rows], True), raw.lines):
+            if eos is not None and (not len(ids) or ids[-1] != eos):
+                ids = np.append(ids, np.int32(eos))
+            tokens.append(ids)
+            trained.append(np.ones(len(ids), dtype=bool))
             lines.append(line)
     else:
         texts, spans_per_row = [], []
@@ -138,14 +146,13 @@ def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt
             texts.append(full)
             spans_per_row.append(spans)
             lines.append(line)
-        full_ids = hf(texts, add_special_tokens=False)["input_ids"] if texts else []
+        full_ids = _encode_many(tokenizer, texts, False)
         span_texts = [t for spans in spans_per_row for pair in spans for t in pair]
-        span_ids = hf(span_texts, add_special_tokens=False)["input_ids"] if span_texts else []
+        span_ids = _encode_many(tokenizer, span_texts, False)
         cursor = 0
         for ids, spans in zip(full_ids, spans_per_row):
-            arr = np.asarray(ids, dtype=np.int32)
             if mask_prompt:
-                mask = np.zeros(len(arr), dtype=bool)
+                mask = np.zeros(len(ids), dtype=bool)
                 for _ in spans:
                     # Where the prefix's last token merges into the answer's first, the common
                     # prefix (not the prefix's length) is where the answer starts.
@@ -154,8 +161,8 @@ def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt
                     mask[start:end] = True
                     cursor += 2
             else:
-                mask = np.ones(len(arr), dtype=bool)
-            tokens.append(arr)
+                mask = np.ones(len(ids), dtype=bool)
+            tokens.append(ids)
             trained.append(mask)
 
     full_lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))

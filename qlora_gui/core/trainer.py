@@ -339,9 +339,9 @@ class Trainer:
                 is_best = False
                 if valid is not None and step % cfg.steps_per_eval == 0 and step != total_steps:
                     is_best = record_validation()
-                if step % cfg.save_every == 0 or is_best:
-                    self._save(model, optimizer, state, "periodic" if step % cfg.save_every == 0 else "best",
-                               is_best)
+                periodic = step % cfg.save_every == 0 and step != total_steps  # the end saves the last step
+                if periodic or is_best:
+                    self._save(model, optimizer, state, "periodic" if periodic else "best", is_best)
                 clear_cache_if_above(cache_limit)
 
         if stopped:
