@@ -158,6 +158,10 @@ def check_data(
             warnings.append(f"{rep.no_target_rows} {rep.name} row(s) have no trained tokens left after "
                             "truncation (the prompt fills max_seq_length); they add nothing to training")
 
-    report = DataReport(intake.source, intake.format, splits, list(problems.items), problems.count, warnings,
+    file_order: dict[str, int] = {}
+    for p in problems.items:
+        file_order.setdefault(p.file, len(file_order))
+    ordered = sorted(problems.items, key=lambda p: (file_order[p.file], p.line))
+    report = DataReport(intake.source, intake.format, splits, ordered, problems.count, warnings,
                         max_seq_length, mask_prompt)
     return DataCheck(report, encoded)
