@@ -16,6 +16,10 @@ from .core.events import (CheckpointSaved, Event, Failed, Finished, RunStarted, 
 STEP_NOTE = ("A step is one optimizer update. mlx-lm counts micro-batches: with --grad-accumulation-steps N, "
              "our --iters K equals mlx-lm's --iters K*N.")
 
+def _key_list(text: str) -> list[str]:
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
 # flag -> (config key, type, help)
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--model": ("model", str, "model folder (Hugging Face layout) or an already-downloaded repo id"),
@@ -27,6 +31,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--lora-scale": ("lora_parameters.scale", float, "adapter scale, mlx-lm's 'scale' (default 20)"),
     "--lora-alpha": ("lora_parameters.alpha", float, "PEFT-style alpha; stored as scale = alpha / rank"),
     "--lora-dropout": ("lora_parameters.dropout", float, "adapter dropout (default 0)"),
+    "--lora-keys": ("lora_parameters.keys", _key_list,
+                    "layers to adapt, comma-separated (e.g. self_attn.q_proj,self_attn.v_proj); default: all linear"),
     "--quantize-bits": ("quantize_bits", int, "quantize a full-precision base to 4 or 8 bits on load"),
     "--quantize-group-size": ("quantize_group_size", int, "quantization group size: 32, 64 (default) or 128"),
     "--batch-size": ("batch_size", int, "rows per micro-batch (default 4)"),
@@ -107,6 +113,28 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     if not cfg.adapter_path:
         cfg.adapter_path = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     return cfg, notes
+
+
+def command_line(cfg: TrainConfig) -> str:
+    """The `qlora-gui train` command for these settings: flags only where they differ from the defaults."""
+    import shlex
+
+    default = TrainConfig()
+    parts = ["qlora-gui", "train"]
+    for flag, (key, _, _) in FLAGS.items():
+        if key.startswith("lora_parameters."):
+            sub = key.split(".")[1]
+            if sub == "alpha":
+                continue
+            value, base = cfg.lora_parameters.get(sub), default.lora_parameters.get(sub)
+        else:
+            value, base = getattr(cfg, key), getattr(default, key)
+        if value is not None and value != base:
+            parts += [flag, ",".join(value) if isinstance(value, list) else str(value)]
+    for flag, (key, _) in SWITCHES.items():
+        if getattr(cfg, key):
+            parts.append(flag)
+    return shlex.join(parts)
 
 
 class ConsoleReporter:

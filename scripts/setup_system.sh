@@ -11,6 +11,14 @@ have libGL.so.1         || need+=(libgl1)
 have libxkbcommon.so.0  || need+=(libxkbcommon0)
 have libfontconfig.so.1 || need+=(libfontconfig1)
 have libdbus-1.so.3     || need+=(libdbus-1-3)
+# For a real window (the xcb platform plugin); offscreen tests need none of these.
+have libxcb-icccm.so.4        || need+=(libxcb-icccm4)
+have libxcb-keysyms.so.1      || need+=(libxcb-keysyms1)
+have libxcb-image.so.0        || need+=(libxcb-image0)
+have libxcb-render-util.so.0  || need+=(libxcb-render-util0)
+have libxcb-shape.so.0        || need+=(libxcb-shape0)
+have libxcb-cursor.so.0       || need+=(libxcb-cursor0)
+have libxkbcommon-x11.so.0    || need+=(libxkbcommon-x11-0)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "Qt needs these system packages: ${need[*]}. Install them with your package manager." >&2

@@ -86,3 +86,20 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, demo_model, text_data
     assert latest is not None and latest.step >= 3
     assert (run_dir / "adapters.safetensors").is_file()
     assert "stopped at step" in out
+
+
+def test_copied_command_line_gives_back_the_same_settings(tmp_path):
+    import shlex
+
+    from qlora_gui.cli import build_parser
+    from qlora_gui.core.config import TrainConfig
+    from qlora_gui.train_cli import command_line, config_from_args
+
+    cfg = TrainConfig(model="/m", data="/d", adapter_path=str(tmp_path / "r"), batch_size=2, epochs=3,
+                      learning_rate=2e-4, quantize_bits=4, mask_prompt=True,
+                      lora_parameters={"rank": 16, "scale": 2.0, "dropout": 0.05, "keys": ["self_attn.q_proj"]})
+    text = command_line(cfg)
+    assert text.startswith("qlora-gui train --model /m --data /d")
+    args = build_parser().parse_args(shlex.split(text)[1:])
+    again, _ = config_from_args(args)
+    assert again == cfg

@@ -68,3 +68,12 @@ def blas_in_use() -> str:
             return name[3:]
     # The mlx-cpu wheels for Linux bundle a reference BLAS.
     return "reference BLAS (slow)"
+
+
+def memory_budget() -> int:
+    """What training may use: the GPU's recommended working set on Apple silicon, else all RAM."""
+    if mx.metal.is_available():
+        limit = mx.device_info().get("max_recommended_working_set_size")
+        if limit:
+            return int(limit)
+    return total_ram()

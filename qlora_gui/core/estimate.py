@@ -1,0 +1,60 @@
+"""A rough memory estimate for a model and settings, before anything loads.
+
+Weights at their stored precision, the adapters with their gradients and two
+Adam moments, and activations for one micro-batch (kept for the backward pass)
+plus the float32 logits. It is a guide for the settings form, not a promise.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TrainConfig
+
+GB = 1024**3
+DEFAULT_LORA_TARGETS = 7  # q, k, v, o, gate, up, down in a Llama-style block
+
+
+@dataclass
+class MemoryEstimate:
+    weights: int
+    adapters: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.adapters + self.activations
+
+
+def estimate_memory(model_dir: Path, cfg: TrainConfig, parameters: int | None = None,
+                    stored_bits: int | None = None, longest_row: int | None = None) -> MemoryEstimate | None:
+    """`longest_row` (tokens, from the data report) bounds the batch width better than max_seq_length."""
+    try:
+        mc = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    text = mc.get("text_config", mc)
+    hidden = int(text.get("hidden_size", 0))
+    layers = int(text.get("num_hidden_layers", 0))
+    vocab = int(text.get("vocab_size", 0))
+    inter = int(text.get("intermediate_size", 4 * hidden) or 4 * hidden)
+    if not (hidden and layers and vocab):
+        return None
+    if parameters is None:
+        parameters = layers * (4 * hidden * hidden + 3 * hidden * inter) + 2 * vocab * hidden
+    bits = cfg.quantize_bits or stored_bits
+    if bits:
+        per_param = bits / 8 + 4 / cfg.quantize_group_size  # fp16 scale and bias per group
+    else:
+        per_param = 4 if str(mc.get("torch_dtype", "")).endswith("float32") else 2
+    weights = int(parameters * per_param)
+    adapted = layers if cfg.num_layers == -1 else min(cfg.num_layers, layers)
+    rank = int(cfg.lora_parameters.get("rank", 8))
+    lora_params = adapted * DEFAULT_LORA_TARGETS * rank * (hidden + max(hidden, inter))
+    adapters = lora_params * 4 * 4  # weights, gradients, two Adam moments, float32
+    width = min(cfg.max_seq_length, longest_row) if longest_row else cfg.max_seq_length
+    tokens = cfg.batch_size * width
+    activations = tokens * (layers * (10 * hidden + 2 * inter) * 2 + vocab * 4 * 3)
+    return MemoryEstimate(weights, adapters, int(activations))

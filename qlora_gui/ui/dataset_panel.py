@@ -1,0 +1,258 @@
+"""The dataset panel: pick or drop data, see the intake report, and every problem by file and line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QTextCharFormat, QTextCursor, QColor
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QPlainTextEdit, QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
+                               QTextEdit, QVBoxLayout, QWidget, QHeaderView)
+
+from ..core.dataset import DataReport, check_data
+from ..core.model_files import load_tokenizer
+from .jobs import start_job
+from .theme import style_plot
+
+_PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
+_tokenizers: dict[str, object] = {}
+
+
+def run_check(path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int,
+              valid_fraction: float) -> DataReport:
+    """Runs in a background job: the tokenizer is cached per model folder."""
+    tokenizer = None
+    if model:
+        tokenizer = _tokenizers.get(model) or load_tokenizer(Path(model))
+        _tokenizers[model] = tokenizer
+    return check_data(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
+                      batch_size=batch_size, valid_fraction=valid_fraction).report
+
+
+def file_excerpt(path: str, line: int, context: int = 3) -> tuple[str, int]:
+    """Lines around `line` (1-based) as text, and the index of `line` within it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(50_000_000)
+    except OSError as e:
+        return f"(cannot read {path}: {e.strerror})", -1
+    lines = raw.split(b"\n")
+    start = max(line - 1 - context, 0)
+    shown = []
+    for i in range(start, min(line + context, len(lines))):
+        text = lines[i].decode("utf-8", "backslashreplace").rstrip("\r")
+        shown.append(f"{i + 1:>6} | {text[:2000]}")
+    return "\n".join(shown), line - 1 - start
+
+
+class DatasetPanel(QWidget):
+    report_changed = Signal()  # a new report (usable or not) is in `self.report`
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.report: DataReport | None = None
+        self.model_path: str | None = None
+        self.max_seq_length = 2048
+        self.batch_size = 4
+        self._generation = 0
+        self.checking = False
+
+        self.path_edit = QLineEdit(readOnly=True, placeholderText="Drop a .jsonl/.json file or a data folder here")
+        self.file_button = QPushButton("Browse file…")
+        self.folder_button = QPushButton("Browse folder…")
+        self.file_button.clicked.connect(self._browse_file)
+        self.folder_button.clicked.connect(self._browse_folder)
+        top = QHBoxLayout()
+        top.addWidget(self.path_edit, 1)
+        top.addWidget(self.file_button)
+        top.addWidget(self.folder_button)
+
+        self.valid_share = QDoubleSpinBox(minimum=0.0, maximum=0.5, singleStep=0.05, decimals=2, value=0.10)
+        self.valid_share.setToolTip("Share of a single file held out as validation data (seeded; a row never "
+                                    "lands in both). A folder with valid.jsonl uses that file instead.")
+        self.mask_prompt = QCheckBox("Train on completions only")
+        self.mask_prompt.setToolTip("Only the answer (completion / assistant turns) is trained on; the prompt is "
+                                    "masked. Needs prompt/completion or chat rows. Costs nothing extra.")
+        self.valid_share.valueChanged.connect(self.recheck)
+        self.mask_prompt.toggled.connect(self.recheck)
+        options = QHBoxLayout()
+        options.addWidget(QLabel("Validation share:"))
+        options.addWidget(self.valid_share)
+        options.addSpacing(16)
+        options.addWidget(self.mask_prompt)
+        options.addStretch(1)
+
+        self.summary = QLabel("No dataset yet.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+
+        self.histogram = pg.PlotWidget(title="Row lengths")
+        self.histogram.setMinimumHeight(160)
+        self.histogram.setMenuEnabled(False)
+        self.preview = QTableWidget(0, 0)
+        self.preview.verticalHeader().setVisible(False)
+        self.preview.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+
+        self.problems = QListWidget()
+        self.problems.setWordWrap(True)
+        self.problems.currentRowChanged.connect(self._show_problem_line)
+        self.line_view = QPlainTextEdit(readOnly=True)
+        self.line_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.line_view.setPlaceholderText("Click a problem to see its line.")
+        self.problem_box = QGroupBox("Problems")
+        pbox = QVBoxLayout(self.problem_box)
+        pbox.addWidget(self.problems, 2)
+        pbox.addWidget(self.line_view, 1)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(self.histogram)
+        upper.addWidget(self.problem_box)
+        split.addWidget(upper)
+        split.addWidget(self.preview)
+        split.setSizes([260, 240])
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(options)
+        layout.addWidget(self.summary)
+        layout.addWidget(split, 1)
+        self._render(None)
+
+    # ------------------------------------------------------------ inputs
+
+    @property
+    def path(self) -> str:
+        return self.path_edit.text()
+
+    @property
+    def usable(self) -> bool:
+        return self.report is not None and self.report.usable and not self.checking
+
+    def set_path(self, path: str | Path) -> None:
+        self.path_edit.setText(str(path))
+        self.valid_share.setEnabled(not Path(path).is_dir() or not any(
+            (Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json")))
+        self.recheck()
+
+    def set_model(self, model_path: str | None) -> None:
+        if model_path != self.model_path:
+            self.model_path = model_path
+            self.recheck()
+
+    def set_limits(self, max_seq_length: int, batch_size: int) -> None:
+        if (max_seq_length, batch_size) != (self.max_seq_length, self.batch_size):
+            self.max_seq_length, self.batch_size = max_seq_length, batch_size
+            self.recheck()
+
+    def _browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open dataset", "", "Data (*.jsonl *.json);;All files (*)")
+        if path:
+            self.set_path(path)
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open data folder (train.jsonl, valid.jsonl, test.jsonl)")
+        if path:
+            self.set_path(path)
+
+    # ------------------------------------------------------------ checking
+
+    def recheck(self) -> None:
+        if not self.path:
+            return
+        self._generation += 1
+        generation = self._generation
+        self.checking = True
+        self.summary.setText(f"Checking <b>{self.path}</b>…")
+        self.report_changed.emit()
+        start_job(run_check, self.path, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
+                  self.batch_size, self.valid_share.value(),
+                  on_done=lambda report: self._on_report(generation, report),
+                  on_failed=lambda msg, details: self._on_check_failed(generation, msg))
+
+    def _on_report(self, generation: int, report: DataReport) -> None:
+        if generation != self._generation:
+            return  # a newer check superseded this one
+        self.checking = False
+        self.report = report
+        self._render(report)
+        self.report_changed.emit()
+
+    def _on_check_failed(self, generation: int, message: str) -> None:
+        if generation != self._generation:
+            return
+        self.checking = False
+        self.report = None
+        self.summary.setText(f"<b>Could not check the data:</b> {message}")
+        self.report_changed.emit()
+
+    # ------------------------------------------------------------ display
+
+    def _render(self, report: DataReport | None) -> None:
+        self.problems.clear()
+        self.line_view.clear()
+        self.histogram.clear()
+        self.preview.clear()
+        self.preview.setRowCount(0)
+        self.preview.setColumnCount(0)
+        self.problem_box.setVisible(bool(report and report.problem_count))
+        if report is None:
+            return
+        rows = " · ".join(f"{s.name}: {s.rows:,} rows" for s in report.splits.values())
+        parts = [f"<b>{report.source}</b>", f"format: <b>{report.format or 'unknown'}</b>", rows]
+        train = report.splits.get("train")
+        if train and train.rows:
+            parts.append(f"{train.unit} min/mean/p95/max: {train.min_len}/{train.mean_len:.0f}/{train.p95_len}/"
+                         f"{train.max_len}")
+            if train.truncated:
+                parts.append(f"{train.truncated} truncated to {report.max_seq_length}")
+            if train.trained_share is not None:
+                parts.append(f"trained on {train.trained_share:.0%} of tokens")
+        status = ("<span style='color:#2ea043'><b>Ready to train.</b></span>" if report.usable else
+                  f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
+        warn = "".join(f"<br>⚠ {w}" for w in report.warnings)
+        self.summary.setText(" · ".join(parts) + "<br>" + status + warn)
+        for line in report.problem_lines():
+            self.problems.addItem(line)
+        if train and train.lengths:
+            counts, edges = np.histogram(train.lengths, bins=min(40, max(5, len(set(train.lengths)))))
+            self.histogram.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush="#7aa6da"))
+            self.histogram.setLabel("bottom", train.unit)
+            self.histogram.setLabel("left", "rows")
+        if train and train.preview:
+            columns = ["line"] + list(train.preview[0].keys())
+            self.preview.setColumnCount(len(columns))
+            self.preview.setHorizontalHeaderLabels(columns)
+            self.preview.setRowCount(len(train.preview))
+            for r, (line, row) in enumerate(zip(train.preview_lines, train.preview)):
+                self.preview.setItem(r, 0, QTableWidgetItem(str(line)))
+                for c, key in enumerate(columns[1:], start=1):
+                    self.preview.setItem(r, c, QTableWidgetItem(row.get(key, "")))
+            self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+
+    def apply_palette(self, palette) -> None:
+        style_plot(self.histogram, (self.histogram.getPlotItem(),), palette)
+
+    def _show_problem_line(self, row: int) -> None:
+        item = self.problems.item(row)
+        match = _PROBLEM.match(item.text()) if item else None
+        if not match:
+            return
+        text, index = file_excerpt(match["file"], int(match["line"]))
+        self.line_view.setPlainText(text)
+        if index >= 0:
+            block = self.line_view.document().findBlockByNumber(index)
+            selection = QTextEdit.ExtraSelection()
+            fmt = QTextCharFormat()
+            fmt.setBackground(QColor(255, 200, 200))
+            fmt.setForeground(QColor(0, 0, 0))
+            fmt.setProperty(QTextCharFormat.Property.FullWidthSelection, True)
+            selection.format = fmt
+            selection.cursor = QTextCursor(block)
+            self.line_view.setExtraSelections([selection])
+            self.line_view.setTextCursor(QTextCursor(block))

@@ -1,0 +1,364 @@
+"""The main window: Data, Model, Settings, Train and Runs tabs, and the training worker's lifecycle."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
+
+from .. import __version__
+from ..core.checkpoints import latest_checkpoint
+from ..core.config import config_from_dict
+from ..core.errors import ConfigError
+from ..core.estimate import estimate_memory
+from ..core.memory import GB, memory_budget
+from ..core.runs import read_curves
+from .dataset_panel import DatasetPanel
+from .model_panel import ModelPanel
+from .runs_view import RunsView
+from .settings_panel import SettingsPanel
+from .theme import apply_theme
+from .training_view import TrainingView
+from .worker import TrainingWorker
+
+DATA_SUFFIXES = (".jsonl", ".json")
+
+
+def default_runs_root() -> Path:
+    return Path(user_data_dir("QLoRA Studio", appauthor=False)) / "runs"
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings | None = None, runs_root: str | Path | None = None):
+        super().__init__()
+        self.setWindowTitle("QLoRA Studio")
+        self.store = settings or QSettings()
+        self.runs_root = Path(runs_root or self.store.value("runs_root", str(default_runs_root())))
+        self.worker: TrainingWorker | None = None
+        self.error_dialog: QMessageBox | None = None
+        self._close_after_stop = False
+        self.budget = memory_budget()
+
+        self.dataset = DatasetPanel()
+        folders = self.store.value("model_folders", []) or []
+        self.model = ModelPanel(folders if isinstance(folders, list) else [folders])
+        self.settings_panel = SettingsPanel()
+        self.settings_panel.command_source = self.current_config
+        self.training = TrainingView()
+        self.runs = RunsView(self.runs_root)
+        self.tabs = QTabWidget()
+        for widget, name in ((self.dataset, "1  Data"), (self.model, "2  Model"),
+                             (self.settings_panel, "3  Settings"), (self.training, "4  Train"), (self.runs, "5  Runs")):
+            self.tabs.addTab(widget, name)
+        self.setCentralWidget(self.tabs)
+        self.setAcceptDrops(True)
+        self._build_menus()
+
+        self.dataset.report_changed.connect(self._refresh)
+        self.model.model_changed.connect(self._on_model_changed)
+        self.settings_panel.changed.connect(self._on_settings_changed)
+        self.training.start_requested.connect(self.start_training)
+        self.training.stop_requested.connect(self.stop_training)
+        self.training.pause_toggled.connect(self._pause)
+        self.training.resume_requested.connect(self.resume_from_checkpoint)
+        self._style_plots(self.palette())
+        self._restore()
+        self._refresh()
+
+    # ------------------------------------------------------------ menus and theme
+
+    def _build_menus(self) -> None:
+        def action(menu, text, slot, shortcut=None):
+            a = QAction(text, self)
+            a.triggered.connect(slot)
+            if shortcut:
+                a.setShortcut(QKeySequence(shortcut))
+            menu.addAction(a)
+            return a
+
+        file_menu = self.menuBar().addMenu("&File")
+        action(file_menu, "Open dataset file…", self.dataset._browse_file, QKeySequence.StandardKey.Open)
+        action(file_menu, "Open data folder…", self.dataset._browse_folder)
+        action(file_menu, "Open model folder…", self.model._browse)
+        file_menu.addSeparator()
+        action(file_menu, "Load settings…", self.settings_panel._load)
+        action(file_menu, "Save settings…", self.settings_panel._save)
+        action(file_menu, "Copy CLI command", self.settings_panel.copy_command)
+        file_menu.addSeparator()
+        action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+        run_menu = self.menuBar().addMenu("&Run")
+        self.start_action = action(run_menu, "Start training", self.start_training, "Ctrl+R")
+        action(run_menu, "Stop and save", self.stop_training, "Ctrl+.")
+        view_menu = self.menuBar().addMenu("&View")
+        self.dark_action = action(view_menu, "Dark theme", lambda on: self.set_dark(on))
+        self.dark_action.setCheckable(True)
+        help_menu = self.menuBar().addMenu("&Help")
+        action(help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
+            self, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
+
+    def set_dark(self, dark: bool) -> None:
+        palette = apply_theme(QApplication.instance(), dark)
+        self.dark_action.setChecked(dark)
+        self._style_plots(palette)
+        self.store.setValue("dark", dark)
+
+    def _style_plots(self, palette) -> None:
+        self.training.charts.apply_palette(palette)
+        self.dataset.apply_palette(palette)
+        self.runs.apply_palette(palette)
+
+    # ------------------------------------------------------------ data in
+
+    def dragEnterEvent(self, event) -> None:
+        if self._dropped_path(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        path = self._dropped_path(event.mimeData())
+        if path:
+            event.acceptProposedAction()
+            self.open_dataset(path)
+
+    @staticmethod
+    def _dropped_path(mime) -> str | None:
+        for url in mime.urls() if mime.hasUrls() else []:
+            path = Path(url.toLocalFile())
+            if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES:
+                return str(path)
+        return None
+
+    def open_dataset(self, path: str | Path) -> None:
+        self.dataset.set_path(path)
+        self.tabs.setCurrentWidget(self.dataset)
+
+    # ------------------------------------------------------------ state
+
+    def _on_model_changed(self) -> None:
+        self.dataset.set_model(self.model.selected_path if not self.model.busy else None)
+        self._refresh()
+
+    def _on_settings_changed(self) -> None:
+        cfg = self.settings_panel.check()
+        if cfg:
+            self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size)
+        self._refresh()
+
+    def current_config(self):
+        """Settings + model + data as one TrainConfig, or None (the reason is shown in the form)."""
+        cfg = self.settings_panel.check()
+        if cfg is None:
+            return None
+        cfg.model = self.model.selected_path or ""
+        cfg.quantize_bits = self.model.quantize_bits
+        cfg.quantize_group_size = self.model.group
+        cfg.data = self.dataset.path
+        cfg.mask_prompt = self.dataset.mask_prompt.isChecked()
+        cfg.valid_fraction = self.dataset.valid_share.value()
+        name = Path(cfg.model).name or "model"
+        cfg.adapter_path = str(self._new_run_dir(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"))
+        return cfg
+
+    def _new_run_dir(self, name: str) -> Path:
+        """A run folder name no run uses yet: runs never share or overwrite a folder."""
+        path, n = self.runs_root / name, 2
+        while path.exists():
+            path, n = self.runs_root / f"{name}-{n}", n + 1
+        return path
+
+    def _refresh(self) -> None:
+        cfg = self.current_config()
+        reason = ""
+        if not self.dataset.path:
+            reason = "Drop a dataset on the window or open one (Data tab)."
+        elif self.dataset.checking:
+            reason = "Checking the data…"
+        elif not self.dataset.usable:
+            reason = "The data has problems: see the Data tab."
+        elif self.model.busy:
+            reason = "Preparing the model…"
+        elif not self.model.selected_path:
+            reason = "Pick a model (Model tab)."
+        elif cfg is None:
+            reason = "A setting is invalid: see the Settings tab."
+        self.training.set_can_start(not reason, reason)
+        self.start_action.setEnabled(not reason and self.worker is None)
+        self._update_estimate(cfg)
+
+    def _update_estimate(self, cfg) -> float | None:
+        info = self.model.selected
+        if cfg is None or info is None:
+            self.settings_panel.show_estimate("Memory estimate: pick a model.", None)
+            return None
+        bits = int(info.quantization.split("-")[0]) if "bit" in info.quantization else None
+        train = self.dataset.report.splits.get("train") if self.dataset.report else None
+        longest = train.max_len if train and train.unit == "tokens" else None
+        est = estimate_memory(info.path, cfg, info.parameters, bits, longest)
+        if est is None:
+            self.settings_panel.show_estimate("Memory estimate: unknown for this model's config.", None)
+            return None
+        share = est.total / self.budget
+        text = (f"Memory estimate: {est.total / GB:.2f} GB of {self.budget / GB:.0f} GB available "
+                f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
+                f"activations {est.activations / GB:.2f}). A rough guide.")
+        if share > 1:
+            text += " Over the limit: lower the batch size or max length, or quantize the base."
+        self.settings_panel.show_estimate(text, share)
+        return share
+
+    # ------------------------------------------------------------ training
+
+    def confirm(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+    def start_training(self) -> None:
+        cfg = self.current_config()
+        if cfg is None or self.worker is not None or not self.dataset.usable:
+            return
+        share = self._update_estimate(cfg)
+        if share is not None and share > 1 and not self.confirm(
+                "Memory", "The memory estimate is over what this machine has. Training may swap or fail. Start anyway?"):
+            return
+        self._launch(TrainingWorker(cfg))
+
+    def resume_from_checkpoint(self, checkpoint: str) -> None:
+        from ..core.config import load_config_file
+
+        ck = Path(checkpoint)
+        run_dir = ck.parent.parent
+        try:
+            cfg, _ = load_config_file(run_dir / "config.yaml")
+        except ConfigError as e:
+            self.show_error({"message": str(e)})
+            return
+        latest = latest_checkpoint(run_dir)
+        resume_from = None
+        if latest is not None and latest.path.resolve() == ck.resolve():
+            cfg.adapter_path, cfg.resume = str(run_dir), True
+        else:  # an older checkpoint continues in a new folder, so later checkpoints are never overwritten
+            cfg.adapter_path = str(self._new_run_dir(f"{run_dir.name}-from-{int(ck.name)}"))
+            resume_from = ck
+        self._launch(TrainingWorker(cfg, resume_from=resume_from))
+
+    def _launch(self, worker: TrainingWorker) -> None:
+        self.worker = worker
+        t = self.training
+        worker.started_run.connect(self._on_started)
+        worker.progress.connect(t.on_progress)
+        worker.validation.connect(t.on_validation)
+        worker.warning.connect(t.on_warning)
+        worker.checkpoint_saved.connect(t.on_checkpoint)
+        worker.run_finished.connect(self._on_finished)
+        worker.run_failed.connect(self._on_failed)
+        worker.finished.connect(self._on_thread_done)
+        t.set_running(True)
+        limit = worker.config.memory_limit_gb or self.budget / GB
+        t.charts.set_memory_limit(limit)
+        t.status.setText("Loading the model…")
+        self.tabs.setCurrentWidget(t)
+        self._remember()
+        worker.start()
+        self._refresh()
+
+    def _on_started(self, d: dict) -> None:
+        if d["start_step"] > 0 and not self.training.charts.steps:
+            curves = read_curves(Path(d["run_dir"]))  # a resumed run shows its history
+            for step, loss in zip(curves.steps, curves.losses):
+                if step <= d["start_step"]:
+                    self.training.charts.steps.append(step)
+                    self.training.charts.losses.append(loss)
+        self.training.on_started(d)
+
+    def _pause(self, paused: bool) -> None:
+        if self.worker:
+            self.worker.pause() if paused else self.worker.resume()
+
+    def stop_training(self) -> None:
+        if self.worker:
+            self.training.status.setText("Stopping after this step and saving a checkpoint…")
+            self.worker.stop()
+
+    def _on_finished(self, d: dict) -> None:
+        self.training.on_finished(d)
+        self.runs.refresh()
+
+    def _on_failed(self, d: dict) -> None:
+        self.training.on_failed(d)
+        self.runs.refresh()
+        if not self._close_after_stop:
+            self.show_error(d)
+
+    def show_error(self, d: dict) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", d["message"], parent=self)
+        if d.get("problems"):
+            box.setInformativeText("\n".join(d["problems"]))
+        if d.get("details"):
+            box.setDetailedText(d["details"])
+        self.error_dialog = box
+        box.open()  # window-modal, never blocks the event loop
+
+    def _on_thread_done(self) -> None:
+        self.worker = None
+        self.training.set_running(False)
+        self._refresh()
+        if self._close_after_stop:
+            self.close()
+
+    # ------------------------------------------------------------ persistence and close
+
+    def _remember(self) -> None:
+        s = self.store
+        s.setValue("data_path", self.dataset.path)
+        s.setValue("model_path", self.model.selected_path or "")
+        s.setValue("quantize", self.model.quantize.currentIndex())
+        s.setValue("mask_prompt", self.dataset.mask_prompt.isChecked())
+        s.setValue("valid_share", self.dataset.valid_share.value())
+        s.setValue("model_folders", self.model.extra_folders)
+        s.setValue("geometry", self.saveGeometry())
+        cfg = self.settings_panel.check()
+        if cfg:
+            s.setValue("settings_yaml", cfg.to_yaml())
+
+    def _restore(self) -> None:
+        s = self.store
+        if s.value("geometry"):
+            self.restoreGeometry(s.value("geometry"))
+        else:
+            self.resize(1280, 800)
+        if s.value("settings_yaml"):
+            import yaml
+
+            try:
+                values = yaml.safe_load(s.value("settings_yaml")) or {}
+                cfg, _ = config_from_dict({k: v for k, v in values.items()
+                                           if k not in ("model", "data", "adapter_path", "resume")})
+                self.settings_panel.set_config(cfg)
+            except (ConfigError, yaml.YAMLError, TypeError):
+                pass  # settings from an older version: keep the defaults
+        self.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
+        self.dataset.valid_share.setValue(float(s.value("valid_share", 0.1)))
+        model = s.value("model_path", "")
+        if model and Path(model).is_dir():
+            self.model.select_path(model)
+            self.model.quantize.setCurrentIndex(int(s.value("quantize", 0)))
+        data = s.value("data_path", "")
+        if data and Path(data).exists():
+            self.dataset.set_path(data)
+        if str(s.value("dark", "false")).lower() == "true":
+            self.set_dark(True)
+
+    def closeEvent(self, event) -> None:
+        if self.worker is not None:
+            if not self._close_after_stop:
+                if not self.confirm("Training is running", "Stop training, save a checkpoint and quit?"):
+                    event.ignore()
+                    return
+                self._close_after_stop = True
+                self.stop_training()
+            event.ignore()  # closes for real once the worker has saved and finished
+            return
+        self._remember()
+        super().closeEvent(event)

@@ -1,0 +1,238 @@
+"""The model panel: models found on this machine, the demo model, Browse, and download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
+                               QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+
+from ..core.demo_model import build_demo_model
+from ..core.download import download_model
+from ..core.model_scan import ModelInfo, describe_model, format_bytes, scan_models
+from .jobs import start_job
+
+DEMO_LABEL = "Demo model (tiny, random weights)"
+PATH_ROLE = Qt.ItemDataRole.UserRole
+
+
+def demo_model_dir() -> Path:
+    return Path(user_data_dir("QLoRA Studio", appauthor=False)) / "demo-model"
+
+
+def ensure_demo_model() -> str:
+    path = demo_model_dir()
+    if not (path / "model.safetensors").is_file():
+        build_demo_model(path)
+    return str(path)
+
+
+class DownloadDialog(QDialog):
+    """Download from the Hugging Face Hub by repo id, with a progress bar."""
+
+    downloaded = Signal(str)
+    progressed = Signal(int, int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Download from Hugging Face")
+        self.repo = QLineEdit(placeholderText="owner/name, e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 0)
+        self.bar.hide()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        self.download = self.buttons.addButton("Download", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.download.clicked.connect(self.start)
+        self.buttons.rejected.connect(self.reject)
+        self.progressed.connect(self._on_progress)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Repository id:"))
+        layout.addWidget(self.repo)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.buttons)
+        self.resize(520, 180)
+
+    def start(self) -> None:
+        self.download.setEnabled(False)
+        self.bar.show()
+        self.status.setText("Starting…")
+        start_job(download_model, self.repo.text(), self.progressed.emit, on_done=self._done, on_failed=self._failed)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.bar.setRange(0, 1000)
+        self.bar.setValue(int(1000 * done / max(total, 1)))
+        self.status.setText(f"{done / 1e6:.0f} of {total / 1e6:.0f} MB")
+
+    def _done(self, path) -> None:
+        self.bar.hide()
+        self.status.setText(f"Downloaded to {path}")
+        self.download.setEnabled(True)
+        self.downloaded.emit(str(path))
+
+    def _failed(self, message: str, details: str) -> None:
+        self.bar.hide()
+        self.status.setText(message)
+        self.download.setEnabled(True)
+
+
+class ModelPanel(QWidget):
+    model_changed = Signal()
+
+    def __init__(self, extra_folders: list[str] | None = None, parent=None):
+        super().__init__(parent)
+        self.extra_folders = list(extra_folders or [])
+        self.selected: ModelInfo | None = None
+        self.busy = False
+        self.models = QListWidget()
+        self.models.currentItemChanged.connect(self._on_select)
+        self.info = QLabel("Pick a model. Models in the Hugging Face cache, LM Studio's folders and folders you add "
+                           "are listed.")
+        self.info.setWordWrap(True)
+        self.quantize = QComboBox()
+        self.quantize.addItems(["Keep as it is", "Quantize to 4 bits on load (QLoRA)", "Quantize to 8 bits on load"])
+        self.quantize.setToolTip("A full-precision base quantized on load uses about 1/4 (4-bit) or 1/2 (8-bit) of "
+                                 "its float16 memory. Training quality stays close; the adapter is the same size.")
+        self.group_size = QComboBox()
+        self.group_size.addItems(["32", "64", "128"])
+        self.group_size.setCurrentText("64")
+        self.group_size.setToolTip("Weights per quantization group: smaller groups are more accurate and a bit larger.")
+        self.quantize.currentIndexChanged.connect(self.model_changed)
+        self.group_size.currentIndexChanged.connect(self.model_changed)
+
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        add = QPushButton("Add folder…")
+        add.setToolTip("Add a folder whose subfolders hold models; it is scanned every time.")
+        add.clicked.connect(self._add_folder)
+        rescan = QPushButton("Rescan")
+        rescan.clicked.connect(self.rescan)
+        download = QPushButton("Download from Hugging Face…")
+        download.clicked.connect(self._download)
+        buttons = QHBoxLayout()
+        for b in (browse, add, rescan, download):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        quant = QHBoxLayout()
+        quant.addWidget(QLabel("Base weights:"))
+        quant.addWidget(self.quantize, 1)
+        quant.addWidget(QLabel("group size:"))
+        quant.addWidget(self.group_size)
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.models, 1)
+        layout.addWidget(self.info)
+        layout.addLayout(quant)
+        self.rescan()
+
+    # ------------------------------------------------------------ listing
+
+    def rescan(self) -> None:
+        start_job(scan_models, list(self.extra_folders), on_done=self._fill)
+
+    def _fill(self, found: list[ModelInfo]) -> None:
+        current = self.selected_path
+        self.models.blockSignals(True)
+        self.models.clear()
+        demo = QListWidgetItem(DEMO_LABEL)
+        demo.setData(PATH_ROLE, "demo")
+        demo.setToolTip("Built on this machine in a few seconds. It learns, but it knows nothing: for trying the "
+                        "app, not for real use.")
+        self.models.addItem(demo)
+        for info in found:
+            self._add_item(info)
+        if not found:
+            hint = QListWidgetItem("No other models found in the Hugging Face cache or LM Studio's folders. Use Browse "
+                                   "for a model folder, Add folder for a folder of models, or download one.")
+            hint.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.models.addItem(hint)
+        self.models.blockSignals(False)
+        if current:
+            self.select_path(current, emit=False)
+
+    def _add_item(self, info: ModelInfo) -> QListWidgetItem:
+        item = QListWidgetItem(f"{info.label}\n    {info.source}: {info.path}")
+        item.setData(PATH_ROLE, str(info.path))
+        self.models.addItem(item)
+        return item
+
+    # ------------------------------------------------------------ selection
+
+    @property
+    def selected_path(self) -> str | None:
+        return str(self.selected.path) if self.selected else None
+
+    @property
+    def quantize_bits(self) -> int | None:
+        return {0: None, 1: 4, 2: 8}[self.quantize.currentIndex()]
+
+    @property
+    def group(self) -> int:
+        return int(self.group_size.currentText())
+
+    def select_path(self, path: str, emit: bool = True) -> bool:
+        info = describe_model(Path(path), "added folder")
+        if info is None:
+            self.info.setText(f"<b>{path}</b> is not a model folder (it needs config.json and *.safetensors).")
+            return False
+        match = next((self.models.item(i) for i in range(self.models.count())
+                      if self.models.item(i).data(PATH_ROLE) == str(info.path)), None)
+        self.models.blockSignals(True)
+        self.models.setCurrentItem(match or self._add_item(info))  # a browsed folder joins the list
+        self.models.blockSignals(False)
+        self._set_selected(info, emit)
+        return True
+
+    def _set_selected(self, info: ModelInfo | None, emit: bool = True) -> None:
+        self.selected = info
+        if info:
+            self.info.setText(f"<b>{info.name}</b> · {info.architecture} · {info.parameters:,} parameters · "
+                              f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}")
+            quantized = "bit" in info.quantization
+            self.quantize.setEnabled(not quantized)
+            self.group_size.setEnabled(not quantized)
+            if quantized:
+                self.quantize.setCurrentIndex(0)
+        if emit:
+            self.model_changed.emit()
+
+    def _on_select(self, item: QListWidgetItem | None, _previous=None) -> None:
+        if item is None:
+            return
+        path = item.data(PATH_ROLE)
+        if path == "demo":
+            self.busy = True
+            self.info.setText("Building the demo model…")
+            self.model_changed.emit()
+            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+            return
+        self._set_selected(describe_model(Path(path), "listed"))
+
+    def _demo_ready(self, path: str) -> None:
+        self.busy = False
+        self._set_selected(describe_model(Path(path), "demo", DEMO_LABEL))
+
+    def _demo_failed(self, message: str, details: str) -> None:
+        self.busy = False
+        self.info.setText(f"Could not build the demo model: {message}")
+        self.model_changed.emit()
+
+    def _browse(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Model folder (config.json and *.safetensors)")
+        if path:
+            self.select_path(path)
+
+    def _add_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Folder with models")
+        if path and path not in self.extra_folders:
+            self.extra_folders.append(path)
+            self.rescan()
+
+    def _download(self) -> None:
+        dialog = DownloadDialog(self)
+        dialog.downloaded.connect(lambda p: (self.rescan(), self.select_path(p)))
+        dialog.exec()

@@ -1,0 +1,123 @@
+"""Take the README's screenshots of the real app at 1280x800.
+
+    xvfb-run -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py docs/
+
+Uses a throw-away settings store, the demo model and the sample data, and a
+bad file made on the spot. Sequencing is done with Qt signals, not sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QTimer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main(out: Path) -> None:
+    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.ui.app import create_app
+
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp())
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
+    app = create_app()
+    from qlora_gui.ui.main_window import MainWindow
+
+    model = build_demo_model(tmp / "demo-model", DemoModelSpec(hidden_size=128, num_layers=4, vocab_size=768))
+    bad = tmp / "support_chats.jsonl"
+    rows = [json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
+                                     {"role": "assistant", "content": f"answer {i}"}]}) for i in range(30)]
+    rows[6] = '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}'
+    rows[11] = '{"prompt": "mixed in", "completion": "by mistake"}'
+    rows[17] = '{"messages": [{"role": "user", "content": "unfinished"}'
+    rows[23] = '{"messages": "not a list"}'
+    bad.write_text("\n".join(rows) + "\nthe end\n")
+
+    window = MainWindow(runs_root=tmp / "runs")
+    window.resize(1280, 800)
+    window.move(0, 0)
+    window.show()
+    window.model.select_path(str(model))
+    window.settings_panel.presets.setCurrentIndex(1)
+    window.settings_panel._apply_preset(1)  # Quick test
+    shots: list = []
+
+    def snap(name: str) -> None:
+        app.processEvents()
+        window.grab().save(str(out / f"{name}.png"))
+        print("saved", out / f"{name}.png")
+
+    def step_idle() -> None:
+        window.open_dataset(sample_data_path())
+        window.dataset.report_changed.connect(on_report)
+
+    def on_report() -> None:
+        if window.dataset.checking:
+            return
+        window.dataset.report_changed.disconnect(on_report)
+        window.tabs.setCurrentWidget(window.model)
+        snap("model")
+        window.tabs.setCurrentWidget(window.settings_panel)
+        snap("settings")
+        window.tabs.setCurrentWidget(window.dataset)
+        snap("data")
+        window.dataset.report_changed.connect(on_bad)
+        window.open_dataset(bad)
+
+    def on_bad() -> None:
+        if window.dataset.checking:
+            return
+        window.dataset.report_changed.disconnect(on_bad)
+        window.dataset.problems.setCurrentRow(1)
+        snap("bad-data")
+        window.open_dataset(sample_data_path())
+        window.dataset.report_changed.connect(on_good_again)
+
+    def on_good_again() -> None:
+        if window.dataset.checking:
+            return
+        window.dataset.report_changed.disconnect(on_good_again)
+        window.tabs.setCurrentWidget(window.training)
+        cfg = window.settings_panel.config()
+        cfg.iters, cfg.steps_per_report, cfg.steps_per_eval, cfg.save_every = 400, 2, 20, 40
+        cfg.learning_rate = 2e-3
+        window.settings_panel.set_config(cfg)
+        window.start_training()
+        window.worker.progress.connect(on_progress)
+
+    def on_progress(d: dict) -> None:
+        if d["step"] >= 160 and not shots:
+            shots.append(1)
+            window.training.charts.redraw()
+            snap("training")
+            window.set_dark(True)
+            snap("training-dark")
+            window.tabs.setCurrentWidget(window.dataset)
+            snap("data-dark")
+            window.tabs.setCurrentWidget(window.training)
+            window.set_dark(False)
+            window.worker.stop()
+            window.worker.finished.connect(on_stopped)
+
+    def on_stopped() -> None:
+        window.runs.refresh()
+        window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
+        window.tabs.setCurrentWidget(window.runs)
+        snap("runs")
+        window._close_after_stop = True
+        app.quit()
+
+    QTimer.singleShot(300, step_idle)
+    app.exec()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"))

@@ -1,0 +1,296 @@
+"""The app through its real widgets and the real training worker, offscreen, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
+
+from conftest import fixture_texts, write_jsonl
+from qlora_gui.core.checkpoints import latest_checkpoint
+from qlora_gui.ui import jobs
+from qlora_gui.ui.main_window import MainWindow
+
+LONG = 120_000  # ms; generous for a loaded 2-core CI machine, never reached when things work
+
+
+@pytest.fixture(autouse=True)
+def no_dangling_threads(qtbot):
+    yield
+    # A worker or job still running after a test is a bug: wait briefly, then fail.
+    qtbot.waitUntil(lambda: not jobs.running_threads(), timeout=30_000)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture()
+def window(qtbot, store, tmp_path, demo_model):
+    w = MainWindow(settings=store, runs_root=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    assert w.model.select_path(str(demo_model))
+    cfg = w.settings_panel.config()
+    cfg.num_layers, cfg.batch_size, cfg.learning_rate = 2, 4, 2e-3
+    cfg.steps_per_report, cfg.steps_per_eval, cfg.save_every, cfg.val_batches = 1, 3, 3, -1
+    cfg.lora_parameters = {"rank": 4, "scale": 10.0, "dropout": 0.0}
+    w.settings_panel.set_config(cfg)
+    yield w
+    if w.worker is not None:
+        w.worker.stop()
+        w.worker.wait()
+
+
+def wait_checked(qtbot, w):
+    qtbot.waitUntil(lambda: w.dataset.report is not None and not w.dataset.checking, timeout=LONG)
+
+
+def set_iters(w, iters: int) -> None:
+    cfg = w.settings_panel.config()
+    cfg.iters = iters
+    w.settings_panel.set_config(cfg)
+
+
+def drop(w, path: Path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(path))])
+    enter = QDragEnterEvent(QPointF(50, 50).toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    w.dragEnterEvent(enter)
+    assert enter.isAccepted()
+    w.dropEvent(QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                           Qt.KeyboardModifier.NoModifier))
+
+
+def test_dropping_a_file_sets_the_dataset(qtbot, window, completion_data):
+    drop(window, completion_data)
+    wait_checked(qtbot, window)
+    assert window.dataset.path == str(completion_data)
+    assert window.tabs.currentWidget() is window.dataset
+    assert "format: <b>completions</b>" in window.dataset.summary.text()
+    assert window.dataset.preview.rowCount() == 5 and window.dataset.preview.columnCount() == 3
+    assert window.dataset.histogram.getPlotItem().listDataItems()  # the length histogram is drawn
+    assert window.training.start_button.isEnabled()
+
+
+def test_a_bad_file_shows_its_lines_and_keeps_start_disabled(qtbot, window, tmp_path):
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"text": f"row {i}"} for i in range(6)], ['{"text": 7}'])
+    window.open_dataset(bad)
+    wait_checked(qtbot, window)
+    items = [window.dataset.problems.item(i).text() for i in range(window.dataset.problems.count())]
+    assert items == [f"{bad}:7: 'text' must be a string, got a number"]
+    assert not window.training.start_button.isEnabled()
+    assert "problems" in window.training.reason.text()
+    window.dataset.problems.setCurrentRow(0)  # clicking shows that line of the file
+    assert '     7 | {"text": 7}' in window.dataset.line_view.toPlainText()
+
+
+def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 6)
+    qtbot.mouseClick(window.training.start_button, Qt.MouseButton.LeftButton)
+    worker = window.worker
+    assert worker is not None and not window.training.start_button.isEnabled()
+    progress = []
+    worker.progress.connect(progress.append)
+    with qtbot.waitSignal(worker.run_finished, timeout=LONG) as finished:
+        pass
+    assert finished.args[0]["step"] == 6 and not finished.args[0]["stopped"]
+    assert [p["step"] for p in progress] == [1, 2, 3, 4, 5, 6]
+    charts = window.training.charts
+    charts.redraw()
+    xs, ys = charts.loss_raw.getData()
+    assert list(xs) == [1, 2, 3, 4, 5, 6] and len(charts.val_steps) >= 2
+    assert window.training.checkpoint_count() >= 2
+    qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
+    assert window.training.start_button.isEnabled()
+    assert window.runs.run_count() == 1
+
+
+def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 500)
+    window.start_training()
+    worker = window.worker
+    worker.progress.connect(lambda d: d["step"] == 2 and qtbot.mouseClick(window.training.stop_button,
+                                                                         Qt.MouseButton.LeftButton))
+    with qtbot.waitSignal(worker.run_finished, timeout=LONG) as finished:
+        pass
+    stopped_at = finished.args[0]["step"]
+    assert finished.args[0]["stopped"] and 2 <= stopped_at < 500
+    qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
+    run_dir = Path(finished.args[0]["run_dir"])
+    assert latest_checkpoint(run_dir).step == stopped_at
+
+    tree = window.training.checkpoints
+    item = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
+                if tree.topLevelItem(i).text(0) == str(stopped_at))
+    item.setSelected(True)
+    assert window.training.resume_button.isEnabled()
+    qtbot.mouseClick(window.training.resume_button, Qt.MouseButton.LeftButton)
+    worker = window.worker
+    steps = []
+    worker.progress.connect(lambda d: (steps.append(d["step"]), len(steps) == 2 and worker.stop()))
+    with qtbot.waitSignal(worker.started_run, timeout=LONG) as started:
+        pass
+    assert started.args[0]["start_step"] == stopped_at and started.args[0]["run_dir"] == str(run_dir)
+    qtbot.waitSignal(worker.run_finished, timeout=LONG).wait()
+    assert steps[0] == stopped_at + 1
+
+
+def test_closing_mid_run_asks_stops_and_leaves_no_thread(qtbot, window, text_data, monkeypatch):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 500)
+    window.start_training()
+    worker = window.worker
+    qtbot.waitSignal(worker.progress, timeout=LONG).wait()
+    asked = []
+    monkeypatch.setattr(window, "confirm", lambda title, text: asked.append(title) or True)
+    window.close()
+    assert asked == ["Training is running"]
+    qtbot.waitUntil(lambda: not window.isVisible(), timeout=LONG)
+    assert window.worker is None and not worker.isRunning()
+    assert jobs.running_threads() == []
+    run_dir = Path(worker.config.adapter_path)
+    assert latest_checkpoint(run_dir) is not None  # the stop saved
+
+
+def test_a_worker_failure_shows_a_dialog_and_the_app_stays_up(qtbot, window, text_data, tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for f in Path(window.model.selected_path).iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    window.model.select_path(str(broken))
+    (broken / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")  # no weights
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 3)
+    window.start_training()
+    with qtbot.waitSignal(window.worker.run_failed, timeout=LONG) as failed:
+        pass
+    qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
+    assert window.error_dialog is not None and window.error_dialog.isVisible()
+    assert window.error_dialog.text() == failed.args[0]["message"]
+    assert window.isVisible() and window.training.start_button.isEnabled()
+    window.error_dialog.close()
+
+
+def test_settings_validate_save_load_and_copy_the_cli_command(qtbot, window, text_data, tmp_path):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    lr = window.settings_panel._widgets["learning_rate"]
+    lr.setText("fast")
+    assert "is not a number" in window.settings_panel.error.text()
+    assert not window.training.start_button.isEnabled()
+    lr.setText("3e-4")
+    assert window.settings_panel.error.text() == "" and window.training.start_button.isEnabled()
+    text = window.settings_panel.copy_command()
+    assert QGuiApplication.clipboard().text() == text
+    assert text.startswith("qlora-gui train --model ") and "--learning-rate 0.0003" in text
+    window.settings_panel.presets.setCurrentIndex(3)
+    window.settings_panel._apply_preset(3)  # Thorough
+    cfg = window.settings_panel.config()
+    assert cfg.epochs == 3 and cfg.num_layers == -1 and cfg.lora_parameters["rank"] == 16
+    for key, tip_word in (("batch_size", "memory"), ("lora.rank", "memory"), ("steps_per_eval", "time")):
+        assert tip_word in window.settings_panel._widgets[key].toolTip()
+
+
+def test_over_the_memory_estimate_start_asks_first(qtbot, window, text_data, monkeypatch):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    window.budget = 1024  # pretend the machine has 1 KB
+    window._refresh()
+    assert "Over the limit" in window.settings_panel.estimate_label.text()
+    asked = []
+    monkeypatch.setattr(window, "confirm", lambda title, text: asked.append(title) or False)
+    window.start_training()
+    assert asked == ["Memory"] and window.worker is None
+
+
+def test_the_app_remembers_data_model_and_settings(qtbot, store, tmp_path, demo_model, text_data):
+    first = MainWindow(settings=store, runs_root=tmp_path / "runs")
+    qtbot.addWidget(first)
+    first.model.select_path(str(demo_model))
+    first.open_dataset(text_data)
+    wait_checked(qtbot, first)
+    cfg = first.settings_panel.config()
+    cfg.lora_parameters = {"rank": 12, "scale": 3.0, "dropout": 0.0}
+    first.settings_panel.set_config(cfg)
+    first.close()
+    second = MainWindow(settings=store, runs_root=tmp_path / "runs")
+    qtbot.addWidget(second)
+    wait_checked(qtbot, second)
+    assert second.dataset.path == str(text_data)
+    assert second.model.selected_path == str(demo_model)
+    assert second.settings_panel.config().lora_parameters["rank"] == 12
+
+
+def test_runs_overlay_their_curves(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 2)
+    for _ in range(2):
+        window.start_training()
+        qtbot.waitSignal(window.worker.run_finished, timeout=LONG).wait()
+        qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
+    runs = window.runs
+    runs.refresh()
+    assert runs.run_count() == 2
+    names = [runs.table.topLevelItem(i).text(0) for i in range(2)]
+    runs.select_runs(names)
+    assert sorted(runs.plotted) == sorted(names)
+    assert len(runs.plot.getPlotItem().listDataItems()) == 4  # train line and validation dots for each
+
+
+def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
+    from qlora_gui.ui.model_panel import DownloadDialog
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    dialog = DownloadDialog()
+    qtbot.addWidget(dialog)
+    dialog.repo.setText("mlx-community/some-model")
+    dialog.start()
+    qtbot.waitUntil(lambda: "offline mode is on" in dialog.status.text(), timeout=10_000)
+    assert dialog.download.isEnabled()
+
+
+def test_the_demo_model_entry_builds_a_model(qtbot, window, monkeypatch, tmp_path):
+    from qlora_gui.ui import model_panel
+
+    monkeypatch.setattr(model_panel, "demo_model_dir", lambda: tmp_path / "demo")
+    window.model.models.setCurrentRow(0)
+    assert window.model.busy and "Building" in window.model.info.text()
+    qtbot.waitUntil(lambda: not window.model.busy, timeout=LONG)
+    assert window.model.selected_path == str(tmp_path / "demo")
+    assert json.loads((tmp_path / "demo" / "config.json").read_text())["model_type"] == "llama"
+
+
+def test_command_line_opens_the_app_preloaded(qtbot, monkeypatch, demo_model, completion_data, tmp_path):
+    from qlora_gui.ui import app as app_module
+
+    shown = {}
+
+    def fake_exec(self=None):
+        win = app_module.QApplication.instance().topLevelWidgets()
+        shown["windows"] = [w for w in win if isinstance(w, MainWindow) and w.isVisible()]
+        return 0
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    monkeypatch.setattr(type(app_module.QApplication.instance()), "exec", fake_exec)
+    from qlora_gui.cli import main
+
+    assert main([str(completion_data), "--model", str(demo_model)]) == 0
+    [w] = shown["windows"]
+    qtbot.addWidget(w)
+    assert w.dataset.path == str(completion_data) and w.model.selected_path == str(demo_model)
+    wait_checked(qtbot, w)
+    w.close()
