@@ -294,3 +294,14 @@ def test_command_line_opens_the_app_preloaded(qtbot, monkeypatch, demo_model, co
     assert w.dataset.path == str(completion_data) and w.model.selected_path == str(demo_model)
     wait_checked(qtbot, w)
     w.close()
+
+
+def test_closing_right_after_a_run_ends_does_not_ask(qtbot, window, text_data, monkeypatch):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 2)
+    window.start_training()
+    monkeypatch.setattr(window, "confirm", lambda *a: pytest.fail("asked although the run had ended"))
+    qtbot.waitSignal(window.worker.run_finished, timeout=LONG).wait()
+    window.close()  # the worker thread may still be returning
+    assert not window.isVisible() and window.worker is None

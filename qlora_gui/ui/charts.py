@@ -104,6 +104,7 @@ class TrainingCharts(QWidget):
         if gb:
             self.limit_line.setValue(math.log10(gb))  # the axis is log10 of GB
             self.limit_line.label.setFormat(f"limit {gb:.1f} GB")
+            self.limit_line.label.valueChanged()  # redraw the text now, not on the next move
             self.limit_line.show()
         else:
             self.limit_line.hide()

@@ -41,6 +41,7 @@ class MainWindow(QMainWindow):
         self.worker: TrainingWorker | None = None
         self.error_dialog: QMessageBox | None = None
         self._close_after_stop = False
+        self._run_ended = False  # the current worker has sent finished or failed
         self.budget = memory_budget()
 
         self.dataset = DatasetPanel()
@@ -245,6 +246,7 @@ class MainWindow(QMainWindow):
 
     def _launch(self, worker: TrainingWorker) -> None:
         self.worker = worker
+        self._run_ended = False
         t = self.training
         worker.started_run.connect(self._on_started)
         worker.progress.connect(t.on_progress)
@@ -282,10 +284,12 @@ class MainWindow(QMainWindow):
             self.worker.stop()
 
     def _on_finished(self, d: dict) -> None:
+        self._run_ended = True
         self.training.on_finished(d)
         self.runs.refresh()
 
     def _on_failed(self, d: dict) -> None:
+        self._run_ended = True
         self.training.on_failed(d)
         self.runs.refresh()
         if not self._close_after_stop:
@@ -351,6 +355,9 @@ class MainWindow(QMainWindow):
             self.set_dark(True)
 
     def closeEvent(self, event) -> None:
+        if self.worker is not None and self._run_ended:
+            self.worker.wait()  # the run has ended; its thread is only returning
+            self.worker = None
         if self.worker is not None:
             if not self._close_after_stop:
                 if not self.confirm("Training is running", "Stop training, save a checkpoint and quit?"):

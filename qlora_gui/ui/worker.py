@@ -90,20 +90,10 @@ class TrainingWorker(QThread):
             self._emit(kind, payload)
 
     def _emit(self, event: type, payload: dict) -> None:
-        if event is StepReport:
-            self.progress.emit(payload)
-        elif event is ValidationResult:
-            self.validation.emit(payload)
-        elif event is TrainWarning:
-            self.warning.emit(payload)
-        elif event is CheckpointSaved:
-            self.checkpoint_saved.emit(payload)
-        elif event is RunStarted:
-            self.started_run.emit(payload)
-        elif event is Finished:
-            self.run_finished.emit(payload)
-        elif event is Failed:
-            self.run_failed.emit(payload)
+        signal = {StepReport: self.progress, ValidationResult: self.validation, TrainWarning: self.warning,
+                  CheckpointSaved: self.checkpoint_saved, RunStarted: self.started_run,
+                  Finished: self.run_finished, Failed: self.run_failed}[event]
+        signal.emit(payload)
 
     def run(self) -> None:
         try:

@@ -1,0 +1,134 @@
+"""The app's responsiveness while it trains, and how fast it starts.
+
+    QT_QPA_PLATFORM=offscreen .venv/bin/python bench/bench_gui.py
+
+- GUI-thread latency: a 10 ms QTimer runs during a training run on the demo
+  model; latency is how late each tick fires. Target: p99 < 50 ms.
+- Launch to window: a fresh process, from exec to the main window shown and painted.
+- Start to first step: from pressing Start (model not yet loaded) to the first step report.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+LAUNCH = r"""
+import sys, time, tempfile
+t0 = float(sys.argv[1])
+from PySide6.QtCore import QSettings, QTimer
+QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, tempfile.mkdtemp())
+from qlora_gui.ui.app import create_app
+app = create_app()
+from qlora_gui.ui.main_window import MainWindow
+w = MainWindow(runs_root=tempfile.mkdtemp())
+w.show()
+def shown():
+    w.grab()  # forces a full paint
+    print(time.time() - t0, flush=True)
+    app.quit()
+QTimer.singleShot(0, shown)
+app.exec()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def launch_times(n: int = 3) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.time()
+        res = subprocess.run([sys.executable, "-c", LAUNCH, str(t0)], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        out.append(float(res.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def training_latency(steps: int) -> dict:
+    from PySide6.QtCore import QSettings, QTimer
+
+    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.ui.app import create_app
+
+    tmp = Path(tempfile.mkdtemp())
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
+    app = create_app()
+    from qlora_gui.ui.main_window import MainWindow
+
+    model = build_demo_model(tmp / "demo", DemoModelSpec(hidden_size=128, num_layers=4, vocab_size=768))
+    w = MainWindow(runs_root=tmp / "runs")
+    w.resize(1280, 800)
+    w.show()
+    w.model.select_path(str(model))
+    cfg = w.settings_panel.config()
+    cfg.iters, cfg.steps_per_report, cfg.steps_per_eval, cfg.save_every = steps, 1, 50, 50
+    cfg.num_layers, cfg.batch_size, cfg.learning_rate = 4, 4, 1e-3
+    w.settings_panel.set_config(cfg)
+    w.tabs.setCurrentWidget(w.training)
+    result: dict = {"lat": []}
+    last = [0.0]
+    timer = QTimer()
+    timer.setInterval(10)
+
+    def tick():
+        now = time.perf_counter()
+        if last[0]:
+            result["lat"].append((now - last[0]) * 1000 - 10)
+        last[0] = now
+
+    timer.timeout.connect(tick)
+
+    def on_report():
+        if w.dataset.checking or "t_start" in result:
+            return
+        if not w.dataset.usable:
+            print("data not usable:", w.dataset.report and w.dataset.report.problem_lines())
+            app.quit()
+            return
+        result["t_start"] = time.perf_counter()
+        w.start_training()
+        w.worker.progress.connect(on_progress)
+        w.worker.run_finished.connect(lambda d: (timer.stop(), app.quit()))
+        w.worker.run_failed.connect(lambda d: (print("run failed:", d["message"]), timer.stop(), app.quit()))
+        timer.start()
+
+    def on_progress(d):
+        result.setdefault("first_step", time.perf_counter() - result["t_start"])
+        result["tok_s"] = d["tokens_per_sec"]
+
+    w.dataset.report_changed.connect(on_report)
+    w.open_dataset(sample_data_path())
+    app.exec()
+    w.worker and w.worker.wait()
+    return result
+
+
+def main() -> None:
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    r = training_latency(steps)
+    lat = r["lat"]
+    launches = launch_times()
+    print(f"GUI-thread timer latency over {len(lat)} ticks of a {steps}-step run (10 ms timer):")
+    print(f"  p50 {percentile(lat, 0.5):.1f} ms   p99 {percentile(lat, 0.99):.1f} ms   max {max(lat):.1f} ms")
+    print(f"Start to first step (demo model, loading included): {r['first_step']:.2f} s")
+    print(f"Launch to window shown: median {statistics.median(launches):.2f} s "
+          f"(runs: {', '.join(f'{x:.2f}' for x in launches)})")
+
+
+if __name__ == "__main__":
+    main()
