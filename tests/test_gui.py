@@ -305,3 +305,25 @@ def test_closing_right_after_a_run_ends_does_not_ask(qtbot, window, text_data, m
     qtbot.waitSignal(window.worker.run_finished, timeout=LONG).wait()
     window.close()  # the worker thread may still be returning
     assert not window.isVisible() and window.worker is None
+
+
+def test_pause_holds_the_trainer_and_resume_lets_it_finish(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 4)
+    window.start_training()
+    worker = window.worker
+    seen = []
+
+    def on_progress(d):
+        seen.append(d["step"])
+        if d["step"] == 1:
+            qtbot.mouseClick(window.training.pause_button, Qt.MouseButton.LeftButton)
+
+    worker.progress.connect(on_progress)
+    qtbot.waitUntil(lambda: worker._trainer is not None and worker._trainer.paused, timeout=LONG)
+    assert window.training.pause_button.text() == "Resume"
+    qtbot.mouseClick(window.training.pause_button, Qt.MouseButton.LeftButton)
+    assert not worker._trainer.paused
+    qtbot.waitSignal(worker.run_finished, timeout=LONG).wait()
+    assert seen == [1, 2, 3, 4]
