@@ -58,6 +58,11 @@ SWITCHES = {
     "--mask-prompt": ("mask_prompt", "train on completions only (prompt/completion and chat data)"),
     "--test": ("test", "evaluate on the test split at the end"),
 }
+# Switches that turn a default-on setting off.
+OFF_SWITCHES = {
+    "--no-fast-quant": ("fast_quant", "on the CPU backend, keep MLX's quantized kernels for the frozen base "
+                        "instead of dequantize + BLAS matmul (for comparison)"),
+}
 
 
 def add_train_parser(sub) -> None:
@@ -68,7 +73,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --adapter-path from its latest checkpoint")
     for flag, (_, typ, text) in FLAGS.items():
         p.add_argument(flag, type=typ, default=None, help=text)
-    for flag, (_, text) in SWITCHES.items():
+    for flag, (_, text) in {**SWITCHES, **OFF_SWITCHES}.items():
         p.add_argument(flag, action="store_true", default=None, help=text)
 
 
@@ -83,6 +88,9 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     for flag, (key, _) in SWITCHES.items():
         if getattr(args, flag[2:].replace("-", "_")):
             given[key] = True
+    for flag, (key, _) in OFF_SWITCHES.items():
+        if getattr(args, flag[2:].replace("-", "_")):
+            given[key] = False
 
     if args.resume:
         if "adapter_path" not in given:
@@ -134,6 +142,9 @@ def command_line(cfg: TrainConfig) -> str:
     for flag, (key, _) in SWITCHES.items():
         if getattr(cfg, key):
             parts.append(flag)
+    for flag, (key, _) in OFF_SWITCHES.items():
+        if not getattr(cfg, key):
+            parts.append(flag)
     return shlex.join(parts)
 
 
@@ -157,7 +168,8 @@ class ConsoleReporter:
             self._print(f"Trainable parameters: {e.trainable_params:,} of {e.total_params:,} "
                         f"({100 * e.trainable_params / max(e.total_params, 1):.3f}%)")
             self._print(f"Training rows: {e.train_rows}, validation rows: {e.valid_rows}; {e.steps_per_epoch} "
-                        f"steps per epoch, {e.total_steps} steps; padding {e.padding_share:.1%}; BLAS: {e.blas}")
+                        f"steps per epoch, {e.total_steps} steps; padding {e.padding_share:.1%}; BLAS: {e.blas}"
+                        + (f"; quantized base: {e.quant_path}" if e.quant_path else ""))
             self.bar = tqdm(total=e.total_steps, initial=e.start_step, unit="step", dynamic_ncols=True,
                             disable=not sys.stderr.isatty())
         elif isinstance(e, StepReport):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the system libraries Qt needs on Debian/Ubuntu when they are missing.
+# Installs the system libraries Qt and fast training need on Debian/Ubuntu when they are missing.
 # macOS needs nothing here: the PySide6 wheel carries its frameworks.
 set -u
 [ "$(uname -s)" = "Linux" ] || exit 0
@@ -11,6 +11,8 @@ have libGL.so.1         || need+=(libgl1)
 have libxkbcommon.so.0  || need+=(libxkbcommon0)
 have libfontconfig.so.1 || need+=(libfontconfig1)
 have libdbus-1.so.3     || need+=(libdbus-1-3)
+# OpenBLAS: MLX's Linux wheel bundles a reference BLAS about 50x slower (see core/blas.py).
+have libopenblas.so.0   || need+=(libopenblas0-pthread)
 # For a real window (the xcb platform plugin); offscreen tests need none of these.
 have libxcb-icccm.so.4        || need+=(libxcb-icccm4)
 have libxcb-keysyms.so.1      || need+=(libxcb-keysyms1)
@@ -21,8 +23,8 @@ have libxcb-cursor.so.0       || need+=(libxcb-cursor0)
 have libxkbcommon-x11.so.0    || need+=(libxkbcommon-x11-0)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "Qt needs these system packages: ${need[*]}. Install them with your package manager." >&2
+  echo "The app needs these system packages: ${need[*]}. Install them with your package manager." >&2
   exit 0
 fi
-echo "Installing system libraries for Qt: ${need[*]}"
+echo "Installing system libraries: ${need[*]}"
 apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

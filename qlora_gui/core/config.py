@@ -67,6 +67,7 @@ class TrainConfig:
     memory_limit_gb: float | None = None
     ram_warn_share: float = 0.9
     clear_cache_gb: float = 2.0
+    fast_quant: bool = True  # CPU backend: dequantize + BLAS matmul for the frozen quantized base
     resume: bool = False
 
     @property

@@ -32,6 +32,7 @@ class RunStarted(Event):
     valid_rows: int
     padding_share: float
     blas: str = ""
+    quant_path: str = ""  # how the frozen quantized base is computed, when there is one
 
 
 @dataclass

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .dataset import DataReport, check_data
 from .encode import EncodedSplit
 from .errors import DataError, TrainingError, UserError
+from .fast_quant import fast_path_available, use_fast_quantized_layers
 from .events import (CheckpointSaved, Event, EventCallback, Failed, Finished, RunStarted, StepReport,
                      TrainWarning, ValidationResult)
 from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, sample
@@ -176,6 +177,10 @@ class Trainer:
         add_adapters(loaded.model, cfg)
         model = loaded.model
         trainable, total_params = parameter_counts(model)
+        quant_path = ""
+        if loaded.quantization:
+            fast = use_fast_quantized_layers(model) if cfg.fast_quant and fast_path_available() else 0
+            quant_path = (f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels")
 
         train, valid, test = data["train"], data.get("valid"), data.get("test")
         lengths = train.lengths
@@ -207,7 +212,7 @@ class Trainer:
         self._adapter_config = adapter_config(cfg, model_path, loaded)
         self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
                               state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
-                              padding_share(lengths, first_epoch), blas_in_use()))
+                              padding_share(lengths, first_epoch), blas_in_use(), quant_path))
         for note in loaded.notes + (self.data_report.warnings if self.data_report else []):
             self._warn(note)
         return self._loop(model, optimizer, train, valid, test, state, total_steps, spe, run_dir)

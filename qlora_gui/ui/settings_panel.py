@@ -59,6 +59,10 @@ FIELDS = [
     ("Checkpoints", "save_every", "Save every", "int", (1, 1000000),
      "Steps between checkpoints. Each holds the adapter and optimizer state (a few MB); Stop also saves."),
     ("Checkpoints", "keep_last", "Keep last", "int", (1, 1000), "Checkpoints kept besides the best one."),
+    ("Safety", "fast_quant", "Fast quantized base (CPU)", "bool", None,
+     "On the CPU backend the frozen 4/8-bit base is computed as dequantize + BLAS matmul, many times faster than "
+     "MLX's CPU quantized kernels, at about one layer's float weights of extra memory. Apple GPUs always keep "
+     "MLX's kernels. Same results either way."),
     ("Safety", "seed", "Seed", "int", (0, 2**31 - 1),
      "Fixes the split, the data order, adapter initialisation and dropout: one seed, one result."),
     ("Safety", "max_bad_steps", "Stop after bad steps", "int", (1, 1000),
