@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real process start (not a test calling main): pick up OpenBLAS on Linux
         from .core.blas import reexec_with_openblas
 
-        reexec_with_openblas(sys.argv[1:])
+        reexec_with_openblas(sys.argv[1:], gui=not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS))
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in SUBCOMMANDS:
