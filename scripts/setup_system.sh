@@ -27,4 +27,8 @@ if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 0
 fi
 echo "Installing system libraries: ${need[*]}"
-apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+# Not fatal: offscreen tests need none of these; without them training is slower or no window opens.
+if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }; then
+  echo "warning: could not install ${need[*]}; continuing without them" >&2
+fi
+exit 0
