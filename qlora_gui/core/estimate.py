@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
-
-GB = 1024**3
 DEFAULT_LORA_TARGETS = 7  # q, k, v, o, gate, up, down in a Llama-style block
 
 

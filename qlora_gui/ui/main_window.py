@@ -15,6 +15,7 @@ from ..core.checkpoints import latest_checkpoint
 from ..core.config import config_from_dict
 from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
+from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
 from ..core.runs import read_curves
 from .dataset_panel import DatasetPanel
@@ -24,8 +25,6 @@ from .settings_panel import SettingsPanel
 from .theme import apply_theme
 from .training_view import TrainingView
 from .worker import TrainingWorker
-
-DATA_SUFFIXES = (".jsonl", ".json")
 
 
 def default_runs_root() -> Path:
