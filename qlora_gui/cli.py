@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .core.errors import DataError, UserError
 
-SUBCOMMANDS = ("check-data", "train", "demo-model")
+SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "demo-model")
 
 
 def _check_data_parser(sub) -> None:
@@ -66,6 +66,7 @@ def run_demo_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .adapter_cli import add_adapter_parsers
     from .train_cli import add_train_parser
 
     parser = argparse.ArgumentParser(prog="qlora-gui", description="QLoRA Studio: fine-tune local LLMs on MLX. "
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _check_data_parser(sub)
     add_train_parser(sub)
+    add_adapter_parsers(sub)
     _demo_model_parser(sub)
     return parser
 
@@ -114,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 return run_check_data(args)
             if args.command == "demo-model":
                 return run_demo_model(args)
+            if args.command in ("generate", "evaluate", "fuse"):
+                from .adapter_cli import RUNNERS
+
+                return RUNNERS[args.command](args)
             from .train_cli import run_train
 
             return run_train(args)

@@ -210,6 +210,8 @@ class Trainer:
                 ckpt.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._adapter_config = adapter_config(cfg, model_path, loaded)
+        # The playground applies the chat template only when training did (not for text rows).
+        self._adapter_config["data_format"] = self.data_report.format if self.data_report else None
         self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
                               state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
                               padding_share(lengths, first_epoch), blas_in_use(), quant_path))

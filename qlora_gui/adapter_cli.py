@@ -1,0 +1,118 @@
+"""`qlora-gui generate`, `evaluate` and `fuse`: use a trained adapter headless.
+
+`--adapter-path` is read exactly as mlx-lm reads it: a run folder means its
+latest adapter; give RUN/checkpoints/NNNNNNN for a particular checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+ADAPTER_HELP = ("run folder (its latest adapter) or one of its checkpoints/NNNNNNN folders; "
+                "the base model defaults to the one it was trained on")
+
+
+def add_adapter_parsers(sub) -> None:
+    g = sub.add_parser("generate", help="generate text with a model, with or without an adapter",
+                       description="Stream an answer from the model (with the adapter when given). The prompt gets "
+                                   "the chat template as in training, or is used raw with --raw-prompt.")
+    g.add_argument("--model", help="base model folder or downloaded repo id")
+    g.add_argument("--adapter-path", help=ADAPTER_HELP)
+    g.add_argument("--prompt", required=True, help="the user message (or '-' to read it from stdin)")
+    g.add_argument("--system", default="", help="an optional system prompt")
+    g.add_argument("--max-tokens", type=int, default=256)
+    g.add_argument("--temp", type=float, default=0.7, help="temperature; 0 is greedy (default 0.7)")
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--raw-prompt", action="store_true", help="do not apply the chat template")
+    g.add_argument("--compare", action="store_true", help="also answer with the base alone, for comparison")
+
+    e = sub.add_parser("evaluate", help="loss and perplexity of the base and the adapter on held-out data",
+                       description="Token-weighted loss and perplexity on the test split (or the held-out "
+                                   "validation split), with the training loss and the run's settings. With an "
+                                   "adapter the result is also written to the run folder's evaluation.json.")
+    e.add_argument("--model", help="base model folder or downloaded repo id")
+    e.add_argument("--adapter-path", help=ADAPTER_HELP)
+    e.add_argument("--data", help="dataset (default: the one the adapter trained on)")
+    e.add_argument("--split", choices=("test", "valid", "train"), help="default: test if present, else valid")
+    e.add_argument("--batch-size", type=int, help="default: the run's batch size")
+    e.add_argument("--max-batches", type=int, default=-1, help="evaluate at most N batches; -1 for all")
+    e.add_argument("--no-base", action="store_true", help="skip the base model's numbers")
+
+    f = sub.add_parser("fuse", help="merge an adapter into its base as a new model folder",
+                       description="Fuse the adapter into the base and save a model folder mlx_lm.load reads. "
+                                   "The base keeps its quantization unless --dequantize.")
+    f.add_argument("--model", help="base model folder (default: the one the adapter was trained on)")
+    f.add_argument("--adapter-path", required=True, help=ADAPTER_HELP)
+    f.add_argument("--save-path", required=True, help="new folder for the fused model (never overwritten)")
+    f.add_argument("--dequantize", action="store_true", help="save de-quantized (16-bit) weights")
+    f.add_argument("--export-gguf", action="store_true", help="also write ggml-model-f16.gguf "
+                   "(llama, mistral, mixtral; needs --dequantize for a quantized base)")
+
+
+def _adapter(args: argparse.Namespace):
+    from .core.inference import read_adapter
+
+    return read_adapter(args.adapter_path) if args.adapter_path else None
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from .core.generation import SamplingSettings, format_prompt, stream_text
+    from .core.inference import base_view, load_with_adapter
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    adapter = _adapter(args)
+    loaded = load_with_adapter(args.model, adapter)
+    use_template = not args.raw_prompt and (adapter is None or adapter.uses_template)
+    text = format_prompt(loaded.tokenizer, prompt, args.system, use_template)
+    settings = SamplingSettings(args.temp, args.top_p, args.max_tokens, args.seed)
+    sides = ["base", "adapter"] if (args.compare and adapter) else ["adapter" if adapter else "base"]
+    for side in sides:
+        if len(sides) > 1:
+            print(f"==== {side} ====", flush=True)
+        view = base_view(loaded.model) if side == "base" and adapter else contextlib.nullcontext()
+        with view:
+            for update in stream_text(loaded.model, loaded.tokenizer, text, settings, side):
+                if update.done:
+                    print(flush=True)
+                    print(f"[{update.tokens} tokens, {update.tokens_per_sec:.1f} tokens/s, "
+                          f"finished: {update.finish_reason}]", file=sys.stderr)
+                else:
+                    print(update.text, end="", flush=True)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .core.evaluation import evaluate, save_evaluation
+
+    adapter = _adapter(args)
+    result = evaluate(args.model, adapter, args.data, split=args.split, batch_size=args.batch_size,
+                      max_batches=args.max_batches, include_base=not args.no_base,
+                      progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True))
+    print(result.to_text())
+    if adapter is not None:
+        path = save_evaluation(adapter.run_dir, result)
+        print(f"written to {path}")
+    return 0
+
+
+def run_fuse(args: argparse.Namespace) -> int:
+    from .core.fuse import fuse_adapter
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+
+    result = fuse_adapter(_adapter(args), args.save_path, model=args.model, dequantize=args.dequantize,
+                          export_gguf=args.export_gguf, progress=progress)
+    quant = (f"{result.quantization['bits']}-bit" if result.quantization else "not quantized")
+    print(f"Fused model ({quant}, {result.fused_layers} layers merged, {result.size_bytes / 1e6:.1f} MB) "
+          f"saved to {result.path}")
+    if result.gguf:
+        print(f"GGUF: {result.gguf}")
+    print(f"Try it: mlx_lm.generate --model {result.path} --prompt \"...\"")
+    return 0
+
+
+RUNNERS = {"generate": run_generate, "evaluate": run_evaluate, "fuse": run_fuse}

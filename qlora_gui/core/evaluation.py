@@ -1,0 +1,133 @@
+"""Held-out loss and perplexity for the base and for the adapter, with the training loss.
+
+The numbers are token-weighted means over the same batches the trainer's
+validation uses (`eval_batches` + `make_batch` + `evaluate_loss`), so an adapter's
+number here equals the trainer's validation loss for the same data and settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from . import checkpoints as ckpt
+from .batching import eval_batches, make_batch
+from .dataset import check_data
+from .errors import DataError, UserError
+from .fast_quant import fast_path_available, use_fast_quantized_layers
+from .inference import AdapterSource, base_view, load_with_adapter
+from .step import LossFn, evaluate_loss, token_loss
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+@dataclass
+class EvalResult:
+    data: str
+    split: str
+    rows: int
+    tokens: int
+    base_loss: float | None
+    adapter_loss: float | None
+    adapter: str  # the adapter folder, "" for the base alone
+    step: int | None
+    seconds: float
+
+    @property
+    def base_ppl(self) -> float | None:
+        return perplexity(self.base_loss)
+
+    @property
+    def adapter_ppl(self) -> float | None:
+        return perplexity(self.adapter_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "base_perplexity": self.base_ppl, "adapter_perplexity": self.adapter_ppl}
+
+    def to_text(self) -> str:
+        lines = [f"{self.split} split of {self.data}: {self.rows} rows, {self.tokens} trained tokens"]
+        for name, loss, ppl in (("base", self.base_loss, self.base_ppl),
+                                ("adapter", self.adapter_loss, self.adapter_ppl)):
+            if loss is not None:
+                lines.append(f"  {name:<8} loss {loss:.4f}   perplexity {ppl:.3f}")
+        return "\n".join(lines)
+
+
+def _setting(adapter: AdapterSource | None, key: str, default: Any) -> Any:
+    return adapter.config.get(key, default) if adapter else default
+
+
+def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
+             split: str | None = None, batch_size: int | None = None, max_batches: int = -1,
+             include_base: bool = True, loss_fn: LossFn = token_loss,
+             progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Loss of the base and the adapter on the test split (or the held-out validation split)."""
+    say = progress or (lambda _msg: None)
+    data = data or _setting(adapter, "data", None)
+    if not data:
+        raise UserError("give the data to evaluate on (--data); the adapter's config does not name any")
+    t0 = time.perf_counter()
+    say("loading the model")
+    loaded = load_with_adapter(model, adapter)
+    say("checking the data")
+    check = check_data(data, loaded.tokenizer, max_seq_length=_setting(adapter, "max_seq_length", 2048),
+                       mask_prompt=_setting(adapter, "mask_prompt", False),
+                       valid_fraction=_setting(adapter, "valid_fraction", 0.1), seed=_setting(adapter, "seed", 0))
+    if not check.report.usable or check.encoded is None:
+        raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them "
+                        "and evaluate again", check.report.problem_lines())
+    encoded = check.encoded
+    split = split or ("test" if "test" in encoded else "valid")
+    if split not in encoded:
+        held = ", ".join(sorted(encoded))
+        raise UserError(f"{data} has no {split} split (it has: {held}); pick one of those")
+    chosen = encoded[split]
+    order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size", 4))
+    if max_batches > 0:
+        order = order[:max_batches]
+    if loaded.quantization and fast_path_available():
+        use_fast_quantized_layers(loaded.model)  # the same kernels as training on the CPU
+    loaded.model.eval()
+
+    def run() -> tuple[float, int]:
+        return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)
+
+    base_loss = adapter_loss = None
+    tokens = 0
+    if include_base or adapter is None:
+        say("evaluating the base")
+        with base_view(loaded.model):
+            base_loss, tokens = run()
+    if adapter is not None:
+        say("evaluating the adapter")
+        adapter_loss, tokens = run()
+    rows = sum(len(idx) for idx in order)
+    return EvalResult(str(data), split, rows, tokens, base_loss, adapter_loss,
+                      str(adapter.path) if adapter else "", adapter.step if adapter else None,
+                      time.perf_counter() - t0)
+
+
+def save_evaluation(run_dir: Path, result: EvalResult) -> Path:
+    """Add the result to RUN/evaluation.json, replacing an earlier one for the same adapter, data and split."""
+    path = Path(run_dir) / EVALUATION_FILE
+    kept = [r for r in read_evaluations(run_dir)
+            if (r.get("adapter"), r.get("data"), r.get("split")) != (result.adapter, result.data, result.split)]
+    ckpt.atomic_write_text(path, json.dumps({"results": kept + [result.to_dict()]}, indent=2))
+    return path
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((Path(run_dir) / EVALUATION_FILE).read_text()).get("results", []))
+    except (OSError, ValueError, AttributeError):
+        return []

@@ -1,0 +1,245 @@
+"""After training: generation with and without the adapter, evaluation, fusing and the CLI for them.
+
+One QLoRA run (4-bit on load) teaches the tiny model to answer every prompt with
+the same SQL; the tests below use that run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from conftest import fixture_texts, write_jsonl
+from qlora_gui.cli import main
+from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.errors import UserError
+from qlora_gui.core.events import ValidationResult
+from qlora_gui.core.evaluation import EVALUATION_FILE, evaluate, read_evaluations, save_evaluation
+from qlora_gui.core.fuse import GGUF_FILE, fuse_adapter, gguf_support
+from qlora_gui.core.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
+from qlora_gui.core.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
+from qlora_gui.core.trainer import Trainer
+
+ANSWER = "select name from table"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_model):
+    """(run folder, final validation loss) of a 4-bit QLoRA run on constant-answer data."""
+    root = tmp_path_factory.mktemp("after")
+    rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(48, seed=5)]
+    data = write_jsonl(root / "pc.jsonl", rows)
+    cfg = TrainConfig(model=str(demo_model), data=str(data), adapter_path=str(root / "run"), batch_size=4,
+                      num_layers=2, learning_rate=3e-3, iters=100, steps_per_eval=50, save_every=1000,
+                      val_batches=-1, quantize_bits=4, quantize_group_size=32, mask_prompt=True,
+                      lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0})
+    events = []
+    Trainer(cfg, events.append).run()
+    vals = [e for e in events if isinstance(e, ValidationResult)]
+    return root / "run", vals[-1].val_loss
+
+
+def learned(text: str) -> bool:
+    """The tiny model learns the answer's words, if not always its first word or where to stop."""
+    return "name from table" in text
+
+
+def greedy(max_tokens=12):
+    return SamplingSettings(temperature=0.0, max_tokens=max_tokens)
+
+
+def collect(model, tokenizer, prompt, settings, **kw):
+    updates = []
+    texts = generate_side_by_side(model, tokenizer, prompt, settings, updates.append, **kw)
+    return texts, updates
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_the_adapter_answers_as_trained_and_the_base_does_not(trained):
+    run, _ = trained
+    adapter = default_adapter(run)
+    assert adapter.step == 100  # the best checkpoint is the default
+    loaded = load_with_adapter(None, adapter)
+    prompt = format_prompt(loaded.tokenizer, "how many city in the team")
+    texts, updates = collect(loaded.model, loaded.tokenizer, prompt, greedy())
+    assert learned(texts["adapter"]) and not learned(texts["base"])
+    done = {u.side: u for u in updates if u.done}
+    assert set(done) == {"base", "adapter"}
+    assert done["base"].finish_reason == "length" and done["base"].tokens == 12
+    assert done["adapter"].tokens_per_sec > 0
+
+
+def test_the_base_side_is_the_base_model_alone(trained, demo_model):
+    run, _ = trained
+    with_adapter = load_with_adapter(None, default_adapter(run))
+    prompt = format_prompt(with_adapter.tokenizer, "list the score")
+    texts, _ = collect(with_adapter.model, with_adapter.tokenizer, prompt, greedy())
+    # the base as trained on: the same 4-bit quantization, no adapter at all
+    from qlora_gui.core.model import load_base
+
+    base = load_base(demo_model, 4, 32)
+    alone = "".join(u.text for u in stream_text(base.model, base.tokenizer, prompt, greedy(), "base"))
+    assert texts["base"] == alone
+    ids = mx.array([with_adapter.tokenizer.encode(prompt)])
+    with base_view(with_adapter.model):
+        viewed = with_adapter.model(ids)
+    assert mx.array_equal(viewed, base.model(ids))
+    assert not mx.array_equal(with_adapter.model(ids), viewed)  # and the view was undone
+
+
+def test_sampling_is_seeded_per_side(trained):
+    loaded = load_with_adapter(None, default_adapter(trained[0]))
+    prompt = format_prompt(loaded.tokenizer, "what year")
+    hot = SamplingSettings(temperature=1.5, top_p=0.9, max_tokens=10, seed=7)
+    pair, _ = collect(loaded.model, loaded.tokenizer, prompt, hot)
+    alone, _ = collect(loaded.model, loaded.tokenizer, prompt, hot, sides=("base",))
+    assert pair["base"] == alone["base"]  # running beside the adapter does not change the base's draws
+    other, _ = collect(loaded.model, loaded.tokenizer, prompt, SamplingSettings(1.5, 0.9, 10, seed=8),
+                       sides=("base",))
+    assert other["base"] != alone["base"]
+
+
+def test_stop_ends_both_sides_mid_generation(trained):
+    loaded = load_with_adapter(None, default_adapter(trained[0]))
+    prompt = format_prompt(loaded.tokenizer, "show the player")
+    seen = []
+
+    def on_update(u):
+        seen.append(u)
+
+    generate_side_by_side(loaded.model, loaded.tokenizer, prompt, greedy(200), on_update,
+                          should_stop=lambda: len(seen) >= 6)
+    done = [u for u in seen if u.done]
+    assert sorted(u.side for u in done) == ["adapter", "base"]
+    assert all(u.finish_reason == "stopped" and 0 < u.tokens < 200 for u in done)
+    assert len(adapter_layers(loaded.model)) == 14  # stopping inside the base's turn left the adapter in place
+
+
+def test_text_runs_get_a_raw_prompt_and_chat_runs_the_template(trained, tokenizer):
+    assert read_adapter(trained[0]).uses_template
+    assert format_prompt(tokenizer, "hi", use_template=False) == "hi"
+    templated = format_prompt(tokenizer, "hi", system="be brief")
+    assert templated.startswith("<s><|system|>\nbe brief") and templated.endswith("<|assistant|>\n")
+
+
+def test_a_folder_that_is_not_an_adapter_says_what_to_give(tmp_path, trained):
+    with pytest.raises(UserError, match="no adapters.safetensors or adapter_config.json"):
+        read_adapter(tmp_path)
+    with pytest.raises(UserError, match="no such adapter folder"):
+        read_adapter(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------ evaluation
+
+
+def test_evaluation_equals_the_trainers_validation_loss(trained):
+    run, val_loss = trained
+    result = evaluate(adapter=read_adapter(run))  # the run's data, split and settings
+    assert result.split == "valid" and result.rows == 5  # 10% of 48 rows held out
+    assert result.adapter_loss == pytest.approx(val_loss, abs=1e-6)
+    assert result.base_loss > result.adapter_loss + 1.0
+    assert result.adapter_ppl == pytest.approx(np.exp(result.adapter_loss))
+    path = save_evaluation(run, result)
+    assert path.name == EVALUATION_FILE
+    save_evaluation(run, result)  # the same adapter, data and split replace the earlier entry
+    saved = read_evaluations(run)
+    assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=1e-6)
+
+
+def test_evaluation_prefers_the_test_split(tmp_path, trained):
+    folder = tmp_path / "d"
+    rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(12, seed=9)]
+    write_jsonl(folder / "train.jsonl", rows[:6])
+    write_jsonl(folder / "valid.jsonl", rows[6:9])
+    write_jsonl(folder / "test.jsonl", rows[9:])
+    result = evaluate(adapter=read_adapter(trained[0]), data=str(folder))
+    assert result.split == "test" and result.rows == 3
+    with pytest.raises(UserError, match="no test split"):
+        evaluate(adapter=read_adapter(trained[0]), split="test")
+
+
+# ------------------------------------------------------------------ fuse
+
+
+def _logits(model, tokenizer, text="how many team in the city"):
+    return model(mx.array([tokenizer.encode(text)])).astype(mx.float32)
+
+
+def test_dequantized_fuse_matches_base_plus_adapter_and_exports_gguf(tmp_path, trained):
+    from mlx_lm import load
+
+    adapter = default_adapter(trained[0])
+    steps = []
+    result = fuse_adapter(adapter, tmp_path / "fused", dequantize=True, export_gguf=True,
+                          progress=lambda f, m: steps.append(f))
+    assert steps[-1] == 1.0 and steps == sorted(steps)
+    assert result.quantization is None and result.fused_layers == 14
+    fused, tok = load(str(result.path))
+    assert "quantization" not in json.loads((result.path / "config.json").read_text())
+    reference = load_with_adapter(None, adapter)
+    diff = mx.abs(_logits(fused, tok) - _logits(reference.model, reference.tokenizer)).max().item()
+    assert diff < 1e-4  # float rounding only
+    weights = mx.load(str(result.path / GGUF_FILE))
+    assert "token_embd.weight" in weights and not list(tmp_path.glob(".fused.partial-*"))
+
+
+def test_quantized_fuse_stays_4_bit_and_close(tmp_path, trained, demo_model):
+    """Tolerance: re-quantizing W + delta may move the logits by less, on average, than quantizing
+    the base to 4 bits did in the first place; next-token distributions stay within KL 0.01 nats."""
+    from mlx_lm import load
+
+    from qlora_gui.core.model import load_base
+
+    adapter = default_adapter(trained[0])
+    result = fuse_adapter(adapter, tmp_path / "fused4")
+    assert result.quantization == {"bits": 4, "group_size": 32}
+    fused, tok = load(str(result.path))
+    reference = load_with_adapter(None, adapter)
+    a, b = _logits(fused, tok), _logits(reference.model, reference.tokenizer)
+    full, four_bit = load_base(demo_model), load_base(demo_model, 4, 32)
+    quantization_error = mx.abs(_logits(full.model, tok) - _logits(four_bit.model, tok)).mean().item()
+    assert mx.abs(a - b).mean().item() < quantization_error
+    pa, pb = mx.softmax(a, -1), mx.softmax(b, -1)
+    assert (pb * (mx.log(pb) - mx.log(pa))).sum(-1).mean().item() < 0.01
+    assert (mx.argmax(a, -1) == mx.argmax(b, -1)).mean().item() >= 0.9
+
+
+def test_fuse_never_overwrites_and_refuses_gguf_it_cannot_write(tmp_path, trained):
+    adapter = default_adapter(trained[0])
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="not empty"):
+        fuse_adapter(adapter, taken)
+    assert (taken / "keep.txt").read_text() == "mine"
+    with pytest.raises(UserError, match="16-bit"):
+        fuse_adapter(adapter, tmp_path / "g", export_gguf=True)  # a 4-bit base needs --dequantize
+    assert not (tmp_path / "g").exists()
+    assert "qwen2" in gguf_support("qwen2") and gguf_support("llama") is None
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
+    run, val_loss = trained
+    assert main(["generate", "--adapter-path", str(run), "--prompt", "what city", "--temp", "0",
+                 "--max-tokens", "8"]) == 0
+    out = capsys.readouterr()
+    assert learned(out.out) and "8 tokens" in out.err
+    assert main(["generate", "--model", str(demo_model), "--prompt", "what city", "--temp", "0",
+                 "--max-tokens", "8"]) == 0
+    assert not learned(capsys.readouterr().out)
+    assert main(["evaluate", "--adapter-path", str(run), "--no-base"]) == 0
+    out = capsys.readouterr().out
+    assert f"adapter  loss {val_loss:.4f}" in out and "base" not in out.split("\n", 1)[1]
+    assert main(["fuse", "--adapter-path", str(run), "--save-path", str(tmp_path / "f"), "--dequantize"]) == 0
+    assert "saved to" in capsys.readouterr().out and (tmp_path / "f" / "config.json").is_file()
+    assert main(["fuse", "--adapter-path", str(tmp_path / "nope"), "--save-path", str(tmp_path / "g")]) == 2
+    assert "no such adapter folder" in capsys.readouterr().err
