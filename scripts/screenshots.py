@@ -87,14 +87,14 @@ def main(out: Path) -> None:
         window.dataset.report_changed.disconnect(on_good_again)
         window.tabs.setCurrentWidget(window.training)
         cfg = window.settings_panel.config()
-        cfg.iters, cfg.steps_per_report, cfg.steps_per_eval, cfg.save_every = 400, 2, 20, 40
-        cfg.learning_rate = 2e-3
+        cfg.iters, cfg.steps_per_report, cfg.steps_per_eval, cfg.save_every = 1200, 2, 50, 100
+        cfg.learning_rate = 3e-3
         window.settings_panel.set_config(cfg)
         window.start_training()
         window.worker.progress.connect(on_progress)
 
     def on_progress(d: dict) -> None:
-        if d["step"] >= 160 and not shots:
+        if d["step"] >= 400 and not shots:
             shots.append(1)
             window.training.charts.redraw()
             snap("training")
@@ -104,15 +104,45 @@ def main(out: Path) -> None:
             snap("data-dark")
             window.tabs.setCurrentWidget(window.training)
             window.set_dark(False)
-            window.worker.stop()
-            window.worker.finished.connect(on_stopped)
+            window.worker.finished.connect(on_stopped)  # the run goes on to its end, for the playground
 
     def on_stopped() -> None:
         window.runs.refresh()
         window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
         window.tabs.setCurrentWidget(window.runs)
+        window.runs.evaluated.connect(on_evaluated)
+        window.runs.evaluate_selected()
+
+    def on_evaluated() -> None:
         snap("runs")
-        window._close_after_stop = True
+        window.playground.worker.event.connect(on_playground)
+        window.try_run(window.runs.selected_run())
+
+    def on_playground(e: dict) -> None:
+        p = window.playground
+        if e["kind"] == "loaded":
+            p.temperature.setValue(0.0)
+            p.max_tokens.setValue(40)
+            p.raw_toggle.setChecked(True)
+            p.sample_button.click()
+        elif e["kind"] == "sample":
+            p.generation_done.connect(on_generated)
+            QTimer.singleShot(0, p.generate)
+
+    def on_generated() -> None:
+        snap("playground")
+        window.export_run(window.runs.selected_run())
+        dialog = window.export_dialog
+        dialog.open_when_done = False
+        dialog.exported.connect(lambda _path: on_exported(dialog))
+        dialog.start()
+
+    def on_exported(dialog) -> None:
+        app.processEvents()
+        dialog.grab().save(str(out / "export.png"))
+        print("saved", out / "export.png")
+        dialog.close()
+        window.close()
         app.quit()
 
     QTimer.singleShot(300, step_idle)

@@ -243,3 +243,26 @@ def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
     assert "saved to" in capsys.readouterr().out and (tmp_path / "f" / "config.json").is_file()
     assert main(["fuse", "--adapter-path", str(tmp_path / "nope"), "--save-path", str(tmp_path / "g")]) == 2
     assert "no such adapter folder" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ validation samples
+
+
+def test_samples_split_prompt_and_reference_per_format(tmp_path):
+    from qlora_gui.core.samples import ValidationSamples, sample_from_row, split_text_row
+
+    assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == \
+        ("table: t\nQ: how many?\nA:", " SELECT COUNT x FROM t")
+    assert split_text_row("one two three four") == ("one two", " three four")
+    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "name?"},
+                         {"role": "assistant", "content": "Ada"}]}
+    s = sample_from_row(chat, "chat", "f.jsonl", 3)
+    assert (s.prompt, s.system, s.reference) == ("name?", "be brief", "Ada")
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(20)]
+    data = write_jsonl(tmp_path / "pc.jsonl", rows)
+    samples = ValidationSamples(str(data), valid_fraction=0.2, seed=3)
+    assert len(samples) == 4
+    picked = samples.pick()
+    assert picked.reference == "c" + picked.prompt[1:] and picked.line == int(picked.prompt[1:]) + 1
+    assert ValidationSamples(str(tmp_path / "gone.jsonl")).error

@@ -44,6 +44,7 @@ def window(qtbot, store, tmp_path, demo_model):
     if w.worker is not None:
         w.worker.stop()
         w.worker.wait()
+    w.playground.shutdown()
 
 
 def wait_checked(qtbot, w):

@@ -13,6 +13,7 @@ import traceback
 import weakref
 from typing import Any, Callable
 
+import shiboken6
 from PySide6.QtCore import QThread, Signal, Slot
 
 _live: "weakref.WeakSet[QThread]" = weakref.WeakSet()
@@ -26,7 +27,8 @@ def register(thread: QThread) -> None:
 
 
 def running_threads() -> list[QThread]:
-    return [t for t in list(_live) if t.isRunning()]
+    # A thread whose parent widget was deleted has no C++ object left, so it is not running.
+    return [t for t in list(_live) if shiboken6.isValid(t) and t.isRunning()]
 
 
 class FunctionJob(QThread):

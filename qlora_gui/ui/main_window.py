@@ -1,4 +1,4 @@
-"""The main window: Data, Model, Settings, Train and Runs tabs, and the training worker's lifecycle."""
+"""The main window: Data, Model, Settings, Train, Runs and Playground tabs, and the workers' lifecycles."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
 from ..core.runs import read_curves
 from .dataset_panel import DatasetPanel
+from .export_dialog import ExportDialog
+from .jobs import running_threads
 from .model_panel import ModelPanel
+from .playground_view import PlaygroundView
 from .runs_view import RunsView
 from .settings_panel import SettingsPanel
 from .theme import apply_theme
@@ -50,10 +53,14 @@ class MainWindow(QMainWindow):
         self.settings_panel.command_source = self.current_config
         self.training = TrainingView()
         self.runs = RunsView(self.runs_root)
+        self.playground = PlaygroundView(self.runs_root)
+        self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
         for widget, name in ((self.dataset, "1  Data"), (self.model, "2  Model"),
-                             (self.settings_panel, "3  Settings"), (self.training, "4  Train"), (self.runs, "5  Runs")):
+                             (self.settings_panel, "3  Settings"), (self.training, "4  Train"), (self.runs, "5  Runs"),
+                             (self.playground, "6  Playground")):
             self.tabs.addTab(widget, name)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         self.setCentralWidget(self.tabs)
         self.setAcceptDrops(True)
         self._build_menus()
@@ -65,6 +72,8 @@ class MainWindow(QMainWindow):
         self.training.stop_requested.connect(self.stop_training)
         self.training.pause_toggled.connect(self._pause)
         self.training.resume_requested.connect(self.resume_from_checkpoint)
+        self.runs.try_requested.connect(self.try_run)
+        self.runs.export_requested.connect(self.export_run)
         self._style_plots(self.palette())
         self._restore()
         self._refresh()
@@ -93,6 +102,12 @@ class MainWindow(QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         self.start_action = action(run_menu, "Start training", self.start_training, "Ctrl+R")
         action(run_menu, "Stop and save", self.stop_training, "Ctrl+.")
+        run_menu.addSeparator()
+        action(run_menu, "Try the selected run in the Playground", lambda: self.runs._emit_for_selected(
+            self.runs.try_requested))
+        action(run_menu, "Evaluate the selected run", self.runs.evaluate_selected)
+        action(run_menu, "Fuse && export the selected run…", lambda: self.runs._emit_for_selected(
+            self.runs.export_requested))
         view_menu = self.menuBar().addMenu("&View")
         self.dark_action = action(view_menu, "Dark theme", lambda on: self.set_dark(on))
         self.dark_action.setCheckable(True)
@@ -310,6 +325,25 @@ class MainWindow(QMainWindow):
         if self._close_after_stop:
             self.close()
 
+    # ------------------------------------------------------------ after training
+
+    def _on_tab_changed(self, index: int) -> None:
+        if self.tabs.widget(index) is self.playground:
+            self.playground.refresh()  # loads a model only when the choice differs from the loaded one
+
+    def try_run(self, run_dir: str) -> None:
+        self.tabs.blockSignals(True)  # select_run loads the chosen run; the tab switch must not load another
+        self.tabs.setCurrentWidget(self.playground)
+        self.tabs.blockSignals(False)
+        self.playground.select_run(run_dir)
+
+    def export_run(self, run_dir: str) -> None:
+        if self.export_dialog is not None and self.export_dialog.job is not None:
+            self.export_dialog.raise_()
+            return
+        self.export_dialog = ExportDialog(Path(run_dir), self.runs_root.parent / "exports", self)
+        self.export_dialog.open()
+
     # ------------------------------------------------------------ persistence and close
 
     def _remember(self) -> None:
@@ -367,4 +401,7 @@ class MainWindow(QMainWindow):
             event.ignore()  # closes for real once the worker has saved and finished
             return
         self._remember()
+        self.playground.shutdown()
+        for thread in running_threads():  # an evaluation or a fuse finishes writing its files first
+            thread.wait()
         super().closeEvent(event)

@@ -1,0 +1,292 @@
+"""The playground: one prompt, the base and the adapter answering side by side, live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QKeySequence, QShortcut, QTextCursor
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout,
+                               QWidget)
+
+from ..core.checkpoints import best_checkpoint, list_checkpoints
+from ..core.runs import list_runs
+from .playground_worker import GenerationWorker
+
+PATH_ROLE = Qt.ItemDataRole.UserRole
+PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
+
+
+class AnswerPane(QWidget):
+    def __init__(self, title: str, parent=None):
+        super().__init__(parent)
+        self.title = QLabel(f"<b>{title}</b>")
+        self.stats = QLabel("")
+        self.text = QPlainTextEdit(readOnly=True)
+        self.text.setFont(QFont("Menlo, DejaVu Sans Mono, monospace"))
+        head = QHBoxLayout()
+        head.addWidget(self.title)
+        head.addStretch(1)
+        head.addWidget(self.stats)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(head)
+        layout.addWidget(self.text, 1)
+
+    def clear(self) -> None:
+        self.text.clear()
+        self.stats.setText("")
+
+    def append(self, text: str) -> None:
+        cursor = self.text.textCursor()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        cursor.insertText(text)
+        self.text.setTextCursor(cursor)
+
+    def contents(self) -> str:
+        return self.text.toPlainText()
+
+
+class PlaygroundView(QWidget):
+    generation_done = Signal()
+
+    def __init__(self, runs_root: Path, parent=None):
+        super().__init__(parent)
+        self.runs_root = Path(runs_root)
+        self.worker = GenerationWorker(self)
+        self.worker.event.connect(self._on_event)
+        self.loaded_label = ""
+        self.requested = ""  # the checkpoint loaded or being loaded
+        self.generating = False
+        self._done_sides: set[str] = set()
+
+        self.run_box = QComboBox()
+        self.run_box.setMinimumContentsLength(28)
+        self.run_box.currentIndexChanged.connect(self._fill_checkpoints)
+        self.checkpoint_box = QComboBox()
+        self.checkpoint_box.setMinimumContentsLength(22)
+        self.checkpoint_box.activated.connect(lambda _i: self.load_selected())
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.status = QLabel("Pick a run to try its adapter.")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run:"))
+        top.addWidget(self.run_box, 2)
+        top.addWidget(QLabel("Checkpoint:"))
+        top.addWidget(self.checkpoint_box, 1)
+        top.addWidget(refresh)
+
+        self.system = QLineEdit(placeholderText="optional system prompt")
+        self.prompt = QPlainTextEdit(placeholderText="Type a prompt, or press “Sample from validation set”.")
+        self.prompt.setMaximumHeight(110)
+        self.template = QCheckBox("Apply the chat template (as in training)")
+        self.template.setToolTip("On for runs trained on chat or prompt/completion rows, off for plain text rows.")
+        self.sample_button = QPushButton("Sample from validation set")
+        self.sample_button.clicked.connect(lambda: self.worker.send("sample"))
+        self.sample_note = QLabel("")
+        self.raw_toggle = QToolButton(text="Prompt as the model sees it", checkable=True)
+        self.raw_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.raw_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.raw_toggle.toggled.connect(self._toggle_raw)
+        self.raw_prompt = QPlainTextEdit(readOnly=True)
+        self.raw_prompt.setMaximumHeight(90)
+        self.raw_prompt.setFont(QFont("Menlo, DejaVu Sans Mono, monospace"))
+        self.raw_prompt.hide()
+        self._format_timer = QTimer(self, singleShot=True, interval=250)
+        self._format_timer.timeout.connect(self._send_format)
+        for signal in (self.prompt.textChanged, self.system.textChanged, self.template.toggled):
+            signal.connect(lambda *_: self._format_timer.start())
+
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2)
+        self.temperature.setToolTip("0 is greedy: always the most likely token.")
+        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.95, decimals=2)
+        self.max_tokens = QSpinBox(minimum=1, maximum=8192, value=256)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        sampling = QGroupBox("Sampling (the same for both)")
+        form = QFormLayout(sampling)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Seed", self.seed)
+
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.setToolTip("Ctrl+Enter")
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+
+        prompt_box = QVBoxLayout()
+        prompt_box.addWidget(self.system)
+        prompt_box.addWidget(self.prompt)
+        row = QHBoxLayout()
+        row.addWidget(self.template)
+        row.addStretch(1)
+        row.addWidget(self.sample_note)
+        row.addWidget(self.sample_button)
+        prompt_box.addLayout(row)
+        prompt_box.addWidget(self.raw_toggle)
+        prompt_box.addWidget(self.raw_prompt)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.stop_button)
+        side = QVBoxLayout()
+        side.addWidget(sampling)
+        side.addLayout(buttons)
+        side.addStretch(1)
+        middle = QHBoxLayout()
+        middle.addLayout(prompt_box, 1)
+        middle.addLayout(side)
+
+        self.panes = {key: AnswerPane(title) for key, title in PANES}
+        answers = QSplitter(Qt.Orientation.Horizontal)
+        for pane in self.panes.values():
+            answers.addWidget(pane)
+        self.panes["reference"].hide()
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.status)
+        layout.addLayout(middle)
+        layout.addWidget(answers, 1)
+        self._update_buttons()
+
+    # ------------------------------------------------------------ runs and loading
+
+    def set_root(self, root: Path) -> None:
+        self.runs_root = Path(root)
+        self.refresh()
+
+    def refresh(self) -> None:
+        current = self.run_box.currentData(PATH_ROLE)
+        self.run_box.blockSignals(True)
+        self.run_box.clear()
+        for run in list_runs(self.runs_root):
+            if list_checkpoints(run.path):
+                self.run_box.addItem(f"{run.name}  ({run.model_name}, {run.status})", str(run.path))
+        self.run_box.blockSignals(False)
+        if self.run_box.count() == 0:
+            self.status.setText(f"No runs with checkpoints in {self.runs_root} yet: train one first.")
+            self.checkpoint_box.clear()
+            return
+        index = max(self.run_box.findData(current), 0) if current else 0
+        self.run_box.setCurrentIndex(index)
+        self._fill_checkpoints()
+
+    def select_run(self, run_dir: str, checkpoint: str | None = None) -> None:
+        self.refresh()
+        index = self.run_box.findData(str(run_dir))
+        if index >= 0:
+            self.run_box.setCurrentIndex(index)
+            if checkpoint:
+                self.checkpoint_box.setCurrentIndex(max(self.checkpoint_box.findData(str(checkpoint)), 0))
+            self.load_selected()
+
+    def _fill_checkpoints(self) -> None:
+        run = self.run_box.currentData()
+        self.checkpoint_box.clear()
+        if not run:
+            return
+        best = best_checkpoint(Path(run))
+        found = list_checkpoints(Path(run))
+        for c in reversed(found):
+            val = f", val {c.val_loss:.4f}" if c.val_loss is not None else ""
+            mark = "best · " if best and c.step == best.step else ""
+            self.checkpoint_box.addItem(f"{mark}step {c.step}{val}", str(c.path))
+        default = best or (found[-1] if found else None)
+        if default:
+            self.checkpoint_box.setCurrentIndex(self.checkpoint_box.findData(str(default.path)))
+        self.load_selected()
+
+    def load_selected(self) -> None:
+        path = self.checkpoint_box.currentData()
+        if not path or path == self.requested:
+            return
+        self.requested = path
+        self.loaded_label = ""
+        self.status.setText(f"Loading {Path(path).parent.parent.name} @ step {int(Path(path).name)}…")
+        self.worker.send("load", adapter_path=path)
+        self._update_buttons()
+
+    # ------------------------------------------------------------ prompts and generation
+
+    def settings(self) -> dict:
+        return {"temperature": self.temperature.value(), "top_p": self.top_p.value(),
+                "max_tokens": self.max_tokens.value(), "seed": self.seed.value()}
+
+    def generate(self) -> None:
+        if not self.loaded_label or self.worker.busy or not self.prompt.toPlainText().strip():
+            return
+        for key in ("base", "adapter"):
+            self.panes[key].clear()
+            self.panes[key].stats.setText("starting…")
+        self._done_sides = set()
+        self.generating = True
+        self.worker.send("generate", prompt=self.prompt.toPlainText(), system=self.system.text(),
+                         template=self.template.isChecked(), **self.settings())
+        self._update_buttons()
+
+    def stop(self) -> None:
+        self.worker.stop_generation()
+
+    def _send_format(self) -> None:
+        if self.raw_toggle.isChecked() and self.loaded_label:
+            self.worker.send("format", prompt=self.prompt.toPlainText(), system=self.system.text(),
+                             template=self.template.isChecked())
+
+    def _toggle_raw(self, shown: bool) -> None:
+        self.raw_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.raw_prompt.setVisible(shown)
+        self._send_format()
+
+    def _update_buttons(self) -> None:
+        ready = bool(self.loaded_label) and not self.worker.busy
+        self.generate_button.setEnabled(ready)
+        self.sample_button.setEnabled(bool(self.loaded_label))
+        self.stop_button.setEnabled(self.generating)
+
+    def _on_event(self, e: dict) -> None:
+        kind = e["kind"]
+        if kind == "loaded":
+            self.loaded_label = e["label"]
+            self.template.setChecked(e["template"])
+            self.status.setText(f"Ready: {Path(e['model']).name} with the adapter of {e['label']}. "
+                                "Both sides share one copy of the base weights.")
+            self.sample_note.setText("" if e["samples"] else e["samples_note"])
+            self._send_format()
+        elif kind == "prompt":
+            self.raw_prompt.setPlainText(e["text"])
+            self.raw_toggle.setText(f"Prompt as the model sees it ({e['note']})")
+        elif kind == "sample":
+            self.prompt.setPlainText(e["prompt"])
+            self.system.setText(e["system"])
+            pane = self.panes["reference"]
+            pane.show()
+            pane.text.setPlainText(e["reference"])
+            pane.stats.setText(f"{Path(e['file']).name}:{e['line']}")
+        elif kind in ("token", "done"):
+            pane = self.panes[e["side"]]
+            pane.append(e["text"])
+            what = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}.get(e["reason"], "")
+            pane.stats.setText(f"{e['tokens']} tokens · {e['tps']:.1f} tokens/s" + (f" · {what}" if what else ""))
+            if kind == "done":
+                self._done_sides.add(e["side"])
+        elif kind == "error":
+            if e["command"] == "load":
+                self.requested = ""  # picking it again retries
+            self.status.setText(f"⚠ {e['message']}")
+            if e.get("details"):
+                self.status.setToolTip(e["details"])
+        finished_generating = kind == "idle" and self.generating
+        if finished_generating:
+            self.generating = False
+        self._update_buttons()
+        if finished_generating:
+            self.generation_done.emit()
+
+    def shutdown(self) -> None:
+        self._format_timer.stop()
+        self.worker.shutdown()

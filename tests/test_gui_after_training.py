@@ -1,0 +1,105 @@
+"""The Playground tab, Evaluate and Fuse & export through the real widgets and workers, offscreen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import fixture_texts, write_jsonl
+from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.generation import SamplingSettings, format_prompt, generate_side_by_side
+from qlora_gui.core.inference import default_adapter, load_with_adapter
+from qlora_gui.core.trainer import Trainer
+from test_gui import LONG, no_dangling_threads, store, window  # noqa: F401  (fixtures)
+
+
+@pytest.fixture()
+def trained_window(qtbot, window, tmp_path, demo_model):
+    """The window with one finished run (constant SQL answers) in its runs folder."""
+    rows = [{"prompt": t, "completion": "select name from table"} for t in fixture_texts(40, seed=5)]
+    data = write_jsonl(tmp_path / "pc.jsonl", rows)
+    cfg = TrainConfig(model=str(demo_model), data=str(data), adapter_path=str(window.runs_root / "run-a"),
+                      batch_size=4, num_layers=2, learning_rate=3e-3, iters=40, steps_per_eval=20, save_every=1000,
+                      val_batches=-1, mask_prompt=True, lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0})
+    Trainer(cfg).run()
+    window.runs.refresh()
+    return window
+
+
+def open_playground(qtbot, w):
+    w.tabs.setCurrentWidget(w.playground)
+    qtbot.waitUntil(lambda: bool(w.playground.loaded_label), timeout=LONG)
+    return w.playground
+
+
+def test_a_prompt_streams_into_both_panes(qtbot, trained_window):
+    p = open_playground(qtbot, trained_window)
+    assert p.loaded_label.startswith("run-a @ step 40") and p.template.isChecked()
+    p.prompt.setPlainText("what is the city")
+    p.temperature.setValue(0.0)
+    p.max_tokens.setValue(12)
+    p.raw_toggle.setChecked(True)
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.generate_button.click()
+    base, adapter = p.panes["base"].contents(), p.panes["adapter"].contents()
+    assert base and adapter and base != adapter
+    assert "tokens/s" in p.panes["adapter"].stats.text()
+    assert p.raw_prompt.toPlainText() == "<s><|user|>\nwhat is the city</s>\n<|assistant|>\n"
+    # the same texts as the core gives for the same checkpoint, prompt and settings
+    loaded = load_with_adapter(None, default_adapter(trained_window.runs_root / "run-a"))
+    expected = generate_side_by_side(loaded.model, loaded.tokenizer, format_prompt(loaded.tokenizer, "what is the city"),
+                                     SamplingSettings(0.0, 0.95, 12, 0), lambda u: None)
+    assert (base, adapter) == (expected["base"], expected["adapter"])
+
+
+def test_stop_ends_a_long_generation(qtbot, trained_window):
+    p = open_playground(qtbot, trained_window)
+    p.prompt.setPlainText("list the players")
+    p.temperature.setValue(1.0)
+    p.max_tokens.setValue(8000)
+    p.generate_button.click()
+    assert p.stop_button.isEnabled()
+    qtbot.waitUntil(lambda: len(p.panes["base"].contents()) > 0, timeout=LONG)
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.stop_button.click()
+    for side in ("base", "adapter"):
+        stats = p.panes[side].stats.text()
+        assert "stopped" in stats and int(stats.split()[0]) < 8000
+    assert p.generate_button.isEnabled() and not p.stop_button.isEnabled()
+
+
+def test_sample_from_the_validation_set_shows_the_reference(qtbot, trained_window):
+    p = open_playground(qtbot, trained_window)
+    p.sample_button.click()
+    qtbot.waitUntil(lambda: p.panes["reference"].isVisible(), timeout=LONG)
+    assert p.prompt.toPlainText().strip()
+    assert p.panes["reference"].contents() == "select name from table"
+    assert p.panes["reference"].stats.text().startswith("pc.jsonl:")
+
+
+def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window):
+    runs = trained_window.runs
+    runs.select_runs(["run-a"])
+    with qtbot.waitSignal(runs.evaluated, timeout=LONG):
+        runs.eval_button.click()
+    saved = json.loads((trained_window.runs_root / "run-a" / "evaluation.json").read_text())["results"]
+    assert saved[0]["split"] == "valid" and saved[0]["adapter_loss"] < saved[0]["base_loss"]
+    assert "base loss" in runs.summary.text() and "adapter loss" in runs.summary.text()
+    assert "→" in runs.table.topLevelItem(0).text(7)
+
+
+def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):
+    trained_window.export_run(str(trained_window.runs_root / "run-a"))
+    dialog = trained_window.export_dialog
+    dialog.open_when_done = False
+    assert dialog.gguf.isEnabled() and not dialog.keep.isEnabled()  # llama, not quantized
+    dialog.gguf.setChecked(True)
+    dialog.fuse_button.click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)  # done or failed
+    assert dialog.result_path is not None, dialog.status.text()
+    out = dialog.result_path
+    assert (out / "config.json").is_file() and (out / "ggml-model-f16.gguf").is_file()
+    assert out.parent == trained_window.runs_root.parent / "exports" and "step40" in out.name
+    assert dialog.bar.value() == 1000 and "Saved" in dialog.status.text()
+    dialog.close()
