@@ -72,6 +72,19 @@ def default_adapter(run_dir: str | Path) -> AdapterSource:
     return read_adapter(chosen.path if chosen else run_dir)
 
 
+def checkpoint_choices(run_dir: str | Path) -> tuple[list[tuple[str, str]], str | None]:
+    """(label, folder) of each checkpoint, newest first, and the default: the best, else the latest."""
+    run_dir = Path(run_dir)
+    best = ckpt.best_checkpoint(run_dir)
+    found = ckpt.list_checkpoints(run_dir)
+    choices = []
+    for c in reversed(found):
+        val = f", val {c.val_loss:.4f}" if c.val_loss is not None else ""
+        choices.append((f"{'best · ' if best and c.step == best.step else ''}step {c.step}{val}", str(c.path)))
+    default = best or (found[-1] if found else None)
+    return choices, str(default.path) if default else None
+
+
 def base_model_of(adapter: AdapterSource, model: str | None = None) -> Path:
     """The base model folder: the one given, else the one the adapter was trained on."""
     name = model or adapter.config.get("model")

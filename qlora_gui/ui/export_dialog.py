@@ -12,9 +12,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
                                QVBoxLayout, QWidget)
 
-from ..core.checkpoints import best_checkpoint, list_checkpoints
 from ..core.fuse import fuse_adapter, gguf_support
-from ..core.inference import base_model_of, read_adapter
+from ..core.inference import base_model_of, checkpoint_choices, read_adapter
 from .jobs import start_job
 
 
@@ -43,13 +42,11 @@ class ExportDialog(QDialog):
         self._quantized = False
 
         self.checkpoint = QComboBox()
-        best = best_checkpoint(self.run_dir)
-        for c in reversed(list_checkpoints(self.run_dir)):
-            val = f", val {c.val_loss:.4f}" if c.val_loss is not None else ""
-            self.checkpoint.addItem(f"{'best · ' if best and best.step == c.step else ''}step {c.step}{val}",
-                                    str(c.path))
-        if best:
-            self.checkpoint.setCurrentIndex(self.checkpoint.findData(str(best.path)))
+        choices, default = checkpoint_choices(self.run_dir)
+        for label, path in choices:
+            self.checkpoint.addItem(label, path)
+        if default:
+            self.checkpoint.setCurrentIndex(self.checkpoint.findData(default))
         self.checkpoint.currentIndexChanged.connect(self._suggest_folder)
         self.folder = QLineEdit()
         browse = QPushButton("Browse…")

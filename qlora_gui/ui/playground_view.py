@@ -10,7 +10,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout,
                                QWidget)
 
-from ..core.checkpoints import best_checkpoint, list_checkpoints
+from ..core.checkpoints import list_checkpoints
+from ..core.inference import checkpoint_choices
 from ..core.runs import list_runs
 from .playground_worker import GenerationWorker
 
@@ -190,15 +191,11 @@ class PlaygroundView(QWidget):
         self.checkpoint_box.clear()
         if not run:
             return
-        best = best_checkpoint(Path(run))
-        found = list_checkpoints(Path(run))
-        for c in reversed(found):
-            val = f", val {c.val_loss:.4f}" if c.val_loss is not None else ""
-            mark = "best · " if best and c.step == best.step else ""
-            self.checkpoint_box.addItem(f"{mark}step {c.step}{val}", str(c.path))
-        default = best or (found[-1] if found else None)
+        choices, default = checkpoint_choices(run)
+        for label, path in choices:
+            self.checkpoint_box.addItem(label, path)
         if default:
-            self.checkpoint_box.setCurrentIndex(self.checkpoint_box.findData(str(default.path)))
+            self.checkpoint_box.setCurrentIndex(self.checkpoint_box.findData(default))
         self.load_selected()
 
     def load_selected(self) -> None:
