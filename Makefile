@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test bench clean
+.PHONY: run test app clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup_system.sh
@@ -17,6 +17,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
+
+# The double-click bundle: dist/QLoRA Studio.app on macOS, dist/qlora-studio/ on Linux.
+app: $(STAMP)
+	$(PY) scripts/build_app.py --force
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

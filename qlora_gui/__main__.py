@@ -1,5 +1,8 @@
+"""`python -m qlora_gui`, and the entry script of the PyInstaller bundle (hence the absolute import)."""
+
 import sys
 
-from .cli import main
+from qlora_gui.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
 from pathlib import Path
 
 from . import __version__
 from .core.errors import DataError, UserError
 
+_STARTED = time.perf_counter()  # module import is close to process start; the smoke test reports from here
 SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "demo-model")
 
 
@@ -86,6 +88,7 @@ def _app_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
     p.add_argument("dataset", nargs="?", help="a dataset to open in the dataset panel")
     p.add_argument("--model", help="a model folder to select")
+    p.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)  # open, report, close
     return p
 
 
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         args = _app_parser().parse_args(argv)
         from .ui.app import run_app
 
-        return run_app(dataset=args.dataset, model=args.model)
+        return run_app(dataset=args.dataset, model=args.model, smoke_test=args.smoke_test, started=_STARTED)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         for line in e.lines:

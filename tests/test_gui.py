@@ -328,3 +328,20 @@ def test_pause_holds_the_trainer_and_resume_lets_it_finish(qtbot, window, text_d
     assert not worker._trainer.paused
     qtbot.waitSignal(worker.run_finished, timeout=LONG).wait()
     assert seen == [1, 2, 3, 4]
+
+
+def test_a_file_opened_from_the_dock_lands_in_the_data_tab(qtbot, window, completion_data):
+    """macOS sends files dropped on the Dock icon or opened with "Open With" as QFileOpenEvent."""
+    import types
+
+    from PySide6.QtGui import QFileOpenEvent
+
+    from qlora_gui.ui.app import StudioApplication
+
+    app = types.SimpleNamespace(window=None, pending=[])  # before the window exists the path waits
+    assert StudioApplication.event(app, QFileOpenEvent(str(completion_data)))
+    assert app.pending == [str(completion_data)]
+    app.window = window
+    assert StudioApplication.event(app, QFileOpenEvent(str(completion_data)))
+    wait_checked(qtbot, window)
+    assert window.dataset.path == str(completion_data) and window.tabs.currentWidget() is window.dataset

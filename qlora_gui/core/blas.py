@@ -29,7 +29,7 @@ def openblas_env(gui: bool) -> dict[str, str] | None:
     2-core test machine its threads on both cores pushed the GUI thread's p99 timer
     latency from 48 to 100 ms and cut a GUI-driven run to 0.82x of headless speed.
     """
-    if os.environ.get(SKIP_ENV) or getattr(sys, "frozen", False):
+    if os.environ.get(SKIP_ENV):
         return None
     lib = openblas_library()
     if lib is None or "openblas" in os.environ.get("LD_PRELOAD", ""):
@@ -47,7 +47,9 @@ def reexec_with_openblas(argv: list[str], gui: bool) -> None:
     env = openblas_env(gui)
     if env is None:
         return
+    # In the PyInstaller bundle sys.executable is the app itself; from a checkout it is Python.
+    command = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "qlora_gui"]
     try:
-        os.execve(sys.executable, [sys.executable, "-m", "qlora_gui", *argv], env)
+        os.execve(sys.executable, [*command, *argv], env)
     except OSError:
         return  # keep running with the bundled BLAS; the run log says which one is in use

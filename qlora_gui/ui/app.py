@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 
-from PySide6.QtCore import QEvent
+from PySide6.QtCore import QEvent, QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from .. import __version__
+from ..core.resources import resource_path
 
 
 class StudioApplication(QApplication):
@@ -34,10 +37,15 @@ def create_app() -> QApplication:
     app.setOrganizationName("QLoRA Studio")
     app.setApplicationName("QLoRA Studio")
     app.setApplicationVersion(__version__)
+    icon = resource_path("icons", "app.png")
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
     return app
 
 
-def run_app(dataset: str | None = None, model: str | None = None) -> int:
+def run_app(dataset: str | None = None, model: str | None = None, smoke_test: bool = False,
+            started: float | None = None) -> int:
+    """Open the window. `smoke_test` closes it as soon as it is shown (the bundle test uses it)."""
     from .main_window import MainWindow
 
     app = create_app()
@@ -51,4 +59,11 @@ def run_app(dataset: str | None = None, model: str | None = None) -> int:
     if dataset:
         window.open_dataset(dataset)
     window.show()
+    if smoke_test:
+        def report_and_close() -> None:
+            since = f" {time.perf_counter() - started:.2f} s after start" if started is not None else ""
+            print(f"window shown{since}: {window.windowTitle()}, {window.tabs.count()} tabs", flush=True)
+            window.close()
+
+        QTimer.singleShot(0, report_and_close)  # runs once the event loop has shown the window
     return app.exec()

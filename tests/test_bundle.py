@@ -1,0 +1,100 @@
+"""The built bundle, run as a person would: version, data check, a short run, the window.
+
+Builds the bundle with build_app.spec, or reuses a build of the same sources and
+packages. Takes about a minute when it builds; skip locally with `-m "not bundle"`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qlora_gui import __version__
+from qlora_gui.core.resources import sample_data_path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+pytestmark = pytest.mark.bundle
+
+
+@pytest.fixture(scope="module")
+def exe() -> Path:
+    import build_app
+
+    return build_app.build(quiet=True)
+
+
+@pytest.fixture()
+def env(tmp_path) -> dict:
+    """A clean user: settings, logs and the demo model go under tmp_path, and nothing may download."""
+    home = tmp_path / "home"
+    home.mkdir()
+    keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
+    return {**keep, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"), "XDG_STATE_HOME": str(home / ".local/state"),
+            "XDG_CACHE_HOME": str(home / ".cache"), "QT_QPA_PLATFORM": "offscreen", "HF_HUB_OFFLINE": "1"}
+
+
+def run(exe: Path, *args: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(exe), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_version(exe, env, tmp_path):
+    result = run(exe, "--version", env=env, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"qlora-gui {__version__}"
+
+
+def test_one_libmlx_with_its_metallib(exe):
+    bundle = exe.parent.parent if sys.platform == "darwin" else exe.parent  # the .app's Contents, or the folder
+    real = [p for p in bundle.rglob("libmlx.*") if not p.is_symlink()]
+    assert len(real) == 1, real  # a second copy makes MLX look for the metallib in the wrong place
+    assert real[0].parent.name == "lib" and real[0].parent.parent.name == "mlx"
+    if sys.platform == "darwin":
+        assert (real[0].parent / "mlx.metallib").is_file()
+
+
+def test_check_data_on_the_sample_file(exe, env, tmp_path):
+    result = run(exe, "check-data", str(sample_data_path()), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "format: completions" in result.stdout and "OK:" in result.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    result = run(exe, "check-data", str(bad), env=env, cwd=tmp_path)
+    assert result.returncode == 2 and f"{bad}:2:" in result.stdout
+
+
+def test_a_five_step_run_writes_an_adapter_that_generates_and_fuses(exe, env, tmp_path):
+    assert run(exe, "demo-model", "demo", env=env, cwd=tmp_path).returncode == 0
+    result = run(exe, "train", "--model", "demo", "--data", str(sample_data_path()), "--iters", "5",
+                 "--batch-size", "2", "--num-layers", "2", "--steps-per-report", "1", "--adapter-path", "run",
+                 env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    from qlora_gui.core.blas import openblas_library
+
+    if openblas_library():  # the bundle re-runs itself with the system's OpenBLAS, as the checkout does
+        assert "BLAS: openblas" in result.stdout
+    run_dir = tmp_path / "run"
+    assert (run_dir / "adapters.safetensors").stat().st_size > 0
+    steps = [e["step"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+             if e["event"] == "step"]
+    assert steps == [1, 2, 3, 4, 5]
+    result = run(exe, "generate", "--adapter-path", "run", "--prompt", "how many", "--max-tokens", "4",
+                 env=env, cwd=tmp_path)
+    assert result.returncode == 0 and "4 tokens" in result.stderr
+    result = run(exe, "fuse", "--adapter-path", "run", "--save-path", "fused", env=env, cwd=tmp_path)
+    assert result.returncode == 0 and (tmp_path / "fused" / "config.json").is_file(), result.stderr
+
+
+def test_the_window_opens_and_quits_cleanly(exe, env, tmp_path):
+    result = run(exe, "--smoke-test", env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "window shown" in result.stdout and "6 tabs" in result.stdout
+    assert not (Path(env["XDG_STATE_HOME"]) / "QLoRA Studio" / "log" / "errors.log").exists()
