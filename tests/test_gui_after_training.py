@@ -103,3 +103,20 @@ def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):
     assert out.parent == trained_window.runs_root.parent / "exports" and "step40" in out.name
     assert dialog.bar.value() == 1000 and "Saved" in dialog.status.text()
     dialog.close()
+
+
+def test_training_start_unloads_the_playground_model_and_the_tab_reloads_it(qtbot, trained_window, tmp_path):
+    w = trained_window
+    p = open_playground(qtbot, w)
+    rows = [{"text": t} for t in fixture_texts(24, seed=11)]
+    w.open_dataset(write_jsonl(tmp_path / "more.jsonl", rows))
+    qtbot.waitUntil(lambda: w.dataset.report is not None and not w.dataset.checking, timeout=LONG)
+    cfg = w.settings_panel.config()
+    cfg.iters = 2
+    w.settings_panel.set_config(cfg)
+    w.start_training()
+    assert not p.loaded_label  # unloading was asked before the trainer loaded its model
+    qtbot.waitUntil(lambda: "unloaded" in p.status.text(), timeout=LONG)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=LONG)
+    w.tabs.setCurrentWidget(w.playground)
+    qtbot.waitUntil(lambda: bool(p.loaded_label), timeout=LONG)

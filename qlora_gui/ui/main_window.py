@@ -259,6 +259,7 @@ class MainWindow(QMainWindow):
         self._launch(TrainingWorker(cfg, resume_from=resume_from))
 
     def _launch(self, worker: TrainingWorker) -> None:
+        self.playground.unload()  # the playground's model would compete with training for memory
         self.worker = worker
         self._run_ended = False
         t = self.training
@@ -322,14 +323,21 @@ class MainWindow(QMainWindow):
         self.worker = None
         self.training.set_running(False)
         self._refresh()
+        if self.tabs.currentWidget() is self.playground:
+            self.playground.refresh()
         if self._close_after_stop:
             self.close()
 
     # ------------------------------------------------------------ after training
 
     def _on_tab_changed(self, index: int) -> None:
-        if self.tabs.widget(index) is self.playground:
+        if self.tabs.widget(index) is not self.playground:
+            return
+        if self.worker is None:
             self.playground.refresh()  # loads a model only when the choice differs from the loaded one
+        elif not self.playground.loaded_label:
+            self.playground.status.setText("Training is running: the playground loads a model when it ends "
+                                           "(or pick a run in the Runs tab and press Try in Playground).")
 
     def try_run(self, run_dir: str) -> None:
         self.tabs.blockSignals(True)  # select_run loads the chosen run; the tab switch must not load another

@@ -254,6 +254,9 @@ class PlaygroundView(QWidget):
                                 "Both sides share one copy of the base weights.")
             self.sample_note.setText("" if e["samples"] else e["samples_note"])
             self._send_format()
+        elif kind == "unloaded":
+            self.status.setText("The model was unloaded to leave its memory to training; it loads again when "
+                                "you come back to this tab.")
         elif kind == "prompt":
             self.raw_prompt.setPlainText(e["text"])
             self.raw_toggle.setText(f"Prompt as the model sees it ({e['note']})")
@@ -283,6 +286,14 @@ class PlaygroundView(QWidget):
         self._update_buttons()
         if finished_generating:
             self.generation_done.emit()
+
+    def unload(self) -> None:
+        """Give the memory back (training starts); the model loads again when the tab is next shown."""
+        if not self.worker.isRunning() or not (self.loaded_label or self.requested):
+            return
+        self.loaded_label = self.requested = ""
+        self.worker.send("unload")
+        self._update_buttons()
 
     def shutdown(self) -> None:
         self._format_timer.stop()

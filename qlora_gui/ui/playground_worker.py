@@ -22,7 +22,7 @@ DRAIN_MS = 40
 
 
 class GenerationWorker(QThread):
-    """Commands: load(run_or_checkpoint, model), format(...), generate(...), sample(). Events: `event(dict)`."""
+    """Commands: load, unload, format, generate, sample (the `_do_*` methods). Events: `event(dict)`."""
 
     event = Signal(dict)
 
@@ -53,9 +53,9 @@ class GenerationWorker(QThread):
             self._timer.start()
             self.start()
         self._sent += 1
-        if command in ("load", "generate"):
+        if command in ("load", "generate", "unload"):
             self.busy = True
-            self._latest_heavy = self._sent
+            self._latest_heavy = self._sent  # a running generation stops for it
         self._commands.put((command, self._sent, args))
 
     def stop_generation(self) -> None:
@@ -106,7 +106,7 @@ class GenerationWorker(QThread):
 
                 details = "" if isinstance(e, UserError) else traceback.format_exc()
                 self._put("error", message=str(e) or type(e).__name__, details=details, command=command)
-            if command in ("load", "generate"):
+            if command in ("load", "generate", "unload"):
                 self._put("idle")
 
     def _do_load(self, adapter_path: str, model: str | None = None) -> None:
@@ -124,6 +124,17 @@ class GenerationWorker(QThread):
         self._put("loaded", label=adapter.label, model=str(loaded.path), template=adapter.uses_template,
                   samples=len(self._samples) if self._samples else 0,
                   samples_note=self._samples.error if self._samples else "the run does not name its data")
+
+    def _do_unload(self) -> None:
+        """Free the model (training is about to need the memory)."""
+        import gc
+
+        import mlx.core as mx
+
+        self._loaded = self._adapter = self._samples = None
+        gc.collect()
+        mx.clear_cache()
+        self._put("unloaded")
 
     def _do_format(self, prompt: str, system: str, template: bool) -> None:
         from ..core.generation import format_prompt, template_note
