@@ -12,7 +12,6 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from .. import __version__
 from ..core.checkpoints import latest_checkpoint
-from ..core.config import config_from_dict
 from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
 from ..core.intake import DATA_SUFFIXES
@@ -27,6 +26,7 @@ from .runs_view import RunsView
 from .settings_panel import SettingsPanel
 from .theme import apply_theme
 from .training_view import TrainingView
+from .window_state import restore_window_state, save_window_state
 from .worker import TrainingWorker
 
 
@@ -355,45 +355,10 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ persistence and close
 
     def _remember(self) -> None:
-        s = self.store
-        s.setValue("data_path", self.dataset.path)
-        s.setValue("model_path", self.model.selected_path or "")
-        s.setValue("quantize", self.model.quantize.currentIndex())
-        s.setValue("mask_prompt", self.dataset.mask_prompt.isChecked())
-        s.setValue("valid_share", self.dataset.valid_share.value())
-        s.setValue("model_folders", self.model.extra_folders)
-        s.setValue("geometry", self.saveGeometry())
-        cfg = self.settings_panel.check()
-        if cfg:
-            s.setValue("settings_yaml", cfg.to_yaml())
+        save_window_state(self)
 
     def _restore(self) -> None:
-        s = self.store
-        if s.value("geometry"):
-            self.restoreGeometry(s.value("geometry"))
-        else:
-            self.resize(1280, 800)
-        if s.value("settings_yaml"):
-            import yaml
-
-            try:
-                values = yaml.safe_load(s.value("settings_yaml")) or {}
-                cfg, _ = config_from_dict({k: v for k, v in values.items()
-                                           if k not in ("model", "data", "adapter_path", "resume")})
-                self.settings_panel.set_config(cfg)
-            except (ConfigError, yaml.YAMLError, TypeError):
-                pass  # settings from an older version: keep the defaults
-        self.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
-        self.dataset.valid_share.setValue(float(s.value("valid_share", 0.1)))
-        model = s.value("model_path", "")
-        if model and Path(model).is_dir():
-            self.model.select_path(model)
-            self.model.quantize.setCurrentIndex(int(s.value("quantize", 0)))
-        data = s.value("data_path", "")
-        if data and Path(data).exists():
-            self.dataset.set_path(data)
-        if str(s.value("dark", "false")).lower() == "true":
-            self.set_dark(True)
+        restore_window_state(self)
 
     def closeEvent(self, event) -> None:
         if self.worker is not None and self._run_ended:

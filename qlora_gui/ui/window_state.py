@@ -1,0 +1,57 @@
+"""What the window remembers between starts (QSettings): data, model, settings, theme, geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..core.config import config_from_dict
+from ..core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+
+def save_window_state(window: "MainWindow") -> None:
+    """Data, model, settings, theme and geometry, for the next start."""
+    s = window.store
+    s.setValue("data_path", window.dataset.path)
+    s.setValue("model_path", window.model.selected_path or "")
+    s.setValue("quantize", window.model.quantize.currentIndex())
+    s.setValue("mask_prompt", window.dataset.mask_prompt.isChecked())
+    s.setValue("valid_share", window.dataset.valid_share.value())
+    s.setValue("model_folders", window.model.extra_folders)
+    s.setValue("geometry", window.saveGeometry())
+    cfg = window.settings_panel.check()
+    if cfg:
+        s.setValue("settings_yaml", cfg.to_yaml())
+
+
+def restore_window_state(window: "MainWindow") -> None:
+    """Put back what save_window_state kept; values from an older version fall back to defaults."""
+    s = window.store
+    if s.value("geometry"):
+        window.restoreGeometry(s.value("geometry"))
+    else:
+        window.resize(1280, 800)
+    if s.value("settings_yaml"):
+        import yaml
+
+        try:
+            values = yaml.safe_load(s.value("settings_yaml")) or {}
+            cfg, _ = config_from_dict({k: v for k, v in values.items()
+                                       if k not in ("model", "data", "adapter_path", "resume")})
+            window.settings_panel.set_config(cfg)
+        except (ConfigError, yaml.YAMLError, TypeError):
+            pass  # settings from an older version: keep the defaults
+    window.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
+    window.dataset.valid_share.setValue(float(s.value("valid_share", 0.1)))
+    model = s.value("model_path", "")
+    if model and Path(model).is_dir():
+        window.model.select_path(model)
+        window.model.quantize.setCurrentIndex(int(s.value("quantize", 0)))
+    data = s.value("data_path", "")
+    if data and Path(data).exists():
+        window.dataset.set_path(data)
+    if str(s.value("dark", "false")).lower() == "true":
+        window.set_dark(True)
