@@ -7,7 +7,6 @@ the same SQL; the tests below use that run.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np

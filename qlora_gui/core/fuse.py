@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from .errors import UserError
 from .fast_quant import restore_quantized_layers
-from .inference import AdapterSource, adapter_layers, base_model_of, load_with_adapter
+from .inference import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
 
 # What mlx-lm's GGUF writer handles (mlx_lm/fuse.py); it writes 16-bit float weights only.
 GGUF_MODEL_TYPES = ("llama", "mistral", "mixtral")
@@ -52,12 +51,11 @@ def gguf_support(model_type: str) -> str | None:
 
 
 def _check_gguf(adapter: AdapterSource, model: str | None, dequantize: bool) -> None:
-    base = json.loads((base_model_of(adapter, model) / "config.json").read_text())
-    reason = gguf_support(str(base.get("model_type", "")))
+    _, config, quantization = base_as_trained(adapter, model)
+    reason = gguf_support(str(config.get("model_type", "")))
     if reason:
         raise UserError(reason)
-    quantized = base.get("quantization") or adapter.config.get("quantized_on_load")
-    if quantized and not dequantize:
+    if quantization and not dequantize:
         raise UserError("GGUF export needs 16-bit weights: choose 'de-quantize to 16-bit' "
                         "(--dequantize) together with GGUF export")
 

@@ -93,6 +93,20 @@ def base_model_of(adapter: AdapterSource, model: str | None = None) -> Path:
     return resolve_model_path(name)
 
 
+def quantized_on_load(adapter: AdapterSource) -> dict[str, Any] | None:
+    """bits/group_size when training quantized a full-precision base on load, else None."""
+    if not adapter.config.get("quantized_on_load"):
+        return None
+    return {"group_size": 64, **(adapter.config.get("base_quantization") or {})}
+
+
+def base_as_trained(adapter: AdapterSource, model: str | None = None) -> tuple[Path, dict[str, Any], dict | None]:
+    """(base folder, its config.json, the quantization the adapter trained on) without loading weights."""
+    path = base_model_of(adapter, model)
+    config = json.loads((path / "config.json").read_text())
+    return path, config, config.get("quantization") or quantized_on_load(adapter)
+
+
 def load_with_adapter(model: str | Path | None, adapter: AdapterSource | None) -> LoadedModel:
     """Load the base (quantized as in training) and put the adapter on it."""
     from mlx_lm.tuner.utils import load_adapters
@@ -102,11 +116,8 @@ def load_with_adapter(model: str | Path | None, adapter: AdapterSource | None) -
             raise UserError("give a model (--model) or an adapter folder (--adapter-path)")
         return load_base(resolve_model_path(model))
     path = base_model_of(adapter, str(model) if model else None)
-    bits, group = None, 64
-    if adapter.config.get("quantized_on_load"):
-        quant = adapter.config.get("base_quantization") or {}
-        bits, group = quant.get("bits"), quant.get("group_size", 64)
-    loaded = load_base(path, bits, group)
+    quant = quantized_on_load(adapter) or {}
+    loaded = load_base(path, quant.get("bits"), quant.get("group_size", 64))
     try:
         load_adapters(loaded.model, str(adapter.path))
     except (ValueError, KeyError) as e:

@@ -34,6 +34,14 @@ class RunSummary:
         return Path(str(self.config.get("model", ""))).name
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`…: the first that does not exist, so nothing is overwritten."""
+    candidate, n = Path(path), 2
+    while candidate.exists():
+        candidate, n = candidate.with_name(f"{Path(path).name}-{n}"), n + 1
+    return candidate
+
+
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     events = []

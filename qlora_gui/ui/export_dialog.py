@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -13,15 +12,9 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
                                QVBoxLayout, QWidget)
 
 from ..core.fuse import fuse_adapter, gguf_support
-from ..core.inference import base_model_of, checkpoint_choices, read_adapter
+from ..core.inference import base_as_trained, checkpoint_choices, read_adapter
+from ..core.runs import unused_path
 from .jobs import start_job
-
-
-def _unused(path: Path) -> Path:
-    candidate, n = path, 2
-    while candidate.exists():
-        candidate, n = path.with_name(f"{path.name}-{n}"), n + 1
-    return candidate
 
 
 class ExportDialog(QDialog):
@@ -104,15 +97,12 @@ class ExportDialog(QDialog):
             self.status.setText("This run has no checkpoint yet.")
             return
         try:
-            adapter = read_adapter(path)
-            base = json.loads((base_model_of(adapter) / "config.json").read_text())
+            base_path, base, quant = base_as_trained(read_adapter(path))
         except Exception as e:  # a moved or deleted base model: say so, fusing cannot work
             self.fuse_button.setEnabled(False)
             self.status.setText(f"Cannot fuse: {e}")
             return
-        quant = base.get("quantization") or (adapter.config.get("base_quantization")
-                                             if adapter.config.get("quantized_on_load") else None)
-        self.quant_note.setText(f"Base: {base_model_of(adapter).name}, "
+        self.quant_note.setText(f"Base: {base_path.name}, "
                                 + (f"{quant.get('bits')}-bit" if quant else "not quantized (fused at full precision)"))
         self._quantized = bool(quant)
         self.keep.setEnabled(self._quantized)
@@ -133,12 +123,12 @@ class ExportDialog(QDialog):
     def _suggest_folder(self) -> None:
         path = self.checkpoint.currentData()
         step = int(Path(path).name) if path else 0
-        self.folder.setText(str(_unused(self.exports_root / f"{self.run_dir.name}-step{step}-fused")))
+        self.folder.setText(str(unused_path(self.exports_root / f"{self.run_dir.name}-step{step}-fused")))
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Parent folder for the fused model", str(self.exports_root))
         if folder:
-            self.folder.setText(str(_unused(Path(folder) / Path(self.folder.text()).name)))
+            self.folder.setText(str(unused_path(Path(folder) / Path(self.folder.text()).name)))
 
     def start(self) -> None:
         adapter = read_adapter(self.checkpoint.currentData())

@@ -16,7 +16,7 @@ from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
 from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
-from ..core.runs import read_curves
+from ..core.runs import read_curves, unused_path
 from .dataset_panel import DatasetPanel
 from .export_dialog import ExportDialog
 from .jobs import running_threads
@@ -179,10 +179,7 @@ class MainWindow(QMainWindow):
 
     def _new_run_dir(self, name: str) -> Path:
         """A run folder name no run uses yet: runs never share or overwrite a folder."""
-        path, n = self.runs_root / name, 2
-        while path.exists():
-            path, n = self.runs_root / f"{name}-{n}", n + 1
-        return path
+        return unused_path(self.runs_root / name)
 
     def _refresh(self) -> None:
         cfg = self.current_config()
