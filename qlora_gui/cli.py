@@ -31,6 +31,9 @@ def _check_data_parser(sub) -> None:
     p.add_argument("--valid-fraction", type=float, default=0.1,
                    help="share held out as validation when one file is given (default 0.1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show", type=int, action="append", metavar="LINE", default=[],
+                   help="print the row on this line of its file as the model sees it (needs --model): trained "
+                        "tokens highlighted, masked ones grey, the truncation point marked; repeat for more rows")
 
 
 def run_check_data(args: argparse.Namespace) -> int:
@@ -41,6 +44,15 @@ def run_check_data(args: argparse.Namespace) -> int:
     result = check_data(args.path, tokenizer, max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
                         batch_size=args.batch_size, valid_fraction=args.valid_fraction, seed=args.seed)
     print(result.report.to_text())
+    if args.show and tokenizer is None:
+        raise UserError("--show needs --model: the token view shows the model's own tokens")
+    for line in args.show if result.report.usable else []:
+        from .core.token_view import token_view
+
+        view = token_view(result.raw, line, tokenizer, max_seq_length=args.max_seq_length,
+                          mask_prompt=args.mask_prompt)
+        print()
+        print(view.to_terminal(color=sys.stdout.isatty()))
     return 0 if result.report.usable else 2
 
 

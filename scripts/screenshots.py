@@ -56,6 +56,7 @@ def main(out: Path) -> None:
         print("saved", out / f"{name}.png")
 
     def step_idle() -> None:
+        window.dataset.mask_prompt.setChecked(True)
         window.open_dataset(sample_data_path())
         window.dataset.report_changed.connect(on_report)
 
@@ -68,7 +69,20 @@ def main(out: Path) -> None:
         window.tabs.setCurrentWidget(window.settings_panel)
         snap("settings")
         window.tabs.setCurrentWidget(window.dataset)
+        window.dataset.token_view_shown.connect(on_token_view)
+        shots.append(int(window.dataset.preview.item(1, 0).text()))
+        window.dataset.preview.setCurrentCell(1, 1)
+
+    def on_token_view() -> None:
+        if window.dataset.token_view.text.view is None or window.dataset.token_view.text.view.line != shots[0]:
+            return
+        shots.clear()
+        window.dataset.token_view_shown.disconnect(on_token_view)
         snap("data")
+        if "--data-only" in sys.argv:
+            window.close()
+            app.quit()
+            return
         window.dataset.report_changed.connect(on_bad)
         window.open_dataset(bad)
 
@@ -150,4 +164,4 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs"))
+    main(Path(next((a for a in sys.argv[1:] if not a.startswith("--")), "docs")))

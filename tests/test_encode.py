@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import write_jsonl
 from qlora_gui.core.dataset import check_data
-from qlora_gui.core.encode import render_chat
+from qlora_gui.core.chat_template import render_chat
 from qlora_gui.core.model_files import load_tokenizer
 
 
@@ -27,10 +27,9 @@ def test_completions_only_masks_exactly_the_prompt(tmp_path, tokenizer):
     assert tokens.tolist() == full_ids
     assert tokens[: len(prompt_ids)].tolist() == prompt_ids
     assert not trained[: len(prompt_ids)].any()  # every prompt token is masked ...
-    assert trained[len(prompt_ids):].all()  # ... and nothing else is
     completion_ids = tokenizer.encode(row["completion"], add_special_tokens=False)
-    assert tokens[trained].tolist()[: len(completion_ids)] == completion_ids
-    assert tokenizer.eos_token_id in tokens[trained].tolist()  # the end of the answer is learned too
+    # ... and exactly the answer and its end-of-turn marker are trained (not the newline after it)
+    assert tokens[trained].tolist() == completion_ids + [tokenizer.eos_token_id]
 
 
 def test_without_masking_everything_is_trained(tmp_path, tokenizer):

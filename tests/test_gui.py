@@ -345,3 +345,42 @@ def test_a_file_opened_from_the_dock_lands_in_the_data_tab(qtbot, window, comple
     assert StudioApplication.event(app, QFileOpenEvent(str(completion_data)))
     wait_checked(qtbot, window)
     assert window.dataset.path == str(completion_data) and window.tabs.currentWidget() is window.dataset
+
+
+def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completion_data):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent, QTextCursor
+    from PySide6.QtWidgets import QApplication
+
+    window.dataset.mask_prompt.setChecked(True)
+    window.open_dataset(completion_data)
+    wait_checked(qtbot, window)
+    panel, view = window.dataset, window.dataset.token_view
+    line = int(panel.preview.item(2, 0).text())
+    panel.preview.setCurrentCell(2, 1)
+    qtbot.waitUntil(lambda: view.text.view is not None and view.text.view.line == line, timeout=LONG)
+    shown = view.text.view
+    assert view.summary.text().startswith(f"{completion_data}:{line} (")
+    assert f"{shown.trained} trained" in view.summary.text() and 0 < shown.trained < shown.kept
+    row = json.loads(completion_data.read_text().splitlines()[line - 1])
+    assert row["prompt"] in view.text.toPlainText() and row["completion"] in view.text.toPlainText()
+    # A trained token has a highlight, a masked one none; hovering a token outlines it and names it.
+    first_trained = next(i for i, p in enumerate(shown.pieces) if p.trained and i > 0)
+    cursor = QTextCursor(view.text.document())
+    for i, expect_background in ((first_trained, True), (1, False)):
+        cursor.setPosition(view.text.starts[i] + 1)
+        assert (cursor.charFormat().background().style() != Qt.BrushStyle.NoBrush) == expect_background
+    cursor.setPosition(view.text.starts[first_trained])
+    view.text.setTextCursor(cursor)
+    view.text.ensureCursorVisible()
+    point = QPointF(view.text.cursorRect(cursor).center()) + QPointF(2, 0)
+    move = QMouseEvent(QEvent.Type.MouseMove, point, view.text.viewport().mapToGlobal(point),
+                       Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(view.text.viewport(), move)
+    assert view.text.hovered == first_trained
+    assert view.text.extraSelections() and "trained" in view.text.describe(first_trained)
+    # A shorter max_seq_length marks where the row is cut.
+    panel.set_limits(8, panel.batch_size)
+    wait_checked(qtbot, window)
+    qtbot.waitUntil(lambda: view.text.view is not None and view.text.view.truncated, timeout=LONG)
+    assert "✂ cut at max_seq_length=8" in view.text.toPlainText() and "cut at max_seq_length=8" in view.summary.text()

@@ -7,18 +7,22 @@ plus the encoded splits the trainer uses. It never raises for bad data.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .encode import FALLBACK_TEMPLATE_DOC, EncodedSplit, encode_split, has_chat_template
+from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
+from .encode import EncodedSplit, encode_split
 from .intake import IntakeOptions, Problem, RawSplit, read_dataset
 from .rows import char_length, preview
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5
+# With completions only, a larger trained share than this usually means the prompt is not masked.
+SUSPECT_TRAINED_SHARE = 0.6
 
 
 @dataclass
@@ -34,7 +38,8 @@ class SplitReport:
     max_len: int = 0
     truncated: int = 0
     no_target_rows: int = 0
-    trained_share: float | None = None  # with completions-only: trained tokens / all tokens
+    duplicate_rows: int = 0  # rows equal to an earlier row of the same split
+    trained_share: float | None = None  # trained tokens / all tokens, once a tokenizer is known
     preview: list[dict[str, str]] = field(default_factory=list)
     preview_lines: list[int] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
@@ -50,6 +55,7 @@ class DataReport:
     warnings: list[str]
     max_seq_length: int
     mask_prompt: bool
+    template: str | None = None  # which chat template rendered the rows (None for text rows or no tokenizer)
 
     @property
     def usable(self) -> bool:
@@ -65,12 +71,15 @@ class DataReport:
         out = [f"Dataset: {self.source}" + (f"  (format: {self.format})" if self.format else "")]
         if self.splits:
             unit = next(iter(self.splits.values())).unit
-            out.append(f"  {'split':<6} {'rows':>7}  {unit + ' min/mean/p95/max':<28} {'truncated':>9}  file")
+            if self.template:
+                out.append(f"Template: {self.template}")
+            out.append(f"  {'split':<6} {'rows':>7}  {unit + ' min/mean/p95/max':<28} {'trained':>7} "
+                       f"{'truncated':>9} {'no target':>9} {'duplicate':>9}  file")
             for s in self.splits.values():
                 stats = f"{s.min_len}/{s.mean_len:.1f}/{s.p95_len}/{s.max_len}"
-                out.append(f"  {s.name:<6} {s.rows:>7}  {stats:<28} {s.truncated:>9}  {s.file}")
-                if s.trained_share is not None:
-                    out.append(f"         trained on {s.trained_share:.1%} of tokens (completions only)")
+                share = f"{s.trained_share:.1%}" if s.trained_share is not None else "-"
+                out.append(f"  {s.name:<6} {s.rows:>7}  {stats:<28} {share:>7} {s.truncated:>9} "
+                           f"{s.no_target_rows:>9} {s.duplicate_rows:>9}  {s.file}")
             train = self.splits.get("train")
             if train and train.preview:
                 out.append("Preview (train):")
@@ -92,6 +101,11 @@ class DataReport:
 class DataCheck:
     report: DataReport
     encoded: dict[str, EncodedSplit] | None  # None when no tokenizer was given or the data is unusable
+    raw: dict[str, RawSplit] = field(default_factory=dict)  # the checked rows, for the token view
+
+
+def _row_key(row: dict) -> str:
+    return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
 def _stats(raw: RawSplit, lengths: np.ndarray, unit: str) -> SplitReport:
@@ -102,10 +116,40 @@ def _stats(raw: RawSplit, lengths: np.ndarray, unit: str) -> SplitReport:
         rep.p95_len = int(np.percentile(lengths, 95))
         rep.max_len = int(lengths.max())
         rep.lengths = lengths.tolist()
+    rep.duplicate_rows = len(raw.rows) - len({_row_key(r) for r in raw.rows})
     if raw.format:
         rep.preview = [preview(r, raw.format) for r in raw.rows[:PREVIEW_ROWS]]
         rep.preview_lines = raw.lines[:PREVIEW_ROWS]
     return rep
+
+
+def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
+    out = [f"the chat template leaves out the {role} turn of {len(lines)} {name} row(s) (first: line {lines[0]}); "
+           "the model trains without that text" for role, lines in enc.left_out.items()]
+    if enc.changed_lines:
+        out.append(f"{len(enc.changed_lines)} {name} row(s) have an assistant turn that the chat template drops or "
+                   f"rewrites (first: line {enc.changed_lines[0]}); what is trained there is the template's own text "
+                   "for that turn: check it in the token view")
+    if enc.reasoning_rows:
+        out.append(f"in {enc.reasoning_rows} {name} row(s) the chat template leaves out the <think> reasoning of "
+                   "earlier assistant turns; only their answers are trained, as the model will see them")
+    if enc.unmarked_rows:
+        out.append(f"{enc.unmarked_rows} {name} row(s) have an assistant turn with no end-of-turn token after it; "
+                   "the model will not learn where those answers end")
+    return out
+
+
+def _encoded_warnings(report: DataReport, encoded: dict[str, EncodedSplit]) -> list[str]:
+    out = []
+    for name, enc in encoded.items():
+        out.extend(_template_warnings(name, enc))
+    train = report.splits.get("train")
+    if report.mask_prompt and train and train.trained_share is not None and \
+            train.trained_share > SUSPECT_TRAINED_SHARE:
+        out.append(f"completions only is on, yet {train.trained_share:.0%} of the training tokens are trained: the "
+                   "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
+                   "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)")
+    return out
 
 
 def check_data(
@@ -126,23 +170,23 @@ def check_data(
     warnings = list(intake.warnings)
     splits: dict[str, SplitReport] = {}
     encoded: dict[str, EncodedSplit] | None = None
+    template = None
 
     if tokenizer is not None and problems.count == 0:
-        if intake.format in ("chat", "completions") and not has_chat_template(tokenizer):
-            warnings.append("the tokenizer has no chat template; prompt/completion and chat rows use the plain "
-                            f"fallback '{FALLBACK_TEMPLATE_DOC}'")
+        if intake.format in ("chat", "completions"):
+            template = template_description(tokenizer)
+            if not has_chat_template(tokenizer):
+                warnings.append("the tokenizer has no chat template; prompt/completion and chat rows use the plain "
+                                f"fallback '{FALLBACK_TEMPLATE_DOC}'")
         encoded = {}
         for name, raw in intake.splits.items():
             enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems)
             encoded[name] = enc
             rep = _stats(raw, enc.full_lengths, "tokens")
             rep.truncated, rep.no_target_rows = enc.truncated, enc.no_target_rows
-            if mask_prompt:
-                total = sum(len(t) for t in enc.tokens)
-                rep.trained_share = sum(int(m.sum()) for m in enc.trained) / max(total, 1)
+            total = sum(len(t) for t in enc.tokens)
+            rep.trained_share = sum(int(m.sum()) for m in enc.trained) / max(total, 1)
             splits[name] = rep
-        if problems.count:
-            encoded = None
     else:
         for name, raw in intake.splits.items():
             if raw.format:
@@ -155,13 +199,27 @@ def check_data(
             warnings.append(f"{rep.truncated} {rep.name} row(s) are longer than max_seq_length={max_seq_length} "
                             f"and will be truncated (longest: {rep.max_len} tokens)")
         if rep.no_target_rows:
-            warnings.append(f"{rep.no_target_rows} {rep.name} row(s) have no trained tokens left after "
-                            "truncation (the prompt fills max_seq_length); they add nothing to training")
+            warnings.append(f"{rep.no_target_rows} {rep.name} row(s) have no trained token (the prompt fills "
+                            "max_seq_length, or the template dropped the answer); they add nothing to training")
+        if rep.duplicate_rows:
+            warnings.append(f"{rep.duplicate_rows} {rep.name} row(s) repeat an earlier row of the same split; "
+                            "they weigh those rows more")
+    if "train" in intake.splits:
+        seen = {_row_key(r) for r in intake.splits["train"].rows}
+        for name, raw in intake.splits.items():
+            shared = sum(_row_key(r) in seen for r in raw.rows) if name != "train" else 0
+            if shared:
+                warnings.append(f"{shared} {name} row(s) also appear in train; their {name} loss overstates "
+                                "how well the model generalizes")
 
     file_order: dict[str, int] = {}
     for p in problems.items:
         file_order.setdefault(p.file, len(file_order))
     ordered = sorted(problems.items, key=lambda p: (file_order[p.file], p.line))
     report = DataReport(intake.source, intake.format, splits, ordered, problems.count, warnings,
-                        max_seq_length, mask_prompt)
-    return DataCheck(report, encoded)
+                        max_seq_length, mask_prompt, template)
+    if encoded is not None:
+        report.warnings.extend(_encoded_warnings(report, encoded))
+        if problems.count:
+            encoded = None
+    return DataCheck(report, encoded, intake.splits)

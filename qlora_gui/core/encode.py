@@ -1,28 +1,39 @@
 """Turn checked rows into token ids and a mask of the positions that are trained on.
 
-Chat and prompt/completion rows go through the tokenizer's chat template. A
-tokenizer without one gets the plain fallback below, which the README documents:
-
-    <bos>System: {content}\\n\\nUser: {content}\\n\\nAssistant: {content}<eos>\\n\\n
-
-and a generation prompt that ends in "Assistant:" (no space, so BPE cannot merge it
-into the answer).
-
-With "train on completions only" every assistant turn (its text and end-of-turn
-marker) is trained on and everything else is masked.
+Chat and prompt/completion rows go through the chat template (`chat_template.py`).
+With "train on completions only", every assistant turn is trained: the spans
+each turn writes in the rendered text (`chat_spans.py`, markers included) are
+mapped to tokens through the fast tokenizer's character offsets, so masks
+follow where the text is, whatever the template does to other turns.
+Text rows train every token and end with EOS exactly once. BOS appears once:
+from the template when it prints one, else from the tokenizer as for plain text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 
+from .chat_spans import RowSpans, assistant_spans, left_out_roles
+from .chat_template import chat_shape, rejection_hint, render_chat
 from .intake import Problems, RawSplit
 from .rows import as_messages
 
-FALLBACK_TEMPLATE_DOC = "System: …\\n\\nUser: …\\n\\nAssistant: …<eos>"
+ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
+
+
+@dataclass
+class EncodedRow:
+    """One row as the model sees it: ids, trained positions, and (for the token view) text and offsets."""
+
+    ids: np.ndarray
+    trained: np.ndarray
+    text: str = ""
+    offsets: np.ndarray | None = None  # (n, 2) character spans in `text`
+    spans: RowSpans | None = None
+    left_out: list[str] = field(default_factory=list)  # roles of turns the template left out
 
 
 @dataclass
@@ -35,16 +46,14 @@ class EncodedSplit:
     lines: list[int]
     truncated: int = 0
     no_target_rows: int = 0
-    templated: bool = False
+    changed_lines: list[int] = field(default_factory=list)  # rows with a turn the template dropped or rewrote
+    reasoning_rows: int = 0  # rows whose earlier reasoning the template left out
+    unmarked_rows: int = 0  # rows with an assistant turn that no end-of-turn marker closes
+    left_out: dict[str, list[int]] = field(default_factory=dict)  # role -> lines whose turn the template left out
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
-
-
-def has_chat_template(tokenizer: Any) -> bool:
-    flag = getattr(tokenizer, "has_chat_template", None)
-    return bool(flag) if flag is not None else getattr(tokenizer, "chat_template", None) is not None
 
 
 def _hf(tokenizer: Any) -> Any:
@@ -52,124 +61,137 @@ def _hf(tokenizer: Any) -> Any:
     return getattr(tokenizer, "_tokenizer", tokenizer)
 
 
-ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
-
-
-def _encode_many(tokenizer: Any, texts: list[str], add_special_tokens: bool) -> list[np.ndarray]:
-    """Batch-encode texts into compact int32 arrays, a chunk at a time."""
+def leading_bos(tokenizer: Any) -> int | None:
+    """The BOS id this tokenizer puts before plain text, or None when it adds none."""
     hf = _hf(tokenizer)
-    out: list[np.ndarray] = []
+    bos = getattr(hf, "bos_token_id", None)
+    if bos is None:
+        return None
+    with_special = hf("a", add_special_tokens=True)["input_ids"]
+    return bos if with_special and with_special[0] == bos else None
+
+
+def _tokenize(tokenizer: Any, texts: list[str], plain: bool, offsets: bool) -> Iterator[EncodedRow]:
+    """Batch-encode texts a chunk at a time. Plain text gets the tokenizer's special tokens and one EOS;
+    rendered chat text gets BOS only when the template did not print it."""
+    hf = _hf(tokenizer)
+    bos = leading_bos(tokenizer)
+    eos = getattr(tokenizer, "eos_token_id", None)
     for i in range(0, len(texts), ENCODE_CHUNK):
-        ids = hf(texts[i:i + ENCODE_CHUNK], add_special_tokens=add_special_tokens,
-                 return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        out.extend(np.asarray(x, dtype=np.int32) for x in ids)
-    return out
+        chunk = texts[i:i + ENCODE_CHUNK]
+        enc = hf(chunk, add_special_tokens=plain, return_offsets_mapping=offsets, return_attention_mask=False,
+                 return_token_type_ids=False)
+        spans = enc["offset_mapping"] if offsets else [None] * len(chunk)
+        for text, ids, offs in zip(chunk, enc["input_ids"], spans):
+            ids = np.asarray(ids, dtype=np.int32)
+            offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2) if offs is not None else None
+            if bos is not None and (not len(ids) or ids[0] != bos):
+                ids = np.concatenate([np.int32([bos]), ids])
+                offs = np.concatenate([[[0, 0]], offs]) if offs is not None else None
+            elif plain and len(ids) > 1 and ids[0] == ids[1] == bos:  # the text began with BOS itself
+                ids, offs = ids[1:], (offs[1:] if offs is not None else None)
+            if plain and eos is not None and (not len(ids) or ids[-1] != eos):
+                ids = np.append(ids, np.int32(eos))
+                offs = np.concatenate([offs, [[len(text), len(text)]]]) if offs is not None else None
+            yield EncodedRow(ids, np.ones(len(ids), dtype=bool), text, offs)
 
 
-def render_fallback(messages: list[dict], add_generation_prompt: bool, tokenizer: Any) -> str:
-    bos = getattr(tokenizer, "bos_token", None) or ""
-    eos = getattr(tokenizer, "eos_token", None) or ""
-    parts = [bos]
-    for turn in messages:
-        role, content = turn["role"], turn.get("content") or ""
-        if role == "assistant":
-            parts.append(f"Assistant: {content}{eos}\n\n")
-        else:
-            parts.append(f"{role.capitalize()}: {content}\n\n")
-    if add_generation_prompt:
-        # No trailing space: BPE would merge it into the answer's first token.
-        parts.append("Assistant:")
-    return "".join(parts)
+def encode_chat_text(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, exactly as training encodes rendered rows."""
+    return next(_tokenize(tokenizer, [text], plain=False, offsets=False)).ids.tolist()
 
 
-def render_chat(tokenizer: Any, messages: list[dict], tools: list | None = None,
-                add_generation_prompt: bool = False) -> str:
-    """The exact text the model sees for these turns; the playground uses this too."""
-    if not has_chat_template(tokenizer):
-        return render_fallback(messages, add_generation_prompt, tokenizer)
-    kwargs = {"tools": tools} if tools else {}
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                         tokenize=False, **kwargs)
+def spans_to_mask(offsets: np.ndarray, spans: list[tuple[int, int]]) -> np.ndarray:
+    """True for each token that overlaps a span. A token owns the gap before it (offsets may skip spaces)."""
+    hi = offsets[:, 1]
+    prev_hi = np.concatenate([[0], np.maximum.accumulate(hi)[:-1]]) if len(hi) else hi
+    lo = np.minimum(offsets[:, 0], prev_hi)
+    mask = np.zeros(len(offsets), dtype=bool)
+    for start, end in spans:
+        mask |= ((lo < end) & (hi > start)) | ((lo == hi) & (lo >= start) & (lo < end) & (hi > 0))
+    return mask
 
 
-def _chat_texts(row: dict, fmt: str, tokenizer: Any, mask_prompt: bool) -> tuple[str, list[tuple[str, str]]]:
-    """The full text, and for each assistant turn the (prefix before it, text through it)."""
+def _mask_by_prefixes(tokenizer: Any, row: EncodedRow, spans: list[tuple[int, int]]) -> np.ndarray:
+    """For tokenizers without offsets: token positions from encoding the text up to each span edge."""
+    mask = np.zeros(len(row.ids), dtype=bool)
+    for start, end in spans:
+        first = next(_tokenize(tokenizer, [row.text[:start]], plain=False, offsets=False)).ids
+        through = next(_tokenize(tokenizer, [row.text[:end]], plain=False, offsets=False)).ids
+        n = min(len(first), len(row.ids))
+        differ = np.flatnonzero(first[:n] != row.ids[:n])
+        mask[(int(differ[0]) if len(differ) else n):len(through)] = True
+    return mask
+
+
+def _render_row(row: dict, fmt: str, tokenizer: Any, mask_prompt: bool
+                ) -> tuple[str, RowSpans | None, list[str]]:
     messages = as_messages(row, fmt)
     tools = row.get("tools") if fmt == "chat" else None
-    full = render_chat(tokenizer, messages, tools)
-    spans = []
-    if mask_prompt:
-        for i, turn in enumerate(messages):
-            if turn.get("role") != "assistant":
-                continue
-            before = render_chat(tokenizer, messages[:i], tools, add_generation_prompt=True) if i else ""
-            through = render_chat(tokenizer, messages[: i + 1], tools)
-            spans.append((before, through))
-        # Templates that rewrite earlier turns (e.g. dropping old reasoning) break the
-        # prefix property; then train on the last assistant turn only, as mlx-lm does.
-        if any(not full.startswith(t) or not t.startswith(b) for b, t in spans):
-            last = max(i for i, t in enumerate(messages) if t.get("role") == "assistant")
-            spans = [(render_chat(tokenizer, messages[:last], tools, add_generation_prompt=True), full)]
-    return full, spans
+    text = render_chat(tokenizer, messages, tools)
+    left_out = left_out_roles(messages, text)
+    if not mask_prompt:
+        return text, None, left_out
+    render = lambda m, gen: render_chat(tokenizer, m, tools, gen)  # noqa: E731
+    return text, assistant_spans(render, messages, text, chat_shape(tokenizer, tools)), left_out
 
 
-def _common_prefix_len(a: np.ndarray, b: np.ndarray) -> int:
-    n = min(len(a), len(b))
-    differ = np.flatnonzero(a[:n] != b[:n])
-    return int(differ[0]) if len(differ) else n
+def encode_rows(rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool,
+                on_reject=None, keep_text: bool = False) -> Iterator[tuple[int, EncodedRow]]:
+    """(index, encoded row) for each row; a row the template rejects goes to on_reject(index, message)."""
+    if fmt == "text":
+        yield from enumerate(_tokenize(tokenizer, [r["text"] for r in rows], plain=True, offsets=keep_text))
+        return
+    rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
+    for i, row in enumerate(rows):
+        try:
+            text, spans, left_out = _render_row(row, fmt, tokenizer, mask_prompt)
+        except Exception as e:  # a Jinja template can raise anything; report it on the row
+            if on_reject is not None:
+                roles = {t.get("role") for t in as_messages(row, fmt)}
+                on_reject(i, f"the model's chat template rejected this row ({e}): "
+                             f"{rejection_hint(str(e), roles, tokenizer)}")
+            continue
+        rendered.append((i, text, spans, left_out))
+    texts = [r[1] for r in rendered]
+    try:
+        encoded = list(_tokenize(tokenizer, texts, False, offsets=mask_prompt or keep_text))
+        with_offsets = True
+    except NotImplementedError:  # a slow tokenizer: no offsets
+        encoded = list(_tokenize(tokenizer, texts, False, offsets=False))
+        with_offsets = False
+    for (i, _, spans, left_out), row in zip(rendered, encoded):
+        row.left_out = left_out
+        if spans is not None:
+            row.trained = (spans_to_mask(row.offsets, spans.spans) if with_offsets
+                           else _mask_by_prefixes(tokenizer, row, spans.spans))
+            row.spans = spans
+        if not keep_text:
+            row.text, row.offsets = "", None
+        yield i, row
 
 
 def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool,
                  problems: Problems) -> EncodedSplit:
     """Tokenize a checked split. Template failures become line-numbered problems."""
-    eos = getattr(tokenizer, "eos_token_id", None)
-    fmt = raw.format
-    tokens: list[np.ndarray] = []
-    trained: list[np.ndarray] = []
-    lines: list[int] = []
-    if fmt == "text":
-        for ids, line in zip(_encode_many(tokenizer, [r["text"] for r in raw.rows], True), raw.lines):
-            if eos is not None and (not len(ids) or ids[-1] != eos):
-                ids = np.append(ids, np.int32(eos))
-            tokens.append(ids)
-            trained.append(np.ones(len(ids), dtype=bool))
-            lines.append(line)
-    else:
-        texts, spans_per_row = [], []
-        for row, line in zip(raw.rows, raw.lines):
-            try:
-                full, spans = _chat_texts(row, fmt, tokenizer, mask_prompt)
-            except Exception as e:  # a Jinja template can raise anything; report it on the row
-                problems.add(raw.file, line, f"the model's chat template rejected this row: {e}; fix the turns "
-                             "(many templates need user/assistant turns to alternate)")
-                continue
-            texts.append(full)
-            spans_per_row.append(spans)
-            lines.append(line)
-        full_ids = _encode_many(tokenizer, texts, False)
-        span_texts = [t for spans in spans_per_row for pair in spans for t in pair]
-        span_ids = _encode_many(tokenizer, span_texts, False)
-        cursor = 0
-        for ids, spans in zip(full_ids, spans_per_row):
-            if mask_prompt:
-                mask = np.zeros(len(ids), dtype=bool)
-                for _ in spans:
-                    # Where the prefix's last token merges into the answer's first, the common
-                    # prefix (not the prefix's length) is where the answer starts.
-                    start = _common_prefix_len(span_ids[cursor], ids)
-                    end = len(span_ids[cursor + 1])
-                    mask[start:end] = True
-                    cursor += 2
-            else:
-                mask = np.ones(len(ids), dtype=bool)
-            tokens.append(ids)
-            trained.append(mask)
-
-    full_lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    truncated = int((full_lengths > max_seq_length).sum())
-    if truncated:
-        tokens = [t[:max_seq_length] for t in tokens]
-        trained = [m[:max_seq_length] for m in trained]
+    out = EncodedSplit([], [], np.zeros(0, dtype=np.int64), [])
+    reject = lambda i, message: problems.add(raw.file, raw.lines[i], message)  # noqa: E731
+    for i, row in encode_rows(raw.rows, raw.format or "text", tokenizer, mask_prompt, reject):
+        out.tokens.append(row.ids)
+        out.trained.append(row.trained)
+        out.lines.append(raw.lines[i])
+        for role in dict.fromkeys(row.left_out):
+            out.left_out.setdefault(role, []).append(raw.lines[i])
+        if row.spans is not None:
+            if row.spans.changed:
+                out.changed_lines.append(raw.lines[i])
+            out.reasoning_rows += bool(row.spans.reasoning_dropped)
+            out.unmarked_rows += bool(row.spans.unmarked)
+    out.full_lengths = np.fromiter((len(t) for t in out.tokens), dtype=np.int64, count=len(out.tokens))
+    out.truncated = int((out.full_lengths > max_seq_length).sum())
+    if out.truncated:
+        out.tokens = [t[:max_seq_length] for t in out.tokens]
+        out.trained = [m[:max_seq_length] for m in out.trained]
     # Position 0 is never a target: nothing comes before it to predict it from.
-    no_target = sum(1 for m in trained if not m[1:].any())
-    return EncodedSplit(tokens, trained, full_lengths, lines, truncated, no_target, fmt != "text")
+    out.no_target_rows = sum(1 for m in out.trained if not m[1:].any())
+    return out

@@ -15,7 +15,8 @@ from typing import Any, Callable, Iterator
 import mlx.core as mx
 import mlx.nn as nn
 
-from .encode import has_chat_template, render_chat
+from .chat_template import has_chat_template, render_chat
+from .encode import encode_chat_text
 from .inference import base_view
 
 SIDES = ("base", "adapter")
@@ -75,11 +76,6 @@ def seeded_sampler(settings: SamplingSettings) -> Callable[[mx.array], mx.array]
     return sample
 
 
-def _prompt_ids(tokenizer: Any, prompt_text: str) -> list[int]:
-    bos = getattr(tokenizer, "bos_token", None)
-    return tokenizer.encode(prompt_text, add_special_tokens=not (bos and prompt_text.startswith(bos)))
-
-
 def stream_text(model: nn.Module, tokenizer: Any, prompt_text: str, settings: SamplingSettings,
                 side: str = "adapter") -> Iterator[GenerationUpdate]:
     """Stream one model's answer; the last update has done=True and the finish reason."""
@@ -87,7 +83,7 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt_text: str, settings: Sa
 
     tokens, busy = 0, 0.0
     reason = "length"
-    gen = stream_generate(model, tokenizer, _prompt_ids(tokenizer, prompt_text), max_tokens=settings.max_tokens,
+    gen = stream_generate(model, tokenizer, encode_chat_text(tokenizer, prompt_text), max_tokens=settings.max_tokens,
                           sampler=seeded_sampler(settings))
     while True:
         t0 = time.perf_counter()

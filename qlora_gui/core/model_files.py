@@ -64,10 +64,12 @@ def check_model_folder(path: Path) -> None:
 
 def load_tokenizer(path: Path):
     """The tokenizer alone (cheap), so data can be checked before any weights load."""
-    from mlx_lm.utils import load_tokenizer as _load
+    from mlx_lm.utils import load_config, load_tokenizer as _load
 
     try:
-        return _load(path)
+        # As mlx_lm.load does: the model's (and generation config's) end tokens stop generation and end turns.
+        eos = load_config(path).get("eos_token_id")
+        return _load(path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
     except Exception as e:  # transformers raises many kinds for broken tokenizer files
         raise ModelError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {e}); "
                          "the folder needs tokenizer.json or tokenizer.model with tokenizer_config.json") from e

@@ -9,52 +9,30 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCharFormat, QTextCursor, QColor
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QListWidget, QPlainTextEdit, QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
-                               QTextEdit, QVBoxLayout, QWidget, QHeaderView)
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+                               QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget,
+                               QTableWidgetItem, QTextEdit, QVBoxLayout, QWidget)
 
-from ..core.dataset import DataReport, check_data
-from ..core.model_files import load_tokenizer
+from ..core.dataset import DataReport
+from ..core.intake import RawSplit
+from ..core.token_view import TokenView
+from .data_jobs import file_excerpt, row_view, run_check
 from .jobs import start_job
 from .theme import style_plot
+from .token_view_widget import TokenViewWidget
 
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
-_tokenizers: dict[str, object] = {}
-
-
-def run_check(path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int,
-              valid_fraction: float) -> DataReport:
-    """Runs in a background job: the tokenizer is cached per model folder."""
-    tokenizer = None
-    if model:
-        tokenizer = _tokenizers.get(model) or load_tokenizer(Path(model))
-        _tokenizers[model] = tokenizer
-    return check_data(path, tokenizer, max_seq_length=max_seq_length, mask_prompt=mask_prompt,
-                      batch_size=batch_size, valid_fraction=valid_fraction).report
-
-
-def file_excerpt(path: str, line: int, context: int = 3) -> tuple[str, int]:
-    """Lines around `line` (1-based) as text, and the index of `line` within it."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(50_000_000)
-    except OSError as e:
-        return f"(cannot read {path}: {e.strerror})", -1
-    lines = raw.split(b"\n")
-    start = max(line - 1 - context, 0)
-    shown = []
-    for i in range(start, min(line + context, len(lines))):
-        text = lines[i].decode("utf-8", "backslashreplace").rstrip("\r")
-        shown.append(f"{i + 1:>6} | {text[:2000]}")
-    return "\n".join(shown), line - 1 - start
 
 
 class DatasetPanel(QWidget):
     report_changed = Signal()  # a new report (usable or not) is in `self.report`
+    token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.report: DataReport | None = None
+        self.raw: dict[str, RawSplit] = {}
+        self._view_generation = 0
         self.model_path: str | None = None
         self.max_seq_length = 2048
         self.batch_size = 4
@@ -97,6 +75,21 @@ class DatasetPanel(QWidget):
         self.preview.verticalHeader().setVisible(False)
         self.preview.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.preview.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.preview.currentCellChanged.connect(lambda row, *_: self._preview_selected(row))
+
+        self.view_line = QSpinBox(minimum=1, maximum=1)
+        self.view_line.setToolTip("Line of the data file to show as the model sees it")
+        self.view_line.valueChanged.connect(self.show_line)
+        self.token_view = TokenViewWidget()
+        token_box = QGroupBox("Token view: the row as the model sees it")
+        tbox = QVBoxLayout(token_box)
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Line:"))
+        pick.addWidget(self.view_line)
+        pick.addStretch(1)
+        tbox.addLayout(pick)
+        tbox.addWidget(self.token_view, 1)
 
         self.problems = QListWidget()
         self.problems.setWordWrap(True)
@@ -113,9 +106,13 @@ class DatasetPanel(QWidget):
         upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(self.histogram)
         upper.addWidget(self.problem_box)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.preview)
+        lower.addWidget(token_box)
+        lower.setSizes([520, 700])
         split.addWidget(upper)
-        split.addWidget(self.preview)
-        split.setSizes([260, 240])
+        split.addWidget(lower)
+        split.setSizes([170, 370])
 
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -172,22 +169,30 @@ class DatasetPanel(QWidget):
         self.report_changed.emit()
         start_job(run_check, self.path, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
                   self.batch_size, self.valid_share.value(),
-                  on_done=lambda report: self._on_report(generation, report),
+                  on_done=lambda result: self._on_report(generation, *result),
                   on_failed=lambda msg, details: self._on_check_failed(generation, msg))
 
-    def _on_report(self, generation: int, report: DataReport) -> None:
+    def _on_report(self, generation: int, report: DataReport, raw: dict[str, RawSplit]) -> None:
         if generation != self._generation:
             return  # a newer check superseded this one
         self.checking = False
-        self.report = report
+        self.report, self.raw = report, raw
         self._render(report)
+        lines = [line for split in raw.values() for line in split.lines]
+        if lines:
+            self.view_line.blockSignals(True)
+            self.view_line.setRange(min(lines), max(lines))
+            self.view_line.blockSignals(False)
+            self.show_line(self.view_line.value())
+        else:
+            self.token_view.show_message("No rows to show.")
         self.report_changed.emit()
 
     def _on_check_failed(self, generation: int, message: str) -> None:
         if generation != self._generation:
             return
         self.checking = False
-        self.report = None
+        self.report, self.raw = None, {}
         self.summary.setText(f"<b>Could not check the data:</b> {message}")
         self.report_changed.emit()
 
@@ -213,6 +218,8 @@ class DatasetPanel(QWidget):
                 parts.append(f"{train.truncated} truncated to {report.max_seq_length}")
             if train.trained_share is not None:
                 parts.append(f"trained on {train.trained_share:.0%} of tokens")
+        if report.template:
+            parts.append(f"template: {report.template}")
         status = ("<span style='color:#2ea043'><b>Ready to train.</b></span>" if report.usable else
                   f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
         warn = "".join(f"<br>⚠ {w}" for w in report.warnings)
@@ -234,6 +241,42 @@ class DatasetPanel(QWidget):
                 for c, key in enumerate(columns[1:], start=1):
                     self.preview.setItem(r, c, QTableWidgetItem(row.get(key, "")))
             self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+
+    # ------------------------------------------------------------ token view
+
+    def _preview_selected(self, row: int) -> None:
+        item = self.preview.item(row, 0) if row >= 0 else None
+        if item is None:
+            return
+        line = int(item.text())
+        if self.view_line.value() != line:
+            self.view_line.setValue(line)  # valueChanged shows it
+        else:
+            self.show_line(line)
+
+    def show_line(self, line: int) -> None:
+        """Encode the row on `line` in a job and show it; a newer request supersedes an older one."""
+        self._view_generation += 1
+        generation = self._view_generation
+        if not self.raw:
+            return
+        if not self.model_path:
+            self.token_view.show_message("Pick a model (tab 2) to see each row as its tokens: what is trained "
+                                         "and what is masked.")
+            return
+        self.token_view.summary.setText(f"Encoding line {line}…")
+        start_job(row_view, self.raw, line, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
+                  on_done=lambda view: self._on_view(generation, view),
+                  on_failed=lambda msg, details: self._on_view(generation, None, msg))
+
+    def _on_view(self, generation: int, view: TokenView | None, message: str = "") -> None:
+        if generation != self._view_generation:
+            return
+        if view is None:
+            self.token_view.show_message(message)
+        else:
+            self.token_view.show_view(view)
+        self.token_view_shown.emit()
 
     def apply_palette(self, palette) -> None:
         style_plot(self.histogram, (self.histogram.getPlotItem(),), palette)

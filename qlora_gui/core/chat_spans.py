@@ -1,0 +1,157 @@
+"""Where each assistant turn sits in a chat template's output, found in the text itself.
+
+"Train on completions only" must train every assistant turn and nothing else,
+under templates that rewrite, reorder or drop other turns: Mistral prints the
+system text inside the last user turn, Qwen3 adds an empty think block to the
+final turn only and drops the reasoning of earlier ones, Phi-3 appends
+<|endoftext|> when there is no generation prompt. So a rendering of the first
+k turns is often not a prefix of the whole row, and masks cannot come from
+prefixes.
+
+Instead, for assistant turn k the row is rendered a second time with that
+turn's content (and its tool-call names) replaced by a sentinel; the characters
+where the two renderings differ are the turn's own text. The trained span then
+runs back to where the model starts writing (the end of the template's
+generation prompt, which may add text of its own such as "<think>\\n") and on
+through the turn's end-of-turn marker. Both are learned once per template from
+a probe conversation made of sentinels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+# Private-use characters: no template trims, escapes or splits them, and no real text holds them.
+_SENTINEL = "\ue000{}\ue001"
+
+Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> the rendered text
+
+
+@dataclass(frozen=True)
+class TemplateShape:
+    """What a template writes around an assistant turn."""
+
+    headers: tuple[str, ...]  # the generation prompt's text after a user turn, longest first
+    markers: tuple[str, ...]  # tokens that can end an assistant turn, its own end-of-turn marker first
+
+
+@dataclass
+class RowSpans:
+    """Character spans of one rendered row to train on, and what the template did to its assistant turns."""
+
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    changed: int = 0  # assistant turns the template dropped or rewrote beyond recognition
+    reasoning_dropped: int = 0  # turns whose <think> reasoning the template left out (as Qwen3 does)
+    unmarked: int = 0  # turns with no end-of-turn marker after them
+
+
+def _leading_token(text: str, tokens: Sequence[str]) -> str | None:
+    matches = [t for t in tokens if t and text.startswith(t)]
+    return max(matches, key=len) if matches else None
+
+
+def template_shape(render: Render, special_tokens: Sequence[str], eos_tokens: Sequence[str]) -> TemplateShape:
+    """Learn the generation prompt's tail and the end-of-turn marker from a conversation of sentinels."""
+    user, answer = _SENTINEL.format("user"), _SENTINEL.format("answer")
+    try:
+        prompt = render([{"role": "user", "content": user}], True)
+        full = render([{"role": "user", "content": user}, {"role": "assistant", "content": answer}], False)
+    except Exception:  # a template that refuses the probe still gets the EOS tokens as markers
+        prompt = full = ""
+    header = prompt[prompt.index(user) + len(user):] if user in prompt else ""
+    headers = [header] if header.strip() else []
+    # After an earlier assistant or tool turn the user's own closing is absent: also look for the rest.
+    opening = _leading_token(header, special_tokens)
+    if opening and header[len(opening):].strip():
+        headers.append(header[len(opening):])
+    marker = _leading_token(full[full.index(answer) + len(answer):].lstrip(), special_tokens) if answer in full \
+        else None
+    markers = ([marker] if marker else []) + [t for t in eos_tokens if t and t != marker]
+    return TemplateShape(tuple(headers), tuple(markers))
+
+
+def _probe_turn(turn: dict, n: int) -> dict:
+    """The turn with its content and tool-call names replaced by sentinels."""
+    probe = dict(turn, content=_SENTINEL.format(f"a{n}"))
+    calls = turn.get("tool_calls")
+    if isinstance(calls, list):
+        probe["tool_calls"] = []
+        for i, call in enumerate(calls):
+            call = dict(call) if isinstance(call, dict) else call
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                call["function"] = dict(call["function"], name=_SENTINEL.format(f"t{n}.{i}"))
+            elif isinstance(call, dict) and "name" in call:
+                call["name"] = _SENTINEL.format(f"t{n}.{i}")
+            probe["tool_calls"].append(call)
+    return probe
+
+
+def _differing_region(text: str, probed: str) -> tuple[int, int]:
+    """[a, b) in `text`: everything outside it is equal in both renderings."""
+    limit = min(len(text), len(probed))
+    a = 0
+    while a < limit and text[a] == probed[a]:
+        a += 1
+    s = 0
+    while s < limit - a and text[-1 - s] == probed[-1 - s]:
+        s += 1
+    return a, len(text) - s
+
+
+def _normalized(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _recognized(content: Any, rendered: str) -> str:
+    """'yes', 'reasoning' (only the answer after </think> is there) or 'no'."""
+    text = content.strip() if isinstance(content, str) else ""
+    if not text or text in rendered or _normalized(text) in _normalized(rendered):
+        return "yes"
+    if "</think>" in text:
+        answer = text.split("</think>")[-1].strip()
+        if not answer or _normalized(answer) in _normalized(rendered):
+            return "reasoning"
+    return "no"
+
+
+def left_out_roles(messages: list[dict], text: str) -> list[str]:
+    """Roles of the non-assistant turns whose text the template left out (Mistral drops the system turn
+    of a row that ends with an answer)."""
+    flat = _normalized(text)
+    return [m.get("role", "") for m in messages if m.get("role") != "assistant" and isinstance(m.get("content"), str)
+            and m["content"].strip() and _normalized(m["content"]) not in flat]
+
+
+def assistant_spans(render: Render, messages: list[dict], text: str, shape: TemplateShape) -> RowSpans:
+    """The spans of `text` (the rendering of `messages`) that every assistant turn writes, markers included."""
+    out = RowSpans()
+    floor = 0
+    for n, k in enumerate(i for i, m in enumerate(messages) if m.get("role") == "assistant"):
+        probed = render(messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1:], False)
+        a, b = _differing_region(text, probed)
+        if a >= b or a < floor:  # the template printed nothing of this turn
+            out.changed += 1
+            continue
+        start = a
+        for header in shape.headers:
+            at = text.rfind(header, floor, a)
+            if at >= 0:
+                start = at + len(header)
+                break
+        found = [(text.find(m, b), m) for m in shape.markers]
+        found = [(at, m) for at, m in found if at >= 0]
+        end = b
+        if found:
+            at, marker = min(found)
+            # A marker past the next turn's opening belongs to that turn: this one has none.
+            if not any(h and h in text[b:at] for h in shape.headers):
+                end = at + len(marker)
+        if end == b:
+            out.unmarked += 1
+        seen = _recognized(messages[k].get("content"), text[start:end])
+        out.changed += seen == "no"
+        out.reasoning_dropped += seen == "reasoning"
+        out.spans.append((start, end))
+        floor = end
+    return out
