@@ -2,6 +2,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+# MLX's compute backend on Linux: cpu, or cuda for an NVIDIA GPU (CUDA 13). macOS always uses Metal.
+BACKEND ?= cpu
 
 .PHONY: run test app clean
 
@@ -9,7 +11,7 @@ $(STAMP): pyproject.toml
 	@bash scripts/setup_system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,$(BACKEND)]"
 	touch $(STAMP)
 
 run: $(STAMP)

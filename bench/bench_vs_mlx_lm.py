@@ -1,15 +1,19 @@
-"""Our trainer against `mlx_lm.lora` on identical work, side by side.
+"""Our trainer against `mlx_lm.lora` on identical work, side by side, on whatever device MLX uses here.
 
-    .venv/bin/python bench/bench_vs_mlx_lm.py [--iters 60] [--reps 2]
+    .venv/bin/python bench/bench_vs_mlx_lm.py [--shape tiny|proxy|1b] [--dtypes fp32,q4,bf16] [--mask-prompt]
+                                              [--iters 60] [--reps 2] [--batch 4] [--grad-checkpoint]
 
-Builds a small random-weight Llama (full precision) and a 4-bit copy made with
-mlx-lm's own converter, then runs `mlx_lm lora` and `qlora-gui train` on the
-same model, data (../shared/data/wikisql), batch size, LoRA rank and layers,
-learning rate (constant), optimizer (Adam, no clipping), sequence cap, seed and
-number of trained rows, with no gradient accumulation, alternating A B A B.
-Both run with the same BLAS (OpenBLAS when installed).
+Shapes (random weights, built here; nothing downloads):
+  tiny   Llama, hidden 256, 4 layers, vocab 1024 (float32; the 4-bit copy from it)
+  proxy  Llama, hidden 256, 4 layers, vocab 128,256, tied embeddings (bfloat16): a large-vocabulary stand-in
+  1b     Llama-3.2-1B shape: hidden 2048, 16 layers, intermediate 8192, 32/8 heads, vocab 128,256, tied (bfloat16)
+Dtypes: fp32, bf16, q4 (a 4-bit copy made by mlx-lm's own converter from the shape's float model).
 
-mlx-lm runs through its own `main()`; a callback records its reports as JSON.
+Both tools get the same model, data (../shared/data/wikisql; with --mask-prompt, chat rows made from it with
+a few-shot system prompt, prompt masked), batch size, rank 8, scale 20, layers (all), learning rate (constant),
+optimizer (Adam, no clipping), sequence cap, seed and steps, alternating A B A B. tok/s is the median of the
+per-step reports after the first (steady state); peak is MLX's peak memory. mlx-lm runs through its own
+`main()`, with a callback that records its reports.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "wikisql"
 sys.path.insert(0, str(ROOT))
+
+SHAPES = {
+    "tiny": dict(hidden_size=256, num_layers=4, intermediate_size=512, num_heads=4, num_kv_heads=2, dtype="float32"),
+    "proxy": dict(hidden_size=256, num_layers=4, intermediate_size=512, num_heads=4, num_kv_heads=2,
+                  model_vocab_size=128_256, tie_word_embeddings=True, dtype="bfloat16"),
+    "1b": dict(hidden_size=2048, num_layers=16, intermediate_size=8192, num_heads=32, num_kv_heads=8,
+               model_vocab_size=128_256, tie_word_embeddings=True, dtype="bfloat16"),
+}
 
 MLX_LM_CHILD = r"""
 import json, sys
@@ -47,71 +59,102 @@ def run_child(cmd: list[str], env: dict) -> tuple[float, int, int]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
     if status != 0:
-        print(proc.stderr.read().decode()[-2000:], file=sys.stderr)
-    return wall, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
+        print(proc.stderr.read().decode()[-3000:], file=sys.stderr)
+    return time.perf_counter() - t0, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)
 
 
-def run_mlx_lm(model: Path, out: Path, a: argparse.Namespace, env: dict) -> dict:
+def common_flags(model: Path, data: Path, a: argparse.Namespace) -> list[str]:
+    return ["--model", str(model), "--data", str(data), "--batch-size", str(a.batch), "--num-layers", "-1",
+            "--iters", str(a.iters), "--learning-rate", str(a.lr), "--max-seq-length", str(a.max_len), "--seed", "0",
+            "--steps-per-report", "1", "--steps-per-eval", str(a.iters), "--val-batches", str(a.val_batches),
+            "--save-every", str(a.iters)] + (["--mask-prompt"] if a.mask_prompt else []) + \
+        (["--grad-checkpoint"] if a.grad_checkpoint else [])
+
+
+def summary(tok_s: list[float], peak: float, wall: float, rss: int, val: float, code: int) -> dict:
+    return {"tok_s": statistics.median(tok_s[1:] or tok_s), "peak": peak, "wall": wall, "rss": rss, "val_loss": val,
+            "code": code}
+
+
+def run_mlx_lm(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dict) -> dict:
     log = out / "mlx_lm.jsonl"
-    cmd = [sys.executable, "-c", MLX_LM_CHILD, str(log), "--model", str(model), "--train", "--data", str(DATA),
-           "--batch-size", str(a.batch), "--num-layers", str(a.layers), "--iters", str(a.iters),
-           "--learning-rate", str(a.lr), "--max-seq-length", str(a.max_len), "--seed", "0",
-           "--adapter-path", str(out / "adapters"), "--steps-per-report", "1", "--steps-per-eval", str(a.iters),
-           "--val-batches", "-1", "--save-every", str(a.iters)]
+    cmd = [sys.executable, "-c", MLX_LM_CHILD, str(log), "--train", "--adapter-path", str(out / "adapters"),
+           *common_flags(model, data, a)]
     wall, rss, code = run_child(cmd, env)
-    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     train = [r for r in rows if r["kind"] == "train"]
     vals = [r for r in rows if r["kind"] == "val"]
-    return {"tok_s": statistics.mean(r["tokens_per_second"] for r in train[1:]), "wall": wall, "rss": rss,
-            "peak": max(r["peak_memory"] for r in train) * 1e9, "first_loss": train[0]["train_loss"],
-            "val_loss": vals[-1]["val_loss"], "code": code}
+    if not train:
+        return summary([0.0], 0, wall, rss, float("nan"), code or 1)
+    return summary([r["tokens_per_second"] for r in train], max(r["peak_memory"] for r in train) * 1e9, wall, rss,
+                   vals[-1]["val_loss"] if vals else float("nan"), code)
 
 
-def run_ours(model: Path, out: Path, a: argparse.Namespace, env: dict, extra: list[str]) -> dict:
+def run_ours(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dict) -> dict:
     cfg = out / "constant_lr.yaml"
     cfg.write_text(f"lr_schedule: {{name: linear_schedule, arguments: [{a.lr}, {a.lr}, {a.iters}]}}\n")
     run_dir = out / "ours"
-    cmd = [sys.executable, "-m", "qlora_gui", "train", "-c", str(cfg), "--model", str(model), "--data", str(DATA),
-           "--batch-size", str(a.batch), "--num-layers", str(a.layers), "--iters", str(a.iters),
-           "--learning-rate", str(a.lr), "--max-seq-length", str(a.max_len), "--seed", "0",
-           "--adapter-path", str(run_dir), "--steps-per-report", "1", "--steps-per-eval", str(a.iters),
-           "--val-batches", "-1", "--save-every", str(a.iters),
+    cmd = [sys.executable, "-m", "qlora_gui", "train", "-c", str(cfg), "--adapter-path", str(run_dir),
+           *common_flags(model, data, a),
            # mlx-lm's defaults, so both take the same optimizer steps: Adam, no gradient clipping
-           "--optimizer", "adam", "--grad-clip", "0", *extra]
+           "--optimizer", "adam", "--grad-clip", "0", *(["--no-fast-quant"] if a.no_fast_quant else [])]
     wall, rss, code = run_child(cmd, env)
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    metrics = run_dir / "metrics.jsonl"
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
     steps = [r for r in rows if r["event"] == "step"]
     vals = [r for r in rows if r["event"] == "validation"]
-    return {"tok_s": statistics.mean(r["tokens_per_sec"] for r in steps[1:]), "wall": wall, "rss": rss,
-            "peak": max(r["mlx_peak_gb"] for r in steps) * 1024**3, "first_loss": steps[0]["loss"],
-            "val_loss": vals[-1]["val_loss"], "code": code}
+    if not steps:
+        return summary([0.0], 0, wall, rss, float("nan"), code or 1)
+    return summary([r["tokens_per_sec"] for r in steps], max(r["mlx_peak_gb"] for r in steps) * 1024**3, wall, rss,
+                   vals[-1]["val_loss"] if vals else float("nan"), code)
 
 
-def summarize(name: str, ours: list[dict], theirs: list[dict]) -> None:
-    def stat(key, rows):
-        return statistics.median(r[key] for r in rows)
+def chat_data(folder: Path) -> Path:
+    """WikiSQL as chat rows with a few-shot system prompt: long prompts, short answers (masked training)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = {s: [json.loads(x)["text"] for x in (DATA / f"{s}.jsonl").read_text().splitlines()] for s in ("train",
+                                                                                                         "valid")}
+    shots = "\n\n".join(rows["train"][-3:])
+    system = ("You write one SQL query for a question about a table. Use only the columns listed; quote text "
+              "values; answer with the query alone. Examples:\n\n" + shots)
+    for split, texts in rows.items():
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            for text in texts[:-3] if split == "train" else texts:
+                question, answer = text.rsplit("\nA: ", 1)
+                f.write(json.dumps({"messages": [{"role": "system", "content": system},
+                                                 {"role": "user", "content": question + "\nA:"},
+                                                 {"role": "assistant", "content": answer}]}) + "\n")
+    return folder
 
-    print(f"\n{name}")
-    print(f"  {'':<22}{'qlora-gui':>14}{'mlx_lm.lora':>14}{'ratio (median, min-max)':>28}")
-    for key, label, fmt, scale in (("tok_s", "trained tokens/s", "{:.0f}", 1), ("wall", "wall time (s)", "{:.1f}", 1),
-                                   ("peak", "peak MLX memory (MB)", "{:.0f}", 1e6), ("rss", "peak RSS (MB)", "{:.0f}", 1e6),
-                                   ("first_loss", "first-step loss", "{:.3f}", 1), ("val_loss", "final val loss", "{:.3f}", 1)):
-        ratios = [o[key] / t[key] for o, t in zip(ours, theirs)]
-        print(f"  {label:<22}{fmt.format(stat(key, ours) / scale):>14}{fmt.format(stat(key, theirs) / scale):>14}"
-              f"{statistics.median(ratios):>12.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+
+def device_line() -> str:
+    import mlx.core as mx
+
+    info = mx.device_info()
+    return f"MLX {mx.__version__}, device {mx.default_device()} ({info.get('device_name', '?')})"
+
+
+def ratio_line(label: str, key: str, ours: list[dict], theirs: list[dict], fmt: str, scale: float) -> str:
+    ratios = [o[key] / t[key] if t[key] else float("nan") for o, t in zip(ours, theirs)]
+    mine, other = statistics.median(o[key] for o in ours), statistics.median(t[key] for t in theirs)
+    return (f"  {label:<22}{fmt.format(mine / scale):>12}{fmt.format(other / scale):>14}"
+            f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
+    ap.add_argument("--dtypes", default="q4,fp32", help="comma-separated: fp32, bf16, q4")
+    ap.add_argument("--mask-prompt", action="store_true", help="chat rows with long prompts, prompt masked")
+    ap.add_argument("--grad-checkpoint", action="store_true")
+    ap.add_argument("--no-fast-quant", action="store_true", help="ours with MLX's quantized kernels on the CPU")
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--max-len", type=int, default=512)
-    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--max-len", type=int, default=1024)
+    ap.add_argument("--val-batches", type=int, default=-1, help="validation batches for both (-1: all)")
     a = ap.parse_args()
 
     from mlx_lm import convert
@@ -120,26 +163,41 @@ def main() -> None:
     from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
 
     tmp = Path(tempfile.mkdtemp())
-    fp = build_demo_model(tmp / "fp32", DemoModelSpec(hidden_size=a.hidden, num_layers=a.layers, vocab_size=1024,
-                                                      intermediate_size=2 * a.hidden, num_heads=4, num_kv_heads=2))
-    q4 = tmp / "q4"
-    convert(str(fp), mlx_path=str(q4), quantize=True, q_bits=4, q_group_size=64)
+    shape = dict(SHAPES[a.shape])
+    dtypes = a.dtypes.split(",")
+    models = {}
+    for dtype in dtypes:
+        float_dtype = {"fp32": "float32", "bf16": "bfloat16", "q4": shape["dtype"]}[dtype]
+        folder = tmp / f"{a.shape}-{float_dtype}"
+        if not folder.exists():
+            build_demo_model(folder, DemoModelSpec(vocab_size=1024, **{**shape, "dtype": float_dtype}))
+        if dtype == "q4":
+            convert(str(folder), mlx_path=str(tmp / "q4"), quantize=True, q_bits=4, q_group_size=64)
+            folder = tmp / "q4"
+        models[dtype] = folder
+    data = chat_data(tmp / "chat") if a.mask_prompt else DATA
     env = {**os.environ, "QLORA_GUI_NO_BLAS_REEXEC": "1", "TOKENIZERS_PARALLELISM": "false"}
     blas = openblas_library()
     if blas:
         env["LD_PRELOAD"] = blas  # the same BLAS for both commands
-    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, BLAS: {blas or 'bundled reference BLAS'}; "
-          f"model: Llama hidden {a.hidden}, {a.layers} layers, vocab 1024; data: wikisql; batch {a.batch}, "
-          f"{a.iters} steps ({a.iters * a.batch} rows), rank 8, {a.layers} layers, lr {a.lr} constant, "
-          f"max length {a.max_len}; {a.reps} alternating runs each")
-    for name, model in (("4-bit base (QLoRA)", q4), ("full-precision base (LoRA)", fp)):
+    print(f"{time.strftime('%Y-%m-%d')}, {device_line()}, {os.cpu_count()} cores, BLAS: {blas or 'bundled'}")
+    print(f"shape {a.shape} ({shape}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
+          f"batch {a.batch}, {a.iters} steps, rank 8, all layers, lr {a.lr} constant, Adam, max length "
+          f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each")
+    for dtype, model in models.items():
         ours, theirs = [], []
         for rep in range(a.reps):
-            out = tmp / f"{model.name}-{rep}"
+            out = tmp / f"{dtype}-{rep}"
             out.mkdir()
-            ours.append(run_ours(model, out, a, env, []))
-            theirs.append(run_mlx_lm(model, out, a, env))
-        summarize(name, ours, theirs)
+            ours.append(run_ours(model, data, out, a, env))
+            theirs.append(run_mlx_lm(model, data, out, a, env))
+        print(f"\n{dtype}: {'':<17}{'qlora-gui':>12}{'mlx_lm.lora':>14}{'ratio (median, min-max)':>26}")
+        for label, key, fmt, scale in (("tok/s (steady state)", "tok_s", "{:,.0f}", 1), ("peak MLX GB", "peak",
+                                       "{:.2f}", 1e9), ("peak RSS GB", "rss", "{:.2f}", 1e9),
+                                       ("wall s", "wall", "{:.1f}", 1), ("final val loss", "val_loss", "{:.3f}", 1)):
+            print(ratio_line(label, key, ours, theirs, fmt, scale))
+        if any(r["code"] for r in ours + theirs):
+            print(f"  exit codes: ours {[r['code'] for r in ours]}, mlx_lm {[r['code'] for r in theirs]}")
 
 
 if __name__ == "__main__":

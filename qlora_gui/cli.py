@@ -118,12 +118,26 @@ def _log_unexpected(exc: BaseException) -> Path | None:
         return None
 
 
+def mlx_problem() -> str | None:
+    """Why MLX cannot start here, in words a person can act on, or None."""
+    try:
+        import mlx.core  # noqa: F401
+    except ImportError as e:
+        return (f"MLX cannot start ({e}). On Linux MLX needs a compute backend: pip install 'qlora-gui[cpu]', "
+                "or 'qlora-gui[cuda]' on a machine with an NVIDIA GPU and CUDA 13")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # a real process start (not a test calling main): pick up OpenBLAS on Linux
         from .core.blas import reexec_with_openblas
 
         reexec_with_openblas(sys.argv[1:], gui=not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS))
     argv = list(sys.argv[1:] if argv is None else argv)
+    problem = mlx_problem() if not set(argv) & {"-h", "--help", "--version"} else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         if argv and argv[0] in SUBCOMMANDS:
             args = build_parser().parse_args(argv)

@@ -68,3 +68,31 @@ def completion_data(tmp_path) -> Path:
     texts = fixture_texts(40, seed=2)
     rows = [{"prompt": t, "completion": " ".join(reversed(t.split()))} for t in texts]
     return write_jsonl(tmp_path / "pc.jsonl", rows)
+
+
+def close(cpu: float) -> float:
+    """A tolerance that holds on the default device: GPU float32 matmuls round differently from the CPU's
+    (1.06e-5 seen on CUDA against a CPU-sized 1e-5), so GPUs get ten times the room."""
+    import mlx.core as mx
+
+    return cpu if mx.default_device().type == mx.DeviceType.cpu else cpu * 10
+
+
+def poisoned_loss(batches, factor):
+    """token_loss, times `factor` (nan or inf) on exactly these batches, decided inside the graph.
+
+    A compiled step traces the loss once per shape, so a Python counter cannot pick the n-th call;
+    the batch's own tokens can."""
+    import mlx.core as mx
+    import numpy as np
+
+    from qlora_gui.core.losses import token_loss
+
+    marks = mx.array([float(np.asarray(b.inputs, dtype=np.float64).sum()) for b in batches])
+
+    def loss(model, inputs, positions, targets, weights):
+        s, n = token_loss(model, inputs, positions, targets, weights)
+        hit = mx.any(marks == inputs.astype(mx.float32).sum())
+        return s * mx.where(hit, factor, 1.0), n  # not where(hit, s * factor, s): its gradient is NaN anyway
+
+    return loss

@@ -12,7 +12,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from conftest import fixture_texts, write_jsonl
+from conftest import close, fixture_texts, write_jsonl
 from qlora_gui.cli import main
 from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.errors import UserError
@@ -141,14 +141,14 @@ def test_evaluation_equals_the_trainers_validation_loss(trained):
     run, val_loss = trained
     result = evaluate(adapter=read_adapter(run))  # the run's data, split and settings
     assert result.split == "valid" and result.rows == 5  # 10% of 48 rows held out
-    assert result.adapter_loss == pytest.approx(val_loss, abs=1e-6)
+    assert result.adapter_loss == pytest.approx(val_loss, abs=close(1e-6))
     assert result.base_loss > result.adapter_loss + 1.0
     assert result.adapter_ppl == pytest.approx(np.exp(result.adapter_loss))
     path = save_evaluation(run, result)
     assert path.name == EVALUATION_FILE
     save_evaluation(run, result)  # the same adapter, data and split replace the earlier entry
     saved = read_evaluations(run)
-    assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=1e-6)
+    assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=close(1e-6))
 
 
 def test_evaluation_prefers_the_test_split(tmp_path, trained):
@@ -183,7 +183,7 @@ def test_dequantized_fuse_matches_base_plus_adapter_and_exports_gguf(tmp_path, t
     assert "quantization" not in json.loads((result.path / "config.json").read_text())
     reference = load_with_adapter(None, adapter)
     diff = mx.abs(_logits(fused, tok) - _logits(reference.model, reference.tokenizer)).max().item()
-    assert diff < 1e-4  # float rounding only
+    assert diff < close(1e-4)  # float rounding only
     weights = mx.load(str(result.path / GGUF_FILE))
     assert "token_embd.weight" in weights and not list(tmp_path.glob(".fused.partial-*"))
 

@@ -41,3 +41,14 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "format: completions" in out.stdout
+
+
+def test_a_missing_mlx_backend_is_named_with_the_fix(monkeypatch, capsys):
+    import sys
+
+    from qlora_gui.cli import main
+
+    monkeypatch.setitem(sys.modules, "mlx.core", None)  # as when libmlx is missing: import fails
+    assert main(["check-data", "x.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLX cannot start") and "qlora-gui[cpu]" in err and "qlora-gui[cuda]" in err

@@ -7,6 +7,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten
 
+from conftest import close
 from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.fast_quant import FastQuantizedLinear, restore_quantized_layers, use_fast_quantized_layers
 from qlora_gui.core.model import add_adapters, load_base
@@ -20,10 +21,10 @@ def test_layer_outputs_and_input_gradients_match():
         fast.update(ref.parameters())
         assert use_fast_quantized_layers(nn.Sequential(fast)) == 1 and type(fast) is FastQuantizedLinear
         x = mx.random.normal((3, 7, 128))
-        np.testing.assert_allclose(np.array(fast(x)), np.array(ref(x)), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(np.array(fast(x)), np.array(ref(x)), atol=close(1e-4), rtol=close(1e-4))
         g_ref = mx.grad(lambda v: (ref(v) ** 2).sum())(x)
         g_fast = mx.grad(lambda v: (fast(v) ** 2).sum())(x)
-        np.testing.assert_allclose(np.array(g_fast), np.array(g_ref), atol=1e-3, rtol=1e-4)
+        np.testing.assert_allclose(np.array(g_fast), np.array(g_ref), atol=close(1e-3), rtol=close(1e-4))
 
 
 def test_lora_gradients_on_a_quantized_model_match(demo_model):
@@ -49,7 +50,7 @@ def test_lora_gradients_on_a_quantized_model_match(demo_model):
             restore_quantized_layers(model)
             assert not any(type(m) is FastQuantizedLinear for _, m in model.named_modules())
     (v_ref, g_ref), (v_fast, g_fast) = results
-    assert abs(v_fast - v_ref) < 1e-4
+    assert abs(v_fast - v_ref) < close(1e-4)
     assert g_ref.keys() == g_fast.keys()
     for k in g_ref:
-        np.testing.assert_allclose(np.array(g_fast[k]), np.array(g_ref[k]), atol=1e-5, rtol=1e-3)
+        np.testing.assert_allclose(np.array(g_fast[k]), np.array(g_ref[k]), atol=close(1e-5), rtol=close(1e-3))

@@ -95,6 +95,9 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     set_iters(window, 6)
+    # 48 rows / batch 4 = 12 steps per epoch: the plan says what a 6-step budget means
+    assert window.training.reason.text() == ("48 training rows · 12 steps per epoch · 6 steps = 0.50 epochs "
+                                             "(the step budget decides)")
     qtbot.mouseClick(window.training.start_button, Qt.MouseButton.LeftButton)
     worker = window.worker
     assert worker is not None and not window.training.start_button.isEnabled()
@@ -127,6 +130,12 @@ def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data
     stopped_at = finished.args[0]["step"]
     assert finished.args[0]["stopped"] and 2 <= stopped_at < 500
     qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
+    # The bar and the status name the same step; checkpoints list by step number.
+    assert window.training.progress.value() == stopped_at
+    assert window.training.status.text().startswith(f"Stopped at step {stopped_at} ")
+    listed = [window.training.checkpoints.topLevelItem(i).data(0, Qt.ItemDataRole.DisplayRole)
+              for i in range(window.training.checkpoints.topLevelItemCount())]
+    assert listed == sorted(listed) and all(isinstance(x, int) for x in listed)
     run_dir = Path(finished.args[0]["run_dir"])
     assert latest_checkpoint(run_dir).step == stopped_at
 
@@ -142,6 +151,7 @@ def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data
     with qtbot.waitSignal(worker.started_run, timeout=LONG) as started:
         pass
     assert started.args[0]["start_step"] == stopped_at and started.args[0]["run_dir"] == str(run_dir)
+    assert "stopped at step" not in window.training.log.toPlainText()  # a fresh log for the new run
     qtbot.waitSignal(worker.run_finished, timeout=LONG).wait()
     assert steps[0] == stopped_at + 1
 
@@ -324,6 +334,7 @@ def test_pause_holds_the_trainer_and_resume_lets_it_finish(qtbot, window, text_d
     worker.progress.connect(on_progress)
     qtbot.waitUntil(lambda: worker._trainer is not None and worker._trainer.paused, timeout=LONG)
     assert window.training.pause_button.text() == "Resume"
+    assert window.training.status.text().startswith("Paused at step ") and "ETA" not in window.training.status.text()
     qtbot.mouseClick(window.training.pause_button, Qt.MouseButton.LeftButton)
     assert not worker._trainer.paused
     qtbot.waitSignal(worker.run_finished, timeout=LONG).wait()
@@ -384,3 +395,55 @@ def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completi
     wait_checked(qtbot, window)
     qtbot.waitUntil(lambda: view.text.view is not None and view.text.view.truncated, timeout=LONG)
     assert "✂ cut at max_seq_length=8" in view.text.toPlainText() and "cut at max_seq_length=8" in view.summary.text()
+
+
+def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, monkeypatch):
+    """The path the app suggests to a newcomer: fresh settings, the demo model, the sample data, a preset."""
+    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.ui.model_panel import PATH_ROLE
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    w = MainWindow(settings=QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat),
+                   runs_root=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    items = lambda: [w.model.models.item(i) for i in range(w.model.models.count())]  # noqa: E731
+    qtbot.waitUntil(lambda: any(item.data(PATH_ROLE) == "demo" for item in items()), timeout=LONG)
+    demo = next(item for item in items() if item.data(PATH_ROLE) == "demo")
+    w.model.models.setCurrentItem(demo)
+    qtbot.waitUntil(lambda: w.model.selected is not None and not w.model.busy, timeout=LONG)
+    w.open_dataset(sample_data_path())
+    wait_checked(qtbot, w)
+    presets = w.settings_panel.presets
+    for index in range(1, presets.count()):
+        name = presets.itemText(index)
+        w.settings_panel._apply_preset(index)
+        qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=LONG)
+        w.training.start_button.click()
+        with qtbot.waitSignal(w.worker.run_finished, timeout=LONG) as done:
+            pass
+        assert not done.args[0]["stopped"] and done.args[0]["step"] > 0, name
+        qtbot.waitUntil(lambda: w.worker is None, timeout=LONG)
+        assert "adapters on all 2 layers" in w.training.log.toPlainText() or w.settings_panel.config().num_layers in (
+            -1, 2), name
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("num_layers", 0, "Layers to adapt: use a positive number of layers"),
+    ("learning_rate", "0", "Learning rate: must be above 0"),
+    ("learning_rate", "fast", "Learning rate: 'fast' is not a number"),
+    ("val_batches", 0, "Validation batches: use -1 for all batches, or at least 1"),
+    ("test_batches", 0, "Test batches: use -1 for all batches, or at least 1"),
+])
+def test_a_setting_the_trainer_refuses_disables_start_and_is_named(qtbot, window, text_data, key, value, named):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    assert window.training.start_button.isEnabled()
+    widget = window.settings_panel._widgets[key]
+    widget.setText(value) if isinstance(value, str) else widget.setValue(value)
+    assert not window.training.start_button.isEnabled()
+    assert window.training.reason.text() == f"Settings: {window.settings_panel.problem} (Settings tab)."
+    assert window.settings_panel.problem.startswith(named) and "'" + key not in window.settings_panel.problem
+    assert "#e5534b" in widget.styleSheet()
+    assert window.settings_panel.estimate_label.text() == "Memory estimate: fix the setting above first."

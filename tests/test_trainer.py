@@ -10,12 +10,11 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from conftest import fixture_texts, write_jsonl
+from conftest import close, fixture_texts, poisoned_loss, write_jsonl
 from qlora_gui.core import checkpoints as ckpt
 from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, \
     ValidationResult
-from qlora_gui.core.step import token_loss
 from qlora_gui.core.trainer import Trainer
 
 
@@ -74,15 +73,18 @@ def train_only(tmp_path):
     return write_jsonl(tmp_path / "train_only.jsonl", [{"text": t} for t in fixture_texts(40, seed=8)])
 
 
-def test_a_nan_step_is_skipped_with_a_warning(tmp_path, demo_model, train_only):
-    calls = []
+def training_batches(cfg, tokenizer):
+    """The micro-batches of epoch 0, in the order the trainer takes them."""
+    from qlora_gui.core.batching import epoch_batches, make_batch
+    from qlora_gui.core.dataset import check_data
 
-    def nan_on_third(model, inputs, targets, weights):
-        s, n = token_loss(model, inputs, targets, weights)
-        calls.append(1)
-        return (s * math.nan if len(calls) == 3 else s), n
+    enc = check_data(cfg.data, tokenizer, valid_fraction=cfg.valid_fraction).encoded["train"]
+    return [make_batch(enc, idx) for idx in epoch_batches(enc.lengths, cfg.batch_size, cfg.seed, 0)]
 
+
+def test_a_nan_step_is_skipped_with_a_warning(tmp_path, demo_model, train_only, tokenizer):
     cfg = make_config(demo_model, train_only, tmp_path / "run", iters=6, valid_fraction=0)
+    nan_on_third = poisoned_loss(training_batches(cfg, tokenizer)[2:3], math.nan)
     trainer, result, events = run(cfg, loss_fn=nan_on_third)
     assert isinstance(result, Finished)
     warnings = [w for w in of(events, TrainWarning) if "skipped" in w.message]
@@ -93,16 +95,10 @@ def test_a_nan_step_is_skipped_with_a_warning(tmp_path, demo_model, train_only):
     assert all(bool(mx.all(mx.isfinite(v)).item()) for v in weights.values())
 
 
-def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, demo_model, train_only):
-    calls = []
-
-    def diverge_later(model, inputs, targets, weights):
-        s, n = token_loss(model, inputs, targets, weights)
-        calls.append(1)
-        return (s * math.inf if len(calls) > 5 else s), n
-
+def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, demo_model, train_only, tokenizer):
     cfg = make_config(demo_model, train_only, tmp_path / "run", iters=20, save_every=2, max_bad_steps=3,
                       valid_fraction=0)
+    diverge_later = poisoned_loss(training_batches(cfg, tokenizer)[5:], math.inf)
     trainer, result, events = run(cfg, loss_fn=diverge_later)
     assert isinstance(result, Failed) and result.exit_code == 1
     assert "3 bad micro-batches in a row at step 8" in result.message and "Lower the learning rate" in result.message
@@ -140,8 +136,8 @@ def test_exact_resume_matches_a_straight_run(tmp_path, demo_model, text_data):
     b = mx.load(str(tmp_path / "resumed" / "adapters.safetensors"))
     assert a.keys() == b.keys()
     for k in a:
-        np.testing.assert_allclose(np.array(b[k]), np.array(a[k]), atol=1e-5, rtol=0)
-    assert second.val_loss == pytest.approx(straight.val_loss, abs=1e-5)
+        np.testing.assert_allclose(np.array(b[k]), np.array(a[k]), atol=close(1e-5), rtol=0)
+    assert second.val_loss == pytest.approx(straight.val_loss, abs=close(1e-5))
 
 
 def test_a_checkpoint_loads_in_mlx_lm(tmp_path, demo_model, text_data):

@@ -24,7 +24,7 @@ GROUP_SIZES = (32, 64, 128)
 
 # mlx-lm lora keys we read but do not act on; they are reported, not rejected.
 IGNORED_MLX_KEYS = {"train", "wandb", "report_to", "project_name", "hf_dataset", "resume_adapter_file",
-                    "grad_checkpoint", "prompt_feature", "completion_feature", "text_feature", "chat_feature",
+                    "prompt_feature", "completion_feature", "text_feature", "chat_feature",
                     "clear_cache_threshold"}
 
 
@@ -68,6 +68,7 @@ class TrainConfig:
     ram_warn_share: float = 0.9
     clear_cache_gb: float = 2.0
     fast_quant: bool = True  # CPU backend: dequantize + BLAS matmul for the frozen quantized base
+    grad_checkpoint: bool = False  # recompute each block in the backward: less memory, about a third more time
     resume: bool = False
 
     @property
@@ -77,7 +78,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise ConfigError naming the first bad setting and what to use instead."""
         def bad(name: str, why: str) -> None:
-            raise ConfigError(f"setting '{name}': {why}")
+            raise ConfigError(f"setting '{name}': {why}", setting=name, why=why)
 
         if not self.model:
             bad("model", "no model given; pick a model folder")
@@ -95,6 +96,9 @@ class TrainConfig:
                      "save_every", "max_seq_length", "keep_last", "max_bad_steps"):
             if int(getattr(self, name)) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("val_batches", "test_batches"):
+            if int(getattr(self, name)) == 0 or int(getattr(self, name)) < -1:
+                bad(name, f"use -1 for all batches, or at least 1; got {getattr(self, name)}")
         if self.iters is not None and self.iters < 1:
             bad("iters", f"must be at least 1, got {self.iters}")
         if not self.learning_rate > 0:

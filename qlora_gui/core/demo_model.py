@@ -32,6 +32,9 @@ class DemoModelSpec:
     num_kv_heads: int = 2
     chat_template: bool = True
     seed: int = 0
+    model_vocab_size: int | None = None  # embedding rows when larger than the tokenizer (real models pad theirs)
+    tie_word_embeddings: bool = False
+    dtype: str = "float32"  # or "bfloat16", "float16"
 
 
 def _corpus_from_sample() -> list[str]:
@@ -84,16 +87,17 @@ def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
         "num_attention_heads": spec.num_heads,
         "num_key_value_heads": spec.num_kv_heads,
         "rms_norm_eps": 1e-5,
-        "vocab_size": len(tokenizer),
+        "vocab_size": max(len(tokenizer), spec.model_vocab_size or 0),
         "max_position_embeddings": 4096,
         "rope_theta": 10000.0,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": spec.tie_word_embeddings,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
-        "torch_dtype": "float32",
+        "torch_dtype": spec.dtype,
     }
     mx.random.seed(spec.seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
+    model.set_dtype(getattr(mx, spec.dtype))
     mx.eval(model.parameters())
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
                         metadata={"format": "mlx"})

@@ -10,7 +10,12 @@ class UserError(Exception):
 
 
 class ConfigError(UserError):
-    pass
+    """A bad setting; `setting` is its config key when one setting is to blame, and `why` the rest."""
+
+    def __init__(self, message: str, setting: str = "", why: str = ""):
+        super().__init__(message)
+        self.setting = setting
+        self.why = why or message
 
 
 class ModelError(UserError):

@@ -1,8 +1,10 @@
 """A rough memory estimate for a model and settings, before anything loads.
 
 Weights at their stored precision, the adapters with their gradients and two
-Adam moments, and activations for one micro-batch (kept for the backward pass)
-plus the float32 logits. It is a guide for the settings form, not a promise.
+Adam moments, and activations for one micro-batch: each block's kept for the
+backward pass (only its input with gradient checkpointing, plus one block being
+recomputed), and one chunk of float32 logits (the loss never makes more, see
+`losses.py`). It is a guide for the settings form, not a promise.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
+from .losses import CHUNK_ELEMENTS
+
+CHUNK_LOGIT_BYTES = CHUNK_ELEMENTS * 4 * 3  # one chunk of float32 logits, its softmax and its gradient
 DEFAULT_LORA_TARGETS = 7  # q, k, v, o, gate, up, down in a Llama-style block
 
 
@@ -54,5 +59,7 @@ def estimate_memory(model_dir: Path, cfg: TrainConfig, parameters: int | None = 
     adapters = lora_params * 4 * 4  # weights, gradients, two Adam moments, float32
     width = min(cfg.max_seq_length, longest_row) if longest_row else cfg.max_seq_length
     tokens = cfg.batch_size * width
-    activations = tokens * (layers * (10 * hidden + 2 * inter) * 2 + vocab * 4 * 3)
-    return MemoryEstimate(weights, adapters, int(activations))
+    block = tokens * (10 * hidden + 2 * inter) * 2  # one block's activations, 16-bit
+    kept = tokens * hidden * 2 * layers + block if cfg.grad_checkpoint else block * layers
+    logits = min(tokens * vocab * 4 * 3, CHUNK_LOGIT_BYTES)
+    return MemoryEstimate(weights, adapters, int(kept + logits))

@@ -20,7 +20,8 @@ from .dataset import check_data
 from .errors import DataError, UserError
 from .fast_quant import fast_path_available, use_fast_quantized_layers
 from .inference import AdapterSource, base_view, load_with_adapter
-from .step import LossFn, evaluate_loss, token_loss
+from .losses import LossFn, chunked_loss_for
+from .step import evaluate_loss
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -69,7 +70,7 @@ def _setting(adapter: AdapterSource | None, key: str, default: Any) -> Any:
 
 def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
              split: str | None = None, batch_size: int | None = None, max_batches: int = -1,
-             include_base: bool = True, loss_fn: LossFn = token_loss,
+             include_base: bool = True, loss_fn: LossFn | None = None,
              progress: Callable[[str], None] | None = None) -> EvalResult:
     """Loss of the base and the adapter on the test split (or the held-out validation split)."""
     say = progress or (lambda _msg: None)
@@ -98,6 +99,7 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     if loaded.quantization and fast_path_available():
         use_fast_quantized_layers(loaded.model)  # the same kernels as training on the CPU
     loaded.model.eval()
+    loss_fn = loss_fn or chunked_loss_for(loaded.model)[0]  # the trainer's own loss
 
     def run() -> tuple[float, int]:
         return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)

@@ -33,6 +33,8 @@ class RunStarted(Event):
     padding_share: float
     blas: str = ""
     quant_path: str = ""  # how the frozen quantized base is computed, when there is one
+    loss_path: str = ""  # how the loss is computed: chunked over the vocabulary, or full logits and why
+    backend: str = ""  # the device MLX trains on
 
 
 @dataclass

@@ -52,6 +52,16 @@ def apply_limits(memory_limit_gb: float | None) -> None:
             mx.set_wired_limit(int(limit))
 
 
+def device_name() -> str:
+    """The device MLX computes on, in words: "gpu (Apple M2 Max)", "gpu (NVIDIA H200)", "cpu (AMD EPYC)"."""
+    kind = "gpu" if mx.default_device().type == mx.DeviceType.gpu else "cpu"
+    try:
+        name = str(mx.device_info().get("device_name", ""))
+    except Exception:  # older MLX or a backend without device info
+        name = ""
+    return f"{kind} ({name})" if name else kind
+
+
 def blas_in_use() -> str:
     """Which BLAS this process uses, for the run log."""
     if sys.platform == "darwin":

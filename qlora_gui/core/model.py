@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten
 
 from .config import TrainConfig
 from .errors import ModelError
-from .model_files import load_tokenizer, resolve_model_path
+from .model_files import load_tokenizer
 
 
 @dataclass
@@ -60,23 +60,27 @@ def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64
     return LoadedModel(model, tokenizer, config, path, quantization, quantized_on_load, notes)
 
 
-def add_adapters(model: nn.Module, cfg: TrainConfig) -> None:
-    """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks."""
+def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
+    """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks, or on all when the model
+    has fewer (presets and the default of 16 fit every model). Returns a note when that happened."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     model.freeze()
     mx.random.seed(cfg.seed)  # adapter initialisation is part of what the seed fixes
     layers = len(model.layers)
-    if cfg.num_layers > layers:
-        raise ModelError(f"setting 'num_layers' is {cfg.num_layers} but the model has {layers} layers; "
-                         f"use at most {layers} (or -1 for all)")
+    note = ""
+    num_layers = cfg.num_layers
+    if num_layers > layers:
+        note = f"adapters on all {layers} layers: the model has fewer than the {num_layers} asked for"
+        num_layers = layers
     try:
-        linear_to_lora_layers(model, cfg.num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
+        linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
+    return note
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:
@@ -105,8 +109,24 @@ def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> di
     return out
 
 
-def load_for_training(cfg: TrainConfig, tokenizer: Any = None) -> LoadedModel:
-    path = resolve_model_path(cfg.model)
-    loaded = load_base(path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
-    add_adapters(loaded.model, cfg)
-    return loaded
+def use_grad_checkpoint(model: nn.Module) -> int:
+    """Recompute each transformer block in the backward instead of keeping its activations; returns how many.
+
+    Each layer object gets its own subclass whose call is checkpointed (mlx-lm patches the class for the
+    whole process instead), so other models in the process are untouched.
+    """
+    count = 0
+    for layer in model.layers:
+        base = type(layer)
+        call = base.__call__
+
+        def checkpointed(self, *args, _call=call, **kwargs):
+            def inner(params, *args, **kwargs):
+                self.update(params)
+                return _call(self, *args, **kwargs)
+
+            return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+
+        layer.__class__ = type(base.__name__, (base,), {"__call__": checkpointed})
+        count += 1
+    return count

@@ -1,108 +1,132 @@
-"""The loss, one optimizer step with token-weighted accumulation, and evaluation.
+"""One optimizer step: token-weighted accumulation in a compiled graph, one host read per step.
 
-The loss is swappable: any `loss_fn(model, inputs, targets, weights)` that
-returns (sum of per-token losses, number of trained tokens) works. Summing
-first and dividing once by all trained tokens makes N accumulated micro-batches
-give exactly the gradient of one batch holding all their rows.
+Each micro-batch runs a compiled forward/backward that adds its summed loss,
+trained-token count and gradient to the step's sums, unless its loss or
+gradient is not finite or its mean loss is absurd: that decision is taken
+inside the graph (`mx.where`), so a bad micro-batch never reaches the sums and
+costs no extra pass. Summing first and dividing once by all trained tokens
+makes N micro-batches give exactly the step of one batch holding their rows.
+The step's numbers reach the host once, after its last micro-batch; the update
+is queued without waiting (MLX streams it while the next step is built).
+Model, optimizer and random state are the compiled functions' inputs and
+outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Iterable
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 
-LossFn = Callable[[nn.Module, mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
+from .batching import Batch
+from .losses import LossFn, token_loss
+
 MAX_SANE_LOSS = 1e6
-
-
-def token_loss(model: nn.Module, inputs: mx.array, targets: mx.array, weights: mx.array):
-    """Summed next-token cross-entropy over trained tokens, in float32, and their count."""
-    logits = model(inputs).astype(mx.float32)
-    ce = nn.losses.cross_entropy(logits, targets) * weights
-    return ce.sum(), weights.sum()
+_REASONS = {1: "loss is not finite", 2: "gradient is not finite", 3: f"loss is above {MAX_SANE_LOSS:g}"}
 
 
 @dataclass
 class MicroResult:
-    ok: bool
+    flag: int  # 0 kept; else why it was left out (see `reason`)
     loss_sum: float
     tokens: int
-    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.flag == 0
+
+    @property
+    def reason(self) -> str:
+        return _REASONS.get(self.flag, "")
 
 
-class GradientAccumulator:
-    """Sums gradients and trained-token counts of the good micro-batches of one step."""
-
-    def __init__(self, model: nn.Module, loss_fn: LossFn = token_loss):
-        self.model = model
-        self._value_and_grad = nn.value_and_grad(model, loss_fn)
-        self.reset()
-
-    def reset(self) -> None:
-        self.grads = None
-        self.tokens = 0
-        self.loss_sum = 0.0
-        self.micro_batches = 0
-
-    def add(self, inputs: mx.array, targets: mx.array, weights: mx.array) -> MicroResult:
-        """Run one micro-batch. A NaN/inf or absurd loss or gradient never reaches the sum."""
-        (loss_sum, ntoks), grads = self._value_and_grad(self.model, inputs, targets, weights)
-        sq = sum((g.astype(mx.float32) ** 2).sum() for _, g in tree_flatten(grads))
-        candidate = grads if self.grads is None else tree_map(mx.add, self.grads, grads)
-        mx.eval(loss_sum, ntoks, sq, candidate)  # one sync per micro-batch; nothing lazy carries over
-        loss_v, ntoks_v, sq_v = loss_sum.item(), int(ntoks.item()), sq.item()
-        if ntoks_v == 0:
-            return MicroResult(True, 0.0, 0)
-        mean = loss_v / ntoks_v
-        if not (math.isfinite(loss_v) and math.isfinite(sq_v)):
-            what = "loss" if not math.isfinite(loss_v) else "gradient"
-            return MicroResult(False, loss_v, ntoks_v, f"{what} is not finite")
-        if mean > MAX_SANE_LOSS:
-            return MicroResult(False, loss_v, ntoks_v, f"loss {mean:.3g} is above {MAX_SANE_LOSS:g}")
-        self.grads = candidate
-        self.tokens += ntoks_v
-        self.loss_sum += loss_v
-        self.micro_batches += 1
-        return MicroResult(True, loss_v, ntoks_v)
+@dataclass
+class StepResult:
+    loss_sum: float  # over the kept micro-batches (and all ranks)
+    tokens: int
+    micro: list[MicroResult]
+    updated: bool
 
 
-
-def mean_gradient(grad_sum, tokens: int):
-    """The summed gradient over all trained tokens of the step: one big batch's gradient."""
-    return tree_map(lambda g: g / tokens, grad_sum)
-
-
-def reduce_across_ranks(grads, tokens: int, loss_sum: float, group=None):
+def reduce_across_ranks(grads: Any, totals: mx.array, group=None) -> tuple[Any, mx.array]:
     """The one place where data-parallel ranks combine their sums (identity on one machine)."""
     if group is None or group.size() == 1:
-        return grads, tokens, loss_sum
-    grads = tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads)
-    totals = mx.distributed.all_sum(mx.array([float(tokens), loss_sum]), group=group)
-    return grads, int(totals[0].item()), float(totals[1].item())
+        return grads, totals
+    return tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads), mx.distributed.all_sum(totals, group=group)
 
 
-def apply_update(model: nn.Module, optimizer: optim.Optimizer, grads, grad_clip: float) -> None:
-    if grad_clip > 0:
-        grads, _ = optim.clip_grad_norm(grads, grad_clip)
-    optimizer.update(model, grads)
-    mx.eval(model.trainable_parameters(), optimizer.state)
+class TrainStep:
+    """Runs optimizer steps for one model and optimizer (build it after any optimizer state is restored)."""
+
+    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, loss_fn: LossFn = token_loss,
+                 grad_clip: float = 0.0, group=None, compiled: bool = True):
+        self.model, self.optimizer, self.group = model, optimizer, group
+        self.state = [model.state, optimizer.state, mx.random.state]
+        value_and_grad = nn.value_and_grad(model, loss_fn)
+
+        def micro(grads, totals, inputs, positions, targets, weights):
+            (loss, tokens), g = value_and_grad(model, inputs, positions, targets, weights)
+            square = sum(mx.square(x.astype(mx.float32)).sum() for _, x in tree_flatten(g))
+            mean = loss / mx.maximum(tokens, 1)
+            flag = mx.where(~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2,
+                                                           mx.where(mean > MAX_SANE_LOSS, 3, 0)))
+            keep = flag == 0
+            grads = tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g)
+            numbers = mx.stack([loss, tokens.astype(mx.float32)])
+            totals = totals + mx.where(keep, numbers, 0.0)
+            return grads, totals, mx.concatenate([flag.astype(mx.float32)[None], numbers])
+
+        def update(grads, totals):
+            grads = tree_map(lambda g: g / totals[1], grads)
+            if grad_clip > 0:
+                grads, _ = optim.clip_grad_norm(grads, grad_clip)
+            optimizer.update(model, grads)
+
+        self._micro = mx.compile(micro, inputs=self.state, outputs=self.state) if compiled else micro
+        self._update = mx.compile(update, inputs=self.state, outputs=self.state) if compiled else update
+
+    def accumulate(self, batches: Iterable[Batch]) -> tuple[Any, mx.array, list[mx.array]]:
+        """Summed gradients, [loss sum, tokens] and each micro-batch's [flag, loss, tokens]; all lazy."""
+        grads = tree_map(mx.zeros_like, self.model.trainable_parameters())
+        totals = mx.zeros((2,), dtype=mx.float32)
+        infos = []
+        for batch in batches:
+            grads, totals, info = self._micro(grads, totals, *batch.arrays())
+            mx.async_eval(grads, totals, info)  # bounds the graph without waiting for it
+            infos.append(info)
+        grads, totals = reduce_across_ranks(grads, totals, self.group)
+        return grads, totals, infos
+
+    def __call__(self, batches: Iterable[Batch]) -> StepResult:
+        grads, totals, infos = self.accumulate(batches)
+        numbers = mx.concatenate([totals, *infos]).tolist()  # the step's one host read
+        micro = [MicroResult(int(numbers[i]), numbers[i + 1], int(numbers[i + 2])) for i in range(2, len(numbers), 3)]
+        tokens = int(numbers[1])
+        if tokens > 0:
+            self._update(grads, totals)
+            mx.async_eval(self.state)
+        return StepResult(numbers[0], tokens, micro, tokens > 0)
 
 
-def evaluate_loss(model: nn.Module, batches, loss_fn: LossFn = token_loss) -> tuple[float, int]:
-    """Token-weighted mean loss over batches of (inputs, targets, weights); no gradients."""
-    total, tokens = 0.0, 0
-    for inputs, targets, weights in batches:
-        loss_sum, ntoks = loss_fn(model, mx.array(inputs), mx.array(targets), mx.array(weights))
-        mx.eval(loss_sum, ntoks)
-        total += loss_sum.item()
-        tokens += int(ntoks.item())
-    return (total / tokens if tokens else float("nan")), tokens
+def mean_gradient(grads: Any, totals: mx.array) -> Any:
+    """The summed gradient over all trained tokens of the step: one big batch's gradient."""
+    return tree_map(lambda g: g / totals[1], grads)
+
+
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> tuple[float, int]:
+    """Token-weighted mean loss over batches; no gradients, one host read at the end."""
+    totals = mx.zeros((2,), dtype=mx.float32)
+    for batch in batches:
+        loss_sum, tokens = loss_fn(model, *batch.arrays())
+        totals = totals + mx.stack([loss_sum, tokens.astype(mx.float32)])
+        mx.async_eval(totals)
+    total, tokens = totals.tolist()
+    return (total / tokens if tokens else float("nan")), int(tokens)
 
 
 def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0):

@@ -30,11 +30,11 @@ from .errors import DataError, TrainingError, UserError
 from .fast_quant import fast_path_available, use_fast_quantized_layers
 from .events import (CheckpointSaved, Event, EventCallback, Failed, Finished, RunStarted, StepReport,
                      TrainWarning, ValidationResult)
-from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, sample
-from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts
+from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_name, sample
+from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts, use_grad_checkpoint
 from .model_files import load_tokenizer, resolve_model_path
-from .step import (GradientAccumulator, LossFn, apply_update, evaluate_loss, mean_gradient, reduce_across_ranks,
-                   token_loss, warmup_cosine)
+from .losses import LossFn, chunked_loss_for
+from .step import TrainStep, evaluate_loss, warmup_cosine
 
 
 def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
@@ -56,10 +56,10 @@ def _finite_or_none(x: float | None) -> float | None:
 
 class Trainer:
     def __init__(self, config: TrainConfig, callback: EventCallback | None = None, *,
-                 loss_fn: LossFn = token_loss, resume_from: str | Path | None = None):
+                 loss_fn: LossFn | None = None, resume_from: str | Path | None = None):
         self.config = config
         self._callback = callback
-        self._loss_fn = loss_fn
+        self._loss_fn = loss_fn  # None: the chunked loss where the model allows it
         self._resume_from = Path(resume_from) if resume_from else None
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -174,13 +174,20 @@ class Trainer:
         data = self._load_data(tokenizer)  # every data problem surfaces before any weights load
         apply_limits(cfg.memory_limit_gb)
         loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
-        add_adapters(loaded.model, cfg)
+        layers_note = add_adapters(loaded.model, cfg)
         model = loaded.model
         trainable, total_params = parameter_counts(model)
         quant_path = ""
         if loaded.quantization:
             fast = use_fast_quantized_layers(model) if cfg.fast_quant and fast_path_available() else 0
             quant_path = (f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels")
+        notes = list(loaded.notes) + ([layers_note] if layers_note else [])
+        loss_path = "loss: the given loss function"
+        if self._loss_fn is None:
+            self._loss_fn, loss_path = chunked_loss_for(model)
+        if cfg.grad_checkpoint:
+            notes.append(f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "
+                         "about a third more time per step")
 
         train, valid, test = data["train"], data.get("valid"), data.get("test")
         lengths = train.lengths
@@ -214,14 +221,15 @@ class Trainer:
         self._adapter_config["data_format"] = self.data_report.format if self.data_report else None
         self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
                               state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
-                              padding_share(lengths, first_epoch), blas_in_use(), quant_path))
-        for note in loaded.notes + (self.data_report.warnings if self.data_report else []):
+                              padding_share(lengths, first_epoch), blas_in_use(), quant_path, loss_path,
+                              device_name()))
+        for note in notes + (self.data_report.warnings if self.data_report else []):
             self._warn(note)
         return self._loop(model, optimizer, train, valid, test, state, total_steps, spe, run_dir)
 
     # ---------------------------------------------------------- the loop
 
-    def _validate(self, model, split: EncodedSplit, step: int, max_batches: int, name: str = "valid"):
+    def _validate(self, model, split: EncodedSplit, max_batches: int):
         t0 = time.perf_counter()
         order = eval_batches(split.lengths, self.config.batch_size)
         if max_batches > 0:
@@ -250,7 +258,7 @@ class Trainer:
 
     def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe, run_dir) -> Event:
         cfg = self.config
-        acc = GradientAccumulator(model, self._loss_fn)
+        train_step = TrainStep(model, optimizer, self._loss_fn, cfg.grad_clip, self.group)
         cache_limit = int(cfg.clear_cache_gb * GB)
         lengths = train.lengths
         rank, world = self.group.rank(), self.group.size()
@@ -267,7 +275,7 @@ class Trainer:
         total_ram = sample().total_ram
 
         def record_validation() -> bool:
-            loss, tokens, secs = self._validate(model, valid, state["step"], cfg.val_batches)
+            loss, tokens, secs = self._validate(model, valid, cfg.val_batches)
             best = state["best_val_loss"] is None or loss < state["best_val_loss"]
             state["val_loss"] = loss
             if best:
@@ -293,23 +301,20 @@ class Trainer:
                 step = state["step"] + 1
                 mx.random.seed(cfg.seed * 1_000_003 + step)  # dropout depends on (seed, step) only
                 group = batches[state["batch_pos"]: state["batch_pos"] + cfg.grad_accumulation_steps]
-                acc.reset()
-                for idx in group:
-                    result = acc.add(*(mx.array(a) for a in make_batch(train, idx)))
-                    if result.ok:
-                        bad_in_a_row = 0 if result.tokens else bad_in_a_row
+                result = train_step(make_batch(train, idx) for idx in group)
+                for micro in result.micro:
+                    if micro.ok:
+                        bad_in_a_row = 0 if micro.tokens else bad_in_a_row
                         continue
                     bad_in_a_row += 1
-                    self._warn(f"step {step}: skipped a micro-batch because its {result.reason}", step)
+                    self._warn(f"step {step}: skipped a micro-batch because its {micro.reason}", step)
                     if bad_in_a_row >= cfg.max_bad_steps:
                         raise TrainingError(
                             f"training diverged: {bad_in_a_row} bad micro-batches in a row at step {step}. "
                             f"Lower the learning rate (now {cfg.learning_rate:g}) and resume from the last "
                             "checkpoint, which is intact")
-                grads, tokens, loss_sum = reduce_across_ranks(acc.grads, acc.tokens, acc.loss_sum, self.group)
-                if tokens > 0:
-                    apply_update(model, optimizer, mean_gradient(grads, tokens), cfg.grad_clip)
-                    self.optimizer_updates += 1
+                tokens, loss_sum = result.tokens, result.loss_sum
+                self.optimizer_updates += result.updated
                 state["step"] = step
                 state["batch_pos"] += len(group)
                 if state["batch_pos"] >= len(batches):
@@ -358,7 +363,7 @@ class Trainer:
         self._save(model, optimizer, state, "end", is_best)
         test_loss = None
         if cfg.test and test is not None:
-            test_loss, tokens, secs = self._validate(model, test, state["step"], cfg.test_batches, "test")
+            test_loss, tokens, secs = self._validate(model, test, cfg.test_batches)
             self._emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
         return self._finish(state, False, last_train_loss, test_loss, start)
 

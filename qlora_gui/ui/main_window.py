@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from .. import __version__
+from ..core.batching import planned_steps
 from ..core.checkpoints import latest_checkpoint
 from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
@@ -195,15 +196,26 @@ class MainWindow(QMainWindow):
         elif not self.model.selected_path:
             reason = "Pick a model (Model tab)."
         elif cfg is None:
-            reason = "A setting is invalid: see the Settings tab."
-        self.training.set_can_start(not reason, reason)
+            reason = f"Settings: {self.settings_panel.problem} (Settings tab)."
+        self.training.set_can_start(not reason, reason, self._plan(cfg) if not reason else "")
         self.start_action.setEnabled(not reason and self.worker is None)
         self._update_estimate(cfg)
 
+    def _plan(self, cfg) -> str:
+        """What Start will run, so a step budget that spans more than the epochs asked for is visible."""
+        train = self.dataset.report.splits.get("train") if self.dataset.report else None
+        if train is None:
+            return ""
+        per_epoch, total = planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs,
+                                         cfg.iters)
+        return (f"{train.rows:,} training rows · {per_epoch:,} steps per epoch · {total:,} steps = "
+                f"{total / max(per_epoch, 1):.2f} epochs" + (" (the step budget decides)" if cfg.iters else ""))
+
     def _update_estimate(self, cfg) -> float | None:
         info = self.model.selected
-        if cfg is None or info is None:
-            self.settings_panel.show_estimate("Memory estimate: pick a model.", None)
+        if info is None or cfg is None:
+            self.settings_panel.show_estimate("Memory estimate: pick a model." if info is None else
+                                              "Memory estimate: fix the setting above first.", None)
             return None
         bits = int(info.quantization.split("-")[0]) if "bit" in info.quantization else None
         train = self.dataset.report.splits.get("train") if self.dataset.report else None

@@ -103,15 +103,21 @@ class TrainingView(QWidget):
             self.pause_button.blockSignals(False)
         self._update_checkpoint_buttons()
 
-    def set_can_start(self, ok: bool, reason: str = "") -> None:
+    def set_can_start(self, ok: bool, reason: str = "", plan: str = "") -> None:
+        """`reason` says why Start is disabled; `plan` what Start would run (rows, steps, epochs)."""
         self._can_start = ok
         self.start_button.setEnabled(ok and not self.running)
-        self.reason.setText("" if ok else reason)
+        self.reason.setText(plan if ok else reason)
 
     def _on_pause(self, paused: bool) -> None:
         self.pause_button.setText("Resume" if paused else "Pause")
         self.pause_toggled.emit(paused)
+        self.status.setText(self._paused_text() if paused else f"Resumed at step {self.progress.value()}…")
         self.append_log("paused" if paused else "resumed")
+
+    def _paused_text(self) -> str:
+        return (f"Paused at step {self.progress.value()} of {self.progress.maximum()}: the run waits between steps; "
+                "press Resume to go on.")
 
     def append_log(self, text: str) -> None:
         self.log.appendPlainText(text)
@@ -122,17 +128,21 @@ class TrainingView(QWidget):
         if d["start_step"] == 0:
             self.charts.clear()
             self.checkpoints.clear()
+        self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, d["total_steps"])
         self.progress.setValue(d["start_step"])
         self.total_steps = d["total_steps"]
+        epochs = d["total_steps"] / max(d["steps_per_epoch"], 1)
         self.append_log(f"Run folder {d['run_dir']}: {d['trainable_params']:,} trainable of {d['total_params']:,} "
                         f"parameters; {d['train_rows']} training rows, {d['steps_per_epoch']} steps per epoch, "
-                        f"{d['total_steps']} steps; padding {d['padding_share']:.1%}; BLAS: {d['blas']}")
+                        f"{d['total_steps']} steps = {epochs:.2f} epochs; padding {d['padding_share']:.1%}; "
+                        f"BLAS: {d['blas']}; device: {d['backend']}; {d['loss_path']}")
 
     def on_progress(self, d: dict) -> None:
         self.charts.add_progress(d)
         self.progress.setValue(d["step"])
-        self.status.setText(f"Step {d['step']} of {self.progress.maximum()} · epoch {d['epoch']:.2f} · loss "
+        self.status.setText(self._paused_text() if self.pause_button.isChecked() else
+                            f"Step {d['step']} of {self.progress.maximum()} · epoch {d['epoch']:.2f} · loss "
                             f"{d['loss']:.4f} · {d['tokens_per_sec']:.0f} tok/s · elapsed "
                             f"{format_seconds(d['elapsed'])} · ETA {format_seconds(d['eta'])}")
         self.append_log(f"step {d['step']}: loss {d['loss']:.4f}, lr {d['learning_rate']:.2e}, "
@@ -158,7 +168,8 @@ class TrainingView(QWidget):
             for i in range(self.checkpoints.topLevelItemCount()):
                 self.checkpoints.topLevelItem(i).setText(2, "")
         val = f"{d['val_loss']:.4f}" if d["val_loss"] is not None else "–"
-        item = QTreeWidgetItem([str(d["step"]), val, "★" if d["is_best"] else "", d["reason"], d["path"]])
+        item = QTreeWidgetItem(["", val, "★" if d["is_best"] else "", d["reason"], d["path"]])
+        item.setData(0, Qt.ItemDataRole.DisplayRole, d["step"])  # a number, so 75 sorts before 100
         item.setData(0, PATH_ROLE, d["path"])
         self.checkpoints.addTopLevelItem(item)
         self.checkpoints.sortItems(0, Qt.SortOrder.AscendingOrder)
@@ -166,6 +177,7 @@ class TrainingView(QWidget):
 
     def on_finished(self, d: dict) -> None:
         how = "Stopped" if d["stopped"] else "Finished"
+        self.progress.setValue(d["step"])  # the bar and the status name the same step
         val = f", validation loss {d['val_loss']:.4f}" if d.get("val_loss") is not None else ""
         self.status.setText(f"{how} at step {d['step']} in {format_seconds(d['elapsed'])}{val}.")
         self.append_log(f"{how.lower()} at step {d['step']}{val}. Adapter: {d['run_dir']}")
