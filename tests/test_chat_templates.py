@@ -193,3 +193,25 @@ def test_the_terminal_view_colours_trained_tokens(tmp_path, family_tokenizer):
     text = token_view(result.raw, 1, tok, max_seq_length=2048, mask_prompt=True).to_terminal(color=True)
     assert "\x1b[30;48;5;114m" in text and "\x1b[30;48;5;151m" in text and "\x1b[90m" in text
     assert "[[" not in text and json.dumps(ROWS["prompt/completion"]) not in text
+
+
+def test_an_empty_answer_still_learns_to_end_the_turn(tmp_path, family_tokenizer):
+    row = _chat(("user", "how many teams are in the city"), ("assistant", ""),
+                ("user", "and the score of the game"), ("assistant", "list the players of the team"))
+    tok = family_tokenizer("qwen2.5")
+    result = check_data(write_jsonl(tmp_path / "d.jsonl", [row]), tok, valid_fraction=0, mask_prompt=True)
+    view = token_view(result.raw, 1, tok, max_seq_length=4096, mask_prompt=True)
+    assert trained_runs(view) == ["<|im_end|>", "list the players of the team<|im_end|>"]
+    assert not any("drops or rewrites" in w for w in result.report.warnings)
+
+
+def test_a_template_that_renders_differently_each_time_trains_nothing_it_cannot_place(tmp_path, demo_model):
+    tok = load_tokenizer(demo_model)  # a fresh copy: the shared fixture keeps its template
+    tok._tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ range(99999) | random }}\n"
+                                    "{{ m['content'] }}</s>\n{% endfor %}{% if add_generation_prompt %}"
+                                    "<|assistant|> 0\n{% endif %}")
+    row = _chat(("user", "what is the capital"), ("assistant", "select name from table"))
+    result = check_data(write_jsonl(tmp_path / "d.jsonl", [row] * 4), tok, valid_fraction=0, mask_prompt=True)
+    assert any("4 train row(s) have an assistant turn that the chat template drops or rewrites" in w
+               for w in result.report.warnings)
+    assert not any(m[1:].any() for m in result.encoded["train"].trained)  # nothing is trained by guesswork

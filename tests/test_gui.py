@@ -447,3 +447,21 @@ def test_a_setting_the_trainer_refuses_disables_start_and_is_named(qtbot, window
     assert window.settings_panel.problem.startswith(named) and "'" + key not in window.settings_panel.problem
     assert "#e5534b" in widget.styleSheet()
     assert window.settings_panel.estimate_label.text() == "Memory estimate: fix the setting above first."
+
+
+def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(qtbot, window, text_data, tmp_path):
+    panel = window.dataset
+    panel.mask_prompt.setChecked(True)
+    panel.path_edit.setText(str(text_data))
+    panel.path_edit.editingFinished.emit()  # Enter, or leaving the box
+    qtbot.waitUntil(lambda: panel.report is not None and not panel.checking and panel.report.format == "text",
+                    timeout=LONG)
+    assert panel.path == str(text_data) and panel.usable
+    assert not panel.mask_prompt.isChecked() and not panel.mask_prompt.isEnabled()
+    assert "was turned off: plain text rows have no prompt to mask" in panel.summary.text()
+    assert "Ready to train." in panel.summary.text()
+    panel.set_model(None)
+    qtbot.waitUntil(lambda: panel.report is not None and not panel.checking, timeout=LONG)
+    assert "Ready to train." not in panel.summary.text() and "pick a model" in panel.summary.text()
+    assert panel.report.splits["train"].unit == "characters"
+    assert "characters" in panel.histogram.getPlotItem().titleLabel.text

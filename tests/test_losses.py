@@ -133,3 +133,34 @@ def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():
         np.testing.assert_allclose(np.array(value), np.array(plain[1][key]), rtol=close(1e-4), atol=close(1e-6))
     assert checkpointed[2] < 0.6 * plain[2]  # 0.30-0.32 measured on the CPU
     assert type(tiny("untied").layers[0]).__call__ is not type(model.layers[0]).__call__  # other models untouched
+
+
+def test_checkpointing_with_dropout_gives_the_gradient_of_the_loss_it_computes():
+    """The recomputation in the backward must draw the forward's dropout masks: a finite difference of
+    the loss (same seed, so the same masks) along the gradient matches the gradient's norm."""
+    from qlora_gui.core.model import use_grad_checkpoint
+
+    model = tiny("untied")
+    for layer in model.layers:
+        for _, module in layer.named_modules():
+            if hasattr(module, "lora_a"):
+                module.dropout = nn.Dropout(0.5)
+    assert use_grad_checkpoint(model) == 2
+    rng = np.random.default_rng(2)
+    args = (mx.array(rng.integers(1, 300, size=(2, 16)).astype(np.int32)), mx.arange(0, 32, dtype=mx.int32),
+            mx.array(rng.integers(0, 300, size=32).astype(np.int32)), mx.ones((32,)))
+    mx.random.seed(5)
+    _, grads = nn.value_and_grad(model, token_loss)(model, *args)
+    key = "model.layers.0.self_attn.q_proj.lora_b"
+    grad = dict(tree_flatten(grads))[key]
+    norm = mx.sqrt(mx.square(grad).sum()).item()
+    start = dict(tree_flatten(model.trainable_parameters()))[key]
+
+    def loss_at(weight):
+        model.load_weights([(key, weight)], strict=False)
+        mx.random.seed(5)
+        return token_loss(model, *args)[0].item()
+
+    eps = 1e-3
+    slope = (loss_at(start + eps * grad / norm) - loss_at(start - eps * grad / norm)) / (2 * eps)
+    assert slope == pytest.approx(norm, rel=1e-2)

@@ -87,8 +87,8 @@ def _probe_turn(turn: dict, n: int) -> dict:
     return probe
 
 
-def _differing_region(text: str, probed: str) -> tuple[int, int]:
-    """[a, b) in `text`: everything outside it is equal in both renderings."""
+def _differing_region(text: str, probed: str) -> tuple[int, int, str]:
+    """[a, b) in `text` and the probe's own differing text: everything outside them is equal in both."""
     limit = min(len(text), len(probed))
     a = 0
     while a < limit and text[a] == probed[a]:
@@ -96,7 +96,27 @@ def _differing_region(text: str, probed: str) -> tuple[int, int]:
     s = 0
     while s < limit - a and text[-1 - s] == probed[-1 - s]:
         s += 1
-    return a, len(text) - s
+    return a, len(text) - s, probed[a:len(probed) - s]
+
+
+def _sentinels(turn: dict, n: int) -> list[str]:
+    """What the probe of this turn must show: its tool-call names, or else its content."""
+    calls = turn.get("tool_calls")
+    if isinstance(calls, list) and calls:
+        return [_SENTINEL.format(f"t{n}.{i}") for i in range(len(calls))]
+    return [_SENTINEL.format(f"a{n}")]
+
+
+def _only_this_turn(probed_part: str, expected: list[str], shape: TemplateShape) -> bool:
+    """The probe differs from the row by this turn alone: it shows the turn (its tool calls, or else its
+    content), and no turn boundary (a header or an end marker) lies around it. A template that drops the
+    turn's tool calls fails this, and so does one that renders anything else differently the second time
+    (a date that changed at midnight, a random id): such a turn is not trained."""
+    if not all(s in probed_part for s in expected):
+        return False
+    first, last = probed_part.find("\ue000"), probed_part.rfind("\ue001")
+    around = probed_part[:first] + "\n" + probed_part[last + 1:]
+    return not any(h and h in around for h in (*shape.headers, *shape.markers))
 
 
 def _normalized(s: str) -> str:
@@ -129,8 +149,8 @@ def assistant_spans(render: Render, messages: list[dict], text: str, shape: Temp
     floor = 0
     for n, k in enumerate(i for i, m in enumerate(messages) if m.get("role") == "assistant"):
         probed = render(messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1:], False)
-        a, b = _differing_region(text, probed)
-        if a >= b or a < floor:  # the template printed nothing of this turn
+        a, b, probed_part = _differing_region(text, probed)
+        if a < floor or not _only_this_turn(probed_part, _sentinels(messages[k], n), shape):  # the template printed nothing of this turn
             out.changed += 1
             continue
         start = a

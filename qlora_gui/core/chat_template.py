@@ -10,11 +10,13 @@ into the answer).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .chat_spans import TemplateShape, template_shape
 
 FALLBACK_TEMPLATE_DOC = "System: …\\n\\nUser: …\\n\\nAssistant: …<eos>"
+_TODAY = time.strftime("%d %b %Y")  # the format Llama 3.x templates use
 
 # Text only one family's template holds -> the family's name, checked in this order.
 _FAMILY_MARKS = (
@@ -58,7 +60,10 @@ def render_chat(tokenizer: Any, messages: list[dict], tools: list | None = None,
     """The exact text the model sees for these turns; training, evaluation and the playground all use it."""
     if not has_chat_template(tokenizer):
         return render_fallback(messages, add_generation_prompt, tokenizer)
-    kwargs = {"tools": tools} if tools else {}
+    kwargs: dict[str, Any] = {"tools": tools} if tools else {}
+    template = getattr(_hf(tokenizer), "chat_template", None)
+    if isinstance(template, str) and "date_string" in template:
+        kwargs["date_string"] = _TODAY  # Llama 3.x prints today's date: one date for every rendering here
     return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
                                          tokenize=False, **kwargs)
 

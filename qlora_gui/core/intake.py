@@ -275,7 +275,7 @@ def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: Inta
             f"this row is {mixed_fmt} data ({_keys_of(mixed_fmt)}) but the file is {fmt} data "
             f"({_keys_of(fmt)}, from line {first_line}); {mixed_count} row(s) differ. Use one format per file.",
         )
-    if fmt == "text" and options.mask_prompt:
+    if fmt == "text" and options.mask_prompt and split == "train":  # said once, not once per file
         problems.add(name, first_line, "'train on completions only' needs prompt/completion or chat rows; "
                      "text rows have no prompt to mask. Turn it off or convert the rows.")
     return RawSplit(split, name, fmt, good, good_lines)

@@ -13,7 +13,7 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from .config import TrainConfig
 from .errors import ModelError
@@ -109,23 +109,51 @@ def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> di
     return out
 
 
+class _Keys:
+    """Where a checkpointed block puts the dropout keys of one call (a plain object: not a parameter)."""
+
+    keys: mx.array | None = None
+
+
+class _KeyedDropout(nn.Module):
+    """nn.Dropout's numbers, from a key the checkpointed block hands over: its recomputation in the
+    backward then draws the same mask as the forward (the global key would give a new one)."""
+
+    def __init__(self, p: float, keys: _Keys, index: int):
+        super().__init__()
+        self._p_1 = 1 - p
+        self._keys, self._index = keys, index
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self._p_1 == 1 or not self.training or self._keys.keys is None:
+            return x
+        mask = mx.random.bernoulli(self._p_1, x.shape, key=self._keys.keys[self._index])
+        return (mask * x) * (1 / self._p_1)
+
+
 def use_grad_checkpoint(model: nn.Module) -> int:
     """Recompute each transformer block in the backward instead of keeping its activations; returns how many.
 
     Each layer object gets its own subclass whose call is checkpointed (mlx-lm patches the class for the
-    whole process instead), so other models in the process are untouched.
+    whole process instead), so other models in the process are untouched. Dropout inside a block draws
+    from keys passed into the checkpointed call, so forward and recomputation use the same masks.
     """
     count = 0
     for layer in model.layers:
-        base = type(layer)
-        call = base.__call__
+        base, box = type(layer), _Keys()
+        dropouts = [(name, m) for name, m in layer.named_modules() if isinstance(m, nn.Dropout)]
+        layer.update_modules(tree_unflatten([(name, _KeyedDropout(1 - m._p_1, box, i))
+                                             for i, (name, m) in enumerate(dropouts)]))
 
-        def checkpointed(self, *args, _call=call, **kwargs):
-            def inner(params, *args, **kwargs):
+        def checkpointed(self, *args, _call=base.__call__, _box=box, _n=max(len(dropouts), 1), **kwargs):
+            def inner(params, key, *args, **kwargs):
                 self.update(params)
+                _box.keys = mx.stop_gradient(mx.random.split(mx.stop_gradient(key), _n))
                 return _call(self, *args, **kwargs)
 
-            return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+            # A key drawn from the global generator: (seed, step) still fix every mask.
+            key = mx.stop_gradient(mx.random.randint(0, 2**31 - 1, (2,)).astype(mx.uint32))
+            return mx.checkpoint(inner)(self.trainable_parameters(), key, *args, **kwargs)
 
         layer.__class__ = type(base.__name__, (base,), {"__call__": checkpointed})
         count += 1

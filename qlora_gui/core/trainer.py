@@ -217,6 +217,8 @@ class Trainer:
                 ckpt.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self._adapter_config = adapter_config(cfg, model_path, loaded)
+        if layers_note:  # what was adapted, for mlx-lm versions that refuse more layers than the model has
+            self._adapter_config["num_layers"] = len(model.layers)
         # The playground applies the chat template only when training did (not for text rows).
         self._adapter_config["data_format"] = self.data_report.format if self.data_report else None
         self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,

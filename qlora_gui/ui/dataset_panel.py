@@ -39,7 +39,10 @@ class DatasetPanel(QWidget):
         self._generation = 0
         self.checking = False
 
-        self.path_edit = QLineEdit(readOnly=True, placeholderText="Drop a .jsonl/.json file or a data folder here")
+        self.path_edit = QLineEdit(placeholderText="Drop a .jsonl/.json file or a data folder here, or type its path")
+        self.path_edit.editingFinished.connect(self._typed_path)  # Enter, or leaving the box
+        self._checked_path = ""
+        self._mask_cleared = False  # completions-only was turned off because the rows are plain text
         self.file_button = QPushButton("Browse file…")
         self.folder_button = QPushButton("Browse folder…")
         self.file_button.clicked.connect(self._browse_file)
@@ -125,14 +128,21 @@ class DatasetPanel(QWidget):
 
     @property
     def path(self) -> str:
-        return self.path_edit.text()
+        return self._checked_path
+
+    def _typed_path(self) -> None:
+        text = self.path_edit.text().strip().strip('"').strip("'")
+        if text and text != self._checked_path:
+            self.set_path(text)
 
     @property
     def usable(self) -> bool:
         return self.report is not None and self.report.usable and not self.checking
 
     def set_path(self, path: str | Path) -> None:
-        self.path_edit.setText(str(path))
+        self._checked_path = str(Path(path).expanduser())
+        self._mask_cleared = False
+        self.path_edit.setText(self._checked_path)
         self.valid_share.setEnabled(not Path(path).is_dir() or not any(
             (Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json")))
         self.recheck()
@@ -176,6 +186,12 @@ class DatasetPanel(QWidget):
         if generation != self._generation:
             return  # a newer check superseded this one
         self.checking = False
+        text_rows = report.format == "text"
+        self.mask_prompt.setEnabled(not text_rows)
+        if text_rows and self.mask_prompt.isChecked():
+            self._mask_cleared = True
+            self.mask_prompt.setChecked(False)  # checks again, without it
+            return
         self.report, self.raw = report, raw
         self._render(report)
         lines = [line for split in raw.values() for line in split.lines]
@@ -220,16 +236,23 @@ class DatasetPanel(QWidget):
                 parts.append(f"trained on {train.trained_share:.0%} of tokens")
         if report.template:
             parts.append(f"template: {report.template}")
-        status = ("<span style='color:#2ea043'><b>Ready to train.</b></span>" if report.usable else
+        ready = ("Ready to train." if self.model_path else
+                 "The data is ready; pick a model (tab 2) to count tokens and train.")
+        status = (f"<span style='color:#2ea043'><b>{ready}</b></span>" if report.usable else
                   f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
-        warn = "".join(f"<br>⚠ {w}" for w in report.warnings)
+        notes = list(report.warnings)
+        if report.format == "text" and self._mask_cleared:
+            notes.insert(0, "'Train on completions only' was turned off: plain text rows have no prompt to mask")
+        warn = "".join(f"<br>⚠ {w}" for w in notes)
         self.summary.setText(" · ".join(parts) + "<br>" + status + warn)
         for line in report.problem_lines():
             self.problems.addItem(line)
         if train and train.lengths:
             counts, edges = np.histogram(train.lengths, bins=min(40, max(5, len(set(train.lengths)))))
             self.histogram.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush="#7aa6da"))
-            self.histogram.setLabel("bottom", train.unit)
+            self.histogram.setLabel("bottom", f"{train.unit} per row")
+            self.histogram.setTitle(f"Row lengths in {train.unit}" + ("" if train.unit == "tokens" else
+                                                                       " (tokens once a model is picked)"))
             self.histogram.setLabel("left", "rows")
         if train and train.preview:
             columns = ["line"] + list(train.preview[0].keys())
