@@ -181,7 +181,8 @@ def main() -> None:
     if blas:
         env["LD_PRELOAD"] = blas  # the same BLAS for both commands
     print(f"{time.strftime('%Y-%m-%d')}, {device_line()}, {os.cpu_count()} cores, BLAS: {blas or 'bundled'}")
-    print(f"shape {a.shape} ({shape}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
+    dims = {k: v for k, v in shape.items() if k != "dtype"}
+    print(f"shape {a.shape} ({dims}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
           f"batch {a.batch}, {a.iters} steps, rank 8, all layers, lr {a.lr} constant, Adam, max length "
           f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each")
     for dtype, model in models.items():

@@ -30,15 +30,21 @@ def add_adapter_parsers(sub) -> None:
     g.add_argument("--compare", action="store_true", help="also answer with the base alone, for comparison")
 
     e = sub.add_parser("evaluate", help="loss and perplexity of the base and the adapter on held-out data",
-                       description="Token-weighted loss and perplexity on the test split (or the held-out "
-                                   "validation split), with the training loss and the run's settings. With an "
-                                   "adapter the result is also written to the run folder's evaluation.json.")
+                       description="Token-weighted loss and perplexity, with the training loss and the run's "
+                                   "settings. By default on the batches the run validated on (so the adapter's "
+                                   "number equals the run's validation loss for that checkpoint); --all-rows or "
+                                   "--split test measure more. With an adapter the result is also written to the "
+                                   "run folder's evaluation.json.")
     e.add_argument("--model", help="base model folder or downloaded repo id")
     e.add_argument("--adapter-path", help=ADAPTER_HELP)
     e.add_argument("--data", help="dataset (default: the one the adapter trained on)")
-    e.add_argument("--split", choices=("test", "valid", "train"), help="default: test if present, else valid")
+    e.add_argument("--split", choices=("test", "valid", "train"), default="valid",
+                   help="default: valid, the split training validated on")
     e.add_argument("--batch-size", type=int, help="default: the run's batch size")
-    e.add_argument("--max-batches", type=int, default=-1, help="evaluate at most N batches; -1 for all")
+    e.add_argument("--max-batches", type=int, help="evaluate the first N batches (default: the run's "
+                   "val_batches on the valid split, else all)")
+    e.add_argument("--all-rows", action="store_true", help="every row of the split, not only the batches "
+                   "training validated on")
     e.add_argument("--no-base", action="store_true", help="skip the base model's numbers")
 
     f = sub.add_parser("fuse", help="merge an adapter into its base as a new model folder",
@@ -89,7 +95,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     adapter = _adapter(args)
     result = evaluate(args.model, adapter, args.data, split=args.split, batch_size=args.batch_size,
-                      max_batches=args.max_batches, include_base=not args.no_base,
+                      max_batches=-1 if args.all_rows else args.max_batches, include_base=not args.no_base,
                       progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True))
     print(result.to_text())
     if adapter is not None:

@@ -151,16 +151,34 @@ def test_evaluation_equals_the_trainers_validation_loss(trained):
     assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=close(1e-6))
 
 
-def test_evaluation_prefers_the_test_split(tmp_path, trained):
+def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(tmp_path, demo_model):
+    """A run that validated on 1 of 3 batches: Evaluate on its best checkpoint gives the run's best
+    validation loss; all rows, or the test split, are explicit choices and say so."""
+    from qlora_gui.core.inference import default_adapter
+
     folder = tmp_path / "d"
-    rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(12, seed=9)]
-    write_jsonl(folder / "train.jsonl", rows[:6])
-    write_jsonl(folder / "valid.jsonl", rows[6:9])
-    write_jsonl(folder / "test.jsonl", rows[9:])
-    result = evaluate(adapter=read_adapter(trained[0]), data=str(folder))
-    assert result.split == "test" and result.rows == 3
+    rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(40, seed=9)]
+    write_jsonl(folder / "train.jsonl", rows[:24])
+    write_jsonl(folder / "valid.jsonl", rows[24:36])
+    write_jsonl(folder / "test.jsonl", rows[36:])
+    cfg = TrainConfig(model=str(demo_model), data=str(folder), adapter_path=str(tmp_path / "run"), batch_size=4,
+                      num_layers=2, learning_rate=3e-3, iters=12, steps_per_eval=4, save_every=1000, val_batches=1,
+                      mask_prompt=True, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0})
+    events = []
+    Trainer(cfg, events.append).run()
+    best = min((e for e in events if isinstance(e, ValidationResult)), key=lambda e: e.val_loss)
+    adapter = default_adapter(tmp_path / "run")
+    assert adapter.step == best.step
+    result = evaluate(adapter=adapter, include_base=False)
+    assert result.split == "valid" and not result.all_rows and result.batches == 1 and result.rows == 4
+    assert result.adapter_loss == pytest.approx(best.val_loss, abs=close(1e-6))
+    assert result.measured().startswith("valid split, the 1 batches training validated on: 4 rows")
+    every = evaluate(adapter=adapter, include_base=False, max_batches=-1)
+    assert every.all_rows and every.rows == 12 and every.measured().startswith("valid split, all rows: 12 rows")
+    test = evaluate(adapter=adapter, include_base=False, split="test")
+    assert test.split == "test" and test.rows == 4 and test.all_rows
     with pytest.raises(UserError, match="no test split"):
-        evaluate(adapter=read_adapter(trained[0]), split="test")
+        evaluate(adapter=adapter, data=str(tmp_path / "d" / "train.jsonl"), split="test")
 
 
 # ------------------------------------------------------------------ fuse

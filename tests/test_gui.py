@@ -111,6 +111,12 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     charts.redraw()
     xs, ys = charts.loss_raw.getData()
     assert list(xs) == [1, 2, 3, 4, 5, 6] and len(charts.val_steps) >= 2
+    # Sane axes: steps from 0 to the last step, no SI scaling; legends beside the data, not on it;
+    # a memory limit far above a small run's use is named in the title instead of squashing the lines.
+    low, high = charts.loss_plot.viewRange()[0]
+    assert -1 < low <= 0 and 6 <= high < 7 and not charts.loss_plot.getAxis("bottom").autoSIPrefix
+    assert charts.loss_plot.legend is None and len(charts.loss_legend.items) == 3
+    assert not charts.limit_line.isVisible() and "above" in charts.mem_plot.titleLabel.text
     assert window.training.checkpoint_count() >= 2
     qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
     assert window.training.start_button.isEnabled()

@@ -1,8 +1,10 @@
 """Held-out loss and perplexity for the base and for the adapter, with the training loss.
 
-The numbers are token-weighted means over the same batches the trainer's
-validation uses (`eval_batches` + `make_batch` + `evaluate_loss`), so an adapter's
-number here equals the trainer's validation loss for the same data and settings.
+By default the numbers are token-weighted means over exactly the batches the
+trainer validated on (the validation split, its first `val_batches` batches in
+`eval_batches` order), so an adapter's number here equals the run's validation
+loss for that checkpoint. Every row of a split, or the test split, is an
+explicit choice, and the result says which it measured.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class EvalResult:
     adapter: str  # the adapter folder, "" for the base alone
     step: int | None
     seconds: float
+    batches: int = 0
+    all_rows: bool = True  # False: the first `batches` batches, as training validated
 
     @property
     def base_ppl(self) -> float | None:
@@ -55,8 +59,13 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "base_perplexity": self.base_ppl, "adapter_perplexity": self.adapter_ppl}
 
+    def measured(self) -> str:
+        """What these numbers cover, in words."""
+        what = "all rows" if self.all_rows else f"the {self.batches} batches training validated on"
+        return f"{self.split} split, {what}: {self.rows} rows, {self.tokens} trained tokens"
+
     def to_text(self) -> str:
-        lines = [f"{self.split} split of {self.data}: {self.rows} rows, {self.tokens} trained tokens"]
+        lines = [f"{self.measured()} ({self.data})"]
         for name, loss, ppl in (("base", self.base_loss, self.base_ppl),
                                 ("adapter", self.adapter_loss, self.adapter_ppl)):
             if loss is not None:
@@ -69,10 +78,11 @@ def _setting(adapter: AdapterSource | None, key: str, default: Any) -> Any:
 
 
 def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
-             split: str | None = None, batch_size: int | None = None, max_batches: int = -1,
+             split: str = "valid", batch_size: int | None = None, max_batches: int | None = None,
              include_base: bool = True, loss_fn: LossFn | None = None,
              progress: Callable[[str], None] | None = None) -> EvalResult:
-    """Loss of the base and the adapter on the test split (or the held-out validation split)."""
+    """Loss of the base and the adapter. By default on the batches the run validated on (the validation
+    split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split."""
     say = progress or (lambda _msg: None)
     data = data or _setting(adapter, "data", None)
     if not data:
@@ -88,13 +98,15 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
         raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them "
                         "and evaluate again", check.report.problem_lines())
     encoded = check.encoded
-    split = split or ("test" if "test" in encoded else "valid")
     if split not in encoded:
         held = ", ".join(sorted(encoded))
         raise UserError(f"{data} has no {split} split (it has: {held}); pick one of those")
     chosen = encoded[split]
     order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size", 4))
-    if max_batches > 0:
+    if max_batches is None:  # as training validated: the valid split's first val_batches batches
+        max_batches = _setting(adapter, "val_batches", -1) if split == "valid" else -1
+    all_rows = not 0 < max_batches < len(order)
+    if not all_rows:
         order = order[:max_batches]
     if loaded.quantization and fast_path_available():
         use_fast_quantized_layers(loaded.model)  # the same kernels as training on the CPU
@@ -116,7 +128,7 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     rows = sum(len(idx) for idx in order)
     return EvalResult(str(data), split, rows, tokens, base_loss, adapter_loss,
                       str(adapter.path) if adapter else "", adapter.step if adapter else None,
-                      time.perf_counter() - t0)
+                      time.perf_counter() - t0, len(order), all_rows)
 
 
 def save_evaluation(run_dir: Path, result: EvalResult) -> Path:

@@ -3,8 +3,6 @@ so a fast run never floods the GUI thread with repaints."""
 
 from __future__ import annotations
 
-import math
-
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
@@ -34,41 +32,54 @@ class TrainingCharts(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
-        self.loss_plot = self._plot("Loss", "loss", 0, 0)
-        self.lr_plot = self._plot("Learning rate", "lr", 0, 1)
-        self.tps_plot = self._plot("Trained tokens / s", "tokens/s", 1, 0)
-        self.mem_plot = self._plot("Memory (GB, log scale)", "GB", 1, 1)
-        # Log scale: a small run's few hundred MB stay readable next to a limit of tens of GB.
-        self.mem_plot.setLogMode(y=True)
-        self.loss_plot.addLegend(offset=(-10, 10))
-        self.mem_plot.addLegend(offset=(-10, 10))
+        # Legends get rows of their own above their plots, so they never cover the data.
+        self.loss_legend, self.mem_legend = pg.LegendItem(colCount=3), pg.LegendItem(colCount=3)
+        self.view.addItem(self.loss_legend, row=0, col=0)
+        self.view.addItem(self.mem_legend, row=2, col=1)
+        self.loss_plot = self._plot("Loss", 1, 0)
+        self.lr_plot = self._plot("Learning rate", 1, 1)
+        self.tps_plot = self._plot("Trained tokens / s", 3, 0)
+        self.mem_plot = self._plot("Memory (GB)", 3, 1)
         pen = pg.mkPen
-        self.loss_raw = self.loss_plot.plot(pen=pen(COLORS["loss"], width=1), name="train")
-        self.loss_smooth = self.loss_plot.plot(pen=pen(COLORS["smooth"], width=2.5), name="train (smoothed)")
+        self.loss_raw = self.loss_plot.plot(pen=pen(COLORS["loss"], width=1))
+        self.loss_smooth = self.loss_plot.plot(pen=pen(COLORS["smooth"], width=2.5))
         self.val_points = self.loss_plot.plot(pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"],
-                                              symbolPen=None, name="validation")
+                                              symbolPen=None)
+        for item, name in ((self.loss_raw, "train"), (self.loss_smooth, "smoothed"), (self.val_points, "validation")):
+            self.loss_legend.addItem(item, name)
         self.lr_curve = self.lr_plot.plot(pen=pen(COLORS["lr"], width=2))
         self.tps_curve = self.tps_plot.plot(pen=pen(COLORS["tps"], width=2))
-        self.mem_active = self.mem_plot.plot(pen=pen(COLORS["active"], width=2), name="MLX active")
-        self.mem_peak = self.mem_plot.plot(pen=pen(COLORS["peak"], width=2), name="MLX peak")
-        self.mem_rss = self.mem_plot.plot(pen=pen(COLORS["rss"], width=2), name="process RSS")
+        self.mem_active = self.mem_plot.plot(pen=pen(COLORS["active"], width=2))
+        self.mem_peak = self.mem_plot.plot(pen=pen(COLORS["peak"], width=2))
+        self.mem_rss = self.mem_plot.plot(pen=pen(COLORS["rss"], width=2))
+        for item, name in ((self.mem_active, "MLX active"), (self.mem_peak, "MLX peak"), (self.mem_rss, "RSS")):
+            self.mem_legend.addItem(item, name)
         self.limit_line = pg.InfiniteLine(angle=0, movable=False,
                                           pen=pen(COLORS["limit"], width=1.5, style=Qt.PenStyle.DashLine),
                                           label="limit", labelOpts={"position": 0.12, "color": COLORS["limit"]})
         self.mem_plot.addItem(self.limit_line)
         self.limit_line.hide()
+        self.limit_gb: float | None = None
         self.clear()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self.redraw)
         self._timer.start()
 
-    def _plot(self, title: str, unit: str, row: int, col: int):
+    def _plot(self, title: str, row: int, col: int):
         plot = self.view.addPlot(row=row, col=col, title=title)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "step")
         plot.setMenuEnabled(False)
+        for axis in ("bottom", "left"):
+            plot.getAxis(axis).enableAutoSIPrefix(False)  # no "(x0.001)" scaling of steps or losses
+        plot.setLimits(xMin=0)
         return plot
+
+    def set_total_steps(self, total: int) -> None:
+        """The step axis runs from 0 to the run's last step from the start (not -400..400 before data)."""
+        for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
+            plot.setXRange(0, max(total, 1), padding=0.02)
 
     def clear(self) -> None:
         self.steps: list[int] = []
@@ -101,13 +112,22 @@ class TrainingCharts(QWidget):
             self._dirty = True
 
     def set_memory_limit(self, gb: float | None) -> None:
+        self.limit_gb = gb
         if gb:
-            self.limit_line.setValue(math.log10(gb))  # the axis is log10 of GB
+            self.limit_line.setValue(gb)
             self.limit_line.label.setFormat(f"limit {gb:.1f} GB")
             self.limit_line.label.valueChanged()  # redraw the text now, not on the next move
-            self.limit_line.show()
-        else:
-            self.limit_line.hide()
+        self._dirty = True
+
+    def _place_limit(self) -> None:
+        """A linear axis from 0: the limit line shows when it is within reach of the data, else the title
+        names it (a few hundred MB stay readable beside a limit of tens of GB)."""
+        top = max(self.peak + self.rss + [0.0])
+        near = bool(self.limit_gb) and self.limit_gb <= 3 * top
+        self.limit_line.setVisible(near)
+        far = f" · limit {self.limit_gb:.1f} GB, above" if self.limit_gb and not near else ""
+        self.mem_plot.setTitle(f"Memory (GB){far}")
+        self.mem_plot.setYRange(0, max(top, self.limit_gb if near else 0) * 1.1 or 1, padding=0)
 
     def redraw(self) -> None:
         if not self._dirty:
@@ -121,6 +141,9 @@ class TrainingCharts(QWidget):
         self.mem_active.setData(self.steps, self.active)
         self.mem_peak.setData(self.steps, self.peak)
         self.mem_rss.setData(self.steps, self.rss)
+        self._place_limit()
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self.view, (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot), palette)
+        for legend in (self.loss_legend, self.mem_legend):
+            legend.setLabelTextColor(palette.color(QPalette.ColorRole.Text))

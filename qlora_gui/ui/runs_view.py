@@ -32,7 +32,11 @@ def _evaluation_text(results: list[dict]) -> str:
                  for name, key, ppl in (("base", "base_loss", "base_perplexity"),
                                         ("adapter", "adapter_loss", "adapter_perplexity"))
                  if r.get(key) is not None and r.get(ppl) is not None]
-        lines.append(f"{r['split']} split, {r['rows']} rows / {r['tokens']} tokens, {step}: " + " → ".join(parts))
+        what = ("all rows" if r.get("all_rows", True) else
+                f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
+                "validation loss for this checkpoint")
+        lines.append(f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: "
+                     + " → ".join(parts))
     return "\n".join(lines)
 
 

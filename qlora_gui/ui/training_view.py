@@ -131,6 +131,7 @@ class TrainingView(QWidget):
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, d["total_steps"])
         self.progress.setValue(d["start_step"])
+        self.charts.set_total_steps(d["total_steps"])
         self.total_steps = d["total_steps"]
         epochs = d["total_steps"] / max(d["steps_per_epoch"], 1)
         self.append_log(f"Run folder {d['run_dir']}: {d['trainable_params']:,} trainable of {d['total_params']:,} "
@@ -151,7 +152,8 @@ class TrainingView(QWidget):
     def on_validation(self, d: dict) -> None:
         self.charts.add_validation(d)
         best = " (best)" if d["is_best"] else ""
-        self.append_log(f"step {d['step']}: {d['split']} loss {d['val_loss']:.4f}{best}")
+        self.append_log(f"step {d['step']}: {d['split']} loss {d['val_loss']:.4f}{best} on {d['val_tokens']:,} "
+                        "trained tokens of the validation batches")
 
     def on_warning(self, d: dict) -> None:
         self.append_log(f"⚠ {d['message']}")
