@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_vs_mlx_lm.py [--shape tiny|proxy|1b] [--dtypes fp32,q4,bf16] [--mask-prompt]
                                               [--iters 60] [--reps 2] [--batch 4] [--grad-checkpoint]
+                                              [--no-fast-quant] [--work DIR]
 
 Shapes (random weights, built here; nothing downloads):
   tiny   Llama, hidden 256, 4 layers, vocab 1024 (float32; the 4-bit copy from it)
@@ -148,13 +149,14 @@ def main() -> None:
     ap.add_argument("--dtypes", default="q4,fp32", help="comma-separated: fp32, bf16, q4")
     ap.add_argument("--mask-prompt", action="store_true", help="chat rows with long prompts, prompt masked")
     ap.add_argument("--grad-checkpoint", action="store_true")
-    ap.add_argument("--no-fast-quant", action="store_true", help="ours with MLX's quantized kernels on the CPU")
+    ap.add_argument("--no-fast-quant", action="store_true", help="ours with MLX's quantized kernels (what Metal runs) instead of dequantize + matmul")
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--val-batches", type=int, default=-1, help="validation batches for both (-1: all)")
+    ap.add_argument("--work", type=Path, help="folder for the built models, reused by later runs (default: a new one)")
     a = ap.parse_args()
 
     from mlx_lm import convert
@@ -162,7 +164,8 @@ def main() -> None:
     from qlora_gui.core.blas import openblas_library
     from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
 
-    tmp = Path(tempfile.mkdtemp())
+    tmp = a.work or Path(tempfile.mkdtemp())
+    tmp.mkdir(parents=True, exist_ok=True)
     shape = dict(SHAPES[a.shape])
     dtypes = a.dtypes.split(",")
     models = {}
@@ -172,8 +175,10 @@ def main() -> None:
         if not folder.exists():
             build_demo_model(folder, DemoModelSpec(vocab_size=1024, **{**shape, "dtype": float_dtype}))
         if dtype == "q4":
-            convert(str(folder), mlx_path=str(tmp / "q4"), quantize=True, q_bits=4, q_group_size=64)
-            folder = tmp / "q4"
+            quantized = tmp / f"{a.shape}-q4"
+            if not quantized.exists():
+                convert(str(folder), mlx_path=str(quantized), quantize=True, q_bits=4, q_group_size=64)
+            folder = quantized
         models[dtype] = folder
     data = chat_data(tmp / "chat") if a.mask_prompt else DATA
     env = {**os.environ, "QLORA_GUI_NO_BLAS_REEXEC": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -184,12 +189,12 @@ def main() -> None:
     dims = {k: v for k, v in shape.items() if k != "dtype"}
     print(f"shape {a.shape} ({dims}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
           f"batch {a.batch}, {a.iters} steps, rank 8, all layers, lr {a.lr} constant, Adam, max length "
-          f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each")
+          f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each; "
+          f"ours with {'MLX quantized kernels' if a.no_fast_quant else 'the default quantized path'}")
     for dtype, model in models.items():
         ours, theirs = [], []
         for rep in range(a.reps):
-            out = tmp / f"{dtype}-{rep}"
-            out.mkdir()
+            out = Path(tempfile.mkdtemp(prefix=f"{dtype}-{rep}-", dir=tmp))
             ours.append(run_ours(model, data, out, a, env))
             theirs.append(run_mlx_lm(model, data, out, a, env))
         print(f"\n{dtype}: {'':<17}{'qlora-gui':>12}{'mlx_lm.lora':>14}{'ratio (median, min-max)':>26}")

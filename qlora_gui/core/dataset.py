@@ -128,8 +128,8 @@ def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
            "the model trains without that text" for role, lines in enc.left_out.items()]
     if enc.changed_lines:
         out.append(f"{len(enc.changed_lines)} {name} row(s) have an assistant turn that the chat template drops or "
-                   f"rewrites (first: line {enc.changed_lines[0]}); what is trained there is the template's own text "
-                   "for that turn: check it in the token view")
+                   f"rewrites (first: line {enc.changed_lines[0]}): a dropped turn is not trained, a rewritten one is "
+                   "trained as the template prints it; check it in the token view")
     if enc.reasoning_rows:
         out.append(f"in {enc.reasoning_rows} {name} row(s) the chat template leaves out the <think> reasoning of "
                    "earlier assistant turns; only their answers are trained, as the model will see them")

@@ -10,16 +10,15 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCharFormat, QTextCursor, QColor
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QTableWidget,
+                               QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
                                QTableWidgetItem, QTextEdit, QVBoxLayout, QWidget)
 
 from ..core.dataset import DataReport
 from ..core.intake import RawSplit
-from ..core.token_view import TokenView
-from .data_jobs import file_excerpt, row_view, run_check
+from .data_jobs import file_excerpt, run_check
 from .jobs import start_job
 from .theme import style_plot
-from .token_view_widget import TokenViewWidget
+from .token_view_widget import TokenViewBox
 
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 
@@ -32,7 +31,6 @@ class DatasetPanel(QWidget):
         super().__init__(parent)
         self.report: DataReport | None = None
         self.raw: dict[str, RawSplit] = {}
-        self._view_generation = 0
         self.model_path: str | None = None
         self.max_seq_length = 2048
         self.batch_size = 4
@@ -81,18 +79,9 @@ class DatasetPanel(QWidget):
         self.preview.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.preview.currentCellChanged.connect(lambda row, *_: self._preview_selected(row))
 
-        self.view_line = QSpinBox(minimum=1, maximum=1)
-        self.view_line.setToolTip("Line of the data file to show as the model sees it")
-        self.view_line.valueChanged.connect(self.show_line)
-        self.token_view = TokenViewWidget()
-        token_box = QGroupBox("Token view: the row as the model sees it")
-        tbox = QVBoxLayout(token_box)
-        pick = QHBoxLayout()
-        pick.addWidget(QLabel("Line:"))
-        pick.addWidget(self.view_line)
-        pick.addStretch(1)
-        tbox.addLayout(pick)
-        tbox.addWidget(self.token_view, 1)
+        self.token_box = TokenViewBox()
+        self.token_view = self.token_box.view
+        self.token_box.shown.connect(self.token_view_shown)
 
         self.problems = QListWidget()
         self.problems.setWordWrap(True)
@@ -111,7 +100,7 @@ class DatasetPanel(QWidget):
         upper.addWidget(self.problem_box)
         lower = QSplitter(Qt.Orientation.Horizontal)
         lower.addWidget(self.preview)
-        lower.addWidget(token_box)
+        lower.addWidget(self.token_box)
         lower.setSizes([520, 700])
         split.addWidget(upper)
         split.addWidget(lower)
@@ -194,14 +183,7 @@ class DatasetPanel(QWidget):
             return
         self.report, self.raw = report, raw
         self._render(report)
-        lines = [line for split in raw.values() for line in split.lines]
-        if lines:
-            self.view_line.blockSignals(True)
-            self.view_line.setRange(min(lines), max(lines))
-            self.view_line.blockSignals(False)
-            self.show_line(self.view_line.value())
-        else:
-            self.token_view.show_message("No rows to show.")
+        self.token_box.set_source(raw, self.model_path, self.max_seq_length, self.mask_prompt.isChecked())
         self.report_changed.emit()
 
     def _on_check_failed(self, generation: int, message: str) -> None:
@@ -269,37 +251,8 @@ class DatasetPanel(QWidget):
 
     def _preview_selected(self, row: int) -> None:
         item = self.preview.item(row, 0) if row >= 0 else None
-        if item is None:
-            return
-        line = int(item.text())
-        if self.view_line.value() != line:
-            self.view_line.setValue(line)  # valueChanged shows it
-        else:
-            self.show_line(line)
-
-    def show_line(self, line: int) -> None:
-        """Encode the row on `line` in a job and show it; a newer request supersedes an older one."""
-        self._view_generation += 1
-        generation = self._view_generation
-        if not self.raw:
-            return
-        if not self.model_path:
-            self.token_view.show_message("Pick a model (tab 2) to see each row as its tokens: what is trained "
-                                         "and what is masked.")
-            return
-        self.token_view.summary.setText(f"Encoding line {line}…")
-        start_job(row_view, self.raw, line, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
-                  on_done=lambda view: self._on_view(generation, view),
-                  on_failed=lambda msg, details: self._on_view(generation, None, msg))
-
-    def _on_view(self, generation: int, view: TokenView | None, message: str = "") -> None:
-        if generation != self._view_generation:
-            return
-        if view is None:
-            self.token_view.show_message(message)
-        else:
-            self.token_view.show_view(view)
-        self.token_view_shown.emit()
+        if item is not None:
+            self.token_box.select_line(int(item.text()))
 
     def apply_palette(self, palette) -> None:
         style_plot(self.histogram, (self.histogram.getPlotItem(),), palette)

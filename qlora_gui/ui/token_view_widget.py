@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QPalette, QTextCharFormat, QTextCursor
-from PySide6.QtWidgets import QLabel, QTextEdit, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSpinBox, QTextEdit, QToolTip, QVBoxLayout, QWidget
 
+from ..core.intake import RawSplit
 from ..core.token_view import TokenView
+from .data_jobs import row_view
+from .jobs import start_job
 
 # (light palette, dark palette): two shades alternate so neighbouring trained tokens stay apart.
 _TRAINED = ((QColor("#b7e4c7"), QColor("#74c69d")), (QColor("#1e5c3a"), QColor("#2d8a57")))
@@ -117,3 +120,68 @@ class TokenViewWidget(QWidget):
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
         self.summary.setText(view.summary())
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+
+class TokenViewBox(QGroupBox):
+    """The Data tab's token view: a line to show, encoded off the GUI thread, newest request wins."""
+
+    shown = Signal()  # a new row is shown (or a sentence says why none can be)
+
+    def __init__(self, parent=None):
+        super().__init__("Token view: the row as the model sees it", parent)
+        self.line = QSpinBox(minimum=1, maximum=1)
+        self.line.setToolTip("Line of the data file to show as the model sees it")
+        self.line.valueChanged.connect(self.show_line)
+        self.view = TokenViewWidget()
+        pick = QHBoxLayout()
+        pick.addWidget(QLabel("Line:"))
+        pick.addWidget(self.line)
+        pick.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(pick)
+        layout.addWidget(self.view, 1)
+        self._source: tuple[dict[str, RawSplit], str | None, int, bool] = ({}, None, 2048, False)
+        self._generation = 0
+
+    def set_source(self, splits: dict[str, RawSplit], model: str | None, max_seq_length: int,
+                   mask_prompt: bool) -> None:
+        """New checked rows (and the settings they were checked with): show the chosen line again."""
+        self._source = (splits, model, max_seq_length, mask_prompt)
+        lines = [line for split in splits.values() for line in split.lines]
+        if not lines:
+            self.view.show_message("No rows to show.")
+            return
+        self.line.blockSignals(True)
+        self.line.setRange(min(lines), max(lines))
+        self.line.blockSignals(False)
+        self.show_line(self.line.value())
+
+    def select_line(self, line: int) -> None:
+        if self.line.value() != line:
+            self.line.setValue(line)  # valueChanged shows it
+        else:
+            self.show_line(line)
+
+    def show_line(self, line: int) -> None:
+        self._generation += 1
+        generation = self._generation
+        splits, model, max_seq_length, mask_prompt = self._source
+        if not splits:
+            return
+        if not model:
+            self.view.show_message("Pick a model (tab 2) to see each row as its tokens: what is trained and what "
+                                   "is masked.")
+            return
+        self.view.summary.setText(f"Encoding line {line}…")
+        start_job(row_view, splits, line, model, max_seq_length, mask_prompt,
+                  on_done=lambda view: self._on_view(generation, view),
+                  on_failed=lambda msg, details: self._on_view(generation, None, msg))
+
+    def _on_view(self, generation: int, view: TokenView | None, message: str = "") -> None:
+        if generation != self._generation:
+            return  # a newer request superseded this one
+        if view is None:
+            self.view.show_message(message)
+        else:
+            self.view.show_view(view)
+        self.shown.emit()
