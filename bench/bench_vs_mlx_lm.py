@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_vs_mlx_lm.py [--shape tiny|proxy|1b] [--dtypes fp32,q4,bf16] [--mask-prompt]
                                               [--iters 60] [--reps 2] [--batch 4] [--grad-checkpoint]
-                                              [--no-fast-quant] [--work DIR]
+                                              [--no-fast-quant] [--mlx-lm-first] [--work DIR]
 
 Shapes (random weights, built here; nothing downloads):
   tiny   Llama, hidden 256, 4 layers, vocab 1024 (float32; the 4-bit copy from it)
@@ -156,6 +156,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--val-batches", type=int, default=-1, help="validation batches for both (-1: all)")
+    ap.add_argument("--mlx-lm-first", action="store_true",
+                    help="run mlx_lm.lora first in each pair (on CUDA the first run also pays for compiling kernels)")
     ap.add_argument("--work", type=Path, help="folder for the built models, reused by later runs (default: a new one)")
     a = ap.parse_args()
 
@@ -195,8 +197,11 @@ def main() -> None:
         ours, theirs = [], []
         for rep in range(a.reps):
             out = Path(tempfile.mkdtemp(prefix=f"{dtype}-{rep}-", dir=tmp))
+            if a.mlx_lm_first:
+                theirs.append(run_mlx_lm(model, data, out, a, env))
             ours.append(run_ours(model, data, out, a, env))
-            theirs.append(run_mlx_lm(model, data, out, a, env))
+            if not a.mlx_lm_first:
+                theirs.append(run_mlx_lm(model, data, out, a, env))
         print(f"\n{dtype}: {'':<17}{'qlora-gui':>12}{'mlx_lm.lora':>14}{'ratio (median, min-max)':>26}")
         for label, key, fmt, scale in (("tok/s (steady state)", "tok_s", "{:,.0f}", 1), ("peak MLX GB", "peak",
                                        "{:.2f}", 1e9), ("peak RSS GB", "rss", "{:.2f}", 1e9),

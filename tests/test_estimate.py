@@ -6,7 +6,8 @@ import dataclasses
 import json
 
 from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.estimate import CHUNK_LOGIT_BYTES, estimate_memory
+from qlora_gui.core.estimate import LOGIT_COPIES, estimate_memory
+from qlora_gui.core.losses import chunk_positions
 
 
 def test_checkpointing_and_the_chunked_loss_shrink_the_activations(tmp_path):
@@ -19,5 +20,6 @@ def test_checkpointing_and_the_chunked_loss_shrink_the_activations(tmp_path):
     assert checkpointed.weights == plain.weights and checkpointed.adapters == plain.adapters
     assert checkpointed.activations < 0.35 * plain.activations
     # 8 x 512 positions x 128,256 float32 logits would be 16.8 GB; the loss holds one chunk at a time.
-    assert plain.activations < 8 * 512 * 16 * (10 * 2048 + 2 * 8192) * 2 + CHUNK_LOGIT_BYTES + 1
-    assert CHUNK_LOGIT_BYTES < 1e9
+    chunk_bytes = chunk_positions(128_256) * 128_256 * 4 * LOGIT_COPIES
+    assert plain.activations < 8 * 512 * 16 * (10 * 2048 + 2 * 8192) * 2 + chunk_bytes + 1
+    assert chunk_bytes < 1e9

@@ -131,6 +131,8 @@ def test_a_step_reads_once_and_updates_only_with_tokens(lora_model, encoded):
     batches = [make_batch(encoded, np.arange(0, 2)), make_batch(encoded, np.arange(2, 4))]
     result = new_step(model, poisoned_loss(batches, mx.inf))(batches)  # every micro-batch bad: no update
     assert not result.updated and result.tokens == 0 and [m.reason for m in result.micro] == ["loss is not finite"] * 2
+    result = new_step(model, poisoned_loss(batches[:1], mx.nan))(batches[:1])  # alone: no sum, the host skips it
+    assert not result.updated and result.tokens == 0 and result.micro[0].reason == "loss is not finite"
     after = dict(tree_flatten(model.trainable_parameters()))
     assert all(np.array_equal(before[k], np.array(v)) for k, v in after.items())
     result = new_step(model)(batches)
@@ -149,3 +151,16 @@ def test_evaluation_is_token_weighted(lora_model, encoded):
 def test_steps_per_epoch_counts_the_leftover():
     assert steps_per_epoch(10, 4) == 3 and steps_per_epoch(8, 4) == 2 and steps_per_epoch(1, 4) == 1
     assert isinstance(Batch, type)
+
+
+def test_the_reported_rate_is_the_last_updates_rate(lora_model, encoded):
+    model = lora_model.model
+    before = {k: np.array(v) for k, v in tree_flatten(model.trainable_parameters())}
+    optimizer = optim.Adam(learning_rate=optim.linear_schedule(1e-3, 1e-4, 4))
+    step = TrainStep(model, optimizer, token_loss)
+    batches = [make_batch(encoded, np.arange(0, 2))]
+    for _ in range(3):
+        step(batches)
+        assert step.learning_rate() == pytest.approx(optimizer.learning_rate.item())
+    assert step.updates == 3
+    model.load_weights([(k, mx.array(v)) for k, v in before.items()], strict=False)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TrainConfig
-from .losses import CHUNK_ELEMENTS
+from .losses import chunk_positions
 
-CHUNK_LOGIT_BYTES = CHUNK_ELEMENTS * 4 * 3  # one chunk of float32 logits, its softmax and its gradient
+LOGIT_COPIES = 3  # a chunk's float32 logits, its softmax and its gradient
 DEFAULT_LORA_TARGETS = 7  # q, k, v, o, gate, up, down in a Llama-style block
 
 
@@ -61,5 +61,5 @@ def estimate_memory(model_dir: Path, cfg: TrainConfig, parameters: int | None = 
     tokens = cfg.batch_size * width
     block = tokens * (10 * hidden + 2 * inter) * 2  # one block's activations, 16-bit
     kept = tokens * hidden * 2 * layers + block if cfg.grad_checkpoint else block * layers
-    logits = min(tokens * vocab * 4 * 3, CHUNK_LOGIT_BYTES)
+    logits = min(tokens, chunk_positions(vocab)) * vocab * 4 * LOGIT_COPIES
     return MemoryEstimate(weights, adapters, int(kept + logits))

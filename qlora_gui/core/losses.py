@@ -24,7 +24,17 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 LossFn = Callable[[nn.Module, mx.array, mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
-CHUNK_ELEMENTS = 1 << 22  # logits per chunk (16 MB in float32): the largest tensors the loss holds
+CHUNK_ELEMENTS = 1 << 22  # logits per chunk on the CPU (16 MB in float32): the largest tensors the loss holds
+# A GPU needs taller chunks: the head's matmul reads the whole vocabulary's weights once per chunk, and at
+# 32 positions (128k vocabulary) those reads and the chunks' serial launches cost the 1B shape a tenth of
+# its step on an H100; at 256 positions the matmul is compute-bound again.
+GPU_CHUNK_ELEMENTS = 1 << 25
+
+
+def chunk_positions(vocab: int) -> int:
+    """Positions per chunk of the loss for this vocabulary size on the default device."""
+    elements = GPU_CHUNK_ELEMENTS if mx.default_device().type == mx.DeviceType.gpu else CHUNK_ELEMENTS
+    return max(elements // max(vocab, 1), 16)
 
 
 def token_loss(model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array):
@@ -61,7 +71,7 @@ class ChunkedLoss:
     def __init__(self, model: nn.Module, head: Callable[[mx.array], mx.array], vocab: int):
         self.head = head
         self.cap = _softcap(model)
-        self.chunk = max(CHUNK_ELEMENTS // max(vocab, 1), 16)
+        self.chunk = chunk_positions(vocab)
 
     def logits(self, hidden: mx.array) -> mx.array:
         return self._post(self.head(hidden))

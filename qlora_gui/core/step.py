@@ -4,7 +4,8 @@ Each micro-batch runs a compiled forward/backward that adds its summed loss,
 trained-token count and gradient to the step's sums, unless its loss or
 gradient is not finite or its mean loss is absurd: that decision is taken
 inside the graph (`mx.where`), so a bad micro-batch never reaches the sums and
-costs no extra pass. Summing first and dividing once by all trained tokens
+costs no extra pass (a step of one micro-batch needs no sum: the host skips
+its update when it is bad). Summing first and dividing once by all trained tokens
 makes N micro-batches give exactly the step of one batch holding their rows.
 The step's numbers reach the host once, after its last micro-batch; the update
 is queued without waiting (MLX streams it while the next step is built).
@@ -67,19 +68,33 @@ class TrainStep:
                  grad_clip: float = 0.0, group=None, compiled: bool = True):
         self.model, self.optimizer, self.group = model, optimizer, group
         self.state = [model.state, optimizer.state, mx.random.state]
+        self.updates = int(optimizer.step.item())  # counted here, so reading the rate never waits
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
-        def micro(grads, totals, inputs, positions, targets, weights):
+        def forward_backward(inputs, positions, targets, weights):
             (loss, tokens), g = value_and_grad(model, inputs, positions, targets, weights)
             square = sum(mx.square(x.astype(mx.float32)).sum() for _, x in tree_flatten(g))
             mean = loss / mx.maximum(tokens, 1)
             flag = mx.where(~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2,
                                                            mx.where(mean > MAX_SANE_LOSS, 3, 0)))
-            keep = flag == 0
-            grads = tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g)
             numbers = mx.stack([loss, tokens.astype(mx.float32)])
-            totals = totals + mx.where(keep, numbers, 0.0)
-            return grads, totals, mx.concatenate([flag.astype(mx.float32)[None], numbers])
+            return g, flag == 0, mx.where(flag == 0, numbers, 0.0), mx.concatenate([flag.astype(mx.float32)[None],
+                                                                                   numbers])
+
+        # Three forms, so the common step (one micro-batch) adds no per-tensor work to mlx-lm's: alone, its
+        # gradient goes to the update as it is, and the host, which reads its flag before queueing the
+        # update, skips a bad one. Accumulating, a bad micro-batch is kept out of the sum inside the graph.
+        def alone(inputs, positions, targets, weights):
+            g, _, totals, info = forward_backward(inputs, positions, targets, weights)
+            return g, totals, info
+
+        def first(inputs, positions, targets, weights):
+            g, keep, totals, info = forward_backward(inputs, positions, targets, weights)
+            return tree_map(lambda new: mx.where(keep, new, 0), g), totals, info
+
+        def more(grads, totals, inputs, positions, targets, weights):
+            g, keep, numbers, info = forward_backward(inputs, positions, targets, weights)
+            return tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g), totals + numbers, info
 
         def update(grads, totals):
             grads = tree_map(lambda g: g / totals[1], grads)
@@ -87,16 +102,25 @@ class TrainStep:
                 grads, _ = optim.clip_grad_norm(grads, grad_clip)
             optimizer.update(model, grads)
 
-        self._micro = mx.compile(micro, inputs=self.state, outputs=self.state) if compiled else micro
-        self._update = mx.compile(update, inputs=self.state, outputs=self.state) if compiled else update
+        def build(fn):
+            return mx.compile(fn, inputs=self.state, outputs=self.state) if compiled else fn
+
+        self._alone, self._first, self._more, self._update = build(alone), build(first), build(more), build(update)
 
     def accumulate(self, batches: Iterable[Batch]) -> tuple[Any, mx.array, list[mx.array]]:
-        """Summed gradients, [loss sum, tokens] and each micro-batch's [flag, loss, tokens]; all lazy."""
-        grads = tree_map(mx.zeros_like, self.model.trainable_parameters())
-        totals = mx.zeros((2,), dtype=mx.float32)
+        """Summed gradients, [loss sum, tokens] and each micro-batch's [flag, loss, tokens]; all lazy.
+
+        The sums hold the kept micro-batches only; a lone micro-batch's gradient is returned as it is, with
+        zero tokens when it is bad (the update never runs on zero tokens)."""
+        batches = list(batches)
+        # Across ranks the sums are added before anyone sees a flag, so every gradient is masked there.
+        alone = len(batches) == 1 and (self.group is None or self.group.size() == 1)
         infos = []
-        for batch in batches:
-            grads, totals, info = self._micro(grads, totals, *batch.arrays())
+        for i, batch in enumerate(batches):
+            if i == 0:
+                grads, totals, info = (self._alone if alone else self._first)(*batch.arrays())
+            else:
+                grads, totals, info = self._more(grads, totals, *batch.arrays())
             mx.async_eval(grads, totals, info)  # bounds the graph without waiting for it
             infos.append(info)
         grads, totals = reduce_across_ranks(grads, totals, self.group)
@@ -110,7 +134,17 @@ class TrainStep:
         if tokens > 0:
             self._update(grads, totals)
             mx.async_eval(self.state)
+            self.updates += 1
         return StepResult(numbers[0], tokens, micro, tokens > 0)
+
+    def learning_rate(self) -> float:
+        """The rate of the last queued update, worked out on the CPU stream: reading the optimizer's own
+        would wait for that update, which runs on the GPU while the next step is being built."""
+        schedule = getattr(self.optimizer, "_schedulers", {}).get("learning_rate")
+        if schedule is None:
+            return self.optimizer.learning_rate.item()  # a constant, already evaluated
+        with mx.stream(mx.cpu):
+            return schedule(mx.array(max(self.updates - 1, 0), dtype=mx.uint64)).item()
 
 
 def mean_gradient(grads: Any, totals: mx.array) -> Any:

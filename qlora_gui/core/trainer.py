@@ -338,7 +338,7 @@ class Trainer:
                     last_train_loss = win_loss / win_tokens if win_tokens else float("nan")
                     eta = elapsed / steps_this_session * (total_steps - step)
                     self._emit(StepReport(
-                        step, step / spe, last_train_loss, float(optimizer.learning_rate.item()),
+                        step, step / spe, last_train_loss, train_step.learning_rate(),
                         win_tokens / win_time if win_time else 0.0, win_steps / win_time if win_time else 0.0,
                         state["trained_tokens"], elapsed, eta, mem.gb("mlx_active"), mem.gb("mlx_peak"),
                         mem.gb("mlx_cache"), mem.gb("rss")))
