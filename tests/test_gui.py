@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 
@@ -471,3 +472,62 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
     assert "Ready to train." not in panel.summary.text() and "pick a model" in panel.summary.text()
     assert panel.report.splits["train"].unit == "characters"
     assert "characters" in panel.histogram.getPlotItem().titleLabel.text
+
+
+def test_help_opens_the_user_guide_and_lists_the_real_shortcuts(qtbot, window):
+    from qlora_gui.ui.help_dialogs import ShortcutsDialog, UserGuideDialog
+
+    guide = UserGuideDialog(window)
+    qtbot.addWidget(guide)
+    titles = [guide.index.item(i).text() for i in range(guide.index.count())]
+    assert "Two commands" in titles and "Speed and memory" in titles
+    guide.index.setCurrentRow(titles.index("A short tour"))
+    assert "Data" in guide.page.toPlainText() and guide.page.document().resource(2, "docs/data.png") is not None
+    shortcuts = ShortcutsDialog(window)
+    qtbot.addWidget(shortcuts)
+    rows = {shortcuts.table.item(r, 1).text(): shortcuts.table.item(r, 0).text()
+            for r in range(shortcuts.table.rowCount())}
+    assert rows["Start training"] == "Ctrl+R" and rows["Generate (Playground)"] == "Ctrl+Return"
+    assert "User guide" in rows
+
+
+def _fake_run(root, name, lr, iters, val_losses):
+    run = root / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {run}\nlearning_rate: {lr}\n"
+                                     f"iters: {iters}\nbatch_size: 4\nlora_parameters: {{rank: 8}}\n")
+    events = [{"event": "step", "step": 10 * (i + 1), "loss": 3.0 - i} for i in range(len(val_losses))]
+    events += [{"event": "validation", "split": "valid", "step": 10 * (i + 1), "val_loss": v}
+               for i, v in enumerate(val_losses)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    return run
+
+
+def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))  # the trash, inside the test's folder
+    runs = window.runs
+    a = _fake_run(window.runs_root, "20260101-a", 1e-3, 40, [2.5, 2.0, 2.2])
+    _fake_run(window.runs_root, "20260101-b", 3e-3, 80, [2.4])
+    runs.refresh()
+    row = {runs.table.topLevelItem(i).text(0): runs.table.topLevelItem(i) for i in range(runs.run_count())}
+    headline = runs.table.headerItem().text(5)
+    assert headline == "Final val loss" and row["20260101-a"].text(5) == "2.2000" and row["20260101-a"].text(6) == "2.0000"
+    assert "40 steps" in row["20260101-a"].text(8) and "80 steps" in row["20260101-b"].text(8)
+    runs.select_runs(["20260101-a", "20260101-b"])  # two: the actions need one, the summary says what differs
+    assert not runs.try_button.isEnabled() and not runs.eval_button.isEnabled() and not runs.delete_button.isEnabled()
+    lines = dict(line.split(": ", 1) for line in runs.summary.text().splitlines()[1:])
+    assert set(lines) == {"learning_rate", "iters"} and set(lines["iters"].split(" | ")) == {"40", "80"}
+    assert "adapter_path" not in runs.summary.text()
+    runs.select_runs(["20260101-a"])
+    assert runs.try_button.toolTip() == "Acts on 20260101-a"
+    runs.rename_selected("lr 1e-3 baseline")
+    renamed = window.runs_root / "lr 1e-3 baseline"
+    assert renamed.is_dir() and not a.exists() and runs.selected_run() == str(renamed)
+    assert yaml.safe_load((renamed / "config.yaml").read_text())["adapter_path"] == str(renamed)  # resume finds it
+    runs.rename_selected("20260101-b")  # taken: refused, said, nothing moved
+    assert "already exists" in runs.summary.text() and renamed.is_dir()
+    runs.set_notes("best so far\nsecond line")
+    item = runs.table.selectedItems()[0]
+    assert item.text(9) == "best so far" and (renamed / "notes.md").read_text() == "best so far\nsecond line"
+    assert runs.trash_selected() and not renamed.exists() and runs.run_count() == 1
+    assert any((tmp_path / "share" / "Trash" / "files").iterdir())

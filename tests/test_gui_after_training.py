@@ -76,6 +76,20 @@ def test_sample_from_the_validation_set_shows_the_reference(qtbot, trained_windo
     assert p.prompt.toPlainText().strip()
     assert p.panes["reference"].contents() == "select name from table"
     assert p.panes["reference"].stats.text().startswith("pc.jsonl:")
+    assert "random weights" in p.status.text()  # the demo base answers with noise, and the tab says so
+    p.temperature.setValue(0.0)
+    p.max_tokens.setValue(6)
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.generate_button.click()
+    assert p.panes["adapter"].contents()
+    p.sample_button.click()  # a new prompt: the answers to the old one go
+    qtbot.waitUntil(lambda: p.panes["base"].contents() == "", timeout=LONG)
+    assert p.panes["adapter"].contents() == "" and not p.panes["base"].stats.text()
+    qtbot.waitUntil(lambda: p.panes["reference"].contents() == "select name from table", timeout=LONG)
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.generate_button.click()
+    p.prompt.setPlainText("which city")  # typing a prompt clears them too
+    assert p.panes["base"].contents() == p.panes["adapter"].contents() == ""
 
 
 def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window):
@@ -93,7 +107,13 @@ def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):
     trained_window.export_run(str(trained_window.runs_root / "run-a"))
     dialog = trained_window.export_dialog
     dialog.open_when_done = False
-    assert dialog.gguf.isEnabled() and not dialog.keep.isEnabled()  # llama, not quantized
+    assert dialog.gguf.isEnabled() and dialog.keep.isHidden() and dialog.dequantize.isHidden()  # not quantized
+    # The parent folder is cut in the middle, never at the left; the whole path is its tooltip.
+    dialog.parent_label.resize(120, 20)
+    parent = dialog.parent_label.full_text()
+    shown = dialog.parent_label.text()
+    assert parent == str(trained_window.runs_root.parent / "exports") == dialog.parent_label.toolTip()
+    assert "…" in shown and shown[0] == parent[0] and shown[-1] == parent[-1]
     dialog.gguf.setChecked(True)
     dialog.fuse_button.click()
     qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)  # done or failed
@@ -120,3 +140,20 @@ def test_training_start_unloads_the_playground_model_and_the_tab_reloads_it(qtbo
     qtbot.waitUntil(lambda: w.worker is None, timeout=LONG)
     w.tabs.setCurrentWidget(w.playground)
     qtbot.waitUntil(lambda: bool(p.loaded_label), timeout=LONG)
+
+
+def test_a_folder_that_cannot_be_opened_is_said_with_its_path(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtGui import QDesktopServices, QGuiApplication
+    from PySide6.QtWidgets import QMessageBox, QWidget
+
+    from qlora_gui.ui.desktop import open_folder
+
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: False))  # no file manager
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    assert open_folder(tmp_path, parent) is False
+    box = parent.findChild(QMessageBox, "open-folder-failed")
+    assert box is not None and str(tmp_path) in box.text()
+    copy = next(b for b in box.buttons() if b.text() == "Copy path")
+    copy.click()
+    assert QGuiApplication.clipboard().text() == str(tmp_path)

@@ -15,6 +15,8 @@ from typing import Iterable
 
 from .resources import sample_data_path
 
+RANDOM_WEIGHTS_KEY = "qlora_gui_random_weights"  # in config.json: kept by mlx-lm's convert and fuse
+DEMO_README = "Demo model built by QLoRA Studio: a tiny Llama with random weights."
 DEMO_CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}{{ eos_token }}\n"
     "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
@@ -67,6 +69,18 @@ def build_tokenizer(out_dir: Path, corpus: Iterable[str], spec: DemoModelSpec):
     return fast
 
 
+def has_random_weights(model_dir: str | Path) -> bool:
+    """Whether a model folder holds a demo model's random weights (or a fine-tune of one)."""
+    folder = Path(model_dir)
+    try:
+        if json.loads((folder / "config.json").read_text()).get(RANDOM_WEIGHTS_KEY):
+            return True
+    except (OSError, ValueError):
+        return False
+    readme = folder / "README.md"  # demo models built before the key existed
+    return readme.is_file() and readme.read_text(errors="replace").startswith(DEMO_README)
+
+
 def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
                      corpus: Iterable[str] | None = None) -> Path:
     """Write a random-weight Llama and its tokenizer to out_dir; returns the folder."""
@@ -94,6 +108,7 @@ def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "torch_dtype": spec.dtype,
+        RANDOM_WEIGHTS_KEY: True,
     }
     mx.random.seed(spec.seed)
     model = llama.Model(llama.ModelArgs.from_dict(config))
@@ -102,5 +117,5 @@ def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
     mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
                         metadata={"format": "mlx"})
     (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "README.md").write_text("Demo model built by QLoRA Studio: a tiny Llama with random weights.\n")
+    (out / "README.md").write_text(DEMO_README + "\n")
     return out

@@ -13,6 +13,12 @@ def resources_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "resources"
 
 
+def user_guide_path() -> Path:
+    """The README (Help > User guide), with its screenshots beside it in docs/."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    return Path(bundle) / "guide" / "README.md" if bundle else Path(__file__).resolve().parents[2] / "README.md"
+
+
 def resource_path(*parts: str) -> Path:
     return resources_dir().joinpath(*parts)
 

@@ -24,10 +24,11 @@ class RunSummary:
     name: str
     config: dict[str, Any]
     last_step: int
-    final_loss: float | None
+    final_loss: float | None  # the last train-loss report (noisy)
     best_val_loss: float | None
     status: str  # "finished", "stopped", "failed", "incomplete"
     modified: float
+    final_val_loss: float | None = None  # the last validation: the run's headline figure
 
     @property
     def model_name(self) -> str:
@@ -76,7 +77,7 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
     except (OSError, yaml.YAMLError):
         return None
     events = read_events(run_dir)
-    status, last_step, final_loss, best = "incomplete", 0, None, None
+    status, last_step, final_loss, best, final_val = "incomplete", 0, None, None, None
     for e in events:
         kind = e.get("event")
         if kind == "step":
@@ -84,13 +85,14 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
         elif kind == "validation" and e.get("split") == "valid":
             v = e.get("val_loss")
             best = v if best is None or (v is not None and v < best) else best
+            final_val = v if v is not None else final_val
         elif kind == "finished":
             status = "stopped" if e.get("stopped") else "finished"
             last_step = e.get("step", last_step)
         elif kind == "failed":
             status = "failed"
     modified = (run_dir / "metrics.jsonl").stat().st_mtime if (run_dir / "metrics.jsonl").exists() else 0.0
-    return RunSummary(run_dir, run_dir.name, config, last_step, final_loss, best, status, modified)
+    return RunSummary(run_dir, run_dir.name, config, last_step, final_loss, best, status, modified, final_val)
 
 
 def list_runs(root: Path) -> list[RunSummary]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from PySide6.QtCore import QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog,
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QRadioButton,
                                QVBoxLayout, QWidget)
@@ -14,6 +13,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 from ..core.fuse import fuse_adapter, gguf_support
 from ..core.inference import base_as_trained, checkpoint_choices, read_adapter
 from ..core.runs import unused_path
+from .desktop import open_folder
+from .elided_label import ElidedLabel
 from .jobs import start_job
 
 
@@ -41,13 +42,19 @@ class ExportDialog(QDialog):
         if default:
             self.checkpoint.setCurrentIndex(self.checkpoint.findData(default))
         self.checkpoint.currentIndexChanged.connect(self._suggest_folder)
-        self.folder = QLineEdit()
+        # The parent folder is shown cut in the middle (both ends stay readable); the name is editable.
+        self.parent_dir = self.exports_root
+        self.parent_label = ElidedLabel()
+        self.name = QLineEdit()
+        self.name.setToolTip("The new folder's name, inside the folder shown on the left")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         folder_row = QWidget()
         row = QHBoxLayout(folder_row)
         row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.folder, 1)
+        row.addWidget(self.parent_label, 3)
+        row.addWidget(QLabel("/"))
+        row.addWidget(self.name, 2)
         row.addWidget(browse)
 
         self.keep = QRadioButton("Keep the base's quantization (small; one extra rounding of the weights)")
@@ -105,8 +112,9 @@ class ExportDialog(QDialog):
         self.quant_note.setText(f"Base: {base_path.name}, "
                                 + (f"{quant.get('bits')}-bit" if quant else "not quantized (fused at full precision)"))
         self._quantized = bool(quant)
-        self.keep.setEnabled(self._quantized)
-        self.dequantize.setEnabled(self._quantized)
+        for choice in (self.keep, self.dequantize):  # only a quantized base has a choice to make
+            choice.setEnabled(self._quantized)
+            choice.setVisible(self._quantized)
         reason = gguf_support(str(base.get("model_type", "")))
         self.gguf.setEnabled(reason is None)
         self.gguf_note.setText(reason or "")
@@ -123,20 +131,36 @@ class ExportDialog(QDialog):
     def _suggest_folder(self) -> None:
         path = self.checkpoint.currentData()
         step = int(Path(path).name) if path else 0
-        self.folder.setText(str(unused_path(self.exports_root / f"{self.run_dir.name}-step{step}-fused")))
+        self._set_target(unused_path(self.parent_dir / f"{self.run_dir.name}-step{step}-fused"))
+
+    def _set_target(self, path: Path) -> None:
+        self.parent_dir = path.parent
+        self.parent_label.set_full_text(str(path.parent))
+        self.name.setText(path.name)
+
+    def target(self) -> Path:
+        """Where the fused model will be written."""
+        return self.parent_dir / self.name.text().strip()
 
     def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Parent folder for the fused model", str(self.exports_root))
+        folder = QFileDialog.getExistingDirectory(self, "Parent folder for the fused model", str(self.parent_dir))
         if folder:
-            self.folder.setText(str(unused_path(Path(folder) / Path(self.folder.text()).name)))
+            self._set_target(unused_path(Path(folder) / self.name.text().strip()))
 
     def start(self) -> None:
+        name = self.name.text().strip()
+        if not name or Path(name).name != name:
+            self.status.setText("⚠ Give the new folder a name (no slashes); Browse… picks where it goes.")
+            return
+        if self.target().exists():
+            self.status.setText(f"⚠ {self.target()} already exists: pick another name, so nothing is overwritten.")
+            return
         adapter = read_adapter(self.checkpoint.currentData())
         self.fuse_button.setEnabled(False)
         self.bar.show()
         self.bar.setValue(0)
         self.status.setText("Starting…")
-        fuse = partial(fuse_adapter, adapter, self.folder.text(), dequantize=self.dequantize.isChecked(),
+        fuse = partial(fuse_adapter, adapter, str(self.target()), dequantize=self.dequantize.isChecked(),
                        export_gguf=self.gguf.isChecked(), progress=self.progressed.emit)
         self.job = start_job(fuse, on_done=self._done, on_failed=self._failed)
 
@@ -154,7 +178,7 @@ class ExportDialog(QDialog):
         self.bar.setValue(1000)
         self.exported.emit(str(result.path))
         if self.open_when_done:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(str(result.path)))
+            open_folder(result.path, self)
 
     def _failed(self, message: str, details: str) -> None:
         self.job = None

@@ -20,6 +20,7 @@ from ..core.memory import GB, memory_budget
 from ..core.runs import read_curves, unused_path
 from .dataset_panel import DatasetPanel
 from .export_dialog import ExportDialog
+from .help_dialogs import ShortcutsDialog, UserGuideDialog
 from .jobs import running_threads
 from .model_panel import ModelPanel
 from .playground_view import PlaygroundView
@@ -54,6 +55,7 @@ class MainWindow(QMainWindow):
         self.settings_panel.command_source = self.current_config
         self.training = TrainingView()
         self.runs = RunsView(self.runs_root)
+        self.runs.busy_run = lambda: self.worker.config.adapter_path if self.worker else None
         self.playground = PlaygroundView(self.runs_root)
         self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
@@ -113,6 +115,8 @@ class MainWindow(QMainWindow):
         self.dark_action = action(view_menu, "Dark theme", lambda on: self.set_dark(on))
         self.dark_action.setCheckable(True)
         help_menu = self.menuBar().addMenu("&Help")
+        action(help_menu, "User guide", lambda: UserGuideDialog(self).show(), QKeySequence.StandardKey.HelpContents)
+        action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(self).show())
         action(help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
             self, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
 

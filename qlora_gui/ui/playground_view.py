@@ -16,6 +16,8 @@ from ..core.runs import list_runs
 from .playground_worker import GenerationWorker
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+RANDOM_WEIGHTS_NOTE = (" This base has random weights (the demo model): both sides answer with noise; it shows how "
+                       "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that.")
 PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
 
 
@@ -99,6 +101,7 @@ class PlaygroundView(QWidget):
         self._format_timer.timeout.connect(self._send_format)
         for signal in (self.prompt.textChanged, self.system.textChanged, self.template.toggled):
             signal.connect(lambda *_: self._format_timer.start())
+            signal.connect(self._clear_answers)  # answers to another prompt would sit beside this one
 
         self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2)
         self.temperature.setToolTip("0 is greedy: always the most likely token.")
@@ -118,7 +121,7 @@ class PlaygroundView(QWidget):
         self.generate_button.clicked.connect(self.generate)
         self.stop_button = QPushButton("Stop")
         self.stop_button.clicked.connect(self.stop)
-        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate, whatsThis="Generate (Playground)")
 
         prompt_box = QVBoxLayout()
         prompt_box.addWidget(self.system)
@@ -229,6 +232,12 @@ class PlaygroundView(QWidget):
     def stop(self) -> None:
         self.worker.stop_generation()
 
+    def _clear_answers(self, *_args) -> None:
+        if self.generating:
+            return
+        for key in ("base", "adapter"):
+            self.panes[key].clear()
+
     def _send_format(self) -> None:
         if self.raw_toggle.isChecked() and self.loaded_label:
             self.worker.send("format", prompt=self.prompt.toPlainText(), system=self.system.text(),
@@ -251,7 +260,8 @@ class PlaygroundView(QWidget):
             self.loaded_label = e["label"]
             self.template.setChecked(e["template"])
             self.status.setText(f"Ready: {Path(e['model']).name} with the adapter of {e['label']}. "
-                                "Both sides share one copy of the base weights.")
+                                "Both sides share one copy of the base weights."
+                                + (RANDOM_WEIGHTS_NOTE if e.get("random_weights") else ""))
             self.sample_note.setText("" if e["samples"] else e["samples_note"])
             self._send_format()
         elif kind == "unloaded":
@@ -261,6 +271,7 @@ class PlaygroundView(QWidget):
             self.raw_prompt.setPlainText(e["text"])
             self.raw_toggle.setText(f"Prompt as the model sees it ({e['note']})")
         elif kind == "sample":
+            self.panes["reference"].clear()
             self.prompt.setPlainText(e["prompt"])
             self.system.setText(e["system"])
             pane = self.panes["reference"]

@@ -110,6 +110,7 @@ class GenerationWorker(QThread):
                 self._put("idle")
 
     def _do_load(self, adapter_path: str, model: str | None = None) -> None:
+        from ..core.demo_model import has_random_weights
         from ..core.inference import load_with_adapter, read_adapter
         from ..core.samples import ValidationSamples
 
@@ -122,6 +123,7 @@ class GenerationWorker(QThread):
         self._samples = ValidationSamples(cfg["data"], cfg.get("valid_fraction", 0.1), cfg.get("seed", 0)) \
             if cfg.get("data") else None
         self._put("loaded", label=adapter.label, model=str(loaded.path), template=adapter.uses_template,
+                  random_weights=has_random_weights(loaded.path),
                   samples=len(self._samples) if self._samples else 0,
                   samples_note=self._samples.error if self._samples else "the run does not name its data")
 

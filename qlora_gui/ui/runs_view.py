@@ -1,61 +1,30 @@
-"""Earlier runs: settings, losses and evaluations; overlay their curves; evaluate, try or export one."""
+"""Earlier runs: settings, losses and evaluations; overlay their curves; evaluate, try, export, name,
+annotate or delete one."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QSplitter, QTreeWidget,
-                               QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtCore import QFile, QStandardPaths, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QInputDialog, QLabel, QMessageBox, QPushButton,
+                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from ..core.errors import UserError
 from ..core.evaluation import read_evaluations
+from ..core.run_admin import describe_settings, read_notes, rename_run, settings_differences, write_notes
 from ..core.runs import list_runs, read_curves
+from .desktop import open_folder
 from .jobs import start_job
+from .run_figures import eval_cell, evaluate_run, evaluation_text, fmt_loss
 from .theme import style_plot
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+COLUMNS = ["Run", "Status", "Model", "Data", "Steps", "Final val loss", "Best val loss",
+           "Eval loss (base → adapter)", "Settings", "Notes", "Last train loss", "Date"]
 PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
-
-
-def _fmt(x: float | None) -> str:
-    return f"{x:.4f}" if x is not None else "–"
-
-
-def _evaluation_text(results: list[dict]) -> str:
-    lines = []
-    for r in results:
-        step = f"step {r['step']}" if r.get("step") is not None else "latest"
-        parts = [f"{name} loss {r[key]:.4f} (perplexity {r[ppl]:.2f})"
-                 for name, key, ppl in (("base", "base_loss", "base_perplexity"),
-                                        ("adapter", "adapter_loss", "adapter_perplexity"))
-                 if r.get(key) is not None and r.get(ppl) is not None]
-        what = ("all rows" if r.get("all_rows", True) else
-                f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
-                "validation loss for this checkpoint")
-        lines.append(f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: "
-                     + " → ".join(parts))
-    return "\n".join(lines)
-
-
-def _eval_cell(results: list[dict]) -> str:
-    if not results:
-        return "–"
-    r = results[-1]
-    base, adapter = r.get("base_loss"), r.get("adapter_loss")
-    return f"{_fmt(base)} → {_fmt(adapter)}" if base is not None else _fmt(adapter)
-
-
-def evaluate_run(run_dir: str):
-    """The job behind 'Evaluate': the default checkpoint, the run's data and settings; saved in the run."""
-    from ..core.evaluation import evaluate, save_evaluation
-    from ..core.inference import default_adapter
-
-    result = evaluate(adapter=default_adapter(run_dir))
-    save_evaluation(Path(run_dir), result)
-    return result
 
 
 class RunsView(QWidget):
@@ -67,9 +36,9 @@ class RunsView(QWidget):
         super().__init__(parent)
         self.runs_root = Path(runs_root)
         self.eval_job = None
+        self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
         self.table = QTreeWidget()
-        self.table.setHeaderLabels(["Run", "Status", "Model", "Data", "Steps", "Final loss", "Best val loss",
-                                    "Eval loss (base → adapter)", "Settings", "Date"])
+        self.table.setHeaderLabels(COLUMNS)
         self.table.setRootIsDecorated(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
@@ -93,6 +62,12 @@ class RunsView(QWidget):
         self.eval_button.clicked.connect(self.evaluate_selected)
         self.export_button = QPushButton("Fuse && export…")
         self.export_button.clicked.connect(lambda: self._emit_for_selected(self.export_requested))
+        self.rename_button = QPushButton("Rename…")
+        self.rename_button.clicked.connect(self._ask_rename)
+        self.notes_button = QPushButton("Notes…")
+        self.notes_button.clicked.connect(self._ask_notes)
+        self.delete_button = QPushButton("Move to trash…")
+        self.delete_button.clicked.connect(self._ask_delete)
         top = QHBoxLayout()
         top.addWidget(self.root_label, 1)
         top.addWidget(refresh)
@@ -102,6 +77,8 @@ class RunsView(QWidget):
         actions.addWidget(self.eval_button)
         actions.addWidget(self.export_button)
         actions.addStretch(1)
+        for button in (self.rename_button, self.notes_button, self.delete_button):
+            actions.addWidget(button)
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -125,15 +102,14 @@ class RunsView(QWidget):
         self.table.clear()
         for run in list_runs(self.runs_root):
             c = run.config
-            lora = c.get("lora_parameters") or {}
-            settings = (f"{c.get('fine_tune_type', 'lora')} r{lora.get('rank')} · lr {c.get('learning_rate')} · "
-                        f"bs {c.get('batch_size')}×{c.get('grad_accumulation_steps')}"
-                        + (f" · {c['quantize_bits']}-bit" if c.get("quantize_bits") else ""))
+            notes = read_notes(run.path)
             item = QTreeWidgetItem([run.name, run.status, run.model_name, Path(str(c.get("data", ""))).name,
-                                    str(run.last_step), _fmt(run.final_loss), _fmt(run.best_val_loss),
-                                    _eval_cell(read_evaluations(run.path)), settings,
-                                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified))])
+                                    str(run.last_step), fmt_loss(run.final_val_loss), fmt_loss(run.best_val_loss),
+                                    eval_cell(read_evaluations(run.path)), describe_settings(c),
+                                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
+                                    fmt_loss(run.final_loss), time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified))])
             item.setData(0, PATH_ROLE, str(run.path))
+            item.setToolTip(9, notes)
             self.table.addTopLevelItem(item)
         for col in range(self.table.columnCount()):
             self.table.resizeColumnToContents(col)
@@ -148,8 +124,9 @@ class RunsView(QWidget):
             item.setSelected(item.text(0) in names)
 
     def selected_run(self) -> str | None:
+        """The one selected run; None when none or several are (the actions act on exactly one)."""
         items = self.table.selectedItems()
-        return items[0].data(0, PATH_ROLE) if items else None
+        return items[0].data(0, PATH_ROLE) if len(items) == 1 else None
 
     def _emit_for_selected(self, signal) -> None:
         run = self.selected_run()
@@ -178,17 +155,112 @@ class RunsView(QWidget):
 
     def _update_buttons(self) -> None:
         run = self.selected_run()
-        for button in (self.try_button, self.export_button):
+        several = len(self.table.selectedItems()) > 1
+        for button in (self.try_button, self.export_button, self.notes_button):
             button.setEnabled(bool(run))
         self.eval_button.setEnabled(bool(run) and self.eval_job is None)
+        busy = bool(run) and self.busy_run() == run
+        for button in (self.rename_button, self.delete_button):
+            button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        for button in (self.try_button, self.eval_button, self.export_button, self.rename_button, self.notes_button,
+                       self.delete_button):
+            button.setToolTip(f"Acts on {Path(run).name}" if run else
+                              "Select one run: these act on one run at a time" if several else "Select a run")
+        if busy:
+            self.delete_button.setToolTip("This run is training: stop it first")
+            self.rename_button.setToolTip("This run is training: stop it first")
 
     def _show_summary(self) -> None:
-        run = self.selected_run()
         if self.eval_job is not None:
             return
+        items = self.table.selectedItems()
+        if len(items) > 1:
+            self.summary.setText(self._differences_text(items))
+            return
+        run = self.selected_run()
         results = read_evaluations(Path(run)) if run else []
-        self.summary.setText(_evaluation_text(results) if results else
-                             ("No evaluation yet: press Evaluate." if run else ""))
+        self.summary.setText(f"{Path(run).name}: " + (evaluation_text(results) if results else
+                                                       "no evaluation yet: press Evaluate.") if run else "")
+
+    def _differences_text(self, items: list[QTreeWidgetItem]) -> str:
+        names = [item.text(0) for item in items]
+        runs = {r.name: r for r in list_runs(self.runs_root)}
+        diffs = settings_differences([runs[n].config for n in names if n in runs])
+        head = f"{len(names)} runs selected (the actions act on one run: select one). "
+        if not diffs:
+            return head + "Their settings are the same."
+        lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
+        return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)
+
+    # ------------------------------------------------------------ name, notes, trash
+
+    def _ask_rename(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        name, ok = QInputDialog.getText(self, "Rename run", "New name for the run folder:", text=Path(run).name)
+        if ok:
+            self.rename_selected(name)
+
+    def rename_selected(self, name: str) -> None:
+        run = self.selected_run()
+        if not run or self.busy_run() == run:
+            return
+        try:
+            new = rename_run(Path(run), name)
+        except (UserError, OSError) as e:
+            self.summary.setText(f"⚠ Not renamed: {e}")
+            return
+        self.refresh()
+        self.select_runs([new.name])
+
+    def _ask_notes(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        text, ok = QInputDialog.getMultiLineText(self, f"Notes — {Path(run).name}",
+                                                 "Notes on this run (saved in its folder as notes.md):",
+                                                 read_notes(Path(run)))
+        if ok:
+            self.set_notes(text)
+
+    def set_notes(self, text: str) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        try:
+            write_notes(Path(run), text)
+        except OSError as e:
+            self.summary.setText(f"⚠ Notes not saved: {e}")
+            return
+        self.refresh()
+        self.select_runs([Path(run).name])
+
+    def _ask_delete(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        answer = QMessageBox.question(self, "Move run to trash",
+                                      f"Move the run '{Path(run).name}' (its checkpoints, metrics and notes) to the "
+                                      "trash? You can restore it from there.")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.trash_selected()
+
+    def trash_selected(self) -> bool:
+        """Move the selected run folder to the system trash; never deletes outright."""
+        run = self.selected_run()
+        if not run or self.busy_run() == run:
+            return False
+        # Qt's freedesktop trash needs the data folder to exist (a fresh home may lack ~/.local/share).
+        Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)).mkdir(
+            parents=True, exist_ok=True)
+        if not QFile.moveToTrash(run):
+            self.summary.setText(f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
+                                 f"Delete the folder yourself if you want it gone: {run}")
+            return False
+        self.refresh()
+        self.summary.setText(f"Moved {Path(run).name} to the trash.")
+        return True
 
     def plot_selected(self) -> None:
         self._update_buttons()
@@ -210,4 +282,4 @@ class RunsView(QWidget):
     def _open_selected(self) -> None:
         items = self.table.selectedItems()
         target = items[0].data(0, PATH_ROLE) if items else str(self.runs_root)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(target))
+        open_folder(target, self)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
                                QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from .charts import TrainingCharts
+from .desktop import open_folder
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
 
@@ -209,7 +209,7 @@ class TrainingView(QWidget):
     def _show_checkpoint(self) -> None:
         path = self._selected_checkpoint()
         if path:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(path))
+            open_folder(path, self)
 
     def _resume_checkpoint(self) -> None:
         path = self._selected_checkpoint()

@@ -1,0 +1,25 @@
+"""Handing a folder to the system's file manager, and saying so when there is none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices, QGuiApplication
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+
+def open_folder(path: str | Path, parent: QWidget | None = None) -> bool:
+    """Open `path` in the file manager; where that fails (no file manager registered, say), show a
+    non-blocking message with the path and a button that copies it. Returns whether it opened."""
+    if QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+        return True
+    box = QMessageBox(QMessageBox.Icon.Information, "Could not open the folder",
+                      f"No file manager could open it. The folder is:\n\n{path}", parent=parent)
+    box.setObjectName("open-folder-failed")
+    copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
+    box.addButton(QMessageBox.StandardButton.Close)
+    copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(str(path)))
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.open()  # window-modal, never blocks the event loop
+    return False

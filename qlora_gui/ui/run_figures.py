@@ -1,0 +1,43 @@
+"""What the Runs tab shows of a run's losses and evaluations, and the job behind its Evaluate button."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def fmt_loss(x: float | None) -> str:
+    return f"{x:.4f}" if x is not None else "–"
+
+
+def evaluation_text(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        step = f"step {r['step']}" if r.get("step") is not None else "latest"
+        parts = [f"{name} loss {r[key]:.4f} (perplexity {r[ppl]:.2f})"
+                 for name, key, ppl in (("base", "base_loss", "base_perplexity"),
+                                        ("adapter", "adapter_loss", "adapter_perplexity"))
+                 if r.get(key) is not None and r.get(ppl) is not None]
+        what = ("all rows" if r.get("all_rows", True) else
+                f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
+                "validation loss for this checkpoint")
+        lines.append(f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: "
+                     + " → ".join(parts))
+    return "\n".join(lines)
+
+
+def eval_cell(results: list[dict]) -> str:
+    if not results:
+        return "–"
+    r = results[-1]
+    base, adapter = r.get("base_loss"), r.get("adapter_loss")
+    return f"{fmt_loss(base)} → {fmt_loss(adapter)}" if base is not None else fmt_loss(adapter)
+
+
+def evaluate_run(run_dir: str):
+    """The job behind 'Evaluate': the default checkpoint, the run's data and settings; saved in the run."""
+    from ..core.evaluation import evaluate, save_evaluation
+    from ..core.inference import default_adapter
+
+    result = evaluate(adapter=default_adapter(run_dir))
+    save_evaluation(Path(run_dir), result)
+    return result
