@@ -123,6 +123,7 @@ def main(out: Path) -> None:
     def on_stopped() -> None:
         window.runs.refresh()
         window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
+        window.runs.set_notes("Quick test preset on the demo model, lr 3e-3")
         window.tabs.setCurrentWidget(window.runs)
         window.runs.evaluated.connect(on_evaluated)
         window.runs.evaluate_selected()
@@ -156,6 +157,17 @@ def main(out: Path) -> None:
         dialog.grab().save(str(out / "export.png"))
         print("saved", out / "export.png")
         dialog.close()
+        from qlora_gui.ui.help_dialogs import UserGuideDialog
+
+        guide = UserGuideDialog(window)
+        guide.resize(1100, 720)
+        guide.show()
+        titles = [guide.index.item(i).text() for i in range(guide.index.count())]
+        guide.index.setCurrentRow(titles.index("A short tour"))
+        app.processEvents()
+        guide.grab().save(str(out / "help.png"))
+        print("saved", out / "help.png")
+        guide.close()
         window.close()
         app.quit()
 

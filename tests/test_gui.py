@@ -282,13 +282,27 @@ def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
 
 def test_the_demo_model_entry_builds_a_model(qtbot, window, monkeypatch, tmp_path):
     from qlora_gui.ui import model_panel
+    from qlora_gui.ui.model_panel import PATH_ROLE
 
     monkeypatch.setattr(model_panel, "demo_model_dir", lambda: tmp_path / "demo")
-    window.model.models.setCurrentRow(0)
+    window.model.models.setCurrentItem(window.model.rows()[0])
     assert window.model.busy and "Building" in window.model.info.text()
     qtbot.waitUntil(lambda: not window.model.busy, timeout=LONG)
     assert window.model.selected_path == str(tmp_path / "demo")
     assert json.loads((tmp_path / "demo" / "config.json").read_text())["model_type"] == "llama"
+    demo = window.model.rows()[0]
+    assert demo.text(3) == "float32" and demo.text(2).endswith(("K", "M")) and "demo" in demo.text(5)
+    headers = [window.model.models.headerItem().text(c) for c in range(window.model.models.columnCount())]
+    assert headers == ["Model", "Architecture", "Parameters", "Weights", "Size", "Found in"]
+    assert "GB" in window.model.quantize.itemData(1, Qt.ItemDataRole.ToolTipRole) or \
+        "MB" in window.model.quantize.itemData(1, Qt.ItemDataRole.ToolTipRole)
+    # after a relaunch the remembered demo folder is the demo row, not a second one
+    window.model.rescan()
+    qtbot.waitUntil(lambda: len(window.model.rows()) >= 1 and window.model.models.currentItem() is not None,
+                    timeout=LONG)
+    assert window.model.select_path(str(tmp_path / "demo"))
+    assert sum(1 for r in window.model.rows() if r.text(0) == "Demo model (tiny, random weights)") == 1
+    assert window.model.models.currentItem().data(0, PATH_ROLE) == "demo"
 
 
 def test_command_line_opens_the_app_preloaded(qtbot, monkeypatch, demo_model, completion_data, tmp_path):
@@ -415,9 +429,8 @@ def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, 
                    runs_root=tmp_path / "runs")
     qtbot.addWidget(w)
     w.show()
-    items = lambda: [w.model.models.item(i) for i in range(w.model.models.count())]  # noqa: E731
-    qtbot.waitUntil(lambda: any(item.data(PATH_ROLE) == "demo" for item in items()), timeout=LONG)
-    demo = next(item for item in items() if item.data(PATH_ROLE) == "demo")
+    qtbot.waitUntil(lambda: any(item.data(0, PATH_ROLE) == "demo" for item in w.model.rows()), timeout=LONG)
+    demo = next(item for item in w.model.rows() if item.data(0, PATH_ROLE) == "demo")
     w.model.models.setCurrentItem(demo)
     qtbot.waitUntil(lambda: w.model.selected is not None and not w.model.busy, timeout=LONG)
     w.open_dataset(sample_data_path())

@@ -7,15 +7,40 @@ from pathlib import Path
 from platformdirs import user_data_dir
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                               QListWidget, QListWidgetItem, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.demo_model import build_demo_model
 from ..core.download import download_model
-from ..core.model_scan import ModelInfo, describe_model, format_bytes, scan_models
+from ..core.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
 from .jobs import start_job
 
 DEMO_LABEL = "Demo model (tiny, random weights)"
 PATH_ROLE = Qt.ItemDataRole.UserRole
+# (header, tooltip) of each column of the model table
+COLUMNS = (("Model", "The model folder's name"),
+           ("Architecture", "The model family, as its config.json names it"),
+           ("Parameters", "Weights in the model, counted from its files"),
+           ("Weights", "How the weights are stored: quantized (bits, group size) or a float type"),
+           ("Size", "Space on disk"),
+           ("Found in", "Where it was found: the Hugging Face cache, LM Studio's folders, a folder you added or "
+                        "browsed to, or built here (the demo)"))
+QUANT_CHOICES = ("Keep as it is", "Quantize to 4 bits on load (QLoRA)", "Quantize to 8 bits on load")
+BITS_PER_WEIGHT = {4: 4.5, 8: 8.5}  # with a float16 scale and bias per group of 64
+
+
+def quantize_tooltips(info: ModelInfo | None) -> list[str]:
+    """What each base-weights choice means, in memory for this model when one is picked."""
+    n = info.parameters if info else 0
+
+    def weights(bits: float, fallback: str) -> str:
+        return f"about {format_bytes(int(n * bits / 8))} of weights" if n else fallback
+
+    stored = f" ({info.quantization}, {format_bytes(info.size_bytes)} on disk)" if info else ""
+    return [f"Train on the weights as they are stored{stored}.",
+            f"Quantize the frozen base to 4 bits when loading: {weights(BITS_PER_WEIGHT[4], 'about 1/4 of 16-bit')} "
+            f"instead of {weights(16, 'its 16-bit size')}. The adapter trains in full precision; quality stays close.",
+            f"Quantize the frozen base to 8 bits when loading: {weights(BITS_PER_WEIGHT[8], 'about 1/2 of 16-bit')}; "
+            "closer to the original than 4 bits."]
 
 
 def demo_model_dir() -> Path:
@@ -88,15 +113,20 @@ class ModelPanel(QWidget):
         self.extra_folders = list(extra_folders or [])
         self.selected: ModelInfo | None = None
         self.busy = False
-        self.models = QListWidget()
+        self.models = QTreeWidget()
+        self.models.setRootIsDecorated(False)
+        self.models.setHeaderLabels([name for name, _ in COLUMNS])
+        for col, (_, tip) in enumerate(COLUMNS):
+            self.models.headerItem().setToolTip(col, tip)
         self.models.currentItemChanged.connect(self._on_select)
         self.info = QLabel("Pick a model. Models in the Hugging Face cache, LM Studio's folders and folders you add "
                            "are listed.")
         self.info.setWordWrap(True)
         self.quantize = QComboBox()
-        self.quantize.addItems(["Keep as it is", "Quantize to 4 bits on load (QLoRA)", "Quantize to 8 bits on load"])
-        self.quantize.setToolTip("A full-precision base quantized on load uses about 1/4 (4-bit) or 1/2 (8-bit) of "
-                                 "its float16 memory. Training quality stays close; the adapter is the same size.")
+        self.quantize.addItems(list(QUANT_CHOICES))
+        self._describe_quant_choices(None)
+        self.quantize.currentIndexChanged.connect(
+            lambda i: self.quantize.setToolTip(self.quantize.itemData(i, Qt.ItemDataRole.ToolTipRole)))
         self.group_size = QComboBox()
         self.group_size.addItems(["32", "64", "128"])
         self.group_size.setCurrentText("64")
@@ -138,27 +168,47 @@ class ModelPanel(QWidget):
         current = self.selected_path
         self.models.blockSignals(True)
         self.models.clear()
-        demo = QListWidgetItem(DEMO_LABEL)
-        demo.setData(PATH_ROLE, "demo")
-        demo.setToolTip("Built on this machine in a few seconds. It learns, but it knows nothing: for trying the "
-                        "app, not for real use.")
-        self.models.addItem(demo)
+        demo = QTreeWidgetItem([DEMO_LABEL, "llama", "", "float32", "", "built here when picked"])
+        demo.setData(0, PATH_ROLE, "demo")
+        demo.setToolTip(0, "Built on this machine in a few seconds. It learns, but it knows nothing: for trying the "
+                           "app, not for real use.")
+        self.models.addTopLevelItem(demo)
+        demo_dir = demo_model_dir().resolve()
         for info in found:
-            self._add_item(info)
+            if Path(info.path).resolve() != demo_dir:  # the demo has its own row
+                self._add_item(info)
         if not found:
-            hint = QListWidgetItem("No other models found in the Hugging Face cache or LM Studio's folders. Use Browse "
-                                   "for a model folder, Add folder for a folder of models, or download one.")
+            hint = QTreeWidgetItem(["No other models found in the Hugging Face cache or LM Studio's folders. Use "
+                                    "Browse for a model folder, Add folder for a folder of models, or download one."])
             hint.setFlags(Qt.ItemFlag.NoItemFlags)
-            self.models.addItem(hint)
+            hint.setFirstColumnSpanned(True)
+            self.models.addTopLevelItem(hint)
         self.models.blockSignals(False)
+        for col in range(len(COLUMNS) - 1):
+            self.models.resizeColumnToContents(col)
         if current:
             self.select_path(current, emit=False)
 
-    def _add_item(self, info: ModelInfo) -> QListWidgetItem:
-        item = QListWidgetItem(f"{info.label}\n    {info.source}: {info.path}")
-        item.setData(PATH_ROLE, str(info.path))
-        self.models.addItem(item)
+    def rows(self) -> list[QTreeWidgetItem]:
+        return [self.models.topLevelItem(i) for i in range(self.models.topLevelItemCount())]
+
+    @staticmethod
+    def _cells(info: ModelInfo) -> list[str]:
+        return [info.name, info.architecture, format_count(info.parameters), info.quantization,
+                format_bytes(info.size_bytes), f"{info.source}: {info.path}"]
+
+    def _add_item(self, info: ModelInfo) -> QTreeWidgetItem:
+        item = QTreeWidgetItem(self._cells(info))
+        item.setData(0, PATH_ROLE, str(info.path))
+        item.setToolTip(5, str(info.path))
+        self.models.addTopLevelItem(item)
         return item
+
+    def _describe_quant_choices(self, info: ModelInfo | None) -> None:
+        tips = quantize_tooltips(info)
+        for index, tip in enumerate(tips):
+            self.quantize.setItemData(index, tip, Qt.ItemDataRole.ToolTipRole)
+        self.quantize.setToolTip(tips[self.quantize.currentIndex()])
 
     # ------------------------------------------------------------ selection
 
@@ -175,12 +225,13 @@ class ModelPanel(QWidget):
         return int(self.group_size.currentText())
 
     def select_path(self, path: str, emit: bool = True) -> bool:
-        info = describe_model(Path(path), "added folder")
+        is_demo = Path(path).resolve() == demo_model_dir().resolve()
+        info = describe_model(Path(path), "demo" if is_demo else "added folder", DEMO_LABEL if is_demo else None)
         if info is None:
             self.info.setText(f"<b>{path}</b> is not a model folder (it needs config.json and *.safetensors).")
             return False
-        match = next((self.models.item(i) for i in range(self.models.count())
-                      if self.models.item(i).data(PATH_ROLE) == str(info.path)), None)
+        key = "demo" if is_demo else str(info.path)
+        match = next((item for item in self.rows() if item.data(0, PATH_ROLE) == key), None)
         self.models.blockSignals(True)
         self.models.setCurrentItem(match or self._add_item(info))  # a browsed folder joins the list
         self.models.blockSignals(False)
@@ -192,6 +243,10 @@ class ModelPanel(QWidget):
         if info:
             self.info.setText(f"<b>{info.name}</b> · {info.architecture} · {info.parameters:,} parameters · "
                               f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}")
+            self._describe_quant_choices(info)
+            if self.models.currentItem() is not None and self.models.currentItem().data(0, PATH_ROLE) == "demo":
+                for col, text in enumerate(self._cells(info)[1:], start=1):
+                    self.models.currentItem().setText(col, text)
             quantized = "bit" in info.quantization
             self.quantize.setEnabled(not quantized)
             self.group_size.setEnabled(not quantized)
@@ -200,10 +255,10 @@ class ModelPanel(QWidget):
         if emit:
             self.model_changed.emit()
 
-    def _on_select(self, item: QListWidgetItem | None, _previous=None) -> None:
+    def _on_select(self, item: QTreeWidgetItem | None, _previous=None) -> None:
         if item is None:
             return
-        path = item.data(PATH_ROLE)
+        path = item.data(0, PATH_ROLE)
         if path == "demo":
             self.busy = True
             self.info.setText("Building the demo model…")
