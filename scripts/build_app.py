@@ -35,7 +35,7 @@ def executable() -> Path:
 def source_hash() -> str:
     h = hashlib.sha256()
     files = [ROOT / "build_app.spec", ROOT / "pyproject.toml"]
-    files += sorted((ROOT / "qlora_gui").rglob("*.py")) + sorted(p for p in (ROOT / "resources").rglob("*") if p.is_file())
+    files += sorted((ROOT / "qlora_gui").rglob("*.py")) + sorted(p for p in (ROOT / "qlora_gui" / "resources").rglob("*") if p.is_file())
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())
         h.update(f.read_bytes())

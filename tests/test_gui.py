@@ -269,7 +269,7 @@ def test_runs_overlay_their_curves(qtbot, window, text_data):
 
 
 def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
-    from qlora_gui.ui.model_panel import DownloadDialog
+    from qlora_gui.ui.download_dialog import DownloadDialog
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     dialog = DownloadDialog()

@@ -1,22 +1,21 @@
-"""Find the app's own files, from a checkout and from a PyInstaller bundle alike."""
+"""Find the app's own files, from a checkout, an installed package and a PyInstaller bundle alike.
+
+The resources live inside the package (`qlora_gui/resources/`), so `pip install` carries them; in a bundle
+the spec puts them at the same place beside the frozen modules' `__file__`.
+"""
 
 from __future__ import annotations
 
 import sys
+from importlib import metadata
 from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+DISTRIBUTION = "qlora-gui"
 
 
 def resources_dir() -> Path:
-    bundle = getattr(sys, "_MEIPASS", None)
-    if bundle:
-        return Path(bundle) / "resources"
-    return Path(__file__).resolve().parents[2] / "resources"
-
-
-def user_guide_path() -> Path:
-    """The README (Help > User guide), with its screenshots beside it in docs/."""
-    bundle = getattr(sys, "_MEIPASS", None)
-    return Path(bundle) / "guide" / "README.md" if bundle else Path(__file__).resolve().parents[2] / "README.md"
+    return PACKAGE_DIR / "resources"
 
 
 def resource_path(*parts: str) -> Path:
@@ -26,3 +25,24 @@ def resource_path(*parts: str) -> Path:
 def sample_data_path() -> Path:
     """The small prompt/completion dataset that ships with the app."""
     return resource_path("sample_data", "sql_completions.jsonl")
+
+
+def user_guide_path() -> Path:
+    """The README (Help > User guide), with its screenshots beside it in docs/: in a checkout and in a bundle."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    return Path(bundle) / "guide" / "README.md" if bundle else PACKAGE_DIR.parent / "README.md"
+
+
+def user_guide_text() -> tuple[str, Path | None]:
+    """The guide's Markdown and the folder its images are relative to. An installed package has no README
+    file, but its metadata carries the same text (pyproject's `readme`), without the screenshots."""
+    path = user_guide_path()
+    try:
+        return path.read_text(encoding="utf-8"), path.parent
+    except OSError:
+        pass
+    try:
+        text = metadata.metadata(DISTRIBUTION).get_payload()  # the long description
+    except metadata.PackageNotFoundError:
+        text = None
+    return (text or f"The user guide is not installed here (looked for {path})."), None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QAction, QImage, QKeySequence, QPixmap, QShortcut, QTextCursor, QTextDocument
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QHBoxLayout, QListWidget, QTableWidget,
                                QTableWidgetItem, QTextBrowser, QVBoxLayout, QWidget)
 
-from ..core.resources import user_guide_path
+from ..core.resources import user_guide_text
 
 
 def guide_sections(markdown: str) -> list[tuple[str, str]]:
@@ -25,18 +26,15 @@ class UserGuideDialog(QDialog):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setWindowTitle("QLoRA Studio — User guide")
-        path = user_guide_path()
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            text = f"The user guide could not be read from {path}: {e.strerror or e}."
+        text, images = user_guide_text()
         self.sections = guide_sections(text)
         self.index = QListWidget()
         self.index.addItems([title for title, _ in self.sections])
-        self.index.setMaximumWidth(260)
+        self.index.setFixedWidth(self.index.sizeHintForColumn(0) + 2 * self.index.frameWidth() + 12)
         self.page = QTextBrowser()
         self.page.setOpenExternalLinks(True)
-        self.page.setSearchPaths([str(path.parent)])  # the screenshots' relative paths
+        if images is not None:
+            self.page.setSearchPaths([str(images)])  # the screenshots' relative paths
         self.index.currentRowChanged.connect(self._show)
         body = QHBoxLayout()
         body.addWidget(self.index)
@@ -52,6 +50,32 @@ class UserGuideDialog(QDialog):
     def _show(self, row: int) -> None:
         if 0 <= row < len(self.sections):
             self.page.setMarkdown(self.sections[row][1])
+            self._fit_images()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_images()
+
+    def _fit_images(self) -> None:
+        """Screenshots as wide as the page (their height follows), never wider than they are."""
+        doc = self.page.document()
+        width = max(self.page.viewport().width() - 24, 200)
+        cursor = QTextCursor(doc)
+        block = doc.begin()
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                fragment = it.fragment()
+                if fragment.isValid() and fragment.charFormat().isImageFormat():
+                    image_format = fragment.charFormat().toImageFormat()
+                    image = doc.resource(QTextDocument.ResourceType.ImageResource.value, QUrl(image_format.name()))
+                    natural = image.width() if isinstance(image, (QImage, QPixmap)) else width
+                    image_format.setWidth(min(width, natural or width))
+                    cursor.setPosition(fragment.position())
+                    cursor.setPosition(fragment.position() + fragment.length(), QTextCursor.MoveMode.KeepAnchor)
+                    cursor.setCharFormat(image_format)
+                it += 1
+            block = block.next()
 
 
 def window_shortcuts(window: QWidget) -> list[tuple[str, str]]:

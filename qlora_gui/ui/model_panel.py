@@ -6,12 +6,12 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QHBoxLayout, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTreeWidget, QTreeWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from ..core.demo_model import build_demo_model
-from ..core.download import download_model
 from ..core.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
+from .download_dialog import DownloadDialog
 from .jobs import start_job
 
 DEMO_LABEL = "Demo model (tiny, random weights)"
@@ -52,57 +52,6 @@ def ensure_demo_model() -> str:
     if not (path / "model.safetensors").is_file():
         build_demo_model(path)
     return str(path)
-
-
-class DownloadDialog(QDialog):
-    """Download from the Hugging Face Hub by repo id, with a progress bar."""
-
-    downloaded = Signal(str)
-    progressed = Signal(int, int)
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.setWindowTitle("Download from Hugging Face")
-        self.repo = QLineEdit(placeholderText="owner/name, e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
-        self.bar = QProgressBar()
-        self.bar.setRange(0, 0)
-        self.bar.hide()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        self.download = self.buttons.addButton("Download", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.download.clicked.connect(self.start)
-        self.buttons.rejected.connect(self.reject)
-        self.progressed.connect(self._on_progress)
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Repository id:"))
-        layout.addWidget(self.repo)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.buttons)
-        self.resize(520, 180)
-
-    def start(self) -> None:
-        self.download.setEnabled(False)
-        self.bar.show()
-        self.status.setText("Starting…")
-        start_job(download_model, self.repo.text(), self.progressed.emit, on_done=self._done, on_failed=self._failed)
-
-    def _on_progress(self, done: int, total: int) -> None:
-        self.bar.setRange(0, 1000)
-        self.bar.setValue(int(1000 * done / max(total, 1)))
-        self.status.setText(f"{done / 1e6:.0f} of {total / 1e6:.0f} MB")
-
-    def _done(self, path) -> None:
-        self.bar.hide()
-        self.status.setText(f"Downloaded to {path}")
-        self.download.setEnabled(True)
-        self.downloaded.emit(str(path))
-
-    def _failed(self, message: str, details: str) -> None:
-        self.bar.hide()
-        self.status.setText(message)
-        self.download.setEnabled(True)
 
 
 class ModelPanel(QWidget):
@@ -177,15 +126,15 @@ class ModelPanel(QWidget):
         for info in found:
             if Path(info.path).resolve() != demo_dir:  # the demo has its own row
                 self._add_item(info)
+        for col in range(len(COLUMNS) - 1):  # before the hint row, which spans the columns
+            self.models.resizeColumnToContents(col)
         if not found:
             hint = QTreeWidgetItem(["No other models found in the Hugging Face cache or LM Studio's folders. Use "
                                     "Browse for a model folder, Add folder for a folder of models, or download one."])
             hint.setFlags(Qt.ItemFlag.NoItemFlags)
-            hint.setFirstColumnSpanned(True)
             self.models.addTopLevelItem(hint)
+            hint.setFirstColumnSpanned(True)
         self.models.blockSignals(False)
-        for col in range(len(COLUMNS) - 1):
-            self.models.resizeColumnToContents(col)
         if current:
             self.select_path(current, emit=False)
 
@@ -202,7 +151,14 @@ class ModelPanel(QWidget):
         item.setData(0, PATH_ROLE, str(info.path))
         item.setToolTip(5, str(info.path))
         self.models.addTopLevelItem(item)
+        self._fit_columns()
         return item
+
+    def _fit_columns(self) -> None:
+        """The figures' columns to their contents (the name column is sized once per scan, before a hint row
+        that spans the table could widen it)."""
+        for col in range(1, len(COLUMNS) - 1):
+            self.models.resizeColumnToContents(col)
 
     def _describe_quant_choices(self, info: ModelInfo | None) -> None:
         tips = quantize_tooltips(info)
@@ -247,6 +203,7 @@ class ModelPanel(QWidget):
             if self.models.currentItem() is not None and self.models.currentItem().data(0, PATH_ROLE) == "demo":
                 for col, text in enumerate(self._cells(info)[1:], start=1):
                     self.models.currentItem().setText(col, text)
+                self._fit_columns()
             quantized = "bit" in info.quantization
             self.quantize.setEnabled(not quantized)
             self.group_size.setEnabled(not quantized)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QFont, QKeySequence, QShortcut, QTextCursor
+from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QPlainTextEdit, QPushButton, QSpinBox, QSplitter, QToolButton, QVBoxLayout,
                                QWidget)
@@ -13,42 +13,13 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from ..core.checkpoints import list_checkpoints
 from ..core.inference import checkpoint_choices
 from ..core.runs import list_runs
+from .answer_pane import AnswerPane
 from .playground_worker import GenerationWorker
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
 RANDOM_WEIGHTS_NOTE = (" This base has random weights (the demo model): both sides answer with noise; it shows how "
                        "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that.")
 PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
-
-
-class AnswerPane(QWidget):
-    def __init__(self, title: str, parent=None):
-        super().__init__(parent)
-        self.title = QLabel(f"<b>{title}</b>")
-        self.stats = QLabel("")
-        self.text = QPlainTextEdit(readOnly=True)
-        self.text.setFont(QFont("Menlo, DejaVu Sans Mono, monospace"))
-        head = QHBoxLayout()
-        head.addWidget(self.title)
-        head.addStretch(1)
-        head.addWidget(self.stats)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addLayout(head)
-        layout.addWidget(self.text, 1)
-
-    def clear(self) -> None:
-        self.text.clear()
-        self.stats.setText("")
-
-    def append(self, text: str) -> None:
-        cursor = self.text.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End)
-        cursor.insertText(text)
-        self.text.setTextCursor(cursor)
-
-    def contents(self) -> str:
-        return self.text.toPlainText()
 
 
 class PlaygroundView(QWidget):
@@ -159,10 +130,6 @@ class PlaygroundView(QWidget):
         self._update_buttons()
 
     # ------------------------------------------------------------ runs and loading
-
-    def set_root(self, root: Path) -> None:
-        self.runs_root = Path(root)
-        self.refresh()
 
     def refresh(self) -> None:
         current = self.run_box.currentData(PATH_ROLE)

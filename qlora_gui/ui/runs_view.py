@@ -93,10 +93,6 @@ class RunsView(QWidget):
         layout.addWidget(split, 1)
         self.refresh()
 
-    def set_root(self, root: Path) -> None:
-        self.runs_root = Path(root)
-        self.refresh()
-
     def refresh(self) -> None:
         self.root_label.setText(f"Runs in {self.runs_root} (select two or more to compare)")
         self.table.clear()
