@@ -533,6 +533,15 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     assert "adapter_path" not in runs.summary.text()
     runs.select_runs(["20260101-a"])
     assert runs.try_button.toolTip() == "Acts on 20260101-a"
+    runs.busy_run = lambda: str(a)  # training writes to it: it may be tried and annotated, not changed
+    runs.update_actions()
+    assert runs.try_button.isEnabled() and runs.notes_button.isEnabled()
+    assert not any(b.isEnabled() for b in (runs.eval_button, runs.export_button, runs.rename_button,
+                                           runs.delete_button))
+    runs.rename_selected("elsewhere")
+    assert a.is_dir()
+    runs.busy_run = lambda: None
+    runs.update_actions()
     runs.rename_selected("lr 1e-3 baseline")
     renamed = window.runs_root / "lr 1e-3 baseline"
     assert renamed.is_dir() and not a.exists() and runs.selected_run() == str(renamed)

@@ -88,8 +88,8 @@ def test_sample_from_the_validation_set_shows_the_reference(qtbot, trained_windo
     qtbot.waitUntil(lambda: p.panes["reference"].contents() == "select name from table", timeout=LONG)
     with qtbot.waitSignal(p.generation_done, timeout=LONG):
         p.generate_button.click()
-    p.prompt.setPlainText("which city")  # typing a prompt clears them too
-    assert p.panes["base"].contents() == p.panes["adapter"].contents() == ""
+    p.prompt.setPlainText("which city")  # typing a prompt clears them too, and the sampled row's reference
+    assert p.panes["base"].contents() == p.panes["adapter"].contents() == "" and p.panes["reference"].isHidden()
 
 
 def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window):
@@ -157,3 +157,6 @@ def test_a_folder_that_cannot_be_opened_is_said_with_its_path(qtbot, monkeypatch
     copy = next(b for b in box.buttons() if b.text() == "Copy path")
     copy.click()
     assert QGuiApplication.clipboard().text() == str(tmp_path)
+    monkeypatch.setattr(QDesktopServices, "openUrl", staticmethod(lambda url: True))
+    assert open_folder(tmp_path / "gone", parent) is False  # a folder that was moved away is named as such
+    assert any("no longer exists" in b.text() for b in parent.findChildren(QMessageBox))

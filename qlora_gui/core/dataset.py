@@ -104,11 +104,12 @@ class DataCheck:
     raw: dict[str, RawSplit] = field(default_factory=dict)  # the checked rows, for the token view
 
 
-def _row_key(row: dict) -> str:
-    return json.dumps(row, sort_keys=True, ensure_ascii=False)
+def _row_keys(raw: RawSplit) -> list[str]:
+    """Each row's content in a canonical form (key order aside), for spotting repeats."""
+    return [json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")) for r in raw.rows]
 
 
-def _stats(raw: RawSplit, lengths: np.ndarray, unit: str) -> SplitReport:
+def _stats(raw: RawSplit, lengths: np.ndarray, unit: str, keys: list[str]) -> SplitReport:
     rep = SplitReport(raw.name, raw.file, raw.format, len(raw.rows), unit)
     if len(lengths):
         rep.min_len = int(lengths.min())
@@ -116,7 +117,7 @@ def _stats(raw: RawSplit, lengths: np.ndarray, unit: str) -> SplitReport:
         rep.p95_len = int(np.percentile(lengths, 95))
         rep.max_len = int(lengths.max())
         rep.lengths = lengths.tolist()
-    rep.duplicate_rows = len(raw.rows) - len({_row_key(r) for r in raw.rows})
+    rep.duplicate_rows = len(keys) - len(set(keys))
     if raw.format:
         rep.preview = [preview(r, raw.format) for r in raw.rows[:PREVIEW_ROWS]]
         rep.preview_lines = raw.lines[:PREVIEW_ROWS]
@@ -171,6 +172,7 @@ def check_data(
     splits: dict[str, SplitReport] = {}
     encoded: dict[str, EncodedSplit] | None = None
     template = None
+    keys = {name: _row_keys(raw) for name, raw in intake.splits.items()}  # made once: they cost like parsing
 
     if tokenizer is not None and problems.count == 0:
         if intake.format in ("chat", "completions"):
@@ -182,7 +184,7 @@ def check_data(
         for name, raw in intake.splits.items():
             enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems)
             encoded[name] = enc
-            rep = _stats(raw, enc.full_lengths, "tokens")
+            rep = _stats(raw, enc.full_lengths, "tokens", keys[name])
             rep.truncated, rep.no_target_rows = enc.truncated, enc.no_target_rows
             total = sum(len(t) for t in enc.tokens)
             rep.trained_share = sum(int(m.sum()) for m in enc.trained) / max(total, 1)
@@ -192,7 +194,7 @@ def check_data(
             if raw.format:
                 lengths = np.fromiter((char_length(r, raw.format) for r in raw.rows), dtype=np.int64,
                                       count=len(raw.rows))
-                splits[name] = _stats(raw, lengths, "characters")
+                splits[name] = _stats(raw, lengths, "characters", keys[name])
 
     for rep in splits.values():
         if rep.truncated:
@@ -205,9 +207,9 @@ def check_data(
             warnings.append(f"{rep.duplicate_rows} {rep.name} row(s) repeat an earlier row of the same split; "
                             "they weigh those rows more")
     if "train" in intake.splits:
-        seen = {_row_key(r) for r in intake.splits["train"].rows}
-        for name, raw in intake.splits.items():
-            shared = sum(_row_key(r) in seen for r in raw.rows) if name != "train" else 0
+        seen = set(keys["train"])
+        for name in intake.splits:
+            shared = sum(k in seen for k in keys[name]) if name != "train" else 0
             if shared:
                 warnings.append(f"{shared} {name} row(s) also appear in train; their {name} loss overstates "
                                 "how well the model generalizes")

@@ -73,10 +73,11 @@ def has_random_weights(model_dir: str | Path) -> bool:
     """Whether a model folder holds a demo model's random weights (or a fine-tune of one)."""
     folder = Path(model_dir)
     try:
-        if json.loads((folder / "config.json").read_text()).get(RANDOM_WEIGHTS_KEY):
-            return True
+        config = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return False
+    if isinstance(config, dict) and config.get(RANDOM_WEIGHTS_KEY):
+        return True
     readme = folder / "README.md"  # demo models built before the key existed
     return readme.is_file() and readme.read_text(errors="replace").startswith(DEMO_README)
 

@@ -154,13 +154,14 @@ def encode_rows(rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool,
             continue
         rendered.append((i, text, spans, left_out))
     texts = [r[1] for r in rendered]
-    try:
-        encoded = list(_tokenize(tokenizer, texts, False, offsets=mask_prompt or keep_text))
-        with_offsets = True
-    except NotImplementedError:  # a slow tokenizer: no offsets
-        encoded = list(_tokenize(tokenizer, texts, False, offsets=False))
-        with_offsets = False
-    for (i, _, spans, left_out), row in zip(rendered, encoded):
+    with_offsets = mask_prompt or keep_text
+    if with_offsets and texts:
+        try:
+            next(_tokenize(tokenizer, texts[:1], False, offsets=True))
+        except NotImplementedError:  # a slow tokenizer: no offsets
+            with_offsets = False
+    # Streamed a chunk at a time: every row's offsets at once would cost more than the tokens themselves.
+    for (i, _, spans, left_out), row in zip(rendered, _tokenize(tokenizer, texts, False, offsets=with_offsets)):
         row.left_out = left_out
         if spans is not None:
             row.trained = (spans_to_mask(row.offsets, spans.spans) if with_offsets

@@ -62,10 +62,11 @@ def check_model_folder(path: Path) -> None:
         raise ModelError(f"{path / 'config.json'}: cannot read it ({e}); the model folder looks damaged") from e
 
 
-def load_tokenizer(path: Path):
+def load_tokenizer(path: str | Path):
     """The tokenizer alone (cheap), so data can be checked before any weights load."""
     from mlx_lm.utils import load_config, load_tokenizer as _load
 
+    path = Path(path)  # mlx-lm joins paths with "/"
     try:
         # As mlx_lm.load does: the model's (and generation config's) end tokens stop generation and end turns.
         eos = load_config(path).get("eos_token_id")

@@ -30,7 +30,11 @@ def sample_data_path() -> Path:
 def user_guide_path() -> Path:
     """The README (Help > User guide), with its screenshots beside it in docs/: in a checkout and in a bundle."""
     bundle = getattr(sys, "_MEIPASS", None)
-    return Path(bundle) / "guide" / "README.md" if bundle else PACKAGE_DIR.parent / "README.md"
+    if bundle:
+        return Path(bundle) / "guide" / "README.md"
+    # Only a checkout has our README beside the package; site-packages may hold some other package's.
+    checkout = (PACKAGE_DIR.parent / "pyproject.toml").is_file()
+    return PACKAGE_DIR.parent / ("README.md" if checkout else "README.md.not-installed")
 
 
 def user_guide_text() -> tuple[str, Path | None]:

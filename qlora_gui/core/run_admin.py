@@ -44,17 +44,18 @@ def rename_run(run_dir: Path, new_name: str) -> Path:
     target = run_dir.with_name(name)
     if target == run_dir:
         return run_dir
-    if target.exists():
+    if target.exists() and not target.samefile(run_dir):  # a case-only rename on a case-insensitive disk is fine
         raise UserError(f"a run named '{name}' already exists in {run_dir.parent}: pick another name")
     os.rename(run_dir, target)
     config_path = target / "config.yaml"
     try:
         config = yaml.safe_load(config_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return target
-    if config.get("adapter_path"):
-        config["adapter_path"] = str(target)
-        atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False, width=10_000))
+        if isinstance(config, dict) and config.get("adapter_path"):
+            config["adapter_path"] = str(target)
+            atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False, width=10_000))
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"the run is now '{name}', but its config.yaml could not be updated ({e}); resuming it "
+                        "would write to the old folder name until you fix adapter_path there") from e
     return target
 
 

@@ -113,6 +113,10 @@ class TrainStep:
         The sums hold the kept micro-batches only; a lone micro-batch's gradient is returned as it is, with
         zero tokens when it is bad (the update never runs on zero tokens)."""
         batches = list(batches)
+        if not batches:
+            zero = mx.zeros((2,), dtype=mx.float32)
+            return reduce_across_ranks(tree_map(mx.zeros_like, self.model.trainable_parameters()), zero, self.group) \
+                + ([],)
         # Across ranks the sums are added before anyone sees a flag, so every gradient is masked there.
         alone = len(batches) == 1 and (self.group is None or self.group.size() == 1)
         infos = []

@@ -12,10 +12,11 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 def open_folder(path: str | Path, parent: QWidget | None = None) -> bool:
     """Open `path` in the file manager; where that fails (no file manager registered, say), show a
     non-blocking message with the path and a button that copies it. Returns whether it opened."""
-    if QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+    if Path(path).exists() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
         return True
+    why = "No file manager could open it." if Path(path).exists() else "It no longer exists (moved or deleted?)."
     box = QMessageBox(QMessageBox.Icon.Information, "Could not open the folder",
-                      f"No file manager could open it. The folder is:\n\n{path}", parent=parent)
+                      f"{why} The folder is:\n\n{path}", parent=parent)
     box.setObjectName("open-folder-failed")
     copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
     box.addButton(QMessageBox.StandardButton.Close)

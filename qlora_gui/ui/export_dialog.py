@@ -129,9 +129,11 @@ class ExportDialog(QDialog):
                                if on else "")
 
     def _suggest_folder(self) -> None:
+        self._set_target(unused_path(self.parent_dir / self._suggested_name()))
+
+    def _suggested_name(self) -> str:
         path = self.checkpoint.currentData()
-        step = int(Path(path).name) if path else 0
-        self._set_target(unused_path(self.parent_dir / f"{self.run_dir.name}-step{step}-fused"))
+        return f"{self.run_dir.name}-step{int(Path(path).name) if path else 0}-fused"
 
     def _set_target(self, path: Path) -> None:
         self.parent_dir = path.parent
@@ -145,7 +147,8 @@ class ExportDialog(QDialog):
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Parent folder for the fused model", str(self.parent_dir))
         if folder:
-            self._set_target(unused_path(Path(folder) / self.name.text().strip()))
+            name = self.name.text().strip() or self._suggested_name()
+            self._set_target(unused_path(Path(folder) / name))
 
     def start(self) -> None:
         name = self.name.text().strip()

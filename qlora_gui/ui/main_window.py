@@ -116,7 +116,7 @@ class MainWindow(QMainWindow):
         self.dark_action.setCheckable(True)
         help_menu = self.menuBar().addMenu("&Help")
         action(help_menu, "User guide", lambda: UserGuideDialog(self).show(), QKeySequence.StandardKey.HelpContents)
-        action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(self).show())
+        action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(self).show())  # each deletes itself on close
         action(help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
             self, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
 
@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         return unused_path(self.runs_root / name)
 
     def _refresh(self) -> None:
+        self.runs.update_actions()  # a run that starts or stops training changes what may act on it
         cfg = self.current_config()
         reason = ""
         if not self.dataset.path:

@@ -33,6 +33,8 @@ class PlaygroundView(QWidget):
         self.loaded_label = ""
         self.requested = ""  # the checkpoint loaded or being loaded
         self.generating = False
+        self._stale = False  # the prompt changed while answers were streaming
+        self._sampled_prompt = ""  # the reference pane belongs to this prompt
         self._done_sides: set[str] = set()
 
         self.run_box = QComboBox()
@@ -200,8 +202,15 @@ class PlaygroundView(QWidget):
         self.worker.stop_generation()
 
     def _clear_answers(self, *_args) -> None:
+        """The prompt changed: answers to the old one go (once generating ends, if it is under way), and so
+        does a reference that belonged to the old one (a sampled prompt brings its own)."""
+        if self.prompt.toPlainText() != self._sampled_prompt:
+            self.panes["reference"].clear()
+            self.panes["reference"].hide()
         if self.generating:
+            self._stale = True
             return
+        self._stale = False
         for key in ("base", "adapter"):
             self.panes[key].clear()
 
@@ -238,7 +247,7 @@ class PlaygroundView(QWidget):
             self.raw_prompt.setPlainText(e["text"])
             self.raw_toggle.setText(f"Prompt as the model sees it ({e['note']})")
         elif kind == "sample":
-            self.panes["reference"].clear()
+            self._sampled_prompt = e["prompt"]
             self.prompt.setPlainText(e["prompt"])
             self.system.setText(e["system"])
             pane = self.panes["reference"]
@@ -261,6 +270,8 @@ class PlaygroundView(QWidget):
         finished_generating = kind == "idle" and self.generating
         if finished_generating:
             self.generating = False
+            if self._stale:  # the prompt was edited while these answers streamed
+                self._clear_answers()
         self._update_buttons()
         if finished_generating:
             self.generation_done.emit()

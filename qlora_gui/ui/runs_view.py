@@ -96,8 +96,10 @@ class RunsView(QWidget):
     def refresh(self) -> None:
         self.root_label.setText(f"Runs in {self.runs_root} (select two or more to compare)")
         self.table.clear()
+        self._configs: dict[str, dict] = {}  # by run folder, for comparing selected runs without rereading them
         for run in list_runs(self.runs_root):
             c = run.config
+            self._configs[str(run.path)] = c
             notes = read_notes(run.path)
             item = QTreeWidgetItem([run.name, run.status, run.model_name, Path(str(c.get("data", ""))).name,
                                     str(run.last_step), fmt_loss(run.final_val_loss), fmt_loss(run.best_val_loss),
@@ -135,7 +137,7 @@ class RunsView(QWidget):
             return
         self.summary.setText(f"Evaluating {Path(run).name}: the base, then the adapter…")
         self.eval_job = start_job(evaluate_run, run, on_done=self._evaluated, on_failed=self._eval_failed)
-        self._update_buttons()
+        self.update_actions()
 
     def _evaluated(self, result) -> None:
         self.eval_job = None
@@ -147,24 +149,25 @@ class RunsView(QWidget):
     def _eval_failed(self, message: str, details: str) -> None:
         self.eval_job = None
         self.summary.setText(f"⚠ Evaluation failed: {message}")
-        self._update_buttons()
+        self.update_actions()
 
-    def _update_buttons(self) -> None:
+    def update_actions(self) -> None:
+        """Enable what applies to the selection; a run that is training is only tried, never changed."""
         run = self.selected_run()
         several = len(self.table.selectedItems()) > 1
-        for button in (self.try_button, self.export_button, self.notes_button):
-            button.setEnabled(bool(run))
-        self.eval_button.setEnabled(bool(run) and self.eval_job is None)
         busy = bool(run) and self.busy_run() == run
-        for button in (self.rename_button, self.delete_button):
+        self.try_button.setEnabled(bool(run))
+        self.notes_button.setEnabled(bool(run))
+        self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        for button in (self.export_button, self.rename_button, self.delete_button):
             button.setEnabled(bool(run) and not busy and self.eval_job is None)
         for button in (self.try_button, self.eval_button, self.export_button, self.rename_button, self.notes_button,
                        self.delete_button):
             button.setToolTip(f"Acts on {Path(run).name}" if run else
                               "Select one run: these act on one run at a time" if several else "Select a run")
         if busy:
-            self.delete_button.setToolTip("This run is training: stop it first")
-            self.rename_button.setToolTip("This run is training: stop it first")
+            for button in (self.eval_button, self.export_button, self.rename_button, self.delete_button):
+                button.setToolTip("This run is training (its checkpoints are still changing): stop it first")
 
     def _show_summary(self) -> None:
         if self.eval_job is not None:
@@ -180,8 +183,7 @@ class RunsView(QWidget):
 
     def _differences_text(self, items: list[QTreeWidgetItem]) -> str:
         names = [item.text(0) for item in items]
-        runs = {r.name: r for r in list_runs(self.runs_root)}
-        diffs = settings_differences([runs[n].config for n in names if n in runs])
+        diffs = settings_differences([self._configs.get(item.data(0, PATH_ROLE), {}) for item in items])
         head = f"{len(names)} runs selected (the actions act on one run: select one). "
         if not diffs:
             return head + "Their settings are the same."
@@ -205,7 +207,9 @@ class RunsView(QWidget):
         try:
             new = rename_run(Path(run), name)
         except (UserError, OSError) as e:
-            self.summary.setText(f"⚠ Not renamed: {e}")
+            self.refresh()  # the folder may have been renamed before the failure
+            self.select_runs([Path(run).name if Path(run).exists() else name.strip()])
+            self.summary.setText(f"⚠ {e}")
             return
         self.refresh()
         self.select_runs([new.name])
@@ -259,7 +263,7 @@ class RunsView(QWidget):
         return True
 
     def plot_selected(self) -> None:
-        self._update_buttons()
+        self.update_actions()
         self._show_summary()
         self.plot.clear()
         self.plotted = []
