@@ -24,6 +24,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
 CHECKPOINTS = "checkpoints"
+LOCK_FILE = "owner.lock"  # see run_lock.py
 
 
 def _fsync_dir(path: Path) -> None:
@@ -154,5 +155,5 @@ def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array
 
 
 def run_folder_in_use(run_dir: Path) -> bool:
-    """True when a folder already holds anything: a new run must not go there."""
-    return run_dir.exists() and any(run_dir.iterdir())
+    """True when a folder already holds anything (an empty lock file aside): a new run must not go there."""
+    return run_dir.exists() and any(p.name != LOCK_FILE or p.stat().st_size for p in run_dir.iterdir())

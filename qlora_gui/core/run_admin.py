@@ -11,6 +11,7 @@ import yaml
 
 from .checkpoints import atomic_write_text
 from .errors import UserError
+from .run_lock import folder_owner, in_use_message
 
 NOTES_FILE = "notes.md"
 _NAME = re.compile(r"^[^/\\:\0]+$")
@@ -44,10 +45,15 @@ def rename_run(run_dir: Path, new_name: str) -> Path:
     target = run_dir.with_name(name)
     if target == run_dir:
         return run_dir
+    owner = folder_owner(run_dir)
+    if owner is not None:  # a trainer (this app's or another process's) writes there
+        raise UserError(in_use_message(run_dir, owner))
     if target.exists() and not target.samefile(run_dir):  # a case-only rename on a case-insensitive disk is fine
         raise UserError(f"a run named '{name}' already exists in {run_dir.parent}: pick another name")
     os.rename(run_dir, target)
     config_path = target / "config.yaml"
+    if not config_path.is_file():
+        return target
     try:
         config = yaml.safe_load(config_path.read_text()) or {}
         if isinstance(config, dict) and config.get("adapter_path"):

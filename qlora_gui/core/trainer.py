@@ -34,6 +34,7 @@ from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_
 from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts, use_grad_checkpoint
 from .model_files import load_tokenizer, resolve_model_path
 from .losses import LossFn, chunked_loss_for
+from .run_lock import RunLock, folder_owner, in_use_message
 from .step import TrainStep, evaluate_loss, warmup_cosine
 
 
@@ -65,6 +66,7 @@ class Trainer:
         self._running = threading.Event()
         self._running.set()
         self._metrics = None
+        self._lock: RunLock | None = None
         self._paused_time = 0.0
         self.optimizer_updates = 0
         self.data_report: DataReport | None = None
@@ -121,6 +123,9 @@ class Trainer:
             if self._metrics is not None:
                 self._metrics.close()
                 self._metrics = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def _fail(self, message: str, exit_code: int, details: str = "", problems: list[str] | None = None) -> Failed:
         event = Failed(message, details, exit_code, problems or [])
@@ -130,6 +135,9 @@ class Trainer:
     def _resume_checkpoint(self, run_dir: Path) -> Path | None:
         """Which checkpoint to continue from; branching copies it into a fresh run folder."""
         cfg = self.config
+        owner = folder_owner(run_dir)
+        if owner is not None:  # said before any work; the lock itself is taken when the folder is written
+            raise UserError(in_use_message(run_dir, owner))
         if self._resume_from is None and not cfg.resume:
             if ckpt.run_folder_in_use(run_dir):
                 raise UserError(f"{run_dir} already holds a run; choose a new folder or resume it (--resume)")
@@ -213,6 +221,7 @@ class Trainer:
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if self._is_main:
+            self._lock = RunLock.acquire(run_dir, "qlora-gui training")  # one trainer per run folder
             if not (run_dir / "config.yaml").exists():
                 ckpt.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
             self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QInputDialog, QLa
 from ..core.errors import UserError
 from ..core.evaluation import read_evaluations
 from ..core.run_admin import describe_settings, read_notes, rename_run, settings_differences, write_notes
+from ..core.run_lock import folder_owner, in_use_message
 from ..core.runs import list_runs, read_curves
 from .desktop import open_folder
 from .jobs import start_job
@@ -250,6 +251,10 @@ class RunsView(QWidget):
         """Move the selected run folder to the system trash; never deletes outright."""
         run = self.selected_run()
         if not run or self.busy_run() == run:
+            return False
+        owner = folder_owner(Path(run))
+        if owner is not None:
+            self.summary.setText(f"⚠ Not moved to the trash: {in_use_message(Path(run), owner)}")
             return False
         # Qt's freedesktop trash needs the data folder to exist (a fresh home may lack ~/.local/share).
         Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)).mkdir(

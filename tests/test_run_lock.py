@@ -1,0 +1,57 @@
+"""One owner per run folder: a second trainer is refused with the owner named; a killed owner frees it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qlora_gui.core.errors import UserError
+from qlora_gui.core.events import Failed, Finished
+from qlora_gui.core.run_admin import rename_run
+from qlora_gui.core.run_lock import RunLock, folder_owner
+from test_trainer import make_config, run
+
+ROOT = Path(__file__).resolve().parents[1]
+HOLD = "import sys; from qlora_gui.core.run_lock import RunLock; RunLock.acquire(sys.argv[1], 'the CLI'); " \
+       "print('held', flush=True); sys.stdin.read()"
+
+
+def test_a_held_folder_is_refused_by_name_and_a_killed_owner_frees_it(tmp_path):
+    folder = tmp_path / "run"
+    owner = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert owner.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=rf"in use by the CLI \(process {owner.pid} on "):
+            RunLock.acquire(folder)
+        assert folder_owner(folder).pid == owner.pid
+        with pytest.raises(UserError, match="in use by the CLI"):
+            rename_run(folder, "elsewhere")
+    finally:
+        owner.kill()  # SIGKILL: no clean-up runs, and the system still lets go of the lock
+        owner.wait()
+    assert folder_owner(folder) is None
+    lock = RunLock.acquire(folder)
+    assert folder_owner(folder) is not None  # seen from this process too (the app's own run)
+    lock.release()
+    assert folder_owner(folder) is None and rename_run(folder, "elsewhere").is_dir()
+
+
+def test_a_second_trainer_on_a_folder_in_use_is_refused_and_changes_nothing(tmp_path, demo_model, text_data):
+    folder = tmp_path / "run"
+    _, first, _ = run(make_config(demo_model, text_data, folder, iters=2))
+    assert isinstance(first, Finished) and folder_owner(folder) is None  # released at the end
+    before = (folder / "adapters.safetensors").read_bytes()
+    lock = RunLock.acquire(folder, "a window of QLoRA Studio")
+    try:
+        _, second, _ = run(make_config(demo_model, text_data, folder, iters=4, resume=True))
+    finally:
+        lock.release()
+    assert isinstance(second, Failed) and second.exit_code == 2
+    assert "in use by a window of QLoRA Studio" in second.message
+    assert (folder / "adapters.safetensors").read_bytes() == before
+    _, third, _ = run(make_config(demo_model, text_data, folder, iters=4, resume=True))  # free again: resumes
+    assert isinstance(third, Finished) and third.step == 4
