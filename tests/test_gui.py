@@ -553,3 +553,47 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     assert item.text(9) == "best so far" and (renamed / "notes.md").read_text() == "best so far\nsecond line"
     assert runs.trash_selected() and not renamed.exists() and runs.run_count() == 1
     assert any((tmp_path / "share" / "Trash" / "files").iterdir())
+
+
+def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store, tmp_path, demo_model, text_data):
+    from PySide6.QtWidgets import QApplication
+
+    from qlora_gui.core.config import TrainConfig
+    from qlora_gui.core.events import StepReport
+    from qlora_gui.core.trainer import Trainer
+
+    runs = tmp_path / "runs"
+    cfg = TrainConfig(model=str(demo_model), data=str(text_data), adapter_path=str(runs / "cut"), batch_size=4,
+                      num_layers=2, iters=6, save_every=3, steps_per_eval=1000, steps_per_report=1,
+                      lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0})
+    holder = {}
+    trainer = Trainer(cfg, lambda e: isinstance(e, StepReport) and e.step == 3 and holder["t"].stop())
+    holder["t"] = trainer
+    trainer.run()
+    metrics = runs / "cut" / "metrics.jsonl"  # as a crash leaves it: no finished event at the end
+    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
+                               if json.loads(line)["event"] != "finished"))
+
+    first = MainWindow(settings=store, runs_root=runs)
+    qtbot.addWidget(first)
+    first.show()
+    qtbot.waitUntil(lambda: first.resume_offer is not None, timeout=LONG)
+    assert "“cut” stopped at step 3" in first.resume_offer.text()
+    next(b for b in first.resume_offer.buttons() if b.text() == "Dismiss").click()
+    first.close()
+    second = MainWindow(settings=store, runs_root=runs)  # dismissed: not offered again, still in the Runs tab
+    qtbot.addWidget(second)
+    second.show()
+    QApplication.processEvents()
+    assert second.resume_offer is None
+    second.runs.select_runs(["cut"])
+    assert second.runs.resume_button.isEnabled() and second.runs.resume_button.text() == "Resume from step 3"
+    second.runs.resume_button.click()
+    assert second.worker is not None
+    with qtbot.waitSignal(second.worker.run_finished, timeout=LONG) as done:
+        pass
+    assert done.args[0]["step"] == 6 and not done.args[0]["stopped"]
+    qtbot.waitUntil(lambda: second.worker is None, timeout=LONG)
+    second.runs.refresh()
+    second.runs.select_runs(["cut"])
+    assert not second.runs.resume_button.isEnabled()  # finished: nothing to resume

@@ -55,3 +55,47 @@ def test_a_second_trainer_on_a_folder_in_use_is_refused_and_changes_nothing(tmp_
     assert (folder / "adapters.safetensors").read_bytes() == before
     _, third, _ = run(make_config(demo_model, text_data, folder, iters=4, resume=True))  # free again: resumes
     assert isinstance(third, Finished) and third.step == 4
+
+
+def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(tmp_path, demo_model, text_data):
+    import os
+    import shlex
+    import signal
+
+    import mlx.core as mx
+    import numpy as np
+
+    from conftest import close
+    from qlora_gui.core.run_admin import interrupted_runs, resume_command
+
+    kw = dict(iters=8, save_every=4, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1})
+    _, straight, _ = run(make_config(demo_model, text_data, tmp_path / "straight", **kw))
+    assert isinstance(straight, Finished) and straight.step == 8
+
+    runs = tmp_path / "runs"
+    cfg = make_config(demo_model, text_data, runs / "killed", **kw)
+    (tmp_path / "killed.yaml").write_text(cfg.to_yaml())
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "QLORA_GUI_NO_BLAS_REEXEC": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "qlora_gui", "train", "-c", str(tmp_path / "killed.yaml")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+    for line in child.stdout:  # kill it as soon as its step-4 checkpoint is on disk, mid-run
+        if "checkpoints/0000004" in line:
+            child.send_signal(signal.SIGKILL)
+            break
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    found = interrupted_runs(runs)
+    assert [(r.name, point.step) for r, point in found] == [("killed", 4)]
+
+    # The message for a new run into that folder gives the exact command; the command resumes it.
+    _, refused, _ = run(make_config(demo_model, text_data, runs / "killed", **kw))
+    command = resume_command(runs / "killed")
+    assert isinstance(refused, Failed) and command in refused.message
+    resumed = subprocess.run([sys.executable, "-m", "qlora_gui", *shlex.split(command)[1:]],
+                             cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    a = mx.load(str(tmp_path / "straight" / "adapters.safetensors"))
+    b = mx.load(str(runs / "killed" / "adapters.safetensors"))
+    for k in a:
+        np.testing.assert_allclose(np.array(b[k]), np.array(a[k]), atol=close(1e-5), rtol=0)
+    assert interrupted_runs(runs) == []

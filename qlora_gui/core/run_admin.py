@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .checkpoints import atomic_write_text
+from .checkpoints import CheckpointInfo, atomic_write_text, latest_checkpoint
 from .errors import UserError
 from .run_lock import folder_owner, in_use_message
+from .runs import RunSummary, list_runs
 
 NOTES_FILE = "notes.md"
 _NAME = re.compile(r"^[^/\\:\0]+$")
@@ -94,3 +96,28 @@ def settings_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     flats = [_flat(c) for c in configs]
     keys = sorted({k for f in flats for k in f} - _NOT_SETTINGS)
     return {k: [f.get(k) for f in flats] for k in keys if len({repr(f.get(k)) for f in flats}) > 1}
+
+
+def resume_point(run: RunSummary) -> CheckpointInfo | None:
+    """Where a run that ended before its last step continues: its latest checkpoint, when nobody trains there
+    now. Runs that were stopped (Stop & save, quitting) and runs cut off (a crash, kill -9, power loss) alike."""
+    if run.status not in ("incomplete", "stopped") or folder_owner(run.path) is not None:
+        return None
+    return latest_checkpoint(run.path)
+
+
+def interrupted_runs(root: Path) -> list[tuple[RunSummary, CheckpointInfo]]:
+    """Runs cut off without a finished or failed event, with a checkpoint to continue from; newest first."""
+    out = []
+    for run in list_runs(root):
+        point = resume_point(run) if run.status == "incomplete" else None
+        if point is not None:
+            out.append((run, point))
+    return out
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues a run from its latest checkpoint with its own settings."""
+    run_dir = Path(run_dir)
+    return (f"qlora-gui train -c {shlex.quote(str(run_dir / 'config.yaml'))} --adapter-path "
+            f"{shlex.quote(str(run_dir))} --resume")

@@ -34,6 +34,7 @@ from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_
 from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts, use_grad_checkpoint
 from .model_files import load_tokenizer, resolve_model_path
 from .losses import LossFn, chunked_loss_for
+from .run_admin import resume_command
 from .run_lock import RunLock, folder_owner, in_use_message
 from .step import TrainStep, evaluate_loss, warmup_cosine
 
@@ -140,7 +141,9 @@ class Trainer:
             raise UserError(in_use_message(run_dir, owner))
         if self._resume_from is None and not cfg.resume:
             if ckpt.run_folder_in_use(run_dir):
-                raise UserError(f"{run_dir} already holds a run; choose a new folder or resume it (--resume)")
+                hint = (f"continue it with: {resume_command(run_dir)}" if ckpt.latest_checkpoint(run_dir)
+                        else "it has no checkpoint to continue from")
+                raise UserError(f"{run_dir} already holds a run; choose a new folder, or {hint}")
             return None
         if self._resume_from is None:
             latest = ckpt.latest_checkpoint(run_dir)

@@ -105,6 +105,15 @@ class TrainingCharts(QWidget):
         self.rss.append(d["rss_gb"])
         self._dirty = True
 
+    def add_history(self, events: list[dict], up_to_step: int) -> None:
+        """A resumed run's earlier reports (from its metrics.jsonl), up to the checkpoint it continues from."""
+        for e in events:
+            if e.get("step", 0) <= up_to_step:
+                if e.get("event") == "step":
+                    self.add_progress(e)
+                elif e.get("event") == "validation":
+                    self.add_validation(e)
+
     def add_validation(self, d: dict) -> None:
         if d.get("split", "valid") == "valid" and d.get("val_loss") is not None:
             self.val_steps.append(d["step"])

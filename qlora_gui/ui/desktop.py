@@ -1,10 +1,10 @@
-"""Handing a folder to the system's file manager, and saying so when there is none."""
+"""Handing a folder to the system's file manager (and saying so when there is none), or to its trash."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
+from PySide6.QtCore import QFile, QStandardPaths, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QMessageBox, QWidget
 
@@ -24,3 +24,11 @@ def open_folder(path: str | Path, parent: QWidget | None = None) -> bool:
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     box.open()  # window-modal, never blocks the event loop
     return False
+
+
+def move_to_trash(path: str | Path) -> bool:
+    """Into the system's trash (restorable); False, with nothing changed, where that is not possible."""
+    # Qt's freedesktop trash needs the data folder to exist (a fresh home may lack ~/.local/share).
+    Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)).mkdir(
+        parents=True, exist_ok=True)
+    return QFile.moveToTrash(str(path))

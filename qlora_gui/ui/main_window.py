@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
@@ -17,13 +17,14 @@ from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
 from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
-from ..core.runs import read_curves, unused_path
+from ..core.runs import read_events, unused_path
 from .dataset_panel import DatasetPanel
 from .export_dialog import ExportDialog
 from .help_dialogs import ShortcutsDialog, UserGuideDialog
 from .jobs import running_threads
 from .model_panel import ModelPanel
 from .playground_view import PlaygroundView
+from .recovery import offer_resume
 from .runs_view import RunsView
 from .settings_panel import SettingsPanel
 from .theme import apply_theme
@@ -77,9 +78,13 @@ class MainWindow(QMainWindow):
         self.training.resume_requested.connect(self.resume_from_checkpoint)
         self.runs.try_requested.connect(self.try_run)
         self.runs.export_requested.connect(self.export_run)
+        self.runs.resume_requested.connect(self.resume_from_checkpoint)
         self._style_plots(self.palette())
         self._restore()
         self._refresh()
+        self.resume_offer = None  # a run cut off last time is offered once the window is up
+        QTimer.singleShot(0, lambda: setattr(self, "resume_offer", offer_resume(
+            self, self.runs_root, self.store, self.resume_from_checkpoint)))
 
     # ------------------------------------------------------------ menus and theme
 
@@ -295,12 +300,8 @@ class MainWindow(QMainWindow):
         self._refresh()
 
     def _on_started(self, d: dict) -> None:
-        if d["start_step"] > 0 and not self.training.charts.steps:
-            curves = read_curves(Path(d["run_dir"]))  # a resumed run shows its history
-            for step, loss in zip(curves.steps, curves.losses):
-                if step <= d["start_step"]:
-                    self.training.charts.steps.append(step)
-                    self.training.charts.losses.append(loss)
+        if d["start_step"] > 0 and not self.training.charts.steps:  # a resumed run shows its history
+            self.training.charts.add_history(read_events(Path(d["run_dir"])), d["start_step"])
         self.training.on_started(d)
 
     def _pause(self, paused: bool) -> None:

@@ -41,3 +41,12 @@ def evaluate_run(run_dir: str):
     result = evaluate(adapter=default_adapter(run_dir))
     save_evaluation(Path(run_dir), result)
     return result
+
+
+def differences_text(names: list[str], diffs: dict[str, list]) -> str:
+    """What the Runs tab says when several runs are selected: which settings differ, run by run."""
+    head = f"{len(names)} runs selected (the actions act on one run: select one). "
+    if not diffs:
+        return head + "Their settings are the same."
+    lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
+    return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)

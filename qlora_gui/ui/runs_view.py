@@ -1,5 +1,4 @@
-"""Earlier runs: settings, losses and evaluations; overlay their curves; evaluate, try, export, name,
-annotate or delete one."""
+"""Earlier runs: settings, losses, evaluations and curves; act on one: try, evaluate, export, resume, file it."""
 
 from __future__ import annotations
 
@@ -8,18 +7,19 @@ from pathlib import Path
 from typing import Callable
 
 import pyqtgraph as pg
-from PySide6.QtCore import QFile, QStandardPaths, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QInputDialog, QLabel, QMessageBox, QPushButton,
                                QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.errors import UserError
 from ..core.evaluation import read_evaluations
-from ..core.run_admin import describe_settings, read_notes, rename_run, settings_differences, write_notes
+from ..core.run_admin import (describe_settings, read_notes, rename_run, resume_point, settings_differences,
+                                write_notes)
 from ..core.run_lock import folder_owner, in_use_message
-from ..core.runs import list_runs, read_curves
-from .desktop import open_folder
+from ..core.runs import RunSummary, list_runs, read_curves
+from .desktop import move_to_trash, open_folder
 from .jobs import start_job
-from .run_figures import eval_cell, evaluate_run, evaluation_text, fmt_loss
+from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss
 from .theme import style_plot
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -30,6 +30,7 @@ PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
 
 class RunsView(QWidget):
     try_requested = Signal(str)  # a run folder
+    resume_requested = Signal(str)  # a checkpoint folder
     export_requested = Signal(str)
     evaluated = Signal()
 
@@ -63,6 +64,9 @@ class RunsView(QWidget):
         self.eval_button.clicked.connect(self.evaluate_selected)
         self.export_button = QPushButton("Fuse && export…")
         self.export_button.clicked.connect(lambda: self._emit_for_selected(self.export_requested))
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue a run that ended before its last step from its latest checkpoint")
+        self.resume_button.clicked.connect(self.resume_selected)
         self.rename_button = QPushButton("Rename…")
         self.rename_button.clicked.connect(self._ask_rename)
         self.notes_button = QPushButton("Notes…")
@@ -77,6 +81,7 @@ class RunsView(QWidget):
         actions.addWidget(self.try_button)
         actions.addWidget(self.eval_button)
         actions.addWidget(self.export_button)
+        actions.addWidget(self.resume_button)
         actions.addStretch(1)
         for button in (self.rename_button, self.notes_button, self.delete_button):
             actions.addWidget(button)
@@ -98,9 +103,11 @@ class RunsView(QWidget):
         self.root_label.setText(f"Runs in {self.runs_root} (select two or more to compare)")
         self.table.clear()
         self._configs: dict[str, dict] = {}  # by run folder, for comparing selected runs without rereading them
+        self._summaries: dict[str, RunSummary] = {}
         for run in list_runs(self.runs_root):
             c = run.config
             self._configs[str(run.path)] = c
+            self._summaries[str(run.path)] = run
             notes = read_notes(run.path)
             item = QTreeWidgetItem([run.name, run.status, run.model_name, Path(str(c.get("data", ""))).name,
                                     str(run.last_step), fmt_loss(run.final_val_loss), fmt_loss(run.best_val_loss),
@@ -162,6 +169,9 @@ class RunsView(QWidget):
         self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
         for button in (self.export_button, self.rename_button, self.delete_button):
             button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        point = self._resume_point(run) if run and not busy else None
+        self.resume_button.setEnabled(point is not None)
+        self.resume_button.setText(f"Resume from step {point.step}" if point else "Resume")
         for button in (self.try_button, self.eval_button, self.export_button, self.rename_button, self.notes_button,
                        self.delete_button):
             button.setToolTip(f"Acts on {Path(run).name}" if run else
@@ -175,21 +185,23 @@ class RunsView(QWidget):
             return
         items = self.table.selectedItems()
         if len(items) > 1:
-            self.summary.setText(self._differences_text(items))
+            configs = [self._configs.get(item.data(0, PATH_ROLE), {}) for item in items]
+            self.summary.setText(differences_text([item.text(0) for item in items], settings_differences(configs)))
             return
         run = self.selected_run()
         results = read_evaluations(Path(run)) if run else []
         self.summary.setText(f"{Path(run).name}: " + (evaluation_text(results) if results else
                                                        "no evaluation yet: press Evaluate.") if run else "")
 
-    def _differences_text(self, items: list[QTreeWidgetItem]) -> str:
-        names = [item.text(0) for item in items]
-        diffs = settings_differences([self._configs.get(item.data(0, PATH_ROLE), {}) for item in items])
-        head = f"{len(names)} runs selected (the actions act on one run: select one). "
-        if not diffs:
-            return head + "Their settings are the same."
-        lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
-        return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)
+    def _resume_point(self, run: str):
+        summary = self._summaries.get(run)
+        return resume_point(summary) if summary else None
+
+    def resume_selected(self) -> None:
+        run = self.selected_run()
+        point = self._resume_point(run) if run and self.busy_run() is None else None
+        if point is not None:
+            self.resume_requested.emit(str(point.path))
 
     # ------------------------------------------------------------ name, notes, trash
 
@@ -256,10 +268,7 @@ class RunsView(QWidget):
         if owner is not None:
             self.summary.setText(f"⚠ Not moved to the trash: {in_use_message(Path(run), owner)}")
             return False
-        # Qt's freedesktop trash needs the data folder to exist (a fresh home may lack ~/.local/share).
-        Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)).mkdir(
-            parents=True, exist_ok=True)
-        if not QFile.moveToTrash(run):
+        if not move_to_trash(run):
             self.summary.setText(f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
                                  f"Delete the folder yourself if you want it gone: {run}")
             return False
