@@ -219,3 +219,28 @@ def test_quantize_on_load_and_dora(tmp_path, demo_model, text_data):
     assert config["base_quantization"] == {"bits": 4, "group_size": 32} and config["fine_tune_type"] == "dora"
     started = of(events, RunStarted)[0]
     assert 0 < started.trainable_params < started.total_params
+
+
+def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_whole_and_says_so(tmp_path, demo_model, text_data,
+                                                                                monkeypatch):
+    import errno
+
+    real_save = ckpt.mx.save_safetensors
+
+    def disk_fills_at_step_4(path, arrays, *args, **kwargs):
+        if "0000004" in Path(path).parent.name:  # part-way through the step-4 checkpoint
+            Path(path).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(path, arrays, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.mx, "save_safetensors", disk_fills_at_step_4)
+    run_dir = tmp_path / "run"
+    _, result, _ = run(make_config(demo_model, text_data, run_dir, iters=6, save_every=2))
+    assert isinstance(result, Failed) and result.exit_code == 1
+    for said in ("step 4", str(run_dir), "No space left on device", "disk is full", "step 2 is intact"):
+        assert said in result.message, said
+    assert [c.step for c in ckpt.list_checkpoints(run_dir)] == [2]
+    assert not [p for p in (run_dir / ckpt.CHECKPOINTS).iterdir() if p.name.startswith(".")]  # no half checkpoint
+    adapters, _, state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir).path)
+    whole = mx.load(str(run_dir / ckpt.ADAPTER_FILE))
+    assert state["step"] == 2 and all(np.array_equal(np.array(whole[k]), np.array(adapters[k])) for k in adapters)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -67,6 +68,21 @@ def atomic_save_safetensors(path: Path, arrays: dict[str, mx.array], metadata: d
         raise
 
 
+_SAVE_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the disk is read-only", errno.EACCES: "there is no permission to write there"}
+
+
+def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
+    """What a failed save says: which step, where, why, what to do, and what is still intact."""
+    code = getattr(error, "errno", None)
+    why = os.strerror(code) if code else str(error)
+    hint = _SAVE_HINTS.get(code, "check that the folder is writable and has space")
+    previous = latest_checkpoint(run_dir)
+    kept = (f"the checkpoint of step {previous.step} is intact; resume from it when fixed" if previous
+            else "no earlier checkpoint exists")
+    return f"could not save the checkpoint of step {step} in {run_dir}: {why}. {hint[0].upper()}{hint[1:]}; {kept}"
+
+
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
     return run_dir / CHECKPOINTS / f"{step:07d}"
 
@@ -87,13 +103,17 @@ def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], ada
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    mx.save_safetensors(str(staging / ADAPTER_FILE), adapters)
-    mx.save_safetensors(str(staging / OPTIMIZER_FILE), optimizer_state)
-    (staging / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2))
-    (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
-    for f in staging.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        mx.save_safetensors(str(staging / ADAPTER_FILE), adapters)
+        mx.save_safetensors(str(staging / OPTIMIZER_FILE), optimizer_state)
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2))
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        for f in staging.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:  # a full or read-only disk: no half-written checkpoint stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if final.exists():  # the same step saved twice (e.g. stop right after a periodic save)
         old = final.parent / f".old-{final.name}-{os.getpid()}"
         os.replace(final, old)

@@ -258,8 +258,11 @@ class Trainer:
             return
         run_dir = Path(self.config.adapter_path)
         opt_flat = dict(tree_flatten(optimizer.state))
-        path = ckpt.save_checkpoint(run_dir, state["step"], adapter_weights(model), self._adapter_config,
-                                    opt_flat, dict(state))
+        try:
+            path = ckpt.save_checkpoint(run_dir, state["step"], adapter_weights(model), self._adapter_config,
+                                        opt_flat, dict(state))
+        except (OSError, RuntimeError) as e:  # MLX reports a failed write as a RuntimeError
+            raise TrainingError(ckpt.save_failed_message(run_dir, state["step"], e)) from e
         ckpt.prune_checkpoints(run_dir, self.config.keep_last)
         self._emit(CheckpointSaved(str(path), state["step"], state.get("val_loss"), is_best, reason))
 
