@@ -597,3 +597,24 @@ def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store,
     second.runs.refresh()
     second.runs.select_runs(["cut"])
     assert not second.runs.resume_button.isEnabled()  # finished: nothing to resume
+
+
+def test_a_damaged_model_is_named_in_the_model_tab_and_start_waits(qtbot, window, tmp_path, demo_model,
+                                                                    completion_data):
+    import shutil
+
+    window.open_dataset(completion_data)
+    wait_checked(qtbot, window)
+    assert window.training.start_button.isEnabled()
+    folder = tmp_path / "damaged"
+    shutil.copytree(demo_model, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    assert window.model.select_path(str(folder))
+    assert "is cut short" in window.model.info.text() and window.model.problem
+    wait_checked(qtbot, window)
+    assert not window.training.start_button.isEnabled()
+    assert window.training.reason.text() == "The model folder has a problem: see the Model tab."
+    assert window.model.select_path(str(demo_model)) and not window.model.problem
+    wait_checked(qtbot, window)
+    assert window.training.start_button.isEnabled()

@@ -205,6 +205,8 @@ class MainWindow(QMainWindow):
             reason = "Preparing the model…"
         elif not self.model.selected_path:
             reason = "Pick a model (Model tab)."
+        elif self.model.problem:
+            reason = "The model folder has a problem: see the Model tab."
         elif cfg is None:
             reason = f"Settings: {self.settings_panel.problem} (Settings tab)."
         self.training.set_can_start(not reason, reason, self._plan(cfg) if not reason else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -10,6 +11,8 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPus
                                QVBoxLayout, QWidget)
 
 from ..core.demo_model import build_demo_model
+from ..core.errors import ModelError
+from ..core.model_files import check_model_files
 from ..core.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
 from .download_dialog import DownloadDialog
 from .jobs import start_job
@@ -61,6 +64,7 @@ class ModelPanel(QWidget):
         super().__init__(parent)
         self.extra_folders = list(extra_folders or [])
         self.selected: ModelInfo | None = None
+        self.problem = ""  # what is wrong with the selected model's files, if anything
         self.busy = False
         self.models = QTreeWidget()
         self.models.setRootIsDecorated(False)
@@ -196,9 +200,16 @@ class ModelPanel(QWidget):
 
     def _set_selected(self, info: ModelInfo | None, emit: bool = True) -> None:
         self.selected = info
+        self.problem = ""
         if info:
+            try:
+                check_model_files(Path(info.path))  # headers only: cheap on the GUI thread
+            except ModelError as e:
+                self.problem = str(e)
             self.info.setText(f"<b>{info.name}</b> · {info.architecture} · {info.parameters:,} parameters · "
-                              f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}")
+                              f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}"
+                              + (f"<br><span style='color:#c0392b'>⚠ {html.escape(self.problem)}</span>"
+                                 if self.problem else ""))
             self._describe_quant_choices(info)
             if self.models.currentItem() is not None and self.models.currentItem().data(0, PATH_ROLE) == "demo":
                 for col, text in enumerate(self._cells(info)[1:], start=1):
