@@ -46,6 +46,9 @@ def add_adapter_parsers(sub) -> None:
     e.add_argument("--all-rows", action="store_true", help="every row of the split, not only the batches "
                    "training validated on")
     e.add_argument("--no-base", action="store_true", help="skip the base model's numbers")
+    e.add_argument("--rows", nargs="?", type=int, const=20, metavar="N",
+                   help="also list the N rows (default 20) with the highest adapter loss, and the N the adapter "
+                        "improved least, from each row's own loss")
 
     f = sub.add_parser("fuse", help="merge an adapter into its base as a new model folder",
                        description="Fuse the adapter into the base and save a model folder mlx_lm.load reads. "
@@ -96,8 +99,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     adapter = _adapter(args)
     result = evaluate(args.model, adapter, args.data, split=args.split, batch_size=args.batch_size,
                       max_batches=-1 if args.all_rows else args.max_batches, include_base=not args.no_base,
+                      per_row=args.rows is not None,
                       progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True))
     print(result.to_text())
+    if args.rows is not None:
+        from .core.row_losses import rows_text
+
+        print("\n" + rows_text(result.row_details(), args.rows))
     if adapter is not None:
         path = save_evaluation(adapter.run_dir, result)
         print(f"written to {path}")

@@ -151,6 +151,25 @@ def test_evaluation_equals_the_trainers_validation_loss(trained):
     assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=close(1e-6))
 
 
+def test_each_rows_own_loss_adds_up_to_the_evaluation_and_ranks_the_hardest(trained):
+    from qlora_gui.core.row_losses import hardest, rows_text
+
+    run, _ = trained
+    result = evaluate(adapter=read_adapter(run), per_row=True)
+    rows = result.row_details()
+    assert len(rows) == result.rows == 5 and sum(r.tokens for r in rows) == result.tokens
+    for side in ("base", "adapter"):  # the token-weighted mean of the rows is the evaluation's loss
+        mean = sum(getattr(r, f"{side}_loss") * r.tokens for r in rows) / result.tokens
+        assert mean == pytest.approx(getattr(result, f"{side}_loss"), rel=close(1e-5))
+    assert len({r.base_loss for r in rows}) > 1 and all(r.text for r in rows) and all(r.line > 0 for r in rows)
+    highest, least = hardest(rows, 3)
+    assert [r.adapter_loss for r in highest] == sorted((r.adapter_loss for r in rows), reverse=True)[:3]
+    assert [r.gain for r in least] == sorted(r.gain for r in rows)[:3]
+    assert "Highest adapter loss (3 of 5 rows)" in rows_text(rows, 3)
+    saved = json.loads(json.dumps(result.to_dict()))  # kept in evaluation.json with the rest
+    assert len(saved["row_losses"]) == 5
+
+
 def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(tmp_path, demo_model):
     """A run that validated on 1 of 3 batches: Evaluate on its best checkpoint gives the run's best
     validation loss; all rows, or the test split, are explicit choices and say so."""
@@ -263,6 +282,9 @@ def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
     assert main(["evaluate", "--adapter-path", str(run), "--no-base"]) == 0
     out = capsys.readouterr().out
     assert f"adapter  loss {val_loss:.4f}" in out and "base" not in out.split("\n", 1)[1]
+    assert main(["evaluate", "--adapter-path", str(run), "--rows", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Highest adapter loss (2 of 5 rows):" in out and "Improved least by the adapter (2):" in out
     assert main(["fuse", "--adapter-path", str(run), "--save-path", str(tmp_path / "f"), "--dequantize"]) == 0
     assert "saved to" in capsys.readouterr().out and (tmp_path / "f" / "config.json").is_file()
     assert main(["fuse", "--adapter-path", str(tmp_path / "nope"), "--save-path", str(tmp_path / "g")]) == 2

@@ -95,12 +95,20 @@ def test_sample_from_the_validation_set_shows_the_reference(qtbot, trained_windo
 def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window):
     runs = trained_window.runs
     runs.select_runs(["run-a"])
+    assert not runs.rows_button.isEnabled()  # nothing measured per row yet
     with qtbot.waitSignal(runs.evaluated, timeout=LONG):
         runs.eval_button.click()
     saved = json.loads((trained_window.runs_root / "run-a" / "evaluation.json").read_text())["results"]
     assert saved[0]["split"] == "valid" and saved[0]["adapter_loss"] < saved[0]["base_loss"]
     assert "base loss" in runs.summary.text() and "adapter loss" in runs.summary.text()
     assert "→" in runs.table.topLevelItem(0).text(7)
+    assert runs.rows_button.isEnabled()
+    runs.rows_button.click()  # each row's own loss, the hardest first
+    table = runs.hard_rows.highest
+    losses = [float(table.item(r, 3).text()) for r in range(table.rowCount())]
+    assert table.rowCount() == saved[0]["rows"] and losses == sorted(losses, reverse=True)
+    assert table.item(0, 5).text() and int(table.item(0, 0).text()) > 0
+    runs.hard_rows.close()
 
 
 def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):

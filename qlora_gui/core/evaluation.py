@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +23,7 @@ from .errors import DataError, UserError
 from .fast_quant import fast_path_available, use_fast_quantized_layers
 from .inference import AdapterSource, base_view, load_with_adapter
 from .losses import LossFn, chunked_loss_for
+from .row_losses import RowLoss, row_loss_sums, row_text
 from .step import evaluate_loss
 
 EVALUATION_FILE = "evaluation.json"
@@ -47,6 +48,10 @@ class EvalResult:
     seconds: float
     batches: int = 0
     all_rows: bool = True  # False: the first `batches` batches, as training validated
+    row_losses: list[dict[str, Any]] = field(default_factory=list)  # RowLoss dicts, when asked for
+
+    def row_details(self) -> list[RowLoss]:
+        return [RowLoss(**r) for r in self.row_losses]
 
     @property
     def base_ppl(self) -> float | None:
@@ -79,10 +84,11 @@ def _setting(adapter: AdapterSource | None, key: str, default: Any) -> Any:
 
 def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
              split: str = "valid", batch_size: int | None = None, max_batches: int | None = None,
-             include_base: bool = True, loss_fn: LossFn | None = None,
+             include_base: bool = True, loss_fn: LossFn | None = None, per_row: bool = False,
              progress: Callable[[str], None] | None = None) -> EvalResult:
     """Loss of the base and the adapter. By default on the batches the run validated on (the validation
-    split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split."""
+    split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split.
+    `per_row` adds each of those rows' own losses (see row_losses.py)."""
     say = progress or (lambda _msg: None)
     data = data or _setting(adapter, "data", None)
     if not data:
@@ -113,7 +119,12 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     loaded.model.eval()
     loss_fn = loss_fn or chunked_loss_for(loaded.model)[0]  # the trainer's own loss
 
-    def run() -> tuple[float, int]:
+    row_ids = [int(i) for idx in order for i in idx]
+    per: dict[str, list[tuple[float, int]]] = {}
+
+    def run(side: str) -> tuple[float, int]:
+        if per_row:
+            per[side] = row_loss_sums(loaded.model, chosen, row_ids, loss_fn)
         return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)
 
     base_loss = adapter_loss = None
@@ -121,14 +132,22 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     if include_base or adapter is None:
         say("evaluating the base")
         with base_view(loaded.model):
-            base_loss, tokens = run()
+            base_loss, tokens = run("base")
     if adapter is not None:
         say("evaluating the adapter")
-        adapter_loss, tokens = run()
-    rows = sum(len(idx) for idx in order)
-    return EvalResult(str(data), split, rows, tokens, base_loss, adapter_loss,
+        adapter_loss, tokens = run("adapter")
+    details = []
+    if per_row:
+        raw = check.raw.get(split)
+        for k, i in enumerate(row_ids):
+            counts = [per[side][k] for side in ("base", "adapter") if side in per]
+            n = counts[0][1]
+            mean = {side: per[side][k][0] / n if n else None for side in per}
+            details.append(RowLoss(chosen.lines[i], n, mean.get("base"), mean.get("adapter"),
+                                   row_text(raw, chosen.lines[i])).to_dict())
+    return EvalResult(str(data), split, len(row_ids), tokens, base_loss, adapter_loss,
                       str(adapter.path) if adapter else "", adapter.step if adapter else None,
-                      time.perf_counter() - t0, len(order), all_rows)
+                      time.perf_counter() - t0, len(order), all_rows, details)
 
 
 def save_evaluation(run_dir: Path, result: EvalResult) -> Path:

@@ -38,7 +38,7 @@ def evaluate_run(run_dir: str):
     from ..core.evaluation import evaluate, save_evaluation
     from ..core.inference import default_adapter
 
-    result = evaluate(adapter=default_adapter(run_dir))
+    result = evaluate(adapter=default_adapter(run_dir), per_row=True)  # the hardest rows too
     save_evaluation(Path(run_dir), result)
     return result
 
@@ -50,3 +50,14 @@ def differences_text(names: list[str], diffs: dict[str, list]) -> str:
         return head + "Their settings are the same."
     lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
     return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)
+
+
+def last_row_losses(results: list[dict]) -> tuple[list, str]:
+    """The per-row losses of the newest evaluation that has them, and what it measured."""
+    from ..core.row_losses import RowLoss
+
+    for r in reversed(results):
+        if r.get("row_losses"):
+            what = f"{r['split']} split, {r['rows']} rows, step {r.get('step')}"
+            return [RowLoss(**x) for x in r["row_losses"]], what
+    return [], ""

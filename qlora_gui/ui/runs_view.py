@@ -8,18 +8,17 @@ from typing import Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QInputDialog, QLabel, QMessageBox, QPushButton,
-                               QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButton, QSplitter, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.errors import UserError
 from ..core.evaluation import read_evaluations
-from ..core.run_admin import (describe_settings, read_notes, rename_run, resume_point, settings_differences,
-                                write_notes)
-from ..core.run_lock import folder_owner, in_use_message
+from ..core.run_admin import describe_settings, read_notes, resume_point, settings_differences
 from ..core.runs import RunSummary, list_runs, read_curves
-from .desktop import move_to_trash, open_folder
+from .desktop import open_folder
+from .hard_rows_dialog import HardRowsDialog
 from .jobs import start_job
-from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss
+from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss, last_row_losses
+from .run_filing import RunFiling
 from .theme import style_plot
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -28,7 +27,7 @@ COLUMNS = ["Run", "Status", "Model", "Data", "Steps", "Final val loss", "Best va
 PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
 
 
-class RunsView(QWidget):
+class RunsView(RunFiling, QWidget):
     try_requested = Signal(str)  # a run folder
     resume_requested = Signal(str)  # a checkpoint folder
     export_requested = Signal(str)
@@ -64,6 +63,10 @@ class RunsView(QWidget):
         self.eval_button.clicked.connect(self.evaluate_selected)
         self.export_button = QPushButton("Fuse && export…")
         self.export_button.clicked.connect(lambda: self._emit_for_selected(self.export_requested))
+        self.rows_button = QPushButton("Hardest rows…")
+        self.rows_button.setToolTip("The rows with the highest loss under the adapter, and those it improved least "
+                                    "(from the last Evaluate)")
+        self.rows_button.clicked.connect(self.show_hard_rows)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue a run that ended before its last step from its latest checkpoint")
         self.resume_button.clicked.connect(self.resume_selected)
@@ -80,6 +83,7 @@ class RunsView(QWidget):
         actions = QHBoxLayout()
         actions.addWidget(self.try_button)
         actions.addWidget(self.eval_button)
+        actions.addWidget(self.rows_button)
         actions.addWidget(self.export_button)
         actions.addWidget(self.resume_button)
         actions.addStretch(1)
@@ -169,6 +173,7 @@ class RunsView(QWidget):
         self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
         for button in (self.export_button, self.rename_button, self.delete_button):
             button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        self.rows_button.setEnabled(bool(run) and bool(last_row_losses(read_evaluations(Path(run)))[0]))
         point = self._resume_point(run) if run and not busy else None
         self.resume_button.setEnabled(point is not None)
         self.resume_button.setText(f"Resume from step {point.step}" if point else "Resume")
@@ -193,6 +198,13 @@ class RunsView(QWidget):
         self.summary.setText(f"{Path(run).name}: " + (evaluation_text(results) if results else
                                                        "no evaluation yet: press Evaluate.") if run else "")
 
+    def show_hard_rows(self) -> None:
+        run = self.selected_run()
+        rows, measured = last_row_losses(read_evaluations(Path(run))) if run else ([], "")
+        if rows:
+            self.hard_rows = HardRowsDialog(Path(run).name, rows, measured, self)
+            self.hard_rows.show()
+
     def _resume_point(self, run: str):
         summary = self._summaries.get(run)
         return resume_point(summary) if summary else None
@@ -202,79 +214,6 @@ class RunsView(QWidget):
         point = self._resume_point(run) if run and self.busy_run() is None else None
         if point is not None:
             self.resume_requested.emit(str(point.path))
-
-    # ------------------------------------------------------------ name, notes, trash
-
-    def _ask_rename(self) -> None:
-        run = self.selected_run()
-        if not run:
-            return
-        name, ok = QInputDialog.getText(self, "Rename run", "New name for the run folder:", text=Path(run).name)
-        if ok:
-            self.rename_selected(name)
-
-    def rename_selected(self, name: str) -> None:
-        run = self.selected_run()
-        if not run or self.busy_run() == run:
-            return
-        try:
-            new = rename_run(Path(run), name)
-        except (UserError, OSError) as e:
-            self.refresh()  # the folder may have been renamed before the failure
-            self.select_runs([Path(run).name if Path(run).exists() else name.strip()])
-            self.summary.setText(f"⚠ {e}")
-            return
-        self.refresh()
-        self.select_runs([new.name])
-
-    def _ask_notes(self) -> None:
-        run = self.selected_run()
-        if not run:
-            return
-        text, ok = QInputDialog.getMultiLineText(self, f"Notes — {Path(run).name}",
-                                                 "Notes on this run (saved in its folder as notes.md):",
-                                                 read_notes(Path(run)))
-        if ok:
-            self.set_notes(text)
-
-    def set_notes(self, text: str) -> None:
-        run = self.selected_run()
-        if not run:
-            return
-        try:
-            write_notes(Path(run), text)
-        except OSError as e:
-            self.summary.setText(f"⚠ Notes not saved: {e}")
-            return
-        self.refresh()
-        self.select_runs([Path(run).name])
-
-    def _ask_delete(self) -> None:
-        run = self.selected_run()
-        if not run:
-            return
-        answer = QMessageBox.question(self, "Move run to trash",
-                                      f"Move the run '{Path(run).name}' (its checkpoints, metrics and notes) to the "
-                                      "trash? You can restore it from there.")
-        if answer == QMessageBox.StandardButton.Yes:
-            self.trash_selected()
-
-    def trash_selected(self) -> bool:
-        """Move the selected run folder to the system trash; never deletes outright."""
-        run = self.selected_run()
-        if not run or self.busy_run() == run:
-            return False
-        owner = folder_owner(Path(run))
-        if owner is not None:
-            self.summary.setText(f"⚠ Not moved to the trash: {in_use_message(Path(run), owner)}")
-            return False
-        if not move_to_trash(run):
-            self.summary.setText(f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
-                                 f"Delete the folder yourself if you want it gone: {run}")
-            return False
-        self.refresh()
-        self.summary.setText(f"Moved {Path(run).name} to the trash.")
-        return True
 
     def plot_selected(self) -> None:
         self.update_actions()
