@@ -40,7 +40,7 @@ def run_check_data(args: argparse.Namespace) -> int:
     from .core.dataset import check_data
     from .core.model_files import load_tokenizer, resolve_model_path
 
-    tokenizer = load_tokenizer(resolve_model_path(args.model)) if args.model else None
+    tokenizer = load_tokenizer(resolve_model_path(args.model, tokenizer_only=True)) if args.model else None
     result = check_data(args.path, tokenizer, max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
                         batch_size=args.batch_size, valid_fraction=args.valid_fraction, seed=args.seed)
     print(result.report.to_text())

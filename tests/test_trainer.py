@@ -198,15 +198,16 @@ def test_a_new_run_never_overwrites_an_old_one(tmp_path, demo_model, text_data):
     assert (tmp_path / "run" / "adapters.safetensors").read_bytes() == before
 
 
-def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model):
+def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatch):
+    from qlora_gui.core import trainer as trainer_module
+
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}] * 8, ['{"text": 1}'])
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    for f in demo_model.iterdir():
-        if f.name != "model.safetensors":
-            (model_dir / f.name).write_bytes(f.read_bytes())
-    (model_dir / "model.safetensors").write_bytes(b"not weights")  # would fail if it were read
-    _, result, _ = run(make_config(model_dir, data, tmp_path / "run", iters=2))
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the data was checked")
+
+    monkeypatch.setattr(trainer_module, "load_base", no_loading)
+    _, result, _ = run(make_config(demo_model, data, tmp_path / "run", iters=2))
     assert isinstance(result, Failed) and result.exit_code == 2
     assert result.problems == [f"{data}:9: 'text' must be a string, got a number"]
 

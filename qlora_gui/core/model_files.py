@@ -32,19 +32,21 @@ def _cached_snapshot(repo_id: str) -> Path | None:
     return snaps[-1] if snaps else None
 
 
-def resolve_model_path(name: str | os.PathLike) -> Path:
-    """A local model folder for a path or an already-downloaded Hugging Face repo id."""
+def resolve_model_path(name: str | os.PathLike, tokenizer_only: bool = False) -> Path:
+    """A local model folder for a path or an already-downloaded Hugging Face repo id, checked for training
+    (its weights whole, its architecture known) or, with `tokenizer_only`, for reading its tokenizer."""
+    check = check_tokenizer_folder if tokenizer_only else check_model_folder
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"{path}: a model is a folder (config.json, *.safetensors, tokenizer files), not a file")
-        check_model_folder(path)
+        check(path)
         return path
     text = str(name)
     if text.count("/") == 1 and not text.startswith((".", "/", "~")):
         snap = _cached_snapshot(text)
         if snap is not None:
-            check_model_folder(snap)
+            check(snap)
             return snap
         raise ModelError(f"model '{text}' is not on this machine (not a folder, not in the Hugging Face cache at "
                          f"{hf_cache_dir()}); download it first with the app's 'Download from Hugging Face…' "
@@ -66,10 +68,18 @@ def check_model_folder(path: Path) -> None:
                          "supports here; pick another model, or update mlx-lm if this one is new")
 
 
-def check_model_files(path: Path) -> dict:
-    """A model folder's files, cheaply (no imports, headers only); returns its config."""
+def check_tokenizer_folder(path: Path) -> None:
+    """Enough of a model folder to read its tokenizer (data checks need nothing else)."""
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json here; pick the model's top folder (Hugging Face layout)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the tokenizer files from the "
+                         "model's original repository into this folder")
+
+
+def check_model_files(path: Path) -> dict:
+    """A model folder's files, cheaply (no imports, headers only); returns its config."""
+    check_tokenizer_folder(path)
     if not any(any(path.glob(g)) for g in WEIGHT_GLOBS):
         raise ModelError(f"{path}: no *.safetensors weights; MLX needs safetensors "
                          "(convert other formats with `mlx_lm.convert`)")
@@ -84,9 +94,6 @@ def check_model_files(path: Path) -> dict:
         if problem:
             raise ModelError(f"{weights}: the weights file {problem}, as an interrupted download or copy leaves it; "
                              "download or copy the model again")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the tokenizer files from the "
-                         "model's original repository into this folder")
     return config
 
 
