@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from . import __version__
@@ -104,20 +103,6 @@ def _app_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _log_unexpected(exc: BaseException) -> Path | None:
-    try:
-        from platformdirs import user_log_dir
-
-        folder = Path(user_log_dir("QLoRA Studio", appauthor=False))
-        folder.mkdir(parents=True, exist_ok=True)
-        log = folder / "errors.log"
-        with log.open("a", encoding="utf-8") as f:
-            f.write("".join(traceback.format_exception(exc)) + "\n")
-        return log
-    except OSError:
-        return None
-
-
 def mlx_problem() -> str | None:
     """Why MLX cannot start here, in words a person can act on, or None."""
     try:
@@ -168,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print("stopped", file=sys.stderr)
         return 130
     except Exception as e:  # never a traceback on the terminal; keep it in the log
-        log = _log_unexpected(e)
+        from .core.app_log import log_exception
+
+        log = log_exception(e)
         where = f" (details in {log})" if log else ""
         print(f"error: unexpected {type(e).__name__}: {e}{where}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from qlora_gui import __version__
+from qlora_gui.core.app_log import LOG_NAME
 from qlora_gui.core.resources import sample_data_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,4 +98,5 @@ def test_the_window_opens_and_quits_cleanly(exe, env, tmp_path):
     result = run(exe, "--smoke-test", env=env, cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "window shown" in result.stdout and "6 tabs" in result.stdout
-    assert not (Path(env["XDG_STATE_HOME"]) / "QLoRA Studio" / "log" / "errors.log").exists()
+    log = Path(env["XDG_STATE_HOME"]) / "QLoRA Studio" / "log" / LOG_NAME
+    assert not log.exists() or "unexpected error" not in log.read_text()

@@ -618,3 +618,15 @@ def test_a_damaged_model_is_named_in_the_model_tab_and_start_waits(qtbot, window
     assert window.model.select_path(str(demo_model)) and not window.model.problem
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
+
+
+def test_an_error_no_code_caught_is_said_in_one_line_with_the_log(qtbot, window, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+
+    from qlora_gui.ui.app import _report_error
+
+    _report_error(window, ValueError("bad thing"), tmp_path / "qlora-studio.log")
+    box = window.findChild(QMessageBox, "unexpected-error")
+    assert box is not None and "Unexpected ValueError: bad thing" in box.text()
+    assert str(tmp_path / "qlora-studio.log") in box.text() and "Traceback" not in box.text()
+    assert any(a.text() == "Open log folder" for a in window.findChildren(type(window.start_action)))

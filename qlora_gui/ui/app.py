@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 import time
 
-from PySide6.QtCore import QEvent, QTimer
+from PySide6.QtCore import QEvent, QTimer, QtMsgType, qInstallMessageHandler
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from .. import __version__
+from ..core.app_log import install_crash_logging, write_log
 from ..core.resources import resource_path
 
 
@@ -43,6 +44,21 @@ def create_app() -> QApplication:
     return app
 
 
+def _log_qt_message(mode, context, message: str) -> None:
+    if mode != QtMsgType.QtDebugMsg:
+        write_log(f"Qt {mode.name}: {message}")
+
+
+def _report_error(window, exc: BaseException, log) -> None:
+    """An exception no code caught (a slot, a thread): logged; the window says so in one line, no traceback."""
+    where = f" Details are in {log}." if log else ""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Something went wrong",
+                      f"Unexpected {type(exc).__name__}: {exc}.{where} Your runs and checkpoints are untouched.",
+                      parent=window)
+    box.setObjectName("unexpected-error")
+    box.open()
+
+
 def run_app(dataset: str | None = None, model: str | None = None, smoke_test: bool = False,
             started: float | None = None) -> int:
     """Open the window. `smoke_test` closes it as soon as it is shown (the bundle test uses it)."""
@@ -50,6 +66,9 @@ def run_app(dataset: str | None = None, model: str | None = None, smoke_test: bo
 
     app = create_app()
     window = MainWindow()
+    # Started from Finder nothing reads stderr: errors, crashes and Qt's warnings go to the log.
+    install_crash_logging(lambda exc, log: QTimer.singleShot(0, lambda: _report_error(window, exc, log)))
+    qInstallMessageHandler(_log_qt_message)
     if isinstance(app, StudioApplication):
         app.window = window
         for path in app.pending:

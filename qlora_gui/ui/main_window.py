@@ -11,6 +11,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from .. import __version__
+from ..core.app_log import log_dir
 from ..core.batching import planned_steps
 from ..core.checkpoints import latest_checkpoint
 from ..core.errors import ConfigError
@@ -19,6 +20,7 @@ from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
 from ..core.runs import read_events, unused_path
 from .dataset_panel import DatasetPanel
+from .desktop import open_folder
 from .export_dialog import ExportDialog
 from .help_dialogs import ShortcutsDialog, UserGuideDialog
 from .jobs import running_threads
@@ -122,6 +124,7 @@ class MainWindow(QMainWindow):
         help_menu = self.menuBar().addMenu("&Help")
         action(help_menu, "User guide", lambda: UserGuideDialog(self).show(), QKeySequence.StandardKey.HelpContents)
         action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(self).show())  # each deletes itself on close
+        action(help_menu, "Open log folder", lambda: open_folder(log_dir(), self))
         action(help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
             self, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
 
