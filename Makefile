@@ -4,12 +4,19 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # MLX's compute backend on Linux: cpu, or cuda for an NVIDIA GPU (CUDA 13). macOS always uses Metal.
 BACKEND ?= cpu
+# The newest Python 3.10+ on PATH that can make a venv: a Mac's own python3 is often 3.9, too old for MLX.
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.10 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+	&& { echo $$p; break; }; done)
 
 .PHONY: run test app clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup_system.sh
-	test -x $(PY) || python3 -m venv $(VENV)
+	@test -x $(PY) || test -n "$(PYTHON)" || { echo "QLoRA Studio needs Python 3.10 or newer and found none on PATH:" \
+	  "install one (macOS: brew install python@3.12, or the installer from python.org; Debian/Ubuntu:" \
+	  "sudo apt install python3 python3-venv) and run make again" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev,$(BACKEND)]"
 	touch $(STAMP)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
-STAMP = ".build-hash"
+# Beside the bundle, never in it: a file added after PyInstaller signs a macOS bundle breaks its seal.
+STAMP = DIST / ".qlora-studio.build-hash"
 
 
 def bundle_dir() -> Path:
@@ -53,7 +54,7 @@ def folder_size(path: Path) -> int:
 def build(force: bool = False, quiet: bool = False) -> Path:
     """Build unless a fresh bundle exists; returns the executable."""
     digest = source_hash()
-    stamp = bundle_dir() / STAMP
+    stamp = STAMP
     if not force and executable().is_file() and stamp.is_file() and stamp.read_text() == digest:
         return executable()
     t0 = time.perf_counter()

@@ -53,6 +53,15 @@ def test_version(exe, env, tmp_path):
     assert result.returncode == 0 and result.stdout.strip() == f"qlora-gui {__version__}"
 
 
+def test_nothing_is_written_into_the_bundle_after_pyinstaller(exe):
+    import build_app
+
+    # A file added after PyInstaller signed a macOS bundle breaks its seal; the build's hash lives beside it.
+    assert build_app.STAMP.is_file() and not build_app.STAMP.is_relative_to(build_app.bundle_dir())
+    assert not list(build_app.bundle_dir().glob(".build-hash"))
+    assert any(exe.parent.parent.rglob("guide/README.md"))  # Help > User guide travels with the bundle
+
+
 def test_one_libmlx_with_its_metallib(exe):
     bundle = exe.parent.parent if sys.platform == "darwin" else exe.parent  # the .app's Contents, or the folder
     real = [p for p in bundle.rglob("libmlx.*") if not p.is_symlink()]
