@@ -2,7 +2,7 @@
 
 import sys
 
-from qlora_gui.cli import main
+from qlora_gui.entry import main
 
 if __name__ == "__main__":
     sys.exit(main())

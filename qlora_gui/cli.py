@@ -1,4 +1,4 @@
-"""`qlora-gui`: no arguments opens the app; subcommands run the core headless.
+"""`qlora-gui COMMAND`: the subcommands that run the core headless (entry.py sends the rest to the app).
 
 Exit codes: 0 done, 1 training failed, 2 bad input, 130 stopped by Ctrl-C.
 No traceback ever reaches the terminal: unexpected errors go to a log file.
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
+from .core.command_line import add_setting_flags, settings_from_flags
 from .core.errors import DataError, UserError
 
-_STARTED = time.perf_counter()  # module import is close to process start; the smoke test reports from here
+# The training settings that change what check-data reports, as `qlora-gui train` takes them.
+CHECK_DATA_SETTINGS = ("max_seq_length", "mask_prompt", "batch_size", "valid_fraction", "seed")
 SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "demo-model")
 
 
@@ -24,12 +26,7 @@ def _check_data_parser(sub) -> None:
                                    "Exit 0 when usable, 2 with a FILE:LINE: list when not.")
     p.add_argument("path", help="a folder with train.jsonl (valid.jsonl, test.jsonl), or one .jsonl/.json file")
     p.add_argument("--model", help="model folder: lengths are counted in its tokens (characters otherwise)")
-    p.add_argument("--max-seq-length", type=int, default=2048)
-    p.add_argument("--mask-prompt", action="store_true", help="train on completions only")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--valid-fraction", type=float, default=0.1,
-                   help="share held out as validation when one file is given (default 0.1)")
-    p.add_argument("--seed", type=int, default=0)
+    add_setting_flags(p, CHECK_DATA_SETTINGS)
     p.add_argument("--show", type=int, action="append", metavar="LINE", default=[],
                    help="print the row on this line of its file as the model sees it (needs --model): trained "
                         "tokens highlighted, masked ones grey, the truncation point marked; repeat for more rows")
@@ -39,17 +36,17 @@ def run_check_data(args: argparse.Namespace) -> int:
     from .core.dataset import check_data
     from .core.model_files import load_tokenizer, resolve_model_path
 
+    settings = settings_from_flags(args, CHECK_DATA_SETTINGS)
     tokenizer = load_tokenizer(resolve_model_path(args.model, tokenizer_only=True)) if args.model else None
-    result = check_data(args.path, tokenizer, max_seq_length=args.max_seq_length, mask_prompt=args.mask_prompt,
-                        batch_size=args.batch_size, valid_fraction=args.valid_fraction, seed=args.seed)
+    result = check_data(args.path, tokenizer, **settings)
     print(result.report.to_text())
     if args.show and tokenizer is None:
         raise UserError("--show needs --model: the token view shows the model's own tokens")
     for line in args.show if result.report.usable else []:
         from .core.token_view import token_view
 
-        view = token_view(result.raw, line, tokenizer, max_seq_length=args.max_seq_length,
-                          mask_prompt=args.mask_prompt)
+        view = token_view(result.raw, line, tokenizer, max_seq_length=settings["max_seq_length"],
+                          mask_prompt=settings["mask_prompt"])
         print()
         print(view.to_terminal(color=sys.stdout.isatty()))
     return 0 if result.report.usable else 2
@@ -93,16 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _app_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qlora-gui", description="Open QLoRA Studio. Commands: "
-                                + ", ".join(SUBCOMMANDS) + " (see `qlora-gui COMMAND --help`).")
-    p.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
-    p.add_argument("dataset", nargs="?", help="a dataset to open in the dataset panel")
-    p.add_argument("--model", help="a model folder to select")
-    p.add_argument("--smoke-test", action="store_true", help=argparse.SUPPRESS)  # open, report, close
-    return p
-
-
 def mlx_problem() -> str | None:
     """Why MLX cannot start here, in words a person can act on, or None."""
     try:
@@ -113,34 +100,34 @@ def mlx_problem() -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # a real process start (not a test calling main): pick up OpenBLAS on Linux
-        from .core.blas import reexec_with_openblas
+def main(argv: list[str]) -> int:
+    """Run one subcommand headless and return its exit code; every error becomes a message, never a traceback."""
+    return report_errors(lambda: _run_command(argv))
 
-        reexec_with_openblas(sys.argv[1:], gui=not (sys.argv[1:] and sys.argv[1] in SUBCOMMANDS))
-    argv = list(sys.argv[1:] if argv is None else argv)
+
+def _run_command(argv: list[str]) -> int:
     problem = mlx_problem() if not set(argv) & {"-h", "--help", "--version"} else None
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    args = build_parser().parse_args(argv)
+    if args.command == "check-data":
+        return run_check_data(args)
+    if args.command == "demo-model":
+        return run_demo_model(args)
+    if args.command in ("generate", "evaluate", "fuse"):
+        from .adapter_cli import RUNNERS
+
+        return RUNNERS[args.command](args)
+    from .train_cli import run_train
+
+    return run_train(args)
+
+
+def report_errors(run: Callable[[], int]) -> int:
+    """Exit codes for what goes wrong: 2 bad input, 130 Ctrl-C, 1 anything else (the details go to the log)."""
     try:
-        if argv and argv[0] in SUBCOMMANDS:
-            args = build_parser().parse_args(argv)
-            if args.command == "check-data":
-                return run_check_data(args)
-            if args.command == "demo-model":
-                return run_demo_model(args)
-            if args.command in ("generate", "evaluate", "fuse"):
-                from .adapter_cli import RUNNERS
-
-                return RUNNERS[args.command](args)
-            from .train_cli import run_train
-
-            return run_train(args)
-        args = _app_parser().parse_args(argv)
-        from .ui.app import run_app
-
-        return run_app(dataset=args.dataset, model=args.model, smoke_test=args.smoke_test, started=_STARTED)
+        return run()
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         for line in e.lines:
@@ -159,7 +146,3 @@ def main(argv: list[str] | None = None) -> int:
         where = f" (details in {log})" if log else ""
         print(f"error: unexpected {type(e).__name__}: {e}{where}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -295,7 +295,8 @@ def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
 
 
 def test_samples_split_prompt_and_reference_per_format(tmp_path):
-    from qlora_gui.core.samples import ValidationSamples, sample_from_row, split_text_row
+    from qlora_gui.core.rows import split_text_row
+    from qlora_gui.core.samples import ValidationSamples, sample_from_row
 
     assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == \
         ("table: t\nQ: how many?\nA:", " SELECT COUNT x FROM t")

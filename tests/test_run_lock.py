@@ -66,7 +66,8 @@ def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(
     import numpy as np
 
     from conftest import close
-    from qlora_gui.core.run_admin import interrupted_runs, resume_command
+    from qlora_gui.core.run_admin import interrupted_runs
+    from qlora_gui.core.run_plan import resume_command
 
     kw = dict(iters=8, save_every=4, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1})
     _, straight, _ = run(make_config(demo_model, text_data, tmp_path / "straight", **kw))

@@ -92,13 +92,16 @@ def test_copied_command_line_gives_back_the_same_settings(tmp_path):
     import shlex
 
     from qlora_gui.cli import build_parser
+    from qlora_gui.core.command_line import train_command
     from qlora_gui.core.config import TrainConfig
-    from qlora_gui.train_cli import command_line, config_from_args
+    from qlora_gui.train_cli import config_from_args
 
     cfg = TrainConfig(model="/m", data="/d", adapter_path=str(tmp_path / "r"), batch_size=2, epochs=3,
-                      learning_rate=2e-4, quantize_bits=4, mask_prompt=True,
+                      learning_rate=2e-4, quantize_bits=4, mask_prompt=True, num_layers=-1, fast_quant=False,
+                      warmup_steps=0, memory_limit_gb=3.5,
                       lora_parameters={"rank": 16, "scale": 2.0, "dropout": 0.05, "keys": ["self_attn.q_proj"]})
-    text = command_line(cfg)
+    text = train_command(cfg)
+    assert "--num-layers -1" in text and "--no-fast-quant" in text and "--warmup-steps 0" in text
     assert text.startswith("qlora-gui train --model /m --data /d")
     args = build_parser().parse_args(shlex.split(text)[1:])
     again, _ = config_from_args(args)

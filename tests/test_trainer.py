@@ -13,6 +13,7 @@ import pytest
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
 from qlora_gui.core import checkpoints as ckpt
 from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.run_folder import RunFolder
 from qlora_gui.core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, \
     ValidationResult
 from qlora_gui.core.trainer import Trainer
@@ -199,14 +200,14 @@ def test_a_new_run_never_overwrites_an_old_one(tmp_path, demo_model, text_data):
 
 
 def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatch):
-    from qlora_gui.core import trainer as trainer_module
+    from qlora_gui.core import training_model
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}] * 8, ['{"text": 1}'])
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the weights were loaded before the data was checked")
 
-    monkeypatch.setattr(trainer_module, "load_base", no_loading)
+    monkeypatch.setattr(training_model, "load_base", no_loading)
     _, result, _ = run(make_config(demo_model, data, tmp_path / "run", iters=2))
     assert isinstance(result, Failed) and result.exit_code == 2
     assert result.problems == [f"{data}:9: 'text' must be a string, got a number"]
@@ -241,7 +242,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_whole_and_says_so(t
     for said in ("step 4", str(run_dir), "No space left on device", "disk is full", "step 2 is intact"):
         assert said in result.message, said
     assert [c.step for c in ckpt.list_checkpoints(run_dir)] == [2]
-    assert not [p for p in (run_dir / ckpt.CHECKPOINTS).iterdir() if p.name.startswith(".")]  # no half checkpoint
+    assert not [p for p in RunFolder(run_dir).checkpoints.iterdir() if p.name.startswith(".")]  # no half checkpoint
     adapters, _, state = ckpt.load_checkpoint(ckpt.latest_checkpoint(run_dir).path)
-    whole = mx.load(str(run_dir / ckpt.ADAPTER_FILE))
+    whole = mx.load(str(RunFolder(run_dir).adapters))
     assert state["step"] == 2 and all(np.array_equal(np.array(whole[k]), np.array(adapters[k])) for k in adapters)

@@ -1,11 +1,4 @@
-"""Run folders and checkpoints, written atomically so a crash never leaves half a file.
-
-    RUN/config.yaml               resolved settings
-    RUN/metrics.jsonl             every event, one JSON line each
-    RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an
-    RUN/adapter_config.json                           } adapter folder unchanged
-    RUN/checkpoints/0000100/      adapters + config + optimizer.safetensors + state.json
-"""
+"""Checkpoints and atomic writes: a crash never leaves half a file. The layout is run_folder.py's."""
 
 from __future__ import annotations
 
@@ -19,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
+from mlx.utils import tree_flatten, tree_map_with_path
 
-ADAPTER_FILE = "adapters.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
-CHECKPOINTS = "checkpoints"
-LOCK_FILE = "owner.lock"  # see run_lock.py
+from .errors import UserError
+
+from .run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder, checkpoint_step
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,10 +74,6 @@ def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
     return f"could not save the checkpoint of step {step} in {run_dir}: {why}. {hint[0].upper()}{hint[1:]}; {kept}"
 
 
-def checkpoint_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINTS / f"{step:07d}"
-
-
 @dataclass
 class CheckpointInfo:
     step: int
@@ -98,7 +85,8 @@ class CheckpointInfo:
 def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], adapter_config: dict[str, Any],
                     optimizer_state: dict[str, mx.array], state: dict[str, Any]) -> Path:
     """Write a whole checkpoint under a temporary name, then rename it into place."""
-    final = checkpoint_dir(run_dir, step)
+    run = RunFolder(run_dir)
+    final = run.checkpoint(step)
     staging = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
@@ -123,24 +111,25 @@ def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], ada
         os.replace(staging, final)
     _fsync_dir(final.parent)
     # The run folder's own adapter is always the latest checkpoint's.
-    atomic_save_safetensors(run_dir / ADAPTER_FILE, adapters)
-    atomic_write_text(run_dir / ADAPTER_CONFIG, json.dumps(adapter_config, indent=2))
+    atomic_save_safetensors(run.adapters, adapters)
+    atomic_write_text(run.adapter_config, json.dumps(adapter_config, indent=2))
     return final
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
     out = []
-    root = Path(run_dir) / CHECKPOINTS
+    root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
-        if not (d.is_dir() and d.name.isdigit() and (d / STATE_FILE).is_file()):
+        step = checkpoint_step(d)
+        if step is None or not (d / STATE_FILE).is_file():
             continue
         try:
             state = json.loads((d / STATE_FILE).read_text())
         except (OSError, ValueError):
             continue
-        out.append(CheckpointInfo(int(d.name), d, state.get("val_loss"), state))
+        out.append(CheckpointInfo(step, d, state.get("val_loss"), state))
     return out
 
 
@@ -167,13 +156,21 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     return removed
 
 
+def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Put a checkpoint's adapter and optimizer state into a model and optimizer; returns its saved state."""
+    adapters, opt_flat, saved = load_checkpoint(path)
+    model.load_weights(list(adapters.items()), strict=False)
+    missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
+    if missing:
+        raise UserError(f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
+                        "resume with the run's own config")
+    optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
+    mx.eval(model.parameters(), optimizer.state)
+    return saved
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array], dict[str, Any]]:
     adapters = mx.load(str(path / ADAPTER_FILE))
     optimizer_state = mx.load(str(path / OPTIMIZER_FILE))
     state = json.loads((path / STATE_FILE).read_text())
     return adapters, optimizer_state, state
-
-
-def run_folder_in_use(run_dir: Path) -> bool:
-    """True when a folder already holds anything (an empty lock file aside): a new run must not go there."""
-    return run_dir.exists() and any(p.name != LOCK_FILE or p.stat().st_size for p in run_dir.iterdir())

@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from .config import default_of
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
 from .encode import EncodedSplit, encode_split
-from .intake import IntakeOptions, Problem, RawSplit, read_dataset
-from .rows import char_length, preview
+from .intake import IntakeOptions, RawSplit, read_dataset
+from .problems import Problem
+from .rows import FORMATS, TurnsFormat, format_named
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5
@@ -56,6 +58,12 @@ class DataReport:
     max_seq_length: int
     mask_prompt: bool
     template: str | None = None  # which chat template rendered the rows (None for text rows or no tokenizer)
+
+    @property
+    def can_mask_prompt(self) -> bool:
+        """The rows have prompts that "train on completions only" can leave out (not plain text)."""
+        fmt = format_named(self.format)
+        return fmt is None or fmt.can_mask_prompt
 
     @property
     def usable(self) -> bool:
@@ -119,7 +127,7 @@ def _stats(raw: RawSplit, lengths: np.ndarray, unit: str, keys: list[str]) -> Sp
         rep.lengths = lengths.tolist()
     rep.duplicate_rows = len(keys) - len(set(keys))
     if raw.format:
-        rep.preview = [preview(r, raw.format) for r in raw.rows[:PREVIEW_ROWS]]
+        rep.preview = [FORMATS[raw.format].preview(r) for r in raw.rows[:PREVIEW_ROWS]]
         rep.preview_lines = raw.lines[:PREVIEW_ROWS]
     return rep
 
@@ -157,11 +165,11 @@ def check_data(
     path: str | Path,
     tokenizer: Any = None,
     *,
-    max_seq_length: int = 2048,
-    mask_prompt: bool = False,
+    max_seq_length: int = default_of("max_seq_length"),
+    mask_prompt: bool = default_of("mask_prompt"),
     batch_size: int = 1,
-    valid_fraction: float = 0.1,
-    seed: int = 0,
+    valid_fraction: float = default_of("valid_fraction"),
+    seed: int = default_of("seed"),
 ) -> DataCheck:
     """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised."""
     options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt,
@@ -175,7 +183,7 @@ def check_data(
     keys = {name: _row_keys(raw) for name, raw in intake.splits.items()}  # made once: they cost like parsing
 
     if tokenizer is not None and problems.count == 0:
-        if intake.format in ("chat", "completions"):
+        if isinstance(format_named(intake.format), TurnsFormat):
             template = template_description(tokenizer)
             if not has_chat_template(tokenizer):
                 warnings.append("the tokenizer has no chat template; prompt/completion and chat rows use the plain "
@@ -192,7 +200,7 @@ def check_data(
     else:
         for name, raw in intake.splits.items():
             if raw.format:
-                lengths = np.fromiter((char_length(r, raw.format) for r in raw.rows), dtype=np.int64,
+                lengths = np.fromiter((FORMATS[raw.format].char_length(r) for r in raw.rows), dtype=np.int64,
                                       count=len(raw.rows))
                 splits[name] = _stats(raw, lengths, "characters", keys[name])
 

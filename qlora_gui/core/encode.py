@@ -18,8 +18,9 @@ import numpy as np
 
 from .chat_spans import RowSpans, assistant_spans, left_out_roles
 from .chat_template import chat_shape, rejection_hint, render_chat
-from .intake import Problems, RawSplit
-from .rows import as_messages
+from .intake import RawSplit
+from .problems import Problems
+from .rows import FORMATS, TEXT, TextFormat, TurnsFormat
 
 ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
 
@@ -124,10 +125,10 @@ def _mask_by_prefixes(tokenizer: Any, row: EncodedRow, spans: list[tuple[int, in
     return mask
 
 
-def _render_row(row: dict, fmt: str, tokenizer: Any, mask_prompt: bool
+def _render_row(row: dict, fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool
                 ) -> tuple[str, RowSpans | None, list[str]]:
-    messages = as_messages(row, fmt)
-    tools = row.get("tools") if fmt == "chat" else None
+    messages = fmt.as_messages(row)
+    tools = fmt.tools(row)
     text = render_chat(tokenizer, messages, tools)
     left_out = left_out_roles(messages, text)
     if not mask_prompt:
@@ -139,16 +140,23 @@ def _render_row(row: dict, fmt: str, tokenizer: Any, mask_prompt: bool
 def encode_rows(rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool,
                 on_reject=None, keep_text: bool = False) -> Iterator[tuple[int, EncodedRow]]:
     """(index, encoded row) for each row; a row the template rejects goes to on_reject(index, message)."""
-    if fmt == "text":
-        yield from enumerate(_tokenize(tokenizer, [r["text"] for r in rows], plain=True, offsets=keep_text))
+    row_format = FORMATS[fmt]
+    if isinstance(row_format, TextFormat):
+        texts = [row_format.text(r) for r in rows]
+        yield from enumerate(_tokenize(tokenizer, texts, plain=True, offsets=keep_text))
         return
+    yield from _encode_turns(rows, row_format, tokenizer, mask_prompt, on_reject, keep_text)
+
+
+def _encode_turns(rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool,
+                  on_reject, keep_text: bool) -> Iterator[tuple[int, EncodedRow]]:
     rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
     for i, row in enumerate(rows):
         try:
             text, spans, left_out = _render_row(row, fmt, tokenizer, mask_prompt)
         except Exception as e:  # a Jinja template can raise anything; report it on the row
             if on_reject is not None:
-                roles = {t.get("role") for t in as_messages(row, fmt)}
+                roles = {t.get("role") for t in fmt.as_messages(row)}
                 on_reject(i, f"the model's chat template rejected this row ({e}): "
                              f"{rejection_hint(str(e), roles, tokenizer)}")
             continue
@@ -177,7 +185,7 @@ def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt
     """Tokenize a checked split. Template failures become line-numbered problems."""
     out = EncodedSplit([], [], np.zeros(0, dtype=np.int64), [])
     reject = lambda i, message: problems.add(raw.file, raw.lines[i], message)  # noqa: E731
-    for i, row in encode_rows(raw.rows, raw.format or "text", tokenizer, mask_prompt, reject):
+    for i, row in encode_rows(raw.rows, raw.format or TEXT.name, tokenizer, mask_prompt, reject):
         out.tokens.append(row.ids)
         out.trained.append(row.trained)
         out.lines.append(raw.lines[i])

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, default_of
 from .losses import chunk_positions
 
 LOGIT_COPIES = 3  # a chunk's float32 logits, its softmax and its gradient
@@ -54,7 +54,7 @@ def estimate_memory(model_dir: Path, cfg: TrainConfig, parameters: int | None = 
         per_param = 4 if str(mc.get("torch_dtype", "")).endswith("float32") else 2
     weights = int(parameters * per_param)
     adapted = layers if cfg.num_layers == -1 else min(cfg.num_layers, layers)
-    rank = int(cfg.lora_parameters.get("rank", 8))
+    rank = int(cfg.lora_parameters.get("rank", default_of("lora_parameters.rank")))
     lora_params = adapted * DEFAULT_LORA_TARGETS * rank * (hidden + max(hidden, inter))
     adapters = lora_params * 4 * 4  # weights, gradients, two Adam moments, float32
     width = min(cfg.max_seq_length, longest_row) if longest_row else cfg.max_seq_length

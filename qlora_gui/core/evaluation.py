@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from . import checkpoints as ckpt
 from .batching import eval_batches, make_batch
+from .config import default_of
 from .dataset import check_data
 from .errors import DataError, UserError
 from .fast_quant import fast_path_available, use_fast_quantized_layers
@@ -78,8 +79,9 @@ class EvalResult:
         return "\n".join(lines)
 
 
-def _setting(adapter: AdapterSource | None, key: str, default: Any) -> Any:
-    return adapter.config.get(key, default) if adapter else default
+def _setting(adapter: AdapterSource | None, key: str) -> Any:
+    """A setting the adapter was trained with, or its default."""
+    return adapter.config.get(key, default_of(key)) if adapter else default_of(key)
 
 
 def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
@@ -90,16 +92,15 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split.
     `per_row` adds each of those rows' own losses (see row_losses.py)."""
     say = progress or (lambda _msg: None)
-    data = data or _setting(adapter, "data", None)
+    data = data or _setting(adapter, "data")
     if not data:
         raise UserError("give the data to evaluate on (--data); the adapter's config does not name any")
     t0 = time.perf_counter()
     say("loading the model")
     loaded = load_with_adapter(model, adapter)
     say("checking the data")
-    check = check_data(data, loaded.tokenizer, max_seq_length=_setting(adapter, "max_seq_length", 2048),
-                       mask_prompt=_setting(adapter, "mask_prompt", False),
-                       valid_fraction=_setting(adapter, "valid_fraction", 0.1), seed=_setting(adapter, "seed", 0))
+    check = check_data(data, loaded.tokenizer, **{k: _setting(adapter, k) for k in
+                                                  ("max_seq_length", "mask_prompt", "valid_fraction", "seed")})
     if not check.report.usable or check.encoded is None:
         raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them "
                         "and evaluate again", check.report.problem_lines())
@@ -108,9 +109,9 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
         held = ", ".join(sorted(encoded))
         raise UserError(f"{data} has no {split} split (it has: {held}); pick one of those")
     chosen = encoded[split]
-    order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size", 4))
+    order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size"))
     if max_batches is None:  # as training validated: the valid split's first val_batches batches
-        max_batches = _setting(adapter, "val_batches", -1) if split == "valid" else -1
+        max_batches = _setting(adapter, "val_batches") if split == "valid" else -1
     all_rows = not 0 < max_batches < len(order)
     if not all_rows:
         order = order[:max_batches]

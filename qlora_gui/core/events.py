@@ -6,6 +6,8 @@ Each has a `kind`; `to_dict()` is what metrics.jsonl stores, one line per event.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -16,6 +18,15 @@ class Event:
 
     def to_dict(self) -> dict[str, Any]:
         return {"event": self.kind, **dataclasses.asdict(self)}
+
+    def to_json_line(self) -> str:
+        """One line of metrics.jsonl. JSON has no NaN or infinity: those are written as null."""
+        row = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in self.to_dict().items()}
+        return json.dumps(row) + "\n"
+
+
+def finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 @dataclass

@@ -23,6 +23,8 @@ from . import checkpoints as ckpt
 from .errors import ModelError, UserError
 from .model import LoadedModel, load_base
 from .model_files import resolve_model_path
+from .rows import TurnsFormat, format_named
+from .run_folder import ADAPTER_CONFIG, ADAPTER_FILE, checkpoint_step, run_of
 
 
 @dataclass
@@ -37,7 +39,8 @@ class AdapterSource:
     @property
     def uses_template(self) -> bool:
         """Prompts get the chat template unless the run trained on plain text rows."""
-        return self.config.get("data_format") != "text"
+        trained_on = format_named(self.config.get("data_format"))
+        return trained_on is None or isinstance(trained_on, TurnsFormat)
 
     @property
     def label(self) -> str:
@@ -49,7 +52,7 @@ def read_adapter(path: str | Path) -> AdapterSource:
     path = Path(path).expanduser()
     if not path.is_dir():
         raise UserError(f"{path}: no such adapter folder; give a run folder or one of its checkpoints")
-    missing = [f for f in (ckpt.ADAPTER_FILE, ckpt.ADAPTER_CONFIG) if not (path / f).is_file()]
+    missing = [f for f in (ADAPTER_FILE, ADAPTER_CONFIG) if not (path / f).is_file()]
     if missing:
         hint = ""
         if ckpt.list_checkpoints(path):
@@ -57,12 +60,10 @@ def read_adapter(path: str | Path) -> AdapterSource:
         raise UserError(f"{path}: no {' or '.join(missing)} here{hint}; an adapter folder is a run folder "
                         "that has saved at least once, or one of its checkpoints/NNNNNNN folders")
     try:
-        config = json.loads((path / ckpt.ADAPTER_CONFIG).read_text())
+        config = json.loads((path / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"{path / ckpt.ADAPTER_CONFIG}: cannot read it ({e})") from e
-    is_checkpoint = path.name.isdigit() and path.parent.name == ckpt.CHECKPOINTS
-    run_dir = path.parent.parent if is_checkpoint else path
-    return AdapterSource(path, run_dir, int(path.name) if is_checkpoint else None, config)
+        raise UserError(f"{path / ADAPTER_CONFIG}: cannot read it ({e})") from e
+    return AdapterSource(path, run_of(path).path, checkpoint_step(path), config)
 
 
 def default_adapter(run_dir: str | Path) -> AdapterSource:
@@ -89,7 +90,7 @@ def base_model_of(adapter: AdapterSource, model: str | None = None) -> Path:
     """The base model folder: the one given, else the one the adapter was trained on."""
     name = model or adapter.config.get("model")
     if not name:
-        raise UserError(f"{adapter.path / ckpt.ADAPTER_CONFIG} does not name its base model; give --model")
+        raise UserError(f"{adapter.path / ADAPTER_CONFIG} does not name its base model; give --model")
     return resolve_model_path(name)
 
 

@@ -1,61 +1,27 @@
 """Read training data from disk and check every row, before any model is loaded.
 
 Accepts a folder (train/valid/test .jsonl or .json, the mlx-lm layout), one
-JSON Lines file, or one JSON file holding an array of rows. Each problem is a
-`Problem` with the file and line, worded as "what is wrong, what to do".
+JSON Lines file, or one JSON file holding an array of rows. Files are parsed in
+`json_rows.py`; here every row is checked against its format (`rows.py`) and
+the splits are laid out. Each problem is a `Problem` with the file and line,
+worded as "what is wrong, what to do".
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .rows import FORMAT_KEYS, check_row, row_format
+from .json_rows import read_rows
+from .config import default_of
+from .problems import Problems
+from .rows import FORMATS, RowFormat, detect_format
 
 SPLITS = ("train", "valid", "test")
 DATA_SUFFIXES = (".jsonl", ".json")
-MAX_KEPT_PROBLEMS = 1000  # count beyond this, but don't hold them all in memory
-
-_BINARY_SIGNATURES = {
-    b"PAR1": "a Parquet file",
-    b"PK\x03\x04": "a ZIP archive (or .xlsx)",
-    b"\x1f\x8b": "a gzip archive",
-    b"SQLite format 3": "a SQLite database",
-    b"%PDF": "a PDF document",
-    b"\x89PNG": "a PNG image",
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
-
-
-@dataclass
-class Problems:
-    """Collects problems up to a cap and counts the rest."""
-
-    items: list[Problem] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, file: str, line: int, message: str) -> None:
-        self.count += 1
-        if len(self.items) < MAX_KEPT_PROBLEMS:
-            self.items.append(Problem(file, line, message))
-
-    def extend(self, other: "Problems") -> None:
-        for p in other.items:
-            self.add(p.file, p.line, p.message)
-        self.count += other.count - len(other.items)
 
 
 @dataclass
@@ -86,153 +52,10 @@ class Intake:
 
 @dataclass
 class IntakeOptions:
-    valid_fraction: float = 0.1
-    seed: int = 0
-    mask_prompt: bool = False
+    valid_fraction: float = default_of("valid_fraction")
+    seed: int = default_of("seed")
+    mask_prompt: bool = default_of("mask_prompt")
     batch_size: int = 1
-
-
-# ---------------------------------------------------------------- reading
-
-
-def _decode_lines(raw: bytes, name: str, problems: Problems) -> list[tuple[int, str]] | None:
-    """Split bytes into (line number, text), tolerating a BOM and CRLF."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        problems.add(name, 1, "the file is UTF-16 text; re-save it as UTF-8")
-        return None
-    for magic, what in _BINARY_SIGNATURES.items():
-        if raw.startswith(magic):
-            problems.add(name, 1, f"this is {what}, not JSON text; export the data as JSON Lines (.jsonl)")
-            return None
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw.count(b"\n", 0, nul) + 1
-        problems.add(name, line, f"binary data (a NUL byte at byte offset {nul}); give a text file with one JSON object per line")
-        return None
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    out = []
-    for number, chunk in enumerate(raw.split(b"\n"), start=1):
-        if chunk.endswith(b"\r"):
-            chunk = chunk[:-1]
-        try:
-            out.append((number, chunk.decode("utf-8")))
-        except UnicodeDecodeError as e:
-            column = len(chunk[: e.start].decode("utf-8", "replace")) + 1
-            guess = ""
-            try:
-                chunk.decode("cp1252")
-                guess = " It looks like Windows-1252/Latin-1 text."
-            except UnicodeDecodeError:
-                pass
-            problems.add(
-                name, number,
-                f"byte 0x{chunk[e.start]:02X} at column {column} is not UTF-8.{guess} Re-save the file as UTF-8.",
-            )
-    return out
-
-
-def _parse_json_lines(lines: list[tuple[int, str]], name: str, problems: Problems) -> list[tuple[int, Any]]:
-    rows: list[tuple[int, Any]] = []
-    nonblank = [(n, t) for n, t in lines if t.strip()]
-    last_line = nonblank[-1][0] if nonblank else 0
-    for number, text in nonblank:
-        try:
-            rows.append((number, json.loads(text)))
-        except json.JSONDecodeError as e:
-            stripped = text.strip()
-            if e.msg == "Extra data":
-                problems.add(name, number, f"more than one JSON value on this line (extra text at column {e.colno}); put one row per line")
-            elif number == last_line and rows and not stripped.startswith("{"):
-                problems.add(name, number, f"trailing text after the last row: {stripped[:40]!r}; delete it")
-            else:
-                problems.add(name, number, f"invalid JSON at column {e.colno}: {e.msg}; each line must be one complete JSON object")
-    return rows
-
-
-def _parse_json_array(text: str, name: str, problems: Problems) -> list[tuple[int, Any]]:
-    """Walk a JSON array element by element so every row keeps its line number."""
-    decoder = json.JSONDecoder()
-    rows: list[tuple[int, Any]] = []
-
-    def skip_ws(i: int) -> int:
-        while i < len(text) and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def line_of(i: int) -> int:
-        return text.count("\n", 0, i) + 1
-
-    i = skip_ws(text.index("[") + 1)
-    if i < len(text) and text[i] == "]":
-        i += 1
-    else:
-        while True:
-            try:
-                value, end = decoder.raw_decode(text, i)
-            except json.JSONDecodeError as e:
-                problems.add(name, e.lineno, f"invalid JSON at column {e.colno}: {e.msg}")
-                return rows
-            rows.append((line_of(i), value))
-            i = skip_ws(end)
-            if i < len(text) and text[i] == ",":
-                i = skip_ws(i + 1)
-                continue
-            if i < len(text) and text[i] == "]":
-                i += 1
-                break
-            problems.add(name, line_of(i), "expected ',' or ']' between rows of the JSON array")
-            return rows
-    i = skip_ws(i)
-    if i < len(text):
-        problems.add(name, line_of(i), f"trailing text after the closing ']': {text[i:i + 40].strip()!r}; delete it")
-    return rows
-
-
-def _is_array_file(path: Path, first_line: str) -> bool:
-    """A .json file starting with '[' is an array of rows; so is a .jsonl whose first
-    line is not a whole JSON value (a pretty-printed array under the wrong name)."""
-    if path.suffix.lower() == ".json":
-        return True
-    try:
-        json.loads(first_line)
-    except json.JSONDecodeError:
-        return True
-    return False
-
-
-def read_rows(path: Path, name: str, problems: Problems) -> list[tuple[int, Any]]:
-    """Parse one file into (line, value) pairs; the content decides JSON Lines vs array."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        problems.add(name, 1, f"cannot read the file ({e.strerror}); check that it exists and is readable")
-        return []
-    lines = _decode_lines(raw, name, problems)
-    if lines is None:
-        return []
-    first = next(((n, t.lstrip()) for n, t in lines if t.strip()), None)
-    if first is None:
-        what = "empty" if not raw.strip(b"\xef\xbb\xbf") else "only blank lines"
-        problems.add(name, 1, f"the file is {what}; it needs at least one row")
-        return []
-    if first[1].startswith("[") and _is_array_file(path, first[1]):
-        return _parse_json_array("\n".join(t for _, t in lines), name, problems)
-    local = Problems()
-    rows = _parse_json_lines(lines, name, local)
-    if local.count and first[1].rstrip() == "{":
-        # A pretty-printed single object: JSON Lines parsing can't help, say what it is.
-        try:
-            whole = json.loads("\n".join(t for _, t in lines))
-        except json.JSONDecodeError:
-            whole = None
-        if isinstance(whole, dict):
-            lists = [k for k, v in whole.items() if isinstance(v, list)]
-            hint = f" (its key {lists[0]!r} holds a list: save that list itself)" if lists else ""
-            problems.add(name, first[0], f"the file is one JSON object spread over lines{hint}; give a JSON array of rows or one row per line")
-            return []
-    problems.extend(local)
-    return rows
 
 
 # ---------------------------------------------------------------- checking
@@ -241,9 +64,10 @@ def read_rows(path: Path, name: str, problems: Problems) -> list[tuple[int, Any]
 def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: IntakeOptions,
                problems: Problems) -> RawSplit:
     """Check types and the format of every row; the file's format is its first row's."""
-    fmt: str | None = None
+    fmt: RowFormat | None = None
     first_line = 0
-    mixed_line, mixed_count, mixed_fmt = 0, 0, ""
+    mixed_line, mixed_count = 0, 0
+    mixed_fmt: RowFormat | None = None
     good: list[dict[str, Any]] = []
     good_lines: list[int] = []
     for line, row in rows:
@@ -252,37 +76,34 @@ def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: Inta
                     "NoneType": "null"}.get(type(row).__name__, type(row).__name__)
             problems.add(name, line, f"the row is a JSON {kind}, not an object; write each row as {{\"text\": ...}} or another format")
             continue
-        this = row_format(row)
+        this = detect_format(row)
         if this is None:
             problems.add(name, line, _unknown_keys_message(row))
             continue
         if fmt is None:
             fmt, first_line = this, line
-        elif this != fmt:
+        elif this is not fmt:
             mixed_count += 1
-            if not mixed_line:
+            if mixed_fmt is None:
                 mixed_line, mixed_fmt = line, this
             continue
-        errors = check_row(row, this, options.mask_prompt)
+        errors = this.check(row, options.mask_prompt)
         for err in errors:
             problems.add(name, line, err)
         if not errors:
             good.append(row)
             good_lines.append(line)
-    if mixed_line:
+    if fmt is not None and mixed_fmt is not None:
         problems.add(
             name, mixed_line,
-            f"this row is {mixed_fmt} data ({_keys_of(mixed_fmt)}) but the file is {fmt} data "
-            f"({_keys_of(fmt)}, from line {first_line}); {mixed_count} row(s) differ. Use one format per file.",
+            f"this row is {mixed_fmt.name} data ({mixed_fmt.keys_shown}) but the file is {fmt.name} data "
+            f"({fmt.keys_shown}, from line {first_line}); {mixed_count} row(s) differ. Use one format per file.",
         )
-    if fmt == "text" and options.mask_prompt and split == "train":  # said once, not once per file
+    # Said once, on train, not once per file.
+    if fmt is not None and not fmt.can_mask_prompt and options.mask_prompt and split == "train":
         problems.add(name, first_line, "'train on completions only' needs prompt/completion or chat rows; "
-                     "text rows have no prompt to mask. Turn it off or convert the rows.")
-    return RawSplit(split, name, fmt, good, good_lines)
-
-
-def _keys_of(fmt: str) -> str:
-    return "+".join(f"'{k}'" for k in FORMAT_KEYS[fmt])
+                     f"{fmt.name} rows have no prompt to mask. Turn it off or convert the rows.")
+    return RawSplit(split, name, fmt.name if fmt else None, good, good_lines)
 
 
 _RENAMES = {
@@ -297,7 +118,7 @@ _RENAMES = {
 
 def _unknown_keys_message(row: dict) -> str:
     keys = ", ".join(repr(k) for k in list(row)[:8]) or "none"
-    expected = "; ".join("{" + ", ".join(f'"{k}"' for k in keys_) + "}" for keys_ in FORMAT_KEYS.values())
+    expected = "; ".join("{" + ", ".join(f'"{k}"' for k in f.keys) + "}" for f in FORMATS.values())
     hint = next((h for ks, h in _RENAMES.items() if all(k in row for k in ks)), "rename the keys")
     return f"no known format: keys found {keys}; expected {expected}. Hint: {hint}"
 

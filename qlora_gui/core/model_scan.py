@@ -26,6 +26,7 @@ class ModelInfo:
     size_bytes: int
     parameters: int
     quantization: str  # "4-bit (group 64)", "float16", ...
+    bits: int | None = None  # bits per weight of a quantized model as stored
 
     @property
     def label(self) -> str:
@@ -84,7 +85,7 @@ def describe_model(path: Path, source: str, name: str | None = None) -> ModelInf
     else:
         quant_text = str(config.get("torch_dtype") or config.get("dtype") or "full precision")
     arch = str(config.get("model_type") or (config.get("architectures") or ["unknown"])[0])
-    return ModelInfo(name or path.name, path, source, arch, size, params, quant_text)
+    return ModelInfo(name or path.name, path, source, arch, size, params, quant_text, int(bits) if bits else None)
 
 
 def _hf_cache_models() -> list[ModelInfo]:

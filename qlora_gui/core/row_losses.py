@@ -16,7 +16,7 @@ from .batching import make_batch
 from .encode import EncodedSplit
 from .intake import RawSplit
 from .losses import LossFn
-from .rows import preview
+from .rows import FORMATS
 
 SHOWN_ROWS = 20
 
@@ -52,7 +52,7 @@ def row_loss_sums(model, split: EncodedSplit, rows: list[int], loss_fn: LossFn) 
 def row_text(raw: RawSplit | None, line: int) -> str:
     if raw is None or raw.format is None or line not in raw.lines:
         return ""
-    return " · ".join(preview(raw.rows[raw.lines.index(line)], raw.format, width=160).values())
+    return " · ".join(FORMATS[raw.format].preview(raw.rows[raw.lines.index(line)], width=160).values())
 
 
 def hardest(rows: list[RowLoss], n: int = SHOWN_ROWS) -> tuple[list[RowLoss], list[RowLoss]]:

@@ -1,27 +1,27 @@
-"""The three row formats mlx-lm reads, and the checks each row must pass."""
+"""The three row formats mlx-lm reads, one class each, as in mlx-lm's tuner datasets.
+
+A format knows the keys that identify its rows, the checks each row must pass,
+and the views the rest of the app takes of a row: length, preview, chat turns
+and playground sample. Reports, events and saved files carry its `name`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, NamedTuple
 
-# Format name -> the keys that identify it (mlx-lm's names for the formats).
-FORMAT_KEYS: dict[str, tuple[str, ...]] = {
-    "text": ("text",),
-    "completions": ("prompt", "completion"),
-    "chat": ("messages",),
-}
 ROLES = ("system", "user", "assistant", "tool")
+# A last line such as "A: SELECT ..." or "Answer: ...": the label ends the prompt, the rest is the answer.
+_LABELLED_LINE = re.compile(r"^(\s*[A-Za-z][\w ]{0,24}:)(.*)$", re.S)
 
 
-def row_format(row: dict[str, Any]) -> str | None:
-    """The format a row belongs to, by the same precedence mlx-lm uses."""
-    if "messages" in row:
-        return "chat"
-    if "prompt" in row and "completion" in row:
-        return "completions"
-    if "text" in row:
-        return "text"
-    return None
+class SampleText(NamedTuple):
+    """A row cut into what the playground asks and the answer the data gives."""
+
+    prompt: str
+    system: str
+    reference: str
 
 
 def _type_name(value: Any) -> str:
@@ -42,16 +42,118 @@ def content_text(content: Any) -> str | None:
     return None
 
 
-def check_row(row: dict[str, Any], fmt: str, mask_prompt: bool) -> list[str]:
-    """Everything wrong with one row of a known format, as messages a person can act on."""
-    if fmt == "text":
+def split_text_row(text: str) -> tuple[str, str]:
+    """(prompt, reference) for a plain-text row: up to its last line's label, else its first half."""
+    head, sep, last = text.rpartition("\n")
+    match = _LABELLED_LINE.match(last)
+    if sep and match:
+        return head + sep + match.group(1), match.group(2)
+    words = text.split(" ")
+    cut = max(1, len(words) // 2)
+    return " ".join(words[:cut]), " " + " ".join(words[cut:])
+
+
+def _cut(s: str, width: int) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+class RowFormat(ABC):
+    """One row format: how to recognise, check and show its rows."""
+
+    name: ClassVar[str]  # as reports, events, metrics and the UI spell it
+    keys: ClassVar[tuple[str, ...]]  # the keys that identify a row (mlx-lm's names)
+    can_mask_prompt: ClassVar[bool] = True  # rows have a prompt that "train on completions only" leaves out
+
+    def matches(self, row: dict[str, Any]) -> bool:
+        return all(k in row for k in self.keys)
+
+    @property
+    def keys_shown(self) -> str:
+        """The identifying keys as messages quote them: 'prompt'+'completion'."""
+        return "+".join(f"'{k}'" for k in self.keys)
+
+    @abstractmethod
+    def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
+        """Everything wrong with one row of this format, as messages a person can act on."""
+
+    @abstractmethod
+    def char_length(self, row: dict[str, Any]) -> int:
+        """Length in characters, for the report before a tokenizer is chosen."""
+
+    @abstractmethod
+    def preview(self, row: dict[str, Any], width: int = 240) -> dict[str, str]:
+        """A short, readable view of a row: column -> text, for the preview table."""
+
+    @abstractmethod
+    def sample(self, row: dict[str, Any]) -> SampleText:
+        """The row as a playground prompt with its reference answer."""
+
+
+class TextFormat(RowFormat):
+    """{"text": ...}: tokenized as written and trained on every token."""
+
+    name = "text"
+    keys = ("text",)
+    can_mask_prompt = False
+
+    def text(self, row: dict[str, Any]) -> str:
+        return row["text"]
+
+    def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
         text = row["text"]
         if not isinstance(text, str):
             return [f"'text' must be a string, got {_type_name(text)}"]
         if not text.strip():
             return ["'text' is empty; fill it or remove the row"]
         return []
-    if fmt == "completions":
+
+    def char_length(self, row: dict[str, Any]) -> int:
+        return len(row["text"])
+
+    def preview(self, row: dict[str, Any], width: int = 240) -> dict[str, str]:
+        return {"text": _cut(row["text"], width)}
+
+    def sample(self, row: dict[str, Any]) -> SampleText:
+        prompt, reference = split_text_row(row["text"])
+        return SampleText(prompt, "", reference)
+
+
+class TurnsFormat(RowFormat):
+    """Rows made of chat turns, which the model's chat template renders."""
+
+    @abstractmethod
+    def as_messages(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """The row's chat turns, with content as plain text."""
+
+    def tools(self, row: dict[str, Any]) -> list | None:
+        """Tool definitions for the chat template."""
+        return None
+
+    def char_length(self, row: dict[str, Any]) -> int:
+        return sum(len(t.get("content") or "") for t in self.as_messages(row))
+
+    def sample(self, row: dict[str, Any]) -> SampleText:
+        """The last assistant turn is the reference; the user turn and system prompt before it ask for it."""
+        turns = self.as_messages(row)
+        last_answer = max((i for i, t in enumerate(turns) if t.get("role") == "assistant"), default=len(turns))
+        before = turns[:last_answer]
+        system = next((t.get("content") or "" for t in before if t.get("role") == "system"), "")
+        prompt = next((t.get("content") or "" for t in reversed(before) if t.get("role") == "user"), "")
+        reference = turns[last_answer].get("content") or "" if last_answer < len(turns) else ""
+        return SampleText(prompt, system, reference)
+
+
+class CompletionsFormat(TurnsFormat):
+    """{"prompt": ..., "completion": ...}: one user turn and one assistant turn."""
+
+    name = "completions"
+    keys = ("prompt", "completion")
+
+    def as_messages(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
+
+    def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
         errors = []
         for key in ("prompt", "completion"):
             if not isinstance(row[key], str):
@@ -59,69 +161,79 @@ def check_row(row: dict[str, Any], fmt: str, mask_prompt: bool) -> list[str]:
         if not errors and not row["completion"].strip():
             errors.append("'completion' is empty; there is nothing to learn from this row")
         return errors
-    return _check_chat(row, mask_prompt)
+
+    def preview(self, row: dict[str, Any], width: int = 240) -> dict[str, str]:
+        return {"prompt": _cut(row["prompt"], width), "completion": _cut(row["completion"], width)}
 
 
-def _check_chat(row: dict[str, Any], mask_prompt: bool) -> list[str]:
-    messages = row["messages"]
-    if not isinstance(messages, list):
-        return [f"'messages' must be a list of {{\"role\", \"content\"}} turns, got {_type_name(messages)}"]
-    if not messages:
-        return ["'messages' is empty; a chat row needs at least one turn"]
+class ChatFormat(TurnsFormat):
+    """{"messages": [{"role", "content"}, ...]}, optionally with "tools"."""
+
+    name = "chat"
+    keys = ("messages",)
+
+    def as_messages(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        out = []
+        for turn in row["messages"]:
+            turn = dict(turn)
+            if turn.get("content") is not None:
+                turn["content"] = content_text(turn["content"])
+            out.append(turn)
+        return out
+
+    def tools(self, row: dict[str, Any]) -> list | None:
+        return row.get("tools")
+
+    def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
+        messages = row["messages"]
+        if not isinstance(messages, list):
+            return [f"'messages' must be a list of {{\"role\", \"content\"}} turns, got {_type_name(messages)}"]
+        if not messages:
+            return ["'messages' is empty; a chat row needs at least one turn"]
+        errors = []
+        tools = row.get("tools")
+        if tools is not None and not isinstance(tools, list):
+            errors.append(f"'tools' must be a list of tool definitions, got {_type_name(tools)}")
+        for i, turn in enumerate(messages):
+            errors += _turn_errors(f"messages[{i}]", turn)
+        if not errors and mask_prompt and not any(t.get("role") == "assistant" for t in messages):
+            errors.append("no assistant turn: with 'train on completions only' this row would train on nothing")
+        return errors
+
+    def preview(self, row: dict[str, Any], width: int = 240) -> dict[str, str]:
+        turns = self.as_messages(row)
+        prompt = next((t["content"] for t in turns if t.get("role") == "user" and t.get("content")), "")
+        answer = next((t["content"] for t in reversed(turns) if t.get("role") == "assistant" and t.get("content")),
+                      "")
+        return {"turns": str(len(turns)), "user": _cut(prompt, width), "assistant": _cut(answer, width)}
+
+
+def _turn_errors(where: str, turn: Any) -> list[str]:
+    if not isinstance(turn, dict):
+        return [f"{where} must be an object with 'role' and 'content', got {_type_name(turn)}"]
     errors = []
-    tools = row.get("tools")
-    if tools is not None and not isinstance(tools, list):
-        errors.append(f"'tools' must be a list of tool definitions, got {_type_name(tools)}")
-    for i, turn in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(turn, dict):
-            errors.append(f"{where} must be an object with 'role' and 'content', got {_type_name(turn)}")
-            continue
-        role = turn.get("role")
-        if role not in ROLES:
-            shown = repr(role) if role is not None else "no role"
-            errors.append(f"{where} has {shown}; use one of {', '.join(ROLES)}")
-        if "content" not in turn or turn["content"] is None:
-            if not (role == "assistant" and turn.get("tool_calls")):
-                errors.append(f"{where} has no 'content'; give the turn's text")
-        elif content_text(turn["content"]) is None:
-            errors.append(f"{where} 'content' must be a string, got {_type_name(turn['content'])}")
-    if not errors and mask_prompt and not any(t.get("role") == "assistant" for t in messages):
-        errors.append("no assistant turn: with 'train on completions only' this row would train on nothing")
+    role = turn.get("role")
+    if role not in ROLES:
+        shown = repr(role) if role is not None else "no role"
+        errors.append(f"{where} has {shown}; use one of {', '.join(ROLES)}")
+    if "content" not in turn or turn["content"] is None:
+        if not (role == "assistant" and turn.get("tool_calls")):  # a tool call may stand in for the text
+            errors.append(f"{where} has no 'content'; give the turn's text")
+    elif content_text(turn["content"]) is None:
+        errors.append(f"{where} 'content' must be a string, got {_type_name(turn['content'])}")
     return errors
 
 
-def as_messages(row: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
-    """Chat turns for a completions or chat row, with content as plain text."""
-    if fmt == "completions":
-        return [{"role": "user", "content": row["prompt"]}, {"role": "assistant", "content": row["completion"]}]
-    out = []
-    for turn in row["messages"]:
-        turn = dict(turn)
-        if turn.get("content") is not None:
-            turn["content"] = content_text(turn["content"])
-        out.append(turn)
-    return out
+TEXT, COMPLETIONS, CHAT = TextFormat(), CompletionsFormat(), ChatFormat()
+# Name -> format, in the order messages list them.
+FORMATS: dict[str, TextFormat | TurnsFormat] = {f.name: f for f in (TEXT, COMPLETIONS, CHAT)}
 
 
-def char_length(row: dict[str, Any], fmt: str) -> int:
-    """Length in characters, for the report before a tokenizer is chosen."""
-    if fmt == "text":
-        return len(row["text"])
-    return sum(len(t.get("content") or "") for t in as_messages(row, fmt))
+def detect_format(row: dict[str, Any]) -> TextFormat | TurnsFormat | None:
+    """The format a row belongs to, by mlx-lm's precedence: messages, then prompt+completion, then text."""
+    return next((f for f in (CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
 
 
-def preview(row: dict[str, Any], fmt: str, width: int = 240) -> dict[str, str]:
-    """A short, readable view of a row for the preview table."""
-    def cut(s: str) -> str:
-        s = " ".join(s.split())
-        return s if len(s) <= width else s[: width - 1] + "…"
-
-    if fmt == "text":
-        return {"text": cut(row["text"])}
-    if fmt == "completions":
-        return {"prompt": cut(row["prompt"]), "completion": cut(row["completion"])}
-    turns = as_messages(row, fmt)
-    prompt = next((t["content"] for t in turns if t.get("role") == "user" and t.get("content")), "")
-    answer = next((t["content"] for t in reversed(turns) if t.get("role") == "assistant" and t.get("content")), "")
-    return {"turns": str(len(turns)), "user": cut(prompt), "assistant": cut(answer)}
+def format_named(name: str | None) -> TextFormat | TurnsFormat | None:
+    """The format a report, split or saved config names; None for no rows or an unknown name."""
+    return FORMATS.get(name or "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,9 @@ import yaml
 from .checkpoints import CheckpointInfo, atomic_write_text, latest_checkpoint
 from .errors import UserError
 from .run_lock import folder_owner, in_use_message
+from .run_folder import RunFolder
 from .runs import RunSummary, list_runs
 
-NOTES_FILE = "notes.md"
 _NAME = re.compile(r"^[^/\\:\0]+$")
 # Keys that differ between any two runs without saying anything about how they trained.
 _NOT_SETTINGS = {"adapter_path", "resume"}
@@ -23,14 +22,14 @@ _NOT_SETTINGS = {"adapter_path", "resume"}
 
 def read_notes(run_dir: Path) -> str:
     try:
-        return (Path(run_dir) / NOTES_FILE).read_text(encoding="utf-8")
+        return RunFolder(run_dir).notes.read_text(encoding="utf-8")
     except OSError:
         return ""
 
 
 def write_notes(run_dir: Path, text: str) -> None:
     """Atomically; an empty text removes the file."""
-    path = Path(run_dir) / NOTES_FILE
+    path = RunFolder(run_dir).notes
     if text.strip():
         atomic_write_text(path, text)
     elif path.exists():
@@ -53,7 +52,7 @@ def rename_run(run_dir: Path, new_name: str) -> Path:
     if target.exists() and not target.samefile(run_dir):  # a case-only rename on a case-insensitive disk is fine
         raise UserError(f"a run named '{name}' already exists in {run_dir.parent}: pick another name")
     os.rename(run_dir, target)
-    config_path = target / "config.yaml"
+    config_path = RunFolder(target).config
     if not config_path.is_file():
         return target
     try:
@@ -114,10 +113,3 @@ def interrupted_runs(root: Path) -> list[tuple[RunSummary, CheckpointInfo]]:
         if point is not None:
             out.append((run, point))
     return out
-
-
-def resume_command(run_dir: Path) -> str:
-    """The command line that continues a run from its latest checkpoint with its own settings."""
-    run_dir = Path(run_dir)
-    return (f"qlora-gui train -c {shlex.quote(str(run_dir / 'config.yaml'))} --adapter-path "
-            f"{shlex.quote(str(run_dir))} --resume")

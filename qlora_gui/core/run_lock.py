@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .checkpoints import LOCK_FILE
+from .run_folder import RunFolder
 from .errors import UserError
 
 
@@ -56,7 +56,7 @@ class RunLock:
         """Take the folder, or raise UserError naming who has it."""
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(RunFolder(run_dir).lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -82,7 +82,7 @@ class RunLock:
 
 def folder_owner(run_dir: Path) -> Owner | None:
     """Who trains in this folder now; None when nobody does (a crashed owner holds nothing)."""
-    path = Path(run_dir) / LOCK_FILE
+    path = RunFolder(run_dir).lock
     if not path.is_file():
         return None
     fd = os.open(path, os.O_RDWR)

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from .run_folder import RunFolder
+
 
 @dataclass
 class RunCurves:
@@ -35,16 +37,8 @@ class RunSummary:
         return Path(str(self.config.get("model", ""))).name
 
 
-def unused_path(path: Path) -> Path:
-    """`path`, or `path-2`, `path-3`…: the first that does not exist, so nothing is overwritten."""
-    candidate, n = Path(path), 2
-    while candidate.exists():
-        candidate, n = candidate.with_name(f"{Path(path).name}-{n}"), n + 1
-    return candidate
-
-
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunFolder(run_dir).metrics
     events = []
     try:
         with path.open(encoding="utf-8") as f:
@@ -73,7 +67,7 @@ def read_curves(run_dir: Path) -> RunCurves:
 def summarize_run(run_dir: Path) -> RunSummary | None:
     run_dir = Path(run_dir)
     try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config = yaml.safe_load(RunFolder(run_dir).config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
     events = read_events(run_dir)
@@ -91,7 +85,8 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
             last_step = e.get("step", last_step)
         elif kind == "failed":
             status = "failed"
-    modified = (run_dir / "metrics.jsonl").stat().st_mtime if (run_dir / "metrics.jsonl").exists() else 0.0
+    metrics = RunFolder(run_dir).metrics
+    modified = metrics.stat().st_mtime if metrics.exists() else 0.0
     return RunSummary(run_dir, run_dir.name, config, last_step, final_loss, best, status, modified, final_val)
 
 

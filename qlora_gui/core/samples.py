@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import random
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .intake import IntakeOptions, read_dataset
-from .rows import as_messages
-
-# A last line such as "A: SELECT ..." or "Answer: ...": the label ends the prompt, the rest is the answer.
-_LABELLED_LINE = re.compile(r"^(\s*[A-Za-z][\w ]{0,24}:)(.*)$", re.S)
+from .config import default_of
+from .rows import FORMATS
 
 
 @dataclass
@@ -22,38 +19,17 @@ class PromptSample:
     file: str
     line: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def split_text_row(text: str) -> tuple[str, str]:
-    """(prompt, reference) for a plain-text row: up to its last line's label, else its first half."""
-    head, sep, last = text.rpartition("\n")
-    match = _LABELLED_LINE.match(last)
-    if sep and match:
-        return head + sep + match.group(1), match.group(2)
-    words = text.split(" ")
-    cut = max(1, len(words) // 2)
-    return " ".join(words[:cut]), " " + " ".join(words[cut:])
-
 
 def sample_from_row(row: dict[str, Any], fmt: str, file: str, line: int) -> PromptSample:
-    if fmt == "text":
-        prompt, reference = split_text_row(row["text"])
-        return PromptSample(prompt, "", reference, file, line)
-    turns = as_messages(row, fmt)
-    last_answer = max((i for i, t in enumerate(turns) if t.get("role") == "assistant"), default=len(turns))
-    before = turns[:last_answer]
-    system = next((t.get("content") or "" for t in before if t.get("role") == "system"), "")
-    prompt = next((t.get("content") or "" for t in reversed(before) if t.get("role") == "user"), "")
-    reference = turns[last_answer].get("content") or "" if last_answer < len(turns) else ""
+    """A playground prompt from one row of the named format, with where the row came from."""
+    prompt, system, reference = FORMATS[fmt].sample(row)
     return PromptSample(prompt, system, reference, file, line)
 
 
 class ValidationSamples:
     """The held-out rows of a run's data, split exactly as training split them."""
 
-    def __init__(self, data: str, valid_fraction: float = 0.1, seed: int = 0):
+    def __init__(self, data: str, valid_fraction: float = default_of("valid_fraction"), seed: int = default_of("seed")):
         intake = read_dataset(data, IntakeOptions(valid_fraction=valid_fraction, seed=seed))
         split = intake.splits.get("valid") or intake.splits.get("test")
         self.format = intake.format
@@ -63,6 +39,13 @@ class ValidationSamples:
         if split is None or not split.rows or not split.format:
             self.error = f"{data}: no validation rows to sample from" if intake.problems.count == 0 else \
                 f"{data}: the data cannot be read now ({intake.problems.count} problem(s))"
+
+    @classmethod
+    def of_run(cls, config: dict[str, Any]) -> ValidationSamples | None:
+        """The validation rows of the run a saved config describes; None when it names no data."""
+        if not config.get("data"):
+            return None
+        return cls(config["data"], *(config.get(k, default_of(k)) for k in ("valid_fraction", "seed")))
 
     def __len__(self) -> int:
         return len(self._split.rows) if self._split and not self.error else 0

@@ -15,7 +15,6 @@ outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -165,21 +164,3 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = 
         mx.async_eval(totals)
     total, tokens = totals.tolist()
     return (total / tokens if tokens else float("nan")), int(tokens)
-
-
-def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0):
-    """Linear warmup over `warmup` updates, then cosine decay to `end` at `total`.
-
-    MLX evaluates the schedule at update index s (from 0) before applying the
-    update, so warmup uses (s + 1) / (warmup + 1): the first update is never 0.
-    """
-    decay = max(total - warmup, 1)
-
-    def schedule(step):
-        s = step.astype(mx.float32)
-        warm = peak * (s + 1) / (warmup + 1)
-        progress = mx.clip((s - warmup) / decay, 0.0, 1.0)
-        cos = end + 0.5 * (peak - end) * (1 + mx.cos(math.pi * progress))
-        return mx.where(s < warmup, warm, cos)
-
-    return schedule

@@ -8,9 +8,6 @@ they take effect between optimizer steps.
 
 from __future__ import annotations
 
-import json
-import math
-import shutil
 import threading
 import time
 import traceback
@@ -18,42 +15,42 @@ from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
-import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map_with_path
+from mlx.utils import tree_flatten
 
 from . import checkpoints as ckpt
-from .batching import epoch_batches, eval_batches, make_batch, padding_share, steps_per_epoch
+from .batching import (
+    epoch_batches,
+    eval_batches,
+    make_batch,
+    padding_share,
+    steps_per_epoch,
+)
 from .config import TrainConfig
 from .dataset import DataReport, check_data
 from .encode import EncodedSplit
 from .errors import DataError, TrainingError, UserError
-from .fast_quant import fast_path_available, use_fast_quantized_layers
-from .events import (CheckpointSaved, Event, EventCallback, Failed, Finished, RunStarted, StepReport,
-                     TrainWarning, ValidationResult)
-from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_name, sample
-from .model import adapter_config, adapter_weights, add_adapters, load_base, parameter_counts, use_grad_checkpoint
+from .events import (
+    CheckpointSaved,
+    Event,
+    EventCallback,
+    Failed,
+    Finished,
+    RunStarted,
+    TrainWarning,
+    ValidationResult,
+    finite_or_none,
+)
+from .losses import LossFn
+from .memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_name
+from .model import adapter_config, adapter_weights, parameter_counts
 from .model_files import load_tokenizer, resolve_model_path
-from .losses import LossFn, chunked_loss_for
-from .run_admin import resume_command
-from .run_lock import RunLock, folder_owner, in_use_message
-from .step import TrainStep, evaluate_loss, warmup_cosine
-
-
-def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
-    if cfg.lr_schedule:
-        from mlx_lm.tuner.utils import build_schedule
-
-        lr = build_schedule(cfg.lr_schedule)
-    else:
-        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(0.05 * total_steps)
-        lr = warmup_cosine(cfg.learning_rate, min(warmup, max(total_steps - 1, 0)), total_steps)
-    extra = dict(cfg.optimizer_config.get(cfg.optimizer, cfg.optimizer_config) or {})
-    cls = {"adamw": optim.AdamW, "adam": optim.Adam, "sgd": optim.SGD}[cfg.optimizer]
-    return cls(learning_rate=lr, **extra)
-
-
-def _finite_or_none(x: float | None) -> float | None:
-    return x if x is not None and math.isfinite(x) else None
+from .optimizer import build_optimizer
+from .progress import Progress
+from .run_folder import RunFolder
+from .run_lock import RunLock
+from .run_plan import resume_source
+from .step import TrainStep, evaluate_loss
+from .training_model import prepare_model
 
 
 class Trainer:
@@ -68,9 +65,9 @@ class Trainer:
         self._running.set()
         self._metrics = None
         self._lock: RunLock | None = None
-        self._paused_time = 0.0
-        self.optimizer_updates = 0
+        self._progress: Progress | None = None
         self.data_report: DataReport | None = None
+        self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self.group = mx.distributed.init()
         self._is_main = self.group.rank() == 0
 
@@ -97,8 +94,7 @@ class Trainer:
         if not self._is_main:
             return
         if self._metrics is not None:
-            row = {k: (_finite_or_none(v) if isinstance(v, float) else v) for k, v in event.to_dict().items()}
-            self._metrics.write(json.dumps(row) + "\n")
+            self._metrics.write(event.to_json_line())
             self._metrics.flush()
         if self._callback is not None:
             self._callback(event)
@@ -133,38 +129,6 @@ class Trainer:
         self._emit(event)
         return event
 
-    def _resume_checkpoint(self, run_dir: Path) -> Path | None:
-        """Which checkpoint to continue from; branching copies it into a fresh run folder."""
-        cfg = self.config
-        owner = folder_owner(run_dir)
-        if owner is not None:  # said before any work; the lock itself is taken when the folder is written
-            raise UserError(in_use_message(run_dir, owner))
-        if self._resume_from is None and not cfg.resume:
-            if ckpt.run_folder_in_use(run_dir):
-                hint = (f"continue it with: {resume_command(run_dir)}" if ckpt.latest_checkpoint(run_dir)
-                        else "it has no checkpoint to continue from")
-                raise UserError(f"{run_dir} already holds a run; choose a new folder, or {hint}")
-            return None
-        if self._resume_from is None:
-            latest = ckpt.latest_checkpoint(run_dir)
-            if latest is None:
-                raise UserError(f"nothing to resume in {run_dir}: it has no checkpoints; start a new run instead")
-            return latest.path
-        source = self._resume_from
-        if not (source / ckpt.STATE_FILE).is_file():
-            raise UserError(f"{source} is not a checkpoint folder (no {ckpt.STATE_FILE})")
-        if source.parent.parent.resolve() == run_dir.resolve():
-            latest = ckpt.latest_checkpoint(run_dir)
-            if latest and latest.step > int(source.name):
-                raise UserError(f"{run_dir} has checkpoints after step {int(source.name)}; resuming from it would "
-                                "overwrite them. Resume into a new run folder instead")
-            return source
-        if ckpt.run_folder_in_use(run_dir):
-            raise UserError(f"{run_dir} already holds a run; choose an empty folder to branch into")
-        target = run_dir / ckpt.CHECKPOINTS / source.name
-        shutil.copytree(source, target)
-        return target
-
     def _load_data(self, tokenizer: Any) -> dict[str, EncodedSplit]:
         cfg = self.config
         check = check_data(cfg.data, tokenizer, max_seq_length=cfg.max_seq_length, mask_prompt=cfg.mask_prompt,
@@ -178,27 +142,16 @@ class Trainer:
     def _run(self) -> Event:
         cfg = self.config
         cfg.validate()
-        run_dir = Path(cfg.adapter_path)
-        resume_path = self._resume_checkpoint(run_dir)
+        run = RunFolder(cfg.adapter_path)
+        run_dir = run.path
+        resume_path = resume_source(cfg, self._resume_from)
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path)
         data = self._load_data(tokenizer)  # every data problem surfaces before any weights load
         apply_limits(cfg.memory_limit_gb)
-        loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
-        layers_note = add_adapters(loaded.model, cfg)
-        model = loaded.model
+        prepared = prepare_model(cfg, model_path, tokenizer, self._loss_fn)
+        loaded, model, notes, self._loss_fn = prepared.loaded, prepared.loaded.model, prepared.notes, prepared.loss_fn
         trainable, total_params = parameter_counts(model)
-        quant_path = ""
-        if loaded.quantization:
-            fast = use_fast_quantized_layers(model) if cfg.fast_quant and fast_path_available() else 0
-            quant_path = (f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels")
-        notes = list(loaded.notes) + ([layers_note] if layers_note else [])
-        loss_path = "loss: the given loss function"
-        if self._loss_fn is None:
-            self._loss_fn, loss_path = chunked_loss_for(model)
-        if cfg.grad_checkpoint:
-            notes.append(f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "
-                         "about a third more time per step")
 
         train, valid, test = data["train"], data.get("valid"), data.get("test")
         lengths = train.lengths
@@ -212,30 +165,23 @@ class Trainer:
         state = {"step": 0, "epoch": 0, "batch_pos": 0, "seed": cfg.seed, "best_val_loss": None,
                  "best_step": None, "val_loss": None, "trained_tokens": 0}
         if resume_path is not None:
-            adapters, opt_flat, saved = ckpt.load_checkpoint(resume_path)
-            model.load_weights(list(adapters.items()), strict=False)
-            missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
-            if missing:
-                raise UserError(f"{resume_path}: the optimizer state does not match these settings "
-                                f"(missing {missing[0]}); resume with the run's own config")
-            optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
-            mx.eval(model.parameters(), optimizer.state)
+            saved = ckpt.restore_checkpoint(resume_path, model, optimizer)
             state.update({k: saved[k] for k in state if k in saved})
 
         run_dir.mkdir(parents=True, exist_ok=True)
         if self._is_main:
             self._lock = RunLock.acquire(run_dir, "qlora-gui training")  # one trainer per run folder
-            if not (run_dir / "config.yaml").exists():
-                ckpt.atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-            self._metrics = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            if not run.config.exists():
+                ckpt.atomic_write_text(run.config, cfg.to_yaml())
+            self._metrics = open(run.metrics, "a", encoding="utf-8")
         self._adapter_config = adapter_config(cfg, model_path, loaded)
-        if layers_note:  # what was adapted, for mlx-lm versions that refuse more layers than the model has
+        if prepared.fewer_layers:  # what was adapted, for mlx-lm versions that refuse more layers than the model has
             self._adapter_config["num_layers"] = len(model.layers)
         # The playground applies the chat template only when training did (not for text rows).
         self._adapter_config["data_format"] = self.data_report.format if self.data_report else None
         self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
                               state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
-                              padding_share(lengths, first_epoch), blas_in_use(), quant_path, loss_path,
+                              padding_share(lengths, first_epoch), blas_in_use(), prepared.quant_path, prepared.loss_path,
                               device_name()))
         for note in notes + (self.data_report.warnings if self.data_report else []):
             self._warn(note)
@@ -271,7 +217,8 @@ class Trainer:
             return
         t0 = time.perf_counter()
         self._running.wait()
-        self._paused_time += time.perf_counter() - t0
+        if self._progress is not None:
+            self._progress.paused += time.perf_counter() - t0
 
     def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe, run_dir) -> Event:
         cfg = self.config
@@ -280,16 +227,8 @@ class Trainer:
         lengths = train.lengths
         rank, world = self.group.rank(), self.group.size()
         model.train()
-        start = time.perf_counter()
-        self._paused_time = 0.0
-        train_time = 0.0
-        steps_this_session = 0
-        win_loss = win_tokens = win_steps = 0
-        win_time = 0.0
+        self._progress = progress = Progress(total_steps, spe, cfg.ram_warn_share)
         bad_in_a_row = 0
-        last_train_loss = None
-        ram_warned = False
-        total_ram = sample().total_ram
 
         def record_validation() -> bool:
             loss, tokens, secs = self._validate(model, valid, cfg.val_batches)
@@ -339,31 +278,12 @@ class Trainer:
                     state["batch_pos"] = 0
                 state["trained_tokens"] += tokens
                 state["val_loss"] = None
-                dt = time.perf_counter() - t0
-                train_time += dt
-                steps_this_session += 1
-                win_loss += loss_sum
-                win_tokens += tokens
-                win_steps += 1
-                win_time += dt
-
+                progress.add_step(loss_sum, tokens, time.perf_counter() - t0)
                 if step % cfg.steps_per_report == 0 or step == total_steps:
-                    mem = sample()
-                    elapsed = time.perf_counter() - start - self._paused_time
-                    last_train_loss = win_loss / win_tokens if win_tokens else float("nan")
-                    eta = elapsed / steps_this_session * (total_steps - step)
-                    self._emit(StepReport(
-                        step, step / spe, last_train_loss, train_step.learning_rate(),
-                        win_tokens / win_time if win_time else 0.0, win_steps / win_time if win_time else 0.0,
-                        state["trained_tokens"], elapsed, eta, mem.gb("mlx_active"), mem.gb("mlx_peak"),
-                        mem.gb("mlx_cache"), mem.gb("rss")))
-                    if not ram_warned and max(mem.rss, mem.mlx_active) > cfg.ram_warn_share * total_ram:
-                        ram_warned = True
-                        self._warn(f"memory use {max(mem.rss, mem.mlx_active) / GB:.1f} GB is above "
-                                   f"{cfg.ram_warn_share:.0%} of this machine's {total_ram / GB:.0f} GB; lower the "
-                                   "batch size or max_seq_length, or quantize the base", step)
-                    win_loss = win_tokens = win_steps = 0
-                    win_time = 0.0
+                    self._emit(progress.report(step, train_step.learning_rate(), state["trained_tokens"]))
+                    warning = progress.memory_warning()
+                    if warning:
+                        self._warn(warning, step)
 
                 is_best = False
                 if valid is not None and step % cfg.steps_per_eval == 0 and step != total_steps:
@@ -375,19 +295,18 @@ class Trainer:
 
         if stopped:
             self._save(model, optimizer, state, "stop", False)
-            return self._finish(state, True, last_train_loss, None, start)
+            return self._finish(state, True, progress.last_loss, None)
         is_best = record_validation() if valid is not None else False
         self._save(model, optimizer, state, "end", is_best)
         test_loss = None
         if cfg.test and test is not None:
             test_loss, tokens, secs = self._validate(model, test, cfg.test_batches)
             self._emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
-        return self._finish(state, False, last_train_loss, test_loss, start)
+        return self._finish(state, False, progress.last_loss, test_loss)
 
-    def _finish(self, state: dict, stopped: bool, train_loss, test_loss, start: float) -> Finished:
-        event = Finished(state["step"], stopped, _finite_or_none(train_loss), state.get("val_loss"),
-                         state.get("best_val_loss"), test_loss, self.config.adapter_path,
-                         time.perf_counter() - start - self._paused_time)
+    def _finish(self, state: dict, stopped: bool, train_loss, test_loss) -> Finished:
+        event = Finished(state["step"], stopped, finite_or_none(train_loss), state.get("val_loss"),
+                         state.get("best_val_loss"), test_loss, self.config.adapter_path, self._progress.elapsed)
         self._emit(event)
         return event
 

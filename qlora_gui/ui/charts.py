@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
+from ..core.events import StepReport, ValidationResult
 from .theme import style_plot
 
 REDRAW_MS = 200
@@ -93,31 +94,39 @@ class TrainingCharts(QWidget):
         self.val_losses: list[float] = []
         self._dirty = True
 
-    def add_progress(self, d: dict) -> None:
-        if d.get("loss") is None:
-            return
-        self.steps.append(d["step"])
-        self.losses.append(d["loss"])
-        self.lrs.append(d["learning_rate"])
-        self.tps.append(d["tokens_per_sec"])
-        self.active.append(d["mlx_active_gb"])
-        self.peak.append(d["mlx_peak_gb"])
-        self.rss.append(d["rss_gb"])
-        self._dirty = True
+    def add_progress(self, e: StepReport) -> None:
+        self._add_step(e.step, e.loss, e.learning_rate, e.tokens_per_sec, e.mlx_active_gb, e.mlx_peak_gb, e.rss_gb)
+
+    def add_validation(self, e: ValidationResult) -> None:
+        self._add_validation(e.step, e.val_loss, e.split)
 
     def add_history(self, events: list[dict], up_to_step: int) -> None:
-        """A resumed run's earlier reports (from its metrics.jsonl), up to the checkpoint it continues from."""
+        """A resumed run's earlier reports (lines of its metrics.jsonl), up to the checkpoint it continues from."""
         for e in events:
             if e.get("step", 0) <= up_to_step:
-                if e.get("event") == "step":
-                    self.add_progress(e)
-                elif e.get("event") == "validation":
-                    self.add_validation(e)
+                if e.get("event") == StepReport.kind:
+                    self._add_step(e["step"], e.get("loss"), e["learning_rate"], e["tokens_per_sec"],
+                                   e["mlx_active_gb"], e["mlx_peak_gb"], e["rss_gb"])
+                elif e.get("event") == ValidationResult.kind:
+                    self._add_validation(e["step"], e.get("val_loss"), e.get("split", "valid"))
 
-    def add_validation(self, d: dict) -> None:
-        if d.get("split", "valid") == "valid" and d.get("val_loss") is not None:
-            self.val_steps.append(d["step"])
-            self.val_losses.append(d["val_loss"])
+    def _add_step(self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float,
+                  rss: float) -> None:
+        if loss is None:  # metrics.jsonl stores a loss that was not finite as null
+            return
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.lrs.append(lr)
+        self.tps.append(tps)
+        self.active.append(active)
+        self.peak.append(peak)
+        self.rss.append(rss)
+        self._dirty = True
+
+    def _add_validation(self, step: int, val_loss: float | None, split: str) -> None:
+        if split == "valid" and val_loss is not None:
+            self.val_steps.append(step)
+            self.val_losses.append(val_loss)
             self._dirty = True
 
     def set_memory_limit(self, gb: float | None) -> None:

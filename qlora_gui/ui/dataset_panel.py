@@ -9,14 +9,16 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QTextCharFormat, QTextCursor, QColor
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+from PySide6.QtWidgets import (QFileDialog, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QListWidget, QPlainTextEdit, QPushButton, QSplitter, QTableWidget,
                                QTableWidgetItem, QTextEdit, QVBoxLayout, QWidget)
 
+from ..core.config import SETTING_BY_KEY, default_of
 from ..core.dataset import DataReport
 from ..core.intake import RawSplit
 from .data_jobs import file_excerpt, run_check
 from .jobs import start_job
+from .setting_widgets import make_widget, show_value
 from .theme import style_plot
 from .token_view_widget import TokenViewBox
 
@@ -32,8 +34,8 @@ class DatasetPanel(QWidget):
         self.report: DataReport | None = None
         self.raw: dict[str, RawSplit] = {}
         self.model_path: str | None = None
-        self.max_seq_length = 2048
-        self.batch_size = 4
+        self.max_seq_length: int = default_of("max_seq_length")
+        self.batch_size: int = default_of("batch_size")
         self._generation = 0
         self.checking = False
 
@@ -50,16 +52,13 @@ class DatasetPanel(QWidget):
         top.addWidget(self.file_button)
         top.addWidget(self.folder_button)
 
-        self.valid_share = QDoubleSpinBox(minimum=0.0, maximum=0.5, singleStep=0.05, decimals=2, value=0.10)
-        self.valid_share.setToolTip("Share of a single file held out as validation data (seeded; a row never "
-                                    "lands in both). A folder with valid.jsonl uses that file instead.")
-        self.mask_prompt = QCheckBox("Train on completions only")
-        self.mask_prompt.setToolTip("Only the answer (completion / assistant turns) is trained on; the prompt is "
-                                    "masked. Needs prompt/completion or chat rows. Costs nothing extra.")
-        self.valid_share.valueChanged.connect(self.recheck)
-        self.mask_prompt.toggled.connect(self.recheck)
+        share, mask = SETTING_BY_KEY["valid_fraction"], SETTING_BY_KEY["mask_prompt"]
+        self.valid_share = make_widget(share, self.recheck)
+        show_value(self.valid_share, share, share.default)
+        self.mask_prompt = make_widget(mask, self.recheck)
+        self.mask_prompt.setText(mask.label)
         options = QHBoxLayout()
-        options.addWidget(QLabel("Validation share:"))
+        options.addWidget(QLabel(f"{share.label}:"))
         options.addWidget(self.valid_share)
         options.addSpacing(16)
         options.addWidget(self.mask_prompt)
@@ -175,9 +174,9 @@ class DatasetPanel(QWidget):
         if generation != self._generation:
             return  # a newer check superseded this one
         self.checking = False
-        text_rows = report.format == "text"
-        self.mask_prompt.setEnabled(not text_rows)
-        if text_rows and self.mask_prompt.isChecked():
+        no_prompt = not report.can_mask_prompt
+        self.mask_prompt.setEnabled(not no_prompt)
+        if no_prompt and self.mask_prompt.isChecked():
             self._mask_cleared = True
             self.mask_prompt.setChecked(False)  # checks again, without it
             return
@@ -223,7 +222,7 @@ class DatasetPanel(QWidget):
         status = (f"<span style='color:#2ea043'><b>{ready}</b></span>" if report.usable else
                   f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
         notes = list(report.warnings)
-        if report.format == "text" and self._mask_cleared:
+        if self._mask_cleared and not report.can_mask_prompt:
             notes.insert(0, "'Train on completions only' was turned off: plain text rows have no prompt to mask")
         warn = "".join(f"<br>⚠ {w}" for w in notes)
         self.summary.setText(" · ".join(parts) + "<br>" + status + warn)

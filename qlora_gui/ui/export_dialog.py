@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDialog, QDia
 
 from ..core.fuse import fuse_adapter, gguf_support
 from ..core.inference import base_as_trained, checkpoint_choices, read_adapter
-from ..core.runs import unused_path
+from ..core.run_folder import checkpoint_step
+from ..core.run_plan import unused_path
 from .desktop import open_folder
 from .elided_label import ElidedLabel
 from .jobs import start_job
@@ -32,7 +33,7 @@ class ExportDialog(QDialog):
         self.exports_root = Path(exports_root)
         self.open_when_done = True
         self.job = None
-        self.result_path: Path | None = None
+        self.result_path: Path | None = None  # the fused folder, once written
         self._quantized = False
 
         self.checkpoint = QComboBox()
@@ -133,7 +134,8 @@ class ExportDialog(QDialog):
 
     def _suggested_name(self) -> str:
         path = self.checkpoint.currentData()
-        return f"{self.run_dir.name}-step{int(Path(path).name) if path else 0}-fused"
+        step = checkpoint_step(path) if path else None
+        return f"{self.run_dir.name}-step{step or 0}-fused"
 
     def _set_target(self, path: Path) -> None:
         self.parent_dir = path.parent

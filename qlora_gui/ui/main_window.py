@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from platformdirs import user_data_dir
@@ -12,13 +11,13 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from .. import __version__
 from ..core.app_log import log_dir
-from ..core.batching import planned_steps
-from ..core.checkpoints import latest_checkpoint
 from ..core.errors import ConfigError
 from ..core.estimate import estimate_memory
+from ..core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, ValidationResult
 from ..core.intake import DATA_SUFFIXES
 from ..core.memory import GB, memory_budget
-from ..core.runs import read_events, unused_path
+from ..core.run_plan import new_run_folder, plan_resume, step_plan
+from ..core.runs import read_events
 from .dataset_panel import DatasetPanel
 from .desktop import open_folder
 from .export_dialog import ExportDialog
@@ -186,13 +185,8 @@ class MainWindow(QMainWindow):
         cfg.data = self.dataset.path
         cfg.mask_prompt = self.dataset.mask_prompt.isChecked()
         cfg.valid_fraction = self.dataset.valid_share.value()
-        name = Path(cfg.model).name or "model"
-        cfg.adapter_path = str(self._new_run_dir(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"))
+        cfg.adapter_path = str(new_run_folder(self.runs_root, cfg.model))
         return cfg
-
-    def _new_run_dir(self, name: str) -> Path:
-        """A run folder name no run uses yet: runs never share or overwrite a folder."""
-        return unused_path(self.runs_root / name)
 
     def _refresh(self) -> None:
         self.runs.update_actions()  # a run that starts or stops training changes what may act on it
@@ -217,14 +211,8 @@ class MainWindow(QMainWindow):
         self._update_estimate(cfg)
 
     def _plan(self, cfg) -> str:
-        """What Start will run, so a step budget that spans more than the epochs asked for is visible."""
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
-        if train is None:
-            return ""
-        per_epoch, total = planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs,
-                                         cfg.iters)
-        return (f"{train.rows:,} training rows · {per_epoch:,} steps per epoch · {total:,} steps = "
-                f"{total / max(per_epoch, 1):.2f} epochs" + (" (the step budget decides)" if cfg.iters else ""))
+        return step_plan(train.rows, cfg) if train else ""
 
     def _update_estimate(self, cfg) -> float | None:
         info = self.model.selected
@@ -232,10 +220,9 @@ class MainWindow(QMainWindow):
             self.settings_panel.show_estimate("Memory estimate: pick a model." if info is None else
                                               "Memory estimate: fix the setting above first.", None)
             return None
-        bits = int(info.quantization.split("-")[0]) if "bit" in info.quantization else None
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
         longest = train.max_len if train and train.unit == "tokens" else None
-        est = estimate_memory(info.path, cfg, info.parameters, bits, longest)
+        est = estimate_memory(info.path, cfg, info.parameters, info.bits, longest)
         if est is None:
             self.settings_panel.show_estimate("Memory estimate: unknown for this model's config.", None)
             return None
@@ -264,36 +251,22 @@ class MainWindow(QMainWindow):
         self._launch(TrainingWorker(cfg))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
-        from ..core.config import load_config_file
-
-        ck = Path(checkpoint)
-        run_dir = ck.parent.parent
         try:
-            cfg, _ = load_config_file(run_dir / "config.yaml")
+            plan = plan_resume(checkpoint, self.runs_root)
         except ConfigError as e:
-            self.show_error({"message": str(e)})
+            self.show_error(Failed(str(e)))
             return
-        latest = latest_checkpoint(run_dir)
-        resume_from = None
-        if latest is not None and latest.path.resolve() == ck.resolve():
-            cfg.adapter_path, cfg.resume = str(run_dir), True
-        else:  # an older checkpoint continues in a new folder, so later checkpoints are never overwritten
-            cfg.adapter_path = str(self._new_run_dir(f"{run_dir.name}-from-{int(ck.name)}"))
-            resume_from = ck
-        self._launch(TrainingWorker(cfg, resume_from=resume_from))
+        self._launch(TrainingWorker(plan.config, resume_from=plan.resume_from))
 
     def _launch(self, worker: TrainingWorker) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory
         self.worker = worker
         self._run_ended = False
         t = self.training
-        worker.started_run.connect(self._on_started)
-        worker.progress.connect(t.on_progress)
-        worker.validation.connect(t.on_validation)
-        worker.warning.connect(t.on_warning)
-        worker.checkpoint_saved.connect(t.on_checkpoint)
-        worker.run_finished.connect(self._on_finished)
-        worker.run_failed.connect(self._on_failed)
+        handlers = {RunStarted: self._on_started, StepReport: t.on_progress, ValidationResult: t.on_validation,
+                    TrainWarning: t.on_warning, CheckpointSaved: t.on_checkpoint, Finished: self._on_finished,
+                    Failed: self._on_failed}
+        worker.event.connect(lambda event: handlers[type(event)](event))
         worker.finished.connect(self._on_thread_done)
         t.set_running(True)
         limit = worker.config.memory_limit_gb or self.budget / GB
@@ -304,10 +277,10 @@ class MainWindow(QMainWindow):
         worker.start()
         self._refresh()
 
-    def _on_started(self, d: dict) -> None:
-        if d["start_step"] > 0 and not self.training.charts.steps:  # a resumed run shows its history
-            self.training.charts.add_history(read_events(Path(d["run_dir"])), d["start_step"])
-        self.training.on_started(d)
+    def _on_started(self, e: RunStarted) -> None:
+        if e.start_step > 0 and not self.training.charts.steps:  # a resumed run shows its history
+            self.training.charts.add_history(read_events(Path(e.run_dir)), e.start_step)
+        self.training.on_started(e)
 
     def _pause(self, paused: bool) -> None:
         if self.worker:
@@ -318,24 +291,24 @@ class MainWindow(QMainWindow):
             self.training.status.setText("Stopping after this step and saving a checkpoint…")
             self.worker.stop()
 
-    def _on_finished(self, d: dict) -> None:
+    def _on_finished(self, e: Finished) -> None:
         self._run_ended = True
-        self.training.on_finished(d)
+        self.training.on_finished(e)
         self.runs.refresh()
 
-    def _on_failed(self, d: dict) -> None:
+    def _on_failed(self, e: Failed) -> None:
         self._run_ended = True
-        self.training.on_failed(d)
+        self.training.on_failed(e)
         self.runs.refresh()
         if not self._close_after_stop:
-            self.show_error(d)
+            self.show_error(e)
 
-    def show_error(self, d: dict) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", d["message"], parent=self)
-        if d.get("problems"):
-            box.setInformativeText("\n".join(d["problems"]))
-        if d.get("details"):
-            box.setDetailedText(d["details"])
+    def show_error(self, failure: Failed) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", failure.message, parent=self)
+        if failure.problems:
+            box.setInformativeText("\n".join(failure.problems))
+        if failure.details:
+            box.setDetailedText(failure.details)
         self.error_dialog = box
         box.open()  # window-modal, never blocks the event loop
 

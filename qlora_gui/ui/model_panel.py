@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout, QWidget)
 
+from ..core.config import SETTING_BY_KEY
 from ..core.demo_model import build_demo_model
 from ..core.errors import ModelError
 from ..core.model_files import check_model_files
@@ -27,7 +28,10 @@ COLUMNS = (("Model", "The model folder's name"),
            ("Size", "Space on disk"),
            ("Found in", "Where it was found: the Hugging Face cache, LM Studio's folders, a folder you added or "
                         "browsed to, or built here (the demo)"))
-QUANT_CHOICES = ("Keep as it is", "Quantize to 4 bits on load (QLoRA)", "Quantize to 8 bits on load")
+QUANTIZE = SETTING_BY_KEY["quantize_bits"]
+QUANT_BITS = (None, *QUANTIZE.choices)  # the base-weights choices, in the combo box's order
+QUANT_CHOICES = ("Keep as it is", *(f"Quantize to {b} bits on load" + (" (QLoRA)" if b == 4 else "")
+                                    for b in QUANTIZE.choices))
 BITS_PER_WEIGHT = {4: 4.5, 8: 8.5}  # with a float16 scale and bias per group of 64
 
 
@@ -81,9 +85,10 @@ class ModelPanel(QWidget):
         self.quantize.currentIndexChanged.connect(
             lambda i: self.quantize.setToolTip(self.quantize.itemData(i, Qt.ItemDataRole.ToolTipRole)))
         self.group_size = QComboBox()
-        self.group_size.addItems(["32", "64", "128"])
-        self.group_size.setCurrentText("64")
-        self.group_size.setToolTip("Weights per quantization group: smaller groups are more accurate and a bit larger.")
+        group = SETTING_BY_KEY["quantize_group_size"]
+        self.group_size.addItems([str(c) for c in group.choices])
+        self.group_size.setCurrentText(str(group.default))
+        self.group_size.setToolTip(group.help)
         self.quantize.currentIndexChanged.connect(self.model_changed)
         self.group_size.currentIndexChanged.connect(self.model_changed)
 
@@ -178,7 +183,7 @@ class ModelPanel(QWidget):
 
     @property
     def quantize_bits(self) -> int | None:
-        return {0: None, 1: 4, 2: 8}[self.quantize.currentIndex()]
+        return QUANT_BITS[self.quantize.currentIndex()]
 
     @property
     def group(self) -> int:

@@ -11,15 +11,19 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QWidget)
 
 from ..core.checkpoints import list_checkpoints
+from ..core.generation import GenerationUpdate
 from ..core.inference import checkpoint_choices
 from ..core.runs import list_runs
+from ..core.samples import PromptSample
 from .answer_pane import AnswerPane
+from .playground_events import CommandFailed, Idle, ModelLoaded, ModelUnloaded, PromptShown
 from .playground_worker import GenerationWorker
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
 RANDOM_WEIGHTS_NOTE = (" This base has random weights (the demo model): both sides answer with noise; it shows how "
                        "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that.")
 PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
+FINISH_REASONS = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}
 
 
 class PlaygroundView(QWidget):
@@ -35,7 +39,6 @@ class PlaygroundView(QWidget):
         self.generating = False
         self._stale = False  # the prompt changed while answers were streaming
         self._sampled_prompt = ""  # the reference pane belongs to this prompt
-        self._done_sides: set[str] = set()
 
         self.run_box = QComboBox()
         self.run_box.setMinimumContentsLength(28)
@@ -192,7 +195,6 @@ class PlaygroundView(QWidget):
         for key in ("base", "adapter"):
             self.panes[key].clear()
             self.panes[key].stats.setText("starting…")
-        self._done_sides = set()
         self.generating = True
         self.worker.send("generate", prompt=self.prompt.toPlainText(), system=self.system.text(),
                          template=self.template.isChecked(), **self.settings())
@@ -230,44 +232,43 @@ class PlaygroundView(QWidget):
         self.sample_button.setEnabled(bool(self.loaded_label))
         self.stop_button.setEnabled(self.generating)
 
-    def _on_event(self, e: dict) -> None:
-        kind = e["kind"]
-        if kind == "loaded":
-            self.loaded_label = e["label"]
-            self.template.setChecked(e["template"])
-            self.status.setText(f"Ready: {Path(e['model']).name} with the adapter of {e['label']}. "
-                                "Both sides share one copy of the base weights."
-                                + (RANDOM_WEIGHTS_NOTE if e.get("random_weights") else ""))
-            self.sample_note.setText("" if e["samples"] else e["samples_note"])
-            self._send_format()
-        elif kind == "unloaded":
-            self.status.setText("The model was unloaded to leave its memory to training; it loads again when "
-                                "you come back to this tab.")
-        elif kind == "prompt":
-            self.raw_prompt.setPlainText(e["text"])
-            self.raw_toggle.setText(f"Prompt as the model sees it ({e['note']})")
-        elif kind == "sample":
-            self._sampled_prompt = e["prompt"]
-            self.prompt.setPlainText(e["prompt"])
-            self.system.setText(e["system"])
-            pane = self.panes["reference"]
-            pane.show()
-            pane.text.setPlainText(e["reference"])
-            pane.stats.setText(f"{Path(e['file']).name}:{e['line']}")
-        elif kind in ("token", "done"):
-            pane = self.panes[e["side"]]
-            pane.append(e["text"])
-            what = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}.get(e["reason"], "")
-            pane.stats.setText(f"{e['tokens']} tokens · {e['tps']:.1f} tokens/s" + (f" · {what}" if what else ""))
-            if kind == "done":
-                self._done_sides.add(e["side"])
-        elif kind == "error":
-            if e["command"] == "load":
-                self.requested = ""  # picking it again retries
-            self.status.setText(f"⚠ {e['message']}")
-            if e.get("details"):
-                self.status.setToolTip(e["details"])
-        finished_generating = kind == "idle" and self.generating
+    def _on_event(self, event: object) -> None:
+        match event:
+            case ModelLoaded():
+                self.loaded_label = event.label
+                self.template.setChecked(event.uses_template)
+                self.status.setText(f"Ready: {Path(event.model).name} with the adapter of {event.label}. "
+                                    "Both sides share one copy of the base weights."
+                                    + (RANDOM_WEIGHTS_NOTE if event.random_weights else ""))
+                self.sample_note.setText("" if event.samples else event.samples_note)
+                self._send_format()
+            case ModelUnloaded():
+                self.status.setText("The model was unloaded to leave its memory to training; it loads again when "
+                                    "you come back to this tab.")
+            case PromptShown():
+                self.raw_prompt.setPlainText(event.text)
+                self.raw_toggle.setText(f"Prompt as the model sees it ({event.note})")
+            case PromptSample():
+                self._sampled_prompt = event.prompt
+                self.prompt.setPlainText(event.prompt)
+                self.system.setText(event.system)
+                pane = self.panes["reference"]
+                pane.show()
+                pane.text.setPlainText(event.reference)
+                pane.stats.setText(f"{Path(event.file).name}:{event.line}")
+            case GenerationUpdate():
+                pane = self.panes[event.side]
+                pane.append(event.text)
+                what = FINISH_REASONS.get(event.finish_reason, "")
+                pane.stats.setText(f"{event.tokens} tokens · {event.tokens_per_sec:.1f} tokens/s"
+                                   + (f" · {what}" if what else ""))
+            case CommandFailed():
+                if event.command == "load":
+                    self.requested = ""  # picking it again retries
+                self.status.setText(f"⚠ {event.message}")
+                if event.details:
+                    self.status.setToolTip(event.details)
+        finished_generating = isinstance(event, Idle) and self.generating
         if finished_generating:
             self.generating = False
             if self._stale:  # the prompt was edited while these answers streamed

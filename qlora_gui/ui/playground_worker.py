@@ -2,10 +2,11 @@
 
 The model stays loaded between prompts, in the thread that loaded it (MLX
 streams are per thread). The GUI sends commands through a queue; the worker
-answers with plain dicts on another queue, which a GUI-thread timer drains into
-the `event` signal. A generation stops between tokens when Stop is pressed or
-when a newer load or generate command has been sent: commands carry a
-sequence number, and the generation compares its own with the latest ones.
+posts typed events (playground_events, and the core's PromptSample and
+GenerationUpdate), which EventWorker delivers on the GUI thread. A generation
+stops between tokens when Stop is pressed or when a newer load or generate
+command has been sent: commands carry a sequence number, and the generation
+compares its own with the latest ones.
 """
 
 from __future__ import annotations
@@ -14,32 +15,26 @@ import queue
 import traceback
 from typing import Any
 
-from PySide6.QtCore import QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject
 
-from .jobs import register
+from .event_worker import EventWorker
+from .playground_events import CommandFailed, Idle, ModelLoaded, ModelUnloaded, PromptShown
 
-DRAIN_MS = 40
+BUSY_COMMANDS = ("load", "generate", "unload")  # each keeps the worker busy until its Idle
+NO_DATA_NOTE = "the run does not name its data"
 
 
-class GenerationWorker(QThread):
-    """Commands: load, unload, format, generate, sample (the `_do_*` methods). Events: `event(dict)`."""
+class GenerationWorker(EventWorker):
+    """Commands: load, unload, format, generate, sample (the `_do_*` methods)."""
 
-    event = Signal(dict)
-
-    def __init__(self, parent=None):
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
-        self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._closed = False
         self._sent = 0  # sequence number of the latest command sent
         self._stopped_upto = 0  # generations with a number up to this one stop
         self._latest_heavy = 0  # the latest load or generate: it supersedes any generation before it
-        self.busy = False  # set on the GUI thread when a command is sent, cleared on its "idle" event
-        self._timer = QTimer(self)
-        self._timer.setInterval(DRAIN_MS)
-        self._timer.timeout.connect(self._drain)
-        self.finished.connect(self._on_finished)
-        register(self)
+        self.busy = False  # set on the GUI thread when a command is sent, cleared when its Idle is delivered
         self._loaded = None
         self._adapter = None
         self._samples = None
@@ -50,10 +45,9 @@ class GenerationWorker(QThread):
         if self._closed:
             return
         if not self.isRunning():
-            self._timer.start()
             self.start()
         self._sent += 1
-        if command in ("load", "generate", "unload"):
+        if command in BUSY_COMMANDS:
             self.busy = True
             self._latest_heavy = self._sent  # a running generation stops for it
         self._commands.put((command, self._sent, args))
@@ -61,53 +55,45 @@ class GenerationWorker(QThread):
     def stop_generation(self) -> None:
         self._stopped_upto = self._sent
 
+    def stop(self) -> None:
+        """End the thread: a generation stops at its next token; a model load finishes first."""
+        super().stop()
+        self._commands.put(("wake", 0, {}))  # the loop waits for a command; this one only wakes it to see the stop
+
     def shutdown(self) -> None:
-        """Stop any generation and end the thread (it finishes a model load first)."""
+        """Stop, wait for the thread to end and deliver its last events (the window is closing)."""
         self._closed = True
-        self.stop_generation()
         if self.isRunning():
-            self._commands.put(("quit", 0, {}))
+            self.stop()
             self.wait()
-        self._timer.stop()
-        self._drain()
+        self._deliver_remaining()
 
-    @Slot()
-    def _drain(self) -> None:
-        while True:
-            try:
-                payload = self._events.get_nowait()
-            except queue.Empty:
-                return
-            if payload["kind"] == "idle":
-                self.busy = False
-            self.event.emit(payload)
-
-    @Slot()
-    def _on_finished(self) -> None:
-        self._timer.stop()
-        self._drain()
+    def _deliver(self, event: object) -> None:
+        if isinstance(event, Idle):
+            self.busy = False
+        super()._deliver(event)
 
     # ------------------------------------------------------------ worker thread
-
-    def _put(self, kind: str, **values: Any) -> None:
-        self._events.put({"kind": kind, **values})
 
     def run(self) -> None:
         while True:
             command, seq, args = self._commands.get()
-            if command == "quit":
-                return
+            if self.isInterruptionRequested():
+                return  # commands still queued behind the stop are dropped
+            if command == "wake":
+                continue  # the wake-up of a stop seen before it, left for a restarted thread
             if command == "generate":
-                args["should_stop"] = lambda seq=seq: self._stopped_upto >= seq or self._latest_heavy > seq
+                args["should_stop"] = lambda seq=seq: (self.isInterruptionRequested() or self._stopped_upto >= seq
+                                                       or self._latest_heavy > seq)
             try:
                 getattr(self, f"_do_{command}")(**args)
             except Exception as e:  # shown in the playground; the thread lives on for the next command
                 from ..core.errors import UserError
 
                 details = "" if isinstance(e, UserError) else traceback.format_exc()
-                self._put("error", message=str(e) or type(e).__name__, details=details, command=command)
-            if command in ("load", "generate", "unload"):
-                self._put("idle")
+                self.post(CommandFailed(command, str(e) or type(e).__name__, details))
+            if command in BUSY_COMMANDS:
+                self.post(Idle())
 
     def _do_load(self, adapter_path: str, model: str | None = None) -> None:
         from ..core.demo_model import has_random_weights
@@ -115,17 +101,13 @@ class GenerationWorker(QThread):
         from ..core.samples import ValidationSamples
 
         self._loaded = None
-        self._put("loading", label=adapter_path)
         adapter = read_adapter(adapter_path)
         loaded = load_with_adapter(model, adapter)
         self._loaded, self._adapter = loaded, adapter
-        cfg = adapter.config
-        self._samples = ValidationSamples(cfg["data"], cfg.get("valid_fraction", 0.1), cfg.get("seed", 0)) \
-            if cfg.get("data") else None
-        self._put("loaded", label=adapter.label, model=str(loaded.path), template=adapter.uses_template,
-                  random_weights=has_random_weights(loaded.path),
-                  samples=len(self._samples) if self._samples else 0,
-                  samples_note=self._samples.error if self._samples else "the run does not name its data")
+        self._samples = ValidationSamples.of_run(adapter.config)
+        self.post(ModelLoaded(adapter.label, str(loaded.path), adapter.uses_template, has_random_weights(loaded.path),
+                              len(self._samples) if self._samples else 0,
+                              self._samples.error if self._samples else NO_DATA_NOTE))
 
     def _do_unload(self) -> None:
         """Free the model (training is about to need the memory)."""
@@ -136,7 +118,7 @@ class GenerationWorker(QThread):
         self._loaded = self._adapter = self._samples = None
         gc.collect()
         mx.clear_cache()
-        self._put("unloaded")
+        self.post(ModelUnloaded())
 
     def _do_format(self, prompt: str, system: str, template: bool) -> None:
         from ..core.generation import format_prompt, template_note
@@ -144,15 +126,15 @@ class GenerationWorker(QThread):
         if self._loaded is None:
             return
         tok = self._loaded.tokenizer
-        self._put("prompt", text=format_prompt(tok, prompt, system, template), note=template_note(tok, template))
+        self.post(PromptShown(format_prompt(tok, prompt, system, template), template_note(tok, template)))
 
     def _do_sample(self) -> None:
         sample = self._samples.pick() if self._samples else None
         if sample is None:
-            note = self._samples.error if self._samples else "the run does not name its data"
-            self._put("error", message=f"no validation sample: {note}", details="", command="sample")
+            note = self._samples.error if self._samples else NO_DATA_NOTE
+            self.post(CommandFailed("sample", f"no validation sample: {note}"))
             return
-        self._put("sample", **sample.to_dict())
+        self.post(sample)
 
     def _do_generate(self, prompt: str, system: str, template: bool, temperature: float, top_p: float,
                      max_tokens: int, seed: int, should_stop) -> None:
@@ -162,11 +144,6 @@ class GenerationWorker(QThread):
             raise RuntimeError("no model is loaded yet; pick a run first")
         tok = self._loaded.tokenizer
         text = format_prompt(tok, prompt, system, template)
-        self._put("prompt", text=text, note=template_note(tok, template))
+        self.post(PromptShown(text, template_note(tok, template)))
         settings = SamplingSettings(temperature, top_p, max_tokens, seed)
-
-        def on_update(u) -> None:
-            self._put("done" if u.done else "token", side=u.side, text=u.text, tokens=u.tokens,
-                      tps=u.tokens_per_sec, reason=u.finish_reason)
-
-        generate_side_by_side(self._loaded.model, tok, text, settings, on_update, should_stop)
+        generate_side_by_side(self._loaded.model, tok, text, settings, self.post, should_stop)

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QLabel, QPushButt
 
 from ..core.evaluation import read_evaluations
 from ..core.run_admin import describe_settings, read_notes, resume_point, settings_differences
+from ..core.run_folder import run_of
 from ..core.runs import RunSummary, list_runs, read_curves
 from .desktop import open_folder
 from .hard_rows_dialog import HardRowsDialog
@@ -154,8 +155,7 @@ class RunsView(RunFiling, QWidget):
     def _evaluated(self, result) -> None:
         self.eval_job = None
         self.refresh()
-        self.select_runs([Path(result.adapter).parent.parent.name if result.step is not None
-                          else Path(result.adapter).name])
+        self.select_runs([run_of(result.adapter).name])
         self.evaluated.emit()
 
     def _eval_failed(self, message: str, details: str) -> None:

@@ -7,14 +7,18 @@ from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton, QScrollArea, QSpinBox,
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QProgressBar, QPushButton, QScrollArea,
                                QVBoxLayout, QWidget)
 
-from ..core.config import TrainConfig, config_from_dict
+from ..core.command_line import apply_flag_values, train_command
+from ..core.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ..core.errors import ConfigError
 from ..core.resources import resource_path
-from .settings_fields import FIELDS, LEFT_GROUPS, SPECIAL_VALUES
+from .setting_widgets import make_widget, read_value, show_value
+
+TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's fields, box by box
+LEFT_GROUPS = ("Adapter", "Batches", "Duration")
 
 class SettingsPanel(QWidget):
     changed = Signal()
@@ -60,19 +64,18 @@ class SettingsPanel(QWidget):
         columns.addLayout(left, 1)
         columns.addLayout(right, 1)
         groups: dict[str, QFormLayout] = {}
-        for group, key, label, kind, options, tip in FIELDS:
-            if group not in groups:
-                box = QGroupBox(group)
-                groups[group] = QFormLayout(box)
-                groups[group].setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
-                (left if group in LEFT_GROUPS else right).addWidget(box)
-            widget = self._make(key, kind, options)
+        for s in TAB_SETTINGS:
+            if s.group not in groups:
+                box = QGroupBox(s.group)
+                groups[s.group] = QFormLayout(box)
+                groups[s.group].setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+                (left if s.group in LEFT_GROUPS else right).addWidget(box)
+            widget = make_widget(s, self.changed.emit)
             widget.setMinimumWidth(260)
-            widget.setToolTip(tip)
-            lab = QLabel(label)
-            lab.setToolTip(tip)
-            groups[group].addRow(lab, widget)
-            self._widgets[key] = widget
+            label = QLabel(s.label)
+            label.setToolTip(widget.toolTip())
+            groups[s.group].addRow(label, widget)
+            self._widgets[s.key] = widget
         left.addStretch(1)
         right.addStretch(1)
         scroll = QScrollArea()
@@ -87,79 +90,17 @@ class SettingsPanel(QWidget):
         layout.addWidget(scroll, 1)
         self.set_config(TrainConfig())
 
-    def _make(self, key: str, kind: str, options) -> QWidget:
-        if kind == "choice":
-            w = QComboBox()
-            w.addItems(options)
-            w.currentIndexChanged.connect(self.changed)
-        elif kind in ("int", "float"):
-            if kind == "int":
-                w = QSpinBox(minimum=options[0], maximum=options[1])
-            else:
-                w = QDoubleSpinBox(minimum=options[0], maximum=options[1], decimals=options[2])
-            if key in SPECIAL_VALUES:
-                w.setSpecialValueText(SPECIAL_VALUES[key])  # shown at the minimum
-            w.valueChanged.connect(self.changed)
-        elif kind == "bool":
-            w = QCheckBox()
-            w.toggled.connect(self.changed)
-        else:  # "text" and "sci" are line edits, checked when the config is built
-            w = QLineEdit(placeholderText=options or "")
-            w.textChanged.connect(self.changed)
-        return w
-
     # ------------------------------------------------------------ config in and out
 
     def set_config(self, cfg: TrainConfig) -> None:
-        values = dataclasses.asdict(cfg)
-        for key, w in self._widgets.items():
-            if key.startswith("lora."):
-                value = cfg.lora_parameters.get(key[5:])
-            else:
-                value = values[key]
-            w.blockSignals(True)
-            if isinstance(w, QComboBox):
-                w.setCurrentText(str(value))
-            elif isinstance(w, QCheckBox):
-                w.setChecked(bool(value))
-            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
-                w.setValue(-1 if value is None and key == "warmup_steps" else (value or 0))
-            elif key == "lora.keys":
-                w.setText(", ".join(value or []))
-            else:
-                w.setText(f"{value:g}" if isinstance(value, float) else str(value or ""))
-            w.blockSignals(False)
+        for s in TAB_SETTINGS:
+            show_value(self._widgets[s.key], s, cfg.value(s.key))
         self.changed.emit()
 
     def config(self, base: TrainConfig | None = None) -> TrainConfig:
-        """The settings as a TrainConfig; raises ConfigError naming a bad field."""
+        """The settings as a TrainConfig; raises ConfigError naming a field whose text is not a value."""
         cfg = dataclasses.replace(base) if base else TrainConfig()
-        lora = dict(cfg.lora_parameters)
-        lora.pop("keys", None)
-        for key, w in self._widgets.items():
-            if isinstance(w, QComboBox):
-                value = w.currentText()
-            elif isinstance(w, QCheckBox):
-                value = w.isChecked()
-            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
-                value = w.value()
-            elif key == "lora.keys":
-                value = [k.strip() for k in w.text().split(",") if k.strip()] or None
-            else:
-                try:
-                    value = float(w.text())
-                except ValueError:
-                    raise ConfigError(f"learning rate '{w.text()}' is not a number", setting=key,
-                                      why=f"'{w.text()}' is not a number; write it like 1e-4") from None
-            if key.startswith("lora."):
-                if value is not None:
-                    lora[key[5:]] = value
-            else:
-                setattr(cfg, key, value)
-        cfg.lora_parameters = lora
-        cfg.iters = cfg.iters or None
-        cfg.warmup_steps = None if cfg.warmup_steps == -1 else cfg.warmup_steps
-        cfg.memory_limit_gb = cfg.memory_limit_gb or None
+        apply_flag_values(cfg, {s.key: read_value(self._widgets[s.key], s) for s in TAB_SETTINGS})
         return cfg
 
     def check(self) -> TrainConfig | None:
@@ -181,14 +122,13 @@ class SettingsPanel(QWidget):
         return cfg
 
     def label_of(self, setting: str) -> str:
-        """A setting's name as the form shows it ('lora_parameters.rank' -> 'Rank')."""
-        key = setting.replace("lora_parameters.", "lora.")
-        return next((label for _, k, label, *_ in FIELDS if k == key), setting.replace("_", " "))
+        """A setting's name as the app shows it ('lora_parameters.rank' -> 'Rank')."""
+        found = SETTING_BY_KEY.get(setting)
+        return found.label if found else setting.replace("_", " ")
 
     def _mark(self, setting: str) -> None:
-        key = setting.replace("lora_parameters.", "lora.")
-        for k, w in self._widgets.items():
-            w.setStyleSheet("border: 1px solid #e5534b;" if k == key else "")
+        for key, w in self._widgets.items():
+            w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
 
     def show_estimate(self, text: str, share: float | None) -> None:
         self.estimate_label.setText(text)
@@ -209,9 +149,7 @@ class SettingsPanel(QWidget):
 
     def _load_file(self, path: Path) -> None:
         try:
-            import yaml
-
-            values = yaml.safe_load(path.read_text()) or {}
+            values = read_yaml_mapping(path)
             cfg, _ = config_from_dict({k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")},
                                       self.config())
         except (ConfigError, OSError, ValueError) as e:
@@ -235,11 +173,9 @@ class SettingsPanel(QWidget):
             atomic_write_text(Path(path), cfg.to_yaml())
 
     def copy_command(self) -> str | None:
-        from ..train_cli import command_line
-
         cfg = self.command_source() if self.command_source else self.check()
         if cfg is None:
             return None
-        text = command_line(cfg)
+        text = train_command(cfg)
         QGuiApplication.clipboard().setText(text)
         return text

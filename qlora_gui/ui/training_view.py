@@ -8,6 +8,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
                                QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
+from ..core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, ValidationResult
 from .charts import TrainingCharts
 from .desktop import open_folder
 
@@ -124,71 +125,71 @@ class TrainingView(QWidget):
 
     # ------------------------------------------------------------ trainer events
 
-    def on_started(self, d: dict) -> None:
-        if d["start_step"] == 0:
+    def on_started(self, e: RunStarted) -> None:
+        if e.start_step == 0:
             self.charts.clear()
             self.checkpoints.clear()
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
-        self.progress.setRange(0, d["total_steps"])
-        self.progress.setValue(d["start_step"])
-        self.charts.set_total_steps(d["total_steps"])
-        self.total_steps = d["total_steps"]
-        epochs = d["total_steps"] / max(d["steps_per_epoch"], 1)
-        self.append_log(f"Run folder {d['run_dir']}: {d['trainable_params']:,} trainable of {d['total_params']:,} "
-                        f"parameters; {d['train_rows']} training rows, {d['steps_per_epoch']} steps per epoch, "
-                        f"{d['total_steps']} steps = {epochs:.2f} epochs; padding {d['padding_share']:.1%}; "
-                        f"BLAS: {d['blas']}; device: {d['backend']}; {d['loss_path']}")
+        self.progress.setRange(0, e.total_steps)
+        self.progress.setValue(e.start_step)
+        self.charts.set_total_steps(e.total_steps)
+        self.total_steps = e.total_steps
+        epochs = e.total_steps / max(e.steps_per_epoch, 1)
+        self.append_log(f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
+                        f"parameters; {e.train_rows} training rows, {e.steps_per_epoch} steps per epoch, "
+                        f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
+                        f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}")
 
-    def on_progress(self, d: dict) -> None:
-        self.charts.add_progress(d)
-        self.progress.setValue(d["step"])
+    def on_progress(self, e: StepReport) -> None:
+        self.charts.add_progress(e)
+        self.progress.setValue(e.step)
         self.status.setText(self._paused_text() if self.pause_button.isChecked() else
-                            f"Step {d['step']} of {self.progress.maximum()} · epoch {d['epoch']:.2f} · loss "
-                            f"{d['loss']:.4f} · {d['tokens_per_sec']:.0f} tok/s · elapsed "
-                            f"{format_seconds(d['elapsed'])} · ETA {format_seconds(d['eta'])}")
-        self.append_log(f"step {d['step']}: loss {d['loss']:.4f}, lr {d['learning_rate']:.2e}, "
-                        f"{d['tokens_per_sec']:.0f} tok/s, MLX peak {d['mlx_peak_gb']:.2f} GB, RSS {d['rss_gb']:.2f} GB")
+                            f"Step {e.step} of {self.progress.maximum()} · epoch {e.epoch:.2f} · loss "
+                            f"{e.loss:.4f} · {e.tokens_per_sec:.0f} tok/s · elapsed "
+                            f"{format_seconds(e.elapsed)} · ETA {format_seconds(e.eta)}")
+        self.append_log(f"step {e.step}: loss {e.loss:.4f}, lr {e.learning_rate:.2e}, "
+                        f"{e.tokens_per_sec:.0f} tok/s, MLX peak {e.mlx_peak_gb:.2f} GB, RSS {e.rss_gb:.2f} GB")
 
-    def on_validation(self, d: dict) -> None:
-        self.charts.add_validation(d)
-        best = " (best)" if d["is_best"] else ""
-        self.append_log(f"step {d['step']}: {d['split']} loss {d['val_loss']:.4f}{best} on {d['val_tokens']:,} "
+    def on_validation(self, e: ValidationResult) -> None:
+        self.charts.add_validation(e)
+        best = " (best)" if e.is_best else ""
+        self.append_log(f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
                         "trained tokens of the validation batches")
 
-    def on_warning(self, d: dict) -> None:
-        self.append_log(f"⚠ {d['message']}")
+    def on_warning(self, e: TrainWarning) -> None:
+        self.append_log(f"⚠ {e.message}")
 
-    def on_checkpoint(self, d: dict) -> None:
+    def on_checkpoint(self, e: CheckpointSaved) -> None:
         existing = [self.checkpoints.topLevelItem(i) for i in range(self.checkpoints.topLevelItemCount())]
         for item in existing:
-            if item.data(0, PATH_ROLE) == d["path"]:
+            if item.data(0, PATH_ROLE) == e.path:
                 self.checkpoints.takeTopLevelItem(self.checkpoints.indexOfTopLevelItem(item))
         for item in existing:
             if not Path(item.data(0, PATH_ROLE)).exists():  # pruned by the trainer
                 self.checkpoints.takeTopLevelItem(self.checkpoints.indexOfTopLevelItem(item))
-        if d["is_best"]:
+        if e.is_best:
             for i in range(self.checkpoints.topLevelItemCount()):
                 self.checkpoints.topLevelItem(i).setText(2, "")
-        val = f"{d['val_loss']:.4f}" if d["val_loss"] is not None else "–"
-        item = QTreeWidgetItem(["", val, "★" if d["is_best"] else "", d["reason"], d["path"]])
-        item.setData(0, Qt.ItemDataRole.DisplayRole, d["step"])  # a number, so 75 sorts before 100
-        item.setData(0, PATH_ROLE, d["path"])
+        val = f"{e.val_loss:.4f}" if e.val_loss is not None else "–"
+        item = QTreeWidgetItem(["", val, "★" if e.is_best else "", e.reason, e.path])
+        item.setData(0, Qt.ItemDataRole.DisplayRole, e.step)  # a number, so 75 sorts before 100
+        item.setData(0, PATH_ROLE, e.path)
         self.checkpoints.addTopLevelItem(item)
         self.checkpoints.sortItems(0, Qt.SortOrder.AscendingOrder)
-        self.append_log(f"step {d['step']}: checkpoint saved ({d['reason']})")
+        self.append_log(f"step {e.step}: checkpoint saved ({e.reason})")
 
-    def on_finished(self, d: dict) -> None:
-        how = "Stopped" if d["stopped"] else "Finished"
-        self.progress.setValue(d["step"])  # the bar and the status name the same step
-        val = f", validation loss {d['val_loss']:.4f}" if d.get("val_loss") is not None else ""
-        self.status.setText(f"{how} at step {d['step']} in {format_seconds(d['elapsed'])}{val}.")
-        self.append_log(f"{how.lower()} at step {d['step']}{val}. Adapter: {d['run_dir']}")
+    def on_finished(self, e: Finished) -> None:
+        how = "Stopped" if e.stopped else "Finished"
+        self.progress.setValue(e.step)  # the bar and the status name the same step
+        val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
+        self.status.setText(f"{how} at step {e.step} in {format_seconds(e.elapsed)}{val}.")
+        self.append_log(f"{how.lower()} at step {e.step}{val}. Adapter: {e.run_dir}")
         self.set_running(False)
 
-    def on_failed(self, d: dict) -> None:
-        self.status.setText(f"Failed: {d['message']}")
-        self.append_log(f"failed: {d['message']}")
-        for line in d.get("problems", []):
+    def on_failed(self, e: Failed) -> None:
+        self.status.setText(f"Failed: {e.message}")
+        self.append_log(f"failed: {e.message}")
+        for line in e.problems:
             self.append_log(line)
         self.set_running(False)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..core.config import config_from_dict
+from ..core.config import config_from_dict, default_of
 from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def restore_window_state(window: "MainWindow") -> None:
         except (ConfigError, yaml.YAMLError, TypeError):
             pass  # settings from an older version: keep the defaults
     window.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
-    window.dataset.valid_share.setValue(float(s.value("valid_share", 0.1)))
+    window.dataset.valid_share.setValue(float(s.value("valid_share", default_of("valid_fraction"))))
     model = s.value("model_path", "")
     if model and Path(model).is_dir():
         window.model.select_path(model)
