@@ -65,8 +65,8 @@ def launch_times(n: int = 3) -> list[float]:
 
 def training_latency(steps: int) -> dict:
     from PySide6.QtCore import QSettings, QTimer
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
-    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
     from qlora_gui.ui.app import create_app
 
@@ -130,8 +130,8 @@ def headless_tok_s(cfg, run_dir: Path) -> list[float]:
     """The same settings straight through the core Trainer, no Qt in the loop."""
     import dataclasses
 
-    from qlora_gui.core.events import StepReport
-    from qlora_gui.core.trainer import Trainer
+    from qlora_gui.core.train.events import StepReport
+    from qlora_gui.core.train.trainer import Trainer
 
     rates: list[float] = []
     Trainer(dataclasses.replace(cfg, adapter_path=str(run_dir)),

@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
 import json, resource, sys, time
-from qlora_gui.core.dataset import check_data
-from qlora_gui.core.model_files import load_tokenizer
+from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.model.model_files import load_tokenizer
 path, model = sys.argv[1], sys.argv[2]
 tok = load_tokenizer(model) if model != "-" else None
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -61,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         sys.path.insert(0, str(ROOT))
-        from qlora_gui.core.demo_model import build_demo_model
+        from qlora_gui.core.model.demo_model import build_demo_model
 
         model = build_demo_model(tmp / "model")
         files = make_files(tmp, args.rows)

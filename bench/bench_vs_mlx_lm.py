@@ -162,9 +162,9 @@ def main() -> None:
     a = ap.parse_args()
 
     from mlx_lm import convert
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
     from qlora_gui.core.blas import openblas_library
-    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
 
     tmp = a.work or Path(tempfile.mkdtemp())
     tmp.mkdir(parents=True, exist_ok=True)

@@ -62,14 +62,14 @@ def add_adapter_parsers(sub) -> None:
 
 
 def _adapter(args: argparse.Namespace):
-    from .core.inference import read_adapter
+    from .core.after.inference import read_adapter
 
     return read_adapter(args.adapter_path) if args.adapter_path else None
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .core.generation import SamplingSettings, format_prompt, stream_text
-    from .core.inference import base_view, load_with_adapter
+    from .core.after.generation import SamplingSettings, format_prompt, stream_text
+    from .core.after.inference import base_view, load_with_adapter
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     adapter = _adapter(args)
@@ -94,7 +94,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .core.evaluation import evaluate, save_evaluation
+    from .core.after.evaluation import evaluate, save_evaluation
 
     adapter = _adapter(args)
     result = evaluate(args.model, adapter, args.data, split=args.split, batch_size=args.batch_size,
@@ -103,7 +103,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True))
     print(result.to_text())
     if args.rows is not None:
-        from .core.row_losses import rows_text
+        from .core.after.row_losses import rows_text
 
         print("\n" + rows_text(result.row_details(), args.rows))
     if adapter is not None:
@@ -113,7 +113,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    from .core.fuse import fuse_adapter
+    from .core.after.fuse import fuse_adapter
 
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)

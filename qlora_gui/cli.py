@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import __version__
-from .core.command_line import add_setting_flags, settings_from_flags
 from .core.errors import DataError, UserError
+from .core.train.command_line import add_setting_flags, settings_from_flags
 
 # The training settings that change what check-data reports, as `qlora-gui train` takes them.
 CHECK_DATA_SETTINGS = ("max_seq_length", "mask_prompt", "batch_size", "valid_fraction", "seed")
@@ -33,8 +33,8 @@ def _check_data_parser(sub) -> None:
 
 
 def run_check_data(args: argparse.Namespace) -> int:
-    from .core.dataset import check_data
-    from .core.model_files import load_tokenizer, resolve_model_path
+    from .core.data.dataset import check_data
+    from .core.model.model_files import load_tokenizer, resolve_model_path
 
     settings = settings_from_flags(args, CHECK_DATA_SETTINGS)
     tokenizer = load_tokenizer(resolve_model_path(args.model, tokenizer_only=True)) if args.model else None
@@ -43,7 +43,7 @@ def run_check_data(args: argparse.Namespace) -> int:
     if args.show and tokenizer is None:
         raise UserError("--show needs --model: the token view shows the model's own tokens")
     for line in args.show if result.report.usable else []:
-        from .core.token_view import token_view
+        from .core.data.token_view import token_view
 
         view = token_view(result.raw, line, tokenizer, max_seq_length=settings["max_seq_length"],
                           mask_prompt=settings["mask_prompt"])
@@ -63,7 +63,7 @@ def _demo_model_parser(sub) -> None:
 
 
 def run_demo_model(args: argparse.Namespace) -> int:
-    from .core.demo_model import DemoModelSpec, build_demo_model
+    from .core.model.demo_model import DemoModelSpec, build_demo_model
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -7,12 +7,21 @@ import signal
 import sys
 from pathlib import Path
 
-from .core.command_line import add_setting_flags, apply_flag_values, flag_values
-from .core.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
 from .core.errors import ConfigError
-from .core.run_plan import new_run_folder, resumed_config
-from .core.events import (CheckpointSaved, Event, Failed, Finished, RunStarted, StepReport, TrainWarning,
-                          ValidationResult)
+from .core.runs.run_plan import new_run_folder, resumed_config
+from .core.train.command_line import add_setting_flags, apply_flag_values, flag_values
+from .core.train.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
+from .core.train.events import (
+    CheckpointSaved,
+    Event,
+    Failed,
+    Finished,
+    RunStarted,
+    StepReport,
+    TrainWarning,
+    ValidationResult,
+)
+
 
 def add_train_parser(sub) -> None:
     p = sub.add_parser("train", help="fine-tune a model headless",
@@ -94,7 +103,7 @@ class ConsoleReporter:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .core.trainer import Trainer
+    from .core.train.trainer import Trainer
 
     cfg, notes = config_from_args(args)
     reporter = ConsoleReporter()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from qlora_gui.core.intake import DATA_SUFFIXES  # noqa: E402
+from qlora_gui.core.data.intake import DATA_SUFFIXES  # noqa: E402
 
 JSONL_TYPE = "org.jsonlines.jsonl"  # .jsonl has no system type, so the bundle declares one
 CONTENT_TYPES = {".jsonl": JSONL_TYPE, ".json": "public.json"}

@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(out: Path) -> None:
-    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
+
     from qlora_gui.core.resources import sample_data_path
     from qlora_gui.ui.app import create_app
 
@@ -157,7 +158,7 @@ def main(out: Path) -> None:
         dialog.grab().save(str(out / "export.png"))
         print("saved", out / "export.png")
         dialog.close()
-        from qlora_gui.ui.help_dialogs import UserGuideDialog
+        from qlora_gui.ui.dialogs.help_dialogs import UserGuideDialog
 
         guide = UserGuideDialog(window)
         guide.resize(1100, 720)

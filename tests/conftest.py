@@ -34,14 +34,14 @@ def write_jsonl(path: Path, rows: list, raw_lines: list[str] | None = None) -> P
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """A tiny random Llama (2 layers, hidden 64) with a chat template."""
-    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
     return build_demo_model(tmp_path_factory.mktemp("models") / "tiny", DemoModelSpec(), corpus=fixture_texts(400))
 
 
 @pytest.fixture(scope="session")
 def demo_model_no_template(tmp_path_factory) -> Path:
-    from qlora_gui.core.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
     spec = DemoModelSpec(chat_template=False)
     return build_demo_model(tmp_path_factory.mktemp("models") / "tiny_plain", spec, corpus=fixture_texts(400))
@@ -49,7 +49,7 @@ def demo_model_no_template(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer(demo_model):
-    from qlora_gui.core.model_files import load_tokenizer
+    from qlora_gui.core.model.model_files import load_tokenizer
 
     return load_tokenizer(demo_model)
 
@@ -86,7 +86,7 @@ def poisoned_loss(batches, factor):
     import mlx.core as mx
     import numpy as np
 
-    from qlora_gui.core.losses import token_loss
+    from qlora_gui.core.train.losses import token_loss
 
     marks = mx.array([float(np.asarray(b.inputs, dtype=np.float64).sum()) for b in batches])
 

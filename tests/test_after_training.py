@@ -11,17 +11,17 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import close, fixture_texts, write_jsonl
+
 from qlora_gui.cli import main
-from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.after.evaluation import EVALUATION_FILE, evaluate, read_evaluations, save_evaluation
+from qlora_gui.core.after.fuse import GGUF_FILE, fuse_adapter, gguf_support
+from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
+from qlora_gui.core.after.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
 from qlora_gui.core.errors import UserError
-from qlora_gui.core.events import ValidationResult
-from qlora_gui.core.evaluation import EVALUATION_FILE, evaluate, read_evaluations, save_evaluation
-from qlora_gui.core.fuse import GGUF_FILE, fuse_adapter, gguf_support
-from qlora_gui.core.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
-from qlora_gui.core.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
-from qlora_gui.core.trainer import Trainer
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.events import ValidationResult
+from qlora_gui.core.train.trainer import Trainer
 
 ANSWER = "select name from table"
 
@@ -80,7 +80,7 @@ def test_the_base_side_is_the_base_model_alone(trained, demo_model):
     prompt = format_prompt(with_adapter.tokenizer, "list the score")
     texts, _ = collect(with_adapter.model, with_adapter.tokenizer, prompt, greedy())
     # the base as trained on: the same 4-bit quantization, no adapter at all
-    from qlora_gui.core.model import load_base
+    from qlora_gui.core.model.loader import load_base
 
     base = load_base(demo_model, 4, 32)
     alone = "".join(u.text for u in stream_text(base.model, base.tokenizer, prompt, greedy(), "base"))
@@ -152,7 +152,7 @@ def test_evaluation_equals_the_trainers_validation_loss(trained):
 
 
 def test_each_rows_own_loss_adds_up_to_the_evaluation_and_ranks_the_hardest(trained):
-    from qlora_gui.core.row_losses import hardest, rows_text
+    from qlora_gui.core.after.row_losses import hardest, rows_text
 
     run, _ = trained
     result = evaluate(adapter=read_adapter(run), per_row=True)
@@ -173,7 +173,7 @@ def test_each_rows_own_loss_adds_up_to_the_evaluation_and_ranks_the_hardest(trai
 def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(tmp_path, demo_model):
     """A run that validated on 1 of 3 batches: Evaluate on its best checkpoint gives the run's best
     validation loss; all rows, or the test split, are explicit choices and say so."""
-    from qlora_gui.core.inference import default_adapter
+    from qlora_gui.core.after.inference import default_adapter
 
     folder = tmp_path / "d"
     rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(40, seed=9)]
@@ -231,8 +231,7 @@ def test_quantized_fuse_stays_4_bit_and_close(tmp_path, trained, demo_model):
     move its next-token distribution by 0.2 nats while the rest barely move: the KL is pooled over
     the positions of three prompts, median below 0.01 nats and mean below 0.05."""
     from mlx_lm import load
-
-    from qlora_gui.core.model import load_base
+    from qlora_gui.core.model.loader import load_base
 
     adapter = default_adapter(trained[0])
     result = fuse_adapter(adapter, tmp_path / "fused4")
@@ -295,8 +294,8 @@ def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
 
 
 def test_samples_split_prompt_and_reference_per_format(tmp_path):
-    from qlora_gui.core.rows import split_text_row
-    from qlora_gui.core.samples import ValidationSamples, sample_from_row
+    from qlora_gui.core.after.samples import ValidationSamples, sample_from_row
+    from qlora_gui.core.data.rows import split_text_row
 
     assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == \
         ("table: t\nQ: how many?\nA:", " SELECT COUNT x FROM t")

@@ -1,12 +1,40 @@
-"""The core stays Qt-free: the GUI is one client of it among others."""
+"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, short modules."""
 
 import ast
 import subprocess
 import sys
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[1] / "qlora_gui" / "core"
+PACKAGE = Path(__file__).resolve().parents[1] / "qlora_gui"
+CORE = PACKAGE / "core"
 QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "qtpy")
+CLI_MODULES = ("qlora_gui.cli", "qlora_gui.train_cli", "qlora_gui.adapter_cli")
+MAX_LINES = 300
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports_of(name: str) -> set[str]:
+    """Every qlora_gui module a module imports, at the top or inside a function, resolved to its full name."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names}
+    return {m for m in found if m in MODULES and m != name}
 
 
 def test_no_core_module_imports_qt():
@@ -23,8 +51,43 @@ def test_no_core_module_imports_qt():
 
 
 def test_importing_every_core_module_loads_no_qt():
-    modules = [f"qlora_gui.core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__init__"]
+    modules = [m for m in MODULES if m.startswith("qlora_gui.core.")]
     code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
             f"print([m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r}])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_clis_and_the_ui_sit_on_the_core_and_never_on_each_other():
+    for name in MODULES:
+        imported = imports_of(name)
+        if name.startswith("qlora_gui.core"):
+            assert not {m for m in imported if not m.startswith("qlora_gui.core")}, name
+        if name in CLI_MODULES:
+            assert not {m for m in imported if m.startswith("qlora_gui.ui")}, name
+        if name.startswith("qlora_gui.ui"):
+            assert not set(CLI_MODULES) & imported and "qlora_gui.entry" not in imported, name
+
+
+def test_no_import_cycle():
+    graph = {name: imports_of(name) for name in MODULES}
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for dep in sorted(graph[name]):
+            if state.get(dep) == "open":
+                cycle = path[path.index(dep):] + [dep] if dep in path else [name, dep]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if dep not in state:
+                visit(dep, path + [dep])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+
+
+def test_every_module_is_short():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}

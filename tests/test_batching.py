@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from qlora_gui.core.batching import epoch_batches, padding_share
+from qlora_gui.core.data.batching import epoch_batches, padding_share
 
 
 def test_each_epoch_covers_every_row_once_in_a_new_order():

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from chat_families import FAMILIES, build_family_tokenizer
 from conftest import write_jsonl
+from qlora_gui.core.model.model_files import load_tokenizer
+
 from qlora_gui.cli import main
-from qlora_gui.core.dataset import check_data
-from qlora_gui.core.model_files import load_tokenizer
-from qlora_gui.core.token_view import token_view
+from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.data.token_view import token_view
 
 SYSTEM = "you are a helpful assistant that answers briefly"
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "get the weather for a city",

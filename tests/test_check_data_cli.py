@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SHARED_DATA, write_jsonl
+
 from qlora_gui.cli import main
 
 

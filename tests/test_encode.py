@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import write_jsonl
-from qlora_gui.core.dataset import check_data
-from qlora_gui.core.chat_template import render_chat
-from qlora_gui.core.model_files import load_tokenizer
+from qlora_gui.core.model.model_files import load_tokenizer
+
+from qlora_gui.core.data.chat_template import render_chat
+from qlora_gui.core.data.dataset import check_data
 
 
 def encode(tokenizer, path, **kw):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.estimate import LOGIT_COPIES, estimate_memory
-from qlora_gui.core.losses import chunk_positions
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.estimate import LOGIT_COPIES, estimate_memory
+from qlora_gui.core.train.losses import chunk_positions
 
 
 def test_checkpointing_and_the_chunked_loss_shrink_the_activations(tmp_path):

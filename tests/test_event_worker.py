@@ -6,13 +6,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from PySide6.QtCore import QThread, Qt
+from PySide6.QtCore import Qt, QThread
 from PySide6.QtWidgets import QApplication
 
-from qlora_gui.ui import event_worker, jobs
-from qlora_gui.ui.event_worker import EventWorker
-from qlora_gui.ui.playground_events import CommandFailed, Idle
-from qlora_gui.ui.playground_worker import GenerationWorker
+from qlora_gui.ui.workers import event_worker, jobs
+from qlora_gui.ui.workers.event_worker import EventWorker
+from qlora_gui.ui.workers.playground_events import CommandFailed, Idle
+from qlora_gui.ui.workers.playground_worker import GenerationWorker
 
 LONG = 60_000  # ms; never reached when things work
 

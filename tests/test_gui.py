@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import write_jsonl
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
+from qlora_gui.core.runs.checkpoints import latest_checkpoint
 
-from conftest import write_jsonl
-from qlora_gui.core.checkpoints import latest_checkpoint
-from qlora_gui.core.events import Failed, Finished, RunStarted, StepReport
-from qlora_gui.ui import jobs
+from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport
 from qlora_gui.ui.main_window import MainWindow
+from qlora_gui.ui.workers import jobs
 
 LONG = 120_000  # ms; generous for a loaded 2-core CI machine, never reached when things work
 
@@ -278,7 +278,7 @@ def test_runs_overlay_their_curves(qtbot, window, text_data):
 
 
 def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
-    from qlora_gui.ui.download_dialog import DownloadDialog
+    from qlora_gui.ui.dialogs.download_dialog import DownloadDialog
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     dialog = DownloadDialog()
@@ -290,8 +290,8 @@ def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
 
 
 def test_the_demo_model_entry_builds_a_model(qtbot, window, monkeypatch, tmp_path):
-    from qlora_gui.ui import model_panel
-    from qlora_gui.ui.model_panel import PATH_ROLE
+    from qlora_gui.ui.views import model_panel
+    from qlora_gui.ui.views.model_panel import PATH_ROLE
 
     monkeypatch.setattr(model_panel, "demo_model_dir", lambda: tmp_path / "demo")
     window.model.models.setCurrentItem(window.model.rows()[0])
@@ -430,7 +430,7 @@ def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completi
 def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, monkeypatch):
     """The path the app suggests to a newcomer: fresh settings, the demo model, the sample data, a preset."""
     from qlora_gui.core.resources import sample_data_path
-    from qlora_gui.ui.model_panel import PATH_ROLE
+    from qlora_gui.ui.views.model_panel import PATH_ROLE
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
@@ -495,7 +495,7 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
 
 
 def test_help_opens_the_user_guide_and_lists_the_real_shortcuts(qtbot, window):
-    from qlora_gui.ui.help_dialogs import ShortcutsDialog, UserGuideDialog
+    from qlora_gui.ui.dialogs.help_dialogs import ShortcutsDialog, UserGuideDialog
 
     guide = UserGuideDialog(window)
     qtbot.addWidget(guide)
@@ -565,8 +565,8 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
 def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store, tmp_path, demo_model, text_data):
     from PySide6.QtWidgets import QApplication
 
-    from qlora_gui.core.config import TrainConfig
-    from qlora_gui.core.trainer import Trainer
+    from qlora_gui.core.train.config import TrainConfig
+    from qlora_gui.core.train.trainer import Trainer
 
     runs = tmp_path / "runs"
     cfg = TrainConfig(model=str(demo_model), data=str(text_data), adapter_path=str(runs / "cut"), batch_size=4,

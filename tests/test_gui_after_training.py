@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import fixture_texts, write_jsonl
-from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.generation import SamplingSettings, format_prompt, generate_side_by_side
-from qlora_gui.core.inference import default_adapter, load_with_adapter
-from qlora_gui.core.trainer import Trainer
 from test_gui import LONG, no_dangling_threads, store, window  # noqa: F401  (fixtures)
+
+from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side
+from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.trainer import Trainer
 
 
 @pytest.fixture()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import write_jsonl
-from qlora_gui.core.dataset import check_data
-from qlora_gui.core.intake import IntakeOptions, read_dataset
+
+from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.data.intake import IntakeOptions, read_dataset
 
 
 def problems_of(path, **kw) -> list[str]:

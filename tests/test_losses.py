@@ -11,12 +11,12 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
-
 from conftest import close
-from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.fast_quant import use_fast_quantized_layers
-from qlora_gui.core.losses import ChunkedLoss, chunked_loss_for, token_loss
+from mlx.utils import tree_flatten
+from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
+
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.losses import ChunkedLoss, chunked_loss_for, token_loss
 
 
 def tiny(kind: str, layers: int = 2) -> nn.Module:
@@ -38,7 +38,7 @@ def tiny(kind: str, layers: int = 2) -> nn.Module:
     if kind.endswith("fast4bit"):
         use_fast_quantized_layers(model)
     mx.eval(model.parameters())
-    from qlora_gui.core.model import add_adapters
+    from qlora_gui.core.model.loader import add_adapters
 
     add_adapters(model, TrainConfig(model="m", data="d", num_layers=-1,
                                     lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}))
@@ -107,7 +107,7 @@ def test_the_chunked_loss_never_holds_the_whole_vocabulary():
 
 
 def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():
-    from qlora_gui.core.model import use_grad_checkpoint
+    from qlora_gui.core.model.loader import use_grad_checkpoint
 
     rng = np.random.default_rng(1)
     args = (mx.array(rng.integers(1, 300, size=(8, 256)).astype(np.int32)),
@@ -138,7 +138,7 @@ def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():
 def test_checkpointing_with_dropout_gives_the_gradient_of_the_loss_it_computes():
     """The recomputation in the backward must draw the forward's dropout masks: a finite difference of
     the loss (same seed, so the same masks) along the gradient matches the gradient's norm."""
-    from qlora_gui.core.model import use_grad_checkpoint
+    from qlora_gui.core.model.loader import use_grad_checkpoint
 
     model = tiny("untied")
     for layer in model.layers:

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from macos_plist import JSONL_TYPE, info_plist  # noqa: E402
-from qlora_gui.core.intake import DATA_SUFFIXES  # noqa: E402
+
+from qlora_gui.core.data.intake import DATA_SUFFIXES  # noqa: E402
 
 
 def test_finder_and_the_dock_hand_the_app_every_data_file_and_folder_it_opens():

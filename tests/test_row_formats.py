@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import write_jsonl
-from qlora_gui.core.intake import IntakeOptions, read_dataset
-from qlora_gui.core.rows import (CHAT, COMPLETIONS, FORMATS, TEXT, ChatFormat, CompletionsFormat, TextFormat,
-                                 TurnsFormat, detect_format, format_named)
+
+from qlora_gui.core.data.intake import IntakeOptions, read_dataset
+from qlora_gui.core.data.rows import (
+    CHAT,
+    COMPLETIONS,
+    FORMATS,
+    TEXT,
+    ChatFormat,
+    CompletionsFormat,
+    TextFormat,
+    TurnsFormat,
+    detect_format,
+    format_named,
+)
 
 CHAT_ROW = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
                          {"role": "assistant", "content": "hello"}, {"role": "user", "content": "name?"},

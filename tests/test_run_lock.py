@@ -7,15 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from qlora_gui.core.errors import UserError
-from qlora_gui.core.events import Failed, Finished
-from qlora_gui.core.run_admin import rename_run
-from qlora_gui.core.run_lock import RunLock, folder_owner
+from qlora_gui.core.runs.run_admin import rename_run
+from qlora_gui.core.runs.run_lock import RunLock, folder_owner
 from test_trainer import make_config, run
 
+from qlora_gui.core.errors import UserError
+from qlora_gui.core.train.events import Failed, Finished
+
 ROOT = Path(__file__).resolve().parents[1]
-HOLD = "import sys; from qlora_gui.core.run_lock import RunLock; RunLock.acquire(sys.argv[1], 'the CLI'); " \
+HOLD = "import sys; from qlora_gui.core.runs.run_lock import RunLock; RunLock.acquire(sys.argv[1], 'the CLI'); " \
        "print('held', flush=True); sys.stdin.read()"
 
 
@@ -64,10 +64,9 @@ def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(
 
     import mlx.core as mx
     import numpy as np
-
     from conftest import close
-    from qlora_gui.core.run_admin import interrupted_runs
-    from qlora_gui.core.run_plan import resume_command
+    from qlora_gui.core.runs.run_admin import interrupted_runs
+    from qlora_gui.core.runs.run_plan import resume_command
 
     kw = dict(iters=8, save_every=4, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1})
     _, straight, _ = run(make_config(demo_model, text_data, tmp_path / "straight", **kw))

@@ -7,9 +7,9 @@ import shlex
 
 import pytest
 
-from qlora_gui.core.command_line import train_command
-from qlora_gui.core.config import SETTINGS, TrainConfig, config_from_dict, load_config_file
 from qlora_gui.core.errors import ConfigError
+from qlora_gui.core.train.command_line import train_command
+from qlora_gui.core.train.config import SETTINGS, TrainConfig, config_from_dict, load_config_file
 
 
 def _odd_value(s):
@@ -107,8 +107,8 @@ def test_validate_refuses_just_outside_the_range_and_takes_its_ends(s):
 def test_the_settings_tab_holds_exactly_what_validate_takes(qtbot):
     from PySide6.QtWidgets import QDoubleSpinBox, QSpinBox
 
-    from qlora_gui.ui.setting_widgets import read_value
-    from qlora_gui.ui.settings_panel import TAB_SETTINGS, SettingsPanel
+    from qlora_gui.ui.views.settings_panel import TAB_SETTINGS, SettingsPanel
+    from qlora_gui.ui.widgets.setting_widgets import read_value
 
     panel = SettingsPanel()
     qtbot.addWidget(panel)

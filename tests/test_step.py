@@ -11,15 +11,15 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
-
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
-from qlora_gui.core.batching import Batch, make_batch, padded_width, steps_per_epoch
-from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.dataset import check_data
-from qlora_gui.core.losses import token_loss
-from qlora_gui.core.model import add_adapters, load_base
-from qlora_gui.core.step import TrainStep, evaluate_loss, mean_gradient
+from mlx.utils import tree_flatten
+from qlora_gui.core.model.loader import add_adapters, load_base
+
+from qlora_gui.core.data.batching import Batch, make_batch, padded_width, steps_per_epoch
+from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.losses import token_loss
+from qlora_gui.core.train.step import TrainStep, evaluate_loss, mean_gradient
 
 
 class FixedLogits(nn.Module):

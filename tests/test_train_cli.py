@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import write_jsonl
+from qlora_gui.core.runs.checkpoints import latest_checkpoint
+
 from qlora_gui.cli import main
-from qlora_gui.core.checkpoints import latest_checkpoint
 
 
 def base_args(demo_model, data, run_dir):
@@ -92,8 +92,8 @@ def test_copied_command_line_gives_back_the_same_settings(tmp_path):
     import shlex
 
     from qlora_gui.cli import build_parser
-    from qlora_gui.core.command_line import train_command
-    from qlora_gui.core.config import TrainConfig
+    from qlora_gui.core.train.command_line import train_command
+    from qlora_gui.core.train.config import TrainConfig
     from qlora_gui.train_cli import config_from_args
 
     cfg = TrainConfig(model="/m", data="/d", adapter_path=str(tmp_path / "r"), batch_size=2, epochs=3,

@@ -9,14 +9,21 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
-from qlora_gui.core import checkpoints as ckpt
-from qlora_gui.core.config import TrainConfig
-from qlora_gui.core.run_folder import RunFolder
-from qlora_gui.core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, \
-    ValidationResult
-from qlora_gui.core.trainer import Trainer
+from qlora_gui.core.runs.run_folder import RunFolder
+
+from qlora_gui.core.runs import checkpoints as ckpt
+from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.train.events import (
+    CheckpointSaved,
+    Failed,
+    Finished,
+    RunStarted,
+    StepReport,
+    TrainWarning,
+    ValidationResult,
+)
+from qlora_gui.core.train.trainer import Trainer
 
 
 def make_config(demo_model, data, run_dir, **kw) -> TrainConfig:
@@ -57,7 +64,7 @@ def test_leftover_micro_batches_are_applied(tmp_path, demo_model):
 
 
 def test_every_training_token_is_seen_each_epoch(tmp_path, demo_model, tokenizer):
-    from qlora_gui.core.dataset import check_data
+    from qlora_gui.core.data.dataset import check_data
 
     data = write_jsonl(tmp_path / "t.jsonl", [{"text": t} for t in fixture_texts(30, seed=6)])
     cfg = make_config(demo_model, data, tmp_path / "run", batch_size=4, grad_accumulation_steps=3, valid_fraction=0)
@@ -76,8 +83,8 @@ def train_only(tmp_path):
 
 def training_batches(cfg, tokenizer):
     """The micro-batches of epoch 0, in the order the trainer takes them."""
-    from qlora_gui.core.batching import epoch_batches, make_batch
-    from qlora_gui.core.dataset import check_data
+    from qlora_gui.core.data.batching import epoch_batches, make_batch
+    from qlora_gui.core.data.dataset import check_data
 
     enc = check_data(cfg.data, tokenizer, valid_fraction=cfg.valid_fraction).encoded["train"]
     return [make_batch(enc, idx) for idx in epoch_batches(enc.lengths, cfg.batch_size, cfg.seed, 0)]
@@ -200,7 +207,7 @@ def test_a_new_run_never_overwrites_an_old_one(tmp_path, demo_model, text_data):
 
 
 def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatch):
-    from qlora_gui.core import training_model
+    from qlora_gui.core.train import training_model
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"text": "ok"}] * 8, ['{"text": 1}'])
 

@@ -6,32 +6,30 @@ from pathlib import Path
 
 from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings, QTimer
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
-from .. import __version__
-from ..core.app_log import log_dir
+from ..core.data.intake import DATA_SUFFIXES
 from ..core.errors import ConfigError
-from ..core.estimate import estimate_memory
-from ..core.events import CheckpointSaved, Failed, Finished, RunStarted, StepReport, TrainWarning, ValidationResult
-from ..core.intake import DATA_SUFFIXES
-from ..core.memory import GB, memory_budget
-from ..core.run_plan import new_run_folder, plan_resume, step_plan
-from ..core.runs import read_events
-from .dataset_panel import DatasetPanel
-from .desktop import open_folder
-from .export_dialog import ExportDialog
-from .help_dialogs import ShortcutsDialog, UserGuideDialog
-from .jobs import running_threads
-from .model_panel import ModelPanel
-from .playground_view import PlaygroundView
-from .recovery import offer_resume
-from .runs_view import RunsView
-from .settings_panel import SettingsPanel
+from ..core.memory import memory_budget
+from ..core.runs.run_plan import new_run_folder, plan_resume, step_plan
+from ..core.train.estimate import estimate_memory
+from ..core.train.events import (
+    Failed,
+)
+from .dialogs.export_dialog import ExportDialog
+from .dialogs.recovery import offer_resume
+from .menus import build_menus
 from .theme import apply_theme
-from .training_view import TrainingView
+from .training_session import TrainingSession
+from .views.dataset_panel import DatasetPanel
+from .views.model_panel import ModelPanel
+from .views.playground_view import PlaygroundView
+from .views.runs_view import RunsView
+from .views.settings_panel import SettingsPanel
+from .views.training_view import TrainingView
 from .window_state import restore_window_state, save_window_state
-from .worker import TrainingWorker
+from .workers.jobs import running_threads
+from .workers.training_worker import TrainingWorker
 
 
 def default_runs_root() -> Path:
@@ -44,10 +42,6 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("QLoRA Studio")
         self.store = settings or QSettings()
         self.runs_root = Path(runs_root or self.store.value("runs_root", str(default_runs_root())))
-        self.worker: TrainingWorker | None = None
-        self.error_dialog: QMessageBox | None = None
-        self._close_after_stop = False
-        self._run_ended = False  # the current worker has sent finished or failed
         self.budget = memory_budget()
 
         self.dataset = DatasetPanel()
@@ -56,8 +50,9 @@ class MainWindow(QMainWindow):
         self.settings_panel = SettingsPanel()
         self.settings_panel.command_source = self.current_config
         self.training = TrainingView()
+        self.session = TrainingSession(self.training, self)
         self.runs = RunsView(self.runs_root)
-        self.runs.busy_run = lambda: self.worker.config.adapter_path if self.worker else None
+        self.runs.busy_run = lambda: self.session.busy_run
         self.playground = PlaygroundView(self.runs_root)
         self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
@@ -68,7 +63,7 @@ class MainWindow(QMainWindow):
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.setCentralWidget(self.tabs)
         self.setAcceptDrops(True)
-        self._build_menus()
+        self.start_action, self.dark_action = build_menus(self)
 
         self.dataset.report_changed.connect(self._refresh)
         self.model.model_changed.connect(self._on_model_changed)
@@ -80,6 +75,8 @@ class MainWindow(QMainWindow):
         self.runs.try_requested.connect(self.try_run)
         self.runs.export_requested.connect(self.export_run)
         self.runs.resume_requested.connect(self.resume_from_checkpoint)
+        self.session.ended.connect(self.runs.refresh)
+        self.session.thread_done.connect(self._on_thread_done)
         self._style_plots(self.palette())
         self._restore()
         self._refresh()
@@ -87,45 +84,7 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, lambda: setattr(self, "resume_offer", offer_resume(
             self, self.runs_root, self.store, self.resume_from_checkpoint)))
 
-    # ------------------------------------------------------------ menus and theme
-
-    def _build_menus(self) -> None:
-        def action(menu, text, slot, shortcut=None):
-            a = QAction(text, self)
-            a.triggered.connect(slot)
-            if shortcut:
-                a.setShortcut(QKeySequence(shortcut))
-            menu.addAction(a)
-            return a
-
-        file_menu = self.menuBar().addMenu("&File")
-        action(file_menu, "Open dataset file…", self.dataset._browse_file, QKeySequence.StandardKey.Open)
-        action(file_menu, "Open data folder…", self.dataset._browse_folder)
-        action(file_menu, "Open model folder…", self.model._browse)
-        file_menu.addSeparator()
-        action(file_menu, "Load settings…", self.settings_panel._load)
-        action(file_menu, "Save settings…", self.settings_panel._save)
-        action(file_menu, "Copy CLI command", self.settings_panel.copy_command)
-        file_menu.addSeparator()
-        action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
-        run_menu = self.menuBar().addMenu("&Run")
-        self.start_action = action(run_menu, "Start training", self.start_training, "Ctrl+R")
-        action(run_menu, "Stop and save", self.stop_training, "Ctrl+.")
-        run_menu.addSeparator()
-        action(run_menu, "Try the selected run in the Playground", lambda: self.runs._emit_for_selected(
-            self.runs.try_requested))
-        action(run_menu, "Evaluate the selected run", self.runs.evaluate_selected)
-        action(run_menu, "Fuse && export the selected run…", lambda: self.runs._emit_for_selected(
-            self.runs.export_requested))
-        view_menu = self.menuBar().addMenu("&View")
-        self.dark_action = action(view_menu, "Dark theme", lambda on: self.set_dark(on))
-        self.dark_action.setCheckable(True)
-        help_menu = self.menuBar().addMenu("&Help")
-        action(help_menu, "User guide", lambda: UserGuideDialog(self).show(), QKeySequence.StandardKey.HelpContents)
-        action(help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(self).show())  # each deletes itself on close
-        action(help_menu, "Open log folder", lambda: open_folder(log_dir(), self))
-        action(help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
-            self, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
+    # ------------------------------------------------------------ theme
 
     def set_dark(self, dark: bool) -> None:
         palette = apply_theme(QApplication.instance(), dark)
@@ -222,18 +181,8 @@ class MainWindow(QMainWindow):
             return None
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
         longest = train.max_len if train and train.unit == "tokens" else None
-        est = estimate_memory(info.path, cfg, info.parameters, info.bits, longest)
-        if est is None:
-            self.settings_panel.show_estimate("Memory estimate: unknown for this model's config.", None)
-            return None
-        share = est.total / self.budget
-        text = (f"Memory estimate: {est.total / GB:.2f} GB of {self.budget / GB:.0f} GB available "
-                f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
-                f"activations {est.activations / GB:.2f}). A rough guide.")
-        if share > 1:
-            text += " Over the limit: lower the batch size or max length, or quantize the base."
-        self.settings_panel.show_estimate(text, share)
-        return share
+        return self.settings_panel.show_memory_estimate(
+            estimate_memory(info.path, cfg, info.parameters, info.bits, longest), self.budget)
 
     # ------------------------------------------------------------ training
 
@@ -260,65 +209,33 @@ class MainWindow(QMainWindow):
 
     def _launch(self, worker: TrainingWorker) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory
-        self.worker = worker
-        self._run_ended = False
-        t = self.training
-        handlers = {RunStarted: self._on_started, StepReport: t.on_progress, ValidationResult: t.on_validation,
-                    TrainWarning: t.on_warning, CheckpointSaved: t.on_checkpoint, Finished: self._on_finished,
-                    Failed: self._on_failed}
-        worker.event.connect(lambda event: handlers[type(event)](event))
-        worker.finished.connect(self._on_thread_done)
-        t.set_running(True)
-        limit = worker.config.memory_limit_gb or self.budget / GB
-        t.charts.set_memory_limit(limit)
-        t.status.setText("Loading the model…")
-        self.tabs.setCurrentWidget(t)
+        self.session.launch(worker, self.budget)
+        self.tabs.setCurrentWidget(self.training)
         self._remember()
-        worker.start()
         self._refresh()
 
-    def _on_started(self, e: RunStarted) -> None:
-        if e.start_step > 0 and not self.training.charts.steps:  # a resumed run shows its history
-            self.training.charts.add_history(read_events(Path(e.run_dir)), e.start_step)
-        self.training.on_started(e)
-
     def _pause(self, paused: bool) -> None:
-        if self.worker:
-            self.worker.pause() if paused else self.worker.resume()
+        self.session.pause(paused)
 
     def stop_training(self) -> None:
-        if self.worker:
-            self.training.status.setText("Stopping after this step and saving a checkpoint…")
-            self.worker.stop()
-
-    def _on_finished(self, e: Finished) -> None:
-        self._run_ended = True
-        self.training.on_finished(e)
-        self.runs.refresh()
-
-    def _on_failed(self, e: Failed) -> None:
-        self._run_ended = True
-        self.training.on_failed(e)
-        self.runs.refresh()
-        if not self._close_after_stop:
-            self.show_error(e)
+        self.session.stop()
 
     def show_error(self, failure: Failed) -> None:
-        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", failure.message, parent=self)
-        if failure.problems:
-            box.setInformativeText("\n".join(failure.problems))
-        if failure.details:
-            box.setDetailedText(failure.details)
-        self.error_dialog = box
-        box.open()  # window-modal, never blocks the event loop
+        self.session.show_error(failure)
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        return self.session.worker
+
+    @property
+    def error_dialog(self) -> QMessageBox | None:
+        return self.session.error_dialog
 
     def _on_thread_done(self) -> None:
-        self.worker = None
-        self.training.set_running(False)
         self._refresh()
         if self.tabs.currentWidget() is self.playground:
             self.playground.refresh()
-        if self._close_after_stop:
+        if self.session.close_after_stop:
             self.close()
 
     # ------------------------------------------------------------ after training
@@ -354,17 +271,8 @@ class MainWindow(QMainWindow):
         restore_window_state(self)
 
     def closeEvent(self, event) -> None:
-        if self.worker is not None and self._run_ended:
-            self.worker.wait()  # the run has ended; its thread is only returning
-            self.worker = None
-        if self.worker is not None:
-            if not self._close_after_stop:
-                if not self.confirm("Training is running", "Stop training, save a checkpoint and quit?"):
-                    event.ignore()
-                    return
-                self._close_after_stop = True
-                self.stop_training()
-            event.ignore()  # closes for real once the worker has saved and finished
+        if not self.session.ready_to_close(self.confirm):
+            event.ignore()  # asked first; when a run was running, the window closes once it has saved
             return
         self._remember()
         self.playground.shutdown()

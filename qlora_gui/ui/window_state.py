@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from ..core.config import config_from_dict, default_of
 from ..core.errors import ConfigError
-
-if TYPE_CHECKING:
-    from .main_window import MainWindow
+from ..core.train.config import config_from_dict, default_of
 
 
-def save_window_state(window: "MainWindow") -> None:
+class RememberingWindow(Protocol):
+    """What is remembered: the window's store, its Data, Model and Settings tabs, its geometry and theme."""
+
+    store: Any
+    dataset: Any
+    model: Any
+    settings_panel: Any
+
+    def saveGeometry(self) -> Any: ...  # noqa: N802 (Qt's names)
+    def restoreGeometry(self, geometry: Any) -> bool: ...  # noqa: N802
+    def resize(self, width: int, height: int) -> None: ...
+    def set_dark(self, dark: bool) -> None: ...
+
+
+def save_window_state(window: RememberingWindow) -> None:
     """Data, model, settings, theme and geometry, for the next start."""
     s = window.store
     s.setValue("data_path", window.dataset.path)
@@ -27,7 +38,7 @@ def save_window_state(window: "MainWindow") -> None:
         s.setValue("settings_yaml", cfg.to_yaml())
 
 
-def restore_window_state(window: "MainWindow") -> None:
+def restore_window_state(window: RememberingWindow) -> None:
     """Put back what save_window_state kept; values from an older version fall back to defaults."""
     s = window.store
     if s.value("geometry"):

@@ -1,0 +1,167 @@
+"""Held-out loss and perplexity for the base and for the adapter, with the training loss.
+
+By default the numbers are token-weighted means over exactly the batches the
+trainer validated on (the validation split, its first `val_batches` batches in
+`eval_batches` order), so an adapter's number here equals the run's validation
+loss for that checkpoint. Every row of a split, or the test split, is an
+explicit choice, and the result says which it measured.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..data.batching import eval_batches, make_batch
+from ..data.dataset import check_data
+from ..errors import DataError, UserError
+from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
+from ..runs import checkpoints as ckpt
+from ..train.config import default_of
+from ..train.losses import LossFn, chunked_loss_for
+from ..train.step import evaluate_loss
+from .inference import AdapterSource, base_view, load_with_adapter
+from .row_losses import RowLoss, row_loss_sums, row_text
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return math.exp(loss) if loss < 700 else float("inf")
+
+
+@dataclass
+class EvalResult:
+    data: str
+    split: str
+    rows: int
+    tokens: int
+    base_loss: float | None
+    adapter_loss: float | None
+    adapter: str  # the adapter folder, "" for the base alone
+    step: int | None
+    seconds: float
+    batches: int = 0
+    all_rows: bool = True  # False: the first `batches` batches, as training validated
+    row_losses: list[dict[str, Any]] = field(default_factory=list)  # RowLoss dicts, when asked for
+
+    def row_details(self) -> list[RowLoss]:
+        return [RowLoss(**r) for r in self.row_losses]
+
+    @property
+    def base_ppl(self) -> float | None:
+        return perplexity(self.base_loss)
+
+    @property
+    def adapter_ppl(self) -> float | None:
+        return perplexity(self.adapter_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "base_perplexity": self.base_ppl, "adapter_perplexity": self.adapter_ppl}
+
+    def measured(self) -> str:
+        """What these numbers cover, in words."""
+        what = "all rows" if self.all_rows else f"the {self.batches} batches training validated on"
+        return f"{self.split} split, {what}: {self.rows} rows, {self.tokens} trained tokens"
+
+    def to_text(self) -> str:
+        lines = [f"{self.measured()} ({self.data})"]
+        for name, loss, ppl in (("base", self.base_loss, self.base_ppl),
+                                ("adapter", self.adapter_loss, self.adapter_ppl)):
+            if loss is not None:
+                lines.append(f"  {name:<8} loss {loss:.4f}   perplexity {ppl:.3f}")
+        return "\n".join(lines)
+
+
+def _setting(adapter: AdapterSource | None, key: str) -> Any:
+    """A setting the adapter was trained with, or its default."""
+    return adapter.config.get(key, default_of(key)) if adapter else default_of(key)
+
+
+def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
+             split: str = "valid", batch_size: int | None = None, max_batches: int | None = None,
+             include_base: bool = True, loss_fn: LossFn | None = None, per_row: bool = False,
+             progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Loss of the base and the adapter. By default on the batches the run validated on (the validation
+    split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split.
+    `per_row` adds each of those rows' own losses (see row_losses.py)."""
+    say = progress or (lambda _msg: None)
+    data = data or _setting(adapter, "data")
+    if not data:
+        raise UserError("give the data to evaluate on (--data); the adapter's config does not name any")
+    t0 = time.perf_counter()
+    say("loading the model")
+    loaded = load_with_adapter(model, adapter)
+    say("checking the data")
+    check = check_data(data, loaded.tokenizer, **{k: _setting(adapter, k) for k in
+                                                  ("max_seq_length", "mask_prompt", "valid_fraction", "seed")})
+    if not check.report.usable or check.encoded is None:
+        raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them "
+                        "and evaluate again", check.report.problem_lines())
+    encoded = check.encoded
+    if split not in encoded:
+        held = ", ".join(sorted(encoded))
+        raise UserError(f"{data} has no {split} split (it has: {held}); pick one of those")
+    chosen = encoded[split]
+    order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size"))
+    if max_batches is None:  # as training validated: the valid split's first val_batches batches
+        max_batches = _setting(adapter, "val_batches") if split == "valid" else -1
+    all_rows = not 0 < max_batches < len(order)
+    if not all_rows:
+        order = order[:max_batches]
+    if loaded.quantization and fast_path_available():
+        use_fast_quantized_layers(loaded.model)  # the same kernels as training on the CPU
+    loaded.model.eval()
+    loss_fn = loss_fn or chunked_loss_for(loaded.model)[0]  # the trainer's own loss
+
+    row_ids = [int(i) for idx in order for i in idx]
+    per: dict[str, list[tuple[float, int]]] = {}
+
+    def run(side: str) -> tuple[float, int]:
+        if per_row:
+            per[side] = row_loss_sums(loaded.model, chosen, row_ids, loss_fn)
+        return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)
+
+    base_loss = adapter_loss = None
+    tokens = 0
+    if include_base or adapter is None:
+        say("evaluating the base")
+        with base_view(loaded.model):
+            base_loss, tokens = run("base")
+    if adapter is not None:
+        say("evaluating the adapter")
+        adapter_loss, tokens = run("adapter")
+    details = []
+    if per_row:
+        raw = check.raw.get(split)
+        for k, i in enumerate(row_ids):
+            counts = [per[side][k] for side in ("base", "adapter") if side in per]
+            n = counts[0][1]
+            mean = {side: per[side][k][0] / n if n else None for side in per}
+            details.append(RowLoss(chosen.lines[i], n, mean.get("base"), mean.get("adapter"),
+                                   row_text(raw, chosen.lines[i])).to_dict())
+    return EvalResult(str(data), split, len(row_ids), tokens, base_loss, adapter_loss,
+                      str(adapter.path) if adapter else "", adapter.step if adapter else None,
+                      time.perf_counter() - t0, len(order), all_rows, details)
+
+
+def save_evaluation(run_dir: Path, result: EvalResult) -> Path:
+    """Add the result to RUN/evaluation.json, replacing an earlier one for the same adapter, data and split."""
+    path = Path(run_dir) / EVALUATION_FILE
+    kept = [r for r in read_evaluations(run_dir)
+            if (r.get("adapter"), r.get("data"), r.get("split")) != (result.adapter, result.data, result.split)]
+    ckpt.atomic_write_text(path, json.dumps({"results": kept + [result.to_dict()]}, indent=2))
+    return path
+
+
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((Path(run_dir) / EVALUATION_FILE).read_text()).get("results", []))
+    except (OSError, ValueError, AttributeError):
+        return []

@@ -1,0 +1,160 @@
+"""Load a base model, quantize it on load if asked (the Q in QLoRA), and add adapters.
+
+Call these in the thread that trains: MLX streams belong to the thread that made them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_unflatten
+
+from ..errors import ModelError
+from ..train.config import TrainConfig
+from .model_files import load_tokenizer
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+    path: Path
+    quantization: dict[str, Any] | None  # bits/group_size of the base, as trained
+    quantized_on_load: bool
+    notes: list[str]
+
+
+def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64,
+              tokenizer: Any = None) -> LoadedModel:
+    """Load weights with mlx-lm and quantize a full-precision model when asked."""
+    from mlx_lm.utils import load_model, quantize_model
+
+    try:
+        model, config = load_model(path)
+    except ValueError as e:  # mlx-lm raises ValueError for unknown architectures and bad weights
+        raise ModelError(f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture "
+                         "mlx-lm supports") from e
+    except FileNotFoundError as e:
+        raise ModelError(f"{path}: {e}") from e
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path)
+    notes = []
+    quantization = config.get("quantization")
+    quantized_on_load = False
+    if quantize_bits:
+        if quantization:
+            notes.append(f"the model is already quantized ({quantization.get('bits')}-bit); used as it is")
+        else:
+            with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints an INFO line
+                model, config = quantize_model(model, config, group_size, quantize_bits)
+            mx.eval(model.parameters())
+            quantization = {"bits": quantize_bits, "group_size": group_size}
+            quantized_on_load = True
+    return LoadedModel(model, tokenizer, config, path, quantization, quantized_on_load, notes)
+
+
+def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
+    """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks, or on all when the model
+    has fewer (presets and the default of 16 fit every model). Returns a note when that happened."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    mx.random.seed(cfg.seed)  # adapter initialisation is part of what the seed fixes
+    layers = len(model.layers)
+    note = ""
+    num_layers = cfg.num_layers
+    if num_layers > layers:
+        note = f"adapters on all {layers} layers: the model has fewer than the {num_layers} asked for"
+        num_layers = layers
+    try:
+        linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
+    except ValueError as e:
+        raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
+    if not tree_flatten(model.trainable_parameters()):
+        keys = cfg.lora_parameters.get("keys")
+        raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
+    return note
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total); quantized weights count as the parameters they stand for."""
+    from mlx_lm.utils import get_total_parameters
+
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    return trainable, get_total_parameters(model)
+
+
+def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
+    return dict(tree_flatten(model.trainable_parameters()))
+
+
+def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> dict[str, Any]:
+    """What mlx-lm's load_adapters and fuse read, plus the run's settings for people."""
+    out = cfg.to_dict()
+    out.update({
+        "model": str(base_path),
+        "fine_tune_type": cfg.fine_tune_type,
+        "num_layers": cfg.num_layers,
+        "lora_parameters": dict(cfg.lora_parameters),
+        "base_quantization": loaded.quantization,
+        "quantized_on_load": loaded.quantized_on_load,
+    })
+    return out
+
+
+class _Keys:
+    """Where a checkpointed block puts the dropout keys of one call (a plain object: not a parameter)."""
+
+    keys: mx.array | None = None
+
+
+class _KeyedDropout(nn.Module):
+    """nn.Dropout's numbers, from a key the checkpointed block hands over: its recomputation in the
+    backward then draws the same mask as the forward (the global key would give a new one)."""
+
+    def __init__(self, p: float, keys: _Keys, index: int):
+        super().__init__()
+        self._p_1 = 1 - p
+        self._keys, self._index = keys, index
+
+    def __call__(self, x: mx.array) -> mx.array:
+        if self._p_1 == 1 or not self.training or self._keys.keys is None:
+            return x
+        mask = mx.random.bernoulli(self._p_1, x.shape, key=self._keys.keys[self._index])
+        return (mask * x) * (1 / self._p_1)
+
+
+def use_grad_checkpoint(model: nn.Module) -> int:
+    """Recompute each transformer block in the backward instead of keeping its activations; returns how many.
+
+    Each layer object gets its own subclass whose call is checkpointed (mlx-lm patches the class for the
+    whole process instead), so other models in the process are untouched. Dropout inside a block draws
+    from keys passed into the checkpointed call, so forward and recomputation use the same masks.
+    """
+    count = 0
+    for layer in model.layers:
+        base, box = type(layer), _Keys()
+        dropouts = [(name, m) for name, m in layer.named_modules() if isinstance(m, nn.Dropout)]
+        layer.update_modules(tree_unflatten([(name, _KeyedDropout(1 - m._p_1, box, i))
+                                             for i, (name, m) in enumerate(dropouts)]))
+
+        def checkpointed(self, *args, _call=base.__call__, _box=box, _n=max(len(dropouts), 1), **kwargs):
+            def inner(params, key, *args, **kwargs):
+                self.update(params)
+                _box.keys = mx.stop_gradient(mx.random.split(mx.stop_gradient(key), _n))
+                return _call(self, *args, **kwargs)
+
+            # A key drawn from the global generator: (seed, step) still fix every mask.
+            key = mx.stop_gradient(mx.random.randint(0, 2**31 - 1, (2,)).astype(mx.uint32))
+            return mx.checkpoint(inner)(self.trainable_parameters(), key, *args, **kwargs)
+
+        layer.__class__ = type(base.__name__, (base,), {"__call__": checkpointed})
+        count += 1
+    return count

@@ -1,0 +1,175 @@
+"""Checkpoints and atomic writes: a crash never leaves half a file. The layout is run_folder.py's."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_map_with_path
+
+from ..errors import UserError
+from .run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder, checkpoint_step
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_save_safetensors(path: Path, arrays: dict[str, mx.array], metadata: dict[str, str] | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.tmp.safetensors"
+    try:
+        mx.save_safetensors(str(tmp), arrays, metadata=metadata or {})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+_SAVE_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the disk is read-only", errno.EACCES: "there is no permission to write there"}
+
+
+def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
+    """What a failed save says: which step, where, why, what to do, and what is still intact."""
+    code = getattr(error, "errno", None)
+    why = os.strerror(code) if code else str(error)
+    hint = _SAVE_HINTS.get(code, "check that the folder is writable and has space")
+    previous = latest_checkpoint(run_dir)
+    kept = (f"the checkpoint of step {previous.step} is intact; resume from it when fixed" if previous
+            else "no earlier checkpoint exists")
+    return f"could not save the checkpoint of step {step} in {run_dir}: {why}. {hint[0].upper()}{hint[1:]}; {kept}"
+
+
+@dataclass
+class CheckpointInfo:
+    step: int
+    path: Path
+    val_loss: float | None
+    state: dict[str, Any]
+
+
+def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], adapter_config: dict[str, Any],
+                    optimizer_state: dict[str, mx.array], state: dict[str, Any]) -> Path:
+    """Write a whole checkpoint under a temporary name, then rename it into place."""
+    run = RunFolder(run_dir)
+    final = run.checkpoint(step)
+    staging = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        mx.save_safetensors(str(staging / ADAPTER_FILE), adapters)
+        mx.save_safetensors(str(staging / OPTIMIZER_FILE), optimizer_state)
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(adapter_config, indent=2))
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+        for f in staging.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:  # a full or read-only disk: no half-written checkpoint stays behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if final.exists():  # the same step saved twice (e.g. stop right after a periodic save)
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    _fsync_dir(final.parent)
+    # The run folder's own adapter is always the latest checkpoint's.
+    atomic_save_safetensors(run.adapters, adapters)
+    atomic_write_text(run.adapter_config, json.dumps(adapter_config, indent=2))
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
+    out = []
+    root = RunFolder(run_dir).checkpoints
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        step = checkpoint_step(d)
+        if step is None or not (d / STATE_FILE).is_file():
+            continue
+        try:
+            state = json.loads((d / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        out.append(CheckpointInfo(step, d, state.get("val_loss"), state))
+    return out
+
+
+def latest_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def best_checkpoint(run_dir: Path) -> CheckpointInfo | None:
+    scored = [c for c in list_checkpoints(run_dir) if c.val_loss is not None]
+    return min(scored, key=lambda c: (c.val_loss, -c.step)) if scored else None
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
+    """Keep the last `keep_last` checkpoints and the best by validation loss."""
+    found = list_checkpoints(run_dir)
+    best = best_checkpoint(run_dir)
+    keep = {c.step for c in found[-keep_last:]} | ({best.step} if best else set())
+    removed = []
+    for c in found:
+        if c.step not in keep:
+            shutil.rmtree(c.path, ignore_errors=True)
+            removed.append(c.path)
+    return removed
+
+
+def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
+    """Put a checkpoint's adapter and optimizer state into a model and optimizer; returns its saved state."""
+    adapters, opt_flat, saved = load_checkpoint(path)
+    model.load_weights(list(adapters.items()), strict=False)
+    missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
+    if missing:
+        raise UserError(f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
+                        "resume with the run's own config")
+    optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
+    mx.eval(model.parameters(), optimizer.state)
+    return saved
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array], dict[str, Any]]:
+    adapters = mx.load(str(path / ADAPTER_FILE))
+    optimizer_state = mx.load(str(path / OPTIMIZER_FILE))
+    state = json.loads((path / STATE_FILE).read_text())
+    return adapters, optimizer_state, state

@@ -1,0 +1,230 @@
+"""The trainer's settings: one dataclass whose fields declare every setting once, read from mlx-lm's YAML keys.
+
+A "step" is one optimizer update everywhere here (`iters`, `save_every`,
+`steps_per_eval`, `steps_per_report`). mlx-lm counts micro-batches instead, so
+with gradient accumulation N, our `iters` equals mlx-lm's `iters / N`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .setting import Setting, declared, setting
+
+STEP_NOTE = ("A step is one optimizer update. mlx-lm counts micro-batches: with --grad-accumulation-steps N, "
+             "our --iters K equals mlx-lm's --iters K*N.")
+AUTO_WARMUP_SHARE = 0.05  # warmup_steps None: this share of all steps
+
+# mlx-lm lora keys we read but do not act on; they are reported, not rejected.
+IGNORED_MLX_KEYS = {"train", "wandb", "report_to", "project_name", "hf_dataset", "resume_adapter_file",
+                    "prompt_feature", "completion_feature", "text_feature", "chat_feature",
+                    "clear_cache_threshold"}
+MLX_ALIASES = {"steps_per_save": "save_every"}  # mlx-lm's TrainingArgs names for our keys
+
+# The keys of `lora_parameters`, as mlx-lm's linear_to_lora_layers reads them.
+LORA_SETTINGS = (
+    Setting("Rank", "Size of the adapter matrices. Higher rank learns more; memory and adapter size grow "
+            "linearly.", "int", "Adapter", 1, 512, key="rank", default=8),
+    Setting("Scale (alpha / rank)", "mlx-lm's 'scale': how strongly the adapter acts (PEFT's alpha divided by "
+            "rank). No memory or time cost.", "float", "Adapter", 0.01, 1000.0, key="scale", default=20.0),
+    Setting("Dropout", "Randomly drops adapter inputs while training, against over-fitting small data. Free.",
+            "float", "Adapter", 0.0, 1.0, below_maximum=True, key="dropout", default=0.0),
+    Setting("Target layers", "Layers to adapt inside each block, comma-separated, e.g. self_attn.q_proj,"
+            "self_attn.v_proj. Empty: every linear layer (mlx-lm's default). Fewer targets: less memory and time.",
+            "keys", "Adapter", lowest_text="all linear layers", key="keys", default=None),
+)
+
+
+def default_lora_parameters() -> dict[str, Any]:
+    return {s.key: s.default for s in LORA_SETTINGS if s.default is not None}
+
+
+@dataclass
+class TrainConfig:
+    # Set in the Data and Model tabs, or on the command line.
+    model: str = setting("", "Model", "Model folder (Hugging Face layout) or an already-downloaded repo id.",
+                         required="no model given; pick a model folder")
+    data: str = setting("", "Data", "Folder with train/valid/test .jsonl, or one .jsonl/.json file.",
+                        required="no dataset given; pick a folder or a .jsonl/.json file")
+    adapter_path: str = setting("", "Run folder", "Run folder to create; by default a new one, runs/DATE-TIME-MODEL.")
+    quantize_bits: int | None = setting(
+        None, "Quantize on load", "Quantize a full-precision base to 4 or 8 bits on load (QLoRA).", "choice",
+        choices=(4, 8), off=None, lowest_text="no")
+    quantize_group_size: int = setting(
+        64, "Group size", "Weights per quantization group: smaller groups are more accurate and a bit larger.",
+        "choice", choices=(32, 64, 128))
+    mask_prompt: bool = setting(
+        False, "Train on completions only", "Only the answer (completion / assistant turns) is trained on; the "
+        "prompt is masked. Needs prompt/completion or chat rows. Costs nothing extra.", "bool")
+    valid_fraction: float = setting(
+        0.1, "Validation share", "Share of a single file held out as validation data (seeded; a row never lands "
+        "in both). A folder with valid.jsonl uses that file instead.", "float", minimum=0.0, maximum=0.5)
+    resume: bool = setting(False, "Resume", "Continue the run in --adapter-path from its latest checkpoint, with its own settings.", "bool")
+
+    # The Settings tab, box by box.
+    fine_tune_type: str = setting(
+        "lora", "Method", "LoRA trains small low-rank matrices beside frozen weights. DoRA also learns a magnitude "
+        "per output: slightly more memory, about 10-20% slower, sometimes better.", "choice", "Adapter",
+        choices=("lora", "dora"))
+    num_layers: int = setting(
+        16, "Layers to adapt", "Adapters go on the last N transformer blocks (all of them when the model has "
+        "fewer). More layers: more capacity, more memory and time.", "int", "Adapter", 1, 512, off=-1,
+        lowest_text="all")
+    lora_parameters: dict[str, Any] = setting(
+        default_lora_parameters(), "LoRA parameters", "Rank, scale, dropout and keys.", "mapping", flag=False)
+    batch_size: int = setting(
+        4, "Batch size", "Rows per micro-batch. Activation memory grows with it; larger batches use the hardware "
+        "better.", "int", "Batches", 1, 1024)
+    grad_accumulation_steps: int = setting(
+        1, "Gradient accumulation", "Micro-batches per optimizer step: a larger effective batch at no extra "
+        "memory, more time per step.", "int", "Batches", 1, 1024)
+    max_seq_length: int = setting(
+        2048, "Max sequence length", "Rows longer than this are truncated (the report counts them). Memory grows "
+        "with the longest row in a batch.", "int", "Batches", 16, 1 << 20, unit="tokens")
+    grad_checkpoint: bool = setting(
+        False, "Gradient checkpointing", "Recompute each block's activations in the backward pass instead of "
+        "keeping them: activation memory drops to about one block's worth, at about a third more time per step. "
+        "Turn it on when long rows or large batches run out of memory.", "bool", "Batches")
+    epochs: int = setting(1, "Epochs", "Passes over the training data. Time grows linearly.", "int", "Duration",
+                          1, 1000)
+    iters: int | None = setting(
+        None, "Step budget", "Train for exactly this many optimizer steps instead of epochs. " + STEP_NOTE, "int",
+        "Duration", 1, 10_000_000, off=None, lowest_text="off (use epochs)")
+    learning_rate: float = setting(
+        1e-5, "Learning rate", "Peak learning rate, e.g. 1e-4. Too high diverges (the run stops with a message); "
+        "too low learns slowly.", "sci", "Optimizer", 0.0, above_minimum=True)
+    optimizer: str = setting(
+        "adamw", "Optimizer", "AdamW (default) and Adam keep two moments per adapter weight; SGD keeps none and "
+        "needs a higher rate.", "choice", "Optimizer", choices=("adamw", "adam", "sgd"))
+    optimizer_config: dict[str, Any] = setting({}, "Optimizer options", "mlx-lm's optimizer_config: extra "
+                                               "arguments per optimizer.", "mapping", flag=False)
+    lr_schedule: dict[str, Any] | None = setting(
+        None, "Learning-rate schedule", "mlx-lm's lr_schedule mapping; none: linear warmup, then cosine decay.",
+        "mapping", flag=False)
+    warmup_steps: int | None = setting(
+        None, "Warmup steps", f"Linear warmup before cosine decay; auto: {AUTO_WARMUP_SHARE:.0%} of all steps.",
+        "int", "Optimizer", 0, 1_000_000, off=None, lowest_text=f"auto ({AUTO_WARMUP_SHARE:.0%})")
+    grad_clip: float = setting(
+        1.0, "Gradient clipping", "Clips the gradient's global norm; 0 turns it off. Guards against spikes. Free.",
+        "float", "Optimizer", 0.0, 1000.0, lowest_text="off")
+    steps_per_report: int = setting(10, "Report every", "Steps between loss reports.", "int", "Evaluation",
+                                    1, 100_000, unit="steps")
+    steps_per_eval: int = setting(
+        200, "Validate every", "Steps between validations. Each one costs about the time of val batches x one "
+        "forward pass.", "int", "Evaluation", 1, 1_000_000, unit="steps")
+    val_batches: int = setting(
+        25, "Validation batches", "Batches per validation. More: a steadier curve, more time.", "int", "Evaluation",
+        1, 1_000_000, off=-1, lowest_text="all")
+    test: bool = setting(False, "Test at the end", "Evaluate on test.jsonl once training ends.", "bool",
+                         "Evaluation")
+    test_batches: int = setting(-1, "Test batches", "Batches for the test at the end.", "int", "Evaluation",
+                                1, 1_000_000, off=-1, lowest_text="all")
+    save_every: int = setting(
+        100, "Save every", "Steps between checkpoints. Each holds the adapter and optimizer state (a few MB); "
+        "Stop also saves.", "int", "Checkpoints", 1, 1_000_000, unit="steps")
+    keep_last: int = setting(3, "Keep last", "Checkpoints kept besides the best one.", "int", "Checkpoints", 1, 1000)
+    fast_quant: bool = setting(
+        True, "Fast quantized base (CPU)", "On the CPU backend the frozen 4/8-bit base is computed as dequantize + "
+        "BLAS matmul, many times faster than MLX's CPU quantized kernels, at about one layer's float weights of "
+        "extra memory. Apple GPUs always keep MLX's kernels. Same results either way.", "bool", "Safety")
+    seed: int = setting(0, "Seed", "Fixes the split, the data order, adapter initialisation and dropout: one seed, "
+                        "one result.", "int", "Safety", 0, 2**31 - 1)
+    max_bad_steps: int = setting(
+        5, "Stop after bad steps", "A NaN/inf loss is skipped with a warning; after this many in a row the run "
+        "stops.", "int", "Safety", 1, 1000)
+    memory_limit_gb: float | None = setting(
+        None, "MLX memory limit", "Caps MLX's memory. Over the cap MLX waits or fails rather than swapping the "
+        "machine.", "float", "Safety", 0.0, 4096.0, above_minimum=True, decimals=1, off=None, lowest_text="none",
+        unit="GB")
+    ram_warn_share: float = setting(
+        0.9, "Warn above share of RAM", "A warning appears in the log when memory use passes this share of the "
+        "machine's RAM.", "float", "Safety", 0.1, 1.0)
+    clear_cache_gb: float = setting(
+        2.0, "Clear MLX cache above", "MLX keeps freed buffers for reuse; above this size they are released. "
+        "Lower: less memory, a little slower.", "float", "Safety", 0.0, 4096.0, decimals=1, lowest_text="always",
+        unit="GB")
+
+    def value(self, key: str) -> Any:
+        """A setting's value by its key ('batch_size', 'lora_parameters.rank')."""
+        if key.startswith("lora_parameters."):
+            return self.lora_parameters.get(key.split(".", 1)[1])
+        return getattr(self, key)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad setting and what to use instead."""
+        if "alpha" in self.lora_parameters and "scale" not in self.lora_parameters:
+            why = "mlx-lm stores the LoRA strength as 'scale' (= alpha / rank); rename 'alpha'"
+            raise ConfigError(f"setting 'lora_parameters': {why}", setting="lora_parameters", why=why)
+        for s in SETTINGS:
+            why = s.problem(self.value(s.key))
+            if why:
+                raise ConfigError(f"setting '{s.key}': {why}", setting=s.key, why=why)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SETTINGS: tuple[Setting, ...] = declared(TrainConfig, {"lora_parameters": LORA_SETTINGS})
+SETTING_BY_KEY: dict[str, Setting] = {s.key: s for s in SETTINGS}
+FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def default_of(key: str) -> Any:
+    """A setting's default, for code that reads a run's saved config where the key may be missing."""
+    return SETTING_BY_KEY[key].default
+
+
+def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
+    """Apply mlx-lm/our keys onto a config. Returns it and warnings about ignored keys."""
+    cfg = dataclasses.replace(base) if base else TrainConfig()
+    warnings = []
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        key = MLX_ALIASES.get(key, key)
+        if key in IGNORED_MLX_KEYS:
+            warnings.append(f"config key '{key}' is an mlx-lm option this trainer does not use; ignored")
+            continue
+        if key not in FIELD_NAMES:
+            near = difflib.get_close_matches(key, sorted(FIELD_NAMES), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"unknown config key '{key}'{hint}")
+        if key == "lora_parameters":
+            merged = default_lora_parameters()
+            for name, sub in (value or {}).items():
+                spec = SETTING_BY_KEY.get(f"lora_parameters.{name}")
+                merged[name] = spec.coerce(sub) if spec else sub
+            value = merged
+        else:
+            value = SETTING_BY_KEY[key].coerce(value)
+        setattr(cfg, key, value)
+    return cfg, warnings
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file of key: value lines; ConfigError with the file and line when it is not one."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of key: value lines")
+    return values
+
+
+def load_config_file(path: str | Path) -> tuple[TrainConfig, list[str]]:
+    return config_from_dict(read_yaml_mapping(path))

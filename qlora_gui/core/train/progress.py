@@ -1,0 +1,63 @@
+"""The numbers a step report carries: loss and speed since the last report, elapsed time, ETA and memory."""
+
+from __future__ import annotations
+
+import time
+
+from ..memory import GB, sample
+from .events import StepReport
+
+
+class Progress:
+    """Accumulates steps between reports. Time spent paused is kept out of elapsed time and speed."""
+
+    def __init__(self, total_steps: int, steps_per_epoch: int, ram_warn_share: float):
+        self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.ram_warn_share = ram_warn_share
+        self.start = time.perf_counter()
+        self.paused = 0.0
+        self.steps_this_session = 0
+        self.last_loss: float | None = None  # the mean train loss of the last report
+        self._ram_warned = False
+        self._memory_now = 0  # bytes in use at the last report
+        self._total_ram = sample().total_ram
+        self._reset_window()
+
+    def _reset_window(self) -> None:
+        self._loss = 0.0
+        self._tokens = self._steps = 0
+        self._seconds = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+    def add_step(self, loss_sum: float, tokens: int, seconds: float) -> None:
+        self.steps_this_session += 1
+        self._loss += loss_sum
+        self._tokens += tokens
+        self._steps += 1
+        self._seconds += seconds
+
+    def report(self, step: int, learning_rate: float, trained_tokens: int) -> StepReport:
+        """The report for the steps since the last one; starts the next window."""
+        mem = sample()
+        elapsed = self.elapsed
+        self.last_loss = self._loss / self._tokens if self._tokens else float("nan")
+        secs = self._seconds
+        event = StepReport(step, step / self.steps_per_epoch, self.last_loss, learning_rate,
+                           self._tokens / secs if secs else 0.0, self._steps / secs if secs else 0.0, trained_tokens,
+                           elapsed, elapsed / self.steps_this_session * (self.total_steps - step),
+                           mem.gb("mlx_active"), mem.gb("mlx_peak"), mem.gb("mlx_cache"), mem.gb("rss"))
+        self._reset_window()
+        self._memory_now = max(mem.rss, mem.mlx_active)
+        return event
+
+    def memory_warning(self) -> str | None:
+        """Said once, the first time memory use (at a report) passes the share of RAM the settings allow."""
+        used = self._memory_now
+        if self._ram_warned or used <= self.ram_warn_share * self._total_ram:
+            return None
+        self._ram_warned = True
+        return (f"memory use {used / GB:.1f} GB is above {self.ram_warn_share:.0%} of this machine's "
+                f"{self._total_ram / GB:.0f} GB; lower the batch size or max_seq_length, or quantize the base")

@@ -1,0 +1,111 @@
+"""One training run at a time: the worker, its events routed to the Train tab, stop and close with a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from ..core.memory import GB
+from ..core.runs.history import read_events
+from ..core.train.events import (
+    CheckpointSaved,
+    Failed,
+    Finished,
+    RunStarted,
+    StepReport,
+    TrainWarning,
+    ValidationResult,
+)
+from .views.training_view import TrainingView
+from .workers.training_worker import TrainingWorker
+
+
+class TrainingSession(QObject):
+    """Owns the training worker while it lives. The window asks it to start, pause, stop and close."""
+
+    ended = Signal()  # the run finished, stopped or failed (its thread may still be returning)
+    thread_done = Signal()  # the worker thread is gone: a new run may start
+
+    def __init__(self, view: TrainingView, owner: QWidget):
+        super().__init__(owner)
+        self.view, self.owner = view, owner
+        self.worker: TrainingWorker | None = None
+        self.error_dialog: QMessageBox | None = None
+        self.close_after_stop = False  # the window closes once the run has saved and its thread ended
+        self._run_ended = False
+
+    @property
+    def busy_run(self) -> str | None:
+        """The run folder being trained, which no other action may change."""
+        return self.worker.config.adapter_path if self.worker else None
+
+    def launch(self, worker: TrainingWorker, memory_budget: int) -> None:
+        self.worker, self._run_ended = worker, False
+        v = self.view
+        handlers = {RunStarted: self._on_started, StepReport: v.on_progress, ValidationResult: v.on_validation,
+                    TrainWarning: v.on_warning, CheckpointSaved: v.on_checkpoint, Finished: self._on_finished,
+                    Failed: self._on_failed}
+        worker.event.connect(lambda event: handlers[type(event)](event))
+        worker.finished.connect(self._on_thread_done)
+        v.set_running(True)
+        v.charts.set_memory_limit(worker.config.memory_limit_gb or memory_budget / GB)
+        v.status.setText("Loading the model…")
+        worker.start()
+
+    def pause(self, paused: bool) -> None:
+        if self.worker:
+            self.worker.pause() if paused else self.worker.resume()
+
+    def stop(self) -> None:
+        if self.worker:
+            self.view.status.setText("Stopping after this step and saving a checkpoint…")
+            self.worker.stop()
+
+    def ready_to_close(self, confirm: Callable[[str, str], bool]) -> bool:
+        """True when nothing trains. A running run is stopped with a checkpoint (once the user agrees) and the
+        window closes when its thread has ended (`close_after_stop`)."""
+        if self.worker is not None and self._run_ended:
+            self.worker.wait()  # the run has ended; its thread is only returning
+            self.worker = None
+        if self.worker is None:
+            return True
+        if not self.close_after_stop:
+            if not confirm("Training is running", "Stop training, save a checkpoint and quit?"):
+                return False
+            self.close_after_stop = True
+            self.stop()
+        return False
+
+    def show_error(self, failure: Failed) -> None:
+        box = QMessageBox(QMessageBox.Icon.Warning, "Training stopped", failure.message, parent=self.owner)
+        if failure.problems:
+            box.setInformativeText("\n".join(failure.problems))
+        if failure.details:
+            box.setDetailedText(failure.details)
+        self.error_dialog = box
+        box.open()  # window-modal, never blocks the event loop
+
+    def _on_started(self, e: RunStarted) -> None:
+        if e.start_step > 0 and not self.view.charts.steps:  # a resumed run shows its history
+            self.view.charts.add_history(read_events(Path(e.run_dir)), e.start_step)
+        self.view.on_started(e)
+
+    def _on_finished(self, e: Finished) -> None:
+        self._run_ended = True
+        self.view.on_finished(e)
+        self.ended.emit()
+
+    def _on_failed(self, e: Failed) -> None:
+        self._run_ended = True
+        self.view.on_failed(e)
+        self.ended.emit()
+        if not self.close_after_stop:
+            self.show_error(e)
+
+    def _on_thread_done(self) -> None:
+        self.worker = None
+        self.view.set_running(False)
+        self.thread_done.emit()

@@ -1,0 +1,290 @@
+"""The dataset panel: pick or drop data, see the intake report, and every problem by file and line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.data.dataset import DataReport
+from ...core.data.intake import RawSplit
+from ...core.train.config import SETTING_BY_KEY, default_of
+from ..theme import style_plot
+from ..widgets.setting_widgets import make_widget, show_value
+from ..widgets.token_view_widget import TokenViewBox
+from ..workers.data_jobs import file_excerpt, run_check
+from ..workers.jobs import start_job
+
+_PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
+
+
+class DatasetPanel(QWidget):
+    report_changed = Signal()  # a new report (usable or not) is in `self.report`
+    token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.report: DataReport | None = None
+        self.raw: dict[str, RawSplit] = {}
+        self.model_path: str | None = None
+        self.max_seq_length: int = default_of("max_seq_length")
+        self.batch_size: int = default_of("batch_size")
+        self._generation = 0
+        self.checking = False
+
+        self.path_edit = QLineEdit(placeholderText="Drop a .jsonl/.json file or a data folder here, or type its path")
+        self.path_edit.editingFinished.connect(self._typed_path)  # Enter, or leaving the box
+        self._checked_path = ""
+        self._mask_cleared = False  # completions-only was turned off because the rows are plain text
+        self.file_button = QPushButton("Browse file…")
+        self.folder_button = QPushButton("Browse folder…")
+        self.file_button.clicked.connect(self.browse_file)
+        self.folder_button.clicked.connect(self.browse_folder)
+        top = QHBoxLayout()
+        top.addWidget(self.path_edit, 1)
+        top.addWidget(self.file_button)
+        top.addWidget(self.folder_button)
+
+        share, mask = SETTING_BY_KEY["valid_fraction"], SETTING_BY_KEY["mask_prompt"]
+        self.valid_share = make_widget(share, self.recheck)
+        show_value(self.valid_share, share, share.default)
+        self.mask_prompt = make_widget(mask, self.recheck)
+        self.mask_prompt.setText(mask.label)
+        options = QHBoxLayout()
+        options.addWidget(QLabel(f"{share.label}:"))
+        options.addWidget(self.valid_share)
+        options.addSpacing(16)
+        options.addWidget(self.mask_prompt)
+        options.addStretch(1)
+
+        self.summary = QLabel("No dataset yet.")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+
+        self.histogram = pg.PlotWidget(title="Row lengths")
+        self.histogram.setMinimumHeight(160)
+        self.histogram.setMenuEnabled(False)
+        self.preview = QTableWidget(0, 0)
+        self.preview.verticalHeader().setVisible(False)
+        self.preview.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.preview.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.preview.currentCellChanged.connect(lambda row, *_: self._preview_selected(row))
+
+        self.token_box = TokenViewBox()
+        self.token_view = self.token_box.view
+        self.token_box.shown.connect(self.token_view_shown)
+
+        self.problems = QListWidget()
+        self.problems.setWordWrap(True)
+        self.problems.currentRowChanged.connect(self._show_problem_line)
+        self.line_view = QPlainTextEdit(readOnly=True)
+        self.line_view.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.line_view.setPlaceholderText("Click a problem to see its line.")
+        self.problem_box = QGroupBox("Problems")
+        pbox = QVBoxLayout(self.problem_box)
+        pbox.addWidget(self.problems, 2)
+        pbox.addWidget(self.line_view, 1)
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        upper = QSplitter(Qt.Orientation.Horizontal)
+        upper.addWidget(self.histogram)
+        upper.addWidget(self.problem_box)
+        lower = QSplitter(Qt.Orientation.Horizontal)
+        lower.addWidget(self.preview)
+        lower.addWidget(self.token_box)
+        lower.setSizes([520, 700])
+        split.addWidget(upper)
+        split.addWidget(lower)
+        split.setSizes([170, 370])
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(options)
+        layout.addWidget(self.summary)
+        layout.addWidget(split, 1)
+        self._render(None)
+
+    # ------------------------------------------------------------ inputs
+
+    @property
+    def path(self) -> str:
+        return self._checked_path
+
+    def _typed_path(self) -> None:
+        text = self.path_edit.text().strip().strip('"').strip("'")
+        if text and text != self._checked_path:
+            self.set_path(text)
+
+    @property
+    def usable(self) -> bool:
+        return self.report is not None and self.report.usable and not self.checking
+
+    def set_path(self, path: str | Path) -> None:
+        self._checked_path = str(Path(path).expanduser())
+        self._mask_cleared = False
+        self.path_edit.setText(self._checked_path)
+        self.valid_share.setEnabled(not Path(path).is_dir() or not any(
+            (Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json")))
+        self.recheck()
+
+    def set_model(self, model_path: str | None) -> None:
+        if model_path != self.model_path:
+            self.model_path = model_path
+            self.recheck()
+
+    def set_limits(self, max_seq_length: int, batch_size: int) -> None:
+        if (max_seq_length, batch_size) != (self.max_seq_length, self.batch_size):
+            self.max_seq_length, self.batch_size = max_seq_length, batch_size
+            self.recheck()
+
+    def browse_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open dataset", "", "Data (*.jsonl *.json);;All files (*)")
+        if path:
+            self.set_path(path)
+
+    def browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open data folder (train.jsonl, valid.jsonl, test.jsonl)")
+        if path:
+            self.set_path(path)
+
+    # ------------------------------------------------------------ checking
+
+    def recheck(self) -> None:
+        if not self.path:
+            return
+        self._generation += 1
+        generation = self._generation
+        self.checking = True
+        self.summary.setText(f"Checking <b>{self.path}</b>…")
+        self.report_changed.emit()
+        start_job(run_check, self.path, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
+                  self.batch_size, self.valid_share.value(),
+                  on_done=lambda result: self._on_report(generation, *result),
+                  on_failed=lambda msg, details: self._on_check_failed(generation, msg))
+
+    def _on_report(self, generation: int, report: DataReport, raw: dict[str, RawSplit]) -> None:
+        if generation != self._generation:
+            return  # a newer check superseded this one
+        self.checking = False
+        no_prompt = not report.can_mask_prompt
+        self.mask_prompt.setEnabled(not no_prompt)
+        if no_prompt and self.mask_prompt.isChecked():
+            self._mask_cleared = True
+            self.mask_prompt.setChecked(False)  # checks again, without it
+            return
+        self.report, self.raw = report, raw
+        self._render(report)
+        self.token_box.set_source(raw, self.model_path, self.max_seq_length, self.mask_prompt.isChecked())
+        self.report_changed.emit()
+
+    def _on_check_failed(self, generation: int, message: str) -> None:
+        if generation != self._generation:
+            return
+        self.checking = False
+        self.report, self.raw = None, {}
+        self.summary.setText(f"<b>Could not check the data:</b> {message}")
+        self.report_changed.emit()
+
+    # ------------------------------------------------------------ display
+
+    def _render(self, report: DataReport | None) -> None:
+        self.problems.clear()
+        self.line_view.clear()
+        self.histogram.clear()
+        self.preview.clear()
+        self.preview.setRowCount(0)
+        self.preview.setColumnCount(0)
+        self.problem_box.setVisible(bool(report and report.problem_count))
+        if report is None:
+            return
+        rows = " · ".join(f"{s.name}: {s.rows:,} rows" for s in report.splits.values())
+        parts = [f"<b>{report.source}</b>", f"format: <b>{report.format or 'unknown'}</b>", rows]
+        train = report.splits.get("train")
+        if train and train.rows:
+            parts.append(f"{train.unit} min/mean/p95/max: {train.min_len}/{train.mean_len:.0f}/{train.p95_len}/"
+                         f"{train.max_len}")
+            if train.truncated:
+                parts.append(f"{train.truncated} truncated to {report.max_seq_length}")
+            if train.trained_share is not None:
+                parts.append(f"trained on {train.trained_share:.0%} of tokens")
+        if report.template:
+            parts.append(f"template: {report.template}")
+        ready = ("Ready to train." if self.model_path else
+                 "The data is ready; pick a model (tab 2) to count tokens and train.")
+        status = (f"<span style='color:#2ea043'><b>{ready}</b></span>" if report.usable else
+                  f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
+        notes = list(report.warnings)
+        if self._mask_cleared and not report.can_mask_prompt:
+            notes.insert(0, "'Train on completions only' was turned off: plain text rows have no prompt to mask")
+        warn = "".join(f"<br>⚠ {w}" for w in notes)
+        self.summary.setText(" · ".join(parts) + "<br>" + status + warn)
+        for line in report.problem_lines():
+            self.problems.addItem(line)
+        if train and train.lengths:
+            counts, edges = np.histogram(train.lengths, bins=min(40, max(5, len(set(train.lengths)))))
+            self.histogram.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush="#7aa6da"))
+            self.histogram.setLabel("bottom", f"{train.unit} per row")
+            self.histogram.setTitle(f"Row lengths in {train.unit}" + ("" if train.unit == "tokens" else
+                                                                       " (tokens once a model is picked)"))
+            self.histogram.setLabel("left", "rows")
+        if train and train.preview:
+            columns = ["line"] + list(train.preview[0].keys())
+            self.preview.setColumnCount(len(columns))
+            self.preview.setHorizontalHeaderLabels(columns)
+            self.preview.setRowCount(len(train.preview))
+            for r, (line, row) in enumerate(zip(train.preview_lines, train.preview)):
+                self.preview.setItem(r, 0, QTableWidgetItem(str(line)))
+                for c, key in enumerate(columns[1:], start=1):
+                    self.preview.setItem(r, c, QTableWidgetItem(row.get(key, "")))
+            self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+
+    # ------------------------------------------------------------ token view
+
+    def _preview_selected(self, row: int) -> None:
+        item = self.preview.item(row, 0) if row >= 0 else None
+        if item is not None:
+            self.token_box.select_line(int(item.text()))
+
+    def apply_palette(self, palette) -> None:
+        style_plot(self.histogram, (self.histogram.getPlotItem(),), palette)
+
+    def _show_problem_line(self, row: int) -> None:
+        item = self.problems.item(row)
+        match = _PROBLEM.match(item.text()) if item else None
+        if not match:
+            return
+        text, index = file_excerpt(match["file"], int(match["line"]))
+        self.line_view.setPlainText(text)
+        if index >= 0:
+            block = self.line_view.document().findBlockByNumber(index)
+            selection = QTextEdit.ExtraSelection()
+            fmt = QTextCharFormat()
+            fmt.setBackground(QColor(255, 200, 200))
+            fmt.setForeground(QColor(0, 0, 0))
+            fmt.setProperty(QTextCharFormat.Property.FullWidthSelection, True)
+            selection.format = fmt
+            selection.cursor = QTextCursor(block)
+            self.line_view.setExtraSelections([selection])
+            self.line_view.setTextCursor(QTextCursor(block))

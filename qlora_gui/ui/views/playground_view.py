@@ -1,0 +1,304 @@
+"""The playground: one prompt, the base and the adapter answering side by side, live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.after.generation import GenerationUpdate
+from ...core.after.inference import checkpoint_choices
+from ...core.after.samples import PromptSample
+from ...core.runs.checkpoints import list_checkpoints
+from ...core.runs.history import list_runs
+from ..widgets.answer_pane import AnswerPane
+from ..workers.playground_events import CommandFailed, Idle, ModelLoaded, ModelUnloaded, PromptShown
+from ..workers.playground_worker import GenerationWorker
+
+PATH_ROLE = Qt.ItemDataRole.UserRole
+RANDOM_WEIGHTS_NOTE = (" This base has random weights (the demo model): both sides answer with noise; it shows how "
+                       "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that.")
+PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
+FINISH_REASONS = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}
+
+
+class PlaygroundView(QWidget):
+    generation_done = Signal()
+
+    def __init__(self, runs_root: Path, parent=None):
+        super().__init__(parent)
+        self.runs_root = Path(runs_root)
+        self.worker = GenerationWorker(self)
+        self.worker.event.connect(self._on_event)
+        self.loaded_label = ""
+        self.requested = ""  # the checkpoint loaded or being loaded
+        self.generating = False
+        self._stale = False  # the prompt changed while answers were streaming
+        self._sampled_prompt = ""  # the reference pane belongs to this prompt
+
+        self.run_box = QComboBox()
+        self.run_box.setMinimumContentsLength(28)
+        self.run_box.currentIndexChanged.connect(self._fill_checkpoints)
+        self.checkpoint_box = QComboBox()
+        self.checkpoint_box.setMinimumContentsLength(22)
+        self.checkpoint_box.activated.connect(lambda _i: self.load_selected())
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.status = QLabel("Pick a run to try its adapter.")
+        self.status.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Run:"))
+        top.addWidget(self.run_box, 2)
+        top.addWidget(QLabel("Checkpoint:"))
+        top.addWidget(self.checkpoint_box, 1)
+        top.addWidget(refresh)
+
+        self.system = QLineEdit(placeholderText="optional system prompt")
+        self.prompt = QPlainTextEdit(placeholderText="Type a prompt, or press “Sample from validation set”.")
+        self.prompt.setMaximumHeight(110)
+        self.template = QCheckBox("Apply the chat template (as in training)")
+        self.template.setToolTip("On for runs trained on chat or prompt/completion rows, off for plain text rows.")
+        self.sample_button = QPushButton("Sample from validation set")
+        self.sample_button.clicked.connect(lambda: self.worker.send("sample"))
+        self.sample_note = QLabel("")
+        self.raw_toggle = QToolButton(text="Prompt as the model sees it", checkable=True)
+        self.raw_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.raw_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.raw_toggle.toggled.connect(self._toggle_raw)
+        self.raw_prompt = QPlainTextEdit(readOnly=True)
+        self.raw_prompt.setMaximumHeight(90)
+        self.raw_prompt.setFont(QFont("Menlo, DejaVu Sans Mono, monospace"))
+        self.raw_prompt.hide()
+        self._format_timer = QTimer(self, singleShot=True, interval=250)
+        self._format_timer.timeout.connect(self._send_format)
+        for signal in (self.prompt.textChanged, self.system.textChanged, self.template.toggled):
+            signal.connect(lambda *_: self._format_timer.start())
+            signal.connect(self._clear_answers)  # answers to another prompt would sit beside this one
+
+        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2)
+        self.temperature.setToolTip("0 is greedy: always the most likely token.")
+        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.95, decimals=2)
+        self.max_tokens = QSpinBox(minimum=1, maximum=8192, value=256)
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
+        sampling = QGroupBox("Sampling (the same for both)")
+        form = QFormLayout(sampling)
+        form.addRow("Temperature", self.temperature)
+        form.addRow("Top-p", self.top_p)
+        form.addRow("Max tokens", self.max_tokens)
+        form.addRow("Seed", self.seed)
+
+        self.generate_button = QPushButton("Generate")
+        self.generate_button.setDefault(True)
+        self.generate_button.setToolTip("Ctrl+Enter")
+        self.generate_button.clicked.connect(self.generate)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        QShortcut(QKeySequence("Ctrl+Return"), self, activated=self.generate, whatsThis="Generate (Playground)")
+
+        prompt_box = QVBoxLayout()
+        prompt_box.addWidget(self.system)
+        prompt_box.addWidget(self.prompt)
+        row = QHBoxLayout()
+        row.addWidget(self.template)
+        row.addStretch(1)
+        row.addWidget(self.sample_note)
+        row.addWidget(self.sample_button)
+        prompt_box.addLayout(row)
+        prompt_box.addWidget(self.raw_toggle)
+        prompt_box.addWidget(self.raw_prompt)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.generate_button)
+        buttons.addWidget(self.stop_button)
+        side = QVBoxLayout()
+        side.addWidget(sampling)
+        side.addLayout(buttons)
+        side.addStretch(1)
+        middle = QHBoxLayout()
+        middle.addLayout(prompt_box, 1)
+        middle.addLayout(side)
+
+        self.panes = {key: AnswerPane(title) for key, title in PANES}
+        answers = QSplitter(Qt.Orientation.Horizontal)
+        for pane in self.panes.values():
+            answers.addWidget(pane)
+        self.panes["reference"].hide()
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.status)
+        layout.addLayout(middle)
+        layout.addWidget(answers, 1)
+        self._update_buttons()
+
+    # ------------------------------------------------------------ runs and loading
+
+    def refresh(self) -> None:
+        current = self.run_box.currentData(PATH_ROLE)
+        self.run_box.blockSignals(True)
+        self.run_box.clear()
+        for run in list_runs(self.runs_root):
+            if list_checkpoints(run.path):
+                self.run_box.addItem(f"{run.name}  ({run.model_name}, {run.status})", str(run.path))
+        self.run_box.blockSignals(False)
+        if self.run_box.count() == 0:
+            self.status.setText(f"No runs with checkpoints in {self.runs_root} yet: train one first.")
+            self.checkpoint_box.clear()
+            return
+        index = max(self.run_box.findData(current), 0) if current else 0
+        self.run_box.setCurrentIndex(index)
+        self._fill_checkpoints()
+
+    def select_run(self, run_dir: str, checkpoint: str | None = None) -> None:
+        self.refresh()
+        index = self.run_box.findData(str(run_dir))
+        if index >= 0:
+            self.run_box.setCurrentIndex(index)
+            if checkpoint:
+                self.checkpoint_box.setCurrentIndex(max(self.checkpoint_box.findData(str(checkpoint)), 0))
+            self.load_selected()
+
+    def _fill_checkpoints(self) -> None:
+        run = self.run_box.currentData()
+        self.checkpoint_box.clear()
+        if not run:
+            return
+        choices, default = checkpoint_choices(run)
+        for label, path in choices:
+            self.checkpoint_box.addItem(label, path)
+        if default:
+            self.checkpoint_box.setCurrentIndex(self.checkpoint_box.findData(default))
+        self.load_selected()
+
+    def load_selected(self) -> None:
+        path = self.checkpoint_box.currentData()
+        if not path or path == self.requested:
+            return
+        self.requested = path
+        self.loaded_label = ""
+        self.status.setText(f"Loading {Path(path).parent.parent.name} @ step {int(Path(path).name)}…")
+        self.worker.send("load", adapter_path=path)
+        self._update_buttons()
+
+    # ------------------------------------------------------------ prompts and generation
+
+    def settings(self) -> dict:
+        return {"temperature": self.temperature.value(), "top_p": self.top_p.value(),
+                "max_tokens": self.max_tokens.value(), "seed": self.seed.value()}
+
+    def generate(self) -> None:
+        if not self.loaded_label or self.worker.busy or not self.prompt.toPlainText().strip():
+            return
+        for key in ("base", "adapter"):
+            self.panes[key].clear()
+            self.panes[key].stats.setText("starting…")
+        self.generating = True
+        self.worker.send("generate", prompt=self.prompt.toPlainText(), system=self.system.text(),
+                         template=self.template.isChecked(), **self.settings())
+        self._update_buttons()
+
+    def stop(self) -> None:
+        self.worker.stop_generation()
+
+    def _clear_answers(self, *_args) -> None:
+        """The prompt changed: answers to the old one go (once generating ends, if it is under way), and so
+        does a reference that belonged to the old one (a sampled prompt brings its own)."""
+        if self.prompt.toPlainText() != self._sampled_prompt:
+            self.panes["reference"].clear()
+            self.panes["reference"].hide()
+        if self.generating:
+            self._stale = True
+            return
+        self._stale = False
+        for key in ("base", "adapter"):
+            self.panes[key].clear()
+
+    def _send_format(self) -> None:
+        if self.raw_toggle.isChecked() and self.loaded_label:
+            self.worker.send("format", prompt=self.prompt.toPlainText(), system=self.system.text(),
+                             template=self.template.isChecked())
+
+    def _toggle_raw(self, shown: bool) -> None:
+        self.raw_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.raw_prompt.setVisible(shown)
+        self._send_format()
+
+    def _update_buttons(self) -> None:
+        ready = bool(self.loaded_label) and not self.worker.busy
+        self.generate_button.setEnabled(ready)
+        self.sample_button.setEnabled(bool(self.loaded_label))
+        self.stop_button.setEnabled(self.generating)
+
+    def _on_event(self, event: object) -> None:
+        match event:
+            case ModelLoaded():
+                self.loaded_label = event.label
+                self.template.setChecked(event.uses_template)
+                self.status.setText(f"Ready: {Path(event.model).name} with the adapter of {event.label}. "
+                                    "Both sides share one copy of the base weights."
+                                    + (RANDOM_WEIGHTS_NOTE if event.random_weights else ""))
+                self.sample_note.setText("" if event.samples else event.samples_note)
+                self._send_format()
+            case ModelUnloaded():
+                self.status.setText("The model was unloaded to leave its memory to training; it loads again when "
+                                    "you come back to this tab.")
+            case PromptShown():
+                self.raw_prompt.setPlainText(event.text)
+                self.raw_toggle.setText(f"Prompt as the model sees it ({event.note})")
+            case PromptSample():
+                self._sampled_prompt = event.prompt
+                self.prompt.setPlainText(event.prompt)
+                self.system.setText(event.system)
+                pane = self.panes["reference"]
+                pane.show()
+                pane.text.setPlainText(event.reference)
+                pane.stats.setText(f"{Path(event.file).name}:{event.line}")
+            case GenerationUpdate():
+                pane = self.panes[event.side]
+                pane.append(event.text)
+                what = FINISH_REASONS.get(event.finish_reason, "")
+                pane.stats.setText(f"{event.tokens} tokens · {event.tokens_per_sec:.1f} tokens/s"
+                                   + (f" · {what}" if what else ""))
+            case CommandFailed():
+                if event.command == "load":
+                    self.requested = ""  # picking it again retries
+                self.status.setText(f"⚠ {event.message}")
+                if event.details:
+                    self.status.setToolTip(event.details)
+        finished_generating = isinstance(event, Idle) and self.generating
+        if finished_generating:
+            self.generating = False
+            if self._stale:  # the prompt was edited while these answers streamed
+                self._clear_answers()
+        self._update_buttons()
+        if finished_generating:
+            self.generation_done.emit()
+
+    def unload(self) -> None:
+        """Give the memory back (training starts); the model loads again when the tab is next shown."""
+        if not self.worker.isRunning() or not (self.loaded_label or self.requested):
+            return
+        self.loaded_label = self.requested = ""
+        self.worker.send("unload")
+        self._update_buttons()
+
+    def shutdown(self) -> None:
+        self._format_timer.stop()
+        self.worker.shutdown()

@@ -1,0 +1,247 @@
+"""Earlier runs: settings, losses, evaluations and curves; act on one: try, evaluate, export, resume, file it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.after.evaluation import read_evaluations
+from ...core.runs.history import RunSummary, list_runs, read_curves
+from ...core.runs.run_admin import describe_settings, read_notes, resume_point, settings_differences
+from ...core.runs.run_folder import run_of
+from ..desktop import open_folder
+from ..dialogs.hard_rows_dialog import HardRowsDialog
+from ..theme import style_plot
+from ..workers.jobs import start_job
+from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss, last_row_losses
+from .run_filing import RunFiling
+
+PATH_ROLE = Qt.ItemDataRole.UserRole
+COLUMNS = ["Run", "Status", "Model", "Data", "Steps", "Final val loss", "Best val loss",
+           "Eval loss (base → adapter)", "Settings", "Notes", "Last train loss", "Date"]
+PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
+
+
+class RunsView(RunFiling, QWidget):
+    try_requested = Signal(str)  # a run folder
+    resume_requested = Signal(str)  # a checkpoint folder
+    export_requested = Signal(str)
+    evaluated = Signal()
+
+    def __init__(self, runs_root: Path, parent=None):
+        super().__init__(parent)
+        self.runs_root = Path(runs_root)
+        self.eval_job = None
+        self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
+        self.table = QTreeWidget()
+        self.table.setHeaderLabels(COLUMNS)
+        self.table.setRootIsDecorated(False)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.itemSelectionChanged.connect(self.plot_selected)
+        self.table.setSortingEnabled(True)
+        self.plot = pg.PlotWidget(title="Loss curves of the selected runs (solid: train, dots: validation)")
+        self.plot.addLegend(offset=(-10, 10))
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setMenuEnabled(False)
+        self.root_label = QLabel()
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        open_button = QPushButton("Show in file manager")
+        open_button.clicked.connect(self._open_selected)
+        self.try_button = QPushButton("Try in Playground")
+        self.try_button.setToolTip("Compare the adapter with the base, side by side.")
+        self.try_button.clicked.connect(lambda: self.emit_for_selected(self.try_requested))
+        self.eval_button = QPushButton("Evaluate")
+        self.eval_button.setToolTip("Loss and perplexity of the base and the adapter (best checkpoint) on the test "
+                                    "split, or the held-out validation split; saved in the run folder.")
+        self.eval_button.clicked.connect(self.evaluate_selected)
+        self.export_button = QPushButton("Fuse && export…")
+        self.export_button.clicked.connect(lambda: self.emit_for_selected(self.export_requested))
+        self.rows_button = QPushButton("Hardest rows…")
+        self.rows_button.setToolTip("The rows with the highest loss under the adapter, and those it improved least "
+                                    "(from the last Evaluate)")
+        self.rows_button.clicked.connect(self.show_hard_rows)
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue a run that ended before its last step from its latest checkpoint")
+        self.resume_button.clicked.connect(self.resume_selected)
+        self.rename_button = QPushButton("Rename…")
+        self.rename_button.clicked.connect(self._ask_rename)
+        self.notes_button = QPushButton("Notes…")
+        self.notes_button.clicked.connect(self._ask_notes)
+        self.delete_button = QPushButton("Move to trash…")
+        self.delete_button.clicked.connect(self._ask_delete)
+        top = QHBoxLayout()
+        top.addWidget(self.root_label, 1)
+        top.addWidget(refresh)
+        top.addWidget(open_button)
+        actions = QHBoxLayout()
+        actions.addWidget(self.try_button)
+        actions.addWidget(self.eval_button)
+        actions.addWidget(self.rows_button)
+        actions.addWidget(self.export_button)
+        actions.addWidget(self.resume_button)
+        actions.addStretch(1)
+        for button in (self.rename_button, self.notes_button, self.delete_button):
+            actions.addWidget(button)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.plot)
+        split.setSizes([260, 400])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addLayout(actions)
+        layout.addWidget(self.summary)
+        layout.addWidget(split, 1)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.root_label.setText(f"Runs in {self.runs_root} (select two or more to compare)")
+        self.table.clear()
+        self._configs: dict[str, dict] = {}  # by run folder, for comparing selected runs without rereading them
+        self._summaries: dict[str, RunSummary] = {}
+        for run in list_runs(self.runs_root):
+            c = run.config
+            self._configs[str(run.path)] = c
+            self._summaries[str(run.path)] = run
+            notes = read_notes(run.path)
+            item = QTreeWidgetItem([run.name, run.status, run.model_name, Path(str(c.get("data", ""))).name,
+                                    str(run.last_step), fmt_loss(run.final_val_loss), fmt_loss(run.best_val_loss),
+                                    eval_cell(read_evaluations(run.path)), describe_settings(c),
+                                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
+                                    fmt_loss(run.final_loss), time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified))])
+            item.setData(0, PATH_ROLE, str(run.path))
+            item.setToolTip(9, notes)
+            self.table.addTopLevelItem(item)
+        for col in range(self.table.columnCount()):
+            self.table.resizeColumnToContents(col)
+        self.plot_selected()
+
+    def run_count(self) -> int:
+        return self.table.topLevelItemCount()
+
+    def select_runs(self, names: list[str]) -> None:
+        for i in range(self.table.topLevelItemCount()):
+            item = self.table.topLevelItem(i)
+            item.setSelected(item.text(0) in names)
+
+    def selected_run(self) -> str | None:
+        """The one selected run; None when none or several are (the actions act on exactly one)."""
+        items = self.table.selectedItems()
+        return items[0].data(0, PATH_ROLE) if len(items) == 1 else None
+
+    def emit_for_selected(self, signal) -> None:
+        run = self.selected_run()
+        if run:
+            signal.emit(run)
+
+    def evaluate_selected(self) -> None:
+        run = self.selected_run()
+        if not run or self.eval_job is not None:
+            return
+        self.summary.setText(f"Evaluating {Path(run).name}: the base, then the adapter…")
+        self.eval_job = start_job(evaluate_run, run, on_done=self._evaluated, on_failed=self._eval_failed)
+        self.update_actions()
+
+    def _evaluated(self, result) -> None:
+        self.eval_job = None
+        self.refresh()
+        self.select_runs([run_of(result.adapter).name])
+        self.evaluated.emit()
+
+    def _eval_failed(self, message: str, details: str) -> None:
+        self.eval_job = None
+        self.summary.setText(f"⚠ Evaluation failed: {message}")
+        self.update_actions()
+
+    def update_actions(self) -> None:
+        """Enable what applies to the selection; a run that is training is only tried, never changed."""
+        run = self.selected_run()
+        several = len(self.table.selectedItems()) > 1
+        busy = bool(run) and self.busy_run() == run
+        self.try_button.setEnabled(bool(run))
+        self.notes_button.setEnabled(bool(run))
+        self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        for button in (self.export_button, self.rename_button, self.delete_button):
+            button.setEnabled(bool(run) and not busy and self.eval_job is None)
+        self.rows_button.setEnabled(bool(run) and bool(last_row_losses(read_evaluations(Path(run)))[0]))
+        point = self._resume_point(run) if run and not busy else None
+        self.resume_button.setEnabled(point is not None)
+        self.resume_button.setText(f"Resume from step {point.step}" if point else "Resume")
+        for button in (self.try_button, self.eval_button, self.export_button, self.rename_button, self.notes_button,
+                       self.delete_button):
+            button.setToolTip(f"Acts on {Path(run).name}" if run else
+                              "Select one run: these act on one run at a time" if several else "Select a run")
+        if busy:
+            for button in (self.eval_button, self.export_button, self.rename_button, self.delete_button):
+                button.setToolTip("This run is training (its checkpoints are still changing): stop it first")
+
+    def _show_summary(self) -> None:
+        if self.eval_job is not None:
+            return
+        items = self.table.selectedItems()
+        if len(items) > 1:
+            configs = [self._configs.get(item.data(0, PATH_ROLE), {}) for item in items]
+            self.summary.setText(differences_text([item.text(0) for item in items], settings_differences(configs)))
+            return
+        run = self.selected_run()
+        results = read_evaluations(Path(run)) if run else []
+        self.summary.setText(f"{Path(run).name}: " + (evaluation_text(results) if results else
+                                                       "no evaluation yet: press Evaluate.") if run else "")
+
+    def show_hard_rows(self) -> None:
+        run = self.selected_run()
+        rows, measured = last_row_losses(read_evaluations(Path(run))) if run else ([], "")
+        if rows:
+            self.hard_rows = HardRowsDialog(Path(run).name, rows, measured, self)
+            self.hard_rows.show()
+
+    def _resume_point(self, run: str):
+        summary = self._summaries.get(run)
+        return resume_point(summary) if summary else None
+
+    def resume_selected(self) -> None:
+        run = self.selected_run()
+        point = self._resume_point(run) if run and self.busy_run() is None else None
+        if point is not None:
+            self.resume_requested.emit(str(point.path))
+
+    def plot_selected(self) -> None:
+        self.update_actions()
+        self._show_summary()
+        self.plot.clear()
+        self.plotted = []
+        for n, item in enumerate(self.table.selectedItems()):
+            curves = read_curves(Path(item.data(0, PATH_ROLE)))
+            color = PALETTE[n % len(PALETTE)]
+            self.plot.plot(curves.steps, curves.losses, pen=pg.mkPen(color, width=2), name=item.text(0))
+            if curves.val_steps:
+                self.plot.plot(curves.val_steps, curves.val_losses, pen=None, symbol="o", symbolSize=7,
+                               symbolBrush=color, symbolPen=None)
+            self.plotted.append(item.text(0))
+
+    def apply_palette(self, palette) -> None:
+        style_plot(self.plot, (self.plot.getPlotItem(),), palette)
+
+    def _open_selected(self) -> None:
+        items = self.table.selectedItems()
+        target = items[0].data(0, PATH_ROLE) if items else str(self.runs_root)
+        open_folder(target, self)

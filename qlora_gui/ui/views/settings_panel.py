@@ -1,0 +1,207 @@
+"""The settings form: every trainer setting, with what it does and what it costs, validated on entry."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.errors import ConfigError
+from ...core.memory import GB
+from ...core.resources import resource_path
+from ...core.train.command_line import apply_flag_values, train_command
+from ...core.train.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
+from ...core.train.estimate import MemoryEstimate
+from ..widgets.setting_widgets import make_widget, read_value, show_value
+
+TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's fields, box by box
+LEFT_GROUPS = ("Adapter", "Batches", "Duration")
+
+class SettingsPanel(QWidget):
+    changed = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._widgets: dict[str, QWidget] = {}
+        self.problem = ""  # the current settings problem, in the form's words ("" when none)
+        self.error = QLabel("")
+        self.error.setStyleSheet("color: #e5534b;")
+        self.error.setWordWrap(True)
+
+        self.presets = QComboBox()
+        self.presets.addItem("Presets…")
+        for p in sorted(resource_path("presets").glob("*.yaml")):
+            self.presets.addItem(p.stem.split(" ", 1)[-1], str(p))
+        self.presets.activated.connect(self._apply_preset)
+        save = QPushButton("Save…")
+        save.setToolTip("Save these settings as a YAML file that `qlora-gui train -c` reads.")
+        save.clicked.connect(self.save)
+        load = QPushButton("Load…")
+        load.clicked.connect(self.load)
+        copy = QPushButton("Copy CLI command")
+        copy.clicked.connect(self.copy_command)
+        self.command_source = None  # set by the window: returns the full config for the command line
+        top = QHBoxLayout()
+        top.addWidget(self.presets)
+        top.addWidget(save)
+        top.addWidget(load)
+        top.addWidget(copy)
+        top.addStretch(1)
+
+        self.estimate_label = QLabel("Memory estimate: pick a model.")
+        self.estimate_label.setWordWrap(True)
+        self.estimate_bar = QProgressBar()
+        self.estimate_bar.setRange(0, 1000)
+        self.estimate_bar.setTextVisible(False)
+        self.estimate_bar.setMaximumHeight(10)
+
+        form_host = QWidget()
+        columns = QHBoxLayout(form_host)
+        left, right = QVBoxLayout(), QVBoxLayout()
+        columns.addLayout(left, 1)
+        columns.addLayout(right, 1)
+        groups: dict[str, QFormLayout] = {}
+        for s in TAB_SETTINGS:
+            if s.group not in groups:
+                box = QGroupBox(s.group)
+                groups[s.group] = QFormLayout(box)
+                groups[s.group].setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.FieldsStayAtSizeHint)
+                (left if s.group in LEFT_GROUPS else right).addWidget(box)
+            widget = make_widget(s, self.changed.emit)
+            widget.setMinimumWidth(260)
+            label = QLabel(s.label)
+            label.setToolTip(widget.toolTip())
+            groups[s.group].addRow(label, widget)
+            self._widgets[s.key] = widget
+        left.addStretch(1)
+        right.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(form_host)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.estimate_label)
+        layout.addWidget(self.estimate_bar)
+        layout.addWidget(self.error)
+        layout.addWidget(scroll, 1)
+        self.set_config(TrainConfig())
+
+    # ------------------------------------------------------------ config in and out
+
+    def set_config(self, cfg: TrainConfig) -> None:
+        for s in TAB_SETTINGS:
+            show_value(self._widgets[s.key], s, cfg.value(s.key))
+        self.changed.emit()
+
+    def config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """The settings as a TrainConfig; raises ConfigError naming a field whose text is not a value."""
+        cfg = dataclasses.replace(base) if base else TrainConfig()
+        apply_flag_values(cfg, {s.key: read_value(self._widgets[s.key], s) for s in TAB_SETTINGS})
+        return cfg
+
+    def check(self) -> TrainConfig | None:
+        """The config, or None with the reason (the setting named as in the form) shown under the form.
+
+        The rules are the trainer's own (`TrainConfig.validate`), so Start is never enabled for settings
+        that would fail after launch; model and data are checked by their own tabs."""
+        self.problem = ""
+        try:
+            cfg = self.config()
+            dataclasses.replace(cfg, model=cfg.model or "-", data=cfg.data or "-").validate()
+        except ConfigError as e:
+            self.problem = f"{self.label_of(e.setting)}: {e.why}" if e.setting else str(e)
+            self.error.setText(self.problem)
+            self._mark(e.setting)
+            return None
+        self.error.setText("")
+        self._mark("")
+        return cfg
+
+    def label_of(self, setting: str) -> str:
+        """A setting's name as the app shows it ('lora_parameters.rank' -> 'Rank')."""
+        found = SETTING_BY_KEY.get(setting)
+        return found.label if found else setting.replace("_", " ")
+
+    def _mark(self, setting: str) -> None:
+        for key, w in self._widgets.items():
+            w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
+
+    def show_memory_estimate(self, est: MemoryEstimate | None, budget: int) -> float | None:
+        """Show an estimate against the memory this machine can give; returns the share of it (None: unknown)."""
+        if est is None:
+            self.show_estimate("Memory estimate: unknown for this model's config.", None)
+            return None
+        share = est.total / budget
+        text = (f"Memory estimate: {est.total / GB:.2f} GB of {budget / GB:.0f} GB available "
+                f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
+                f"activations {est.activations / GB:.2f}). A rough guide.")
+        if share > 1:
+            text += " Over the limit: lower the batch size or max length, or quantize the base."
+        self.show_estimate(text, share)
+        return share
+
+    def show_estimate(self, text: str, share: float | None) -> None:
+        self.estimate_label.setText(text)
+        if share is None:
+            self.estimate_bar.setValue(0)
+            return
+        self.estimate_bar.setValue(int(min(share, 1.0) * 1000))
+        color = "#c00000" if share > 1 else "#d4a017" if share > 0.75 else "#2ea043"
+        self.estimate_bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; }}")
+
+    # ------------------------------------------------------------ presets and files
+
+    def _apply_preset(self, index: int) -> None:
+        path = self.presets.itemData(index)
+        if path:
+            self._load_file(Path(path))
+        self.presets.setCurrentIndex(0)
+
+    def _load_file(self, path: Path) -> None:
+        try:
+            values = read_yaml_mapping(path)
+            cfg, _ = config_from_dict({k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")},
+                                      self.config())
+        except (ConfigError, OSError, ValueError) as e:
+            self.error.setText(f"{path.name}: {e}")
+            return
+        self.set_config(cfg)
+
+    def load(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load settings", "", "YAML (*.yaml *.yml)")
+        if path:
+            self._load_file(Path(path))
+
+    def save(self) -> None:
+        cfg = self.command_source() if self.command_source else self.check()
+        if cfg is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save settings", "lora.yaml", "YAML (*.yaml)")
+        if path:
+            from ...core.runs.checkpoints import atomic_write_text
+
+            atomic_write_text(Path(path), cfg.to_yaml())
+
+    def copy_command(self) -> str | None:
+        cfg = self.command_source() if self.command_source else self.check()
+        if cfg is None:
+            return None
+        text = train_command(cfg)
+        QGuiApplication.clipboard().setText(text)
+        return text

@@ -1,0 +1,237 @@
+"""The training view: Start / Pause / Stop, progress, live charts, the log and the checkpoints list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ...core.train.events import (
+    CheckpointSaved,
+    Failed,
+    Finished,
+    RunStarted,
+    StepReport,
+    TrainWarning,
+    ValidationResult,
+)
+from ..desktop import open_folder
+from ..widgets.charts import TrainingCharts
+
+PATH_ROLE = Qt.ItemDataRole.UserRole
+
+
+def format_seconds(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class TrainingView(QWidget):
+    start_requested = Signal()
+    pause_toggled = Signal(bool)  # True: pause
+    stop_requested = Signal()
+    resume_requested = Signal(str)  # a checkpoint folder
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.running = False
+        self._can_start = False
+        self.total_steps = 0
+        self.start_button = QPushButton("Start training")
+        self.start_button.setDefault(True)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.stop_button = QPushButton("Stop && save")
+        self.stop_button.setToolTip("Finish the current step, save a checkpoint and end the run.")
+        self.start_button.clicked.connect(self.start_requested)
+        self.pause_button.toggled.connect(self._on_pause)
+        self.stop_button.clicked.connect(self.stop_requested)
+        self.reason = QLabel("")
+        self.reason.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.pause_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.reason, 1)
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v of %m")
+        self.status = QLabel("Idle.")
+        self.charts = TrainingCharts()
+
+        self.log = QPlainTextEdit(readOnly=True)
+        self.log.setMaximumBlockCount(5000)
+        self.checkpoints = QTreeWidget()
+        self.checkpoints.setHeaderLabels(["Step", "Validation loss", "Best", "Saved because", "Folder"])
+        self.checkpoints.setRootIsDecorated(False)
+        self.checkpoints.itemSelectionChanged.connect(self._update_checkpoint_buttons)
+        self.show_button = QPushButton("Show in file manager")
+        self.show_button.clicked.connect(self._show_checkpoint)
+        self.resume_button = QPushButton("Resume from here")
+        self.resume_button.setToolTip("Continue training from this checkpoint: same step, optimizer state, schedule "
+                                      "and data order. From an older checkpoint it continues in a new run folder.")
+        self.resume_button.clicked.connect(self._resume_checkpoint)
+        ck_host = QWidget()
+        ck_layout = QVBoxLayout(ck_host)
+        ck_layout.setContentsMargins(0, 0, 0, 0)
+        ck_layout.addWidget(self.checkpoints, 1)
+        ck_buttons = QHBoxLayout()
+        ck_buttons.addWidget(self.show_button)
+        ck_buttons.addWidget(self.resume_button)
+        ck_buttons.addStretch(1)
+        ck_layout.addLayout(ck_buttons)
+        self.bottom = QTabWidget()
+        self.bottom.addTab(self.log, "Log")
+        self.bottom.addTab(ck_host, "Checkpoints")
+
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.charts)
+        split.addWidget(self.bottom)
+        split.setSizes([480, 180])
+        layout = QVBoxLayout(self)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+        self.set_running(False)
+        self._update_checkpoint_buttons()
+
+    # ------------------------------------------------------------ state
+
+    def set_running(self, running: bool) -> None:
+        self.running = running
+        self.start_button.setEnabled(not running and self._can_start)
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        if not running:
+            self.pause_button.blockSignals(True)
+            self.pause_button.setChecked(False)
+            self.pause_button.setText("Pause")
+            self.pause_button.blockSignals(False)
+        self._update_checkpoint_buttons()
+
+    def set_can_start(self, ok: bool, reason: str = "", plan: str = "") -> None:
+        """`reason` says why Start is disabled; `plan` what Start would run (rows, steps, epochs)."""
+        self._can_start = ok
+        self.start_button.setEnabled(ok and not self.running)
+        self.reason.setText(plan if ok else reason)
+
+    def _on_pause(self, paused: bool) -> None:
+        self.pause_button.setText("Resume" if paused else "Pause")
+        self.pause_toggled.emit(paused)
+        self.status.setText(self._paused_text() if paused else f"Resumed at step {self.progress.value()}…")
+        self.append_log("paused" if paused else "resumed")
+
+    def _paused_text(self) -> str:
+        return (f"Paused at step {self.progress.value()} of {self.progress.maximum()}: the run waits between steps; "
+                "press Resume to go on.")
+
+    def append_log(self, text: str) -> None:
+        self.log.appendPlainText(text)
+
+    # ------------------------------------------------------------ trainer events
+
+    def on_started(self, e: RunStarted) -> None:
+        if e.start_step == 0:
+            self.charts.clear()
+            self.checkpoints.clear()
+        self.log.clear()  # a fresh log per run: no lines of an earlier run's end
+        self.progress.setRange(0, e.total_steps)
+        self.progress.setValue(e.start_step)
+        self.charts.set_total_steps(e.total_steps)
+        self.total_steps = e.total_steps
+        epochs = e.total_steps / max(e.steps_per_epoch, 1)
+        self.append_log(f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
+                        f"parameters; {e.train_rows} training rows, {e.steps_per_epoch} steps per epoch, "
+                        f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
+                        f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}")
+
+    def on_progress(self, e: StepReport) -> None:
+        self.charts.add_progress(e)
+        self.progress.setValue(e.step)
+        self.status.setText(self._paused_text() if self.pause_button.isChecked() else
+                            f"Step {e.step} of {self.progress.maximum()} · epoch {e.epoch:.2f} · loss "
+                            f"{e.loss:.4f} · {e.tokens_per_sec:.0f} tok/s · elapsed "
+                            f"{format_seconds(e.elapsed)} · ETA {format_seconds(e.eta)}")
+        self.append_log(f"step {e.step}: loss {e.loss:.4f}, lr {e.learning_rate:.2e}, "
+                        f"{e.tokens_per_sec:.0f} tok/s, MLX peak {e.mlx_peak_gb:.2f} GB, RSS {e.rss_gb:.2f} GB")
+
+    def on_validation(self, e: ValidationResult) -> None:
+        self.charts.add_validation(e)
+        best = " (best)" if e.is_best else ""
+        self.append_log(f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
+                        "trained tokens of the validation batches")
+
+    def on_warning(self, e: TrainWarning) -> None:
+        self.append_log(f"⚠ {e.message}")
+
+    def on_checkpoint(self, e: CheckpointSaved) -> None:
+        existing = [self.checkpoints.topLevelItem(i) for i in range(self.checkpoints.topLevelItemCount())]
+        for item in existing:
+            if item.data(0, PATH_ROLE) == e.path:
+                self.checkpoints.takeTopLevelItem(self.checkpoints.indexOfTopLevelItem(item))
+        for item in existing:
+            if not Path(item.data(0, PATH_ROLE)).exists():  # pruned by the trainer
+                self.checkpoints.takeTopLevelItem(self.checkpoints.indexOfTopLevelItem(item))
+        if e.is_best:
+            for i in range(self.checkpoints.topLevelItemCount()):
+                self.checkpoints.topLevelItem(i).setText(2, "")
+        val = f"{e.val_loss:.4f}" if e.val_loss is not None else "–"
+        item = QTreeWidgetItem(["", val, "★" if e.is_best else "", e.reason, e.path])
+        item.setData(0, Qt.ItemDataRole.DisplayRole, e.step)  # a number, so 75 sorts before 100
+        item.setData(0, PATH_ROLE, e.path)
+        self.checkpoints.addTopLevelItem(item)
+        self.checkpoints.sortItems(0, Qt.SortOrder.AscendingOrder)
+        self.append_log(f"step {e.step}: checkpoint saved ({e.reason})")
+
+    def on_finished(self, e: Finished) -> None:
+        how = "Stopped" if e.stopped else "Finished"
+        self.progress.setValue(e.step)  # the bar and the status name the same step
+        val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
+        self.status.setText(f"{how} at step {e.step} in {format_seconds(e.elapsed)}{val}.")
+        self.append_log(f"{how.lower()} at step {e.step}{val}. Adapter: {e.run_dir}")
+        self.set_running(False)
+
+    def on_failed(self, e: Failed) -> None:
+        self.status.setText(f"Failed: {e.message}")
+        self.append_log(f"failed: {e.message}")
+        for line in e.problems:
+            self.append_log(line)
+        self.set_running(False)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def checkpoint_count(self) -> int:
+        return self.checkpoints.topLevelItemCount()
+
+    def _selected_checkpoint(self) -> str | None:
+        items = self.checkpoints.selectedItems()
+        return items[0].data(0, PATH_ROLE) if items else None
+
+    def _update_checkpoint_buttons(self) -> None:
+        chosen = self._selected_checkpoint()
+        self.show_button.setEnabled(chosen is not None)
+        self.resume_button.setEnabled(chosen is not None and not self.running)
+
+    def _show_checkpoint(self) -> None:
+        path = self._selected_checkpoint()
+        if path:
+            open_folder(path, self)
+
+    def _resume_checkpoint(self) -> None:
+        path = self._selected_checkpoint()
+        if path:
+            self.resume_requested.emit(path)

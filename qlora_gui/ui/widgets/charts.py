@@ -1,0 +1,167 @@
+"""Live training charts. Events only append to buffers; a timer redraws at 5 Hz,
+so a fast run never floods the GUI thread with repaints."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from ...core.train.events import StepReport, ValidationResult
+from ..theme import style_plot
+
+REDRAW_MS = 200
+SMOOTHING = 0.3  # exponential moving average weight of the newest report
+
+COLORS = {"loss": "#7aa6da", "smooth": "#1f5fbf", "val": "#e4572e", "lr": "#2a9d8f", "tps": "#8e6c8a",
+          "active": "#2a9d8f", "peak": "#e4572e", "rss": "#7f7f7f", "limit": "#c00000"}
+
+
+def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    out, acc = [], None
+    for v in values:
+        acc = v if acc is None else weight * v + (1 - weight) * acc
+        out.append(acc)
+    return out
+
+
+class TrainingCharts(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.view = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        # Legends get rows of their own above their plots, so they never cover the data.
+        self.loss_legend, self.mem_legend = pg.LegendItem(colCount=3), pg.LegendItem(colCount=3)
+        self.view.addItem(self.loss_legend, row=0, col=0)
+        self.view.addItem(self.mem_legend, row=2, col=1)
+        self.loss_plot = self._plot("Loss", 1, 0)
+        self.lr_plot = self._plot("Learning rate", 1, 1)
+        self.tps_plot = self._plot("Trained tokens / s", 3, 0)
+        self.mem_plot = self._plot("Memory (GB)", 3, 1)
+        pen = pg.mkPen
+        self.loss_raw = self.loss_plot.plot(pen=pen(COLORS["loss"], width=1))
+        self.loss_smooth = self.loss_plot.plot(pen=pen(COLORS["smooth"], width=2.5))
+        self.val_points = self.loss_plot.plot(pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"],
+                                              symbolPen=None)
+        for item, name in ((self.loss_raw, "train"), (self.loss_smooth, "smoothed"), (self.val_points, "validation")):
+            self.loss_legend.addItem(item, name)
+        self.lr_curve = self.lr_plot.plot(pen=pen(COLORS["lr"], width=2))
+        self.tps_curve = self.tps_plot.plot(pen=pen(COLORS["tps"], width=2))
+        self.mem_active = self.mem_plot.plot(pen=pen(COLORS["active"], width=2))
+        self.mem_peak = self.mem_plot.plot(pen=pen(COLORS["peak"], width=2))
+        self.mem_rss = self.mem_plot.plot(pen=pen(COLORS["rss"], width=2))
+        for item, name in ((self.mem_active, "MLX active"), (self.mem_peak, "MLX peak"), (self.mem_rss, "RSS")):
+            self.mem_legend.addItem(item, name)
+        self.limit_line = pg.InfiniteLine(angle=0, movable=False,
+                                          pen=pen(COLORS["limit"], width=1.5, style=Qt.PenStyle.DashLine),
+                                          label="limit", labelOpts={"position": 0.12, "color": COLORS["limit"]})
+        self.mem_plot.addItem(self.limit_line)
+        self.limit_line.hide()
+        self.limit_gb: float | None = None
+        self.clear()
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+
+    def _plot(self, title: str, row: int, col: int):
+        plot = self.view.addPlot(row=row, col=col, title=title)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "step")
+        plot.setMenuEnabled(False)
+        for axis in ("bottom", "left"):
+            plot.getAxis(axis).enableAutoSIPrefix(False)  # no "(x0.001)" scaling of steps or losses
+        plot.setLimits(xMin=0)
+        return plot
+
+    def set_total_steps(self, total: int) -> None:
+        """The step axis runs from 0 to the run's last step from the start (not -400..400 before data)."""
+        for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
+            plot.setXRange(0, max(total, 1), padding=0.02)
+
+    def clear(self) -> None:
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.lrs: list[float] = []
+        self.tps: list[float] = []
+        self.active: list[float] = []
+        self.peak: list[float] = []
+        self.rss: list[float] = []
+        self.val_steps: list[int] = []
+        self.val_losses: list[float] = []
+        self._dirty = True
+
+    def add_progress(self, e: StepReport) -> None:
+        self._add_step(e.step, e.loss, e.learning_rate, e.tokens_per_sec, e.mlx_active_gb, e.mlx_peak_gb, e.rss_gb)
+
+    def add_validation(self, e: ValidationResult) -> None:
+        self._add_validation(e.step, e.val_loss, e.split)
+
+    def add_history(self, events: list[dict], up_to_step: int) -> None:
+        """A resumed run's earlier reports (lines of its metrics.jsonl), up to the checkpoint it continues from."""
+        for e in events:
+            if e.get("step", 0) <= up_to_step:
+                if e.get("event") == StepReport.kind:
+                    self._add_step(e["step"], e.get("loss"), e["learning_rate"], e["tokens_per_sec"],
+                                   e["mlx_active_gb"], e["mlx_peak_gb"], e["rss_gb"])
+                elif e.get("event") == ValidationResult.kind:
+                    self._add_validation(e["step"], e.get("val_loss"), e.get("split", "valid"))
+
+    def _add_step(self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float,
+                  rss: float) -> None:
+        if loss is None:  # metrics.jsonl stores a loss that was not finite as null
+            return
+        self.steps.append(step)
+        self.losses.append(loss)
+        self.lrs.append(lr)
+        self.tps.append(tps)
+        self.active.append(active)
+        self.peak.append(peak)
+        self.rss.append(rss)
+        self._dirty = True
+
+    def _add_validation(self, step: int, val_loss: float | None, split: str) -> None:
+        if split == "valid" and val_loss is not None:
+            self.val_steps.append(step)
+            self.val_losses.append(val_loss)
+            self._dirty = True
+
+    def set_memory_limit(self, gb: float | None) -> None:
+        self.limit_gb = gb
+        if gb:
+            self.limit_line.setValue(gb)
+            self.limit_line.label.setFormat(f"limit {gb:.1f} GB")
+            self.limit_line.label.valueChanged()  # redraw the text now, not on the next move
+        self._dirty = True
+
+    def _place_limit(self) -> None:
+        """A linear axis from 0: the limit line shows when it is within reach of the data, else the title
+        names it (a few hundred MB stay readable beside a limit of tens of GB)."""
+        top = max(self.peak + self.rss + [0.0])
+        near = bool(self.limit_gb) and self.limit_gb <= 3 * top
+        self.limit_line.setVisible(near)
+        far = f" · limit {self.limit_gb:.1f} GB, above" if self.limit_gb and not near else ""
+        self.mem_plot.setTitle(f"Memory (GB){far}")
+        self.mem_plot.setYRange(0, max(top, self.limit_gb if near else 0) * 1.1 or 1, padding=0)
+
+    def redraw(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        self.loss_raw.setData(self.steps, self.losses)
+        self.loss_smooth.setData(self.steps, ema(self.losses))
+        self.val_points.setData(self.val_steps, self.val_losses)
+        self.lr_curve.setData(self.steps, self.lrs)
+        self.tps_curve.setData(self.steps, self.tps)
+        self.mem_active.setData(self.steps, self.active)
+        self.mem_peak.setData(self.steps, self.peak)
+        self.mem_rss.setData(self.steps, self.rss)
+        self._place_limit()
+
+    def apply_palette(self, palette: QPalette) -> None:
+        style_plot(self.view, (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot), palette)
+        for legend in (self.loss_legend, self.mem_legend):
+            legend.setLabelTextColor(palette.color(QPalette.ColorRole.Text))

@@ -1,0 +1,88 @@
+"""A widget for any setting, made from its declaration: the range, choices and texts are the setting's own."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
+
+from ...core.errors import ConfigError
+from ...core.train.setting import Setting
+
+SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
+
+
+def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
+    """A spin box, combo box, check box or line edit that can hold exactly the values the setting allows
+    (a value outside its range only where that value has a meaning of its own: "all", "none", "auto")."""
+    def notify(*_: Any) -> None:  # the widgets' signals carry the new value; the form re-reads them all
+        on_change()
+
+    w: QWidget
+    if s.choices:
+        w = QComboBox()
+        if s.has_off:
+            w.addItem(s.lowest_text)
+        w.addItems([str(c) for c in s.choices])
+        w.currentIndexChanged.connect(notify)
+    elif s.kind == "int":
+        high = min(int(s.maximum), SPIN_LIMIT) if s.maximum is not None else SPIN_LIMIT
+        w = QSpinBox(minimum=int(s.lowest()), maximum=high - (1 if s.below_maximum else 0))
+        w.valueChanged.connect(notify)
+    elif s.kind == "float":
+        top = s.maximum if s.maximum is not None else 1e9
+        w = QDoubleSpinBox(minimum=s.lowest(), maximum=top - (s.step if s.below_maximum else 0), decimals=s.decimals)
+        w.setSingleStep(0.05 if top <= 1 else 1.0)
+        w.valueChanged.connect(notify)
+    elif s.kind == "bool":
+        w = QCheckBox()
+        w.toggled.connect(notify)
+    else:  # "sci", "keys" and "text": typed, checked when read
+        w = QLineEdit(placeholderText=s.lowest_text)
+        w.textChanged.connect(notify)
+    if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+        if s.lowest_text:
+            w.setSpecialValueText(s.lowest_text)  # shown at the lowest value
+        if s.unit:
+            w.setSuffix(f" {s.unit}")
+    w.setToolTip(s.describe())
+    return w
+
+
+def show_value(w: QWidget, s: Setting, value: Any) -> None:
+    """Put a setting's value into its widget without emitting change signals."""
+    w.blockSignals(True)
+    try:
+        off = s.has_off and value == s.off
+        if isinstance(w, QComboBox):
+            w.setCurrentText(s.lowest_text if off else str(value))
+        elif isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.setValue(s.lowest() if off else value)
+        elif isinstance(w, QLineEdit):
+            w.setText("" if value is None else s.shown(value))
+    finally:
+        w.blockSignals(False)
+
+
+def read_value(w: QWidget, s: Setting) -> Any:
+    """The widget's value in the setting's own terms; ConfigError when typed text is not a value."""
+    if isinstance(w, QComboBox):
+        text = w.currentText()
+        if s.has_off and text == s.lowest_text:
+            return s.off
+        return next((c for c in s.choices if str(c) == text), text)
+    if isinstance(w, QCheckBox):
+        return w.isChecked()
+    if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+        value = w.value()
+        return s.off if s.has_off and value == s.lowest() else value
+    text = w.text().strip() if isinstance(w, QLineEdit) else ""
+    if s.kind == "sci":
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{s.label} '{text}' is not a number", setting=s.key,
+                              why=f"'{text}' is not a number; write it like 1e-4") from None
+    return s.coerce(text) if s.kind == "keys" else text

@@ -1,0 +1,48 @@
+"""The Data tab's work off the GUI thread: checking a dataset and encoding one row for the token view."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ...core.data.dataset import DataReport, check_data
+from ...core.data.intake import RawSplit
+from ...core.data.token_view import TokenView, token_view
+from ...core.model.model_files import load_tokenizer
+
+_tokenizers: dict[str, Any] = {}  # per model folder: loading one takes a second, a check a few ms
+
+
+def _tokenizer(model: str) -> Any:
+    if model not in _tokenizers:
+        _tokenizers[model] = load_tokenizer(Path(model))
+    return _tokenizers[model]
+
+
+def run_check(path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int,
+              valid_fraction: float) -> tuple[DataReport, dict[str, RawSplit]]:
+    """The report, and the checked rows for the token view."""
+    result = check_data(path, _tokenizer(model) if model else None, max_seq_length=max_seq_length,
+                        mask_prompt=mask_prompt, batch_size=batch_size, valid_fraction=valid_fraction)
+    return result.report, result.raw
+
+
+def row_view(splits: dict[str, RawSplit], line: int, model: str, max_seq_length: int,
+             mask_prompt: bool) -> TokenView:
+    return token_view(splits, line, _tokenizer(model), max_seq_length=max_seq_length, mask_prompt=mask_prompt)
+
+
+def file_excerpt(path: str, line: int, context: int = 3) -> tuple[str, int]:
+    """Lines around `line` (1-based) as text, and the index of `line` within it."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(50_000_000)
+    except OSError as e:
+        return f"(cannot read {path}: {e.strerror})", -1
+    lines = raw.split(b"\n")
+    start = max(line - 1 - context, 0)
+    shown = []
+    for i in range(start, min(line + context, len(lines))):
+        text = lines[i].decode("utf-8", "backslashreplace").rstrip("\r")
+        shown.append(f"{i + 1:>6} | {text[:2000]}")
+    return "\n".join(shown), line - 1 - start
