@@ -57,16 +57,22 @@ def launch_times(n: int = 3) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.time()
-        res = subprocess.run([sys.executable, "-c", LAUNCH, str(t0)], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", LAUNCH, str(t0)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+        )
         out.append(float(res.stdout.strip().splitlines()[-1]))
     return out
 
 
 def training_latency(steps: int) -> dict:
     from PySide6.QtCore import QSettings, QTimer
-    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
     from qlora_gui.ui.app import create_app
 
@@ -134,8 +140,10 @@ def headless_tok_s(cfg, run_dir: Path) -> list[float]:
     from qlora_gui.core.train.trainer import Trainer
 
     rates: list[float] = []
-    Trainer(dataclasses.replace(cfg, adapter_path=str(run_dir)),
-            lambda e: isinstance(e, StepReport) and rates.append(e.tokens_per_sec)).run()
+    Trainer(
+        dataclasses.replace(cfg, adapter_path=str(run_dir)),
+        lambda e: isinstance(e, StepReport) and rates.append(e.tokens_per_sec),
+    ).run()
     return rates
 
 
@@ -149,8 +157,10 @@ def main() -> None:
     gui, head = statistics.mean(r["gui_tok_s"][1:]), statistics.mean(r["headless_tok_s"][1:])
     print(f"Trained tokens/s, GUI-driven {gui:.0f} vs headless {head:.0f}: ratio {gui / head:.3f}")
     print(f"Start to first step (demo model, loading included): {r['first_step']:.2f} s")
-    print(f"Launch to window shown: median {statistics.median(launches):.2f} s "
-          f"(runs: {', '.join(f'{x:.2f}' for x in launches)})")
+    print(
+        f"Launch to window shown: median {statistics.median(launches):.2f} s "
+        f"(runs: {', '.join(f'{x:.2f}' for x in launches)})"
+    )
 
 
 if __name__ == "__main__":

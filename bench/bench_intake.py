@@ -48,9 +48,18 @@ def make_files(folder: Path, rows: int) -> dict[str, Path]:
             f.write(json.dumps({"text": sentence(rng.randint(20, 120))}) + "\n")
     with files["chat"].open("w") as f:
         for _ in range(rows):
-            f.write(json.dumps({"messages": [{"role": "system", "content": "answer in SQL"},
-                                             {"role": "user", "content": sentence(rng.randint(10, 60))},
-                                             {"role": "assistant", "content": sentence(rng.randint(5, 40))}]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "messages": [
+                            {"role": "system", "content": "answer in SQL"},
+                            {"role": "user", "content": sentence(rng.randint(10, 60))},
+                            {"role": "assistant", "content": sentence(rng.randint(5, 40))},
+                        ]
+                    }
+                )
+                + "\n"
+            )
     return files
 
 
@@ -70,13 +79,16 @@ def main() -> None:
         for name, path in files.items():
             size = path.stat().st_size
             for tok in ("-", str(model)):
-                out = subprocess.run([sys.executable, "-c", CHILD, str(path), tok], capture_output=True, text=True,
-                                     cwd=ROOT, check=True)
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(path), tok], capture_output=True, text=True, cwd=ROOT, check=True
+                )
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 assert r["usable"] and r["rows"] == args.rows
                 grow = r["grow_kb"] * 1024
-                print(f"{name:<6} {size / 1e6:>8.1f} {'none' if tok == '-' else 'demo BPE':<10} {r['secs']:>8.2f} "
-                      f"{grow / 1e6:>14.0f} {grow / size:>7.1f}")
+                print(
+                    f"{name:<6} {size / 1e6:>8.1f} {'none' if tok == '-' else 'demo BPE':<10} {r['secs']:>8.2f} "
+                    f"{grow / 1e6:>14.0f} {grow / size:>7.1f}"
+                )
 
 
 if __name__ == "__main__":

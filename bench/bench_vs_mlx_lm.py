@@ -35,10 +35,26 @@ sys.path.insert(0, str(ROOT))
 
 SHAPES = {
     "tiny": dict(hidden_size=256, num_layers=4, intermediate_size=512, num_heads=4, num_kv_heads=2, dtype="float32"),
-    "proxy": dict(hidden_size=256, num_layers=4, intermediate_size=512, num_heads=4, num_kv_heads=2,
-                  model_vocab_size=128_256, tie_word_embeddings=True, dtype="bfloat16"),
-    "1b": dict(hidden_size=2048, num_layers=16, intermediate_size=8192, num_heads=32, num_kv_heads=8,
-               model_vocab_size=128_256, tie_word_embeddings=True, dtype="bfloat16"),
+    "proxy": dict(
+        hidden_size=256,
+        num_layers=4,
+        intermediate_size=512,
+        num_heads=4,
+        num_kv_heads=2,
+        model_vocab_size=128_256,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+    ),
+    "1b": dict(
+        hidden_size=2048,
+        num_layers=16,
+        intermediate_size=8192,
+        num_heads=32,
+        num_kv_heads=8,
+        model_vocab_size=128_256,
+        tie_word_embeddings=True,
+        dtype="bfloat16",
+    ),
 }
 
 MLX_LM_CHILD = r"""
@@ -66,40 +82,98 @@ def run_child(cmd: list[str], env: dict) -> tuple[float, int, int]:
 
 
 def common_flags(model: Path, data: Path, a: argparse.Namespace) -> list[str]:
-    return ["--model", str(model), "--data", str(data), "--batch-size", str(a.batch), "--num-layers", "-1",
-            "--iters", str(a.iters), "--learning-rate", str(a.lr), "--max-seq-length", str(a.max_len), "--seed", "0",
-            "--steps-per-report", "1", "--steps-per-eval", str(a.iters), "--val-batches", str(a.val_batches),
-            "--save-every", str(a.iters)] + (["--mask-prompt"] if a.mask_prompt else []) + \
-        (["--grad-checkpoint"] if a.grad_checkpoint else [])
+    return (
+        [
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--batch-size",
+            str(a.batch),
+            "--num-layers",
+            "-1",
+            "--iters",
+            str(a.iters),
+            "--learning-rate",
+            str(a.lr),
+            "--max-seq-length",
+            str(a.max_len),
+            "--seed",
+            "0",
+            "--steps-per-report",
+            "1",
+            "--steps-per-eval",
+            str(a.iters),
+            "--val-batches",
+            str(a.val_batches),
+            "--save-every",
+            str(a.iters),
+        ]
+        + (["--mask-prompt"] if a.mask_prompt else [])
+        + (["--grad-checkpoint"] if a.grad_checkpoint else [])
+    )
 
 
 def summary(tok_s: list[float], peak: float, wall: float, rss: int, val: float, code: int) -> dict:
-    return {"tok_s": statistics.median(tok_s[1:] or tok_s), "peak": peak, "wall": wall, "rss": rss, "val_loss": val,
-            "code": code}
+    return {
+        "tok_s": statistics.median(tok_s[1:] or tok_s),
+        "peak": peak,
+        "wall": wall,
+        "rss": rss,
+        "val_loss": val,
+        "code": code,
+    }
 
 
 def run_mlx_lm(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dict) -> dict:
     log = out / "mlx_lm.jsonl"
-    cmd = [sys.executable, "-c", MLX_LM_CHILD, str(log), "--train", "--adapter-path", str(out / "adapters"),
-           *common_flags(model, data, a)]
+    cmd = [
+        sys.executable,
+        "-c",
+        MLX_LM_CHILD,
+        str(log),
+        "--train",
+        "--adapter-path",
+        str(out / "adapters"),
+        *common_flags(model, data, a),
+    ]
     wall, rss, code = run_child(cmd, env)
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     train = [r for r in rows if r["kind"] == "train"]
     vals = [r for r in rows if r["kind"] == "val"]
     if not train:
         return summary([0.0], 0, wall, rss, float("nan"), code or 1)
-    return summary([r["tokens_per_second"] for r in train], max(r["peak_memory"] for r in train) * 1e9, wall, rss,
-                   vals[-1]["val_loss"] if vals else float("nan"), code)
+    return summary(
+        [r["tokens_per_second"] for r in train],
+        max(r["peak_memory"] for r in train) * 1e9,
+        wall,
+        rss,
+        vals[-1]["val_loss"] if vals else float("nan"),
+        code,
+    )
 
 
 def run_ours(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dict) -> dict:
     cfg = out / "constant_lr.yaml"
     cfg.write_text(f"lr_schedule: {{name: linear_schedule, arguments: [{a.lr}, {a.lr}, {a.iters}]}}\n")
     run_dir = out / "ours"
-    cmd = [sys.executable, "-m", "qlora_gui", "train", "-c", str(cfg), "--adapter-path", str(run_dir),
-           *common_flags(model, data, a),
-           # mlx-lm's defaults, so both take the same optimizer steps: Adam, no gradient clipping
-           "--optimizer", "adam", "--grad-clip", "0", *(["--no-fast-quant"] if a.no_fast_quant else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "qlora_gui",
+        "train",
+        "-c",
+        str(cfg),
+        "--adapter-path",
+        str(run_dir),
+        *common_flags(model, data, a),
+        # mlx-lm's defaults, so both take the same optimizer steps: Adam, no gradient clipping
+        "--optimizer",
+        "adam",
+        "--grad-clip",
+        "0",
+        *(["--no-fast-quant"] if a.no_fast_quant else []),
+    ]
     wall, rss, code = run_child(cmd, env)
     metrics = run_dir / "metrics.jsonl"
     rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
@@ -107,25 +181,43 @@ def run_ours(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dic
     vals = [r for r in rows if r["event"] == "validation"]
     if not steps:
         return summary([0.0], 0, wall, rss, float("nan"), code or 1)
-    return summary([r["tokens_per_sec"] for r in steps], max(r["mlx_peak_gb"] for r in steps) * 1024**3, wall, rss,
-                   vals[-1]["val_loss"] if vals else float("nan"), code)
+    return summary(
+        [r["tokens_per_sec"] for r in steps],
+        max(r["mlx_peak_gb"] for r in steps) * 1024**3,
+        wall,
+        rss,
+        vals[-1]["val_loss"] if vals else float("nan"),
+        code,
+    )
 
 
 def chat_data(folder: Path) -> Path:
     """WikiSQL as chat rows with a few-shot system prompt: long prompts, short answers (masked training)."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = {s: [json.loads(x)["text"] for x in (DATA / f"{s}.jsonl").read_text().splitlines()] for s in ("train",
-                                                                                                         "valid")}
+    rows = {
+        s: [json.loads(x)["text"] for x in (DATA / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "valid")
+    }
     shots = "\n\n".join(rows["train"][-3:])
-    system = ("You write one SQL query for a question about a table. Use only the columns listed; quote text "
-              "values; answer with the query alone. Examples:\n\n" + shots)
+    system = (
+        "You write one SQL query for a question about a table. Use only the columns listed; quote text "
+        "values; answer with the query alone. Examples:\n\n" + shots
+    )
     for split, texts in rows.items():
         with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
             for text in texts[:-3] if split == "train" else texts:
                 question, answer = text.rsplit("\nA: ", 1)
-                f.write(json.dumps({"messages": [{"role": "system", "content": system},
-                                                 {"role": "user", "content": question + "\nA:"},
-                                                 {"role": "assistant", "content": answer}]}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "messages": [
+                                {"role": "system", "content": system},
+                                {"role": "user", "content": question + "\nA:"},
+                                {"role": "assistant", "content": answer},
+                            ]
+                        }
+                    )
+                    + "\n"
+                )
     return folder
 
 
@@ -137,10 +229,12 @@ def device_line() -> str:
 
 
 def ratio_line(label: str, key: str, ours: list[dict], theirs: list[dict], fmt: str, scale: float) -> str:
-    ratios = [o[key] / t[key] if t[key] else float("nan") for o, t in zip(ours, theirs)]
+    ratios = [o[key] / t[key] if t[key] else float("nan") for o, t in zip(ours, theirs, strict=True)]
     mine, other = statistics.median(o[key] for o in ours), statistics.median(t[key] for t in theirs)
-    return (f"  {label:<22}{fmt.format(mine / scale):>12}{fmt.format(other / scale):>14}"
-            f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})")
+    return (
+        f"  {label:<22}{fmt.format(mine / scale):>12}{fmt.format(other / scale):>14}"
+        f"{statistics.median(ratios):>10.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    )
 
 
 def main() -> None:
@@ -149,22 +243,29 @@ def main() -> None:
     ap.add_argument("--dtypes", default="q4,fp32", help="comma-separated: fp32, bf16, q4")
     ap.add_argument("--mask-prompt", action="store_true", help="chat rows with long prompts, prompt masked")
     ap.add_argument("--grad-checkpoint", action="store_true")
-    ap.add_argument("--no-fast-quant", action="store_true", help="ours with MLX's quantized kernels (what Metal runs) instead of dequantize + matmul")
+    ap.add_argument(
+        "--no-fast-quant",
+        action="store_true",
+        help="ours with MLX's quantized kernels (what Metal runs) instead of dequantize + matmul",
+    )
     ap.add_argument("--iters", type=int, default=60)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--max-len", type=int, default=1024)
     ap.add_argument("--val-batches", type=int, default=-1, help="validation batches for both (-1: all)")
-    ap.add_argument("--mlx-lm-first", action="store_true",
-                    help="run mlx_lm.lora first in each pair (on CUDA the first run also pays for compiling kernels)")
+    ap.add_argument(
+        "--mlx-lm-first",
+        action="store_true",
+        help="run mlx_lm.lora first in each pair (on CUDA the first run also pays for compiling kernels)",
+    )
     ap.add_argument("--work", type=Path, help="folder for the built models, reused by later runs (default: a new one)")
     a = ap.parse_args()
 
     from mlx_lm import convert
-    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
     from qlora_gui.core.blas import openblas_library
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
 
     tmp = a.work or Path(tempfile.mkdtemp())
     tmp.mkdir(parents=True, exist_ok=True)
@@ -189,10 +290,12 @@ def main() -> None:
         env["LD_PRELOAD"] = blas  # the same BLAS for both commands
     print(f"{time.strftime('%Y-%m-%d')}, {device_line()}, {os.cpu_count()} cores, BLAS: {blas or 'bundled'}")
     dims = {k: v for k, v in shape.items() if k != "dtype"}
-    print(f"shape {a.shape} ({dims}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
-          f"batch {a.batch}, {a.iters} steps, rank 8, all layers, lr {a.lr} constant, Adam, max length "
-          f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each; "
-          f"ours with {'MLX quantized kernels' if a.no_fast_quant else 'the default quantized path'}")
+    print(
+        f"shape {a.shape} ({dims}); data: {'chat rows, prompt masked' if a.mask_prompt else 'wikisql text'}; "
+        f"batch {a.batch}, {a.iters} steps, rank 8, all layers, lr {a.lr} constant, Adam, max length "
+        f"{a.max_len}{', gradient checkpointing' if a.grad_checkpoint else ''}; {a.reps} alternating runs each; "
+        f"ours with {'MLX quantized kernels' if a.no_fast_quant else 'the default quantized path'}"
+    )
     for dtype, model in models.items():
         ours, theirs = [], []
         for rep in range(a.reps):
@@ -203,9 +306,13 @@ def main() -> None:
             if not a.mlx_lm_first:
                 theirs.append(run_mlx_lm(model, data, out, a, env))
         print(f"\n{dtype}: {'':<17}{'qlora-gui':>12}{'mlx_lm.lora':>14}{'ratio (median, min-max)':>26}")
-        for label, key, fmt, scale in (("tok/s (steady state)", "tok_s", "{:,.0f}", 1), ("peak MLX GB", "peak",
-                                       "{:.2f}", 1e9), ("peak RSS GB", "rss", "{:.2f}", 1e9),
-                                       ("wall s", "wall", "{:.1f}", 1), ("final val loss", "val_loss", "{:.3f}", 1)):
+        for label, key, fmt, scale in (
+            ("tok/s (steady state)", "tok_s", "{:,.0f}", 1),
+            ("peak MLX GB", "peak", "{:.2f}", 1e9),
+            ("peak RSS GB", "rss", "{:.2f}", 1e9),
+            ("wall s", "wall", "{:.1f}", 1),
+            ("final val loss", "val_loss", "{:.3f}", 1),
+        ):
             print(ratio_line(label, key, ours, theirs, fmt, scale))
         if any(r["code"] for r in ours + theirs):
             print(f"  exit codes: ours {[r['code'] for r in ours]}, mlx_lm {[r['code'] for r in theirs]}")

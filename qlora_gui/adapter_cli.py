@@ -10,14 +10,19 @@ import argparse
 import contextlib
 import sys
 
-ADAPTER_HELP = ("run folder (its latest adapter) or one of its checkpoints/NNNNNNN folders; "
-                "the base model defaults to the one it was trained on")
+ADAPTER_HELP = (
+    "run folder (its latest adapter) or one of its checkpoints/NNNNNNN folders; "
+    "the base model defaults to the one it was trained on"
+)
 
 
 def add_adapter_parsers(sub) -> None:
-    g = sub.add_parser("generate", help="generate text with a model, with or without an adapter",
-                       description="Stream an answer from the model (with the adapter when given). The prompt gets "
-                                   "the chat template as in training, or is used raw with --raw-prompt.")
+    g = sub.add_parser(
+        "generate",
+        help="generate text with a model, with or without an adapter",
+        description="Stream an answer from the model (with the adapter when given). The prompt gets "
+        "the chat template as in training, or is used raw with --raw-prompt.",
+    )
     g.add_argument("--model", help="base model folder or downloaded repo id")
     g.add_argument("--adapter-path", help=ADAPTER_HELP)
     g.add_argument("--prompt", required=True, help="the user message (or '-' to read it from stdin)")
@@ -29,36 +34,59 @@ def add_adapter_parsers(sub) -> None:
     g.add_argument("--raw-prompt", action="store_true", help="do not apply the chat template")
     g.add_argument("--compare", action="store_true", help="also answer with the base alone, for comparison")
 
-    e = sub.add_parser("evaluate", help="loss and perplexity of the base and the adapter on held-out data",
-                       description="Token-weighted loss and perplexity, with the training loss and the run's "
-                                   "settings. By default on the batches the run validated on (so the adapter's "
-                                   "number equals the run's validation loss for that checkpoint); --all-rows or "
-                                   "--split test measure more. With an adapter the result is also written to the "
-                                   "run folder's evaluation.json.")
+    e = sub.add_parser(
+        "evaluate",
+        help="loss and perplexity of the base and the adapter on held-out data",
+        description="Token-weighted loss and perplexity, with the training loss and the run's "
+        "settings. By default on the batches the run validated on (so the adapter's "
+        "number equals the run's validation loss for that checkpoint); --all-rows or "
+        "--split test measure more. With an adapter the result is also written to the "
+        "run folder's evaluation.json.",
+    )
     e.add_argument("--model", help="base model folder or downloaded repo id")
     e.add_argument("--adapter-path", help=ADAPTER_HELP)
     e.add_argument("--data", help="dataset (default: the one the adapter trained on)")
-    e.add_argument("--split", choices=("test", "valid", "train"), default="valid",
-                   help="default: valid, the split training validated on")
+    e.add_argument(
+        "--split",
+        choices=("test", "valid", "train"),
+        default="valid",
+        help="default: valid, the split training validated on",
+    )
     e.add_argument("--batch-size", type=int, help="default: the run's batch size")
-    e.add_argument("--max-batches", type=int, help="evaluate the first N batches (default: the run's "
-                   "val_batches on the valid split, else all)")
-    e.add_argument("--all-rows", action="store_true", help="every row of the split, not only the batches "
-                   "training validated on")
+    e.add_argument(
+        "--max-batches",
+        type=int,
+        help="evaluate the first N batches (default: the run's val_batches on the valid split, else all)",
+    )
+    e.add_argument(
+        "--all-rows", action="store_true", help="every row of the split, not only the batches training validated on"
+    )
     e.add_argument("--no-base", action="store_true", help="skip the base model's numbers")
-    e.add_argument("--rows", nargs="?", type=int, const=20, metavar="N",
-                   help="also list the N rows (default 20) with the highest adapter loss, and the N the adapter "
-                        "improved least, from each row's own loss")
+    e.add_argument(
+        "--rows",
+        nargs="?",
+        type=int,
+        const=20,
+        metavar="N",
+        help="also list the N rows (default 20) with the highest adapter loss, and the N the adapter "
+        "improved least, from each row's own loss",
+    )
 
-    f = sub.add_parser("fuse", help="merge an adapter into its base as a new model folder",
-                       description="Fuse the adapter into the base and save a model folder mlx_lm.load reads. "
-                                   "The base keeps its quantization unless --dequantize.")
+    f = sub.add_parser(
+        "fuse",
+        help="merge an adapter into its base as a new model folder",
+        description="Fuse the adapter into the base and save a model folder mlx_lm.load reads. "
+        "The base keeps its quantization unless --dequantize.",
+    )
     f.add_argument("--model", help="base model folder (default: the one the adapter was trained on)")
     f.add_argument("--adapter-path", required=True, help=ADAPTER_HELP)
     f.add_argument("--save-path", required=True, help="new folder for the fused model (never overwritten)")
     f.add_argument("--dequantize", action="store_true", help="save de-quantized (16-bit) weights")
-    f.add_argument("--export-gguf", action="store_true", help="also write ggml-model-f16.gguf "
-                   "(llama, mistral, mixtral; needs --dequantize for a quantized base)")
+    f.add_argument(
+        "--export-gguf",
+        action="store_true",
+        help="also write ggml-model-f16.gguf (llama, mistral, mixtral; needs --dequantize for a quantized base)",
+    )
 
 
 def _adapter(args: argparse.Namespace):
@@ -86,8 +114,11 @@ def run_generate(args: argparse.Namespace) -> int:
             for update in stream_text(loaded.model, loaded.tokenizer, text, settings, side):
                 if update.done:
                     print(flush=True)
-                    print(f"[{update.tokens} tokens, {update.tokens_per_sec:.1f} tokens/s, "
-                          f"finished: {update.finish_reason}]", file=sys.stderr)
+                    print(
+                        f"[{update.tokens} tokens, {update.tokens_per_sec:.1f} tokens/s, "
+                        f"finished: {update.finish_reason}]",
+                        file=sys.stderr,
+                    )
                 else:
                     print(update.text, end="", flush=True)
     return 0
@@ -97,10 +128,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .core.after.evaluation import evaluate, save_evaluation
 
     adapter = _adapter(args)
-    result = evaluate(args.model, adapter, args.data, split=args.split, batch_size=args.batch_size,
-                      max_batches=-1 if args.all_rows else args.max_batches, include_base=not args.no_base,
-                      per_row=args.rows is not None,
-                      progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True))
+    result = evaluate(
+        args.model,
+        adapter,
+        args.data,
+        split=args.split,
+        batch_size=args.batch_size,
+        max_batches=-1 if args.all_rows else args.max_batches,
+        include_base=not args.no_base,
+        per_row=args.rows is not None,
+        progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True),
+    )
     print(result.to_text())
     if args.rows is not None:
         from .core.after.row_losses import rows_text
@@ -118,14 +156,22 @@ def run_fuse(args: argparse.Namespace) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
-    result = fuse_adapter(_adapter(args), args.save_path, model=args.model, dequantize=args.dequantize,
-                          export_gguf=args.export_gguf, progress=progress)
-    quant = (f"{result.quantization['bits']}-bit" if result.quantization else "not quantized")
-    print(f"Fused model ({quant}, {result.fused_layers} layers merged, {result.size_bytes / 1e6:.1f} MB) "
-          f"saved to {result.path}")
+    result = fuse_adapter(
+        _adapter(args),
+        args.save_path,
+        model=args.model,
+        dequantize=args.dequantize,
+        export_gguf=args.export_gguf,
+        progress=progress,
+    )
+    quant = f"{result.quantization['bits']}-bit" if result.quantization else "not quantized"
+    print(
+        f"Fused model ({quant}, {result.fused_layers} layers merged, {result.size_bytes / 1e6:.1f} MB) "
+        f"saved to {result.path}"
+    )
     if result.gguf:
         print(f"GGUF: {result.gguf}")
-    print(f"Try it: mlx_lm.generate --model {result.path} --prompt \"...\"")
+    print(f'Try it: mlx_lm.generate --model {result.path} --prompt "..."')
     return 0
 
 

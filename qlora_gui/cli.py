@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import __version__
 from .core.errors import DataError, UserError
@@ -21,15 +21,24 @@ SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "demo-mode
 
 
 def _check_data_parser(sub) -> None:
-    p = sub.add_parser("check-data", help="check a dataset and print its report",
-                       description="Check a dataset (folder, .jsonl or .json) and print its report. "
-                                   "Exit 0 when usable, 2 with a FILE:LINE: list when not.")
+    p = sub.add_parser(
+        "check-data",
+        help="check a dataset and print its report",
+        description="Check a dataset (folder, .jsonl or .json) and print its report. "
+        "Exit 0 when usable, 2 with a FILE:LINE: list when not.",
+    )
     p.add_argument("path", help="a folder with train.jsonl (valid.jsonl, test.jsonl), or one .jsonl/.json file")
     p.add_argument("--model", help="model folder: lengths are counted in its tokens (characters otherwise)")
     add_setting_flags(p, CHECK_DATA_SETTINGS)
-    p.add_argument("--show", type=int, action="append", metavar="LINE", default=[],
-                   help="print the row on this line of its file as the model sees it (needs --model): trained "
-                        "tokens highlighted, masked ones grey, the truncation point marked; repeat for more rows")
+    p.add_argument(
+        "--show",
+        type=int,
+        action="append",
+        metavar="LINE",
+        default=[],
+        help="print the row on this line of its file as the model sees it (needs --model): trained "
+        "tokens highlighted, masked ones grey, the truncation point marked; repeat for more rows",
+    )
 
 
 def run_check_data(args: argparse.Namespace) -> int:
@@ -45,17 +54,21 @@ def run_check_data(args: argparse.Namespace) -> int:
     for line in args.show if result.report.usable else []:
         from .core.data.token_view import token_view
 
-        view = token_view(result.raw, line, tokenizer, max_seq_length=settings["max_seq_length"],
-                          mask_prompt=settings["mask_prompt"])
+        view = token_view(
+            result.raw, line, tokenizer, max_seq_length=settings["max_seq_length"], mask_prompt=settings["mask_prompt"]
+        )
         print()
         print(view.to_terminal(color=sys.stdout.isatty()))
     return 0 if result.report.usable else 2
 
 
 def _demo_model_parser(sub) -> None:
-    p = sub.add_parser("demo-model", help="build the tiny random-weight demo model",
-                       description="Build a tiny Llama with random weights and a BPE tokenizer trained on the "
-                                   "sample data, for trying the whole flow offline. It knows nothing until trained.")
+    p = sub.add_parser(
+        "demo-model",
+        help="build the tiny random-weight demo model",
+        description="Build a tiny Llama with random weights and a BPE tokenizer trained on the "
+        "sample data, for trying the whole flow offline. It knows nothing until trained.",
+    )
     p.add_argument("out", help="folder to create")
     p.add_argument("--hidden-size", type=int, default=64)
     p.add_argument("--num-layers", type=int, default=2)
@@ -68,8 +81,12 @@ def run_demo_model(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; give a new folder for the demo model")
-    spec = DemoModelSpec(vocab_size=args.vocab_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                         intermediate_size=2 * args.hidden_size)
+    spec = DemoModelSpec(
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        num_layers=args.num_layers,
+        intermediate_size=2 * args.hidden_size,
+    )
     build_demo_model(out, spec)
     print(f"Demo model (random weights) written to {out}")
     return 0
@@ -79,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .adapter_cli import add_adapter_parsers
     from .train_cli import add_train_parser
 
-    parser = argparse.ArgumentParser(prog="qlora-gui", description="QLoRA Studio: fine-tune local LLMs on MLX. "
-                                     "With no command it opens the app.")
+    parser = argparse.ArgumentParser(
+        prog="qlora-gui", description="QLoRA Studio: fine-tune local LLMs on MLX. With no command it opens the app."
+    )
     parser.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _check_data_parser(sub)
@@ -95,8 +113,10 @@ def mlx_problem() -> str | None:
     try:
         import mlx.core  # noqa: F401
     except ImportError as e:
-        return (f"MLX cannot start ({e}). On Linux MLX needs a compute backend: pip install 'qlora-gui[cpu]', "
-                "or 'qlora-gui[cuda]' on a machine with an NVIDIA GPU and CUDA 13")
+        return (
+            f"MLX cannot start ({e}). On Linux MLX needs a compute backend: pip install 'qlora-gui[cpu]', "
+            "or 'qlora-gui[cuda]' on a machine with an NVIDIA GPU and CUDA 13"
+        )
     return None
 
 

@@ -13,8 +13,10 @@ _STARTED = time.perf_counter()  # module import is close to process start; the s
 
 
 def _app_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qlora-gui", description="Open QLoRA Studio. Commands: "
-                                + ", ".join(SUBCOMMANDS) + " (see `qlora-gui COMMAND --help`).")
+    p = argparse.ArgumentParser(
+        prog="qlora-gui",
+        description="Open QLoRA Studio. Commands: " + ", ".join(SUBCOMMANDS) + " (see `qlora-gui COMMAND --help`).",
+    )
     p.add_argument("--version", action="version", version=f"qlora-gui {__version__}")
     p.add_argument("dataset", nargs="?", help="a dataset to open in the dataset panel")
     p.add_argument("--model", help="a model folder to select")

@@ -24,9 +24,12 @@ from .core.train.events import (
 
 
 def add_train_parser(sub) -> None:
-    p = sub.add_parser("train", help="fine-tune a model headless",
-                       description="Fine-tune a local model with LoRA/QLoRA on MLX. " + STEP_NOTE,
-                       epilog="YAML-only keys: " + ", ".join(s.key for s in SETTINGS if not s.flag) + ".")
+    p = sub.add_parser(
+        "train",
+        help="fine-tune a model headless",
+        description="Fine-tune a local model with LoRA/QLoRA on MLX. " + STEP_NOTE,
+        epilog="YAML-only keys: " + ", ".join(s.key for s in SETTINGS if not s.flag) + ".",
+    )
     p.add_argument("-c", "--config", help="YAML file with mlx-lm lora keys and ours; flags override it")
     add_setting_flags(p)
 
@@ -63,25 +66,37 @@ class ConsoleReporter:
             from tqdm import tqdm
 
             self._print(f"Run folder: {e.run_dir}")
-            self._print(f"Trainable parameters: {e.trainable_params:,} of {e.total_params:,} "
-                        f"({100 * e.trainable_params / max(e.total_params, 1):.3f}%)")
-            self._print(f"Training rows: {e.train_rows}, validation rows: {e.valid_rows}; {e.steps_per_epoch} "
-                        f"steps per epoch, {e.total_steps} steps; padding {e.padding_share:.1%}; BLAS: {e.blas}"
-                        + (f"; quantized base: {e.quant_path}" if e.quant_path else ""))
+            self._print(
+                f"Trainable parameters: {e.trainable_params:,} of {e.total_params:,} "
+                f"({100 * e.trainable_params / max(e.total_params, 1):.3f}%)"
+            )
+            self._print(
+                f"Training rows: {e.train_rows}, validation rows: {e.valid_rows}; {e.steps_per_epoch} "
+                f"steps per epoch, {e.total_steps} steps; padding {e.padding_share:.1%}; BLAS: {e.blas}"
+                + (f"; quantized base: {e.quant_path}" if e.quant_path else "")
+            )
             self._print(f"Device: {e.backend}; {e.loss_path}")
-            self.bar = tqdm(total=e.total_steps, initial=e.start_step, unit="step", dynamic_ncols=True,
-                            disable=not sys.stderr.isatty())
+            self.bar = tqdm(
+                total=e.total_steps,
+                initial=e.start_step,
+                unit="step",
+                dynamic_ncols=True,
+                disable=not sys.stderr.isatty(),
+            )
         elif isinstance(e, StepReport):
             if self.bar is not None:
                 self.bar.update(e.step - self.bar.n)
                 self.bar.set_postfix(loss=f"{e.loss:.3f}", tok_s=f"{e.tokens_per_sec:.0f}")
-            self._print(f"step {e.step:>6} | epoch {e.epoch:5.2f} | loss {e.loss:.4f} | lr {e.learning_rate:.2e} | "
-                        f"{e.tokens_per_sec:8.0f} tok/s | peak {e.mlx_peak_gb:.2f} GB | rss {e.rss_gb:.2f} GB | "
-                        f"ETA {e.eta:6.0f}s")
+            self._print(
+                f"step {e.step:>6} | epoch {e.epoch:5.2f} | loss {e.loss:.4f} | lr {e.learning_rate:.2e} | "
+                f"{e.tokens_per_sec:8.0f} tok/s | peak {e.mlx_peak_gb:.2f} GB | rss {e.rss_gb:.2f} GB | "
+                f"ETA {e.eta:6.0f}s"
+            )
         elif isinstance(e, ValidationResult):
             best = " (best)" if e.is_best else ""
-            self._print(f"step {e.step:>6} | {e.split} loss {e.val_loss:.4f}{best} | {e.val_tokens} tokens "
-                        f"in {e.seconds:.1f}s")
+            self._print(
+                f"step {e.step:>6} | {e.split} loss {e.val_loss:.4f}{best} | {e.val_tokens} tokens in {e.seconds:.1f}s"
+            )
         elif isinstance(e, CheckpointSaved):
             self._print(f"step {e.step:>6} | saved {e.path} ({e.reason})")
         elif isinstance(e, TrainWarning):

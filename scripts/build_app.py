@@ -36,7 +36,9 @@ def executable() -> Path:
 def source_hash() -> str:
     h = hashlib.sha256()
     files = [ROOT / "build_app.spec", ROOT / "pyproject.toml", ROOT / "scripts" / "macos_plist.py"]
-    files += sorted((ROOT / "qlora_gui").rglob("*.py")) + sorted(p for p in (ROOT / "qlora_gui" / "resources").rglob("*") if p.is_file())
+    files += sorted((ROOT / "qlora_gui").rglob("*.py")) + sorted(
+        p for p in (ROOT / "qlora_gui" / "resources").rglob("*") if p.is_file()
+    )
     files += [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.png"))  # Help > User guide
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode())

@@ -18,11 +18,24 @@ CONTENT_TYPES = {".jsonl": JSONL_TYPE, ".json": "public.json"}
 
 
 def info_plist(app_name: str, version: str, minimum_macos: str = "14.0") -> dict:
-    documents = [{"CFBundleTypeName": f"Training data ({suffix})", "CFBundleTypeRole": "Viewer",
-                  "LSHandlerRank": "Alternate", "CFBundleTypeExtensions": [suffix.lstrip(".")],
-                  "LSItemContentTypes": [CONTENT_TYPES[suffix]]} for suffix in DATA_SUFFIXES]
-    documents.append({"CFBundleTypeName": "Training data folder", "CFBundleTypeRole": "Viewer",
-                      "LSHandlerRank": "Alternate", "LSItemContentTypes": ["public.folder"]})
+    documents = [
+        {
+            "CFBundleTypeName": f"Training data ({suffix})",
+            "CFBundleTypeRole": "Viewer",
+            "LSHandlerRank": "Alternate",
+            "CFBundleTypeExtensions": [suffix.lstrip(".")],
+            "LSItemContentTypes": [CONTENT_TYPES[suffix]],
+        }
+        for suffix in DATA_SUFFIXES
+    ]
+    documents.append(
+        {
+            "CFBundleTypeName": "Training data folder",
+            "CFBundleTypeRole": "Viewer",
+            "LSHandlerRank": "Alternate",
+            "LSItemContentTypes": ["public.folder"],
+        }
+    )
     return {
         "CFBundleName": app_name,
         "CFBundleDisplayName": app_name,
@@ -32,11 +45,13 @@ def info_plist(app_name: str, version: str, minimum_macos: str = "14.0") -> dict
         "LSMinimumSystemVersion": minimum_macos,  # MLX wheels need macOS 14 or later on Apple silicon
         "LSAppNapIsDisabled": True,  # a long run in the background must not be throttled
         "NSRequiresAquaSystemAppearance": False,  # follow the system's dark mode
-        "UTImportedTypeDeclarations": [{
-            "UTTypeIdentifier": JSONL_TYPE,
-            "UTTypeDescription": "JSON Lines",
-            "UTTypeConformsTo": ["public.plain-text"],  # Quick Look shows it as text
-            "UTTypeTagSpecification": {"public.filename-extension": ["jsonl"]},
-        }],
+        "UTImportedTypeDeclarations": [
+            {
+                "UTTypeIdentifier": JSONL_TYPE,
+                "UTTypeDescription": "JSON Lines",
+                "UTTypeConformsTo": ["public.plain-text"],  # Quick Look shows it as text
+                "UTTypeTagSpecification": {"public.filename-extension": ["jsonl"]},
+            }
+        ],
         "CFBundleDocumentTypes": documents,
     }

@@ -21,8 +21,19 @@ from PySide6.QtSvg import QSvgRenderer  # noqa: E402
 
 ICONS = Path(__file__).resolve().parents[1] / "qlora_gui" / "resources" / "icons"
 # ICNS element types holding PNG data, by pixel size (the @2x types share sizes with the plain ones).
-ICNS_TYPES = [(b"icp4", 16), (b"icp5", 32), (b"ic11", 32), (b"icp6", 64), (b"ic12", 64), (b"ic07", 128),
-              (b"ic08", 256), (b"ic13", 256), (b"ic09", 512), (b"ic14", 512), (b"ic10", 1024)]
+ICNS_TYPES = [
+    (b"icp4", 16),
+    (b"icp5", 32),
+    (b"ic11", 32),
+    (b"icp6", 64),
+    (b"ic12", 64),
+    (b"ic07", 128),
+    (b"ic08", 256),
+    (b"ic13", 256),
+    (b"ic09", 512),
+    (b"ic14", 512),
+    (b"ic10", 1024),
+]
 
 
 def render(renderer: QSvgRenderer, size: int) -> bytes:

@@ -21,7 +21,6 @@ sys.path.insert(0, str(ROOT))
 
 def main(out: Path) -> None:
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
-
     from qlora_gui.core.resources import sample_data_path
     from qlora_gui.ui.app import create_app
 
@@ -34,8 +33,17 @@ def main(out: Path) -> None:
 
     model = build_demo_model(tmp / "demo-model", DemoModelSpec(hidden_size=128, num_layers=4, vocab_size=768))
     bad = tmp / "support_chats.jsonl"
-    rows = [json.dumps({"messages": [{"role": "user", "content": f"question {i}"},
-                                     {"role": "assistant", "content": f"answer {i}"}]}) for i in range(30)]
+    rows = [
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": f"question {i}"},
+                    {"role": "assistant", "content": f"answer {i}"},
+                ]
+            }
+        )
+        for i in range(30)
+    ]
     rows[6] = '{"messages": [{"role": "user", "content": "hi"}, {"role": "bot", "content": "hello"}]}'
     rows[11] = '{"prompt": "mixed in", "completion": "by mistake"}'
     rows[17] = '{"messages": [{"role": "user", "content": "unfinished"}'

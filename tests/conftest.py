@@ -13,8 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "wikisql"
 
-WORDS = ("table columns select where from count name year city team score player number date "
-         "what which how many is the of in for and list show").split()
+WORDS = (
+    "table columns select where from count name year city team score player number date "
+    "what which how many is the of in for and list show"
+).split()
 
 
 def fixture_texts(n: int = 200, seed: int = 0) -> list[str]:

@@ -32,10 +32,22 @@ def trained(tmp_path_factory, demo_model):
     root = tmp_path_factory.mktemp("after")
     rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(48, seed=5)]
     data = write_jsonl(root / "pc.jsonl", rows)
-    cfg = TrainConfig(model=str(demo_model), data=str(data), adapter_path=str(root / "run"), batch_size=4,
-                      num_layers=2, learning_rate=3e-3, iters=100, steps_per_eval=50, save_every=1000,
-                      val_batches=-1, quantize_bits=4, quantize_group_size=32, mask_prompt=True,
-                      lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0})
+    cfg = TrainConfig(
+        model=str(demo_model),
+        data=str(data),
+        adapter_path=str(root / "run"),
+        batch_size=4,
+        num_layers=2,
+        learning_rate=3e-3,
+        iters=100,
+        steps_per_eval=50,
+        save_every=1000,
+        val_batches=-1,
+        quantize_bits=4,
+        quantize_group_size=32,
+        mask_prompt=True,
+        lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
+    )
     events = []
     Trainer(cfg, events.append).run()
     vals = [e for e in events if isinstance(e, ValidationResult)]
@@ -99,8 +111,7 @@ def test_sampling_is_seeded_per_side(trained):
     pair, _ = collect(loaded.model, loaded.tokenizer, prompt, hot)
     alone, _ = collect(loaded.model, loaded.tokenizer, prompt, hot, sides=("base",))
     assert pair["base"] == alone["base"]  # running beside the adapter does not change the base's draws
-    other, _ = collect(loaded.model, loaded.tokenizer, prompt, SamplingSettings(1.5, 0.9, 10, seed=8),
-                       sides=("base",))
+    other, _ = collect(loaded.model, loaded.tokenizer, prompt, SamplingSettings(1.5, 0.9, 10, seed=8), sides=("base",))
     assert other["base"] != alone["base"]
 
 
@@ -112,8 +123,9 @@ def test_stop_ends_both_sides_mid_generation(trained):
     def on_update(u):
         seen.append(u)
 
-    generate_side_by_side(loaded.model, loaded.tokenizer, prompt, greedy(200), on_update,
-                          should_stop=lambda: len(seen) >= 6)
+    generate_side_by_side(
+        loaded.model, loaded.tokenizer, prompt, greedy(200), on_update, should_stop=lambda: len(seen) >= 6
+    )
     done = [u for u in seen if u.done]
     assert sorted(u.side for u in done) == ["adapter", "base"]
     assert all(u.finish_reason == "stopped" and 0 < u.tokens < 200 for u in done)
@@ -180,9 +192,20 @@ def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(t
     write_jsonl(folder / "train.jsonl", rows[:24])
     write_jsonl(folder / "valid.jsonl", rows[24:36])
     write_jsonl(folder / "test.jsonl", rows[36:])
-    cfg = TrainConfig(model=str(demo_model), data=str(folder), adapter_path=str(tmp_path / "run"), batch_size=4,
-                      num_layers=2, learning_rate=3e-3, iters=12, steps_per_eval=4, save_every=1000, val_batches=1,
-                      mask_prompt=True, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0})
+    cfg = TrainConfig(
+        model=str(demo_model),
+        data=str(folder),
+        adapter_path=str(tmp_path / "run"),
+        batch_size=4,
+        num_layers=2,
+        learning_rate=3e-3,
+        iters=12,
+        steps_per_eval=4,
+        save_every=1000,
+        val_batches=1,
+        mask_prompt=True,
+        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
+    )
     events = []
     Trainer(cfg, events.append).run()
     best = min((e for e in events if isinstance(e, ValidationResult)), key=lambda e: e.val_loss)
@@ -212,8 +235,9 @@ def test_dequantized_fuse_matches_base_plus_adapter_and_exports_gguf(tmp_path, t
 
     adapter = default_adapter(trained[0])
     steps = []
-    result = fuse_adapter(adapter, tmp_path / "fused", dequantize=True, export_gguf=True,
-                          progress=lambda f, m: steps.append(f))
+    result = fuse_adapter(
+        adapter, tmp_path / "fused", dequantize=True, export_gguf=True, progress=lambda f, m: steps.append(f)
+    )
     assert steps[-1] == 1.0 and steps == sorted(steps)
     assert result.quantization is None and result.fused_layers == 14
     fused, tok = load(str(result.path))
@@ -231,6 +255,7 @@ def test_quantized_fuse_stays_4_bit_and_close(tmp_path, trained, demo_model):
     move its next-token distribution by 0.2 nats while the rest barely move: the KL is pooled over
     the positions of three prompts, median below 0.01 nats and mean below 0.05."""
     from mlx_lm import load
+
     from qlora_gui.core.model.loader import load_base
 
     adapter = default_adapter(trained[0])
@@ -270,13 +295,15 @@ def test_fuse_never_overwrites_and_refuses_gguf_it_cannot_write(tmp_path, traine
 
 def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
     run, val_loss = trained
-    assert main(["generate", "--adapter-path", str(run), "--prompt", "what city", "--temp", "0",
-                 "--max-tokens", "8"]) == 0
+    assert (
+        main(["generate", "--adapter-path", str(run), "--prompt", "what city", "--temp", "0", "--max-tokens", "8"]) == 0
+    )
     out = capsys.readouterr()
     # Trained on the answer and its end-of-turn token only, it answers and stops before max tokens.
     assert learned(out.out) and "finished: stop" in out.err
-    assert main(["generate", "--model", str(demo_model), "--prompt", "what city", "--temp", "0",
-                 "--max-tokens", "8"]) == 0
+    assert (
+        main(["generate", "--model", str(demo_model), "--prompt", "what city", "--temp", "0", "--max-tokens", "8"]) == 0
+    )
     assert not learned(capsys.readouterr().out)
     assert main(["evaluate", "--adapter-path", str(run), "--no-base"]) == 0
     out = capsys.readouterr().out
@@ -297,12 +324,20 @@ def test_samples_split_prompt_and_reference_per_format(tmp_path):
     from qlora_gui.core.after.samples import ValidationSamples, sample_from_row
     from qlora_gui.core.data.rows import split_text_row
 
-    assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == \
-        ("table: t\nQ: how many?\nA:", " SELECT COUNT x FROM t")
+    assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == (
+        "table: t\nQ: how many?\nA:",
+        " SELECT COUNT x FROM t",
+    )
     assert split_text_row("one two three four") == ("one two", " three four")
-    chat = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "name?"},
-                         {"role": "assistant", "content": "Ada"}]}
+    chat = {
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "name?"},
+            {"role": "assistant", "content": "Ada"},
+        ]
+    }
     s = sample_from_row(chat, "chat", "f.jsonl", 3)
     assert (s.prompt, s.system, s.reference) == ("name?", "be brief", "Ada")
     rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(20)]

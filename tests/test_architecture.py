@@ -52,8 +52,11 @@ def test_no_core_module_imports_qt():
 
 def test_importing_every_core_module_loads_no_qt():
     modules = [m for m in MODULES if m.startswith("qlora_gui.core.")]
-    code = ("import sys\n" + "".join(f"import {m}\n" for m in modules) +
-            f"print([m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r}])")
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + f"print([m for m in sys.modules if m.split('.')[0] in {QT_MODULES!r}])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -77,7 +80,7 @@ def test_no_import_cycle():
         state[name] = "open"
         for dep in sorted(graph[name]):
             if state.get(dep) == "open":
-                cycle = path[path.index(dep):] + [dep] if dep in path else [name, dep]
+                cycle = path[path.index(dep) :] + [dep] if dep in path else [name, dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep, path + [dep])

@@ -20,7 +20,7 @@ def test_each_epoch_covers_every_row_once_in_a_new_order():
 def test_length_grouping_cuts_padding():
     lengths = np.random.default_rng(0).integers(5, 300, size=2000)
     grouped = epoch_batches(lengths, 8, seed=0, epoch=0)
-    shuffled = [np.random.default_rng(0).permutation(2000)[i:i + 8] for i in range(0, 2000, 8)]
+    shuffled = [np.random.default_rng(0).permutation(2000)[i : i + 8] for i in range(0, 2000, 8)]
     assert padding_share(lengths, grouped) < 0.1 < padding_share(lengths, shuffled)
 
 

@@ -37,9 +37,16 @@ def env(tmp_path) -> dict:
     home = tmp_path / "home"
     home.mkdir()
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
-    return {**keep, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-            "XDG_DATA_HOME": str(home / ".local/share"), "XDG_STATE_HOME": str(home / ".local/state"),
-            "XDG_CACHE_HOME": str(home / ".cache"), "QT_QPA_PLATFORM": "offscreen", "HF_HUB_OFFLINE": "1"}
+    return {
+        **keep,
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home / ".config"),
+        "XDG_DATA_HOME": str(home / ".local/share"),
+        "XDG_STATE_HOME": str(home / ".local/state"),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "QT_QPA_PLATFORM": "offscreen",
+        "HF_HUB_OFFLINE": "1",
+    }
 
 
 def run(exe: Path, *args: str, env: dict, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -83,9 +90,26 @@ def test_check_data_on_the_sample_file(exe, env, tmp_path):
 
 def test_a_five_step_run_writes_an_adapter_that_generates_and_fuses(exe, env, tmp_path):
     assert run(exe, "demo-model", "demo", env=env, cwd=tmp_path).returncode == 0
-    result = run(exe, "train", "--model", "demo", "--data", str(sample_data_path()), "--iters", "5",
-                 "--batch-size", "2", "--num-layers", "2", "--steps-per-report", "1", "--adapter-path", "run",
-                 env=env, cwd=tmp_path)
+    result = run(
+        exe,
+        "train",
+        "--model",
+        "demo",
+        "--data",
+        str(sample_data_path()),
+        "--iters",
+        "5",
+        "--batch-size",
+        "2",
+        "--num-layers",
+        "2",
+        "--steps-per-report",
+        "1",
+        "--adapter-path",
+        "run",
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     from qlora_gui.core.blas import openblas_library
 
@@ -93,11 +117,13 @@ def test_a_five_step_run_writes_an_adapter_that_generates_and_fuses(exe, env, tm
         assert "BLAS: openblas" in result.stdout
     run_dir = tmp_path / "run"
     assert (run_dir / "adapters.safetensors").stat().st_size > 0
-    steps = [e["step"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-             if e["event"] == "step"]
+    steps = [
+        e["step"] for e in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if e["event"] == "step"
+    ]
     assert steps == [1, 2, 3, 4, 5]
-    result = run(exe, "generate", "--adapter-path", "run", "--prompt", "how many", "--max-tokens", "4",
-                 env=env, cwd=tmp_path)
+    result = run(
+        exe, "generate", "--adapter-path", "run", "--prompt", "how many", "--max-tokens", "4", env=env, cwd=tmp_path
+    )
     assert result.returncode == 0 and "4 tokens" in result.stderr
     result = run(exe, "fuse", "--adapter-path", "run", "--save-path", "fused", env=env, cwd=tmp_path)
     assert result.returncode == 0 and (tmp_path / "fused" / "config.json").is_file(), result.stderr

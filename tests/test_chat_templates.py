@@ -12,16 +12,23 @@ import json
 import pytest
 from chat_families import FAMILIES, build_family_tokenizer
 from conftest import write_jsonl
-from qlora_gui.core.model.model_files import load_tokenizer
 
 from qlora_gui.cli import main
 from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.data.token_view import token_view
+from qlora_gui.core.model.model_files import load_tokenizer
 
 SYSTEM = "you are a helpful assistant that answers briefly"
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "get the weather for a city",
-                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                          "required": ["city"]}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "get the weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        },
+    }
+]
 CALL = {"id": "call12345", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
 REASONING = "<think>\nthink step by step about the question\n</think>\n\n"
 
@@ -32,27 +39,45 @@ def _chat(*turns, **extra):
 
 ROWS = {
     "prompt/completion": {"prompt": "what is the capital of France", "completion": "Paris is the capital"},
-    "system+user+assistant": _chat(("system", SYSTEM), ("user", "what is the capital of France"),
-                                   ("assistant", "Paris is the capital")),
-    "multi-turn": _chat(("user", "how many teams are in the city"), ("assistant", "the answer is four teams"),
-                        ("user", "and the score of the game"), ("assistant", "list the players of the team")),
-    "tool call": {"messages": [
-        {"role": "user", "content": "get the weather for Paris"},
-        {"role": "assistant", "content": "", "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call12345", "name": "get_weather", "content": "it is 20 degrees in Paris"},
-        {"role": "assistant", "content": "the weather is sunny and warm today"}], "tools": TOOLS},
+    "system+user+assistant": _chat(
+        ("system", SYSTEM), ("user", "what is the capital of France"), ("assistant", "Paris is the capital")
+    ),
+    "multi-turn": _chat(
+        ("user", "how many teams are in the city"),
+        ("assistant", "the answer is four teams"),
+        ("user", "and the score of the game"),
+        ("assistant", "list the players of the team"),
+    ),
+    "tool call": {
+        "messages": [
+            {"role": "user", "content": "get the weather for Paris"},
+            {"role": "assistant", "content": "", "tool_calls": [CALL]},
+            {
+                "role": "tool",
+                "tool_call_id": "call12345",
+                "name": "get_weather",
+                "content": "it is 20 degrees in Paris",
+            },
+            {"role": "assistant", "content": "the weather is sunny and warm today"},
+        ],
+        "tools": TOOLS,
+    },
     "multi-turn with reasoning": _chat(
-        ("user", "how many teams are in the city"), ("assistant", "<think>\nthink step by step\n</think>\n\n"
-                                                                  "the answer is four teams"),
-        ("user", "and the score of the game"), ("assistant", REASONING + "list the players of the team")),
+        ("user", "how many teams are in the city"),
+        ("assistant", "<think>\nthink step by step\n</think>\n\nthe answer is four teams"),
+        ("user", "and the score of the game"),
+        ("assistant", REASONING + "list the players of the team"),
+    ),
 }
 ANSWERS = {
     "prompt/completion": ["Paris is the capital"],
     "system+user+assistant": ["Paris is the capital"],
     "multi-turn": ["the answer is four teams", "list the players of the team"],
     "tool call": ["<call>", "the weather is sunny and warm today"],
-    "multi-turn with reasoning": ["<think>\nthink step by step\n</think>\n\nthe answer is four teams",
-                                  REASONING + "list the players of the team"],
+    "multi-turn with reasoning": [
+        "<think>\nthink step by step\n</think>\n\nthe answer is four teams",
+        REASONING + "list the players of the team",
+    ],
 }
 TOOL_CALL_TEXT = {
     "llama-3.2": '{"name": "get_weather", "parameters": {"city": "Paris"}}',
@@ -142,28 +167,40 @@ def test_text_rows_get_bos_once_and_eos_once(tmp_path, family_tokenizer, family)
 
 
 def test_the_report_says_what_the_template_did(tmp_path, family_tokenizer):
-    mistral = check_data(write_jsonl(tmp_path / "m.jsonl", [ROWS["system+user+assistant"]] * 2), family_tokenizer(
-        "mistral-v0.3"), valid_fraction=0, mask_prompt=True).report
+    mistral = check_data(
+        write_jsonl(tmp_path / "m.jsonl", [ROWS["system+user+assistant"]] * 2),
+        family_tokenizer("mistral-v0.3"),
+        valid_fraction=0,
+        mask_prompt=True,
+    ).report
     assert mistral.template == "the model's own chat template (Mistral)"
     assert any("leaves out the system turn of 2 train row(s) (first: line 1)" in w for w in mistral.warnings)
     assert any("1 train row(s) repeat an earlier row" in w for w in mistral.warnings)
     assert mistral.splits["train"].duplicate_rows == 1 and mistral.splits["train"].trained_share < 0.3
 
-    qwen3 = check_data(write_jsonl(tmp_path / "q.jsonl", [ROWS["multi-turn with reasoning"]]),
-                       family_tokenizer("qwen3"), valid_fraction=0, mask_prompt=True).report
+    qwen3 = check_data(
+        write_jsonl(tmp_path / "q.jsonl", [ROWS["multi-turn with reasoning"]]),
+        family_tokenizer("qwen3"),
+        valid_fraction=0,
+        mask_prompt=True,
+    ).report
     assert any("leaves out the <think> reasoning of earlier assistant turns" in w for w in qwen3.warnings)
 
-    phi = check_data(write_jsonl(tmp_path / "p.jsonl", [ROWS["tool call"]]), family_tokenizer("phi-3"),
-                     valid_fraction=0, mask_prompt=True).report
-    assert any("an assistant turn that the chat template drops or rewrites (first: line 1)" in w
-               for w in phi.warnings)
+    phi = check_data(
+        write_jsonl(tmp_path / "p.jsonl", [ROWS["tool call"]]),
+        family_tokenizer("phi-3"),
+        valid_fraction=0,
+        mask_prompt=True,
+    ).report
+    assert any("an assistant turn that the chat template drops or rewrites (first: line 1)" in w for w in phi.warnings)
     assert any("leaves out the tool turn" in w for w in phi.warnings)
 
 
 def test_a_high_trained_share_with_completions_only_points_at_the_token_view(tmp_path, family_tokenizer):
     rows = [{"prompt": "what", "completion": "the weather is sunny and warm today " * 4}]
-    report = check_data(write_jsonl(tmp_path / "d.jsonl", rows), family_tokenizer("mistral-v0.3"), valid_fraction=0,
-                        mask_prompt=True).report
+    report = check_data(
+        write_jsonl(tmp_path / "d.jsonl", rows), family_tokenizer("mistral-v0.3"), valid_fraction=0, mask_prompt=True
+    ).report
     assert report.splits["train"].trained_share > 0.6
     assert any("completions only is on, yet" in w and "--show LINE" in w for w in report.warnings)
 
@@ -173,8 +210,23 @@ def test_check_data_show_prints_the_token_view(tmp_path, capsys):
     (model / "model.safetensors").write_bytes(b"")  # a model folder as check-data expects; weights are not read
     rows = [ROWS["system+user+assistant"], ROWS["multi-turn"]]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
-    code = main(["check-data", str(path), "--model", str(model), "--mask-prompt", "--valid-fraction", "0",
-                 "--show", "2", "--max-seq-length", "30", "--batch-size", "1"])
+    code = main(
+        [
+            "check-data",
+            str(path),
+            "--model",
+            str(model),
+            "--mask-prompt",
+            "--valid-fraction",
+            "0",
+            "--show",
+            "2",
+            "--max-seq-length",
+            "30",
+            "--batch-size",
+            "1",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "Template: the model's own chat template (Mistral)" in out
@@ -188,16 +240,21 @@ def test_check_data_show_prints_the_token_view(tmp_path, capsys):
 
 def test_the_terminal_view_colours_trained_tokens(tmp_path, family_tokenizer):
     tok = family_tokenizer("qwen2.5")
-    result = check_data(write_jsonl(tmp_path / "d.jsonl", [ROWS["prompt/completion"]]), tok, valid_fraction=0,
-                        mask_prompt=True)
+    result = check_data(
+        write_jsonl(tmp_path / "d.jsonl", [ROWS["prompt/completion"]]), tok, valid_fraction=0, mask_prompt=True
+    )
     text = token_view(result.raw, 1, tok, max_seq_length=2048, mask_prompt=True).to_terminal(color=True)
     assert "\x1b[30;48;5;114m" in text and "\x1b[30;48;5;151m" in text and "\x1b[90m" in text
     assert "[[" not in text and json.dumps(ROWS["prompt/completion"]) not in text
 
 
 def test_an_empty_answer_still_learns_to_end_the_turn(tmp_path, family_tokenizer):
-    row = _chat(("user", "how many teams are in the city"), ("assistant", ""),
-                ("user", "and the score of the game"), ("assistant", "list the players of the team"))
+    row = _chat(
+        ("user", "how many teams are in the city"),
+        ("assistant", ""),
+        ("user", "and the score of the game"),
+        ("assistant", "list the players of the team"),
+    )
     tok = family_tokenizer("qwen2.5")
     result = check_data(write_jsonl(tmp_path / "d.jsonl", [row]), tok, valid_fraction=0, mask_prompt=True)
     view = token_view(result.raw, 1, tok, max_seq_length=4096, mask_prompt=True)
@@ -207,11 +264,15 @@ def test_an_empty_answer_still_learns_to_end_the_turn(tmp_path, family_tokenizer
 
 def test_a_template_that_renders_differently_each_time_trains_nothing_it_cannot_place(tmp_path, demo_model):
     tok = load_tokenizer(demo_model)  # a fresh copy: the shared fixture keeps its template
-    tok._tokenizer.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|> {{ range(99999) | random }}\n"
-                                    "{{ m['content'] }}</s>\n{% endfor %}{% if add_generation_prompt %}"
-                                    "<|assistant|> 0\n{% endif %}")
+    tok._tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|> {{ range(99999) | random }}\n"
+        "{{ m['content'] }}</s>\n{% endfor %}{% if add_generation_prompt %}"
+        "<|assistant|> 0\n{% endif %}"
+    )
     row = _chat(("user", "what is the capital"), ("assistant", "select name from table"))
     result = check_data(write_jsonl(tmp_path / "d.jsonl", [row] * 4), tok, valid_fraction=0, mask_prompt=True)
-    assert any("4 train row(s) have an assistant turn that the chat template drops or rewrites" in w
-               for w in result.report.warnings)
+    assert any(
+        "4 train row(s) have an assistant turn that the chat template drops or rewrites" in w
+        for w in result.report.warnings
+    )
     assert not any(m[1:].any() for m in result.encoded["train"].trained)  # nothing is trained by guesswork

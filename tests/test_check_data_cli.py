@@ -37,8 +37,9 @@ def test_unknown_model_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 
 def test_console_script_runs_in_a_subprocess(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}] * 8)
-    out = subprocess.run([sys.executable, "-m", "qlora_gui", "check-data", str(path), "--mask-prompt"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "qlora_gui", "check-data", str(path), "--mask-prompt"], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stderr
     assert "format: completions" in out.stdout
 

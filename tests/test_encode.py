@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import write_jsonl
-from qlora_gui.core.model.model_files import load_tokenizer
 
 from qlora_gui.core.data.chat_template import render_chat
 from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.model.model_files import load_tokenizer
 
 
 def encode(tokenizer, path, **kw):
@@ -22,8 +22,9 @@ def test_completions_only_masks_exactly_the_prompt(tmp_path, tokenizer):
     tokens, trained = enc.tokens[0], enc.trained[0]
     turns = [{"role": "user", "content": row["prompt"]}]
     prompt_ids = tokenizer.encode(render_chat(tokenizer, turns, add_generation_prompt=True), add_special_tokens=False)
-    full_ids = tokenizer.encode(render_chat(tokenizer, turns + [{"role": "assistant", "content": row["completion"]}]),
-                                add_special_tokens=False)
+    full_ids = tokenizer.encode(
+        render_chat(tokenizer, turns + [{"role": "assistant", "content": row["completion"]}]), add_special_tokens=False
+    )
     assert tokens.tolist() == full_ids
     assert tokens[: len(prompt_ids)].tolist() == prompt_ids
     assert not trained[: len(prompt_ids)].any()  # every prompt token is masked ...
@@ -39,9 +40,13 @@ def test_without_masking_everything_is_trained(tmp_path, tokenizer):
 
 
 def test_multi_turn_chat_trains_every_assistant_turn(tmp_path, tokenizer):
-    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "name the city"},
-            {"role": "assistant", "content": "city one"}, {"role": "user", "content": "and the team"},
-            {"role": "assistant", "content": "team two"}]
+    msgs = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "name the city"},
+        {"role": "assistant", "content": "city one"},
+        {"role": "user", "content": "and the team"},
+        {"role": "assistant", "content": "team two"},
+    ]
     enc = encode(tokenizer, write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}]), mask_prompt=True)
     tokens, trained = enc.encoded["train"].tokens[0], enc.encoded["train"].trained[0]
     trained_text = tokenizer.decode(tokens[trained].tolist())
@@ -88,11 +93,15 @@ def test_report_counts_tokens_with_a_model_and_characters_without(tmp_path, toke
 
 def test_a_row_the_template_rejects_is_reported_on_its_line(tmp_path, demo_model):
     tok = load_tokenizer(demo_model)  # a fresh copy: the shared fixture keeps its template
-    tok._tokenizer.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"
-                                    "{{ raise_exception('System role not supported') }}{% endif %}"
-                                    "{{ m['content'] }}{% endfor %}")
-    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
-            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]}]
+    tok._tokenizer.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}"
+        "{{ m['content'] }}{% endfor %}"
+    )
+    rows = [
+        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]},
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a"}]},
+    ]
     report = check_data(write_jsonl(tmp_path / "d.jsonl", rows), tok, valid_fraction=0).report
     [line] = report.problem_lines()
     assert line.startswith(f"{tmp_path / 'd.jsonl'}:2: the model's chat template rejected this row")

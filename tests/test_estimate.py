@@ -11,9 +11,17 @@ from qlora_gui.core.train.losses import chunk_positions
 
 
 def test_checkpointing_and_the_chunked_loss_shrink_the_activations(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({
-        "hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192, "vocab_size": 128_256,
-        "torch_dtype": "bfloat16"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "hidden_size": 2048,
+                "num_hidden_layers": 16,
+                "intermediate_size": 8192,
+                "vocab_size": 128_256,
+                "torch_dtype": "bfloat16",
+            }
+        )
+    )
     cfg = TrainConfig(model="m", data="d", batch_size=8, max_seq_length=512)
     plain = estimate_memory(tmp_path, cfg)
     checkpointed = estimate_memory(tmp_path, dataclasses.replace(cfg, grad_checkpoint=True))

@@ -100,8 +100,7 @@ def test_the_playground_worker_reports_a_failed_command_then_frees_itself(qtbot)
     worker = GenerationWorker()
     received = []
     worker.event.connect(lambda e: received.append((e, worker.busy)))
-    worker.send("generate", prompt="hi", system="", template=True, temperature=0.0, top_p=1.0, max_tokens=4,
-                seed=0)
+    worker.send("generate", prompt="hi", system="", template=True, temperature=0.0, top_p=1.0, max_tokens=4, seed=0)
     assert worker.busy
     with qtbot.waitSignal(worker.event, timeout=LONG, check_params_cb=lambda e: isinstance(e, Idle)):
         pass

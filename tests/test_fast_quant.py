@@ -7,13 +7,13 @@ import mlx.nn as nn
 import numpy as np
 from conftest import close
 from mlx.utils import tree_flatten
+
 from qlora_gui.core.model.fast_quant import (
     FastQuantizedLinear,
     restore_quantized_layers,
     use_fast_quantized_layers,
 )
 from qlora_gui.core.model.loader import add_adapters, load_base
-
 from qlora_gui.core.train.config import TrainConfig
 
 
@@ -26,8 +26,8 @@ def test_layer_outputs_and_input_gradients_match():
         assert use_fast_quantized_layers(nn.Sequential(fast)) == 1 and type(fast) is FastQuantizedLinear
         x = mx.random.normal((3, 7, 128))
         np.testing.assert_allclose(np.array(fast(x)), np.array(ref(x)), atol=close(1e-4), rtol=close(1e-4))
-        g_ref = mx.grad(lambda v: (ref(v) ** 2).sum())(x)
-        g_fast = mx.grad(lambda v: (fast(v) ** 2).sum())(x)
+        g_ref = mx.grad(lambda v, layer=ref: (layer(v) ** 2).sum())(x)
+        g_fast = mx.grad(lambda v, layer=fast: (layer(v) ** 2).sum())(x)
         np.testing.assert_allclose(np.array(g_fast), np.array(g_ref), atol=close(1e-3), rtol=close(1e-4))
 
 
@@ -38,13 +38,19 @@ def test_lora_gradients_on_a_quantized_model_match(demo_model):
         loaded = load_base(demo_model, quantize_bits=4, group_size=32)
         add_adapters(loaded.model, cfg)
         model = loaded.model
-        model.load_weights([(k, mx.ones_like(v) * 0.01) for k, v in tree_flatten(model.trainable_parameters())
-                            if k.endswith("lora_b")], strict=False)
+        model.load_weights(
+            [
+                (k, mx.ones_like(v) * 0.01)
+                for k, v in tree_flatten(model.trainable_parameters())
+                if k.endswith("lora_b")
+            ],
+            strict=False,
+        )
         if fast:
             assert use_fast_quantized_layers(model) == 15  # 7 linear layers in each of 2 blocks, and lm_head
         tokens = mx.array(np.random.default_rng(0).integers(0, 300, size=(2, 24)), dtype=mx.int32)
 
-        def loss(m):
+        def loss(m, tokens=tokens):
             logits = m(tokens[:, :-1]).astype(mx.float32)
             return nn.losses.cross_entropy(logits, tokens[:, 1:]).mean()
 

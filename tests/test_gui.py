@@ -10,8 +10,8 @@ import yaml
 from conftest import write_jsonl
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
-from qlora_gui.core.runs.checkpoints import latest_checkpoint
 
+from qlora_gui.core.runs.checkpoints import latest_checkpoint
 from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport
 from qlora_gui.ui.main_window import MainWindow
 from qlora_gui.ui.workers import jobs
@@ -74,12 +74,20 @@ def set_iters(w, iters: int) -> None:
 def drop(w, path: Path) -> None:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    enter = QDragEnterEvent(QPointF(50, 50).toPoint(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        QPointF(50, 50).toPoint(),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     w.dragEnterEvent(enter)
     assert enter.isAccepted()
-    w.dropEvent(QDropEvent(QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                           Qt.KeyboardModifier.NoModifier))
+    w.dropEvent(
+        QDropEvent(
+            QPointF(50, 50), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+        )
+    )
 
 
 def test_dropping_a_file_sets_the_dataset(qtbot, window, completion_data):
@@ -110,8 +118,9 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     wait_checked(qtbot, window)
     set_iters(window, 6)
     # 48 rows / batch 4 = 12 steps per epoch: the plan says what a 6-step budget means
-    assert window.training.reason.text() == ("48 training rows · 12 steps per epoch · 6 steps = 0.50 epochs "
-                                             "(the step budget decides)")
+    assert window.training.reason.text() == (
+        "48 training rows · 12 steps per epoch · 6 steps = 0.50 epochs (the step budget decides)"
+    )
     qtbot.mouseClick(window.training.start_button, Qt.MouseButton.LeftButton)
     worker = window.worker
     assert worker is not None and not window.training.start_button.isEnabled()
@@ -142,8 +151,11 @@ def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data
     set_iters(window, 500)
     window.start_training()
     worker = window.worker
-    on_event(worker, StepReport, lambda e: e.step == 2 and qtbot.mouseClick(window.training.stop_button,
-                                                                            Qt.MouseButton.LeftButton))
+    on_event(
+        worker,
+        StepReport,
+        lambda e: e.step == 2 and qtbot.mouseClick(window.training.stop_button, Qt.MouseButton.LeftButton),
+    )
     finished = wait_event(qtbot, worker, Finished)
     stopped_at = finished.step
     assert finished.stopped and 2 <= stopped_at < 500
@@ -151,15 +163,18 @@ def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data
     # The bar and the status name the same step; checkpoints list by step number.
     assert window.training.progress.value() == stopped_at
     assert window.training.status.text().startswith(f"Stopped at step {stopped_at} ")
-    listed = [window.training.checkpoints.topLevelItem(i).data(0, Qt.ItemDataRole.DisplayRole)
-              for i in range(window.training.checkpoints.topLevelItemCount())]
+    listed = [
+        window.training.checkpoints.topLevelItem(i).data(0, Qt.ItemDataRole.DisplayRole)
+        for i in range(window.training.checkpoints.topLevelItemCount())
+    ]
     assert listed == sorted(listed) and all(isinstance(x, int) for x in listed)
     run_dir = Path(finished.run_dir)
     assert latest_checkpoint(run_dir).step == stopped_at
 
     tree = window.training.checkpoints
-    item = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
-                if tree.topLevelItem(i).text(0) == str(stopped_at))
+    item = next(
+        tree.topLevelItem(i) for i in range(tree.topLevelItemCount()) if tree.topLevelItem(i).text(0) == str(stopped_at)
+    )
     item.setSelected(True)
     assert window.training.resume_button.isEnabled()
     qtbot.mouseClick(window.training.resume_button, Qt.MouseButton.LeftButton)
@@ -303,12 +318,14 @@ def test_the_demo_model_entry_builds_a_model(qtbot, window, monkeypatch, tmp_pat
     assert demo.text(3) == "float32" and demo.text(2).endswith(("K", "M")) and "demo" in demo.text(5)
     headers = [window.model.models.headerItem().text(c) for c in range(window.model.models.columnCount())]
     assert headers == ["Model", "Architecture", "Parameters", "Weights", "Size", "Found in"]
-    assert "GB" in window.model.quantize.itemData(1, Qt.ItemDataRole.ToolTipRole) or \
-        "MB" in window.model.quantize.itemData(1, Qt.ItemDataRole.ToolTipRole)
+    assert "GB" in window.model.quantize.itemData(
+        1, Qt.ItemDataRole.ToolTipRole
+    ) or "MB" in window.model.quantize.itemData(1, Qt.ItemDataRole.ToolTipRole)
     # after a relaunch the remembered demo folder is the demo row, not a second one
     window.model.rescan()
-    qtbot.waitUntil(lambda: len(window.model.rows()) >= 1 and window.model.models.currentItem() is not None,
-                    timeout=LONG)
+    qtbot.waitUntil(
+        lambda: len(window.model.rows()) >= 1 and window.model.models.currentItem() is not None, timeout=LONG
+    )
     assert window.model.select_path(str(tmp_path / "demo"))
     assert sum(1 for r in window.model.rows() if r.text(0) == "Demo model (tiny, random weights)") == 1
     assert window.model.models.currentItem().data(0, PATH_ROLE) == "demo"
@@ -415,8 +432,14 @@ def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completi
     view.text.setTextCursor(cursor)
     view.text.ensureCursorVisible()
     point = QPointF(view.text.cursorRect(cursor).center()) + QPointF(2, 0)
-    move = QMouseEvent(QEvent.Type.MouseMove, point, view.text.viewport().mapToGlobal(point),
-                       Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    move = QMouseEvent(
+        QEvent.Type.MouseMove,
+        point,
+        view.text.viewport().mapToGlobal(point),
+        Qt.MouseButton.NoButton,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(view.text.viewport(), move)
     assert view.text.hovered == first_trained
     assert view.text.extraSelections() and "trained" in view.text.describe(first_trained)
@@ -434,8 +457,9 @@ def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, 
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
-    w = MainWindow(settings=QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat),
-                   runs_root=tmp_path / "runs")
+    w = MainWindow(
+        settings=QSettings(str(tmp_path / "fresh.ini"), QSettings.Format.IniFormat), runs_root=tmp_path / "runs"
+    )
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: any(item.data(0, PATH_ROLE) == "demo" for item in w.model.rows()), timeout=LONG)
@@ -454,15 +478,20 @@ def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, 
         assert not done.stopped and done.step > 0, name
         qtbot.waitUntil(lambda: w.worker is None, timeout=LONG)
         assert "adapters on all 2 layers" in w.training.log.toPlainText() or w.settings_panel.config().num_layers in (
-            -1, 2), name
+            -1,
+            2,
+        ), name
 
 
 # The spin boxes hold only values the trainer takes (tests/test_settings_schema.py); typed text can be refused.
-@pytest.mark.parametrize("key, value, named", [
-    ("learning_rate", "0", "Learning rate: must be above 0, got 0"),
-    ("learning_rate", "-1e-4", "Learning rate: must be above 0, got -0.0001"),
-    ("learning_rate", "fast", "Learning rate: 'fast' is not a number"),
-])
+@pytest.mark.parametrize(
+    "key, value, named",
+    [
+        ("learning_rate", "0", "Learning rate: must be above 0, got 0"),
+        ("learning_rate", "-1e-4", "Learning rate: must be above 0, got -0.0001"),
+        ("learning_rate", "fast", "Learning rate: 'fast' is not a number"),
+    ],
+)
 def test_a_setting_the_trainer_refuses_disables_start_and_is_named(qtbot, window, text_data, key, value, named):
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
@@ -481,8 +510,9 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
     panel.mask_prompt.setChecked(True)
     panel.path_edit.setText(str(text_data))
     panel.path_edit.editingFinished.emit()  # Enter, or leaving the box
-    qtbot.waitUntil(lambda: panel.report is not None and not panel.checking and panel.report.format == "text",
-                    timeout=LONG)
+    qtbot.waitUntil(
+        lambda: panel.report is not None and not panel.checking and panel.report.format == "text", timeout=LONG
+    )
     assert panel.path == str(text_data) and panel.usable
     assert not panel.mask_prompt.isChecked() and not panel.mask_prompt.isEnabled()
     assert "was turned off: plain text rows have no prompt to mask" in panel.summary.text()
@@ -505,8 +535,9 @@ def test_help_opens_the_user_guide_and_lists_the_real_shortcuts(qtbot, window):
     assert "Data" in guide.page.toPlainText() and guide.page.document().resource(2, "docs/data.png") is not None
     shortcuts = ShortcutsDialog(window)
     qtbot.addWidget(shortcuts)
-    rows = {shortcuts.table.item(r, 1).text(): shortcuts.table.item(r, 0).text()
-            for r in range(shortcuts.table.rowCount())}
+    rows = {
+        shortcuts.table.item(r, 1).text(): shortcuts.table.item(r, 0).text() for r in range(shortcuts.table.rowCount())
+    }
     assert rows["Start training"] == "Ctrl+R" and rows["Generate (Playground)"] == "Ctrl+Return"
     assert "User guide" in rows
 
@@ -514,11 +545,14 @@ def test_help_opens_the_user_guide_and_lists_the_real_shortcuts(qtbot, window):
 def _fake_run(root, name, lr, iters, val_losses):
     run = root / name
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {run}\nlearning_rate: {lr}\n"
-                                     f"iters: {iters}\nbatch_size: 4\nlora_parameters: {{rank: 8}}\n")
+    (run / "config.yaml").write_text(
+        f"model: m\ndata: d.jsonl\nadapter_path: {run}\nlearning_rate: {lr}\n"
+        f"iters: {iters}\nbatch_size: 4\nlora_parameters: {{rank: 8}}\n"
+    )
     events = [{"event": "step", "step": 10 * (i + 1), "loss": 3.0 - i} for i in range(len(val_losses))]
-    events += [{"event": "validation", "split": "valid", "step": 10 * (i + 1), "val_loss": v}
-               for i, v in enumerate(val_losses)]
+    events += [
+        {"event": "validation", "split": "valid", "step": 10 * (i + 1), "val_loss": v} for i, v in enumerate(val_losses)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
     return run
 
@@ -531,7 +565,9 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     runs.refresh()
     row = {runs.table.topLevelItem(i).text(0): runs.table.topLevelItem(i) for i in range(runs.run_count())}
     headline = runs.table.headerItem().text(5)
-    assert headline == "Final val loss" and row["20260101-a"].text(5) == "2.2000" and row["20260101-a"].text(6) == "2.0000"
+    assert (
+        headline == "Final val loss" and row["20260101-a"].text(5) == "2.2000" and row["20260101-a"].text(6) == "2.0000"
+    )
     assert "40 steps" in row["20260101-a"].text(8) and "80 steps" in row["20260101-b"].text(8)
     runs.select_runs(["20260101-a", "20260101-b"])  # two: the actions need one, the summary says what differs
     assert not runs.try_button.isEnabled() and not runs.eval_button.isEnabled() and not runs.delete_button.isEnabled()
@@ -543,8 +579,9 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     runs.busy_run = lambda: str(a)  # training writes to it: it may be tried and annotated, not changed
     runs.update_actions()
     assert runs.try_button.isEnabled() and runs.notes_button.isEnabled()
-    assert not any(b.isEnabled() for b in (runs.eval_button, runs.export_button, runs.rename_button,
-                                           runs.delete_button))
+    assert not any(
+        b.isEnabled() for b in (runs.eval_button, runs.export_button, runs.rename_button, runs.delete_button)
+    )
     runs.rename_selected("elsewhere")
     assert a.is_dir()
     runs.busy_run = lambda: None
@@ -569,16 +606,26 @@ def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store,
     from qlora_gui.core.train.trainer import Trainer
 
     runs = tmp_path / "runs"
-    cfg = TrainConfig(model=str(demo_model), data=str(text_data), adapter_path=str(runs / "cut"), batch_size=4,
-                      num_layers=2, iters=6, save_every=3, steps_per_eval=1000, steps_per_report=1,
-                      lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0})
+    cfg = TrainConfig(
+        model=str(demo_model),
+        data=str(text_data),
+        adapter_path=str(runs / "cut"),
+        batch_size=4,
+        num_layers=2,
+        iters=6,
+        save_every=3,
+        steps_per_eval=1000,
+        steps_per_report=1,
+        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
+    )
     holder = {}
     trainer = Trainer(cfg, lambda e: isinstance(e, StepReport) and e.step == 3 and holder["t"].stop())
     holder["t"] = trainer
     trainer.run()
     metrics = runs / "cut" / "metrics.jsonl"  # as a crash leaves it: no finished event at the end
-    metrics.write_text("".join(line + "\n" for line in metrics.read_text().splitlines()
-                               if json.loads(line)["event"] != "finished"))
+    metrics.write_text(
+        "".join(line + "\n" for line in metrics.read_text().splitlines() if json.loads(line)["event"] != "finished")
+    )
 
     first = MainWindow(settings=store, runs_root=runs)
     qtbot.addWidget(first)
@@ -604,8 +651,9 @@ def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store,
     assert not second.runs.resume_button.isEnabled()  # finished: nothing to resume
 
 
-def test_a_damaged_model_is_named_in_the_model_tab_and_start_waits(qtbot, window, tmp_path, demo_model,
-                                                                    completion_data):
+def test_a_damaged_model_is_named_in_the_model_tab_and_start_waits(
+    qtbot, window, tmp_path, demo_model, completion_data
+):
     import shutil
 
     window.open_dataset(completion_data)

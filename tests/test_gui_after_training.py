@@ -15,13 +15,24 @@ from qlora_gui.core.train.trainer import Trainer
 
 
 @pytest.fixture()
-def trained_window(qtbot, window, tmp_path, demo_model):
+def trained_window(qtbot, window, tmp_path, demo_model):  # noqa: F811 (the imported fixture)
     """The window with one finished run (constant SQL answers) in its runs folder."""
     rows = [{"prompt": t, "completion": "select name from table"} for t in fixture_texts(40, seed=5)]
     data = write_jsonl(tmp_path / "pc.jsonl", rows)
-    cfg = TrainConfig(model=str(demo_model), data=str(data), adapter_path=str(window.runs_root / "run-a"),
-                      batch_size=4, num_layers=2, learning_rate=3e-3, iters=40, steps_per_eval=20, save_every=1000,
-                      val_batches=-1, mask_prompt=True, lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0})
+    cfg = TrainConfig(
+        model=str(demo_model),
+        data=str(data),
+        adapter_path=str(window.runs_root / "run-a"),
+        batch_size=4,
+        num_layers=2,
+        learning_rate=3e-3,
+        iters=40,
+        steps_per_eval=20,
+        save_every=1000,
+        val_batches=-1,
+        mask_prompt=True,
+        lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
+    )
     Trainer(cfg).run()
     window.runs.refresh()
     return window
@@ -48,8 +59,13 @@ def test_a_prompt_streams_into_both_panes(qtbot, trained_window):
     assert p.raw_prompt.toPlainText() == "<s><|user|>\nwhat is the city</s>\n<|assistant|>\n"
     # the same texts as the core gives for the same checkpoint, prompt and settings
     loaded = load_with_adapter(None, default_adapter(trained_window.runs_root / "run-a"))
-    expected = generate_side_by_side(loaded.model, loaded.tokenizer, format_prompt(loaded.tokenizer, "what is the city"),
-                                     SamplingSettings(0.0, 0.95, 12, 0), lambda u: None)
+    expected = generate_side_by_side(
+        loaded.model,
+        loaded.tokenizer,
+        format_prompt(loaded.tokenizer, "what is the city"),
+        SamplingSettings(0.0, 0.95, 12, 0),
+        lambda u: None,
+    )
     assert (base, adapter) == (expected["base"], expected["adapter"])
 
 

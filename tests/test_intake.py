@@ -18,16 +18,35 @@ def problems_of(path, **kw) -> list[str]:
 # ------------------------------------------------------------------ formats
 
 
-@pytest.mark.parametrize("row, fmt", [
-    ({"text": "hello there"}, "text"),
-    ({"prompt": "2+2?", "completion": "4"}, "completions"),
-    ({"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                   {"role": "assistant", "content": "hello"}]}, "chat"),
-    ({"messages": [{"role": "user", "content": "weather?"},
-                   {"role": "assistant", "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]},
-                   {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "Sunny."}],
-      "tools": [{"type": "function", "function": {"name": "w"}}]}, "chat"),
-])
+@pytest.mark.parametrize(
+    "row, fmt",
+    [
+        ({"text": "hello there"}, "text"),
+        ({"prompt": "2+2?", "completion": "4"}, "completions"),
+        (
+            {
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                ]
+            },
+            "chat",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "weather?"},
+                    {"role": "assistant", "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]},
+                    {"role": "tool", "content": "sunny"},
+                    {"role": "assistant", "content": "Sunny."},
+                ],
+                "tools": [{"type": "function", "function": {"name": "w"}}],
+            },
+            "chat",
+        ),
+    ],
+)
 def test_each_format_is_detected(tmp_path, row, fmt):
     path = write_jsonl(tmp_path / "d.jsonl", [row] * 10)
     report = check_data(path).report
@@ -100,11 +119,14 @@ def test_non_utf8_bytes_name_the_line_and_byte(tmp_path):
     assert "Windows-1252" in line and "Re-save the file as UTF-8" in line
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"\x00\x01\x02binary\x00", "binary data (a NUL byte at byte offset 0)"),
-    (b"PAR1\x00\x00", "this is a Parquet file"),
-    ('{"text": "x"}\n'.encode("utf-16"), "UTF-16"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"\x00\x01\x02binary\x00", "binary data (a NUL byte at byte offset 0)"),
+        (b"PAR1\x00\x00", "this is a Parquet file"),
+        ('{"text": "x"}\n'.encode("utf-16"), "UTF-16"),
+    ],
+)
 def test_binary_and_other_encodings(tmp_path, content, expected):
     path = tmp_path / "bad.jsonl"
     path.write_bytes(content)
@@ -113,8 +135,11 @@ def test_binary_and_other_encodings(tmp_path, content, expected):
 
 
 def test_invalid_json_lines(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"text": "a"}],
-                       ['{"text": "b"', '{"text": "c"} {"text": "d"}', '{"text": "e"}', "EOF garbage"])
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"text": "a"}],
+        ['{"text": "b"', '{"text": "c"} {"text": "d"}', '{"text": "e"}', "EOF garbage"],
+    )
     lines = problems_of(path)
     assert lines[0].startswith(f"{path}:2: invalid JSON at column 13")
     assert lines[1].startswith(f"{path}:3: more than one JSON value on this line")
@@ -143,18 +168,24 @@ def test_unknown_keys_list_what_was_found_and_expected(tmp_path):
     assert '{"text"}; {"prompt", "completion"}; {"messages"}' in line and "Alpaca" in line
 
 
-@pytest.mark.parametrize("row, message", [
-    ({"text": 42}, "'text' must be a string, got a number"),
-    ({"text": "  "}, "'text' is empty"),
-    ({"prompt": "p", "completion": None}, "'completion' must be a string, got null"),
-    ({"messages": "hi"}, "'messages' must be a list of {\"role\", \"content\"} turns, got a string"),
-    ({"messages": []}, "'messages' is empty"),
-    ({"messages": [{"role": "bot", "content": "x"}]}, "messages[0] has 'bot'; use one of system, user, assistant, tool"),
-    ({"messages": [{"content": "x"}]}, "messages[0] has no role"),
-    ({"messages": [{"role": "user"}]}, "messages[0] has no 'content'"),
-    ({"messages": [{"role": "user", "content": 5}]}, "messages[0] 'content' must be a string, got a number"),
-    ([1, 2], "the row is a JSON list, not an object"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"text": 42}, "'text' must be a string, got a number"),
+        ({"text": "  "}, "'text' is empty"),
+        ({"prompt": "p", "completion": None}, "'completion' must be a string, got null"),
+        ({"messages": "hi"}, '\'messages\' must be a list of {"role", "content"} turns, got a string'),
+        ({"messages": []}, "'messages' is empty"),
+        (
+            {"messages": [{"role": "bot", "content": "x"}]},
+            "messages[0] has 'bot'; use one of system, user, assistant, tool",
+        ),
+        ({"messages": [{"content": "x"}]}, "messages[0] has no role"),
+        ({"messages": [{"role": "user"}]}, "messages[0] has no 'content'"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0] 'content' must be a string, got a number"),
+        ([1, 2], "the row is a JSON list, not an object"),
+    ],
+)
 def test_wrong_value_types(tmp_path, row, message):
     path = write_jsonl(tmp_path / "d.jsonl", [row], ['{"text": "fine"}'] if "text" in str(row) else None)
     lines = problems_of(path)
@@ -171,7 +202,8 @@ def test_empty_files(tmp_path, content, word):
 def test_fewer_rows_than_one_batch(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": f"r{i}"} for i in range(3)])
     assert problems_of(path, batch_size=4, valid_fraction=0) == [
-        f"{path}:3: only 3 training row(s), fewer than one batch of 4; add rows or lower the batch size"]
+        f"{path}:3: only 3 training row(s), fewer than one batch of 4; add rows or lower the batch size"
+    ]
 
 
 def test_completions_only_on_text_data_is_an_error(tmp_path):

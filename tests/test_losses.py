@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from conftest import close
 from mlx.utils import tree_flatten
-from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
 
+from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
 from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import ChunkedLoss, chunked_loss_for, token_loss
 
@@ -24,15 +24,34 @@ def tiny(kind: str, layers: int = 2) -> nn.Module:
 
     mx.random.seed(3)
     if kind == "gemma2":
-        model = gemma2.Model(gemma2.ModelArgs(model_type="gemma2", hidden_size=64, num_hidden_layers=2,
-                                              intermediate_size=128, num_attention_heads=4, head_dim=16,
-                                              rms_norm_eps=1e-6, vocab_size=300, num_key_value_heads=2,
-                                              final_logit_softcapping=5.0))
+        model = gemma2.Model(
+            gemma2.ModelArgs(
+                model_type="gemma2",
+                hidden_size=64,
+                num_hidden_layers=2,
+                intermediate_size=128,
+                num_attention_heads=4,
+                head_dim=16,
+                rms_norm_eps=1e-6,
+                vocab_size=300,
+                num_key_value_heads=2,
+                final_logit_softcapping=5.0,
+            )
+        )
     else:
-        model = llama.Model(llama.ModelArgs(model_type="llama", hidden_size=64, num_hidden_layers=layers,
-                                            intermediate_size=128, num_attention_heads=4, rms_norm_eps=1e-5,
-                                            vocab_size=300, num_key_value_heads=2,
-                                            tie_word_embeddings=kind.startswith("tied")))
+        model = llama.Model(
+            llama.ModelArgs(
+                model_type="llama",
+                hidden_size=64,
+                num_hidden_layers=layers,
+                intermediate_size=128,
+                num_attention_heads=4,
+                rms_norm_eps=1e-5,
+                vocab_size=300,
+                num_key_value_heads=2,
+                tie_word_embeddings=kind.startswith("tied"),
+            )
+        )
     if kind.endswith("4bit"):
         nn.quantize(model, group_size=32, bits=4)
     if kind.endswith("fast4bit"):
@@ -40,8 +59,10 @@ def tiny(kind: str, layers: int = 2) -> nn.Module:
     mx.eval(model.parameters())
     from qlora_gui.core.model.loader import add_adapters
 
-    add_adapters(model, TrainConfig(model="m", data="d", num_layers=-1,
-                                    lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}))
+    add_adapters(
+        model,
+        TrainConfig(model="m", data="d", num_layers=-1, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}),
+    )
     params = tree_flatten(model.trainable_parameters())
     model.load_weights([(k, mx.random.normal(v.shape) * 0.1) for k, v in params], strict=False)
     return model
@@ -110,9 +131,12 @@ def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():
     from qlora_gui.core.model.loader import use_grad_checkpoint
 
     rng = np.random.default_rng(1)
-    args = (mx.array(rng.integers(1, 300, size=(8, 256)).astype(np.int32)),
-            mx.arange(0, 8 * 256, 2, dtype=mx.int32), mx.array(rng.integers(0, 300, size=1024).astype(np.int32)),
-            mx.ones((1024,)))
+    args = (
+        mx.array(rng.integers(1, 300, size=(8, 256)).astype(np.int32)),
+        mx.arange(0, 8 * 256, 2, dtype=mx.int32),
+        mx.array(rng.integers(0, 300, size=1024).astype(np.int32)),
+        mx.ones((1024,)),
+    )
 
     def measure(model):
         loss, _ = chunked_loss_for(model)
@@ -147,8 +171,12 @@ def test_checkpointing_with_dropout_gives_the_gradient_of_the_loss_it_computes()
                 module.dropout = nn.Dropout(0.5)
     assert use_grad_checkpoint(model) == 2
     rng = np.random.default_rng(2)
-    args = (mx.array(rng.integers(1, 300, size=(2, 16)).astype(np.int32)), mx.arange(0, 32, dtype=mx.int32),
-            mx.array(rng.integers(0, 300, size=32).astype(np.int32)), mx.ones((32,)))
+    args = (
+        mx.array(rng.integers(1, 300, size=(2, 16)).astype(np.int32)),
+        mx.arange(0, 32, dtype=mx.int32),
+        mx.array(rng.integers(0, 300, size=32).astype(np.int32)),
+        mx.ones((32,)),
+    )
     mx.random.seed(5)
     _, grads = nn.value_and_grad(model, token_loss)(model, *args)
     key = "model.layers.0.self_attn.q_proj.lora_b"

@@ -29,19 +29,21 @@ def _break(folder, case):
         (folder / "model.safetensors").unlink()
 
 
-@pytest.mark.parametrize("case, named, said", [
-    ("no config.json", "", "no config.json here"),
-    ("cut-short weights", "model.safetensors", "is cut short"),
-    ("unknown architecture", "config.json", "model_type 'not_a_model' is not an architecture mlx-lm supports"),
-    ("no tokenizer", "", "no tokenizer"),
-    ("no weights", "", "no *.safetensors weights"),
-])
+@pytest.mark.parametrize(
+    "case, named, said",
+    [
+        ("no config.json", "", "no config.json here"),
+        ("cut-short weights", "model.safetensors", "is cut short"),
+        ("unknown architecture", "config.json", "model_type 'not_a_model' is not an architecture mlx-lm supports"),
+        ("no tokenizer", "", "no tokenizer"),
+        ("no weights", "", "no *.safetensors weights"),
+    ],
+)
 def test_each_broken_model_folder_fails_at_once_naming_the_file(tmp_path, demo_model, text_data, case, named, said):
     folder = tmp_path / "model"
     shutil.copytree(demo_model, folder)
     _break(folder, case)
-    cfg = TrainConfig(model=str(folder), data=str(text_data), adapter_path=str(tmp_path / "run"), iters=2,
-                      num_layers=2)
+    cfg = TrainConfig(model=str(folder), data=str(text_data), adapter_path=str(tmp_path / "run"), iters=2, num_layers=2)
     result = Trainer(cfg).run()
     assert isinstance(result, Failed) and result.exit_code == 2 and not result.details  # no traceback
     assert said in result.message and str(folder / named).rstrip("/") in result.message

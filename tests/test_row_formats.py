@@ -19,13 +19,23 @@ from qlora_gui.core.data.rows import (
     format_named,
 )
 
-CHAT_ROW = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "name?"},
-                         {"role": "assistant", "content": "Ada"}]}
-TOOL_ROW = {"messages": [{"role": "user", "content": "weather?"},
-                         {"role": "assistant", "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]},
-                         {"role": "tool", "content": "sunny"}],
-            "tools": [{"type": "function", "function": {"name": "w"}}]}
+CHAT_ROW = {
+    "messages": [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "name?"},
+        {"role": "assistant", "content": "Ada"},
+    ]
+}
+TOOL_ROW = {
+    "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "tool_calls": [{"function": {"name": "w", "arguments": "{}"}}]},
+        {"role": "tool", "content": "sunny"},
+    ],
+    "tools": [{"type": "function", "function": {"name": "w"}}],
+}
 
 
 def test_names_are_the_strings_reports_and_files_carry():
@@ -35,49 +45,76 @@ def test_names_are_the_strings_reports_and_files_carry():
     assert [f.keys_shown for f in FORMATS.values()] == ["'text'", "'prompt'+'completion'", "'messages'"]
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"text": "t"}, "text"),
-    ({"prompt": "p", "completion": "c"}, "completions"),
-    ({"messages": []}, "chat"),
-    # mlx-lm's precedence: messages over prompt+completion over text, whatever else the row holds.
-    ({"text": "t", "prompt": "p", "completion": "c", "messages": []}, "chat"),
-    ({"text": "t", "prompt": "p", "completion": "c"}, "completions"),
-    ({"text": "t", "prompt": "p"}, "text"),
-    ({"prompt": "p"}, None),
-    ({"completion": "c"}, None),
-    ({"instruction": "i", "output": "o"}, None),
-    ({}, None),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        ({"text": "t"}, "text"),
+        ({"prompt": "p", "completion": "c"}, "completions"),
+        ({"messages": []}, "chat"),
+        # mlx-lm's precedence: messages over prompt+completion over text, whatever else the row holds.
+        ({"text": "t", "prompt": "p", "completion": "c", "messages": []}, "chat"),
+        ({"text": "t", "prompt": "p", "completion": "c"}, "completions"),
+        ({"text": "t", "prompt": "p"}, "text"),
+        ({"prompt": "p"}, None),
+        ({"completion": "c"}, None),
+        ({"instruction": "i", "output": "o"}, None),
+        ({}, None),
+    ],
+)
 def test_detection_follows_mlx_lm_precedence(row, expected):
     found = detect_format(row)
     assert (found.name if found else None) == expected
 
 
-@pytest.mark.parametrize("fmt, row, errors", [
-    (TEXT, {"text": "fine"}, []),
-    (TEXT, {"text": 42}, ["'text' must be a string, got a number"]),
-    (TEXT, {"text": " \n"}, ["'text' is empty; fill it or remove the row"]),
-    (COMPLETIONS, {"prompt": "", "completion": "c"}, []),
-    (COMPLETIONS, {"prompt": 1, "completion": None},
-     ["'prompt' must be a string, got a number", "'completion' must be a string, got null"]),
-    (COMPLETIONS, {"prompt": "p", "completion": "  "},
-     ["'completion' is empty; there is nothing to learn from this row"]),
-    (CHAT, CHAT_ROW, []),
-    (CHAT, TOOL_ROW, []),  # a tool call stands in for an assistant turn's text
-    (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}, []),
-    (CHAT, {"messages": {}}, ["'messages' must be a list of {\"role\", \"content\"} turns, got an object"]),
-    (CHAT, {"messages": []}, ["'messages' is empty; a chat row needs at least one turn"]),
-    (CHAT, {"messages": [{"role": "user", "content": "x"}], "tools": "w"},
-     ["'tools' must be a list of tool definitions, got a string"]),
-    (CHAT, {"messages": ["hi", {"role": "bot", "content": "x"}, {"content": None}, {"role": "user", "content": 5},
-                         {"role": "user", "content": [{"type": "image"}]}]},
-     ["messages[0] must be an object with 'role' and 'content', got a string",
-      "messages[1] has 'bot'; use one of system, user, assistant, tool",
-      "messages[2] has no role; use one of system, user, assistant, tool",
-      "messages[2] has no 'content'; give the turn's text",
-      "messages[3] 'content' must be a string, got a number",
-      "messages[4] 'content' must be a string, got a list"]),
-])
+@pytest.mark.parametrize(
+    "fmt, row, errors",
+    [
+        (TEXT, {"text": "fine"}, []),
+        (TEXT, {"text": 42}, ["'text' must be a string, got a number"]),
+        (TEXT, {"text": " \n"}, ["'text' is empty; fill it or remove the row"]),
+        (COMPLETIONS, {"prompt": "", "completion": "c"}, []),
+        (
+            COMPLETIONS,
+            {"prompt": 1, "completion": None},
+            ["'prompt' must be a string, got a number", "'completion' must be a string, got null"],
+        ),
+        (
+            COMPLETIONS,
+            {"prompt": "p", "completion": "  "},
+            ["'completion' is empty; there is nothing to learn from this row"],
+        ),
+        (CHAT, CHAT_ROW, []),
+        (CHAT, TOOL_ROW, []),  # a tool call stands in for an assistant turn's text
+        (CHAT, {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}]}]}, []),
+        (CHAT, {"messages": {}}, ['\'messages\' must be a list of {"role", "content"} turns, got an object']),
+        (CHAT, {"messages": []}, ["'messages' is empty; a chat row needs at least one turn"]),
+        (
+            CHAT,
+            {"messages": [{"role": "user", "content": "x"}], "tools": "w"},
+            ["'tools' must be a list of tool definitions, got a string"],
+        ),
+        (
+            CHAT,
+            {
+                "messages": [
+                    "hi",
+                    {"role": "bot", "content": "x"},
+                    {"content": None},
+                    {"role": "user", "content": 5},
+                    {"role": "user", "content": [{"type": "image"}]},
+                ]
+            },
+            [
+                "messages[0] must be an object with 'role' and 'content', got a string",
+                "messages[1] has 'bot'; use one of system, user, assistant, tool",
+                "messages[2] has no role; use one of system, user, assistant, tool",
+                "messages[2] has no 'content'; give the turn's text",
+                "messages[3] 'content' must be a string, got a number",
+                "messages[4] 'content' must be a string, got a list",
+            ],
+        ),
+    ],
+)
 def test_each_format_checks_its_rows(fmt, row, errors):
     assert fmt.check(row, mask_prompt=False) == errors
 
@@ -86,7 +123,8 @@ def test_only_chat_rows_can_fail_for_want_of_an_assistant_turn_when_masking():
     no_answer = {"messages": [{"role": "user", "content": "hi"}]}
     assert CHAT.check(no_answer, mask_prompt=False) == []
     assert CHAT.check(no_answer, mask_prompt=True) == [
-        "no assistant turn: with 'train on completions only' this row would train on nothing"]
+        "no assistant turn: with 'train on completions only' this row would train on nothing"
+    ]
     assert TEXT.check({"text": "t"}, mask_prompt=True) == []
     assert COMPLETIONS.check({"prompt": "p", "completion": "c"}, mask_prompt=True) == []
 
@@ -113,11 +151,19 @@ def test_splits_carry_the_format_name_as_a_plain_string(tmp_path):
 
 def test_turns_of_completions_and_chat_rows():
     assert COMPLETIONS.as_messages({"prompt": "p", "completion": "c"}) == [
-        {"role": "user", "content": "p"}, {"role": "assistant", "content": "c"}]
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                          {"role": "assistant", "content": None, "tool_calls": []}]}
-    assert CHAT.as_messages(parts) == [{"role": "user", "content": "ab"},
-                                       {"role": "assistant", "content": None, "tool_calls": []}]
+        {"role": "user", "content": "p"},
+        {"role": "assistant", "content": "c"},
+    ]
+    parts = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": None, "tool_calls": []},
+        ]
+    }
+    assert CHAT.as_messages(parts) == [
+        {"role": "user", "content": "ab"},
+        {"role": "assistant", "content": None, "tool_calls": []},
+    ]
     assert parts["messages"][0]["content"][0] == {"type": "text", "text": "a"}  # the row itself is left alone
     assert CHAT.tools(TOOL_ROW) == TOOL_ROW["tools"] and CHAT.tools(CHAT_ROW) is None
     # Only chat rows hand tools to the template, as before: a stray key on a completions row is ignored.
@@ -138,12 +184,18 @@ def test_preview_columns_per_format():
     assert CHAT.preview(CHAT_ROW) == {"turns": "5", "user": "hi", "assistant": "Ada"}
     # Only assistant turns with text count: a tool call alone shows no answer.
     assert CHAT.preview(TOOL_ROW) == {"turns": "3", "user": "weather?", "assistant": ""}
-    assert format_named("completions").preview({"prompt": "p", "completion": "c"}, width=1) == {"prompt": "p", "completion": "c"}
+    assert format_named("completions").preview({"prompt": "p", "completion": "c"}, width=1) == {
+        "prompt": "p",
+        "completion": "c",
+    }
 
 
 def test_samples_cut_prompt_from_reference():
-    assert TEXT.sample({"text": "table: t\nQ: how many?\nA: SELECT 1"}) == ("table: t\nQ: how many?\nA:", "",
-                                                                            " SELECT 1")
+    assert TEXT.sample({"text": "table: t\nQ: how many?\nA: SELECT 1"}) == (
+        "table: t\nQ: how many?\nA:",
+        "",
+        " SELECT 1",
+    )
     assert TEXT.sample({"text": "one two three four"}) == ("one two", "", " three four")
     assert COMPLETIONS.sample({"prompt": "p", "completion": "c"}) == ("p", "", "c")
     assert CHAT.sample(CHAT_ROW) == ("name?", "be brief", "Ada")

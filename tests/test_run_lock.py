@@ -7,22 +7,25 @@ import sys
 from pathlib import Path
 
 import pytest
-from qlora_gui.core.runs.run_admin import rename_run
-from qlora_gui.core.runs.run_lock import RunLock, folder_owner
 from test_trainer import make_config, run
 
 from qlora_gui.core.errors import UserError
+from qlora_gui.core.runs.run_admin import rename_run
+from qlora_gui.core.runs.run_lock import RunLock, folder_owner
 from qlora_gui.core.train.events import Failed, Finished
 
 ROOT = Path(__file__).resolve().parents[1]
-HOLD = "import sys; from qlora_gui.core.runs.run_lock import RunLock; RunLock.acquire(sys.argv[1], 'the CLI'); " \
-       "print('held', flush=True); sys.stdin.read()"
+HOLD = (
+    "import sys; from qlora_gui.core.runs.run_lock import RunLock; RunLock.acquire(sys.argv[1], 'the CLI'); "
+    "print('held', flush=True); sys.stdin.read()"
+)
 
 
 def test_a_held_folder_is_refused_by_name_and_a_killed_owner_frees_it(tmp_path):
     folder = tmp_path / "run"
-    owner = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    owner = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     try:
         assert owner.stdout.readline().strip() == "held"
         with pytest.raises(UserError, match=rf"in use by the CLI \(process {owner.pid} on "):
@@ -65,6 +68,7 @@ def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(
     import mlx.core as mx
     import numpy as np
     from conftest import close
+
     from qlora_gui.core.runs.run_admin import interrupted_runs
     from qlora_gui.core.runs.run_plan import resume_command
 
@@ -76,8 +80,14 @@ def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(
     cfg = make_config(demo_model, text_data, runs / "killed", **kw)
     (tmp_path / "killed.yaml").write_text(cfg.to_yaml())
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "QLORA_GUI_NO_BLAS_REEXEC": "1"}
-    child = subprocess.Popen([sys.executable, "-m", "qlora_gui", "train", "-c", str(tmp_path / "killed.yaml")],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "qlora_gui", "train", "-c", str(tmp_path / "killed.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     for line in child.stdout:  # kill it as soon as its step-4 checkpoint is on disk, mid-run
         if "checkpoints/0000004" in line:
             child.send_signal(signal.SIGKILL)
@@ -91,8 +101,13 @@ def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(
     _, refused, _ = run(make_config(demo_model, text_data, runs / "killed", **kw))
     command = resume_command(runs / "killed")
     assert isinstance(refused, Failed) and command in refused.message
-    resumed = subprocess.run([sys.executable, "-m", "qlora_gui", *shlex.split(command)[1:]],
-                             cwd=ROOT, env=env, capture_output=True, text=True)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "qlora_gui", *shlex.split(command)[1:]],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     a = mx.load(str(tmp_path / "straight" / "adapters.safetensors"))
     b = mx.load(str(runs / "killed" / "adapters.safetensors"))

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
 from mlx.utils import tree_flatten
-from qlora_gui.core.model.loader import add_adapters, load_base
 
 from qlora_gui.core.data.batching import Batch, make_batch, padded_width, steps_per_epoch
 from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.model.loader import add_adapters, load_base
 from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import token_loss
 from qlora_gui.core.train.step import TrainStep, evaluate_loss, mean_gradient
@@ -37,8 +37,13 @@ def test_loss_matches_a_hand_computed_reference():
     targets = np.array([[1, 4, 0], [2, 2, 3]], dtype=np.int32)
     weights = np.array([[1, 1, 0], [0, 1, 1]], dtype=np.float32)  # 0: padding or prompt
     flat = np.flatnonzero(weights)
-    loss_sum, ntoks = token_loss(FixedLogits(logits), None, mx.array(flat.astype(np.int32)),
-                                 mx.array(targets.reshape(-1)[flat]), mx.array(weights.reshape(-1)[flat]))
+    loss_sum, ntoks = token_loss(
+        FixedLogits(logits),
+        None,
+        mx.array(flat.astype(np.int32)),
+        mx.array(targets.reshape(-1)[flat]),
+        mx.array(weights.reshape(-1)[flat]),
+    )
     log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = -np.take_along_axis(log_softmax, targets[..., None], -1)[..., 0]
     expected = (picked * weights).sum() / weights.sum()
@@ -50,8 +55,10 @@ def test_loss_matches_a_hand_computed_reference():
 @pytest.fixture(scope="module")
 def lora_model(demo_model):
     loaded = load_base(demo_model)
-    add_adapters(loaded.model, TrainConfig(model="m", data="d", num_layers=2,
-                                           lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}))
+    add_adapters(
+        loaded.model,
+        TrainConfig(model="m", data="d", num_layers=2, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}),
+    )
     # Give lora_b non-zero values so every adapter weight has a gradient.
     params = tree_flatten(loaded.model.trainable_parameters())
     loaded.model.load_weights([(k, mx.random.normal(v.shape) * 0.05) for k, v in params], strict=False)
@@ -85,7 +92,7 @@ def test_padding_and_prompt_are_excluded(lora_model, encoded):
     batch = make_batch(encoded, idx)
     width = batch.inputs.shape[1]
     real = batch.positions[batch.weights > 0]
-    for p, target in zip(real, batch.targets[batch.weights > 0]):
+    for p, target in zip(real, batch.targets[batch.weights > 0], strict=True):
         row, col = divmod(int(p), width)
         assert encoded.trained[idx[row]][col + 1] and encoded.tokens[idx[row]][col + 1] == target
     # The positions come in whole rows' worth, so a compiled step sees few shapes.
@@ -121,7 +128,7 @@ def test_a_nan_micro_batch_never_reaches_the_sums(lora_model, encoded):
     clean, clean_totals, _ = new_step(lora_model.model).accumulate(batches[:1])
     flags = [int(i[0].item()) for i in infos]
     assert flags == [0, 1] and totals.tolist() == pytest.approx(clean_totals.tolist())
-    for (k, v), (_, ref) in zip(tree_flatten(grads), tree_flatten(clean)):
+    for (_k, v), (_, ref) in zip(tree_flatten(grads), tree_flatten(clean), strict=True):
         np.testing.assert_array_equal(np.array(v), np.array(ref))
 
 

@@ -10,21 +10,44 @@ import sys
 
 import yaml
 from conftest import write_jsonl
-from qlora_gui.core.runs.checkpoints import latest_checkpoint
 
 from qlora_gui.cli import main
+from qlora_gui.core.runs.checkpoints import latest_checkpoint
 
 
 def base_args(demo_model, data, run_dir):
-    return ["train", "--model", str(demo_model), "--data", str(data), "--adapter-path", str(run_dir),
-            "--num-layers", "2", "--batch-size", "4", "--learning-rate", "1e-3", "--steps-per-report", "2"]
+    return [
+        "train",
+        "--model",
+        str(demo_model),
+        "--data",
+        str(data),
+        "--adapter-path",
+        str(run_dir),
+        "--num-layers",
+        "2",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--steps-per-report",
+        "2",
+    ]
 
 
 def test_yaml_with_mlx_lm_keys_and_flags_on_top(tmp_path, demo_model, text_data, capsys):
-    cfg = {"model": str(demo_model), "data": str(text_data), "num_layers": 2, "batch_size": 4, "iters": 4,
-           "learning_rate": 1e-3, "lora_parameters": {"rank": 4, "scale": 8.0, "dropout": 0.0},
-           "lr_schedule": {"name": "cosine_decay", "arguments": [1e-3, 4, 0.0], "warmup": 1},
-           "steps_per_save": 2, "wandb": None}
+    cfg = {
+        "model": str(demo_model),
+        "data": str(text_data),
+        "num_layers": 2,
+        "batch_size": 4,
+        "iters": 4,
+        "learning_rate": 1e-3,
+        "lora_parameters": {"rank": 4, "scale": 8.0, "dropout": 0.0},
+        "lr_schedule": {"name": "cosine_decay", "arguments": [1e-3, 4, 0.0], "warmup": 1},
+        "steps_per_save": 2,
+        "wandb": None,
+    }
     path = tmp_path / "lora.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run_dir = tmp_path / "run"
@@ -73,8 +96,13 @@ def test_resume_from_the_cli(tmp_path, demo_model, text_data, capsys):
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, demo_model, text_data):
     run_dir = tmp_path / "run"
     args = base_args(demo_model, text_data, run_dir) + ["--epochs", "200", "--steps-per-report", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "qlora_gui", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qlora_gui", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     for line in proc.stdout:  # wait for training to be under way, by its own output
         if line.startswith("step      3 | epoch"):
             break
@@ -96,10 +124,21 @@ def test_copied_command_line_gives_back_the_same_settings(tmp_path):
     from qlora_gui.core.train.config import TrainConfig
     from qlora_gui.train_cli import config_from_args
 
-    cfg = TrainConfig(model="/m", data="/d", adapter_path=str(tmp_path / "r"), batch_size=2, epochs=3,
-                      learning_rate=2e-4, quantize_bits=4, mask_prompt=True, num_layers=-1, fast_quant=False,
-                      warmup_steps=0, memory_limit_gb=3.5,
-                      lora_parameters={"rank": 16, "scale": 2.0, "dropout": 0.05, "keys": ["self_attn.q_proj"]})
+    cfg = TrainConfig(
+        model="/m",
+        data="/d",
+        adapter_path=str(tmp_path / "r"),
+        batch_size=2,
+        epochs=3,
+        learning_rate=2e-4,
+        quantize_bits=4,
+        mask_prompt=True,
+        num_layers=-1,
+        fast_quant=False,
+        warmup_steps=0,
+        memory_limit_gb=3.5,
+        lora_parameters={"rank": 16, "scale": 2.0, "dropout": 0.05, "keys": ["self_attn.q_proj"]},
+    )
     text = train_command(cfg)
     assert "--num-layers -1" in text and "--no-fast-quant" in text and "--warmup-steps 0" in text
     assert text.startswith("qlora-gui train --model /m --data /d")

@@ -10,9 +10,9 @@ import mlx.core as mx
 import numpy as np
 import pytest
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
-from qlora_gui.core.runs.run_folder import RunFolder
 
 from qlora_gui.core.runs import checkpoints as ckpt
+from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.events import (
     CheckpointSaved,
@@ -27,9 +27,19 @@ from qlora_gui.core.train.trainer import Trainer
 
 
 def make_config(demo_model, data, run_dir, **kw) -> TrainConfig:
-    base = dict(model=str(demo_model), data=str(data), adapter_path=str(run_dir), batch_size=4, num_layers=2,
-                learning_rate=2e-3, steps_per_report=1, steps_per_eval=1000, save_every=1000, val_batches=-1,
-                lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0})
+    base = dict(
+        model=str(demo_model),
+        data=str(data),
+        adapter_path=str(run_dir),
+        batch_size=4,
+        num_layers=2,
+        learning_rate=2e-3,
+        steps_per_report=1,
+        steps_per_eval=1000,
+        save_every=1000,
+        val_batches=-1,
+        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -104,8 +114,9 @@ def test_a_nan_step_is_skipped_with_a_warning(tmp_path, demo_model, train_only, 
 
 
 def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, demo_model, train_only, tokenizer):
-    cfg = make_config(demo_model, train_only, tmp_path / "run", iters=20, save_every=2, max_bad_steps=3,
-                      valid_fraction=0)
+    cfg = make_config(
+        demo_model, train_only, tmp_path / "run", iters=20, save_every=2, max_bad_steps=3, valid_fraction=0
+    )
     diverge_later = poisoned_loss(training_batches(cfg, tokenizer)[5:], math.inf)
     trainer, result, events = run(cfg, loss_fn=diverge_later)
     assert isinstance(result, Failed) and result.exit_code == 1
@@ -118,8 +129,12 @@ def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, 
 
 def test_exact_resume_matches_a_straight_run(tmp_path, demo_model, text_data):
     # 48 rows / 4 = 12 micro-batches, accumulation 2 -> 6 steps per epoch, 2 epochs = 12 steps.
-    kw = dict(epochs=2, grad_accumulation_steps=2, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1},
-              steps_per_eval=5)
+    kw = dict(
+        epochs=2,
+        grad_accumulation_steps=2,
+        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1},
+        steps_per_eval=5,
+    )
     _, straight, _ = run(make_config(demo_model, text_data, tmp_path / "straight", **kw))
     assert isinstance(straight, Finished) and straight.step == 12
 
@@ -189,8 +204,13 @@ def test_loss_falls_on_the_fixture_data(tmp_path, demo_model, text_data):
 def test_run_folder_is_complete_and_metrics_hold_every_event(tmp_path, demo_model, text_data):
     run_dir = tmp_path / "run"
     _, result, events = run(make_config(demo_model, text_data, run_dir, iters=3))
-    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "adapters.safetensors",
-                                                   "adapter_config.json", "checkpoints"}
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "adapters.safetensors",
+        "adapter_config.json",
+        "checkpoints",
+    }
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["event"] for x in lines] == [e.kind for e in events]
     config = json.loads((run_dir / "adapter_config.json").read_text())
@@ -221,8 +241,17 @@ def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatc
 
 
 def test_quantize_on_load_and_dora(tmp_path, demo_model, text_data):
-    _, result, events = run(make_config(demo_model, text_data, tmp_path / "q", iters=3, quantize_bits=4,
-                                        quantize_group_size=32, fine_tune_type="dora"))
+    _, result, events = run(
+        make_config(
+            demo_model,
+            text_data,
+            tmp_path / "q",
+            iters=3,
+            quantize_bits=4,
+            quantize_group_size=32,
+            fine_tune_type="dora",
+        )
+    )
     assert isinstance(result, Finished), result
     config = json.loads((tmp_path / "q" / "adapter_config.json").read_text())
     assert config["base_quantization"] == {"bits": 4, "group_size": 32} and config["fine_tune_type"] == "dora"
@@ -230,8 +259,9 @@ def test_quantize_on_load_and_dora(tmp_path, demo_model, text_data):
     assert 0 < started.trainable_params < started.total_params
 
 
-def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_whole_and_says_so(tmp_path, demo_model, text_data,
-                                                                                monkeypatch):
+def test_a_full_disk_during_a_save_keeps_the_last_checkpoint_whole_and_says_so(
+    tmp_path, demo_model, text_data, monkeypatch
+):
     import errno
 
     real_save = ckpt.mx.save_safetensors

@@ -10,8 +10,8 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 LOG_NAME = "qlora-studio.log"
 _fault_file = None  # kept open for faulthandler, which writes with the file descriptor alone
@@ -58,8 +58,9 @@ def install_crash_logging(on_error: Callable[[BaseException, Path | None], None]
             on_error(exc, path)
 
     sys.excepthook = hook
-    threading.excepthook = lambda args: hook(args.exc_type, args.exc_value, args.exc_traceback,
-                                             f"thread {args.thread.name if args.thread else '?'}")
+    threading.excepthook = lambda args: hook(
+        args.exc_type, args.exc_value, args.exc_traceback, f"thread {args.thread.name if args.thread else '?'}"
+    )
     try:
         path = log_path()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,13 @@ class MemorySample:
 
 
 def sample() -> MemorySample:
-    return MemorySample(mx.get_active_memory(), mx.get_peak_memory(), mx.get_cache_memory(),
-                        psutil.Process().memory_info().rss, psutil.virtual_memory().total)
+    return MemorySample(
+        mx.get_active_memory(),
+        mx.get_peak_memory(),
+        mx.get_cache_memory(),
+        psutil.Process().memory_info().rss,
+        psutil.virtual_memory().total,
+    )
 
 
 def total_ram() -> int:

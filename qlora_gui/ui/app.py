@@ -52,15 +52,19 @@ def _log_qt_message(mode, context, message: str) -> None:
 def _report_error(window, exc: BaseException, log) -> None:
     """An exception no code caught (a slot, a thread): logged; the window says so in one line, no traceback."""
     where = f" Details are in {log}." if log else ""
-    box = QMessageBox(QMessageBox.Icon.Warning, "Something went wrong",
-                      f"Unexpected {type(exc).__name__}: {exc}.{where} Your runs and checkpoints are untouched.",
-                      parent=window)
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "Something went wrong",
+        f"Unexpected {type(exc).__name__}: {exc}.{where} Your runs and checkpoints are untouched.",
+        parent=window,
+    )
     box.setObjectName("unexpected-error")
     box.open()
 
 
-def run_app(dataset: str | None = None, model: str | None = None, smoke_test: bool = False,
-            started: float | None = None) -> int:
+def run_app(
+    dataset: str | None = None, model: str | None = None, smoke_test: bool = False, started: float | None = None
+) -> int:
     """Open the window. `smoke_test` closes it as soon as it is shown (the bundle test uses it)."""
     from .main_window import MainWindow
 
@@ -79,6 +83,7 @@ def run_app(dataset: str | None = None, model: str | None = None, smoke_test: bo
         window.open_dataset(dataset)
     window.show()
     if smoke_test:
+
         def report_and_close() -> None:
             since = f" {time.perf_counter() - started:.2f} s after start" if started is not None else ""
             print(f"window shown{since}: {window.windowTitle()}, {window.tabs.count()} tabs", flush=True)

@@ -15,8 +15,9 @@ def open_folder(path: str | Path, parent: QWidget | None = None) -> bool:
     if Path(path).exists() and QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
         return True
     why = "No file manager could open it." if Path(path).exists() else "It no longer exists (moved or deleted?)."
-    box = QMessageBox(QMessageBox.Icon.Information, "Could not open the folder",
-                      f"{why} The folder is:\n\n{path}", parent=parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Information, "Could not open the folder", f"{why} The folder is:\n\n{path}", parent=parent
+    )
     box.setObjectName("open-folder-failed")
     copy = box.addButton("Copy path", QMessageBox.ButtonRole.ActionRole)
     box.addButton(QMessageBox.StandardButton.Close)
@@ -30,5 +31,6 @@ def move_to_trash(path: str | Path) -> bool:
     """Into the system's trash (restorable); False, with nothing changed, where that is not possible."""
     # Qt's freedesktop trash needs the data folder to exist (a fresh home may lack ~/.local/share).
     Path(QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericDataLocation)).mkdir(
-        parents=True, exist_ok=True)
+        parents=True, exist_ok=True
+    )
     return QFile.moveToTrash(str(path))

@@ -56,9 +56,14 @@ class MainWindow(QMainWindow):
         self.playground = PlaygroundView(self.runs_root)
         self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
-        for widget, name in ((self.dataset, "1  Data"), (self.model, "2  Model"),
-                             (self.settings_panel, "3  Settings"), (self.training, "4  Train"), (self.runs, "5  Runs"),
-                             (self.playground, "6  Playground")):
+        for widget, name in (
+            (self.dataset, "1  Data"),
+            (self.model, "2  Model"),
+            (self.settings_panel, "3  Settings"),
+            (self.training, "4  Train"),
+            (self.runs, "5  Runs"),
+            (self.playground, "6  Playground"),
+        ):
             self.tabs.addTab(widget, name)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.setCentralWidget(self.tabs)
@@ -81,8 +86,12 @@ class MainWindow(QMainWindow):
         self._restore()
         self._refresh()
         self.resume_offer = None  # a run cut off last time is offered once the window is up
-        QTimer.singleShot(0, lambda: setattr(self, "resume_offer", offer_resume(
-            self, self.runs_root, self.store, self.resume_from_checkpoint)))
+        QTimer.singleShot(
+            0,
+            lambda: setattr(
+                self, "resume_offer", offer_resume(self, self.runs_root, self.store, self.resume_from_checkpoint)
+            ),
+        )
 
     # ------------------------------------------------------------ theme
 
@@ -176,13 +185,16 @@ class MainWindow(QMainWindow):
     def _update_estimate(self, cfg) -> float | None:
         info = self.model.selected
         if info is None or cfg is None:
-            self.settings_panel.show_estimate("Memory estimate: pick a model." if info is None else
-                                              "Memory estimate: fix the setting above first.", None)
+            self.settings_panel.show_estimate(
+                "Memory estimate: pick a model." if info is None else "Memory estimate: fix the setting above first.",
+                None,
+            )
             return None
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
         longest = train.max_len if train and train.unit == "tokens" else None
         return self.settings_panel.show_memory_estimate(
-            estimate_memory(info.path, cfg, info.parameters, info.bits, longest), self.budget)
+            estimate_memory(info.path, cfg, info.parameters, info.bits, longest), self.budget
+        )
 
     # ------------------------------------------------------------ training
 
@@ -194,8 +206,13 @@ class MainWindow(QMainWindow):
         if cfg is None or self.worker is not None or not self.dataset.usable:
             return
         share = self._update_estimate(cfg)
-        if share is not None and share > 1 and not self.confirm(
-                "Memory", "The memory estimate is over what this machine has. Training may swap or fail. Start anyway?"):
+        if (
+            share is not None
+            and share > 1
+            and not self.confirm(
+                "Memory", "The memory estimate is over what this machine has. Training may swap or fail. Start anyway?"
+            )
+        ):
             return
         self._launch(TrainingWorker(cfg))
 
@@ -246,8 +263,10 @@ class MainWindow(QMainWindow):
         if self.worker is None:
             self.playground.refresh()  # loads a model only when the choice differs from the loaded one
         elif not self.playground.loaded_label:
-            self.playground.status.setText("Training is running: the playground loads a model when it ends "
-                                           "(or pick a run in the Runs tab and press Try in Playground).")
+            self.playground.status.setText(
+                "Training is running: the playground loads a model when it ends "
+                "(or pick a run in the Runs tab and press Try in Playground)."
+            )
 
     def try_run(self, run_dir: str) -> None:
         self.tabs.blockSignals(True)  # select_run loads the chosen run; the tab switch must not load another

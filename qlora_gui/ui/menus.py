@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox
@@ -13,8 +14,13 @@ from .desktop import open_folder
 from .dialogs.help_dialogs import ShortcutsDialog, UserGuideDialog
 
 
-def _action(window: QMainWindow, menu: QMenu, text: str, slot: Callable[..., Any],
-            shortcut: QKeySequence.StandardKey | str | None = None) -> QAction:
+def _action(
+    window: QMainWindow,
+    menu: QMenu,
+    text: str,
+    slot: Callable[..., Any],
+    shortcut: QKeySequence.StandardKey | str | None = None,
+) -> QAction:
     a = QAction(text, window)
     a.triggered.connect(slot)
     if shortcut:
@@ -42,21 +48,28 @@ def build_menus(window: Any) -> tuple[QAction, QAction]:
     start = _action(window, run_menu, "Start training", window.start_training, "Ctrl+R")
     _action(window, run_menu, "Stop and save", window.stop_training, "Ctrl+.")
     run_menu.addSeparator()
-    _action(window, run_menu, "Try the selected run in the Playground",
-            lambda: runs.emit_for_selected(runs.try_requested))
+    _action(
+        window, run_menu, "Try the selected run in the Playground", lambda: runs.emit_for_selected(runs.try_requested)
+    )
     _action(window, run_menu, "Evaluate the selected run", runs.evaluate_selected)
-    _action(window, run_menu, "Fuse && export the selected run…",
-            lambda: runs.emit_for_selected(runs.export_requested))
+    _action(window, run_menu, "Fuse && export the selected run…", lambda: runs.emit_for_selected(runs.export_requested))
 
     view_menu = bar.addMenu("&View")
     dark = _action(window, view_menu, "Dark theme", lambda on: window.set_dark(on))
     dark.setCheckable(True)
 
     help_menu = bar.addMenu("&Help")
-    _action(window, help_menu, "User guide", lambda: UserGuideDialog(window).show(),
-            QKeySequence.StandardKey.HelpContents)
+    _action(
+        window, help_menu, "User guide", lambda: UserGuideDialog(window).show(), QKeySequence.StandardKey.HelpContents
+    )
     _action(window, help_menu, "Keyboard shortcuts", lambda: ShortcutsDialog(window).show())  # each deletes itself
     _action(window, help_menu, "Open log folder", lambda: open_folder(log_dir(), window))
-    _action(window, help_menu, "About QLoRA Studio", lambda: QMessageBox.about(
-        window, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."))
+    _action(
+        window,
+        help_menu,
+        "About QLoRA Studio",
+        lambda: QMessageBox.about(
+            window, "QLoRA Studio", f"QLoRA Studio {__version__}\nFine-tune local LLMs with QLoRA on MLX."
+        ),
+    )
     return start, dark

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
@@ -45,9 +45,15 @@ class TrainingSession(QObject):
     def launch(self, worker: TrainingWorker, memory_budget: int) -> None:
         self.worker, self._run_ended = worker, False
         v = self.view
-        handlers = {RunStarted: self._on_started, StepReport: v.on_progress, ValidationResult: v.on_validation,
-                    TrainWarning: v.on_warning, CheckpointSaved: v.on_checkpoint, Finished: self._on_finished,
-                    Failed: self._on_failed}
+        handlers = {
+            RunStarted: self._on_started,
+            StepReport: v.on_progress,
+            ValidationResult: v.on_validation,
+            TrainWarning: v.on_warning,
+            CheckpointSaved: v.on_checkpoint,
+            Finished: self._on_finished,
+            Failed: self._on_failed,
+        }
         worker.event.connect(lambda event: handlers[type(event)](event))
         worker.finished.connect(self._on_thread_done)
         v.set_running(True)

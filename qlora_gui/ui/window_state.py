@@ -50,8 +50,9 @@ def restore_window_state(window: RememberingWindow) -> None:
 
         try:
             values = yaml.safe_load(s.value("settings_yaml")) or {}
-            cfg, _ = config_from_dict({k: v for k, v in values.items()
-                                       if k not in ("model", "data", "adapter_path", "resume")})
+            cfg, _ = config_from_dict(
+                {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path", "resume")}
+            )
             window.settings_panel.set_config(cfg)
         except (ConfigError, yaml.YAMLError, TypeError):
             pass  # settings from an older version: keep the defaults

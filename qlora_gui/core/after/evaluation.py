@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..data.batching import eval_batches, make_batch
 from ..data.dataset import check_data
@@ -72,8 +73,10 @@ class EvalResult:
 
     def to_text(self) -> str:
         lines = [f"{self.measured()} ({self.data})"]
-        for name, loss, ppl in (("base", self.base_loss, self.base_ppl),
-                                ("adapter", self.adapter_loss, self.adapter_ppl)):
+        for name, loss, ppl in (
+            ("base", self.base_loss, self.base_ppl),
+            ("adapter", self.adapter_loss, self.adapter_ppl),
+        ):
             if loss is not None:
                 lines.append(f"  {name:<8} loss {loss:.4f}   perplexity {ppl:.3f}")
         return "\n".join(lines)
@@ -84,10 +87,19 @@ def _setting(adapter: AdapterSource | None, key: str) -> Any:
     return adapter.config.get(key, default_of(key)) if adapter else default_of(key)
 
 
-def evaluate(model: str | None = None, adapter: AdapterSource | None = None, data: str | None = None, *,
-             split: str = "valid", batch_size: int | None = None, max_batches: int | None = None,
-             include_base: bool = True, loss_fn: LossFn | None = None, per_row: bool = False,
-             progress: Callable[[str], None] | None = None) -> EvalResult:
+def evaluate(
+    model: str | None = None,
+    adapter: AdapterSource | None = None,
+    data: str | None = None,
+    *,
+    split: str = "valid",
+    batch_size: int | None = None,
+    max_batches: int | None = None,
+    include_base: bool = True,
+    loss_fn: LossFn | None = None,
+    per_row: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> EvalResult:
     """Loss of the base and the adapter. By default on the batches the run validated on (the validation
     split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split.
     `per_row` adds each of those rows' own losses (see row_losses.py)."""
@@ -99,11 +111,16 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
     say("loading the model")
     loaded = load_with_adapter(model, adapter)
     say("checking the data")
-    check = check_data(data, loaded.tokenizer, **{k: _setting(adapter, k) for k in
-                                                  ("max_seq_length", "mask_prompt", "valid_fraction", "seed")})
+    check = check_data(
+        data,
+        loaded.tokenizer,
+        **{k: _setting(adapter, k) for k in ("max_seq_length", "mask_prompt", "valid_fraction", "seed")},
+    )
     if not check.report.usable or check.encoded is None:
-        raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them "
-                        "and evaluate again", check.report.problem_lines())
+        raise DataError(
+            f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them and evaluate again",
+            check.report.problem_lines(),
+        )
     encoded = check.encoded
     if split not in encoded:
         held = ", ".join(sorted(encoded))
@@ -144,18 +161,35 @@ def evaluate(model: str | None = None, adapter: AdapterSource | None = None, dat
             counts = [per[side][k] for side in ("base", "adapter") if side in per]
             n = counts[0][1]
             mean = {side: per[side][k][0] / n if n else None for side in per}
-            details.append(RowLoss(chosen.lines[i], n, mean.get("base"), mean.get("adapter"),
-                                   row_text(raw, chosen.lines[i])).to_dict())
-    return EvalResult(str(data), split, len(row_ids), tokens, base_loss, adapter_loss,
-                      str(adapter.path) if adapter else "", adapter.step if adapter else None,
-                      time.perf_counter() - t0, len(order), all_rows, details)
+            details.append(
+                RowLoss(
+                    chosen.lines[i], n, mean.get("base"), mean.get("adapter"), row_text(raw, chosen.lines[i])
+                ).to_dict()
+            )
+    return EvalResult(
+        str(data),
+        split,
+        len(row_ids),
+        tokens,
+        base_loss,
+        adapter_loss,
+        str(adapter.path) if adapter else "",
+        adapter.step if adapter else None,
+        time.perf_counter() - t0,
+        len(order),
+        all_rows,
+        details,
+    )
 
 
 def save_evaluation(run_dir: Path, result: EvalResult) -> Path:
     """Add the result to RUN/evaluation.json, replacing an earlier one for the same adapter, data and split."""
     path = Path(run_dir) / EVALUATION_FILE
-    kept = [r for r in read_evaluations(run_dir)
-            if (r.get("adapter"), r.get("data"), r.get("split")) != (result.adapter, result.data, result.split)]
+    kept = [
+        r
+        for r in read_evaluations(run_dir)
+        if (r.get("adapter"), r.get("data"), r.get("split")) != (result.adapter, result.data, result.split)
+    ]
     ckpt.atomic_write_text(path, json.dumps({"results": kept + [result.to_dict()]}, indent=2))
     return path
 

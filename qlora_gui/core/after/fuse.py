@@ -16,9 +16,9 @@ import contextlib
 import io
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -46,8 +46,10 @@ def gguf_support(model_type: str) -> str | None:
     """None when mlx-lm can write GGUF for this architecture, else the reason it cannot."""
     if model_type in GGUF_MODEL_TYPES:
         return None
-    return (f"mlx-lm exports GGUF only for {', '.join(GGUF_MODEL_TYPES)} models, not '{model_type}'; use the fused "
-            "MLX folder, or convert it with llama.cpp's convert_hf_to_gguf.py")
+    return (
+        f"mlx-lm exports GGUF only for {', '.join(GGUF_MODEL_TYPES)} models, not '{model_type}'; use the fused "
+        "MLX folder, or convert it with llama.cpp's convert_hf_to_gguf.py"
+    )
 
 
 def _check_gguf(adapter: AdapterSource, model: str | None, dequantize: bool) -> None:
@@ -56,17 +58,24 @@ def _check_gguf(adapter: AdapterSource, model: str | None, dequantize: bool) -> 
     if reason:
         raise UserError(reason)
     if quantization and not dequantize:
-        raise UserError("GGUF export needs 16-bit weights: choose 'de-quantize to 16-bit' "
-                        "(--dequantize) together with GGUF export")
+        raise UserError(
+            "GGUF export needs 16-bit weights: choose 'de-quantize to 16-bit' (--dequantize) together with GGUF export"
+        )
 
 
 def _folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def fuse_adapter(adapter: AdapterSource, save_path: str | Path, *, model: str | None = None,
-                 dequantize: bool = False, export_gguf: bool = False,
-                 progress: Progress | None = None) -> FuseResult:
+def fuse_adapter(
+    adapter: AdapterSource,
+    save_path: str | Path,
+    *,
+    model: str | None = None,
+    dequantize: bool = False,
+    export_gguf: bool = False,
+    progress: Progress | None = None,
+) -> FuseResult:
     """Fuse the adapter into its base (quantized as in training) and save a new model folder."""
     from mlx_lm.utils import dequantize_model, save
 

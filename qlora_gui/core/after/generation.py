@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -46,8 +47,9 @@ def format_prompt(tokenizer: Any, prompt: str, system: str = "", use_template: b
     """The text the model sees: the chat template (or the fallback) as in training, or the raw prompt."""
     if not use_template:
         return prompt
-    messages = ([{"role": "system", "content": system}] if system.strip() else []) + \
-        [{"role": "user", "content": prompt}]
+    messages = ([{"role": "system", "content": system}] if system.strip() else []) + [
+        {"role": "user", "content": prompt}
+    ]
     return render_chat(tokenizer, messages, add_generation_prompt=True)
 
 
@@ -76,15 +78,21 @@ def seeded_sampler(settings: SamplingSettings) -> Callable[[mx.array], mx.array]
     return sample
 
 
-def stream_text(model: nn.Module, tokenizer: Any, prompt_text: str, settings: SamplingSettings,
-                side: str = "adapter") -> Iterator[GenerationUpdate]:
+def stream_text(
+    model: nn.Module, tokenizer: Any, prompt_text: str, settings: SamplingSettings, side: str = "adapter"
+) -> Iterator[GenerationUpdate]:
     """Stream one model's answer; the last update has done=True and the finish reason."""
     from mlx_lm import stream_generate
 
     tokens, busy = 0, 0.0
     reason = "length"
-    gen = stream_generate(model, tokenizer, encode_chat_text(tokenizer, prompt_text), max_tokens=settings.max_tokens,
-                          sampler=seeded_sampler(settings))
+    gen = stream_generate(
+        model,
+        tokenizer,
+        encode_chat_text(tokenizer, prompt_text),
+        max_tokens=settings.max_tokens,
+        sampler=seeded_sampler(settings),
+    )
     while True:
         t0 = time.perf_counter()
         try:
@@ -100,10 +108,15 @@ def stream_text(model: nn.Module, tokenizer: Any, prompt_text: str, settings: Sa
     yield GenerationUpdate(side, "", tokens, tokens / busy if busy else 0.0, True, reason)
 
 
-def generate_side_by_side(model: nn.Module, tokenizer: Any, prompt_text: str, settings: SamplingSettings,
-                          on_update: Callable[[GenerationUpdate], None],
-                          should_stop: Callable[[], bool] = lambda: False,
-                          sides: tuple[str, ...] = SIDES) -> dict[str, str]:
+def generate_side_by_side(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt_text: str,
+    settings: SamplingSettings,
+    on_update: Callable[[GenerationUpdate], None],
+    should_stop: Callable[[], bool] = lambda: False,
+    sides: tuple[str, ...] = SIDES,
+) -> dict[str, str]:
     """Alternate token by token between the base and the adapter; returns each side's full text.
 
     Each side's generator only runs inside its own view of the model, so the base

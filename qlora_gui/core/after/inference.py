@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
@@ -57,8 +58,10 @@ def read_adapter(path: str | Path) -> AdapterSource:
         hint = ""
         if ckpt.list_checkpoints(path):
             hint = " (the run has checkpoints; give one of them)"
-        raise UserError(f"{path}: no {' or '.join(missing)} here{hint}; an adapter folder is a run folder "
-                        "that has saved at least once, or one of its checkpoints/NNNNNNN folders")
+        raise UserError(
+            f"{path}: no {' or '.join(missing)} here{hint}; an adapter folder is a run folder "
+            "that has saved at least once, or one of its checkpoints/NNNNNNN folders"
+        )
     try:
         config = json.loads((path / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as e:
@@ -122,8 +125,10 @@ def load_with_adapter(model: str | Path | None, adapter: AdapterSource | None) -
     try:
         load_adapters(loaded.model, str(adapter.path))
     except (ValueError, KeyError) as e:
-        raise ModelError(f"{adapter.path}: this adapter does not fit {path.name} ({e}); use the base model it "
-                         f"was trained on ({adapter.config.get('model', 'see adapter_config.json')})") from e
+        raise ModelError(
+            f"{adapter.path}: this adapter does not fit {path.name} ({e}); use the base model it "
+            f"was trained on ({adapter.config.get('model', 'see adapter_config.json')})"
+        ) from e
     loaded.model.eval()
     return loaded
 

@@ -37,8 +37,11 @@ class ValidationSamples:
         self._rng = random.Random(seed)
         self.error = ""
         if split is None or not split.rows or not split.format:
-            self.error = f"{data}: no validation rows to sample from" if intake.problems.count == 0 else \
-                f"{data}: the data cannot be read now ({intake.problems.count} problem(s))"
+            self.error = (
+                f"{data}: no validation rows to sample from"
+                if intake.problems.count == 0
+                else f"{data}: the data cannot be read now ({intake.problems.count} problem(s))"
+            )
 
     @classmethod
     def of_run(cls, config: dict[str, Any]) -> ValidationSamples | None:

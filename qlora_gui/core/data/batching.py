@@ -21,8 +21,9 @@ WIDTHS_PER_OCTAVE = 8  # padded widths between T and 2T: at most 1/8 padding, an
 WINDOW_BATCHES = 32
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
-                  rank: int = 0, world: int = 1) -> list[np.ndarray]:
+def epoch_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
+) -> list[np.ndarray]:
     """Row indices of each batch of one epoch, this rank's share only."""
     n = len(lengths)
     rng = np.random.default_rng([seed, epoch])
@@ -30,9 +31,9 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
     window = batch_size * WINDOW_BATCHES
     batches: list[np.ndarray] = []
     for start in range(0, n, window):
-        idx = perm[start:start + window]
+        idx = perm[start : start + window]
         idx = idx[np.argsort(lengths[idx], kind="stable")]
-        batches.extend(idx[i:i + batch_size] for i in range(0, len(idx), batch_size))
+        batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
     order = rng.permutation(len(batches))
     batches = [batches[i] for i in order]
     if world > 1:  # every rank takes the same number of batches
@@ -43,7 +44,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """A fixed, length-sorted order for validation and test."""
     idx = np.argsort(lengths, kind="stable")
-    return [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    return [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
 
 
 def steps_per_epoch(num_batches: int, accumulation: int) -> int:

@@ -19,8 +19,9 @@ a probe conversation made of sentinels.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # Private-use characters: no template trims, escapes or splits them, and no real text holds them.
 _SENTINEL = "\ue000{}\ue001"
@@ -59,14 +60,15 @@ def template_shape(render: Render, special_tokens: Sequence[str], eos_tokens: Se
         full = render([{"role": "user", "content": user}, {"role": "assistant", "content": answer}], False)
     except Exception:  # a template that refuses the probe still gets the EOS tokens as markers
         prompt = full = ""
-    header = prompt[prompt.index(user) + len(user):] if user in prompt else ""
+    header = prompt[prompt.index(user) + len(user) :] if user in prompt else ""
     headers = [header] if header.strip() else []
     # After an earlier assistant or tool turn the user's own closing is absent: also look for the rest.
     opening = _leading_token(header, special_tokens)
-    if opening and header[len(opening):].strip():
-        headers.append(header[len(opening):])
-    marker = _leading_token(full[full.index(answer) + len(answer):].lstrip(), special_tokens) if answer in full \
-        else None
+    if opening and header[len(opening) :].strip():
+        headers.append(header[len(opening) :])
+    marker = (
+        _leading_token(full[full.index(answer) + len(answer) :].lstrip(), special_tokens) if answer in full else None
+    )
     markers = ([marker] if marker else []) + [t for t in eos_tokens if t and t != marker]
     return TemplateShape(tuple(headers), tuple(markers))
 
@@ -96,7 +98,7 @@ def _differing_region(text: str, probed: str) -> tuple[int, int, str]:
     s = 0
     while s < limit - a and text[-1 - s] == probed[-1 - s]:
         s += 1
-    return a, len(text) - s, probed[a:len(probed) - s]
+    return a, len(text) - s, probed[a : len(probed) - s]
 
 
 def _sentinels(turn: dict, n: int) -> list[str]:
@@ -115,7 +117,7 @@ def _only_this_turn(probed_part: str, expected: list[str], shape: TemplateShape)
     if not all(s in probed_part for s in expected):
         return False
     first, last = probed_part.find("\ue000"), probed_part.rfind("\ue001")
-    around = probed_part[:first] + "\n" + probed_part[last + 1:]
+    around = probed_part[:first] + "\n" + probed_part[last + 1 :]
     return not any(h and h in around for h in (*shape.headers, *shape.markers))
 
 
@@ -139,8 +141,14 @@ def left_out_roles(messages: list[dict], text: str) -> list[str]:
     """Roles of the non-assistant turns whose text the template left out (Mistral drops the system turn
     of a row that ends with an answer)."""
     flat = _normalized(text)
-    return [m.get("role", "") for m in messages if m.get("role") != "assistant" and isinstance(m.get("content"), str)
-            and m["content"].strip() and _normalized(m["content"]) not in flat]
+    return [
+        m.get("role", "")
+        for m in messages
+        if m.get("role") != "assistant"
+        and isinstance(m.get("content"), str)
+        and m["content"].strip()
+        and _normalized(m["content"]) not in flat
+    ]
 
 
 def assistant_spans(render: Render, messages: list[dict], text: str, shape: TemplateShape) -> RowSpans:
@@ -148,9 +156,11 @@ def assistant_spans(render: Render, messages: list[dict], text: str, shape: Temp
     out = RowSpans()
     floor = 0
     for n, k in enumerate(i for i, m in enumerate(messages) if m.get("role") == "assistant"):
-        probed = render(messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1:], False)
+        probed = render(messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1 :], False)
         a, b, probed_part = _differing_region(text, probed)
-        if a < floor or not _only_this_turn(probed_part, _sentinels(messages[k], n), shape):  # the template printed nothing of this turn
+        if a < floor or not _only_this_turn(
+            probed_part, _sentinels(messages[k], n), shape
+        ):  # the template printed nothing of this turn
             out.changed += 1
             continue
         start = a

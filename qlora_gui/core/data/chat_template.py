@@ -55,8 +55,9 @@ def render_fallback(messages: list[dict], add_generation_prompt: bool, tokenizer
     return "".join(parts)
 
 
-def render_chat(tokenizer: Any, messages: list[dict], tools: list | None = None,
-                add_generation_prompt: bool = False) -> str:
+def render_chat(
+    tokenizer: Any, messages: list[dict], tools: list | None = None, add_generation_prompt: bool = False
+) -> str:
     """The exact text the model sees for these turns; training, evaluation and the playground all use it."""
     if not has_chat_template(tokenizer):
         return render_fallback(messages, add_generation_prompt, tokenizer)
@@ -64,8 +65,9 @@ def render_chat(tokenizer: Any, messages: list[dict], tools: list | None = None,
     template = getattr(_hf(tokenizer), "chat_template", None)
     if isinstance(template, str) and "date_string" in template:
         kwargs["date_string"] = _TODAY  # Llama 3.x prints today's date: one date for every rendering here
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                         tokenize=False, **kwargs)
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=False, **kwargs
+    )
 
 
 def _hf(tokenizer: Any) -> Any:
@@ -97,13 +99,16 @@ def chat_shape(tokenizer: Any, tools: list | None = None) -> TemplateShape:
     if cache is None:
         cache = {}
         try:
-            setattr(tokenizer, "_qlora_shapes", cache)
+            tokenizer._qlora_shapes = cache
         except AttributeError:
             pass
     key = (bool(tools), getattr(_hf(tokenizer), "chat_template", None))
     if key not in cache:
-        cache[key] = template_shape(lambda m, gen: render_chat(tokenizer, m, tools, gen),
-                                    special_token_texts(tokenizer), eos_token_texts(tokenizer))
+        cache[key] = template_shape(
+            lambda m, gen: render_chat(tokenizer, m, tools, gen),
+            special_token_texts(tokenizer),
+            eos_token_texts(tokenizer),
+        )
     return cache[key]
 
 
@@ -128,8 +133,10 @@ def rejection_hint(error: str, roles: set[str], tokenizer: Any) -> str:
     whose = f"{family}'s chat template" if family else "the model's chat template"
     msg = error.lower()
     if "alternate" in msg:
-        return (f"{whose} needs the turns to alternate user/assistant/user/…, starting with a user turn "
-                "(a system turn may come first); merge or reorder the turns")
+        return (
+            f"{whose} needs the turns to alternate user/assistant/user/…, starting with a user turn "
+            "(a system turn may come first); merge or reorder the turns"
+        )
     if "id" in msg and ("9" in msg or "length" in msg):
         return f"{whose} needs every tool call id to be exactly 9 letters or digits; shorten or pad the ids"
     for role in ("system", "tool"):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from ..train.config import default_of
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
 from .encode import EncodedSplit, encode_split
@@ -81,17 +82,21 @@ class DataReport:
             unit = next(iter(self.splits.values())).unit
             if self.template:
                 out.append(f"Template: {self.template}")
-            out.append(f"  {'split':<6} {'rows':>7}  {unit + ' min/mean/p95/max':<28} {'trained':>7} "
-                       f"{'truncated':>9} {'no target':>9} {'duplicate':>9}  file")
+            out.append(
+                f"  {'split':<6} {'rows':>7}  {unit + ' min/mean/p95/max':<28} {'trained':>7} "
+                f"{'truncated':>9} {'no target':>9} {'duplicate':>9}  file"
+            )
             for s in self.splits.values():
                 stats = f"{s.min_len}/{s.mean_len:.1f}/{s.p95_len}/{s.max_len}"
                 share = f"{s.trained_share:.1%}" if s.trained_share is not None else "-"
-                out.append(f"  {s.name:<6} {s.rows:>7}  {stats:<28} {share:>7} {s.truncated:>9} "
-                           f"{s.no_target_rows:>9} {s.duplicate_rows:>9}  {s.file}")
+                out.append(
+                    f"  {s.name:<6} {s.rows:>7}  {stats:<28} {share:>7} {s.truncated:>9} "
+                    f"{s.no_target_rows:>9} {s.duplicate_rows:>9}  {s.file}"
+                )
             train = self.splits.get("train")
             if train and train.preview:
                 out.append("Preview (train):")
-                for line, row in zip(train.preview_lines, train.preview):
+                for line, row in zip(train.preview_lines, train.preview, strict=True):
                     shown = " | ".join(f"{k}: {v}" for k, v in row.items())
                     out.append(f"  line {line}: {shown[:160]}")
         if self.warnings:
@@ -133,18 +138,27 @@ def _stats(raw: RawSplit, lengths: np.ndarray, unit: str, keys: list[str]) -> Sp
 
 
 def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
-    out = [f"the chat template leaves out the {role} turn of {len(lines)} {name} row(s) (first: line {lines[0]}); "
-           "the model trains without that text" for role, lines in enc.left_out.items()]
+    out = [
+        f"the chat template leaves out the {role} turn of {len(lines)} {name} row(s) (first: line {lines[0]}); "
+        "the model trains without that text"
+        for role, lines in enc.left_out.items()
+    ]
     if enc.changed_lines:
-        out.append(f"{len(enc.changed_lines)} {name} row(s) have an assistant turn that the chat template drops or "
-                   f"rewrites (first: line {enc.changed_lines[0]}): a dropped turn is not trained, a rewritten one is "
-                   "trained as the template prints it; check it in the token view")
+        out.append(
+            f"{len(enc.changed_lines)} {name} row(s) have an assistant turn that the chat template drops or "
+            f"rewrites (first: line {enc.changed_lines[0]}): a dropped turn is not trained, a rewritten one is "
+            "trained as the template prints it; check it in the token view"
+        )
     if enc.reasoning_rows:
-        out.append(f"in {enc.reasoning_rows} {name} row(s) the chat template leaves out the <think> reasoning of "
-                   "earlier assistant turns; only their answers are trained, as the model will see them")
+        out.append(
+            f"in {enc.reasoning_rows} {name} row(s) the chat template leaves out the <think> reasoning of "
+            "earlier assistant turns; only their answers are trained, as the model will see them"
+        )
     if enc.unmarked_rows:
-        out.append(f"{enc.unmarked_rows} {name} row(s) have an assistant turn with no end-of-turn token after it; "
-                   "the model will not learn where those answers end")
+        out.append(
+            f"{enc.unmarked_rows} {name} row(s) have an assistant turn with no end-of-turn token after it; "
+            "the model will not learn where those answers end"
+        )
     return out
 
 
@@ -153,11 +167,12 @@ def _encoded_warnings(report: DataReport, encoded: dict[str, EncodedSplit]) -> l
     for name, enc in encoded.items():
         out.extend(_template_warnings(name, enc))
     train = report.splits.get("train")
-    if report.mask_prompt and train and train.trained_share is not None and \
-            train.trained_share > SUSPECT_TRAINED_SHARE:
-        out.append(f"completions only is on, yet {train.trained_share:.0%} of the training tokens are trained: the "
-                   "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
-                   "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)")
+    if report.mask_prompt and train and train.trained_share is not None and train.trained_share > SUSPECT_TRAINED_SHARE:
+        out.append(
+            f"completions only is on, yet {train.trained_share:.0%} of the training tokens are trained: the "
+            "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
+            "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)"
+        )
     return out
 
 
@@ -172,8 +187,7 @@ def check_data(
     seed: int = default_of("seed"),
 ) -> DataCheck:
     """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised."""
-    options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt,
-                            batch_size=batch_size)
+    options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt, batch_size=batch_size)
     intake = read_dataset(path, options)
     problems = intake.problems
     warnings = list(intake.warnings)
@@ -186,8 +200,10 @@ def check_data(
         if isinstance(format_named(intake.format), TurnsFormat):
             template = template_description(tokenizer)
             if not has_chat_template(tokenizer):
-                warnings.append("the tokenizer has no chat template; prompt/completion and chat rows use the plain "
-                                f"fallback '{FALLBACK_TEMPLATE_DOC}'")
+                warnings.append(
+                    "the tokenizer has no chat template; prompt/completion and chat rows use the plain "
+                    f"fallback '{FALLBACK_TEMPLATE_DOC}'"
+                )
         encoded = {}
         for name, raw in intake.splits.items():
             enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems)
@@ -200,36 +216,67 @@ def check_data(
     else:
         for name, raw in intake.splits.items():
             if raw.format:
-                lengths = np.fromiter((FORMATS[raw.format].char_length(r) for r in raw.rows), dtype=np.int64,
-                                      count=len(raw.rows))
+                lengths = np.fromiter(
+                    (FORMATS[raw.format].char_length(r) for r in raw.rows), dtype=np.int64, count=len(raw.rows)
+                )
                 splits[name] = _stats(raw, lengths, "characters", keys[name])
 
     for rep in splits.values():
         if rep.truncated:
-            warnings.append(f"{rep.truncated} {rep.name} row(s) are longer than max_seq_length={max_seq_length} "
-                            f"and will be truncated (longest: {rep.max_len} tokens)")
+            warnings.append(
+                f"{rep.truncated} {rep.name} row(s) are longer than max_seq_length={max_seq_length} "
+                f"and will be truncated (longest: {rep.max_len} tokens)"
+            )
         if rep.no_target_rows:
-            warnings.append(f"{rep.no_target_rows} {rep.name} row(s) have no trained token (the prompt fills "
-                            "max_seq_length, or the template dropped the answer); they add nothing to training")
+            warnings.append(
+                f"{rep.no_target_rows} {rep.name} row(s) have no trained token (the prompt fills "
+                "max_seq_length, or the template dropped the answer); they add nothing to training"
+            )
         if rep.duplicate_rows:
-            warnings.append(f"{rep.duplicate_rows} {rep.name} row(s) repeat an earlier row of the same split; "
-                            "they weigh those rows more")
+            warnings.append(
+                f"{rep.duplicate_rows} {rep.name} row(s) repeat an earlier row of the same split; "
+                "they weigh those rows more"
+            )
     if "train" in intake.splits:
         seen = set(keys["train"])
         for name in intake.splits:
             shared = sum(k in seen for k in keys[name]) if name != "train" else 0
             if shared:
-                warnings.append(f"{shared} {name} row(s) also appear in train; their {name} loss overstates "
-                                "how well the model generalizes")
+                warnings.append(
+                    f"{shared} {name} row(s) also appear in train; their {name} loss overstates "
+                    "how well the model generalizes"
+                )
 
     file_order: dict[str, int] = {}
     for p in problems.items:
         file_order.setdefault(p.file, len(file_order))
     ordered = sorted(problems.items, key=lambda p: (file_order[p.file], p.line))
-    report = DataReport(intake.source, intake.format, splits, ordered, problems.count, warnings,
-                        max_seq_length, mask_prompt, template)
+    report = DataReport(
+        intake.source, intake.format, splits, ordered, problems.count, warnings, max_seq_length, mask_prompt, template
+    )
     if encoded is not None:
         report.warnings.extend(_encoded_warnings(report, encoded))
         if problems.count:
             encoded = None
     return DataCheck(report, encoded, intake.splits)
+
+
+def training_data(
+    path: str, tokenizer: Any, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float, seed: int
+) -> tuple[DataReport, dict[str, EncodedSplit]]:
+    """The report and encoded splits to train on; DataError listing every problem when the data is not usable."""
+    check = check_data(
+        path,
+        tokenizer,
+        max_seq_length=max_seq_length,
+        mask_prompt=mask_prompt,
+        batch_size=batch_size,
+        valid_fraction=valid_fraction,
+        seed=seed,
+    )
+    if not check.report.usable or check.encoded is None:
+        raise DataError(
+            f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them and start again",
+            check.report.problem_lines(),
+        )
+    return check.report, check.encoded

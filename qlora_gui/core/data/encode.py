@@ -11,8 +11,9 @@ from the template when it prints one, else from the tokenizer as for plain text.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -79,11 +80,16 @@ def _tokenize(tokenizer: Any, texts: list[str], plain: bool, offsets: bool) -> I
     bos = leading_bos(tokenizer)
     eos = getattr(tokenizer, "eos_token_id", None)
     for i in range(0, len(texts), ENCODE_CHUNK):
-        chunk = texts[i:i + ENCODE_CHUNK]
-        enc = hf(chunk, add_special_tokens=plain, return_offsets_mapping=offsets, return_attention_mask=False,
-                 return_token_type_ids=False)
+        chunk = texts[i : i + ENCODE_CHUNK]
+        enc = hf(
+            chunk,
+            add_special_tokens=plain,
+            return_offsets_mapping=offsets,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
         spans = enc["offset_mapping"] if offsets else [None] * len(chunk)
-        for text, ids, offs in zip(chunk, enc["input_ids"], spans):
+        for text, ids, offs in zip(chunk, enc["input_ids"], spans, strict=True):
             ids = np.asarray(ids, dtype=np.int32)
             offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2) if offs is not None else None
             if bos is not None and (not len(ids) or ids[0] != bos):
@@ -121,12 +127,13 @@ def _mask_by_prefixes(tokenizer: Any, row: EncodedRow, spans: list[tuple[int, in
         through = next(_tokenize(tokenizer, [row.text[:end]], plain=False, offsets=False)).ids
         n = min(len(first), len(row.ids))
         differ = np.flatnonzero(first[:n] != row.ids[:n])
-        mask[(int(differ[0]) if len(differ) else n):len(through)] = True
+        mask[(int(differ[0]) if len(differ) else n) : len(through)] = True
     return mask
 
 
-def _render_row(row: dict, fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool
-                ) -> tuple[str, RowSpans | None, list[str]]:
+def _render_row(
+    row: dict, fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool
+) -> tuple[str, RowSpans | None, list[str]]:
     messages = fmt.as_messages(row)
     tools = fmt.tools(row)
     text = render_chat(tokenizer, messages, tools)
@@ -137,8 +144,9 @@ def _render_row(row: dict, fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool
     return text, assistant_spans(render, messages, text, chat_shape(tokenizer, tools)), left_out
 
 
-def encode_rows(rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool,
-                on_reject=None, keep_text: bool = False) -> Iterator[tuple[int, EncodedRow]]:
+def encode_rows(
+    rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool, on_reject=None, keep_text: bool = False
+) -> Iterator[tuple[int, EncodedRow]]:
     """(index, encoded row) for each row; a row the template rejects goes to on_reject(index, message)."""
     row_format = FORMATS[fmt]
     if isinstance(row_format, TextFormat):
@@ -148,8 +156,9 @@ def encode_rows(rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool,
     yield from _encode_turns(rows, row_format, tokenizer, mask_prompt, on_reject, keep_text)
 
 
-def _encode_turns(rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool,
-                  on_reject, keep_text: bool) -> Iterator[tuple[int, EncodedRow]]:
+def _encode_turns(
+    rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool, on_reject, keep_text: bool
+) -> Iterator[tuple[int, EncodedRow]]:
     rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
     for i, row in enumerate(rows):
         try:
@@ -157,8 +166,9 @@ def _encode_turns(rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_promp
         except Exception as e:  # a Jinja template can raise anything; report it on the row
             if on_reject is not None:
                 roles = {t.get("role") for t in fmt.as_messages(row)}
-                on_reject(i, f"the model's chat template rejected this row ({e}): "
-                             f"{rejection_hint(str(e), roles, tokenizer)}")
+                on_reject(
+                    i, f"the model's chat template rejected this row ({e}): {rejection_hint(str(e), roles, tokenizer)}"
+                )
             continue
         rendered.append((i, text, spans, left_out))
     texts = [r[1] for r in rendered]
@@ -169,19 +179,25 @@ def _encode_turns(rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_promp
         except NotImplementedError:  # a slow tokenizer: no offsets
             with_offsets = False
     # Streamed a chunk at a time: every row's offsets at once would cost more than the tokens themselves.
-    for (i, _, spans, left_out), row in zip(rendered, _tokenize(tokenizer, texts, False, offsets=with_offsets)):
+    for (i, _, spans, left_out), row in zip(
+        rendered, _tokenize(tokenizer, texts, False, offsets=with_offsets), strict=True
+    ):
         row.left_out = left_out
         if spans is not None:
-            row.trained = (spans_to_mask(row.offsets, spans.spans) if with_offsets
-                           else _mask_by_prefixes(tokenizer, row, spans.spans))
+            row.trained = (
+                spans_to_mask(row.offsets, spans.spans)
+                if with_offsets
+                else _mask_by_prefixes(tokenizer, row, spans.spans)
+            )
             row.spans = spans
         if not keep_text:
             row.text, row.offsets = "", None
         yield i, row
 
 
-def encode_split(raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool,
-                 problems: Problems) -> EncodedSplit:
+def encode_split(
+    raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool, problems: Problems
+) -> EncodedSplit:
     """Tokenize a checked split. Template failures become line-numbered problems."""
     out = EncodedSplit([], [], np.zeros(0, dtype=np.int64), [])
     reject = lambda i, message: problems.add(raw.file, raw.lines[i], message)  # noqa: E731

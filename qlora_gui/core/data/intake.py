@@ -61,8 +61,9 @@ class IntakeOptions:
 # ---------------------------------------------------------------- checking
 
 
-def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: IntakeOptions,
-               problems: Problems) -> RawSplit:
+def check_rows(
+    rows: list[tuple[int, Any]], name: str, split: str, options: IntakeOptions, problems: Problems
+) -> RawSplit:
     """Check types and the format of every row; the file's format is its first row's."""
     fmt: RowFormat | None = None
     first_line = 0
@@ -72,9 +73,14 @@ def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: Inta
     good_lines: list[int] = []
     for line, row in rows:
         if not isinstance(row, dict):
-            kind = {"str": "string", "int": "number", "float": "number", "bool": "true/false",
-                    "NoneType": "null"}.get(type(row).__name__, type(row).__name__)
-            problems.add(name, line, f"the row is a JSON {kind}, not an object; write each row as {{\"text\": ...}} or another format")
+            kind = {"str": "string", "int": "number", "float": "number", "bool": "true/false", "NoneType": "null"}.get(
+                type(row).__name__, type(row).__name__
+            )
+            problems.add(
+                name,
+                line,
+                f'the row is a JSON {kind}, not an object; write each row as {{"text": ...}} or another format',
+            )
             continue
         this = detect_format(row)
         if this is None:
@@ -95,19 +101,27 @@ def check_rows(rows: list[tuple[int, Any]], name: str, split: str, options: Inta
             good_lines.append(line)
     if fmt is not None and mixed_fmt is not None:
         problems.add(
-            name, mixed_line,
+            name,
+            mixed_line,
             f"this row is {mixed_fmt.name} data ({mixed_fmt.keys_shown}) but the file is {fmt.name} data "
             f"({fmt.keys_shown}, from line {first_line}); {mixed_count} row(s) differ. Use one format per file.",
         )
     # Said once, on train, not once per file.
     if fmt is not None and not fmt.can_mask_prompt and options.mask_prompt and split == "train":
-        problems.add(name, first_line, "'train on completions only' needs prompt/completion or chat rows; "
-                     f"{fmt.name} rows have no prompt to mask. Turn it off or convert the rows.")
+        problems.add(
+            name,
+            first_line,
+            "'train on completions only' needs prompt/completion or chat rows; "
+            f"{fmt.name} rows have no prompt to mask. Turn it off or convert the rows.",
+        )
     return RawSplit(split, name, fmt.name if fmt else None, good, good_lines)
 
 
 _RENAMES = {
-    ("instruction", "output"): "Alpaca rows: join 'instruction' and 'input' into 'prompt' and rename 'output' to 'completion'",
+    (
+        "instruction",
+        "output",
+    ): "Alpaca rows: join 'instruction' and 'input' into 'prompt' and rename 'output' to 'completion'",
     ("input", "output"): "rename 'input' to 'prompt' and 'output' to 'completion'",
     ("question", "answer"): "rename 'question' to 'prompt' and 'answer' to 'completion'",
     ("conversations",): "ShareGPT rows: rename 'conversations' to 'messages' with 'role'/'content' turns",
@@ -164,8 +178,12 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
         files = {s: _find_split_file(path, s) for s in SPLITS}
         if files["train"] is None:
             present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
-            problems.add(shown, 1, f"the folder has no train.jsonl (found: {present}); a data folder holds "
-                         "train.jsonl and optionally valid.jsonl and test.jsonl")
+            problems.add(
+                shown,
+                1,
+                f"the folder has no train.jsonl (found: {present}); a data folder holds "
+                "train.jsonl and optionally valid.jsonl and test.jsonl",
+            )
             return Intake(shown, splits, problems, warnings)
         for split, file in files.items():
             if file is not None:
@@ -173,10 +191,14 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
                 splits[split] = check_rows(rows, str(file), split, options, problems)
         if "valid" not in splits and options.valid_fraction > 0:
             _hold_out_valid(splits, options)
-            warnings.append(f"no valid.jsonl: held out {options.valid_fraction:.0%} of train as validation (seed {options.seed})")
+            warnings.append(
+                f"no valid.jsonl: held out {options.valid_fraction:.0%} of train as validation (seed {options.seed})"
+            )
     else:
         if path.suffix.lower() not in DATA_SUFFIXES:
-            problems.add(shown, 1, f"'{path.suffix or path.name}' is not a data file; give a .jsonl or .json file or a folder")
+            problems.add(
+                shown, 1, f"'{path.suffix or path.name}' is not a data file; give a .jsonl or .json file or a folder"
+            )
             return Intake(shown, splits, problems, warnings)
         rows = read_rows(path, shown, problems)
         splits["train"] = check_rows(rows, shown, "train", options, problems)
@@ -200,11 +222,23 @@ def _check_across_splits(splits: dict[str, RawSplit], options: IntakeOptions, pr
     if train is None:
         return
     for split in splits.values():
-        if split is not train and split.format and train.format and split.format != train.format \
-                and split.file != train.file:
-            problems.add(split.file, split.lines[0] if split.lines else 1,
-                         f"{split.name} rows are {split.format} data but train rows are {train.format} data; use one format")
+        if (
+            split is not train
+            and split.format
+            and train.format
+            and split.format != train.format
+            and split.file != train.file
+        ):
+            problems.add(
+                split.file,
+                split.lines[0] if split.lines else 1,
+                f"{split.name} rows are {split.format} data but train rows are {train.format} data; use one format",
+            )
     if problems.count == 0 and len(train.rows) < options.batch_size:
         line = train.lines[-1] if train.lines else 1
-        problems.add(train.file, line, f"only {len(train.rows)} training row(s), fewer than one batch of "
-                     f"{options.batch_size}; add rows or lower the batch size")
+        problems.add(
+            train.file,
+            line,
+            f"only {len(train.rows)} training row(s), fewer than one batch of "
+            f"{options.batch_size}; add rows or lower the batch size",
+        )

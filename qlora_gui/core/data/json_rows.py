@@ -34,7 +34,9 @@ def _decode_lines(raw: bytes, name: str, problems: Problems) -> list[tuple[int, 
     nul = raw.find(b"\x00")
     if nul >= 0:
         line = raw.count(b"\n", 0, nul) + 1
-        problems.add(name, line, f"binary data (a NUL byte at byte offset {nul}); give a text file with one JSON object per line")
+        problems.add(
+            name, line, f"binary data (a NUL byte at byte offset {nul}); give a text file with one JSON object per line"
+        )
         return None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
@@ -53,7 +55,8 @@ def _decode_lines(raw: bytes, name: str, problems: Problems) -> list[tuple[int, 
             except UnicodeDecodeError:
                 pass
             problems.add(
-                name, number,
+                name,
+                number,
                 f"byte 0x{chunk[e.start]:02X} at column {column} is not UTF-8.{guess} Re-save the file as UTF-8.",
             )
     return out
@@ -69,11 +72,19 @@ def _parse_json_lines(lines: list[tuple[int, str]], name: str, problems: Problem
         except json.JSONDecodeError as e:
             stripped = text.strip()
             if e.msg == "Extra data":
-                problems.add(name, number, f"more than one JSON value on this line (extra text at column {e.colno}); put one row per line")
+                problems.add(
+                    name,
+                    number,
+                    f"more than one JSON value on this line (extra text at column {e.colno}); put one row per line",
+                )
             elif number == last_line and rows and not stripped.startswith("{"):
                 problems.add(name, number, f"trailing text after the last row: {stripped[:40]!r}; delete it")
             else:
-                problems.add(name, number, f"invalid JSON at column {e.colno}: {e.msg}; each line must be one complete JSON object")
+                problems.add(
+                    name,
+                    number,
+                    f"invalid JSON at column {e.colno}: {e.msg}; each line must be one complete JSON object",
+                )
     return rows
 
 
@@ -112,7 +123,7 @@ def _parse_json_array(text: str, name: str, problems: Problems) -> list[tuple[in
             return rows
     i = skip_ws(i)
     if i < len(text):
-        problems.add(name, line_of(i), f"trailing text after the closing ']': {text[i:i + 40].strip()!r}; delete it")
+        problems.add(name, line_of(i), f"trailing text after the closing ']': {text[i : i + 40].strip()!r}; delete it")
     return rows
 
 
@@ -156,7 +167,11 @@ def read_rows(path: Path, name: str, problems: Problems) -> list[tuple[int, Any]
         if isinstance(whole, dict):
             lists = [k for k, v in whole.items() if isinstance(v, list)]
             hint = f" (its key {lists[0]!r} holds a list: save that list itself)" if lists else ""
-            problems.add(name, first[0], f"the file is one JSON object spread over lines{hint}; give a JSON array of rows or one row per line")
+            problems.add(
+                name,
+                first[0],
+                f"the file is one JSON object spread over lines{hint}; give a JSON array of rows or one row per line",
+            )
             return []
     problems.extend(local)
     return rows

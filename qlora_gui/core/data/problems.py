@@ -29,7 +29,7 @@ class Problems:
         if len(self.items) < MAX_KEPT_PROBLEMS:
             self.items.append(Problem(file, line, message))
 
-    def extend(self, other: "Problems") -> None:
+    def extend(self, other: Problems) -> None:
         for p in other.items:
             self.add(p.file, p.line, p.message)
         self.count += other.count - len(other.items)

@@ -27,8 +27,14 @@ class SampleText(NamedTuple):
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {str: "a string", int: "a number", float: "a number", bool: "true/false",
-            list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "true/false",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def content_text(content: Any) -> str | None:
@@ -187,7 +193,7 @@ class ChatFormat(TurnsFormat):
     def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
         messages = row["messages"]
         if not isinstance(messages, list):
-            return [f"'messages' must be a list of {{\"role\", \"content\"}} turns, got {_type_name(messages)}"]
+            return [f'\'messages\' must be a list of {{"role", "content"}} turns, got {_type_name(messages)}']
         if not messages:
             return ["'messages' is empty; a chat row needs at least one turn"]
         errors = []
@@ -203,8 +209,7 @@ class ChatFormat(TurnsFormat):
     def preview(self, row: dict[str, Any], width: int = 240) -> dict[str, str]:
         turns = self.as_messages(row)
         prompt = next((t["content"] for t in turns if t.get("role") == "user" and t.get("content")), "")
-        answer = next((t["content"] for t in reversed(turns) if t.get("role") == "assistant" and t.get("content")),
-                      "")
+        answer = next((t["content"] for t in reversed(turns) if t.get("role") == "assistant" and t.get("content")), "")
         return {"turns": str(len(turns)), "user": _cut(prompt, width), "assistant": _cut(answer, width)}
 
 

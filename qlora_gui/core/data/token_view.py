@@ -52,8 +52,10 @@ class TokenView:
 
     def summary(self) -> str:
         kept = self.kept
-        text = (f"{self.file}:{self.line} ({self.split}): {kept} tokens, {self.trained} trained "
-                f"({self.trained / max(kept, 1):.1%}), {kept - self.trained} masked")
+        text = (
+            f"{self.file}:{self.line} ({self.split}): {kept} tokens, {self.trained} trained "
+            f"({self.trained / max(kept, 1):.1%}), {kept - self.trained} masked"
+        )
         if self.truncated:
             text += f"; cut at max_seq_length={self.max_seq_length}, {len(self.pieces) - kept} tokens dropped"
         return text
@@ -82,8 +84,11 @@ class TokenView:
             out.append(text)
         if in_trained:
             out.append("]]")
-        legend = ("green: trained (shades alternate per token), grey: masked" if color
-                  else "[[ ]]: trained tokens; everything else is masked")
+        legend = (
+            "green: trained (shades alternate per token), grey: masked"
+            if color
+            else "[[ ]]: trained tokens; everything else is masked"
+        )
         return f"{self.summary()}\n{legend}\n{''.join(out)}"
 
 
@@ -92,9 +97,11 @@ def find_row(splits: dict[str, RawSplit], line: int) -> tuple[RawSplit, int]:
     for raw in splits.values():
         if line in raw.lines:
             return raw, raw.lines.index(line)
-    raise UserError(f"no row on line {line}: the data has rows on lines "
-                    f"{min(min(r.lines) for r in splits.values() if r.lines)} to "
-                    f"{max(max(r.lines) for r in splits.values() if r.lines)}; give one of those")
+    raise UserError(
+        f"no row on line {line}: the data has rows on lines "
+        f"{min(min(r.lines) for r in splits.values() if r.lines)} to "
+        f"{max(max(r.lines) for r in splits.values() if r.lines)}; give one of those"
+    )
 
 
 def _piece_text(tokenizer: Any, text: str, prev_hi: int, lo: int, hi: int, token_id: int) -> str:
@@ -106,13 +113,22 @@ def _piece_text(tokenizer: Any, text: str, prev_hi: int, lo: int, hi: int, token
     return str(hf.convert_ids_to_tokens(token_id))  # a special token added outside the text
 
 
-def token_view(splits: dict[str, RawSplit], line: int, tokenizer: Any, *, max_seq_length: int,
-               mask_prompt: bool) -> TokenView:
+def token_view(
+    splits: dict[str, RawSplit], line: int, tokenizer: Any, *, max_seq_length: int, mask_prompt: bool
+) -> TokenView:
     """The row on `line` as the model sees it, through the trainer's own encoding."""
     raw, index = find_row(splits, line)
     problems: list[str] = []
-    rows = list(encode_rows([raw.rows[index]], raw.format or "text", tokenizer, mask_prompt,
-                            on_reject=lambda _, message: problems.append(message), keep_text=True))
+    rows = list(
+        encode_rows(
+            [raw.rows[index]],
+            raw.format or "text",
+            tokenizer,
+            mask_prompt,
+            on_reject=lambda _, message: problems.append(message),
+            keep_text=True,
+        )
+    )
     if not rows:
         raise UserError(f"{raw.file}:{line}: {problems[0] if problems else 'the row could not be encoded'}")
     row = rows[0][1]
@@ -120,7 +136,13 @@ def token_view(splits: dict[str, RawSplit], line: int, tokenizer: Any, *, max_se
     prev_hi = 0
     for i, token_id in enumerate(row.ids.tolist()):
         lo, hi = (int(x) for x in row.offsets[i]) if row.offsets is not None else (0, 0)
-        pieces.append(TokenPiece(_piece_text(tokenizer, row.text, prev_hi, lo, hi, token_id), token_id,
-                                 bool(row.trained[i]), i < max_seq_length))
+        pieces.append(
+            TokenPiece(
+                _piece_text(tokenizer, row.text, prev_hi, lo, hi, token_id),
+                token_id,
+                bool(row.trained[i]),
+                i < max_seq_length,
+            )
+        )
         prev_hi = max(prev_hi, hi)
     return TokenView(raw.file, line, raw.name, pieces, max_seq_length)

@@ -9,9 +9,9 @@ reads it like any other model.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from ..resources import sample_data_path
 
@@ -56,13 +56,23 @@ def build_tokenizer(out_dir: Path, corpus: Iterable[str], spec: DemoModelSpec):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<s>", "</s>", "<pad>"] + ROLE_TOKENS
-    trainer = trainers.BpeTrainer(vocab_size=spec.vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=spec.vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(corpus), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
-                                                       special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   additional_special_tokens=ROLE_TOKENS)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        additional_special_tokens=ROLE_TOKENS,
+    )
     if spec.chat_template:
         fast.chat_template = DEMO_CHAT_TEMPLATE
     fast.save_pretrained(str(out_dir))
@@ -82,8 +92,9 @@ def has_random_weights(model_dir: str | Path) -> bool:
     return readme.is_file() and readme.read_text(errors="replace").startswith(DEMO_README)
 
 
-def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
-                     corpus: Iterable[str] | None = None) -> Path:
+def build_demo_model(
+    out_dir: str | Path, spec: DemoModelSpec | None = None, corpus: Iterable[str] | None = None
+) -> Path:
     """Write a random-weight Llama and its tokenizer to out_dir; returns the folder."""
     import mlx.core as mx
     from mlx.utils import tree_flatten
@@ -115,8 +126,9 @@ def build_demo_model(out_dir: str | Path, spec: DemoModelSpec | None = None,
     model = llama.Model(llama.ModelArgs.from_dict(config))
     model.set_dtype(getattr(mx, spec.dtype))
     mx.eval(model.parameters())
-    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())),
-                        metadata={"format": "mlx"})
+    mx.save_safetensors(
+        str(out / "model.safetensors"), dict(tree_flatten(model.parameters())), metadata={"format": "mlx"}
+    )
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "README.md").write_text(DEMO_README + "\n")
     return out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ModelError
 
@@ -28,12 +28,16 @@ def download_model(repo_id: str, progress: Callable[[int, int], None] | None = N
     """Fetch a repo into the Hugging Face cache; `progress(done_bytes, total_bytes)` as it goes."""
     repo_id = repo_id.strip()
     if repo_id.count("/") != 1 or " " in repo_id:
-        raise ModelError(f"'{repo_id}' is not a Hugging Face repo id; use the form owner/name, "
-                         "e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit")
+        raise ModelError(
+            f"'{repo_id}' is not a Hugging Face repo id; use the form owner/name, "
+            "e.g. mlx-community/Qwen2.5-0.5B-Instruct-4bit"
+        )
     reason = _offline_reason()
     if reason:
-        raise ModelError(f"cannot download {repo_id}: {reason}. Connect to the internet, or pick a model folder "
-                         "on this machine or the demo model")
+        raise ModelError(
+            f"cannot download {repo_id}: {reason}. Connect to the internet, or pick a model folder "
+            "on this machine or the demo model"
+        )
     from huggingface_hub import snapshot_download
     from tqdm.auto import tqdm
 

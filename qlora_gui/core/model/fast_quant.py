@@ -9,19 +9,20 @@ layer's float weight at a time. The base is frozen, so only the input gets a
 gradient.
 
 On Apple GPUs MLX's quantized kernels are the fast path: this module leaves
-them alone there (see `fast_path_available` for each backend's figures). The layer keeps QuantizedLinear's parameters and names, so
-adapter files and fusing are the same whichever path trained them.
+them alone there (see `fast_path_available` for each backend's figures). The
+layer keeps QuantizedLinear's parameters and names, so adapter files and fusing
+are the same whichever path trained them.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import mlx.core as mx
 import mlx.nn as nn
 
 
-@lru_cache(maxsize=None)
+@cache
 def _dequantized_matmul(group_size: int, bits: int):
     def weight(w, scales, biases):
         return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits)
@@ -68,8 +69,7 @@ def use_fast_quantized_layers(model: nn.Module) -> int:
     """Switch every affine QuantizedLinear in the model to the fast path; returns how many."""
     count = 0
     for _, module in model.named_modules():
-        if type(module) is nn.QuantizedLinear and getattr(module, "mode", "affine") == "affine" \
-                and "biases" in module:
+        if type(module) is nn.QuantizedLinear and getattr(module, "mode", "affine") == "affine" and "biases" in module:
             module.__class__ = FastQuantizedLinear  # same parameters, only __call__ differs
             count += 1
     return count

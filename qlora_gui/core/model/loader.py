@@ -31,16 +31,16 @@ class LoadedModel:
     notes: list[str]
 
 
-def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64,
-              tokenizer: Any = None) -> LoadedModel:
+def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64, tokenizer: Any = None) -> LoadedModel:
     """Load weights with mlx-lm and quantize a full-precision model when asked."""
     from mlx_lm.utils import load_model, quantize_model
 
     try:
         model, config = load_model(path)
     except ValueError as e:  # mlx-lm raises ValueError for unknown architectures and bad weights
-        raise ModelError(f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture "
-                         "mlx-lm supports") from e
+        raise ModelError(
+            f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture mlx-lm supports"
+        ) from e
     except FileNotFoundError as e:
         raise ModelError(f"{path}: {e}") from e
     if tokenizer is None:
@@ -98,14 +98,16 @@ def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
 def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> dict[str, Any]:
     """What mlx-lm's load_adapters and fuse read, plus the run's settings for people."""
     out = cfg.to_dict()
-    out.update({
-        "model": str(base_path),
-        "fine_tune_type": cfg.fine_tune_type,
-        "num_layers": cfg.num_layers,
-        "lora_parameters": dict(cfg.lora_parameters),
-        "base_quantization": loaded.quantization,
-        "quantized_on_load": loaded.quantized_on_load,
-    })
+    out.update(
+        {
+            "model": str(base_path),
+            "fine_tune_type": cfg.fine_tune_type,
+            "num_layers": cfg.num_layers,
+            "lora_parameters": dict(cfg.lora_parameters),
+            "base_quantization": loaded.quantization,
+            "quantized_on_load": loaded.quantized_on_load,
+        }
+    )
     return out
 
 
@@ -142,10 +144,12 @@ def use_grad_checkpoint(model: nn.Module) -> int:
     for layer in model.layers:
         base, box = type(layer), _Keys()
         dropouts = [(name, m) for name, m in layer.named_modules() if isinstance(m, nn.Dropout)]
-        layer.update_modules(tree_unflatten([(name, _KeyedDropout(1 - m._p_1, box, i))
-                                             for i, (name, m) in enumerate(dropouts)]))
+        layer.update_modules(
+            tree_unflatten([(name, _KeyedDropout(1 - m._p_1, box, i)) for i, (name, m) in enumerate(dropouts)])
+        )
 
-        def checkpointed(self, *args, _call=base.__call__, _box=box, _n=max(len(dropouts), 1), **kwargs):
+        # Bound as defaults: each layer class keeps its own call, key box and dropout count.
+        def checkpointed(self, *args, _call=base.__call__, _box=box, _n=max(len(dropouts), 1), **kwargs):  # noqa: B008
             def inner(params, key, *args, **kwargs):
                 self.update(params)
                 _box.keys = mx.stop_gradient(mx.random.split(mx.stop_gradient(key), _n))

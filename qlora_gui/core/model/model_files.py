@@ -48,9 +48,11 @@ def resolve_model_path(name: str | os.PathLike, tokenizer_only: bool = False) ->
         if snap is not None:
             check(snap)
             return snap
-        raise ModelError(f"model '{text}' is not on this machine (not a folder, not in the Hugging Face cache at "
-                         f"{hf_cache_dir()}); download it first with the app's 'Download from Hugging Face…' "
-                         "or `hf download`, or give a local folder")
+        raise ModelError(
+            f"model '{text}' is not on this machine (not a folder, not in the Hugging Face cache at "
+            f"{hf_cache_dir()}); download it first with the app's 'Download from Hugging Face…' "
+            "or `hf download`, or give a local folder"
+        )
     raise ModelError(f"{text}: no such model folder; give a folder with config.json and *.safetensors")
 
 
@@ -64,8 +66,10 @@ def check_model_folder(path: Path) -> None:
     model_type = str(config.get("model_type", ""))
     module = MODEL_REMAPPING.get(model_type, model_type)
     if not module or find_spec(f"mlx_lm.models.{module}") is None:
-        raise ModelError(f"{path / 'config.json'}: model_type '{model_type}' is not an architecture mlx-lm "
-                         "supports here; pick another model, or update mlx-lm if this one is new")
+        raise ModelError(
+            f"{path / 'config.json'}: model_type '{model_type}' is not an architecture mlx-lm "
+            "supports here; pick another model, or update mlx-lm if this one is new"
+        )
 
 
 def check_tokenizer_folder(path: Path) -> None:
@@ -73,16 +77,19 @@ def check_tokenizer_folder(path: Path) -> None:
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json here; pick the model's top folder (Hugging Face layout)")
     if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ModelError(f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the tokenizer files from the "
-                         "model's original repository into this folder")
+        raise ModelError(
+            f"{path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); copy the tokenizer files from the "
+            "model's original repository into this folder"
+        )
 
 
 def check_model_files(path: Path) -> dict:
     """A model folder's files, cheaply (no imports, headers only); returns its config."""
     check_tokenizer_folder(path)
     if not any(any(path.glob(g)) for g in WEIGHT_GLOBS):
-        raise ModelError(f"{path}: no *.safetensors weights; MLX needs safetensors "
-                         "(convert other formats with `mlx_lm.convert`)")
+        raise ModelError(
+            f"{path}: no *.safetensors weights; MLX needs safetensors (convert other formats with `mlx_lm.convert`)"
+        )
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError) as e:
@@ -92,8 +99,10 @@ def check_model_files(path: Path) -> dict:
     for weights in sorted(path.glob("*.safetensors")):
         problem = _safetensors_problem(weights)
         if problem:
-            raise ModelError(f"{weights}: the weights file {problem}, as an interrupted download or copy leaves it; "
-                             "download or copy the model again")
+            raise ModelError(
+                f"{weights}: the weights file {problem}, as an interrupted download or copy leaves it; "
+                "download or copy the model again"
+            )
     return config
 
 
@@ -109,8 +118,11 @@ def _safetensors_problem(file: Path) -> str | None:
             header = json.loads(f.read(n))
         except (ValueError, UnicodeDecodeError):
             return "has a damaged header"
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)
-            and "data_offsets" in v]
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v
+    ]
     needed = 8 + n + max(ends, default=0)
     return f"is cut short ({size:,} of {needed:,} bytes)" if size < needed else None
 
@@ -127,5 +139,7 @@ def load_tokenizer(path: str | Path):
         return _load(path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
     except Exception as e:  # transformers raises many kinds for broken tokenizer files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ModelError(f"{path}: cannot load the tokenizer ({type(e).__name__}: {first_line}); "
-                         "the folder needs tokenizer.json or tokenizer.model with tokenizer_config.json") from e
+        raise ModelError(
+            f"{path}: cannot load the tokenizer ({type(e).__name__}: {first_line}); "
+            "the folder needs tokenizer.json or tokenizer.model with tokenizer_config.json"
+        ) from e

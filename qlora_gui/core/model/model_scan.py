@@ -13,8 +13,19 @@ from pathlib import Path
 from .model_files import hf_cache_dir
 
 LM_STUDIO_DIRS = (Path.home() / ".lmstudio" / "models", Path.home() / ".cache" / "lm-studio" / "models")
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "U32": 4, "I16": 2, "I8": 1, "U8": 1,
-                "BOOL": 1}
+_DTYPE_BYTES = {
+    "F64": 8,
+    "F32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I64": 8,
+    "I32": 4,
+    "U32": 4,
+    "I16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+}
 
 
 @dataclass
@@ -30,8 +41,10 @@ class ModelInfo:
 
     @property
     def label(self) -> str:
-        return f"{self.name}  ·  {self.architecture}  ·  {format_count(self.parameters)} params  ·  " \
-               f"{self.quantization}  ·  {format_bytes(self.size_bytes)}"
+        return (
+            f"{self.name}  ·  {self.architecture}  ·  {format_count(self.parameters)} params  ·  "
+            f"{self.quantization}  ·  {format_bytes(self.size_bytes)}"
+        )
 
 
 def format_count(n: int) -> str:
@@ -96,7 +109,7 @@ def _hf_cache_models() -> list[ModelInfo]:
     for repo in sorted(root.glob("models--*")):
         snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime)
         if snaps:
-            info = describe_model(snaps[-1], "Hugging Face cache", repo.name[len("models--"):].replace("--", "/"))
+            info = describe_model(snaps[-1], "Hugging Face cache", repo.name[len("models--") :].replace("--", "/"))
             if info:
                 out.append(info)
     return out

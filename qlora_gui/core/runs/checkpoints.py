@@ -58,8 +58,12 @@ def atomic_save_safetensors(path: Path, arrays: dict[str, mx.array], metadata: d
         raise
 
 
-_SAVE_HINTS = {errno.ENOSPC: "the disk is full: free some space", errno.EDQUOT: "the disk quota is used up",
-               errno.EROFS: "the disk is read-only", errno.EACCES: "there is no permission to write there"}
+_SAVE_HINTS = {
+    errno.ENOSPC: "the disk is full: free some space",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the disk is read-only",
+    errno.EACCES: "there is no permission to write there",
+}
 
 
 def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
@@ -68,8 +72,11 @@ def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
     why = os.strerror(code) if code else str(error)
     hint = _SAVE_HINTS.get(code, "check that the folder is writable and has space")
     previous = latest_checkpoint(run_dir)
-    kept = (f"the checkpoint of step {previous.step} is intact; resume from it when fixed" if previous
-            else "no earlier checkpoint exists")
+    kept = (
+        f"the checkpoint of step {previous.step} is intact; resume from it when fixed"
+        if previous
+        else "no earlier checkpoint exists"
+    )
     return f"could not save the checkpoint of step {step} in {run_dir}: {why}. {hint[0].upper()}{hint[1:]}; {kept}"
 
 
@@ -81,8 +88,14 @@ class CheckpointInfo:
     state: dict[str, Any]
 
 
-def save_checkpoint(run_dir: Path, step: int, adapters: dict[str, mx.array], adapter_config: dict[str, Any],
-                    optimizer_state: dict[str, mx.array], state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    adapters: dict[str, mx.array],
+    adapter_config: dict[str, Any],
+    optimizer_state: dict[str, mx.array],
+    state: dict[str, Any],
+) -> Path:
     """Write a whole checkpoint under a temporary name, then rename it into place."""
     run = RunFolder(run_dir)
     final = run.checkpoint(step)
@@ -155,14 +168,30 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     return removed
 
 
+def new_train_state(seed: int) -> dict[str, Any]:
+    """Where a run stands, as state.json keeps it: a resume continues from exactly here."""
+    return {
+        "step": 0,
+        "epoch": 0,
+        "batch_pos": 0,
+        "seed": seed,
+        "best_val_loss": None,
+        "best_step": None,
+        "val_loss": None,
+        "trained_tokens": 0,
+    }
+
+
 def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
     """Put a checkpoint's adapter and optimizer state into a model and optimizer; returns its saved state."""
     adapters, opt_flat, saved = load_checkpoint(path)
     model.load_weights(list(adapters.items()), strict=False)
     missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
     if missing:
-        raise UserError(f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
-                        "resume with the run's own config")
+        raise UserError(
+            f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
+            "resume with the run's own config"
+        )
     optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
     mx.eval(model.parameters(), optimizer.state)
     return saved

@@ -41,8 +41,10 @@ def rename_run(run_dir: Path, new_name: str) -> Path:
     run_dir = Path(run_dir)
     name = new_name.strip()
     if not name or not _NAME.match(name) or name in (".", "..") or name.startswith("."):
-        raise UserError(f"'{new_name}' cannot name a run folder: use letters, digits, spaces, '-' or '_', "
-                        "no slashes or colons, not starting with '.'")
+        raise UserError(
+            f"'{new_name}' cannot name a run folder: use letters, digits, spaces, '-' or '_', "
+            "no slashes or colons, not starting with '.'"
+        )
     target = run_dir.with_name(name)
     if target == run_dir:
         return run_dir
@@ -61,8 +63,10 @@ def rename_run(run_dir: Path, new_name: str) -> Path:
             config["adapter_path"] = str(target)
             atomic_write_text(config_path, yaml.safe_dump(config, sort_keys=False, width=10_000))
     except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"the run is now '{name}', but its config.yaml could not be updated ({e}); resuming it "
-                        "would write to the old folder name until you fix adapter_path there") from e
+        raise UserError(
+            f"the run is now '{name}', but its config.yaml could not be updated ({e}); resuming it "
+            "would write to the old folder name until you fix adapter_path there"
+        ) from e
     return target
 
 
@@ -75,9 +79,11 @@ def step_budget(config: dict[str, Any]) -> str:
 def describe_settings(config: dict[str, Any]) -> str:
     """One line for the runs table."""
     lora = config.get("lora_parameters") or {}
-    return (f"{config.get('fine_tune_type', 'lora')} r{lora.get('rank')} · lr {config.get('learning_rate')} · "
-            f"bs {config.get('batch_size')}×{config.get('grad_accumulation_steps', 1)} · {step_budget(config)}"
-            + (f" · {config['quantize_bits']}-bit" if config.get("quantize_bits") else ""))
+    return (
+        f"{config.get('fine_tune_type', 'lora')} r{lora.get('rank')} · lr {config.get('learning_rate')} · "
+        f"bs {config.get('batch_size')}×{config.get('grad_accumulation_steps', 1)} · {step_budget(config)}"
+        + (f" · {config['quantize_bits']}-bit" if config.get("quantize_bits") else "")
+    )
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:

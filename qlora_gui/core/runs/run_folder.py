@@ -1,12 +1,12 @@
 """A run folder's layout: the only code that knows its file names and how checkpoints are named.
 
-    RUN/config.yaml               resolved settings
-    RUN/metrics.jsonl             every event, one JSON line each
-    RUN/notes.md                  the user's notes (Runs tab)
-    RUN/owner.lock                who trains in it now (run_lock.py)
-    RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an
-    RUN/adapter_config.json                           } adapter folder unchanged
-    RUN/checkpoints/0000100/      adapters + adapter config + optimizer.safetensors + state.json
+RUN/config.yaml               resolved settings
+RUN/metrics.jsonl             every event, one JSON line each
+RUN/notes.md                  the user's notes (Runs tab)
+RUN/owner.lock                who trains in it now (run_lock.py)
+RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an
+RUN/adapter_config.json                           } adapter folder unchanged
+RUN/checkpoints/0000100/      adapters + adapter config + optimizer.safetensors + state.json
 """
 
 from __future__ import annotations

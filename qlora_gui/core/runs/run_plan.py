@@ -48,8 +48,10 @@ def resumed_config(run_dir: Path, given: dict[str, Any]) -> tuple[TrainConfig, l
     cfg, notes = load_config_file(saved)
     for key, value in given.items():
         if cfg.value(key) != value:
-            raise ConfigError(f"--resume continues the run with its own settings, but {key}={value!r} differs "
-                              f"from the run's {cfg.value(key)!r}; drop that flag or start a new run")
+            raise ConfigError(
+                f"--resume continues the run with its own settings, but {key}={value!r} differs "
+                f"from the run's {cfg.value(key)!r}; drop that flag or start a new run"
+            )
     cfg.adapter_path, cfg.resume = str(run_dir), True
     return cfg, notes
 
@@ -84,8 +86,11 @@ def resume_source(cfg: TrainConfig, resume_from: Path | None) -> Path | None:
         raise UserError(in_use_message(run.path, owner))
     if resume_from is None and not cfg.resume:
         if run.holds_a_run():
-            hint = (f"continue it with: {resume_command(run.path)}" if ckpt.latest_checkpoint(run.path)
-                    else "it has no checkpoint to continue from")
+            hint = (
+                f"continue it with: {resume_command(run.path)}"
+                if ckpt.latest_checkpoint(run.path)
+                else "it has no checkpoint to continue from"
+            )
             raise UserError(f"{run.path} already holds a run; choose a new folder, or {hint}")
         return None
     if resume_from is None:
@@ -99,8 +104,10 @@ def resume_source(cfg: TrainConfig, resume_from: Path | None) -> Path | None:
     if run_of(resume_from).same_as(run):
         latest = ckpt.latest_checkpoint(run.path)
         if latest and latest.step > step:
-            raise UserError(f"{run.path} has checkpoints after step {step}; resuming from it would overwrite them. "
-                            "Resume into a new run folder instead")
+            raise UserError(
+                f"{run.path} has checkpoints after step {step}; resuming from it would overwrite them. "
+                "Resume into a new run folder instead"
+            )
         return resume_from
     if run.holds_a_run():
         raise UserError(f"{run.path} already holds a run; choose an empty folder to branch into")
@@ -112,5 +119,7 @@ def resume_source(cfg: TrainConfig, resume_from: Path | None) -> Path | None:
 def step_plan(rows: int, cfg: TrainConfig) -> str:
     """What Start will run, so that a step budget spanning more than the epochs asked for is visible."""
     per_epoch, total = planned_steps(rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)
-    return (f"{rows:,} training rows · {per_epoch:,} steps per epoch · {total:,} steps = "
-            f"{total / max(per_epoch, 1):.2f} epochs" + (" (the step budget decides)" if cfg.iters else ""))
+    return (
+        f"{rows:,} training rows · {per_epoch:,} steps per epoch · {total:,} steps = "
+        f"{total / max(per_epoch, 1):.2f} epochs" + (" (the step budget decides)" if cfg.iters else "")
+    )

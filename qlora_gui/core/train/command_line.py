@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .config import SETTING_BY_KEY, SETTINGS, TrainConfig
 from .setting import Setting
@@ -33,15 +34,25 @@ def add_setting_flags(parser: argparse.ArgumentParser, keys: Iterable[str] | Non
         group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title.lower()))
         text = s.describe().replace("%", "%%")
         if s.kind == "bool":
-            group.add_argument(s.flag_name, dest=_dest(s), action="store_const", const=not s.default, default=None,
-                                help=("turn off: " if s.default else "") + text)
+            group.add_argument(
+                s.flag_name,
+                dest=_dest(s),
+                action="store_const",
+                const=not s.default,
+                default=None,
+                help=("turn off: " if s.default else "") + text,
+            )
         else:
             typ = type(s.choices[0]) if s.choices else _TYPES.get(s.kind, str)
-            group.add_argument(s.flag_name, dest=_dest(s), type=typ, default=None, help=text,
-                                metavar=s.name.upper())
+            group.add_argument(s.flag_name, dest=_dest(s), type=typ, default=None, help=text, metavar=s.name.upper())
     if keys is None or "lora_parameters.scale" in set(keys):
-        (groups.get("Adapter") or parser).add_argument(ALPHA_FLAG, dest="lora_alpha", type=float, default=None,
-                            help="PEFT-style alpha; stored as scale = alpha / rank")
+        (groups.get("Adapter") or parser).add_argument(
+            ALPHA_FLAG,
+            dest="lora_alpha",
+            type=float,
+            default=None,
+            help="PEFT-style alpha; stored as scale = alpha / rank",
+        )
 
 
 def flag_values(args: argparse.Namespace, keys: Iterable[str] | None = None) -> dict[str, Any]:

@@ -18,16 +18,30 @@ import yaml
 from ..errors import ConfigError
 from .setting import Setting, declared, setting
 
-STEP_NOTE = ("A step is one optimizer update. mlx-lm counts micro-batches: with --grad-accumulation-steps N, "
-             "our --iters K equals mlx-lm's --iters K*N.")
+STEP_NOTE = (
+    "A step is one optimizer update. mlx-lm counts micro-batches: with --grad-accumulation-steps N, "
+    "our --iters K equals mlx-lm's --iters K*N."
+)
 AUTO_WARMUP_SHARE = 0.05  # warmup_steps None: this share of all steps
 
 # mlx-lm lora keys we read but do not act on; they are reported, not rejected.
-IGNORED_MLX_KEYS = {"train", "wandb", "report_to", "project_name", "hf_dataset", "resume_adapter_file",
-                    "prompt_feature", "completion_feature", "text_feature", "chat_feature",
-                    "clear_cache_threshold"}
+IGNORED_MLX_KEYS = {
+    "train",
+    "wandb",
+    "report_to",
+    "project_name",
+    "hf_dataset",
+    "resume_adapter_file",
+    "prompt_feature",
+    "completion_feature",
+    "text_feature",
+    "chat_feature",
+    "clear_cache_threshold",
+}
 MLX_ALIASES = {"steps_per_save": "save_every"}  # mlx-lm's TrainingArgs names for our keys
 
+# The declarations below are a table: one setting per entry, kept compact rather than one argument per line.
+# fmt: off
 # The keys of `lora_parameters`, as mlx-lm's linear_to_lora_layers reads them.
 LORA_SETTINGS = (
     Setting("Rank", "Size of the adapter matrices. Higher rank learns more; memory and adapter size grow "
@@ -66,7 +80,8 @@ class TrainConfig:
     valid_fraction: float = setting(
         0.1, "Validation share", "Share of a single file held out as validation data (seeded; a row never lands "
         "in both). A folder with valid.jsonl uses that file instead.", "float", minimum=0.0, maximum=0.5)
-    resume: bool = setting(False, "Resume", "Continue the run in --adapter-path from its latest checkpoint, with its own settings.", "bool")
+    resume: bool = setting(False, "Resume", "Continue the run in --adapter-path from its latest checkpoint, with its "
+                           "own settings.", "bool")
 
     # The Settings tab, box by box.
     fine_tune_type: str = setting(
@@ -150,6 +165,7 @@ class TrainConfig:
         2.0, "Clear MLX cache above", "MLX keeps freed buffers for reuse; above this size they are released. "
         "Lower: less memory, a little slower.", "float", "Safety", 0.0, 4096.0, decimals=1, lowest_text="always",
         unit="GB")
+    # fmt: on
 
     def value(self, key: str) -> Any:
         """A setting's value by its key ('batch_size', 'lora_parameters.rank')."""

@@ -31,8 +31,13 @@ class MemoryEstimate:
         return self.weights + self.adapters + self.activations
 
 
-def estimate_memory(model_dir: Path, cfg: TrainConfig, parameters: int | None = None,
-                    stored_bits: int | None = None, longest_row: int | None = None) -> MemoryEstimate | None:
+def estimate_memory(
+    model_dir: Path,
+    cfg: TrainConfig,
+    parameters: int | None = None,
+    stored_bits: int | None = None,
+    longest_row: int | None = None,
+) -> MemoryEstimate | None:
     """`longest_row` (tokens, from the data report) bounds the batch width better than max_seq_length."""
     try:
         mc = json.loads((Path(model_dir) / "config.json").read_text())

@@ -17,7 +17,7 @@ and a custom VJP hands that on. The log-sum-exp is taken in float32, as before.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -102,10 +102,10 @@ class ChunkedLoss:
         MLX never holds two chunks' logits at a time (independent chunks would all be made first)."""
         out: list[tuple[mx.array, mx.array | None]] = []
         for s in range(0, h.shape[0], self.chunk):
-            hc = h[s:s + self.chunk]
+            hc = h[s : s + self.chunk]
             if out:
                 hc = mx.depends(hc, [x for x in out[-1] if x is not None])
-            out.append(self._chunk(hc, t[s:s + self.chunk], w[s:s + self.chunk], with_grad))
+            out.append(self._chunk(hc, t[s : s + self.chunk], w[s : s + self.chunk], with_grad))
         return out
 
     def _cross_entropy(self, hidden: mx.array, targets: mx.array, weights: mx.array, with_grad: bool) -> mx.array:
@@ -117,7 +117,7 @@ class ChunkedLoss:
         # loss, and no chunk's logits outlive it. The backward only scales it by the incoming cotangent.
         @mx.custom_function
         def summed_ce(h, t, w):
-            losses, grads = zip(*self._chunks(h, t, w, True))
+            losses, grads = zip(*self._chunks(h, t, w, True), strict=True)
             return sum(losses), mx.concatenate(grads, axis=0)
 
         @summed_ce.vjp
@@ -127,8 +127,7 @@ class ChunkedLoss:
 
         return summed_ce(hidden, targets, weights)[0]
 
-    def __call__(self, model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array,
-                 weights: mx.array):
+    def __call__(self, model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array):
         hidden = model.model(inputs)
         hidden = mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0)
         return self._cross_entropy(hidden, targets, weights, with_grad=model.training), weights.sum()

@@ -45,10 +45,21 @@ class Progress:
         elapsed = self.elapsed
         self.last_loss = self._loss / self._tokens if self._tokens else float("nan")
         secs = self._seconds
-        event = StepReport(step, step / self.steps_per_epoch, self.last_loss, learning_rate,
-                           self._tokens / secs if secs else 0.0, self._steps / secs if secs else 0.0, trained_tokens,
-                           elapsed, elapsed / self.steps_this_session * (self.total_steps - step),
-                           mem.gb("mlx_active"), mem.gb("mlx_peak"), mem.gb("mlx_cache"), mem.gb("rss"))
+        event = StepReport(
+            step,
+            step / self.steps_per_epoch,
+            self.last_loss,
+            learning_rate,
+            self._tokens / secs if secs else 0.0,
+            self._steps / secs if secs else 0.0,
+            trained_tokens,
+            elapsed,
+            elapsed / self.steps_this_session * (self.total_steps - step),
+            mem.gb("mlx_active"),
+            mem.gb("mlx_peak"),
+            mem.gb("mlx_cache"),
+            mem.gb("rss"),
+        )
         self._reset_window()
         self._memory_now = max(mem.rss, mem.mlx_active)
         return event
@@ -59,5 +70,7 @@ class Progress:
         if self._ram_warned or used <= self.ram_warn_share * self._total_ram:
             return None
         self._ram_warned = True
-        return (f"memory use {used / GB:.1f} GB is above {self.ram_warn_share:.0%} of this machine's "
-                f"{self._total_ram / GB:.0f} GB; lower the batch size or max_seq_length, or quantize the base")
+        return (
+            f"memory use {used / GB:.1f} GB is above {self.ram_warn_share:.0%} of this machine's "
+            f"{self._total_ram / GB:.0f} GB; lower the batch size or max_seq_length, or quantize the base"
+        )

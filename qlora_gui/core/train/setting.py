@@ -28,7 +28,8 @@ NO_OFF: Any = _NoOff()
 class Setting:
     label: str  # as the app shows it
     help: str  # --help and the tooltip: what it does and what it costs
-    kind: str = "text"  # int, float, sci, bool, choice, keys, text or mapping; "sci" is a float typed as text (1e-4), "keys" a list of names
+    # int, float, sci (a float typed as text: 1e-4), bool, choice, keys (a list of names), text or mapping
+    kind: str = "text"
     group: str | None = None  # the Settings tab's box; None: set elsewhere (Data or Model tab, the CLI, YAML)
     minimum: float | None = None
     maximum: float | None = None
@@ -87,7 +88,7 @@ class Setting:
     @property
     def step(self) -> float:
         """The smallest change a spin box makes."""
-        return 1 if self.kind == "int" else 10 ** -self.decimals
+        return 1 if self.kind == "int" else 10**-self.decimals
 
     def lowest(self) -> float:
         """A spin box's lowest value: the minimum, or one step below it standing for `off`."""
@@ -161,8 +162,13 @@ def setting(default: Any, label: str, help: str, *spec: Any, **named: Any) -> An
 
 
 def _copy(value: Any) -> Any:
-    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else \
-        [_copy(v) for v in value] if isinstance(value, list) else value
+    return (
+        {k: _copy(v) for k, v in value.items()}
+        if isinstance(value, dict)
+        else [_copy(v) for v in value]
+        if isinstance(value, list)
+        else value
+    )
 
 
 def declared(cls: type, extra: dict[str, tuple[Setting, ...]] | None = None) -> tuple[Setting, ...]:

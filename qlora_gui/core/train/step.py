@@ -15,8 +15,9 @@ outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -57,14 +58,23 @@ def reduce_across_ranks(grads: Any, totals: mx.array, group=None) -> tuple[Any, 
     """The one place where data-parallel ranks combine their sums (identity on one machine)."""
     if group is None or group.size() == 1:
         return grads, totals
-    return tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads), mx.distributed.all_sum(totals, group=group)
+    return tree_map(lambda g: mx.distributed.all_sum(g, group=group), grads), mx.distributed.all_sum(
+        totals, group=group
+    )
 
 
 class TrainStep:
     """Runs optimizer steps for one model and optimizer (build it after any optimizer state is restored)."""
 
-    def __init__(self, model: nn.Module, optimizer: optim.Optimizer, loss_fn: LossFn = token_loss,
-                 grad_clip: float = 0.0, group=None, compiled: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: optim.Optimizer,
+        loss_fn: LossFn = token_loss,
+        grad_clip: float = 0.0,
+        group=None,
+        compiled: bool = True,
+    ):
         self.model, self.optimizer, self.group = model, optimizer, group
         self.state = [model.state, optimizer.state, mx.random.state]
         self.updates = int(optimizer.step.item())  # counted here, so reading the rate never waits
@@ -74,11 +84,16 @@ class TrainStep:
             (loss, tokens), g = value_and_grad(model, inputs, positions, targets, weights)
             square = sum(mx.square(x.astype(mx.float32)).sum() for _, x in tree_flatten(g))
             mean = loss / mx.maximum(tokens, 1)
-            flag = mx.where(~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2,
-                                                           mx.where(mean > MAX_SANE_LOSS, 3, 0)))
+            flag = mx.where(
+                ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
+            )
             numbers = mx.stack([loss, tokens.astype(mx.float32)])
-            return g, flag == 0, mx.where(flag == 0, numbers, 0.0), mx.concatenate([flag.astype(mx.float32)[None],
-                                                                                   numbers])
+            return (
+                g,
+                flag == 0,
+                mx.where(flag == 0, numbers, 0.0),
+                mx.concatenate([flag.astype(mx.float32)[None], numbers]),
+            )
 
         # Three forms, so the common step (one micro-batch) adds no per-tensor work to mlx-lm's: alone, its
         # gradient goes to the update as it is, and the host, which reads its flag before queueing the
@@ -114,8 +129,9 @@ class TrainStep:
         batches = list(batches)
         if not batches:
             zero = mx.zeros((2,), dtype=mx.float32)
-            return reduce_across_ranks(tree_map(mx.zeros_like, self.model.trainable_parameters()), zero, self.group) \
-                + ([],)
+            return reduce_across_ranks(tree_map(mx.zeros_like, self.model.trainable_parameters()), zero, self.group) + (
+                [],
+            )
         # Across ranks the sums are added before anyone sees a flag, so every gradient is masked there.
         alone = len(batches) == 1 and (self.group is None or self.group.size() == 1)
         infos = []

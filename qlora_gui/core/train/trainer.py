@@ -24,7 +24,7 @@ from ..data.batching import (
     padding_share,
     steps_per_epoch,
 )
-from ..data.dataset import DataReport, check_data
+from ..data.dataset import DataReport, training_data
 from ..data.encode import EncodedSplit
 from ..errors import DataError, TrainingError, UserError
 from ..memory import GB, apply_limits, blas_in_use, clear_cache_if_above, device_name
@@ -32,17 +32,16 @@ from ..model.loader import adapter_config, adapter_weights, parameter_counts
 from ..model.model_files import load_tokenizer, resolve_model_path
 from ..runs import checkpoints as ckpt
 from ..runs.run_folder import RunFolder
-from ..runs.run_lock import RunLock
 from ..runs.run_plan import resume_source
+from ..runs.run_record import RunRecord
 from .config import TrainConfig
+from .divergence import DivergenceGuard
 from .events import (
-    CheckpointSaved,
     Event,
     EventCallback,
     Failed,
     Finished,
     RunStarted,
-    TrainWarning,
     ValidationResult,
     finite_or_none,
 )
@@ -54,22 +53,26 @@ from .training_model import prepare_model
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, callback: EventCallback | None = None, *,
-                 loss_fn: LossFn | None = None, resume_from: str | Path | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        callback: EventCallback | None = None,
+        *,
+        loss_fn: LossFn | None = None,
+        resume_from: str | Path | None = None,
+    ):
         self.config = config
-        self._callback = callback
+        self._record = RunRecord(callback, is_main=True)
         self._loss_fn = loss_fn  # None: the chunked loss where the model allows it
         self._resume_from = Path(resume_from) if resume_from else None
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
-        self._metrics = None
-        self._lock: RunLock | None = None
         self._progress: Progress | None = None
         self.data_report: DataReport | None = None
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self.group = mx.distributed.init()
-        self._is_main = self.group.rank() == 0
+        self._record.is_main = self.group.rank() == 0  # only rank 0 writes files and reports
 
     # ---------------------------------------------------------- control (any thread)
 
@@ -88,20 +91,6 @@ class Trainer:
     def paused(self) -> bool:
         return not self._running.is_set()
 
-    # ---------------------------------------------------------- events
-
-    def _emit(self, event: Event) -> None:
-        if not self._is_main:
-            return
-        if self._metrics is not None:
-            self._metrics.write(event.to_json_line())
-            self._metrics.flush()
-        if self._callback is not None:
-            self._callback(event)
-
-    def _warn(self, message: str, step: int = 0) -> None:
-        self._emit(TrainWarning(message, step))
-
     # ---------------------------------------------------------- run
 
     def run(self) -> Event:
@@ -117,27 +106,12 @@ class Trainer:
         except Exception as e:  # surfaced as a Failed event with details, never a crash
             return self._fail(f"unexpected {type(e).__name__}: {e}", details=traceback.format_exc(), exit_code=1)
         finally:
-            if self._metrics is not None:
-                self._metrics.close()
-                self._metrics = None
-            if self._lock is not None:
-                self._lock.release()
-                self._lock = None
+            self._record.close()
 
     def _fail(self, message: str, exit_code: int, details: str = "", problems: list[str] | None = None) -> Failed:
         event = Failed(message, details, exit_code, problems or [])
-        self._emit(event)
+        self._record.emit(event)
         return event
-
-    def _load_data(self, tokenizer: Any) -> dict[str, EncodedSplit]:
-        cfg = self.config
-        check = check_data(cfg.data, tokenizer, max_seq_length=cfg.max_seq_length, mask_prompt=cfg.mask_prompt,
-                           batch_size=cfg.batch_size, valid_fraction=cfg.valid_fraction, seed=cfg.seed)
-        self.data_report = check.report
-        if not check.report.usable or check.encoded is None:
-            raise DataError(f"{check.report.source}: the data has {check.report.problem_count} problem(s); "
-                            "fix them and start again", check.report.problem_lines())
-        return check.encoded
 
     def _run(self) -> Event:
         cfg = self.config
@@ -147,7 +121,10 @@ class Trainer:
         resume_path = resume_source(cfg, self._resume_from)
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path)
-        data = self._load_data(tokenizer)  # every data problem surfaces before any weights load
+        # Every data problem surfaces before any weights load.
+        self.data_report, data = training_data(
+            cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
+        )
         apply_limits(cfg.memory_limit_gb)
         prepared = prepare_model(cfg, model_path, tokenizer, self._loss_fn)
         loaded, model, notes, self._loss_fn = prepared.loaded, prepared.loaded.model, prepared.notes, prepared.loss_fn
@@ -162,30 +139,38 @@ class Trainer:
         optimizer = build_optimizer(cfg, total_steps)
         optimizer.init(model.trainable_parameters())
 
-        state = {"step": 0, "epoch": 0, "batch_pos": 0, "seed": cfg.seed, "best_val_loss": None,
-                 "best_step": None, "val_loss": None, "trained_tokens": 0}
+        state = ckpt.new_train_state(cfg.seed)
         if resume_path is not None:
             saved = ckpt.restore_checkpoint(resume_path, model, optimizer)
             state.update({k: saved[k] for k in state if k in saved})
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if self._is_main:
-            self._lock = RunLock.acquire(run_dir, "qlora-gui training")  # one trainer per run folder
-            if not run.config.exists():
-                ckpt.atomic_write_text(run.config, cfg.to_yaml())
-            self._metrics = open(run.metrics, "a", encoding="utf-8")
+        self._record.open(run, cfg)
         self._adapter_config = adapter_config(cfg, model_path, loaded)
         if prepared.fewer_layers:  # what was adapted, for mlx-lm versions that refuse more layers than the model has
             self._adapter_config["num_layers"] = len(model.layers)
         # The playground applies the chat template only when training did (not for text rows).
         self._adapter_config["data_format"] = self.data_report.format if self.data_report else None
-        self._emit(RunStarted(str(run_dir), cfg.to_dict(), trainable, total_params, spe, total_steps,
-                              state["step"], len(train.tokens), len(valid.tokens) if valid else 0,
-                              padding_share(lengths, first_epoch), blas_in_use(), prepared.quant_path, prepared.loss_path,
-                              device_name()))
+        self._record.emit(
+            RunStarted(
+                str(run_dir),
+                cfg.to_dict(),
+                trainable,
+                total_params,
+                spe,
+                total_steps,
+                state["step"],
+                len(train.tokens),
+                len(valid.tokens) if valid else 0,
+                padding_share(lengths, first_epoch),
+                blas_in_use(),
+                prepared.quant_path,
+                prepared.loss_path,
+                device_name(),
+            )
+        )
         for note in notes + (self.data_report.warnings if self.data_report else []):
-            self._warn(note)
-        return self._loop(model, optimizer, train, valid, test, state, total_steps, spe, run_dir)
+            self._record.warn(note)
+        return self._loop(model, optimizer, train, valid, test, state, total_steps, spe)
 
     # ---------------------------------------------------------- the loop
 
@@ -199,18 +184,17 @@ class Trainer:
         model.train()
         return loss, tokens, time.perf_counter() - t0
 
-    def _save(self, model, optimizer, state: dict, reason: str, is_best: bool) -> None:
-        if not self._is_main:
-            return
-        run_dir = Path(self.config.adapter_path)
-        opt_flat = dict(tree_flatten(optimizer.state))
-        try:
-            path = ckpt.save_checkpoint(run_dir, state["step"], adapter_weights(model), self._adapter_config,
-                                        opt_flat, dict(state))
-        except (OSError, RuntimeError) as e:  # MLX reports a failed write as a RuntimeError
-            raise TrainingError(ckpt.save_failed_message(run_dir, state["step"], e)) from e
-        ckpt.prune_checkpoints(run_dir, self.config.keep_last)
-        self._emit(CheckpointSaved(str(path), state["step"], state.get("val_loss"), is_best, reason))
+    def _save(self, model: Any, optimizer: Any, state: dict[str, Any], reason: str, is_best: bool) -> None:
+        self._record.save(
+            state["step"],
+            adapter_weights(model),
+            self._adapter_config,
+            dict(tree_flatten(optimizer.state)),
+            state,
+            self.config.keep_last,
+            reason,
+            is_best,
+        )
 
     def _wait_if_paused(self) -> None:
         if self._running.is_set():
@@ -220,7 +204,7 @@ class Trainer:
         if self._progress is not None:
             self._progress.paused += time.perf_counter() - t0
 
-    def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe, run_dir) -> Event:
+    def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe) -> Event:
         cfg = self.config
         train_step = TrainStep(model, optimizer, self._loss_fn, cfg.grad_clip, self.group)
         cache_limit = int(cfg.clear_cache_gb * GB)
@@ -228,7 +212,7 @@ class Trainer:
         rank, world = self.group.rank(), self.group.size()
         model.train()
         self._progress = progress = Progress(total_steps, spe, cfg.ram_warn_share)
-        bad_in_a_row = 0
+        guard = DivergenceGuard(cfg.max_bad_steps, cfg.learning_rate)
 
         def record_validation() -> bool:
             loss, tokens, secs = self._validate(model, valid, cfg.val_batches)
@@ -236,7 +220,7 @@ class Trainer:
             state["val_loss"] = loss
             if best:
                 state["best_val_loss"], state["best_step"] = loss, state["step"]
-            self._emit(ValidationResult(state["step"], loss, tokens, best, secs))
+            self._record.emit(ValidationResult(state["step"], loss, tokens, best, secs))
             return best
 
         if valid is not None and state["step"] == 0:
@@ -256,19 +240,10 @@ class Trainer:
                 t0 = time.perf_counter()
                 step = state["step"] + 1
                 mx.random.seed(cfg.seed * 1_000_003 + step)  # dropout depends on (seed, step) only
-                group = batches[state["batch_pos"]: state["batch_pos"] + cfg.grad_accumulation_steps]
+                group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
                 result = train_step(make_batch(train, idx) for idx in group)
-                for micro in result.micro:
-                    if micro.ok:
-                        bad_in_a_row = 0 if micro.tokens else bad_in_a_row
-                        continue
-                    bad_in_a_row += 1
-                    self._warn(f"step {step}: skipped a micro-batch because its {micro.reason}", step)
-                    if bad_in_a_row >= cfg.max_bad_steps:
-                        raise TrainingError(
-                            f"training diverged: {bad_in_a_row} bad micro-batches in a row at step {step}. "
-                            f"Lower the learning rate (now {cfg.learning_rate:g}) and resume from the last "
-                            "checkpoint, which is intact")
+                for warning in guard.check(result, step):
+                    self._record.warn(warning, step)
                 tokens, loss_sum = result.tokens, result.loss_sum
                 self.optimizer_updates += result.updated
                 state["step"] = step
@@ -280,10 +255,10 @@ class Trainer:
                 state["val_loss"] = None
                 progress.add_step(loss_sum, tokens, time.perf_counter() - t0)
                 if step % cfg.steps_per_report == 0 or step == total_steps:
-                    self._emit(progress.report(step, train_step.learning_rate(), state["trained_tokens"]))
+                    self._record.emit(progress.report(step, train_step.learning_rate(), state["trained_tokens"]))
                     warning = progress.memory_warning()
                     if warning:
-                        self._warn(warning, step)
+                        self._record.warn(warning, step)
 
                 is_best = False
                 if valid is not None and step % cfg.steps_per_eval == 0 and step != total_steps:
@@ -301,12 +276,19 @@ class Trainer:
         test_loss = None
         if cfg.test and test is not None:
             test_loss, tokens, secs = self._validate(model, test, cfg.test_batches)
-            self._emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
+            self._record.emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
         return self._finish(state, False, progress.last_loss, test_loss)
 
     def _finish(self, state: dict, stopped: bool, train_loss, test_loss) -> Finished:
-        event = Finished(state["step"], stopped, finite_or_none(train_loss), state.get("val_loss"),
-                         state.get("best_val_loss"), test_loss, self.config.adapter_path, self._progress.elapsed)
-        self._emit(event)
+        event = Finished(
+            state["step"],
+            stopped,
+            finite_or_none(train_loss),
+            state.get("val_loss"),
+            state.get("best_val_loss"),
+            test_loss,
+            self.config.adapter_path,
+            self._progress.elapsed,
+        )
+        self._record.emit(event)
         return event
-

@@ -22,8 +22,7 @@ class PreparedModel:
     notes: list[str] = field(default_factory=list)  # said as warnings when the run starts
 
 
-def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: LossFn | None = None
-                  ) -> PreparedModel:
+def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: LossFn | None = None) -> PreparedModel:
     """Load the base (quantized on load when asked), add adapters, pick the quantized-matmul path, the loss
     (the chunked one unless a loss is given) and gradient checkpointing. In the thread that will train."""
     loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
@@ -38,6 +37,8 @@ def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: L
     if loss_fn is None:
         loss_fn, loss_path = chunked_loss_for(model)
     if cfg.grad_checkpoint:
-        notes.append(f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "
-                     "about a third more time per step")
+        notes.append(
+            f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "
+            "about a third more time per step"
+        )
     return PreparedModel(loaded, loss_fn, loss_path, quant_path, bool(layers_note), notes)

@@ -124,8 +124,10 @@ class ExportDialog(QDialog):
             self.fuse_button.setEnabled(False)
             self.status.setText(f"Cannot fuse: {e}")
             return
-        self.quant_note.setText(f"Base: {base_path.name}, "
-                                + (f"{quant.get('bits')}-bit" if quant else "not quantized (fused at full precision)"))
+        self.quant_note.setText(
+            f"Base: {base_path.name}, "
+            + (f"{quant.get('bits')}-bit" if quant else "not quantized (fused at full precision)")
+        )
         self._quantized = bool(quant)
         for choice in (self.keep, self.dequantize):  # only a quantized base has a choice to make
             choice.setEnabled(self._quantized)
@@ -140,8 +142,9 @@ class ExportDialog(QDialog):
         if on:  # mlx-lm writes GGUF from 16-bit weights only
             self.dequantize.setChecked(True)
         self.keep.setEnabled(not on)
-        self.gguf_note.setText("GGUF is written from 16-bit weights, so the fused folder is de-quantized too."
-                               if on else "")
+        self.gguf_note.setText(
+            "GGUF is written from 16-bit weights, so the fused folder is de-quantized too." if on else ""
+        )
 
     def _suggest_folder(self) -> None:
         self._set_target(unused_path(self.parent_dir / self._suggested_name()))
@@ -179,8 +182,14 @@ class ExportDialog(QDialog):
         self.bar.show()
         self.bar.setValue(0)
         self.status.setText("Starting…")
-        fuse = partial(fuse_adapter, adapter, str(self.target()), dequantize=self.dequantize.isChecked(),
-                       export_gguf=self.gguf.isChecked(), progress=self.progressed.emit)
+        fuse = partial(
+            fuse_adapter,
+            adapter,
+            str(self.target()),
+            dequantize=self.dequantize.isChecked(),
+            export_gguf=self.gguf.isChecked(),
+            progress=self.progressed.emit,
+        )
         self.job = start_job(fuse, on_done=self._done, on_failed=self._failed)
 
     def _on_progress(self, fraction: float, message: str) -> None:
@@ -192,8 +201,10 @@ class ExportDialog(QDialog):
         self.result_path = result.path
         quant = f"{result.quantization['bits']}-bit" if result.quantization else "16-bit / full precision"
         gguf = f"; GGUF: {result.gguf.name}" if result.gguf else ""
-        self.status.setText(f"Saved {result.path} ({quant}, {result.size_bytes / 1e6:.1f} MB{gguf}). "
-                            "It loads with mlx_lm.load; see the README for LM Studio and Ollama.")
+        self.status.setText(
+            f"Saved {result.path} ({quant}, {result.size_bytes / 1e6:.1f} MB{gguf}). "
+            "It loads with mlx_lm.load; see the README for LM Studio and Ollama."
+        )
         self.bar.setValue(1000)
         self.exported.emit(str(result.path))
         if self.open_when_done:

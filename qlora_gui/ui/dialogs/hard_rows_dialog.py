@@ -16,8 +16,14 @@ def _table(rows: list[RowLoss]) -> QTableWidget:
     table.verticalHeader().hide()
     table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
     for r, row in enumerate(rows):
-        cells = (str(row.line), str(row.tokens), "–" if row.base_loss is None else f"{row.base_loss:.4f}",
-                 f"{row.adapter_loss:.4f}", "–" if row.gain is None else f"{row.gain:+.4f}", row.text)
+        cells = (
+            str(row.line),
+            str(row.tokens),
+            "–" if row.base_loss is None else f"{row.base_loss:.4f}",
+            f"{row.adapter_loss:.4f}",
+            "–" if row.gain is None else f"{row.gain:+.4f}",
+            row.text,
+        )
         for c, text in enumerate(cells):
             item = QTableWidgetItem(text)
             if c < 5:
@@ -38,8 +44,12 @@ class HardRowsDialog(QDialog):
         highest, least = hardest(rows)
         self.highest, self.least = _table(highest), _table(least)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel(f"Each row's own loss ({measured}). Line: the row's line in its file; gain: how "
-                                "much the adapter lowered the row's loss."))
+        layout.addWidget(
+            QLabel(
+                f"Each row's own loss ({measured}). Line: the row's line in its file; gain: how "
+                "much the adapter lowered the row's loss."
+            )
+        )
         layout.addWidget(QLabel(f"<b>Highest adapter loss</b> ({len(highest)} of {len(rows)} rows)"))
         layout.addWidget(self.highest, 1)
         layout.addWidget(QLabel(f"<b>Improved least by the adapter</b> ({len(least)})"))

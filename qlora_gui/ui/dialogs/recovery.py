@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox, QWidget
@@ -19,9 +19,13 @@ def offer_resume(parent: QWidget, runs_root, store: QSettings, resume: Callable[
     if not found:
         return None
     run, point = found[0]
-    box = QMessageBox(QMessageBox.Icon.Warning, "A run was cut off",
-                      f"Training of “{run.name}” stopped at step {run.last_step} without finishing: the app or the "
-                      f"machine stopped while it ran. Its checkpoint at step {point.step} is intact.", parent=parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Warning,
+        "A run was cut off",
+        f"Training of “{run.name}” stopped at step {run.last_step} without finishing: the app or the "
+        f"machine stopped while it ran. Its checkpoint at step {point.step} is intact.",
+        parent=parent,
+    )
     if len(found) > 1:
         box.setInformativeText(f"{len(found) - 1} more cut-off run(s) are in the Runs tab, each with Resume.")
     box.setObjectName("resume-offer")

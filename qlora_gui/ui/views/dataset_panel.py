@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
@@ -21,7 +20,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTableWidget,
-    QTableWidgetItem,
     QTextEdit,
     QVBoxLayout,
     QWidget,
@@ -35,6 +33,7 @@ from ..widgets.setting_widgets import make_widget, show_value
 from ..widgets.token_view_widget import TokenViewBox
 from ..workers.data_jobs import file_excerpt, run_check
 from ..workers.jobs import start_job
+from .data_summary import fill_preview, plot_lengths, summary_html
 
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 
@@ -145,8 +144,9 @@ class DatasetPanel(QWidget):
         self._checked_path = str(Path(path).expanduser())
         self._mask_cleared = False
         self.path_edit.setText(self._checked_path)
-        self.valid_share.setEnabled(not Path(path).is_dir() or not any(
-            (Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json")))
+        self.valid_share.setEnabled(
+            not Path(path).is_dir() or not any((Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json"))
+        )
         self.recheck()
 
     def set_model(self, model_path: str | None) -> None:
@@ -179,10 +179,17 @@ class DatasetPanel(QWidget):
         self.checking = True
         self.summary.setText(f"Checking <b>{self.path}</b>…")
         self.report_changed.emit()
-        start_job(run_check, self.path, self.model_path, self.max_seq_length, self.mask_prompt.isChecked(),
-                  self.batch_size, self.valid_share.value(),
-                  on_done=lambda result: self._on_report(generation, *result),
-                  on_failed=lambda msg, details: self._on_check_failed(generation, msg))
+        start_job(
+            run_check,
+            self.path,
+            self.model_path,
+            self.max_seq_length,
+            self.mask_prompt.isChecked(),
+            self.batch_size,
+            self.valid_share.value(),
+            on_done=lambda result: self._on_report(generation, *result),
+            on_failed=lambda msg, details: self._on_check_failed(generation, msg),
+        )
 
     def _on_report(self, generation: int, report: DataReport, raw: dict[str, RawSplit]) -> None:
         if generation != self._generation:
@@ -219,46 +226,15 @@ class DatasetPanel(QWidget):
         self.problem_box.setVisible(bool(report and report.problem_count))
         if report is None:
             return
-        rows = " · ".join(f"{s.name}: {s.rows:,} rows" for s in report.splits.values())
-        parts = [f"<b>{report.source}</b>", f"format: <b>{report.format or 'unknown'}</b>", rows]
-        train = report.splits.get("train")
-        if train and train.rows:
-            parts.append(f"{train.unit} min/mean/p95/max: {train.min_len}/{train.mean_len:.0f}/{train.p95_len}/"
-                         f"{train.max_len}")
-            if train.truncated:
-                parts.append(f"{train.truncated} truncated to {report.max_seq_length}")
-            if train.trained_share is not None:
-                parts.append(f"trained on {train.trained_share:.0%} of tokens")
-        if report.template:
-            parts.append(f"template: {report.template}")
-        ready = ("Ready to train." if self.model_path else
-                 "The data is ready; pick a model (tab 2) to count tokens and train.")
-        status = (f"<span style='color:#2ea043'><b>{ready}</b></span>" if report.usable else
-                  f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>")
-        notes = list(report.warnings)
-        if self._mask_cleared and not report.can_mask_prompt:
-            notes.insert(0, "'Train on completions only' was turned off: plain text rows have no prompt to mask")
-        warn = "".join(f"<br>⚠ {w}" for w in notes)
-        self.summary.setText(" · ".join(parts) + "<br>" + status + warn)
+        cleared = self._mask_cleared and not report.can_mask_prompt
+        self.summary.setText(summary_html(report, bool(self.model_path), cleared))
         for line in report.problem_lines():
             self.problems.addItem(line)
+        train = report.splits.get("train")
         if train and train.lengths:
-            counts, edges = np.histogram(train.lengths, bins=min(40, max(5, len(set(train.lengths)))))
-            self.histogram.addItem(pg.BarGraphItem(x0=edges[:-1], x1=edges[1:], height=counts, brush="#7aa6da"))
-            self.histogram.setLabel("bottom", f"{train.unit} per row")
-            self.histogram.setTitle(f"Row lengths in {train.unit}" + ("" if train.unit == "tokens" else
-                                                                       " (tokens once a model is picked)"))
-            self.histogram.setLabel("left", "rows")
+            plot_lengths(self.histogram, train)
         if train and train.preview:
-            columns = ["line"] + list(train.preview[0].keys())
-            self.preview.setColumnCount(len(columns))
-            self.preview.setHorizontalHeaderLabels(columns)
-            self.preview.setRowCount(len(train.preview))
-            for r, (line, row) in enumerate(zip(train.preview_lines, train.preview)):
-                self.preview.setItem(r, 0, QTableWidgetItem(str(line)))
-                for c, key in enumerate(columns[1:], start=1):
-                    self.preview.setItem(r, c, QTableWidgetItem(row.get(key, "")))
-            self.preview.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+            fill_preview(self.preview, train)
 
     # ------------------------------------------------------------ token view
 

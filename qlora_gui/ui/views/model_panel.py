@@ -30,17 +30,24 @@ from ..workers.jobs import start_job
 DEMO_LABEL = "Demo model (tiny, random weights)"
 PATH_ROLE = Qt.ItemDataRole.UserRole
 # (header, tooltip) of each column of the model table
-COLUMNS = (("Model", "The model folder's name"),
-           ("Architecture", "The model family, as its config.json names it"),
-           ("Parameters", "Weights in the model, counted from its files"),
-           ("Weights", "How the weights are stored: quantized (bits, group size) or a float type"),
-           ("Size", "Space on disk"),
-           ("Found in", "Where it was found: the Hugging Face cache, LM Studio's folders, a folder you added or "
-                        "browsed to, or built here (the demo)"))
+COLUMNS = (
+    ("Model", "The model folder's name"),
+    ("Architecture", "The model family, as its config.json names it"),
+    ("Parameters", "Weights in the model, counted from its files"),
+    ("Weights", "How the weights are stored: quantized (bits, group size) or a float type"),
+    ("Size", "Space on disk"),
+    (
+        "Found in",
+        "Where it was found: the Hugging Face cache, LM Studio's folders, a folder you added or "
+        "browsed to, or built here (the demo)",
+    ),
+)
 QUANTIZE = SETTING_BY_KEY["quantize_bits"]
 QUANT_BITS = (None, *QUANTIZE.choices)  # the base-weights choices, in the combo box's order
-QUANT_CHOICES = ("Keep as it is", *(f"Quantize to {b} bits on load" + (" (QLoRA)" if b == 4 else "")
-                                    for b in QUANTIZE.choices))
+QUANT_CHOICES = (
+    "Keep as it is",
+    *(f"Quantize to {b} bits on load" + (" (QLoRA)" if b == 4 else "") for b in QUANTIZE.choices),
+)
 BITS_PER_WEIGHT = {4: 4.5, 8: 8.5}  # with a float16 scale and bias per group of 64
 
 
@@ -52,11 +59,13 @@ def quantize_tooltips(info: ModelInfo | None) -> list[str]:
         return f"about {format_bytes(int(n * bits / 8))} of weights" if n else fallback
 
     stored = f" ({info.quantization}, {format_bytes(info.size_bytes)} on disk)" if info else ""
-    return [f"Train on the weights as they are stored{stored}.",
-            f"Quantize the frozen base to 4 bits when loading: {weights(BITS_PER_WEIGHT[4], 'about 1/4 of 16-bit')} "
-            f"instead of {weights(16, 'its 16-bit size')}. The adapter trains in full precision; quality stays close.",
-            f"Quantize the frozen base to 8 bits when loading: {weights(BITS_PER_WEIGHT[8], 'about 1/2 of 16-bit')}; "
-            "closer to the original than 4 bits."]
+    return [
+        f"Train on the weights as they are stored{stored}.",
+        f"Quantize the frozen base to 4 bits when loading: {weights(BITS_PER_WEIGHT[4], 'about 1/4 of 16-bit')} "
+        f"instead of {weights(16, 'its 16-bit size')}. The adapter trains in full precision; quality stays close.",
+        f"Quantize the frozen base to 8 bits when loading: {weights(BITS_PER_WEIGHT[8], 'about 1/2 of 16-bit')}; "
+        "closer to the original than 4 bits.",
+    ]
 
 
 def demo_model_dir() -> Path:
@@ -85,14 +94,16 @@ class ModelPanel(QWidget):
         for col, (_, tip) in enumerate(COLUMNS):
             self.models.headerItem().setToolTip(col, tip)
         self.models.currentItemChanged.connect(self._on_select)
-        self.info = QLabel("Pick a model. Models in the Hugging Face cache, LM Studio's folders and folders you add "
-                           "are listed.")
+        self.info = QLabel(
+            "Pick a model. Models in the Hugging Face cache, LM Studio's folders and folders you add are listed."
+        )
         self.info.setWordWrap(True)
         self.quantize = QComboBox()
         self.quantize.addItems(list(QUANT_CHOICES))
         self._describe_quant_choices(None)
         self.quantize.currentIndexChanged.connect(
-            lambda i: self.quantize.setToolTip(self.quantize.itemData(i, Qt.ItemDataRole.ToolTipRole)))
+            lambda i: self.quantize.setToolTip(self.quantize.itemData(i, Qt.ItemDataRole.ToolTipRole))
+        )
         self.group_size = QComboBox()
         group = SETTING_BY_KEY["quantize_group_size"]
         self.group_size.addItems([str(c) for c in group.choices])
@@ -137,8 +148,11 @@ class ModelPanel(QWidget):
         self.models.clear()
         demo = QTreeWidgetItem([DEMO_LABEL, "llama", "", "float32", "", "built here when picked"])
         demo.setData(0, PATH_ROLE, "demo")
-        demo.setToolTip(0, "Built on this machine in a few seconds. It learns, but it knows nothing: for trying the "
-                           "app, not for real use.")
+        demo.setToolTip(
+            0,
+            "Built on this machine in a few seconds. It learns, but it knows nothing: for trying the "
+            "app, not for real use.",
+        )
         self.models.addTopLevelItem(demo)
         demo_dir = demo_model_dir().resolve()
         for info in found:
@@ -147,8 +161,12 @@ class ModelPanel(QWidget):
         for col in range(len(COLUMNS) - 1):  # before the hint row, which spans the columns
             self.models.resizeColumnToContents(col)
         if not found:
-            hint = QTreeWidgetItem(["No other models found in the Hugging Face cache or LM Studio's folders. Use "
-                                    "Browse for a model folder, Add folder for a folder of models, or download one."])
+            hint = QTreeWidgetItem(
+                [
+                    "No other models found in the Hugging Face cache or LM Studio's folders. Use "
+                    "Browse for a model folder, Add folder for a folder of models, or download one."
+                ]
+            )
             hint.setFlags(Qt.ItemFlag.NoItemFlags)
             self.models.addTopLevelItem(hint)
             hint.setFirstColumnSpanned(True)
@@ -161,8 +179,14 @@ class ModelPanel(QWidget):
 
     @staticmethod
     def _cells(info: ModelInfo) -> list[str]:
-        return [info.name, info.architecture, format_count(info.parameters), info.quantization,
-                format_bytes(info.size_bytes), f"{info.source}: {info.path}"]
+        return [
+            info.name,
+            info.architecture,
+            format_count(info.parameters),
+            info.quantization,
+            format_bytes(info.size_bytes),
+            f"{info.source}: {info.path}",
+        ]
 
     def _add_item(self, info: ModelInfo) -> QTreeWidgetItem:
         item = QTreeWidgetItem(self._cells(info))
@@ -220,10 +244,11 @@ class ModelPanel(QWidget):
                 check_model_files(Path(info.path))  # headers only: cheap on the GUI thread
             except ModelError as e:
                 self.problem = str(e)
-            self.info.setText(f"<b>{info.name}</b> · {info.architecture} · {info.parameters:,} parameters · "
-                              f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}"
-                              + (f"<br><span style='color:#c0392b'>⚠ {html.escape(self.problem)}</span>"
-                                 if self.problem else ""))
+            self.info.setText(
+                f"<b>{info.name}</b> · {info.architecture} · {info.parameters:,} parameters · "
+                f"{info.quantization} · {format_bytes(info.size_bytes)} on disk<br>{info.path}"
+                + (f"<br><span style='color:#c0392b'>⚠ {html.escape(self.problem)}</span>" if self.problem else "")
+            )
             self._describe_quant_choices(info)
             if self.models.currentItem() is not None and self.models.currentItem().data(0, PATH_ROLE) == "demo":
                 for col, text in enumerate(self._cells(info)[1:], start=1):

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QSplitter,
     QToolButton,
     QVBoxLayout,
@@ -25,17 +21,19 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.after.generation import GenerationUpdate
-from ...core.after.inference import checkpoint_choices
 from ...core.after.samples import PromptSample
-from ...core.runs.checkpoints import list_checkpoints
-from ...core.runs.history import list_runs
+from ...core.runs.run_folder import checkpoint_step, run_of
 from ..widgets.answer_pane import AnswerPane
+from ..widgets.run_picker import RunPicker
+from ..widgets.sampling_box import SamplingBox
 from ..workers.playground_events import CommandFailed, Idle, ModelLoaded, ModelUnloaded, PromptShown
 from ..workers.playground_worker import GenerationWorker
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
-RANDOM_WEIGHTS_NOTE = (" This base has random weights (the demo model): both sides answer with noise; it shows how "
-                       "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that.")
+RANDOM_WEIGHTS_NOTE = (
+    " This base has random weights (the demo model): both sides answer with noise; it shows how "
+    "the app works, not what a fine-tune learns. Pick a real model in the Model tab for that."
+)
 PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Reference (validation set)"))
 FINISH_REASONS = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}
 
@@ -54,22 +52,11 @@ class PlaygroundView(QWidget):
         self._stale = False  # the prompt changed while answers were streaming
         self._sampled_prompt = ""  # the reference pane belongs to this prompt
 
-        self.run_box = QComboBox()
-        self.run_box.setMinimumContentsLength(28)
-        self.run_box.currentIndexChanged.connect(self._fill_checkpoints)
-        self.checkpoint_box = QComboBox()
-        self.checkpoint_box.setMinimumContentsLength(22)
-        self.checkpoint_box.activated.connect(lambda _i: self.load_selected())
-        refresh = QPushButton("Refresh")
-        refresh.clicked.connect(self.refresh)
+        self.picker = RunPicker(self.runs_root)
+        self.picker.checkpoint_chosen.connect(self.load_selected)
+        self.picker.refresh_requested.connect(self.refresh)
         self.status = QLabel("Pick a run to try its adapter.")
         self.status.setWordWrap(True)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Run:"))
-        top.addWidget(self.run_box, 2)
-        top.addWidget(QLabel("Checkpoint:"))
-        top.addWidget(self.checkpoint_box, 1)
-        top.addWidget(refresh)
 
         self.system = QLineEdit(placeholderText="optional system prompt")
         self.prompt = QPlainTextEdit(placeholderText="Type a prompt, or press “Sample from validation set”.")
@@ -93,17 +80,8 @@ class PlaygroundView(QWidget):
             signal.connect(lambda *_: self._format_timer.start())
             signal.connect(self._clear_answers)  # answers to another prompt would sit beside this one
 
-        self.temperature = QDoubleSpinBox(minimum=0.0, maximum=2.0, singleStep=0.1, value=0.7, decimals=2)
-        self.temperature.setToolTip("0 is greedy: always the most likely token.")
-        self.top_p = QDoubleSpinBox(minimum=0.05, maximum=1.0, singleStep=0.05, value=0.95, decimals=2)
-        self.max_tokens = QSpinBox(minimum=1, maximum=8192, value=256)
-        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0)
-        sampling = QGroupBox("Sampling (the same for both)")
-        form = QFormLayout(sampling)
-        form.addRow("Temperature", self.temperature)
-        form.addRow("Top-p", self.top_p)
-        form.addRow("Max tokens", self.max_tokens)
-        form.addRow("Seed", self.seed)
+        sampling = self.sampling = SamplingBox()
+        self.temperature, self.max_tokens = sampling.temperature, sampling.max_tokens
 
         self.generate_button = QPushButton("Generate")
         self.generate_button.setDefault(True)
@@ -142,7 +120,7 @@ class PlaygroundView(QWidget):
         self.panes["reference"].hide()
 
         layout = QVBoxLayout(self)
-        layout.addLayout(top)
+        layout.addWidget(self.picker)
         layout.addWidget(self.status)
         layout.addLayout(middle)
         layout.addWidget(answers, 1)
@@ -151,57 +129,25 @@ class PlaygroundView(QWidget):
     # ------------------------------------------------------------ runs and loading
 
     def refresh(self) -> None:
-        current = self.run_box.currentData(PATH_ROLE)
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        for run in list_runs(self.runs_root):
-            if list_checkpoints(run.path):
-                self.run_box.addItem(f"{run.name}  ({run.model_name}, {run.status})", str(run.path))
-        self.run_box.blockSignals(False)
-        if self.run_box.count() == 0:
+        if not self.picker.refresh():
             self.status.setText(f"No runs with checkpoints in {self.runs_root} yet: train one first.")
-            self.checkpoint_box.clear()
-            return
-        index = max(self.run_box.findData(current), 0) if current else 0
-        self.run_box.setCurrentIndex(index)
-        self._fill_checkpoints()
 
     def select_run(self, run_dir: str, checkpoint: str | None = None) -> None:
-        self.refresh()
-        index = self.run_box.findData(str(run_dir))
-        if index >= 0:
-            self.run_box.setCurrentIndex(index)
-            if checkpoint:
-                self.checkpoint_box.setCurrentIndex(max(self.checkpoint_box.findData(str(checkpoint)), 0))
+        self.picker.refresh()
+        if self.picker.select(run_dir, checkpoint):
             self.load_selected()
 
-    def _fill_checkpoints(self) -> None:
-        run = self.run_box.currentData()
-        self.checkpoint_box.clear()
-        if not run:
-            return
-        choices, default = checkpoint_choices(run)
-        for label, path in choices:
-            self.checkpoint_box.addItem(label, path)
-        if default:
-            self.checkpoint_box.setCurrentIndex(self.checkpoint_box.findData(default))
-        self.load_selected()
-
     def load_selected(self) -> None:
-        path = self.checkpoint_box.currentData()
+        path = self.picker.checkpoint
         if not path or path == self.requested:
             return
         self.requested = path
         self.loaded_label = ""
-        self.status.setText(f"Loading {Path(path).parent.parent.name} @ step {int(Path(path).name)}…")
+        self.status.setText(f"Loading {run_of(path).name} @ step {checkpoint_step(path)}…")
         self.worker.send("load", adapter_path=path)
         self._update_buttons()
 
     # ------------------------------------------------------------ prompts and generation
-
-    def settings(self) -> dict:
-        return {"temperature": self.temperature.value(), "top_p": self.top_p.value(),
-                "max_tokens": self.max_tokens.value(), "seed": self.seed.value()}
 
     def generate(self) -> None:
         if not self.loaded_label or self.worker.busy or not self.prompt.toPlainText().strip():
@@ -210,8 +156,13 @@ class PlaygroundView(QWidget):
             self.panes[key].clear()
             self.panes[key].stats.setText("starting…")
         self.generating = True
-        self.worker.send("generate", prompt=self.prompt.toPlainText(), system=self.system.text(),
-                         template=self.template.isChecked(), **self.settings())
+        self.worker.send(
+            "generate",
+            prompt=self.prompt.toPlainText(),
+            system=self.system.text(),
+            template=self.template.isChecked(),
+            **dataclasses.asdict(self.sampling.settings()),
+        )
         self._update_buttons()
 
     def stop(self) -> None:
@@ -232,8 +183,12 @@ class PlaygroundView(QWidget):
 
     def _send_format(self) -> None:
         if self.raw_toggle.isChecked() and self.loaded_label:
-            self.worker.send("format", prompt=self.prompt.toPlainText(), system=self.system.text(),
-                             template=self.template.isChecked())
+            self.worker.send(
+                "format",
+                prompt=self.prompt.toPlainText(),
+                system=self.system.text(),
+                template=self.template.isChecked(),
+            )
 
     def _toggle_raw(self, shown: bool) -> None:
         self.raw_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
@@ -251,14 +206,18 @@ class PlaygroundView(QWidget):
             case ModelLoaded():
                 self.loaded_label = event.label
                 self.template.setChecked(event.uses_template)
-                self.status.setText(f"Ready: {Path(event.model).name} with the adapter of {event.label}. "
-                                    "Both sides share one copy of the base weights."
-                                    + (RANDOM_WEIGHTS_NOTE if event.random_weights else ""))
+                self.status.setText(
+                    f"Ready: {Path(event.model).name} with the adapter of {event.label}. "
+                    "Both sides share one copy of the base weights."
+                    + (RANDOM_WEIGHTS_NOTE if event.random_weights else "")
+                )
                 self.sample_note.setText("" if event.samples else event.samples_note)
                 self._send_format()
             case ModelUnloaded():
-                self.status.setText("The model was unloaded to leave its memory to training; it loads again when "
-                                    "you come back to this tab.")
+                self.status.setText(
+                    "The model was unloaded to leave its memory to training; it loads again when "
+                    "you come back to this tab."
+                )
             case PromptShown():
                 self.raw_prompt.setPlainText(event.text)
                 self.raw_toggle.setText(f"Prompt as the model sees it ({event.note})")
@@ -274,8 +233,9 @@ class PlaygroundView(QWidget):
                 pane = self.panes[event.side]
                 pane.append(event.text)
                 what = FINISH_REASONS.get(event.finish_reason, "")
-                pane.stats.setText(f"{event.tokens} tokens · {event.tokens_per_sec:.1f} tokens/s"
-                                   + (f" · {what}" if what else ""))
+                pane.stats.setText(
+                    f"{event.tokens} tokens · {event.tokens_per_sec:.1f} tokens/s" + (f" · {what}" if what else "")
+                )
             case CommandFailed():
                 if event.command == "load":
                     self.requested = ""  # picking it again retries

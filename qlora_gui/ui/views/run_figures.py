@@ -13,15 +13,23 @@ def evaluation_text(results: list[dict]) -> str:
     lines = []
     for r in results:
         step = f"step {r['step']}" if r.get("step") is not None else "latest"
-        parts = [f"{name} loss {r[key]:.4f} (perplexity {r[ppl]:.2f})"
-                 for name, key, ppl in (("base", "base_loss", "base_perplexity"),
-                                        ("adapter", "adapter_loss", "adapter_perplexity"))
-                 if r.get(key) is not None and r.get(ppl) is not None]
-        what = ("all rows" if r.get("all_rows", True) else
-                f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
-                "validation loss for this checkpoint")
-        lines.append(f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: "
-                     + " → ".join(parts))
+        parts = [
+            f"{name} loss {r[key]:.4f} (perplexity {r[ppl]:.2f})"
+            for name, key, ppl in (
+                ("base", "base_loss", "base_perplexity"),
+                ("adapter", "adapter_loss", "adapter_perplexity"),
+            )
+            if r.get(key) is not None and r.get(ppl) is not None
+        ]
+        what = (
+            "all rows"
+            if r.get("all_rows", True)
+            else f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
+            "validation loss for this checkpoint"
+        )
+        lines.append(
+            f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: " + " → ".join(parts)
+        )
     return "\n".join(lines)
 
 

@@ -42,9 +42,12 @@ class RunFiling:
         run = self.selected_run()
         if not run:
             return
-        text, ok = QInputDialog.getMultiLineText(self, f"Notes — {Path(run).name}",
-                                                 "Notes on this run (saved in its folder as notes.md):",
-                                                 read_notes(Path(run)))
+        text, ok = QInputDialog.getMultiLineText(
+            self,
+            f"Notes — {Path(run).name}",
+            "Notes on this run (saved in its folder as notes.md):",
+            read_notes(Path(run)),
+        )
         if ok:
             self.set_notes(text)
 
@@ -64,9 +67,12 @@ class RunFiling:
         run = self.selected_run()
         if not run:
             return
-        answer = QMessageBox.question(self, "Move run to trash",
-                                      f"Move the run '{Path(run).name}' (its checkpoints, metrics and notes) to the "
-                                      "trash? You can restore it from there.")
+        answer = QMessageBox.question(
+            self,
+            "Move run to trash",
+            f"Move the run '{Path(run).name}' (its checkpoints, metrics and notes) to the "
+            "trash? You can restore it from there.",
+        )
         if answer == QMessageBox.StandardButton.Yes:
             self.trash_selected()
 
@@ -80,8 +86,10 @@ class RunFiling:
             self.summary.setText(f"⚠ Not moved to the trash: {in_use_message(Path(run), owner)}")
             return False
         if not move_to_trash(run):
-            self.summary.setText(f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
-                                 f"Delete the folder yourself if you want it gone: {run}")
+            self.summary.setText(
+                f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
+                f"Delete the folder yourself if you want it gone: {run}"
+            )
             return False
         self.refresh()
         self.summary.setText(f"Moved {Path(run).name} to the trash.")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
@@ -32,8 +32,20 @@ from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_t
 from .run_filing import RunFiling
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
-COLUMNS = ["Run", "Status", "Model", "Data", "Steps", "Final val loss", "Best val loss",
-           "Eval loss (base → adapter)", "Settings", "Notes", "Last train loss", "Date"]
+COLUMNS = [
+    "Run",
+    "Status",
+    "Model",
+    "Data",
+    "Steps",
+    "Final val loss",
+    "Best val loss",
+    "Eval loss (base → adapter)",
+    "Settings",
+    "Notes",
+    "Last train loss",
+    "Date",
+]
 PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
 
 
@@ -68,14 +80,17 @@ class RunsView(RunFiling, QWidget):
         self.try_button.setToolTip("Compare the adapter with the base, side by side.")
         self.try_button.clicked.connect(lambda: self.emit_for_selected(self.try_requested))
         self.eval_button = QPushButton("Evaluate")
-        self.eval_button.setToolTip("Loss and perplexity of the base and the adapter (best checkpoint) on the test "
-                                    "split, or the held-out validation split; saved in the run folder.")
+        self.eval_button.setToolTip(
+            "Loss and perplexity of the base and the adapter (best checkpoint) on the test "
+            "split, or the held-out validation split; saved in the run folder."
+        )
         self.eval_button.clicked.connect(self.evaluate_selected)
         self.export_button = QPushButton("Fuse && export…")
         self.export_button.clicked.connect(lambda: self.emit_for_selected(self.export_requested))
         self.rows_button = QPushButton("Hardest rows…")
-        self.rows_button.setToolTip("The rows with the highest loss under the adapter, and those it improved least "
-                                    "(from the last Evaluate)")
+        self.rows_button.setToolTip(
+            "The rows with the highest loss under the adapter, and those it improved least (from the last Evaluate)"
+        )
         self.rows_button.clicked.connect(self.show_hard_rows)
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue a run that ended before its last step from its latest checkpoint")
@@ -123,11 +138,22 @@ class RunsView(RunFiling, QWidget):
             self._configs[str(run.path)] = c
             self._summaries[str(run.path)] = run
             notes = read_notes(run.path)
-            item = QTreeWidgetItem([run.name, run.status, run.model_name, Path(str(c.get("data", ""))).name,
-                                    str(run.last_step), fmt_loss(run.final_val_loss), fmt_loss(run.best_val_loss),
-                                    eval_cell(read_evaluations(run.path)), describe_settings(c),
-                                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
-                                    fmt_loss(run.final_loss), time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified))])
+            item = QTreeWidgetItem(
+                [
+                    run.name,
+                    run.status,
+                    run.model_name,
+                    Path(str(c.get("data", ""))).name,
+                    str(run.last_step),
+                    fmt_loss(run.final_val_loss),
+                    fmt_loss(run.best_val_loss),
+                    eval_cell(read_evaluations(run.path)),
+                    describe_settings(c),
+                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
+                    fmt_loss(run.final_loss),
+                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)),
+                ]
+            )
             item.setData(0, PATH_ROLE, str(run.path))
             item.setToolTip(9, notes)
             self.table.addTopLevelItem(item)
@@ -186,10 +212,21 @@ class RunsView(RunFiling, QWidget):
         point = self._resume_point(run) if run and not busy else None
         self.resume_button.setEnabled(point is not None)
         self.resume_button.setText(f"Resume from step {point.step}" if point else "Resume")
-        for button in (self.try_button, self.eval_button, self.export_button, self.rename_button, self.notes_button,
-                       self.delete_button):
-            button.setToolTip(f"Acts on {Path(run).name}" if run else
-                              "Select one run: these act on one run at a time" if several else "Select a run")
+        for button in (
+            self.try_button,
+            self.eval_button,
+            self.export_button,
+            self.rename_button,
+            self.notes_button,
+            self.delete_button,
+        ):
+            button.setToolTip(
+                f"Acts on {Path(run).name}"
+                if run
+                else "Select one run: these act on one run at a time"
+                if several
+                else "Select a run"
+            )
         if busy:
             for button in (self.eval_button, self.export_button, self.rename_button, self.delete_button):
                 button.setToolTip("This run is training (its checkpoints are still changing): stop it first")
@@ -204,8 +241,11 @@ class RunsView(RunFiling, QWidget):
             return
         run = self.selected_run()
         results = read_evaluations(Path(run)) if run else []
-        self.summary.setText(f"{Path(run).name}: " + (evaluation_text(results) if results else
-                                                       "no evaluation yet: press Evaluate.") if run else "")
+        self.summary.setText(
+            f"{Path(run).name}: " + (evaluation_text(results) if results else "no evaluation yet: press Evaluate.")
+            if run
+            else ""
+        )
 
     def show_hard_rows(self) -> None:
         run = self.selected_run()
@@ -234,8 +274,15 @@ class RunsView(RunFiling, QWidget):
             color = PALETTE[n % len(PALETTE)]
             self.plot.plot(curves.steps, curves.losses, pen=pg.mkPen(color, width=2), name=item.text(0))
             if curves.val_steps:
-                self.plot.plot(curves.val_steps, curves.val_losses, pen=None, symbol="o", symbolSize=7,
-                               symbolBrush=color, symbolPen=None)
+                self.plot.plot(
+                    curves.val_steps,
+                    curves.val_losses,
+                    pen=None,
+                    symbol="o",
+                    symbolSize=7,
+                    symbolBrush=color,
+                    symbolPen=None,
+                )
             self.plotted.append(item.text(0))
 
     def apply_palette(self, palette) -> None:

@@ -32,6 +32,7 @@ from ..widgets.setting_widgets import make_widget, read_value, show_value
 TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's fields, box by box
 LEFT_GROUPS = ("Adapter", "Batches", "Duration")
 
+
 class SettingsPanel(QWidget):
     changed = Signal()
 
@@ -148,9 +149,11 @@ class SettingsPanel(QWidget):
             self.show_estimate("Memory estimate: unknown for this model's config.", None)
             return None
         share = est.total / budget
-        text = (f"Memory estimate: {est.total / GB:.2f} GB of {budget / GB:.0f} GB available "
-                f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
-                f"activations {est.activations / GB:.2f}). A rough guide.")
+        text = (
+            f"Memory estimate: {est.total / GB:.2f} GB of {budget / GB:.0f} GB available "
+            f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
+            f"activations {est.activations / GB:.2f}). A rough guide."
+        )
         if share > 1:
             text += " Over the limit: lower the batch size or max length, or quantize the base."
         self.show_estimate(text, share)
@@ -176,8 +179,9 @@ class SettingsPanel(QWidget):
     def _load_file(self, path: Path) -> None:
         try:
             values = read_yaml_mapping(path)
-            cfg, _ = config_from_dict({k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")},
-                                      self.config())
+            cfg, _ = config_from_dict(
+                {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")}, self.config()
+            )
         except (ConfigError, OSError, ValueError) as e:
             self.error.setText(f"{path.name}: {e}")
             return

@@ -81,8 +81,10 @@ class TrainingView(QWidget):
         self.show_button = QPushButton("Show in file manager")
         self.show_button.clicked.connect(self._show_checkpoint)
         self.resume_button = QPushButton("Resume from here")
-        self.resume_button.setToolTip("Continue training from this checkpoint: same step, optimizer state, schedule "
-                                      "and data order. From an older checkpoint it continues in a new run folder.")
+        self.resume_button.setToolTip(
+            "Continue training from this checkpoint: same step, optimizer state, schedule "
+            "and data order. From an older checkpoint it continues in a new run folder."
+        )
         self.resume_button.clicked.connect(self._resume_checkpoint)
         ck_host = QWidget()
         ck_layout = QVBoxLayout(ck_host)
@@ -136,8 +138,10 @@ class TrainingView(QWidget):
         self.append_log("paused" if paused else "resumed")
 
     def _paused_text(self) -> str:
-        return (f"Paused at step {self.progress.value()} of {self.progress.maximum()}: the run waits between steps; "
-                "press Resume to go on.")
+        return (
+            f"Paused at step {self.progress.value()} of {self.progress.maximum()}: the run waits between steps; "
+            "press Resume to go on."
+        )
 
     def append_log(self, text: str) -> None:
         self.log.appendPlainText(text)
@@ -154,26 +158,35 @@ class TrainingView(QWidget):
         self.charts.set_total_steps(e.total_steps)
         self.total_steps = e.total_steps
         epochs = e.total_steps / max(e.steps_per_epoch, 1)
-        self.append_log(f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
-                        f"parameters; {e.train_rows} training rows, {e.steps_per_epoch} steps per epoch, "
-                        f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
-                        f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}")
+        self.append_log(
+            f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
+            f"parameters; {e.train_rows} training rows, {e.steps_per_epoch} steps per epoch, "
+            f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
+            f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}"
+        )
 
     def on_progress(self, e: StepReport) -> None:
         self.charts.add_progress(e)
         self.progress.setValue(e.step)
-        self.status.setText(self._paused_text() if self.pause_button.isChecked() else
-                            f"Step {e.step} of {self.progress.maximum()} · epoch {e.epoch:.2f} · loss "
-                            f"{e.loss:.4f} · {e.tokens_per_sec:.0f} tok/s · elapsed "
-                            f"{format_seconds(e.elapsed)} · ETA {format_seconds(e.eta)}")
-        self.append_log(f"step {e.step}: loss {e.loss:.4f}, lr {e.learning_rate:.2e}, "
-                        f"{e.tokens_per_sec:.0f} tok/s, MLX peak {e.mlx_peak_gb:.2f} GB, RSS {e.rss_gb:.2f} GB")
+        self.status.setText(
+            self._paused_text()
+            if self.pause_button.isChecked()
+            else f"Step {e.step} of {self.progress.maximum()} · epoch {e.epoch:.2f} · loss "
+            f"{e.loss:.4f} · {e.tokens_per_sec:.0f} tok/s · elapsed "
+            f"{format_seconds(e.elapsed)} · ETA {format_seconds(e.eta)}"
+        )
+        self.append_log(
+            f"step {e.step}: loss {e.loss:.4f}, lr {e.learning_rate:.2e}, "
+            f"{e.tokens_per_sec:.0f} tok/s, MLX peak {e.mlx_peak_gb:.2f} GB, RSS {e.rss_gb:.2f} GB"
+        )
 
     def on_validation(self, e: ValidationResult) -> None:
         self.charts.add_validation(e)
         best = " (best)" if e.is_best else ""
-        self.append_log(f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
-                        "trained tokens of the validation batches")
+        self.append_log(
+            f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
+            "trained tokens of the validation batches"
+        )
 
     def on_warning(self, e: TrainWarning) -> None:
         self.append_log(f"⚠ {e.message}")

@@ -14,8 +14,17 @@ from ..theme import style_plot
 REDRAW_MS = 200
 SMOOTHING = 0.3  # exponential moving average weight of the newest report
 
-COLORS = {"loss": "#7aa6da", "smooth": "#1f5fbf", "val": "#e4572e", "lr": "#2a9d8f", "tps": "#8e6c8a",
-          "active": "#2a9d8f", "peak": "#e4572e", "rss": "#7f7f7f", "limit": "#c00000"}
+COLORS = {
+    "loss": "#7aa6da",
+    "smooth": "#1f5fbf",
+    "val": "#e4572e",
+    "lr": "#2a9d8f",
+    "tps": "#8e6c8a",
+    "active": "#2a9d8f",
+    "peak": "#e4572e",
+    "rss": "#7f7f7f",
+    "limit": "#c00000",
+}
 
 
 def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
@@ -44,8 +53,9 @@ class TrainingCharts(QWidget):
         pen = pg.mkPen
         self.loss_raw = self.loss_plot.plot(pen=pen(COLORS["loss"], width=1))
         self.loss_smooth = self.loss_plot.plot(pen=pen(COLORS["smooth"], width=2.5))
-        self.val_points = self.loss_plot.plot(pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"],
-                                              symbolPen=None)
+        self.val_points = self.loss_plot.plot(
+            pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"], symbolPen=None
+        )
         for item, name in ((self.loss_raw, "train"), (self.loss_smooth, "smoothed"), (self.val_points, "validation")):
             self.loss_legend.addItem(item, name)
         self.lr_curve = self.lr_plot.plot(pen=pen(COLORS["lr"], width=2))
@@ -55,9 +65,13 @@ class TrainingCharts(QWidget):
         self.mem_rss = self.mem_plot.plot(pen=pen(COLORS["rss"], width=2))
         for item, name in ((self.mem_active, "MLX active"), (self.mem_peak, "MLX peak"), (self.mem_rss, "RSS")):
             self.mem_legend.addItem(item, name)
-        self.limit_line = pg.InfiniteLine(angle=0, movable=False,
-                                          pen=pen(COLORS["limit"], width=1.5, style=Qt.PenStyle.DashLine),
-                                          label="limit", labelOpts={"position": 0.12, "color": COLORS["limit"]})
+        self.limit_line = pg.InfiniteLine(
+            angle=0,
+            movable=False,
+            pen=pen(COLORS["limit"], width=1.5, style=Qt.PenStyle.DashLine),
+            label="limit",
+            labelOpts={"position": 0.12, "color": COLORS["limit"]},
+        )
         self.mem_plot.addItem(self.limit_line)
         self.limit_line.hide()
         self.limit_gb: float | None = None
@@ -105,13 +119,21 @@ class TrainingCharts(QWidget):
         for e in events:
             if e.get("step", 0) <= up_to_step:
                 if e.get("event") == StepReport.kind:
-                    self._add_step(e["step"], e.get("loss"), e["learning_rate"], e["tokens_per_sec"],
-                                   e["mlx_active_gb"], e["mlx_peak_gb"], e["rss_gb"])
+                    self._add_step(
+                        e["step"],
+                        e.get("loss"),
+                        e["learning_rate"],
+                        e["tokens_per_sec"],
+                        e["mlx_active_gb"],
+                        e["mlx_peak_gb"],
+                        e["rss_gb"],
+                    )
                 elif e.get("event") == ValidationResult.kind:
                     self._add_validation(e["step"], e.get("val_loss"), e.get("split", "valid"))
 
-    def _add_step(self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float,
-                  rss: float) -> None:
+    def _add_step(
+        self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float, rss: float
+    ) -> None:
         if loss is None:  # metrics.jsonl stores a loss that was not finite as null
             return
         self.steps.append(step)

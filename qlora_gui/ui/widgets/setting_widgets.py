@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
 
@@ -15,6 +16,7 @@ SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
     """A spin box, combo box, check box or line edit that can hold exactly the values the setting allows
     (a value outside its range only where that value has a meaning of its own: "all", "none", "auto")."""
+
     def notify(*_: Any) -> None:  # the widgets' signals carry the new value; the form re-reads them all
         on_change()
 
@@ -83,6 +85,9 @@ def read_value(w: QWidget, s: Setting) -> Any:
         try:
             return float(text)
         except ValueError:
-            raise ConfigError(f"{s.label} '{text}' is not a number", setting=s.key,
-                              why=f"'{text}' is not a number; write it like 1e-4") from None
+            raise ConfigError(
+                f"{s.label} '{text}' is not a number",
+                setting=s.key,
+                why=f"'{text}' is not a number; write it like 1e-4",
+            ) from None
     return s.coerce(text) if s.kind == "keys" else text

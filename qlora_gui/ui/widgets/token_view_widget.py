@@ -60,8 +60,15 @@ class _TokenText(QTextEdit):
 
     def describe(self, i: int) -> str:
         piece = self.view.pieces[i]
-        state = ("dropped by truncation" if not piece.kept else "first token: never a target" if i == 0
-                 else "trained" if piece.trained else "masked")
+        state = (
+            "dropped by truncation"
+            if not piece.kept
+            else "first token: never a target"
+            if i == 0
+            else "trained"
+            if piece.trained
+            else "masked"
+        )
         return f"token {i + 1} of {len(self.view.pieces)} · id {piece.id} · {piece.text!r} · {state}"
 
 
@@ -74,9 +81,11 @@ class TokenViewWidget(QWidget):
         self.summary.setWordWrap(True)
         self.text = _TokenText()
         self.text.setToolTip("")
-        legend = QLabel("<span style='background:#b7e4c7;color:black'>&nbsp;trained&nbsp;</span> "
-                        "<span style='color:#8b949e'>masked</span> · "
-                        "<span style='color:#e5534b'>✂</span> cut at max_seq_length · hover a token for its bounds")
+        legend = QLabel(
+            "<span style='background:#b7e4c7;color:black'>&nbsp;trained&nbsp;</span> "
+            "<span style='color:#8b949e'>masked</span> · "
+            "<span style='color:#e5534b'>✂</span> cut at max_seq_length · hover a token for its bounds"
+        )
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.summary)
@@ -143,8 +152,9 @@ class TokenViewBox(QGroupBox):
         self._source: tuple[dict[str, RawSplit], str | None, int, bool] = ({}, None, 2048, False)
         self._generation = 0
 
-    def set_source(self, splits: dict[str, RawSplit], model: str | None, max_seq_length: int,
-                   mask_prompt: bool) -> None:
+    def set_source(
+        self, splits: dict[str, RawSplit], model: str | None, max_seq_length: int, mask_prompt: bool
+    ) -> None:
         """New checked rows (and the settings they were checked with): show the chosen line again."""
         self._source = (splits, model, max_seq_length, mask_prompt)
         lines = [line for split in splits.values() for line in split.lines]
@@ -169,13 +179,21 @@ class TokenViewBox(QGroupBox):
         if not splits:
             return
         if not model:
-            self.view.show_message("Pick a model (tab 2) to see each row as its tokens: what is trained and what "
-                                   "is masked.")
+            self.view.show_message(
+                "Pick a model (tab 2) to see each row as its tokens: what is trained and what is masked."
+            )
             return
         self.view.summary.setText(f"Encoding line {line}…")
-        start_job(row_view, splits, line, model, max_seq_length, mask_prompt,
-                  on_done=lambda view: self._on_view(generation, view),
-                  on_failed=lambda msg, details: self._on_view(generation, None, msg))
+        start_job(
+            row_view,
+            splits,
+            line,
+            model,
+            max_seq_length,
+            mask_prompt,
+            on_done=lambda view: self._on_view(generation, view),
+            on_failed=lambda msg, details: self._on_view(generation, None, msg),
+        )
 
     def _on_view(self, generation: int, view: TokenView | None, message: str = "") -> None:
         if generation != self._generation:

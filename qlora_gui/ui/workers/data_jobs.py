@@ -19,16 +19,22 @@ def _tokenizer(model: str) -> Any:
     return _tokenizers[model]
 
 
-def run_check(path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int,
-              valid_fraction: float) -> tuple[DataReport, dict[str, RawSplit]]:
+def run_check(
+    path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float
+) -> tuple[DataReport, dict[str, RawSplit]]:
     """The report, and the checked rows for the token view."""
-    result = check_data(path, _tokenizer(model) if model else None, max_seq_length=max_seq_length,
-                        mask_prompt=mask_prompt, batch_size=batch_size, valid_fraction=valid_fraction)
+    result = check_data(
+        path,
+        _tokenizer(model) if model else None,
+        max_seq_length=max_seq_length,
+        mask_prompt=mask_prompt,
+        batch_size=batch_size,
+        valid_fraction=valid_fraction,
+    )
     return result.report, result.raw
 
 
-def row_view(splits: dict[str, RawSplit], line: int, model: str, max_seq_length: int,
-             mask_prompt: bool) -> TokenView:
+def row_view(splits: dict[str, RawSplit], line: int, model: str, max_seq_length: int, mask_prompt: bool) -> TokenView:
     return token_view(splits, line, _tokenizer(model), max_seq_length=max_seq_length, mask_prompt=mask_prompt)
 
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import traceback
 import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import shiboken6
 from PySide6.QtCore import QThread, Signal, Slot
 
-_live: "weakref.WeakSet[QThread]" = weakref.WeakSet()
+_live: weakref.WeakSet[QThread] = weakref.WeakSet()
 _keep: set[QThread] = set()  # a running job must not be garbage-collected
 
 
@@ -59,8 +60,12 @@ class FunctionJob(QThread):
             self.failed.emit(self._outcome[1], self._outcome[2])
 
 
-def start_job(fn: Callable[..., Any], *args: Any, on_done: Callable[[Any], None] | None = None,
-              on_failed: Callable[[str, str], None] | None = None) -> FunctionJob:
+def start_job(
+    fn: Callable[..., Any],
+    *args: Any,
+    on_done: Callable[[Any], None] | None = None,
+    on_failed: Callable[[str, str], None] | None = None,
+) -> FunctionJob:
     job = FunctionJob(fn, *args)
     if on_done:
         job.done.connect(on_done)

@@ -83,8 +83,9 @@ class GenerationWorker(EventWorker):
             if command == "wake":
                 continue  # the wake-up of a stop seen before it, left for a restarted thread
             if command == "generate":
-                args["should_stop"] = lambda seq=seq: (self.isInterruptionRequested() or self._stopped_upto >= seq
-                                                       or self._latest_heavy > seq)
+                args["should_stop"] = lambda seq=seq: (
+                    self.isInterruptionRequested() or self._stopped_upto >= seq or self._latest_heavy > seq
+                )
             try:
                 getattr(self, f"_do_{command}")(**args)
             except Exception as e:  # shown in the playground; the thread lives on for the next command
@@ -105,9 +106,16 @@ class GenerationWorker(EventWorker):
         loaded = load_with_adapter(model, adapter)
         self._loaded, self._adapter = loaded, adapter
         self._samples = ValidationSamples.of_run(adapter.config)
-        self.post(ModelLoaded(adapter.label, str(loaded.path), adapter.uses_template, has_random_weights(loaded.path),
-                              len(self._samples) if self._samples else 0,
-                              self._samples.error if self._samples else NO_DATA_NOTE))
+        self.post(
+            ModelLoaded(
+                adapter.label,
+                str(loaded.path),
+                adapter.uses_template,
+                has_random_weights(loaded.path),
+                len(self._samples) if self._samples else 0,
+                self._samples.error if self._samples else NO_DATA_NOTE,
+            )
+        )
 
     def _do_unload(self) -> None:
         """Free the model (training is about to need the memory)."""
@@ -136,8 +144,17 @@ class GenerationWorker(EventWorker):
             return
         self.post(sample)
 
-    def _do_generate(self, prompt: str, system: str, template: bool, temperature: float, top_p: float,
-                     max_tokens: int, seed: int, should_stop) -> None:
+    def _do_generate(
+        self,
+        prompt: str,
+        system: str,
+        template: bool,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int,
+        should_stop,
+    ) -> None:
         from ...core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, template_note
 
         if self._loaded is None:

@@ -1,0 +1,82 @@
+"""What a run leaves in its folder and reports as it goes: the lock, config.yaml, metrics.jsonl, checkpoints.
+
+Only rank 0 of a distributed run owns the folder; the other ranks keep none of it and report nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Any
+
+import mlx.core as mx
+
+from ..errors import TrainingError
+from ..train.config import TrainConfig
+from ..train.events import CheckpointSaved, Event, EventCallback, TrainWarning
+from . import checkpoints as ckpt
+from .run_folder import RunFolder
+from .run_lock import RunLock
+
+
+class RunRecord:
+    def __init__(self, callback: EventCallback | None, is_main: bool):
+        self._callback = callback
+        self.is_main = is_main
+        self.run: RunFolder | None = None
+        self._metrics: IO[str] | None = None
+        self._lock: RunLock | None = None
+
+    def open(self, run: RunFolder, cfg: TrainConfig) -> None:
+        """Take the folder (one trainer per run folder), keep the settings once, append to the metrics."""
+        self.run = run
+        run.path.mkdir(parents=True, exist_ok=True)
+        if not self.is_main:
+            return
+        self._lock = RunLock.acquire(run.path, "qlora-gui training")
+        if not run.config.exists():
+            ckpt.atomic_write_text(run.config, cfg.to_yaml())
+        self._metrics = open(run.metrics, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def emit(self, event: Event) -> None:
+        """One line in metrics.jsonl (flushed: a crash keeps every event before it), then the callback."""
+        if not self.is_main:
+            return
+        if self._metrics is not None:
+            self._metrics.write(event.to_json_line())
+            self._metrics.flush()
+        if self._callback is not None:
+            self._callback(event)
+
+    def warn(self, message: str, step: int = 0) -> None:
+        self.emit(TrainWarning(message, step))
+
+    def save(
+        self,
+        step: int,
+        adapters: dict[str, mx.array],
+        adapter_config: dict[str, Any],
+        optimizer_state: dict[str, mx.array],
+        state: dict[str, Any],
+        keep_last: int,
+        reason: str,
+        is_best: bool,
+    ) -> None:
+        """A checkpoint (and the run's own adapter), then the oldest ones beyond keep_last go. A failed write
+        stops the run with what failed, where, and which checkpoint is still intact."""
+        if not self.is_main or self.run is None:
+            return
+        run_dir: Path = self.run.path
+        try:
+            path = ckpt.save_checkpoint(run_dir, step, adapters, adapter_config, optimizer_state, dict(state))
+        except (OSError, RuntimeError) as e:  # MLX reports a failed write as a RuntimeError
+            raise TrainingError(ckpt.save_failed_message(run_dir, step, e)) from e
+        ckpt.prune_checkpoints(run_dir, keep_last)
+        self.emit(CheckpointSaved(str(path), step, state.get("val_loss"), is_best, reason))
