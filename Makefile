@@ -24,7 +24,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/qlora-gui
 
+# Lint, format and types first (seconds), then the tests.
 test: $(STAMP)
+	$(PY) -m ruff check qlora_gui tests bench scripts
+	$(PY) -m ruff format --check qlora_gui tests bench scripts
+	$(PY) -m mypy
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
 
 # The double-click bundle: dist/QLoRA Studio.app on macOS, dist/qlora-studio/ on Linux.

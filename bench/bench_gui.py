@@ -74,6 +74,7 @@ def training_latency(steps: int) -> dict:
 
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.core.train.events import Failed, Finished, StepReport
     from qlora_gui.ui.app import create_app
 
     tmp = Path(tempfile.mkdtemp())
@@ -115,14 +116,18 @@ def training_latency(steps: int) -> dict:
         result["t_start"] = time.perf_counter()
         w.start_training()
         result["config"] = w.worker.config
-        w.worker.progress.connect(on_progress)
-        w.worker.run_finished.connect(lambda d: (timer.stop(), app.quit()))
-        w.worker.run_failed.connect(lambda d: (print("run failed:", d["message"]), timer.stop(), app.quit()))
+        w.worker.event.connect(on_event)
         timer.start()
 
-    def on_progress(d):
-        result.setdefault("first_step", time.perf_counter() - result["t_start"])
-        result.setdefault("gui_tok_s", []).append(d["tokens_per_sec"])
+    def on_event(e):
+        if isinstance(e, StepReport):
+            result.setdefault("first_step", time.perf_counter() - result["t_start"])
+            result.setdefault("gui_tok_s", []).append(e.tokens_per_sec)
+        elif isinstance(e, (Finished, Failed)):
+            if isinstance(e, Failed):
+                print("run failed:", e.message)
+            timer.stop()
+            app.quit()
 
     w.dataset.report_changed.connect(on_report)
     w.open_dataset(sample_data_path())

@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import sys
 
+from .core.after.sampling import SamplingSettings
+
 ADAPTER_HELP = (
     "run folder (its latest adapter) or one of its checkpoints/NNNNNNN folders; "
     "the base model defaults to the one it was trained on"
@@ -27,10 +29,16 @@ def add_adapter_parsers(sub) -> None:
     g.add_argument("--adapter-path", help=ADAPTER_HELP)
     g.add_argument("--prompt", required=True, help="the user message (or '-' to read it from stdin)")
     g.add_argument("--system", default="", help="an optional system prompt")
-    g.add_argument("--max-tokens", type=int, default=256)
-    g.add_argument("--temp", type=float, default=0.7, help="temperature; 0 is greedy (default 0.7)")
-    g.add_argument("--top-p", type=float, default=0.95)
-    g.add_argument("--seed", type=int, default=0)
+    sampling = SamplingSettings()  # the playground's defaults
+    g.add_argument("--max-tokens", type=int, default=sampling.max_tokens, help=f"(default {sampling.max_tokens})")
+    g.add_argument(
+        "--temp",
+        type=float,
+        default=sampling.temperature,
+        help=f"temperature; 0 is greedy (default {sampling.temperature})",
+    )
+    g.add_argument("--top-p", type=float, default=sampling.top_p, help=f"(default {sampling.top_p})")
+    g.add_argument("--seed", type=int, default=sampling.seed, help=f"(default {sampling.seed})")
     g.add_argument("--raw-prompt", action="store_true", help="do not apply the chat template")
     g.add_argument("--compare", action="store_true", help="also answer with the base alone, for comparison")
 
@@ -96,7 +104,7 @@ def _adapter(args: argparse.Namespace):
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .core.after.generation import SamplingSettings, format_prompt, stream_text
+    from .core.after.generation import format_prompt, stream_text
     from .core.after.inference import base_view, load_with_adapter
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt

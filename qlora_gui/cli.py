@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .core.errors import DataError, UserError
+from .core.model.demo_model import DemoModelSpec
 from .core.train.command_line import add_setting_flags, settings_from_flags
 
 # The training settings that change what check-data reports, as `qlora-gui train` takes them.
@@ -69,14 +70,15 @@ def _demo_model_parser(sub) -> None:
         description="Build a tiny Llama with random weights and a BPE tokenizer trained on the "
         "sample data, for trying the whole flow offline. It knows nothing until trained.",
     )
+    spec = DemoModelSpec()
     p.add_argument("out", help="folder to create")
-    p.add_argument("--hidden-size", type=int, default=64)
-    p.add_argument("--num-layers", type=int, default=2)
-    p.add_argument("--vocab-size", type=int, default=512)
+    p.add_argument("--hidden-size", type=int, default=spec.hidden_size, help=f"(default {spec.hidden_size})")
+    p.add_argument("--num-layers", type=int, default=spec.num_layers, help=f"(default {spec.num_layers})")
+    p.add_argument("--vocab-size", type=int, default=spec.vocab_size, help=f"(default {spec.vocab_size})")
 
 
 def run_demo_model(args: argparse.Namespace) -> int:
-    from .core.model.demo_model import DemoModelSpec, build_demo_model
+    from .core.model.demo_model import build_demo_model
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

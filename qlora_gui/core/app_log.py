@@ -12,6 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 
 LOG_NAME = "qlora-studio.log"
 _fault_file = None  # kept open for faulthandler, which writes with the file descriptor alone
@@ -49,7 +50,11 @@ def install_crash_logging(on_error: Callable[[BaseException, Path | None], None]
     uncaught exception (the UI shows a short message there, never a traceback)."""
     global _fault_file
 
-    def hook(exc_type, exc, tb, where: str = "") -> None:
+    def hook(
+        exc_type: type[BaseException], exc: BaseException | None, tb: TracebackType | None, where: str = ""
+    ) -> None:
+        if exc is None:
+            return  # threading's hook may, in principle, pass no exception: nothing to log
         if issubclass(exc_type, KeyboardInterrupt):
             return sys.__excepthook__(exc_type, exc, tb)
         exc.__traceback__ = tb

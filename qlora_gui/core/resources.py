@@ -7,8 +7,10 @@ the spec puts them at the same place beside the frozen modules' `__file__`.
 from __future__ import annotations
 
 import sys
+from email.message import Message
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 DISTRIBUTION = "qlora-gui"
@@ -46,7 +48,9 @@ def user_guide_text() -> tuple[str, Path | None]:
     except OSError:
         pass
     try:
-        text = metadata.metadata(DISTRIBUTION).get_payload()  # the long description
+        # At runtime the metadata is an email Message; the long description is its (text) payload.
+        payload = cast(Message, metadata.metadata(DISTRIBUTION)).get_payload()
     except metadata.PackageNotFoundError:
-        text = None
+        payload = None
+    text = payload if isinstance(payload, str) else None
     return (text or f"The user guide is not installed here (looked for {path})."), None

@@ -48,11 +48,11 @@ def build_menus(window: Any) -> tuple[QAction, QAction]:
     start = _action(window, run_menu, "Start training", window.start_training, "Ctrl+R")
     _action(window, run_menu, "Stop and save", window.stop_training, "Ctrl+.")
     run_menu.addSeparator()
-    _action(
-        window, run_menu, "Try the selected run in the Playground", lambda: runs.emit_for_selected(runs.try_requested)
-    )
-    _action(window, run_menu, "Evaluate the selected run", runs.evaluate_selected)
-    _action(window, run_menu, "Fuse && export the selected run…", lambda: runs.emit_for_selected(runs.export_requested))
+    # These press the Runs tab's buttons, so they follow the buttons' rules (click() does nothing while a button
+    # is disabled): one run selected, and never evaluating or exporting the run that is training.
+    _action(window, run_menu, "Try the selected run in the Playground", lambda: runs.try_button.click())
+    _action(window, run_menu, "Evaluate the selected run", lambda: runs.eval_button.click())
+    _action(window, run_menu, "Fuse && export the selected run…", lambda: runs.export_button.click())
 
     view_menu = bar.addMenu("&View")
     dark = _action(window, view_menu, "Dark theme", lambda on: window.set_dark(on))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +19,9 @@ import mlx.nn as nn
 from ..data.chat_template import has_chat_template, render_chat
 from ..data.encode import encode_chat_text
 from .inference import base_view
+from .sampling import SamplingSettings
 
 SIDES = ("base", "adapter")
-
-
-@dataclass
-class SamplingSettings:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 256
-    seed: int = 0
 
 
 @dataclass
@@ -80,7 +73,7 @@ def seeded_sampler(settings: SamplingSettings) -> Callable[[mx.array], mx.array]
 
 def stream_text(
     model: nn.Module, tokenizer: Any, prompt_text: str, settings: SamplingSettings, side: str = "adapter"
-) -> Iterator[GenerationUpdate]:
+) -> Generator[GenerationUpdate, None, None]:
     """Stream one model's answer; the last update has done=True and the finish reason."""
     from mlx_lm import stream_generate
 

@@ -8,7 +8,7 @@ the adapter lowered least (or raised), are what to look at first when a fine-tun
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -40,12 +40,13 @@ class RowLoss:
         return asdict(self)
 
 
-def row_loss_sums(model, split: EncodedSplit, rows: list[int], loss_fn: LossFn) -> list[tuple[float, int]]:
+def row_loss_sums(model: Any, split: EncodedSplit, rows: list[int], loss_fn: LossFn) -> list[tuple[float, int]]:
     """(summed loss, trained tokens) of each row, one row at a time."""
     out = []
     for i in rows:
         loss_sum, tokens = loss_fn(model, *make_batch(split, np.array([i])).arrays())
-        out.append((float(loss_sum.item()), int(tokens.item())))
+        # Both are float32 scalars (the token count is a sum of weights).
+        out.append((float(cast(float, loss_sum.item())), int(cast(float, tokens.item()))))
     return out
 
 
@@ -58,9 +59,9 @@ def row_text(raw: RawSplit | None, line: int) -> str:
 def hardest(rows: list[RowLoss], n: int = SHOWN_ROWS) -> tuple[list[RowLoss], list[RowLoss]]:
     """The n rows with the highest adapter loss, and the n the adapter improved least."""
     scored = [r for r in rows if r.adapter_loss is not None]
-    highest = sorted(scored, key=lambda r: r.adapter_loss, reverse=True)[:n]
+    highest = sorted(scored, key=lambda r: cast(float, r.adapter_loss), reverse=True)[:n]  # none is None
     compared = [r for r in scored if r.gain is not None]
-    least = sorted(compared, key=lambda r: r.gain)[:n]
+    least = sorted(compared, key=lambda r: cast(float, r.gain))[:n]
     return highest, least
 
 

@@ -54,8 +54,8 @@ class ValidationSamples:
         return len(self._split.rows) if self._split and not self.error else 0
 
     def pick(self) -> PromptSample | None:
-        if not len(self):
+        split = self._split
+        if not len(self) or split is None or split.format is None:  # no rows: len() is 0 for all of these
             return None
         i = self._rng.randrange(len(self))
-        split = self._split
         return sample_from_row(split.rows[i], split.format, split.file, split.lines[i])

@@ -11,7 +11,7 @@ from the template when it prints one, else from the tokenizer as for plain text.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from .intake import RawSplit
 from .problems import Problems
 from .rows import FORMATS, TEXT, TextFormat, TurnsFormat
 
+OnReject = Callable[[int, str], None]  # (row index, message)
 ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
 
 
@@ -93,7 +94,7 @@ def _tokenize(tokenizer: Any, texts: list[str], plain: bool, offsets: bool) -> I
             ids = np.asarray(ids, dtype=np.int32)
             offs = np.asarray(offs, dtype=np.int64).reshape(-1, 2) if offs is not None else None
             if bos is not None and (not len(ids) or ids[0] != bos):
-                ids = np.concatenate([np.int32([bos]), ids])
+                ids = np.concatenate([np.array([bos], dtype=np.int32), ids])
                 offs = np.concatenate([[[0, 0]], offs]) if offs is not None else None
             elif plain and len(ids) > 1 and ids[0] == ids[1] == bos:  # the text began with BOS itself
                 ids, offs = ids[1:], (offs[1:] if offs is not None else None)
@@ -145,7 +146,12 @@ def _render_row(
 
 
 def encode_rows(
-    rows: list[dict], fmt: str, tokenizer: Any, mask_prompt: bool, on_reject=None, keep_text: bool = False
+    rows: list[dict],
+    fmt: str,
+    tokenizer: Any,
+    mask_prompt: bool,
+    on_reject: OnReject | None = None,
+    keep_text: bool = False,
 ) -> Iterator[tuple[int, EncodedRow]]:
     """(index, encoded row) for each row; a row the template rejects goes to on_reject(index, message)."""
     row_format = FORMATS[fmt]
@@ -157,7 +163,7 @@ def encode_rows(
 
 
 def _encode_turns(
-    rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool, on_reject, keep_text: bool
+    rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool, on_reject: OnReject | None, keep_text: bool
 ) -> Iterator[tuple[int, EncodedRow]]:
     rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
     for i, row in enumerate(rows):
@@ -165,7 +171,7 @@ def _encode_turns(
             text, spans, left_out = _render_row(row, fmt, tokenizer, mask_prompt)
         except Exception as e:  # a Jinja template can raise anything; report it on the row
             if on_reject is not None:
-                roles = {t.get("role") for t in fmt.as_messages(row)}
+                roles = {str(t.get("role", "")) for t in fmt.as_messages(row)}
                 on_reject(
                     i, f"the model's chat template rejected this row ({e}): {rejection_hint(str(e), roles, tokenizer)}"
                 )
@@ -179,20 +185,21 @@ def _encode_turns(
         except NotImplementedError:  # a slow tokenizer: no offsets
             with_offsets = False
     # Streamed a chunk at a time: every row's offsets at once would cost more than the tokens themselves.
-    for (i, _, spans, left_out), row in zip(
+    for (i, _, spans, left_out), encoded in zip(
         rendered, _tokenize(tokenizer, texts, False, offsets=with_offsets), strict=True
     ):
-        row.left_out = left_out
+        encoded.left_out = left_out
         if spans is not None:
-            row.trained = (
-                spans_to_mask(row.offsets, spans.spans)
-                if with_offsets
-                else _mask_by_prefixes(tokenizer, row, spans.spans)
+            offsets = encoded.offsets if with_offsets else None  # never None when asked for
+            encoded.trained = (
+                spans_to_mask(offsets, spans.spans)
+                if offsets is not None
+                else _mask_by_prefixes(tokenizer, encoded, spans.spans)
             )
-            row.spans = spans
+            encoded.spans = spans
         if not keep_text:
-            row.text, row.offsets = "", None
-        yield i, row
+            encoded.text, encoded.offsets = "", None
+        yield i, encoded
 
 
 def encode_split(

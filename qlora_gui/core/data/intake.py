@@ -148,7 +148,10 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-def split_rows(rows: list[dict], lines: list[int], fraction: float, seed: int):
+RowsAndLines = tuple[list[dict], list[int]]  # rows and the file line of each
+
+
+def split_rows(rows: list[dict], lines: list[int], fraction: float, seed: int) -> tuple[RowsAndLines, RowsAndLines]:
     """Seeded split into (train, valid); a row never lands in both."""
     n = len(rows)
     n_valid = int(round(n * fraction)) if fraction > 0 else 0

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..resources import sample_data_path
 
@@ -47,7 +48,7 @@ def _corpus_from_sample() -> list[str]:
     return texts
 
 
-def build_tokenizer(out_dir: Path, corpus: Iterable[str], spec: DemoModelSpec):
+def build_tokenizer(out_dir: Path, corpus: Iterable[str], spec: DemoModelSpec) -> Any:  # PreTrainedTokenizerFast
     """Train a byte-level BPE tokenizer on the corpus and save it in HF layout."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast

@@ -42,7 +42,7 @@ def download_model(repo_id: str, progress: Callable[[int, int], None] | None = N
     from tqdm.auto import tqdm
 
     class Progress(tqdm):  # huggingface_hub reports bytes through a tqdm class
-        def update(self, n=1):
+        def update(self, n: float | None = 1) -> bool | None:
             out = super().update(n)
             if progress and self.total:
                 progress(int(self.n), int(self.total))

@@ -16,28 +16,33 @@ are the same whichever path trained them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
+from typing import cast
 
 import mlx.core as mx
 import mlx.nn as nn
 
+Arrays4 = tuple[mx.array, mx.array, mx.array, mx.array]
+MatMul = Callable[[mx.array, mx.array, mx.array, mx.array], mx.array]  # (x, weight, scales, biases) -> x @ W.T
+
 
 @cache
-def _dequantized_matmul(group_size: int, bits: int):
-    def weight(w, scales, biases):
+def _dequantized_matmul(group_size: int, bits: int) -> MatMul:
+    def weight(w: mx.array, scales: mx.array, biases: mx.array) -> mx.array:
         return mx.dequantize(w, scales, biases, group_size=group_size, bits=bits)
 
     @mx.custom_function
-    def matmul(x, w, scales, biases):
+    def matmul(x: mx.array, w: mx.array, scales: mx.array, biases: mx.array) -> mx.array:
         return x @ weight(w, scales, biases).astype(x.dtype).T
 
     @matmul.vjp
-    def matmul_vjp(primals, cotangent, output):
+    def matmul_vjp(primals: Arrays4, cotangent: mx.array, output: mx.array) -> Arrays4:
         x, w, scales, biases = primals
         dx = cotangent @ weight(w, scales, biases).astype(cotangent.dtype)
         return dx, mx.zeros_like(w), mx.zeros_like(scales), mx.zeros_like(biases)
 
-    return matmul
+    return cast(MatMul, matmul)  # a custom_function, whose stub says calling it returns object
 
 
 class FastQuantizedLinear(nn.QuantizedLinear):
@@ -79,4 +84,5 @@ def restore_quantized_layers(model: nn.Module) -> None:
     """Back to plain QuantizedLinear (before fusing or saving a model)."""
     for _, module in model.named_modules():
         if type(module) is FastQuantizedLinear:
-            module.__class__ = nn.QuantizedLinear
+            # mypy narrowed `module` to FastQuantizedLinear; switching it back to its base class is the point
+            module.__class__ = nn.QuantizedLinear  # type: ignore[assignment]

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -87,7 +88,7 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(trainable, total); quantized weights count as the parameters they stand for."""
     from mlx_lm.utils import get_total_parameters
 
-    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    trainable = sum(v.size for _, v in cast(list[tuple[str, mx.array]], tree_flatten(model.trainable_parameters())))
     return trainable, get_total_parameters(model)
 
 
@@ -149,8 +150,15 @@ def use_grad_checkpoint(model: nn.Module) -> int:
         )
 
         # Bound as defaults: each layer class keeps its own call, key box and dropout count.
-        def checkpointed(self, *args, _call=base.__call__, _box=box, _n=max(len(dropouts), 1), **kwargs):  # noqa: B008
-            def inner(params, key, *args, **kwargs):
+        def checkpointed(
+            self: nn.Module,
+            *args: Any,
+            _call: Callable[..., Any] = base.__call__,
+            _box: _Keys = box,
+            _n: int = max(len(dropouts), 1),  # noqa: B008
+            **kwargs: Any,
+        ) -> Any:
+            def inner(params: Any, key: mx.array, *args: Any, **kwargs: Any) -> Any:
                 self.update(params)
                 _box.keys = mx.stop_gradient(mx.random.split(mx.stop_gradient(key), _n))
                 return _call(self, *args, **kwargs)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelError
 
@@ -127,7 +128,7 @@ def _safetensors_problem(file: Path) -> str | None:
     return f"is cut short ({size:,} of {needed:,} bytes)" if size < needed else None
 
 
-def load_tokenizer(path: str | Path):
+def load_tokenizer(path: str | Path) -> Any:  # mlx-lm's TokenizerWrapper
     """The tokenizer alone (cheap), so data can be checked before any weights load."""
     from mlx_lm.utils import load_config
     from mlx_lm.utils import load_tokenizer as _load

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +103,7 @@ def describe_model(path: Path, source: str, name: str | None = None) -> ModelInf
 
 
 def _hf_cache_models() -> list[ModelInfo]:
-    out = []
+    out: list[ModelInfo] = []
     root = hf_cache_dir()
     if not root.is_dir():
         return out
@@ -126,7 +127,7 @@ def _folder_models(root: Path, source: str, depth: int) -> list[ModelInfo]:
     return out
 
 
-def scan_models(extra_folders: list[str | Path] = ()) -> list[ModelInfo]:
+def scan_models(extra_folders: Iterable[str | Path] = ()) -> list[ModelInfo]:
     found = _hf_cache_models()
     for root in LM_STUDIO_DIRS:
         if root.is_dir():

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map_with_path
@@ -68,7 +68,7 @@ _SAVE_HINTS = {
 
 def save_failed_message(run_dir: Path, step: int, error: BaseException) -> str:
     """What a failed save says: which step, where, why, what to do, and what is still intact."""
-    code = getattr(error, "errno", None)
+    code = getattr(error, "errno", None) or 0  # an OSError's; 0: none
     why = os.strerror(code) if code else str(error)
     hint = _SAVE_HINTS.get(code, "check that the folder is writable and has space")
     previous = latest_checkpoint(run_dir)
@@ -129,7 +129,7 @@ def save_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[CheckpointInfo]:
-    out = []
+    out: list[CheckpointInfo] = []
     root = RunFolder(run_dir).checkpoints
     if not root.is_dir():
         return out
@@ -186,7 +186,7 @@ def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]
     """Put a checkpoint's adapter and optimizer state into a model and optimizer; returns its saved state."""
     adapters, opt_flat, saved = load_checkpoint(path)
     model.load_weights(list(adapters.items()), strict=False)
-    missing = [p for p, _ in tree_flatten(optimizer.state) if p not in opt_flat]
+    missing = [p for p, _ in cast(list[tuple[str, Any]], tree_flatten(optimizer.state)) if p not in opt_flat]
     if missing:
         raise UserError(
             f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
@@ -198,7 +198,12 @@ def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array], dict[str, Any]]:
-    adapters = mx.load(str(path / ADAPTER_FILE))
-    optimizer_state = mx.load(str(path / OPTIMIZER_FILE))
+    adapters = _load_arrays(path / ADAPTER_FILE)
+    optimizer_state = _load_arrays(path / OPTIMIZER_FILE)
     state = json.loads((path / STATE_FILE).read_text())
     return adapters, optimizer_state, state
+
+
+def _load_arrays(path: Path) -> dict[str, mx.array]:
+    # mx.load's stub allows an array or a tuple too; a .safetensors file always loads as a dict
+    return cast(dict[str, mx.array], mx.load(str(path)))

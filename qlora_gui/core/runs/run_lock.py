@@ -48,8 +48,9 @@ def in_use_message(run_dir: Path, owner: Owner | None) -> str:
 class RunLock:
     """Held from `acquire` to `release` (or the end of the process)."""
 
-    def __init__(self, run_dir: Path, fd: int, owner: Owner):
-        self.run_dir, self._fd, self.owner = run_dir, fd, owner
+    def __init__(self, run_dir: Path, fd: int, owner: Owner) -> None:
+        self.run_dir, self.owner = run_dir, owner
+        self._fd: int | None = fd  # None once released
 
     @classmethod
     def acquire(cls, run_dir: Path, command: str = "a training run") -> RunLock:

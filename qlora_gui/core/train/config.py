@@ -179,9 +179,9 @@ class TrainConfig:
             why = "mlx-lm stores the LoRA strength as 'scale' (= alpha / rank); rename 'alpha'"
             raise ConfigError(f"setting 'lora_parameters': {why}", setting="lora_parameters", why=why)
         for s in SETTINGS:
-            why = s.problem(self.value(s.key))
-            if why:
-                raise ConfigError(f"setting '{s.key}': {why}", setting=s.key, why=why)
+            problem = s.problem(self.value(s.key))
+            if problem:
+                raise ConfigError(f"setting '{s.key}': {problem}", setting=s.key, why=problem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

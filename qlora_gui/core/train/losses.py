@@ -17,13 +17,17 @@ and a custom VJP hands that on. The log-sum-exp is taken in float32, as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import cast
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 LossFn = Callable[[nn.Module, mx.array, mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
+Head = Callable[[mx.array], mx.array]  # hidden states -> logits
+Arrays2 = tuple[mx.array, mx.array]
+Arrays3 = tuple[mx.array, mx.array, mx.array]
 CHUNK_ELEMENTS = 1 << 22  # logits per chunk on the CPU (16 MB in float32): the largest tensors the loss holds
 # A GPU needs taller chunks: the head's matmul reads the whole vocabulary's weights once per chunk, and at
 # 32 positions (128k vocabulary) those reads and the chunks' serial launches cost the 1B shape a tenth of
@@ -37,7 +41,9 @@ def chunk_positions(vocab: int) -> int:
     return max(elements // max(vocab, 1), 16)
 
 
-def token_loss(model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array):
+def token_loss(
+    model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+) -> tuple[mx.array, mx.array]:
     """Summed float32 cross-entropy of the trained positions from the model's full logits, and their count."""
     logits = model(inputs)
     logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
@@ -52,10 +58,10 @@ def _softcap(model: nn.Module) -> float | None:
     return float(cap) if cap else None
 
 
-def _head_candidates(model: nn.Module) -> list[tuple[str, Callable[[mx.array], mx.array], nn.Module]]:
+def _head_candidates(model: nn.Module) -> list[tuple[str, Head, nn.Module]]:
     """Ways this model may map hidden states to logits: its lm_head, or its tied embedding."""
     inner = getattr(model, "model", None)
-    out = []
+    out: list[tuple[str, Head, nn.Module]] = []
     head = getattr(model, "lm_head", None) if "lm_head" in model else None
     if isinstance(head, nn.Module):
         out.append(("lm_head", head, head))
@@ -65,10 +71,15 @@ def _head_candidates(model: nn.Module) -> list[tuple[str, Callable[[mx.array], m
     return out
 
 
+def _total(losses: Iterable[mx.array]) -> mx.array:
+    """The sum of the chunks' losses (a float32 zero start adds nothing, and keeps the result an array)."""
+    return sum(losses, mx.array(0.0, dtype=mx.float32))
+
+
 class ChunkedLoss:
     """`token_loss`'s numbers, with logits made a chunk of positions at a time."""
 
-    def __init__(self, model: nn.Module, head: Callable[[mx.array], mx.array], vocab: int):
+    def __init__(self, model: nn.Module, head: Head, vocab: int):
         self.head = head
         self.cap = _softcap(model)
         self.chunk = chunk_positions(vocab)
@@ -110,24 +121,27 @@ class ChunkedLoss:
 
     def _cross_entropy(self, hidden: mx.array, targets: mx.array, weights: mx.array, with_grad: bool) -> mx.array:
         if not with_grad:  # evaluation: the forward alone
-            return sum(loss for loss, _ in self._chunks(hidden, targets, weights, False))
+            return _total(loss for loss, _ in self._chunks(hidden, targets, weights, False))
 
         # The gradient w.r.t. the hidden states is made in the forward, a chunk at a time (as fused
         # linear-cross-entropy kernels do): the head runs once forward and once backward, as in a plain
         # loss, and no chunk's logits outlive it. The backward only scales it by the incoming cotangent.
         @mx.custom_function
-        def summed_ce(h, t, w):
-            losses, grads = zip(*self._chunks(h, t, w, True), strict=True)
-            return sum(losses), mx.concatenate(grads, axis=0)
+        def summed_ce(h: mx.array, t: mx.array, w: mx.array) -> tuple[mx.array, mx.array]:
+            chunks = self._chunks(h, t, w, True)
+            grads = [g for _, g in chunks if g is not None]  # every chunk has one: made with_grad
+            return _total(loss for loss, _ in chunks), mx.concatenate(grads, axis=0)
 
         @summed_ce.vjp
-        def summed_ce_vjp(primals, cotangents, outputs):
+        def summed_ce_vjp(primals: Arrays3, cotangents: Arrays2, outputs: Arrays2) -> Arrays3:
             _, t, w = primals
             return outputs[1] * cotangents[0].astype(outputs[1].dtype), mx.zeros_like(t), mx.zeros_like(w)
 
-        return summed_ce(hidden, targets, weights)[0]
+        return cast(Arrays2, summed_ce(hidden, targets, weights))[0]
 
-    def __call__(self, model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array):
+    def __call__(
+        self, model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+    ) -> tuple[mx.array, mx.array]:
         hidden = model.model(inputs)
         hidden = mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0)
         return self._cross_entropy(hidden, targets, weights, with_grad=model.training), weights.sum()

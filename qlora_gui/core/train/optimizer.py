@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import mlx.core as mx
 import mlx.optimizers as optim
@@ -25,7 +26,7 @@ def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
     return OPTIMIZER_CLASSES[cfg.optimizer](learning_rate=lr, **extra)
 
 
-def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0):
+def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0) -> Callable[[mx.array], mx.array]:
     """Linear warmup over `warmup` updates, then cosine decay to `end` at `total`.
 
     MLX evaluates the schedule at update index s (from 0) before applying the
@@ -33,7 +34,7 @@ def warmup_cosine(peak: float, warmup: int, total: int, end: float = 0.0):
     """
     decay = max(total - warmup, 1)
 
-    def schedule(step):
+    def schedule(step: mx.array) -> mx.array:
         s = step.astype(mx.float32)
         warm = peak * (s + 1) / (warmup + 1)
         progress = mx.clip((s - warmup) / decay, 0.0, 1.0)

@@ -180,7 +180,12 @@ def declared(cls: type, extra: dict[str, tuple[Setting, ...]] | None = None) -> 
         spec = f.metadata.get(SETTING)
         if spec is None:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"setting {f.name} has no default")
         out.append(dataclasses.replace(spec, key=f.name, default=default))
         for sub in (extra or {}).get(f.name, ()):
             out.append(dataclasses.replace(sub, key=f"{f.name}.{sub.key}"))

@@ -15,9 +15,9 @@ outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -28,6 +28,8 @@ from ..data.batching import Batch
 from .losses import LossFn, token_loss
 
 MAX_SANE_LOSS = 1e6
+Flat = list[tuple[str, Any]]  # what tree_flatten returns for a tree (its stub also allows a dict)
+Micro = tuple[Any, mx.array, mx.array]  # a micro-batch's (gradients, [loss sum, tokens], [flag, loss, tokens])
 _REASONS = {1: "loss is not finite", 2: "gradient is not finite", 3: f"loss is above {MAX_SANE_LOSS:g}"}
 
 
@@ -54,7 +56,9 @@ class StepResult:
     updated: bool
 
 
-def reduce_across_ranks(grads: Any, totals: mx.array, group=None) -> tuple[Any, mx.array]:
+def reduce_across_ranks(
+    grads: Any, totals: mx.array, group: mx.distributed.Group | None = None
+) -> tuple[Any, mx.array]:
     """The one place where data-parallel ranks combine their sums (identity on one machine)."""
     if group is None or group.size() == 1:
         return grads, totals
@@ -72,17 +76,20 @@ class TrainStep:
         optimizer: optim.Optimizer,
         loss_fn: LossFn = token_loss,
         grad_clip: float = 0.0,
-        group=None,
+        group: mx.distributed.Group | None = None,
         compiled: bool = True,
-    ):
+    ) -> None:
         self.model, self.optimizer, self.group = model, optimizer, group
         self.state = [model.state, optimizer.state, mx.random.state]
         self.updates = int(optimizer.step.item())  # counted here, so reading the rate never waits
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
-        def forward_backward(inputs, positions, targets, weights):
+        def forward_backward(
+            inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+        ) -> tuple[Any, mx.array, mx.array, mx.array]:
             (loss, tokens), g = value_and_grad(model, inputs, positions, targets, weights)
-            square = sum(mx.square(x.astype(mx.float32)).sum() for _, x in tree_flatten(g))
+            flat = cast(Flat, tree_flatten(g))
+            square = sum((mx.square(x.astype(mx.float32)).sum() for _, x in flat), mx.array(0.0, dtype=mx.float32))
             mean = loss / mx.maximum(tokens, 1)
             flag = mx.where(
                 ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
@@ -98,25 +105,27 @@ class TrainStep:
         # Three forms, so the common step (one micro-batch) adds no per-tensor work to mlx-lm's: alone, its
         # gradient goes to the update as it is, and the host, which reads its flag before queueing the
         # update, skips a bad one. Accumulating, a bad micro-batch is kept out of the sum inside the graph.
-        def alone(inputs, positions, targets, weights):
+        def alone(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array) -> Micro:
             g, _, totals, info = forward_backward(inputs, positions, targets, weights)
             return g, totals, info
 
-        def first(inputs, positions, targets, weights):
+        def first(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array) -> Micro:
             g, keep, totals, info = forward_backward(inputs, positions, targets, weights)
             return tree_map(lambda new: mx.where(keep, new, 0), g), totals, info
 
-        def more(grads, totals, inputs, positions, targets, weights):
+        def more(
+            grads: Any, totals: mx.array, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+        ) -> Micro:
             g, keep, numbers, info = forward_backward(inputs, positions, targets, weights)
             return tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g), totals + numbers, info
 
-        def update(grads, totals):
+        def update(grads: Any, totals: mx.array) -> None:
             grads = tree_map(lambda g: g / totals[1], grads)
             if grad_clip > 0:
                 grads, _ = optim.clip_grad_norm(grads, grad_clip)
             optimizer.update(model, grads)
 
-        def build(fn):
+        def build(fn: Callable[..., Any]) -> Callable[..., Any]:
             return mx.compile(fn, inputs=self.state, outputs=self.state) if compiled else fn
 
         self._alone, self._first, self._more, self._update = build(alone), build(first), build(more), build(update)
@@ -147,7 +156,7 @@ class TrainStep:
 
     def __call__(self, batches: Iterable[Batch]) -> StepResult:
         grads, totals, infos = self.accumulate(batches)
-        numbers = mx.concatenate([totals, *infos]).tolist()  # the step's one host read
+        numbers = cast(list[float], mx.concatenate([totals, *infos]).tolist())  # the step's one host read
         micro = [MicroResult(int(numbers[i]), numbers[i + 1], int(numbers[i + 2])) for i in range(2, len(numbers), 3)]
         tokens = int(numbers[1])
         if tokens > 0:
@@ -178,5 +187,5 @@ def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = 
         loss_sum, tokens = loss_fn(model, *batch.arrays())
         totals = totals + mx.stack([loss_sum, tokens.astype(mx.float32)])
         mx.async_eval(totals)
-    total, tokens = totals.tolist()
-    return (total / tokens if tokens else float("nan")), int(tokens)
+    total, count = cast(list[float], totals.tolist())
+    return (total / count if count else float("nan")), int(count)

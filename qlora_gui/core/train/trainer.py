@@ -17,13 +17,7 @@ from typing import Any
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from ..data.batching import (
-    epoch_batches,
-    eval_batches,
-    make_batch,
-    padding_share,
-    steps_per_epoch,
-)
+from ..data.batching import epoch_batches, eval_batches, make_batch, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
 from ..data.encode import EncodedSplit
 from ..errors import DataError, TrainingError, UserError
@@ -36,15 +30,7 @@ from ..runs.run_plan import resume_source
 from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .divergence import DivergenceGuard
-from .events import (
-    Event,
-    EventCallback,
-    Failed,
-    Finished,
-    RunStarted,
-    ValidationResult,
-    finite_or_none,
-)
+from .events import Event, EventCallback, Failed, Finished, RunStarted, ValidationResult, finite_or_none
 from .losses import LossFn
 from .optimizer import build_optimizer
 from .progress import Progress
@@ -63,7 +49,7 @@ class Trainer:
     ):
         self.config = config
         self._record = RunRecord(callback, is_main=True)
-        self._loss_fn = loss_fn  # None: the chunked loss where the model allows it
+        self._requested_loss = loss_fn  # None: the chunked loss where the model allows it
         self._resume_from = Path(resume_from) if resume_from else None
         self._stop = threading.Event()
         self._running = threading.Event()
@@ -126,11 +112,11 @@ class Trainer:
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
         )
         apply_limits(cfg.memory_limit_gb)
-        prepared = prepare_model(cfg, model_path, tokenizer, self._loss_fn)
+        prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss)
         loaded, model, notes, self._loss_fn = prepared.loaded, prepared.loaded.model, prepared.notes, prepared.loss_fn
         trainable, total_params = parameter_counts(model)
 
-        train, valid, test = data["train"], data.get("valid"), data.get("test")
+        train, valid = data["train"], data.get("valid")
         lengths = train.lengths
         world, rank = self.group.size(), self.group.rank()
         first_epoch = epoch_batches(lengths, cfg.batch_size, cfg.seed, 0, rank, world)
@@ -170,11 +156,11 @@ class Trainer:
         )
         for note in notes + (self.data_report.warnings if self.data_report else []):
             self._record.warn(note)
-        return self._loop(model, optimizer, train, valid, test, state, total_steps, spe)
+        return self._loop(model, optimizer, data, state, total_steps, spe)
 
     # ---------------------------------------------------------- the loop
 
-    def _validate(self, model, split: EncodedSplit, max_batches: int):
+    def _validate(self, model: Any, split: EncodedSplit, max_batches: int) -> tuple[float, int, float]:
         t0 = time.perf_counter()
         order = eval_batches(split.lengths, self.config.batch_size)
         if max_batches > 0:
@@ -204,8 +190,16 @@ class Trainer:
         if self._progress is not None:
             self._progress.paused += time.perf_counter() - t0
 
-    def _loop(self, model, optimizer, train, valid, test, state, total_steps, spe) -> Event:
-        cfg = self.config
+    def _loop(
+        self,
+        model: Any,
+        optimizer: Any,
+        data: dict[str, EncodedSplit],
+        state: dict[str, Any],
+        total_steps: int,
+        spe: int,
+    ) -> Event:
+        cfg, train, valid, test = self.config, data["train"], data.get("valid"), data.get("test")
         train_step = TrainStep(model, optimizer, self._loss_fn, cfg.grad_clip, self.group)
         cache_limit = int(cfg.clear_cache_gb * GB)
         lengths = train.lengths
@@ -214,8 +208,8 @@ class Trainer:
         self._progress = progress = Progress(total_steps, spe, cfg.ram_warn_share)
         guard = DivergenceGuard(cfg.max_bad_steps, cfg.learning_rate)
 
-        def record_validation() -> bool:
-            loss, tokens, secs = self._validate(model, valid, cfg.val_batches)
+        def record_validation(split: EncodedSplit) -> bool:
+            loss, tokens, secs = self._validate(model, split, cfg.val_batches)
             best = state["best_val_loss"] is None or loss < state["best_val_loss"]
             state["val_loss"] = loss
             if best:
@@ -224,7 +218,7 @@ class Trainer:
             return best
 
         if valid is not None and state["step"] == 0:
-            record_validation()  # the starting point of the validation curve
+            record_validation(valid)  # the starting point of the validation curve
             state["val_loss"] = None
 
         stopped = False
@@ -256,13 +250,13 @@ class Trainer:
                 progress.add_step(loss_sum, tokens, time.perf_counter() - t0)
                 if step % cfg.steps_per_report == 0 or step == total_steps:
                     self._record.emit(progress.report(step, train_step.learning_rate(), state["trained_tokens"]))
-                    warning = progress.memory_warning()
-                    if warning:
-                        self._record.warn(warning, step)
+                    memory_warning = progress.memory_warning()
+                    if memory_warning:
+                        self._record.warn(memory_warning, step)
 
                 is_best = False
                 if valid is not None and step % cfg.steps_per_eval == 0 and step != total_steps:
-                    is_best = record_validation()
+                    is_best = record_validation(valid)
                 periodic = step % cfg.save_every == 0 and step != total_steps  # the end saves the last step
                 if periodic or is_best:
                     self._save(model, optimizer, state, "periodic" if periodic else "best", is_best)
@@ -270,25 +264,25 @@ class Trainer:
 
         if stopped:
             self._save(model, optimizer, state, "stop", False)
-            return self._finish(state, True, progress.last_loss, None)
-        is_best = record_validation() if valid is not None else False
+            return self._finish(state, True, progress, None)
+        is_best = record_validation(valid) if valid is not None else False
         self._save(model, optimizer, state, "end", is_best)
         test_loss = None
         if cfg.test and test is not None:
             test_loss, tokens, secs = self._validate(model, test, cfg.test_batches)
             self._record.emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
-        return self._finish(state, False, progress.last_loss, test_loss)
+        return self._finish(state, False, progress, test_loss)
 
-    def _finish(self, state: dict, stopped: bool, train_loss, test_loss) -> Finished:
+    def _finish(self, state: dict[str, Any], stopped: bool, progress: Progress, test_loss: float | None) -> Finished:
         event = Finished(
             state["step"],
             stopped,
-            finite_or_none(train_loss),
+            finite_or_none(progress.last_loss),
             state.get("val_loss"),
             state.get("best_val_loss"),
             test_loss,
             self.config.adapter_path,
-            self._progress.elapsed,
+            progress.elapsed,
         )
         self._record.emit(event)
         return event

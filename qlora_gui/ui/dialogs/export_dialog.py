@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from ...core.after.fuse import fuse_adapter, gguf_support
 from ...core.after.inference import base_as_trained, checkpoint_choices, read_adapter
+from ...core.errors import UserError
 from ...core.runs.run_folder import checkpoint_step
 from ...core.runs.run_plan import unused_path
 from ..desktop import open_folder
@@ -177,7 +178,11 @@ class ExportDialog(QDialog):
         if self.target().exists():
             self.status.setText(f"⚠ {self.target()} already exists: pick another name, so nothing is overwritten.")
             return
-        adapter = read_adapter(self.checkpoint.currentData())
+        try:
+            adapter = read_adapter(self.checkpoint.currentData())
+        except UserError as e:  # the checkpoint went since the dialog opened (pruned, deleted)
+            self.status.setText(f"⚠ {e}")
+            return
         self.fuse_button.setEnabled(False)
         self.bar.show()
         self.bar.setValue(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
-from ...core.after.generation import SamplingSettings
+from ...core.after.sampling import SamplingSettings
 
 
 class SamplingBox(QGroupBox):
