@@ -20,9 +20,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(out: Path) -> None:
+    from qlora_gui.core.after.samples import PromptSample
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.core.train.events import StepReport
     from qlora_gui.ui.app import create_app
+    from qlora_gui.ui.workers.playground_events import ModelLoaded
 
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp())
@@ -114,10 +117,10 @@ def main(out: Path) -> None:
         cfg.learning_rate = 3e-3
         window.settings_panel.set_config(cfg)
         window.start_training()
-        window.worker.progress.connect(on_progress)
+        window.worker.event.connect(on_progress)
 
-    def on_progress(d: dict) -> None:
-        if d["step"] >= 400 and not shots:
+    def on_progress(e: object) -> None:
+        if isinstance(e, StepReport) and e.step >= 400 and not shots:
             shots.append(1)
             window.training.charts.redraw()
             snap("training")
@@ -142,14 +145,14 @@ def main(out: Path) -> None:
         window.playground.worker.event.connect(on_playground)
         window.try_run(window.runs.selected_run())
 
-    def on_playground(e: dict) -> None:
+    def on_playground(e: object) -> None:
         p = window.playground
-        if e["kind"] == "loaded":
+        if isinstance(e, ModelLoaded):
             p.temperature.setValue(0.0)
             p.max_tokens.setValue(40)
             p.raw_toggle.setChecked(True)
             p.sample_button.click()
-        elif e["kind"] == "sample":
+        elif isinstance(e, PromptSample):
             p.generation_done.connect(on_generated)
             QTimer.singleShot(0, p.generate)
 

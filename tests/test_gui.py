@@ -510,10 +510,11 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
     panel.mask_prompt.setChecked(True)
     panel.path_edit.setText(str(text_data))
     panel.path_edit.editingFinished.emit()  # Enter, or leaving the box
+    assert panel.checking and panel.busy.isVisibleTo(panel)  # the check runs off the GUI thread, shown moving
     qtbot.waitUntil(
         lambda: panel.report is not None and not panel.checking and panel.report.format == "text", timeout=LONG
     )
-    assert panel.path == str(text_data) and panel.usable
+    assert panel.path == str(text_data) and panel.usable and not panel.busy.isVisibleTo(panel)
     assert not panel.mask_prompt.isChecked() and not panel.mask_prompt.isEnabled()
     assert "was turned off: plain text rows have no prompt to mask" in panel.summary.text()
     assert "Ready to train." in panel.summary.text()

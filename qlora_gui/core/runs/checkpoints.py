@@ -179,22 +179,24 @@ def new_train_state(seed: int) -> dict[str, Any]:
         "best_step": None,
         "val_loss": None,
         "trained_tokens": 0,
+        "lr_scale": 1.0,  # halved by each recovery from divergence
+        "recoveries": 0,
     }
 
 
-def restore_checkpoint(path: Path, model: Any, optimizer: Any) -> dict[str, Any]:
-    """Put a checkpoint's adapter and optimizer state into a model and optimizer; returns its saved state."""
-    adapters, opt_flat, saved = load_checkpoint(path)
+def restore_arrays(
+    model: Any, optimizer: Any, adapters: dict[str, mx.array], opt_flat: dict[str, mx.array], source: str
+) -> None:
+    """Adapter weights into the model and a flat optimizer state into an optimizer made for the same settings."""
     model.load_weights(list(adapters.items()), strict=False)
     missing = [p for p, _ in cast(list[tuple[str, Any]], tree_flatten(optimizer.state)) if p not in opt_flat]
     if missing:
         raise UserError(
-            f"{path}: the optimizer state does not match these settings (missing {missing[0]}); "
+            f"{source}: the optimizer state does not match these settings (missing {missing[0]}); "
             "resume with the run's own config"
         )
     optimizer.state = tree_map_with_path(lambda p, _: opt_flat[p], optimizer.state)
     mx.eval(model.parameters(), optimizer.state)
-    return saved
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, mx.array], dict[str, mx.array], dict[str, Any]]:

@@ -154,6 +154,10 @@ class TrainConfig:
     max_bad_steps: int = setting(
         5, "Stop after bad steps", "A NaN/inf loss is skipped with a warning; after this many in a row the run "
         "stops.", "int", "Safety", 1, 1000)
+    divergence_retries: int = setting(
+        0, "Retry after divergence", "When a run stops for bad steps: go back to the last checkpoint, halve the "
+        "learning rate and go on, up to this many times (each is marked on the loss chart).", "int", "Safety",
+        0, 10, lowest_text="off: stop")
     memory_limit_gb: float | None = setting(
         None, "MLX memory limit", "Caps MLX's memory. Over the cap MLX waits or fails rather than swapping the "
         "machine.", "float", "Safety", 0.0, 4096.0, above_minimum=True, decimals=1, off=None, lowest_text="none",

@@ -86,6 +86,18 @@ class TrainWarning(Event):
 
 
 @dataclass
+class Recovered(Event):
+    """Training diverged at `step` and went back to the checkpoint of `back_to` with a lower learning rate."""
+
+    kind: ClassVar[str] = "recovery"
+    step: int
+    back_to: int
+    lr_scale: float  # of the settings' learning rate, from now on
+    attempt: int
+    of: int
+
+
+@dataclass
 class CheckpointSaved(Event):
     kind: ClassVar[str] = "checkpoint"
     path: str

@@ -13,15 +13,17 @@ from .config import AUTO_WARMUP_SHARE, TrainConfig
 OPTIMIZER_CLASSES = {"adamw": optim.AdamW, "adam": optim.Adam, "sgd": optim.SGD}
 
 
-def build_optimizer(cfg: TrainConfig, total_steps: int) -> optim.Optimizer:
-    """mlx-lm's schedule when the config gives one; else linear warmup, then cosine decay to 0."""
+def build_optimizer(cfg: TrainConfig, total_steps: int, lr_scale: float = 1.0) -> optim.Optimizer:
+    """mlx-lm's schedule when the config gives one; else linear warmup, then cosine decay to 0. The whole
+    schedule is scaled by lr_scale (halved after each recovery from divergence)."""
     if cfg.lr_schedule:
         from mlx_lm.tuner.utils import build_schedule
 
-        lr = build_schedule(cfg.lr_schedule)
+        base = build_schedule(cfg.lr_schedule)
+        lr = base if lr_scale == 1.0 else (lambda step: base(step) * lr_scale)
     else:
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else int(AUTO_WARMUP_SHARE * total_steps)
-        lr = warmup_cosine(cfg.learning_rate, min(warmup, max(total_steps - 1, 0)), total_steps)
+        lr = warmup_cosine(cfg.learning_rate * lr_scale, min(warmup, max(total_steps - 1, 0)), total_steps)
     extra = dict(cfg.optimizer_config.get(cfg.optimizer, cfg.optimizer_config) or {})
     return OPTIMIZER_CLASSES[cfg.optimizer](learning_rate=lr, **extra)
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QSplitter,
     QTableWidget,
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
 
 from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
+from ...core.memory import keep_long_lived
 from ...core.train.config import SETTING_BY_KEY, default_of
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
@@ -80,6 +82,9 @@ class DatasetPanel(QWidget):
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.busy = QProgressBar(maximumHeight=6, textVisible=False)
+        self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
+        self.busy.hide()
 
         self.histogram = pg.PlotWidget(title="Row lengths")
         self.histogram.setMinimumHeight(160)
@@ -122,6 +127,7 @@ class DatasetPanel(QWidget):
         layout.addLayout(top)
         layout.addLayout(options)
         layout.addWidget(self.summary)
+        layout.addWidget(self.busy)
         layout.addWidget(split, 1)
         self._render(None)
 
@@ -177,6 +183,7 @@ class DatasetPanel(QWidget):
         self._generation += 1
         generation = self._generation
         self.checking = True
+        self.busy.show()
         self.summary.setText(f"Checking <b>{self.path}</b>…")
         self.report_changed.emit()
         start_job(
@@ -195,6 +202,7 @@ class DatasetPanel(QWidget):
         if generation != self._generation:
             return  # a newer check superseded this one
         self.checking = False
+        self.busy.hide()
         no_prompt = not report.can_mask_prompt
         self.mask_prompt.setEnabled(not no_prompt)
         if no_prompt and self.mask_prompt.isChecked():
@@ -202,6 +210,7 @@ class DatasetPanel(QWidget):
             self.mask_prompt.setChecked(False)  # checks again, without it
             return
         self.report, self.raw = report, raw
+        keep_long_lived()  # the rows stay as long as the dataset is open
         self._render(report)
         self.token_box.set_source(raw, self.model_path, self.max_seq_length, self.mask_prompt.isChecked())
         self.report_changed.emit()
@@ -210,6 +219,7 @@ class DatasetPanel(QWidget):
         if generation != self._generation:
             return
         self.checking = False
+        self.busy.hide()
         self.report, self.raw = None, {}
         self.summary.setText(f"<b>Could not check the data:</b> {message}")
         self.report_changed.emit()

@@ -23,6 +23,7 @@ from ...core.train.events import (
     CheckpointSaved,
     Failed,
     Finished,
+    Recovered,
     RunStarted,
     StepReport,
     TrainWarning,
@@ -190,6 +191,9 @@ class TrainingView(QWidget):
 
     def on_warning(self, e: TrainWarning) -> None:
         self.append_log(f"⚠ {e.message}")
+
+    def on_recovery(self, e: Recovered) -> None:
+        self.charts.add_recovery(e)  # the warning that comes with it says why in the log
 
     def on_checkpoint(self, e: CheckpointSaved) -> None:
         existing = [self.checkpoints.topLevelItem(i) for i in range(self.checkpoints.topLevelItemCount())]

@@ -1,0 +1,222 @@
+"""The steps of one run: epochs, accumulation, reports, validation, checkpoints, recovery from divergence."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from ..data.batching import epoch_batches, eval_batches, make_batch
+from ..data.encode import EncodedSplit
+from ..memory import GB, clear_cache_if_above
+from ..model.loader import adapter_weights
+from ..runs import checkpoints as ckpt
+from ..runs.run_record import RunRecord
+from .config import TrainConfig
+from .divergence import Diverged, DivergenceGuard
+from .events import Event, Finished, Recovered, ValidationResult, finite_or_none
+from .losses import LossFn
+from .optimizer import build_optimizer
+from .progress import Progress
+from .step import TrainStep, evaluate_loss
+
+Flat = dict[str, mx.array]
+
+
+@dataclass
+class Snapshot:
+    """The last checkpoint, kept in memory (MLX arrays are immutable: holding them copies nothing), so that
+    every rank can go back to it after a divergence."""
+
+    adapters: Flat
+    optimizer: Flat
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunControl:
+    """How the loop asks whether to stop, and waits while paused (the Trainer's, safe from any thread)."""
+
+    stop_requested: Callable[[], bool]
+    wait_if_paused: Callable[[Progress], None]
+
+
+class TrainingLoop:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        model: Any,
+        loss_fn: LossFn,
+        data: dict[str, EncodedSplit],
+        total_steps: int,
+        steps_per_epoch: int,
+        group: Any,
+        record: RunRecord,
+        adapter_config: dict[str, Any],
+        control: RunControl,
+    ):
+        self.cfg, self.model, self.loss_fn, self.data = cfg, model, loss_fn, data
+        self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
+        self.adapter_config, self.control = adapter_config, control
+        self.state = ckpt.new_train_state(cfg.seed)
+        self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
+        self._build_step()
+
+    def _build_step(self, restore: Snapshot | None = None, source: str = "") -> None:
+        """The optimizer (its schedule scaled by the state's lr_scale), the weights and optimizer state to go on
+        from, then the compiled step: it captures the optimizer's state as it is when built."""
+        self.optimizer = build_optimizer(self.cfg, self.total_steps, self.state["lr_scale"])
+        self.optimizer.init(self.model.trainable_parameters())
+        if restore is not None:
+            ckpt.restore_arrays(self.model, self.optimizer, restore.adapters, restore.optimizer, source)
+        self.train_step = TrainStep(self.model, self.optimizer, self.loss_fn, self.cfg.grad_clip, self.group)
+
+    def restore(self, checkpoint: Path) -> None:
+        """Continue from a checkpoint folder (resume): its state first, since it sets the learning rate."""
+        adapters, optimizer, saved = ckpt.load_checkpoint(checkpoint)
+        self.state.update({k: saved[k] for k in self.state if k in saved})
+        self._build_step(Snapshot(adapters, optimizer), str(checkpoint))
+
+    def _snapshot(self) -> Snapshot:
+        flat = cast(list[tuple[str, mx.array]], tree_flatten(self.optimizer.state))
+        return Snapshot(adapter_weights(self.model), dict(flat), dict(self.state))
+
+    # ------------------------------------------------------------ the run
+
+    def run(self) -> Event:
+        cfg, state, valid = self.cfg, self.state, self.data.get("valid")
+        self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share)
+        self.model.train()
+        self.last_good = self._snapshot()
+        if valid is not None and state["step"] == 0:
+            self._record_validation(valid)  # the starting point of the validation curve
+            state["val_loss"] = None
+        stopped = False
+        while state["step"] < self.total_steps and not stopped:
+            try:
+                stopped = self._epoch()
+            except Diverged as e:
+                if state["recoveries"] >= cfg.divergence_retries:
+                    raise
+                self._recover(e)
+        if stopped:
+            self._save("stop", False)
+            return self._finish(True, None)
+        is_best = self._record_validation(valid) if valid is not None else False
+        self._save("end", is_best)
+        test, test_loss = self.data.get("test"), None
+        if cfg.test and test is not None:
+            test_loss, tokens, secs = self._validate(test, cfg.test_batches)
+            self.record.emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
+        return self._finish(False, test_loss)
+
+    def _epoch(self) -> bool:
+        """The rest of the current epoch (or of the step budget); True when stopped."""
+        cfg, state, train, valid = self.cfg, self.state, self.data["train"], self.data.get("valid")
+        epoch, progress = state["epoch"], self.progress
+        guard = DivergenceGuard(cfg.max_bad_steps, cfg.learning_rate * state["lr_scale"])
+        # The epoch's order is rebuilt from (seed, epoch) each epoch, so a resume can rebuild it too.
+        batches = epoch_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, self.group.rank(), self.group.size())
+        while state["epoch"] == epoch and state["step"] < self.total_steps:
+            self.control.wait_if_paused(progress)
+            if self.control.stop_requested():
+                return True
+            t0 = time.perf_counter()
+            step = state["step"] + 1
+            mx.random.seed(cfg.seed * 1_000_003 + step)  # dropout depends on (seed, step) only
+            group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
+            result = self.train_step(make_batch(train, idx) for idx in group)
+            for skipped in guard.check(result, step):
+                self.record.warn(skipped, step)
+            self.optimizer_updates += result.updated
+            state["step"], state["batch_pos"] = step, state["batch_pos"] + len(group)
+            if state["batch_pos"] >= len(batches):
+                state["epoch"], state["batch_pos"] = state["epoch"] + 1, 0
+            state["trained_tokens"] += result.tokens
+            state["val_loss"] = None
+            progress.add_step(result.loss_sum, result.tokens, time.perf_counter() - t0)
+            if step % cfg.steps_per_report == 0 or step == self.total_steps:
+                self.record.emit(progress.report(step, self.train_step.learning_rate(), state["trained_tokens"]))
+                memory = progress.memory_warning()
+                if memory:
+                    self.record.warn(memory, step)
+            is_best = False
+            if valid is not None and step % cfg.steps_per_eval == 0 and step != self.total_steps:
+                is_best = self._record_validation(valid)
+            periodic = step % cfg.save_every == 0 and step != self.total_steps  # the end saves the last step
+            if periodic or is_best:
+                self._save("periodic" if periodic else "best", is_best)
+            clear_cache_if_above(int(cfg.clear_cache_gb * GB))
+        return False
+
+    def _recover(self, error: Diverged) -> None:
+        """Back to the last checkpoint with half the learning rate; the same batches follow, in the same order."""
+        failed_at, good = self.state["step"] + 1, self.last_good
+        attempt, scale = self.state["recoveries"] + 1, self.state["lr_scale"] * 0.5
+        self.state.clear()
+        self.state.update(good.state, lr_scale=scale, recoveries=attempt)
+        self._build_step(good, "the last checkpoint")
+        self.record.warn(
+            f"{error} — going back to step {good.state['step']} with the learning rate halved "
+            f"(retry {attempt} of {self.cfg.divergence_retries})",
+            failed_at,
+        )
+        self.record.emit(
+            Recovered(failed_at, good.state["step"], self.state["lr_scale"], attempt, self.cfg.divergence_retries)
+        )
+
+    # ------------------------------------------------------------ validation, saving, the end
+
+    def _validate(self, split: EncodedSplit, max_batches: int) -> tuple[float, int, float]:
+        t0 = time.perf_counter()
+        order = eval_batches(split.lengths, self.cfg.batch_size)
+        if max_batches > 0:
+            order = order[:max_batches]
+        self.model.eval()
+        loss, tokens = evaluate_loss(self.model, (make_batch(split, idx) for idx in order), self.loss_fn)
+        self.model.train()
+        return loss, tokens, time.perf_counter() - t0
+
+    def _record_validation(self, split: EncodedSplit) -> bool:
+        state = self.state
+        loss, tokens, secs = self._validate(split, self.cfg.val_batches)
+        best = state["best_val_loss"] is None or loss < state["best_val_loss"]
+        state["val_loss"] = loss
+        if best:
+            state["best_val_loss"], state["best_step"] = loss, state["step"]
+        self.record.emit(ValidationResult(state["step"], loss, tokens, best, secs))
+        return best
+
+    def _save(self, reason: str, is_best: bool) -> None:
+        snapshot = self._snapshot()
+        self.record.save(
+            self.state["step"],
+            snapshot.adapters,
+            self.adapter_config,
+            snapshot.optimizer,
+            self.state,
+            self.cfg.keep_last,
+            reason,
+            is_best,
+        )
+        self.last_good = snapshot
+
+    def _finish(self, stopped: bool, test_loss: float | None) -> Finished:
+        state = self.state
+        event = Finished(
+            state["step"],
+            stopped,
+            finite_or_none(self.progress.last_loss),
+            state.get("val_loss"),
+            state.get("best_val_loss"),
+            test_loss,
+            self.cfg.adapter_path,
+            self.progress.elapsed,
+        )
+        self.record.emit(event)
+        return event
