@@ -31,6 +31,14 @@ def add_train_parser(sub) -> None:
         epilog="YAML-only keys: " + ", ".join(s.key for s in SETTINGS if not s.flag) + ".",
     )
     p.add_argument("-c", "--config", help="YAML file with mlx-lm lora keys and ours; flags override it")
+    p.add_argument(
+        "--preflight",
+        action="store_true",
+        help="train nothing: measure peak memory and speed of two "
+        "steps on the longest rows with these settings, the run's duration, and what fits when they "
+        "do not",
+    )
+    p.add_argument("--json", action="store_true", help="with --preflight: print the result as JSON")
     add_setting_flags(p)
 
 
@@ -121,6 +129,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.train.trainer import Trainer
 
     cfg, notes = config_from_args(args)
+    if args.preflight:
+        return run_preflight(cfg, args.json)
     reporter = ConsoleReporter()
     for note in notes:
         print(f"warning: {note}")
@@ -142,3 +152,13 @@ def run_train(args: argparse.Namespace) -> int:
     if isinstance(result, Failed):
         return result.exit_code
     return 130 if interrupted else 0
+
+
+def run_preflight(cfg: TrainConfig, as_json: bool) -> int:
+    import json
+
+    from .core.train.preflight import preflight
+
+    result = preflight(cfg, say=lambda what: print(f"preflight: {what}…", file=sys.stderr, flush=True))
+    print(json.dumps(result.to_dict()) if as_json else result.to_text())
+    return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from dataclasses import dataclass
@@ -33,15 +32,6 @@ def sample() -> MemorySample:
         psutil.Process().memory_info().rss,
         psutil.virtual_memory().total,
     )
-
-
-def keep_long_lived() -> None:
-    """Exempt every object alive now from Python's cyclic garbage collector, after a large load (a dataset's
-    rows, a model). A full collection walks every tracked object while holding the interpreter lock: with a
-    100,000-row dataset in memory that took 200-390 ms, 31 times in a 200-step run, and stalled the window
-    (bench/bench_gui.py). Frozen objects are still freed by reference counting when they are dropped; only
-    cycles among them wait."""
-    gc.freeze()
 
 
 def total_ram() -> int:

@@ -1,12 +1,24 @@
-"""Handing a folder to the system's file manager (and saying so when there is none), or to its trash."""
+"""The desktop around the app: files dropped on the window, folders handed to the file manager (saying so
+when there is none) or to the trash."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QFile, QStandardPaths, Qt, QUrl
+from PySide6.QtCore import QFile, QMimeData, QStandardPaths, Qt, QUrl
 from PySide6.QtGui import QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QMessageBox, QWidget
+
+from ..core.data.intake import DATA_SUFFIXES
+
+
+def dropped_data_path(mime: QMimeData) -> str | None:
+    """The first dropped file or folder the app can read as data (a folder, .jsonl or .json)."""
+    for url in mime.urls() if mime.hasUrls() else []:
+        path = Path(url.toLocalFile())
+        if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES:
+            return str(path)
+    return None
 
 
 def open_folder(path: str | Path, parent: QWidget | None = None) -> bool:

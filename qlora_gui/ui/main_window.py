@@ -8,7 +8,6 @@ from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
-from ..core.data.intake import DATA_SUFFIXES
 from ..core.errors import ConfigError
 from ..core.memory import memory_budget
 from ..core.runs.run_plan import new_run_folder, plan_resume, step_plan
@@ -16,6 +15,7 @@ from ..core.train.estimate import estimate_memory
 from ..core.train.events import (
     Failed,
 )
+from .desktop import dropped_data_path
 from .dialogs.export_dialog import ExportDialog
 from .dialogs.recovery import offer_resume
 from .menus import build_menus
@@ -109,22 +109,14 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------ data in
 
     def dragEnterEvent(self, event) -> None:
-        if self._dropped_path(event.mimeData()):
+        if dropped_data_path(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        path = self._dropped_path(event.mimeData())
+        path = dropped_data_path(event.mimeData())
         if path:
             event.acceptProposedAction()
             self.open_dataset(path)
-
-    @staticmethod
-    def _dropped_path(mime) -> str | None:
-        for url in mime.urls() if mime.hasUrls() else []:
-            path = Path(url.toLocalFile())
-            if path.is_dir() or path.suffix.lower() in DATA_SUFFIXES:
-                return str(path)
-        return None
 
     def open_dataset(self, path: str | Path) -> None:
         self.dataset.set_path(path)
@@ -205,12 +197,14 @@ class MainWindow(QMainWindow):
         cfg = self.current_config()
         if cfg is None or self.worker is not None or not self.dataset.usable:
             return
-        share = self._update_estimate(cfg)
+        measured = self.settings_panel.preflight.measured_share(cfg)  # a preflight of these very settings
+        share = measured if measured is not None else self._update_estimate(cfg)
+        what = "measured peak memory" if measured is not None else "memory estimate"
         if (
             share is not None
             and share > 1
             and not self.confirm(
-                "Memory", "The memory estimate is over what this machine has. Training may swap or fail. Start anyway?"
+                "Memory", f"The {what} is over what this machine has. Training may swap or fail. Start anyway?"
             )
         ):
             return

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..gc_policy import without_cyclic_gc
 from ..train.config import default_of
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
 from .encode import EncodedSplit, encode_split
@@ -176,6 +177,7 @@ def _encoded_warnings(report: DataReport, encoded: dict[str, EncodedSplit]) -> l
     return out
 
 
+@without_cyclic_gc
 def check_data(
     path: str | Path,
     tokenizer: Any = None,

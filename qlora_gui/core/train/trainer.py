@@ -18,7 +18,8 @@ import mlx.core as mx
 from ..data.batching import epoch_batches, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
 from ..errors import DataError, TrainingError, UserError
-from ..memory import apply_limits, blas_in_use, device_name, keep_long_lived
+from ..gc_policy import keep_long_lived
+from ..memory import apply_limits, blas_in_use, device_name
 from ..model.loader import adapter_config, parameter_counts
 from ..model.model_files import load_tokenizer, resolve_model_path
 from ..runs.run_folder import RunFolder

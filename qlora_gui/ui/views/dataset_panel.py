@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 
 from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
-from ...core.memory import keep_long_lived
+from ...core.gc_policy import keep_long_lived
 from ...core.train.config import SETTING_BY_KEY, default_of
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value

@@ -27,6 +27,7 @@ from ...core.resources import resource_path
 from ...core.train.command_line import apply_flag_values, train_command
 from ...core.train.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ...core.train.estimate import MemoryEstimate
+from ..widgets.preflight_box import PreflightBox
 from ..widgets.setting_widgets import make_widget, read_value, show_value
 
 TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's fields, box by box
@@ -70,6 +71,8 @@ class SettingsPanel(QWidget):
         self.estimate_bar.setRange(0, 1000)
         self.estimate_bar.setTextVisible(False)
         self.estimate_bar.setMaximumHeight(10)
+        self.preflight = PreflightBox(lambda: self.command_source() if self.command_source else self.check())
+        self.preflight.applied.connect(self.set_config)
 
         form_host = QWidget()
         columns = QHBoxLayout(form_host)
@@ -99,6 +102,7 @@ class SettingsPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.estimate_label)
         layout.addWidget(self.estimate_bar)
+        layout.addWidget(self.preflight)
         layout.addWidget(self.error)
         layout.addWidget(scroll, 1)
         self.set_config(TrainConfig())
