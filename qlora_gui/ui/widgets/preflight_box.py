@@ -37,6 +37,7 @@ class PreflightBox(QWidget):
         self.apply_button.clicked.connect(self._apply)
         self.text = QLabel("")
         self.text.setWordWrap(True)
+        self.text.hide()  # no empty line under the button until there is something to say
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.check_button)
@@ -52,13 +53,17 @@ class PreflightBox(QWidget):
         if cfg is None or self.job is not None:
             return
         if not cfg.model or not cfg.data:
-            self.text.setText("Pick a dataset and a model first.")
+            self._say("Pick a dataset and a model first.")
             return
         self._config, self.result = cfg, None
         self.check_button.setEnabled(False)
         self.apply_button.hide()
-        self.text.setText("Measuring: loading the model and running two steps on the longest rows…")
+        self._say("Measuring: loading the model and running two steps on the longest rows…")
         self.job = start_job(preflight_in_child, cfg, on_done=self._done, on_failed=self._failed)
+
+    def _say(self, text: str) -> None:
+        self.text.setText(text)
+        self.text.setVisible(bool(text))
 
     def measured_share(self, cfg: TrainConfig) -> float | None:
         """The measured peak of exactly these settings over the memory they may use now; None when unmeasured."""
@@ -72,7 +77,7 @@ class PreflightBox(QWidget):
         self.job, self.result = None, result
         self._measured_for = memory_fingerprint(self._config) if self._config else None
         self.check_button.setEnabled(True)
-        self.text.setText(result.to_text().replace("\n", "<br>"))
+        self._say(result.to_text().replace("\n", "<br>"))
         chosen = result.chosen
         if chosen is not None and not result.fits_as_set:
             self.apply_button.setText(f"Apply: {chosen.settings()}")
@@ -82,7 +87,7 @@ class PreflightBox(QWidget):
     def _failed(self, message: str, details: str) -> None:
         self.job = None
         self.check_button.setEnabled(True)
-        self.text.setText(f"⚠ {message}")
+        self._say(f"⚠ {message}")
         self.text.setToolTip(details)
         self.finished.emit()
 
