@@ -108,6 +108,8 @@ def common_flags(model: Path, data: Path, a: argparse.Namespace) -> list[str]:
             str(a.val_batches),
             "--save-every",
             str(a.iters),
+            "--sample-answers",  # mlx_lm.lora answers no prompts while training: the same work for both
+            "0",
         ]
         + (["--mask-prompt"] if a.mask_prompt else [])
         + (["--grad-checkpoint"] if a.grad_checkpoint else [])

@@ -17,6 +17,7 @@ from .core.train.events import (
     Failed,
     Finished,
     RunStarted,
+    SampleAnswers,
     StepReport,
     TrainWarning,
     ValidationResult,
@@ -57,11 +58,30 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     return cfg, notes
 
 
+def one_line(text: str, width: int = 200) -> str:
+    """Text on one terminal line: line breaks shown as ⏎, cut at `width` characters."""
+    flat = " ⏎ ".join(part.strip() for part in text.strip().splitlines())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 class ConsoleReporter:
     """Prints the run: a progress bar on a terminal, a line per report everywhere."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.prompts_shown = False
+
+    def _print_samples(self, e: SampleAnswers) -> None:
+        """The prompts and their references once, then each time the answers, a line each."""
+        if not self.prompts_shown:
+            for i, a in enumerate(e.answers, 1):
+                self._print(f"sample [{i}] ({a['source']}) prompt: {one_line(a['prompt'])}")
+                if a["reference"]:
+                    self._print(f"sample [{i}] reference: {one_line(a['reference'])}")
+            self.prompts_shown = True
+        self._print(f"step {e.step:>6} | sample answers in {e.seconds:.1f}s (not counted in tok/s)")
+        for i, a in enumerate(e.answers, 1):
+            self._print(f"  [{i}] {one_line(a['answer'])}")
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -105,6 +125,8 @@ class ConsoleReporter:
             self._print(
                 f"step {e.step:>6} | {e.split} loss {e.val_loss:.4f}{best} | {e.val_tokens} tokens in {e.seconds:.1f}s"
             )
+        elif isinstance(e, SampleAnswers):
+            self._print_samples(e)
         elif isinstance(e, CheckpointSaved):
             self._print(f"step {e.step:>6} | saved {e.path} ({e.reason})")
         elif isinstance(e, TrainWarning):

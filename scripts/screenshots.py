@@ -133,6 +133,13 @@ def main(out: Path) -> None:
             window.worker.finished.connect(on_stopped)  # the run goes on to its end, for the playground
 
     def on_stopped() -> None:
+        view = window.training
+        view.bottom.setCurrentWidget(view.samples)
+        sizes = view.split.sizes()
+        view.split.setSizes([sum(sizes) - 430, 430])
+        snap("samples")
+        view.split.setSizes(sizes)
+        view.bottom.setCurrentIndex(0)
         window.runs.refresh()
         window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
         window.runs.set_notes("Quick test preset on the demo model, lr 3e-3")

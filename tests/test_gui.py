@@ -140,9 +140,18 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     assert charts.loss_plot.legend is None and len(charts.loss_legend.items) == 3
     assert not charts.limit_line.isVisible() and "above" in charts.mem_plot.titleLabel.text
     assert window.training.checkpoint_count() >= 2
+    # Sample answers: the base's at step 0, then at each validation and the end; scrub back to the base.
+    timeline = window.training.samples
+    assert timeline.steps == [0, 3, 6] and len(timeline._panels) == 2
+    assert timeline.step_label.text().startswith("step 6 · 3 of 3")
+    timeline.slider.setValue(0)
+    assert timeline._panels[0].answer_title.text() == "Answer at step 0 (the base, before training)"
+    assert timeline._panels[0].reference.toPlainText()  # text rows: the part after the cut is the reference
     qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
     assert window.training.start_button.isEnabled()
     assert window.runs.run_count() == 1
+    window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
+    assert window.runs.samples.steps == [0, 3, 6]  # the Runs tab shows them for earlier runs
 
 
 def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data):

@@ -265,8 +265,9 @@ def check_data(
 
 def training_data(
     path: str, tokenizer: Any, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float, seed: int
-) -> tuple[DataReport, dict[str, EncodedSplit]]:
-    """The report and encoded splits to train on; DataError listing every problem when the data is not usable."""
+) -> tuple[DataReport, dict[str, EncodedSplit], dict[str, RawSplit]]:
+    """The report, encoded splits and checked rows to train on; DataError listing every problem when the data is
+    not usable."""
     check = check_data(
         path,
         tokenizer,
@@ -281,4 +282,4 @@ def training_data(
             f"{check.report.source}: the data has {check.report.problem_count} problem(s); fix them and start again",
             check.report.problem_lines(),
         )
-    return check.report, check.encoded
+    return check.report, check.encoded, check.raw

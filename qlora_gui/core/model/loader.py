@@ -158,6 +158,9 @@ def use_grad_checkpoint(model: nn.Module) -> int:
             _n: int = max(len(dropouts), 1),  # noqa: B008
             **kwargs: Any,
         ) -> Any:
+            if not self.training:  # validation and sample answers: no backward to save memory for
+                return _call(self, *args, **kwargs)
+
             def inner(params: Any, key: mx.array, *args: Any, **kwargs: Any) -> Any:
                 self.update(params)
                 _box.keys = mx.stop_gradient(mx.random.split(mx.stop_gradient(key), _n))

@@ -52,6 +52,11 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     return events
 
 
+def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's sample-answer events, oldest first (a step answered again after a divergence comes twice)."""
+    return [e for e in read_events(run_dir) if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+
+
 def read_curves(run_dir: Path) -> RunCurves:
     curves = RunCurves()
     for e in read_events(run_dir):

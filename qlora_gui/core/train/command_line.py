@@ -12,7 +12,7 @@ from .setting import Setting
 
 # PEFT's name for the LoRA strength; mlx-lm stores scale = alpha / rank. A conversion, not a setting of its own.
 ALPHA_FLAG = "--lora-alpha"
-_TYPES = {"int": int, "float": float, "sci": float, "text": str, "keys": str}
+_TYPES = {"int": int, "float": float, "sci": float, "text": str, "file": str, "keys": str}
 
 
 def flagged(keys: Iterable[str] | None = None) -> list[Setting]:
@@ -44,7 +44,14 @@ def add_setting_flags(parser: argparse.ArgumentParser, keys: Iterable[str] | Non
             )
         else:
             typ = type(s.choices[0]) if s.choices else _TYPES.get(s.kind, str)
-            group.add_argument(s.flag_name, dest=_dest(s), type=typ, default=None, help=text, metavar=s.name.upper())
+            group.add_argument(
+                s.flag_name,
+                dest=_dest(s),
+                type=typ,
+                default=None,
+                help=text,
+                metavar="FILE" if s.kind == "file" else s.name.upper(),
+            )
     if keys is None or "lora_parameters.scale" in set(keys):
         (groups.get("Adapter") or parser).add_argument(
             ALPHA_FLAG,

@@ -141,6 +141,16 @@ class TrainConfig:
                          "Evaluation")
     test_batches: int = setting(-1, "Test batches", "Batches for the test at the end.", "int", "Evaluation",
                                 1, 1_000_000, off=-1, lowest_text="all")
+    sample_answers: int = setting(
+        2, "Sample answers", "Prompts the model answers (greedy) at the start, at each validation and at the end, "
+        "so you see what it learns: the Train tab's Sample answers, metrics.jsonl. Their time is reported and kept "
+        "out of tokens/s.", "int", "Sample answers", 0, 4, lowest_text="off")
+    sample_prompts: str = setting(
+        "", "Prompts file", "Rows in any data format, or {\"prompt\": ...} rows; the first ones are asked, and an "
+        "answer in a row is shown as its reference. Empty: rows of the validation split.", "file", "Sample answers",
+        lowest_text="rows of the validation split")
+    sample_tokens: int = setting(48, "Answer length", "Tokens generated per sample answer, at most.", "int",
+                                 "Sample answers", 1, 4096, unit="tokens")
     save_every: int = setting(
         100, "Save every", "Steps between checkpoints. Each holds the adapter and optimizer state (a few MB); "
         "Stop also saves.", "int", "Checkpoints", 1, 1_000_000, unit="steps")

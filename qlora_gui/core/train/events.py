@@ -79,6 +79,16 @@ class ValidationResult(Event):
 
 
 @dataclass
+class SampleAnswers(Event):
+    """The model's greedy answers to the sample prompts at `step` (0: the base, before any training)."""
+
+    kind: ClassVar[str] = "samples"
+    step: int
+    answers: list[dict[str, Any]]  # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE)
+    seconds: float  # kept out of tokens/s: the step timer does not run while answering
+
+
+@dataclass
 class TrainWarning(Event):
     kind: ClassVar[str] = "warning"
     message: str

@@ -23,6 +23,7 @@ from .events import Event, Finished, Recovered, ValidationResult, finite_or_none
 from .losses import LossFn
 from .optimizer import build_optimizer
 from .progress import Progress
+from .sample_answers import SampleAnswerer
 from .step import TrainStep, evaluate_loss
 
 Flat = dict[str, mx.array]
@@ -59,10 +60,11 @@ class TrainingLoop:
         record: RunRecord,
         adapter_config: dict[str, Any],
         control: RunControl,
+        answerer: SampleAnswerer | None = None,
     ):
         self.cfg, self.model, self.loss_fn, self.data = cfg, model, loss_fn, data
         self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
-        self.adapter_config, self.control = adapter_config, control
+        self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
         self.state = ckpt.new_train_state(cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._build_step()
@@ -93,9 +95,11 @@ class TrainingLoop:
         self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share)
         self.model.train()
         self.last_good = self._snapshot()
-        if valid is not None and state["step"] == 0:
-            self._record_validation(valid)  # the starting point of the validation curve
-            state["val_loss"] = None
+        if state["step"] == 0:  # the starting points: the validation curve's and the base's answers
+            if valid is not None:
+                self._record_validation(valid)
+                state["val_loss"] = None
+            self._answer()
         stopped = False
         while state["step"] < self.total_steps and not stopped:
             try:
@@ -108,6 +112,7 @@ class TrainingLoop:
             self._save("stop", False)
             return self._finish(True, None)
         is_best = self._record_validation(valid) if valid is not None else False
+        self._answer()
         self._save("end", is_best)
         test, test_loss = self.data.get("test"), None
         if cfg.test and test is not None:
@@ -146,8 +151,9 @@ class TrainingLoop:
                 if memory:
                     self.record.warn(memory, step)
             is_best = False
-            if valid is not None and step % cfg.steps_per_eval == 0 and step != self.total_steps:
-                is_best = self._record_validation(valid)
+            if step % cfg.steps_per_eval == 0 and step != self.total_steps:
+                is_best = self._record_validation(valid) if valid is not None else False
+                self._answer()
             periodic = step % cfg.save_every == 0 and step != self.total_steps  # the end saves the last step
             if periodic or is_best:
                 self._save("periodic" if periodic else "best", is_best)
@@ -191,6 +197,12 @@ class TrainingLoop:
             state["best_val_loss"], state["best_step"] = loss, state["step"]
         self.record.emit(ValidationResult(state["step"], loss, tokens, best, secs))
         return best
+
+    def _answer(self) -> None:
+        """The sample prompts' answers now; only the rank that reports makes them (the others wait at the next
+        step's gradient sum)."""
+        if self.answerer is not None and self.record.is_main:
+            self.record.emit(self.answerer.answer(self.state["step"]))
 
     def _save(self, reason: str, is_best: bool) -> None:
         snapshot = self._snapshot()

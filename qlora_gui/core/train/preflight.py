@@ -143,7 +143,7 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(model_path)
     say("checking the data")
-    _, data = training_data(
+    _, data, _ = training_data(
         cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
     )
     train = data["train"]

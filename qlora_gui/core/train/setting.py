@@ -28,7 +28,7 @@ NO_OFF: Any = _NoOff()
 class Setting:
     label: str  # as the app shows it
     help: str  # --help and the tooltip: what it does and what it costs
-    # int, float, sci (a float typed as text: 1e-4), bool, choice, keys (a list of names), text or mapping
+    # int, float, sci (a float typed as text: 1e-4), bool, choice, keys (a list of names), text, file or mapping
     kind: str = "text"
     group: str | None = None  # the Settings tab's box; None: set elsewhere (Data or Model tab, the CLI, YAML)
     minimum: float | None = None

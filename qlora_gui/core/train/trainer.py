@@ -30,6 +30,7 @@ from .events import Event, EventCallback, Failed, RunStarted
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
 from .progress import Progress
+from .sample_answers import SampleAnswerer, choose_prompts
 from .training_model import prepare_model
 
 
@@ -101,9 +102,10 @@ class Trainer:
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path)
         # Every data problem surfaces before any weights load.
-        self.data_report, data = training_data(
+        self.data_report, data, rows = training_data(
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
         )
+        prompts, prompts_note = choose_prompts(cfg.sample_answers, cfg.sample_prompts, rows, cfg.seed)
         apply_limits(cfg.memory_limit_gb)
         prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss)
         loaded, model, notes = prepared.loaded, prepared.loaded.model, prepared.notes
@@ -120,8 +122,11 @@ class Trainer:
         # The playground applies the chat template only when training did (not for text rows).
         config["data_format"] = self.data_report.format if self.data_report else None
         control = RunControl(self._stop.is_set, self._wait_if_paused)
+        # The template is applied to the prompts when training applied it (not for text rows).
+        chat = config["data_format"] != "text"
+        answerer = SampleAnswerer(model, loaded.tokenizer, prompts, chat, cfg.sample_tokens) if prompts else None
         self.loop = loop = TrainingLoop(
-            cfg, model, prepared.loss_fn, data, total_steps, spe, self.group, self._record, config, control
+            cfg, model, prepared.loss_fn, data, total_steps, spe, self.group, self._record, config, control, answerer
         )
         if resume_path is not None:
             loop.restore(resume_path)
@@ -145,7 +150,9 @@ class Trainer:
                 device_name(),
             )
         )
-        for note in notes + (self.data_report.warnings if self.data_report else []):
+        for note in (
+            notes + [prompts_note] * bool(prompts_note) + (self.data_report.warnings if self.data_report else [])
+        ):
             self._record.warn(note)
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()

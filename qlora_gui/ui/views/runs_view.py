@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -14,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -21,12 +21,13 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.after.evaluation import read_evaluations
-from ...core.runs.history import RunSummary, list_runs, read_curves
+from ...core.runs.history import RunSummary, list_runs, read_sample_answers
 from ...core.runs.run_admin import describe_settings, read_notes, resume_point, settings_differences
 from ...core.runs.run_folder import run_of
 from ..desktop import open_folder
 from ..dialogs.hard_rows_dialog import HardRowsDialog
-from ..theme import style_plot
+from ..widgets.run_curves import RunCurvesPlot
+from ..widgets.sample_timeline import SampleTimeline
 from ..workers.jobs import start_job
 from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss, last_row_losses
 from .run_filing import RunFiling
@@ -46,7 +47,6 @@ COLUMNS = [
     "Last train loss",
     "Date",
 ]
-PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
 
 
 class RunsView(RunFiling, QWidget):
@@ -66,11 +66,11 @@ class RunsView(RunFiling, QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
         self.table.setSortingEnabled(True)
-        self.plot = pg.PlotWidget(title="Loss curves of the selected runs (solid: train, dots: validation)")
-        self.plot.addLegend(offset=(-10, 10))
-        self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.plot.setLabel("bottom", "step")
-        self.plot.setMenuEnabled(False)
+        self.plot = RunCurvesPlot()
+        self.samples = SampleTimeline()
+        self.figures = QTabWidget()
+        self.figures.addTab(self.plot, "Loss curves")
+        self.figures.addTab(self.samples, "Sample answers")
         self.root_label = QLabel()
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
@@ -119,7 +119,7 @@ class RunsView(RunFiling, QWidget):
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.table)
-        split.addWidget(self.plot)
+        split.addWidget(self.figures)
         split.setSizes([260, 400])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
@@ -267,26 +267,16 @@ class RunsView(RunFiling, QWidget):
     def plot_selected(self) -> None:
         self.update_actions()
         self._show_summary()
-        self.plot.clear()
-        self.plotted = []
-        for n, item in enumerate(self.table.selectedItems()):
-            curves = read_curves(Path(item.data(0, PATH_ROLE)))
-            color = PALETTE[n % len(PALETTE)]
-            self.plot.plot(curves.steps, curves.losses, pen=pg.mkPen(color, width=2), name=item.text(0))
-            if curves.val_steps:
-                self.plot.plot(
-                    curves.val_steps,
-                    curves.val_losses,
-                    pen=None,
-                    symbol="o",
-                    symbolSize=7,
-                    symbolBrush=color,
-                    symbolPen=None,
-                )
-            self.plotted.append(item.text(0))
+        items = self.table.selectedItems()
+        self.plot.show_runs([(item.text(0), Path(item.data(0, PATH_ROLE))) for item in items])
+        self.samples.set_events(read_sample_answers(Path(self.selected_run() or "")) if len(items) == 1 else [])
+
+    @property
+    def plotted(self) -> list[str]:
+        return self.plot.plotted
 
     def apply_palette(self, palette) -> None:
-        style_plot(self.plot, (self.plot.getPlotItem(),), palette)
+        self.plot.apply_palette(palette)
 
     def _open_selected(self) -> None:
         items = self.table.selectedItems()

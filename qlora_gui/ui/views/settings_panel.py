@@ -31,7 +31,7 @@ from ..widgets.preflight_box import PreflightBox
 from ..widgets.setting_widgets import make_widget, read_value, show_value
 
 TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's fields, box by box
-LEFT_GROUPS = ("Adapter", "Batches", "Duration")
+LEFT_GROUPS = ("Adapter", "Batches", "Duration", "Sample answers")
 
 
 class SettingsPanel(QWidget):

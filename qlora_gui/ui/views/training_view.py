@@ -25,12 +25,14 @@ from ...core.train.events import (
     Finished,
     Recovered,
     RunStarted,
+    SampleAnswers,
     StepReport,
     TrainWarning,
     ValidationResult,
 )
 from ..desktop import open_folder
 from ..widgets.charts import TrainingCharts
+from ..widgets.sample_timeline import SampleTimeline
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
 
@@ -99,8 +101,10 @@ class TrainingView(QWidget):
         self.bottom = QTabWidget()
         self.bottom.addTab(self.log, "Log")
         self.bottom.addTab(ck_host, "Checkpoints")
+        self.samples = SampleTimeline()
+        self.bottom.addTab(self.samples, "Sample answers")
 
-        split = QSplitter(Qt.Orientation.Vertical)
+        self.split = split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.charts)
         split.addWidget(self.bottom)
         split.setSizes([480, 180])
@@ -153,6 +157,7 @@ class TrainingView(QWidget):
         if e.start_step == 0:
             self.charts.clear()
             self.checkpoints.clear()
+            self.samples.clear()
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
@@ -188,6 +193,10 @@ class TrainingView(QWidget):
             f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
             "trained tokens of the validation batches"
         )
+
+    def on_samples(self, e: SampleAnswers) -> None:
+        self.samples.add(e.step, e.answers, e.seconds)
+        self.append_log(f"step {e.step}: {len(e.answers)} sample answer(s) in {e.seconds:.1f} s (tab Sample answers)")
 
     def on_warning(self, e: TrainWarning) -> None:
         self.append_log(f"⚠ {e.message}")

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QLineEdit,
+    QSpinBox,
+    QStyle,
+    QWidget,
+)
 
 from ...core.errors import ConfigError
 from ...core.train.setting import Setting
@@ -39,9 +48,11 @@ def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
     elif s.kind == "bool":
         w = QCheckBox()
         w.toggled.connect(notify)
-    else:  # "sci", "keys" and "text": typed, checked when read
+    else:  # "sci", "keys", "text" and "file": typed, checked when read
         w = QLineEdit(placeholderText=s.lowest_text)
         w.textChanged.connect(notify)
+        if s.kind == "file":
+            add_browse_action(w, s.label)
     if isinstance(w, (QSpinBox, QDoubleSpinBox)):
         if s.lowest_text:
             w.setSpecialValueText(s.lowest_text)  # shown at the lowest value
@@ -49,6 +60,20 @@ def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
             w.setSuffix(f" {s.unit}")
     w.setToolTip(s.describe())
     return w
+
+
+def add_browse_action(edit: QLineEdit, title: str) -> None:
+    """A folder button inside the line edit that picks a data file into it."""
+    icon = edit.style().standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon)
+    action = edit.addAction(icon, QLineEdit.ActionPosition.TrailingPosition)
+    action.setToolTip("Choose a file…")
+
+    def browse() -> None:
+        path, _ = QFileDialog.getOpenFileName(edit, title, edit.text(), "Data (*.jsonl *.json);;All files (*)")
+        if path:
+            edit.setText(path)
+
+    action.triggered.connect(browse)
 
 
 def show_value(w: QWidget, s: Setting, value: Any) -> None:
