@@ -16,6 +16,7 @@ from .core.train.events import (
     Event,
     Failed,
     Finished,
+    PreferenceReport,
     RunStarted,
     SampleAnswers,
     StepReport,
@@ -124,6 +125,11 @@ class ConsoleReporter:
             best = " (best)" if e.is_best else ""
             self._print(
                 f"step {e.step:>6} | {e.split} loss {e.val_loss:.4f}{best} | {e.val_tokens} tokens in {e.seconds:.1f}s"
+            )
+        elif isinstance(e, PreferenceReport):
+            self._print(
+                f"step {e.step:>6} | {e.split} pairs: chosen wins {e.reward_accuracy:.1%} | reward margin "
+                f"{e.reward_margin:+.3f} | log p chosen {e.chosen_logp:.2f}, rejected {e.rejected_logp:.2f}"
             )
         elif isinstance(e, SampleAnswers):
             self._print_samples(e)

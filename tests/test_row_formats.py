@@ -5,18 +5,17 @@ from __future__ import annotations
 import pytest
 from conftest import write_jsonl
 
+from qlora_gui.core.data.formats import FORMATS, detect_format, format_named
+from qlora_gui.core.data.preference_rows import ChatPreferenceFormat, PreferenceFormat
 from qlora_gui.core.data.intake import IntakeOptions, read_dataset
 from qlora_gui.core.data.rows import (
     CHAT,
     COMPLETIONS,
-    FORMATS,
     TEXT,
     ChatFormat,
     CompletionsFormat,
     TextFormat,
     TurnsFormat,
-    detect_format,
-    format_named,
 )
 
 CHAT_ROW = {
@@ -39,10 +38,22 @@ TOOL_ROW = {
 
 
 def test_names_are_the_strings_reports_and_files_carry():
-    assert list(FORMATS) == ["text", "completions", "chat"]
-    assert [type(f) for f in FORMATS.values()] == [TextFormat, CompletionsFormat, ChatFormat]
+    assert list(FORMATS) == ["text", "completions", "chat", "preference", "chat_preference"]
+    assert [type(f) for f in FORMATS.values()] == [
+        TextFormat,
+        CompletionsFormat,
+        ChatFormat,
+        PreferenceFormat,
+        ChatPreferenceFormat,
+    ]
     assert all(FORMATS[name].name == name for name in FORMATS)
-    assert [f.keys_shown for f in FORMATS.values()] == ["'text'", "'prompt'+'completion'", "'messages'"]
+    assert [f.keys_shown for f in FORMATS.values()] == [
+        "'text'",
+        "'prompt'+'completion'",
+        "'messages'",
+        "'prompt'+'chosen'+'rejected'",
+        "'messages'+'chosen'+'rejected'",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -130,7 +141,7 @@ def test_only_chat_rows_can_fail_for_want_of_an_assistant_turn_when_masking():
 
 
 def test_only_text_rows_cannot_mask_the_prompt(tmp_path):
-    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True]
+    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True, True, True]
     assert isinstance(TEXT, TextFormat) and not isinstance(TEXT, TurnsFormat)
     assert isinstance(COMPLETIONS, TurnsFormat) and isinstance(CHAT, TurnsFormat)
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a"}, {"text": "b"}])

@@ -20,7 +20,8 @@ from typing import Any
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
-from ..data.rows import TurnsFormat, format_named
+from ..data.formats import format_named
+from ..data.rows import TurnsFormat
 from ..errors import ModelError, UserError
 from ..model.loader import LoadedModel, load_base
 from ..model.model_files import resolve_model_path

@@ -14,8 +14,8 @@ import numpy as np
 
 from ..data.batching import make_batch
 from ..data.encode import EncodedSplit
+from ..data.formats import FORMATS
 from ..data.intake import RawSplit
-from ..data.rows import FORMATS
 from ..train.losses import LossFn
 
 SHOWN_ROWS = 20

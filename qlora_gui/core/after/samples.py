@@ -6,8 +6,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.formats import FORMATS
 from ..data.intake import IntakeOptions, read_dataset
-from ..data.rows import FORMATS
 from ..train.config import default_of
 
 

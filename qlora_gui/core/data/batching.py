@@ -24,7 +24,12 @@ WINDOW_BATCHES = 32
 def epoch_batches(
     lengths: np.ndarray, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1
 ) -> list[np.ndarray]:
-    """Row indices of each batch of one epoch, this rank's share only."""
+    """Row indices of each batch of one epoch; with several ranks, this rank's part of every batch.
+
+    `batch_size` is the global batch, as in mlx-lm: rank r takes rows r, r + world, ... of each batch, so the
+    ranks together train exactly the one-process batches (no row dropped, none twice). When a batch's rows do
+    not divide evenly, the first ranks take one row more; a rank's part is empty when a batch has fewer rows
+    than there are ranks (it then adds nothing to that step's token-weighted sums)."""
     n = len(lengths)
     rng = np.random.default_rng([seed, epoch])
     perm = rng.permutation(n)
@@ -36,8 +41,8 @@ def epoch_batches(
         batches.extend(idx[i : i + batch_size] for i in range(0, len(idx), batch_size))
     order = rng.permutation(len(batches))
     batches = [batches[i] for i in order]
-    if world > 1:  # every rank takes the same number of batches
-        batches = batches[: len(batches) - len(batches) % world][rank::world]
+    if world > 1:  # every rank has the same number of (global) batches, hence of steps
+        batches = [b[rank::world] for b in batches]
     return batches
 
 
@@ -79,9 +84,12 @@ class Batch:
     positions: np.ndarray  # (K,) flat indices into (B*T) whose next token is trained, padded with 0
     targets: np.ndarray  # (K,) the next token at each position
     weights: np.ndarray  # (K,) 1 for a trained token, 0 for the padding entries
+    reference: np.ndarray | None = None  # (B,) DPO: each row's answer log-probability under the frozen base
 
-    def arrays(self) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-        return mx.array(self.inputs), mx.array(self.positions), mx.array(self.targets), mx.array(self.weights)
+    def arrays(self) -> tuple[mx.array, ...]:
+        """What a loss takes after the model: inputs, positions, targets, weights (and the reference)."""
+        arrays = [self.inputs, self.positions, self.targets, self.weights]
+        return tuple(mx.array(a) for a in arrays + ([self.reference] if self.reference is not None else []))
 
 
 def position_bucket(trained: int, width: int, rows: int) -> int:
@@ -91,7 +99,11 @@ def position_bucket(trained: int, width: int, rows: int) -> int:
 
 
 def make_batch(split: EncodedSplit, idx: np.ndarray) -> Batch:
-    """Inputs, and the positions, targets and weights of the trained tokens (not prompt, not padding)."""
+    """Inputs, and the positions, targets and weights of the trained tokens (not prompt, not padding).
+
+    For preference pairs `idx` names pairs: the batch holds their chosen sides, then their rejected ones."""
+    if split.pairs:
+        idx = np.concatenate([idx, idx + split.pairs])
     width = padded_width(max(len(split.tokens[i]) for i in idx))
     tokens = np.zeros((len(idx), width), dtype=np.int32)
     trained = np.zeros((len(idx), width), dtype=bool)
@@ -107,13 +119,16 @@ def make_batch(split: EncodedSplit, idx: np.ndarray) -> Batch:
     targets[: len(flat)] = tokens[:, 1:].reshape(-1)[flat]
     weights = np.zeros(k, dtype=np.float32)
     weights[: len(flat)] = 1.0
-    return Batch(tokens[:, :-1], positions, targets, weights)
+    reference = split.reference[idx] if split.reference is not None else None
+    return Batch(tokens[:, :-1], positions, targets, weights, reference)
 
 
 def padding_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
     """Share of input positions that are padding, over these batches."""
     real = padded = 0
     for idx in batches:
+        if not len(idx):  # a rank's empty part of a batch smaller than the number of ranks
+            continue
         ls = lengths[idx]
         real += int((ls - 1).clip(min=0).sum())
         padded += len(idx) * (padded_width(int(ls.max())) - 1)

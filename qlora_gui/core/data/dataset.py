@@ -19,9 +19,10 @@ from ..gc_policy import without_cyclic_gc
 from ..train.config import default_of
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
 from .encode import EncodedSplit, encode_split
+from .formats import FORMATS, format_named
 from .intake import IntakeOptions, RawSplit, read_dataset
 from .problems import Problem
-from .rows import FORMATS, TurnsFormat, format_named
+from .rows import TurnsFormat
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5

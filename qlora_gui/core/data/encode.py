@@ -19,9 +19,11 @@ import numpy as np
 
 from .chat_spans import RowSpans, assistant_spans, left_out_roles
 from .chat_template import chat_shape, rejection_hint, render_chat
+from .formats import FORMATS, format_named
 from .intake import RawSplit
+from .preference_rows import SIDES, PreferenceFormat
 from .problems import Problems
-from .rows import FORMATS, TEXT, TextFormat, TurnsFormat
+from .rows import CHAT, TEXT, TextFormat, TurnsFormat
 
 OnReject = Callable[[int, str], None]  # (row index, message)
 ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
@@ -53,10 +55,23 @@ class EncodedSplit:
     reasoning_rows: int = 0  # rows whose earlier reasoning the template left out
     unmarked_rows: int = 0  # rows with an assistant turn that no end-of-turn marker closes
     left_out: dict[str, list[int]] = field(default_factory=dict)  # role -> lines whose turn the template left out
+    pairs: int = 0  # preference pairs: rows [0, pairs) hold the chosen sides, [pairs, 2 * pairs) the rejected ones
+    reference: np.ndarray | None = None  # DPO: each row's summed answer log-probability under the frozen base
+
+    @property
+    def row_lengths(self) -> np.ndarray:
+        return np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
+        """What batches are cut by: each row's length, or each pair's longer side (a pair stays together)."""
+        lengths, p = self.row_lengths, self.pairs
+        return np.maximum(lengths[:p], lengths[p:]) if p else lengths
+
+    @property
+    def rows(self) -> int:
+        """Training examples: rows, or pairs."""
+        return self.pairs or len(self.tokens)
 
 
 def _hf(tokenizer: Any) -> Any:
@@ -163,8 +178,16 @@ def encode_rows(
 
 
 def _encode_turns(
-    rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool, on_reject: OnReject | None, keep_text: bool
+    rows: list[dict],
+    fmt: TurnsFormat,
+    tokenizer: Any,
+    mask_prompt: bool,
+    on_reject: OnReject | None,
+    keep_text: bool,
+    last_turn_only: bool = False,
 ) -> Iterator[tuple[int, EncodedRow]]:
+    """Chat rows through the template; with `last_turn_only` only the final assistant turn is trained (a
+    preference pair's answer, after prompt turns that may hold earlier answers)."""
     rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
     for i, row in enumerate(rows):
         try:
@@ -191,10 +214,11 @@ def _encode_turns(
         encoded.left_out = left_out
         if spans is not None:
             offsets = encoded.offsets if with_offsets else None  # never None when asked for
+            trained = spans.spans[-1:] if last_turn_only else spans.spans
             encoded.trained = (
-                spans_to_mask(offsets, spans.spans)
+                spans_to_mask(offsets, trained)
                 if offsets is not None
-                else _mask_by_prefixes(tokenizer, encoded, spans.spans)
+                else _mask_by_prefixes(tokenizer, encoded, trained)
             )
             encoded.spans = spans
         if not keep_text:
@@ -206,24 +230,46 @@ def encode_split(
     raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool, problems: Problems
 ) -> EncodedSplit:
     """Tokenize a checked split. Template failures become line-numbered problems."""
+    fmt = format_named(raw.format)
     out = EncodedSplit([], [], np.zeros(0, dtype=np.int64), [])
-    reject = lambda i, message: problems.add(raw.file, raw.lines[i], message)  # noqa: E731
-    for i, row in encode_rows(raw.rows, raw.format or TEXT.name, tokenizer, mask_prompt, reject):
+    reject = lambda i, message: problems.add(raw.file, raw.lines[i % len(raw.rows)], message)  # noqa: E731
+    if isinstance(fmt, PreferenceFormat):
+        # Each pair as two chat rows, chosen sides first; only each answer is trained. A pair the template
+        # rejects on either side is left out whole (its problem makes the data unusable anyway).
+        sides = [{"messages": fmt.side(r, side)} for side in SIDES for r in raw.rows]
+        encoded = dict(_encode_turns(sides, CHAT, tokenizer, True, reject, False, last_turn_only=True))
+        n = len(raw.rows)
+        kept = [i for i in range(n) if i in encoded and i + n in encoded]
+        rows = [(raw.lines[i], encoded[i]) for i in kept] + [(raw.lines[i], encoded[i + n]) for i in kept]
+        out.pairs = len(kept)
+    else:
+        rows = [(raw.lines[i], row) for i, row in encode_rows(raw.rows, raw.format or TEXT.name, tokenizer,
+                                                              mask_prompt, reject)]  # fmt: skip
+    for line, row in rows:
         out.tokens.append(row.ids)
         out.trained.append(row.trained)
-        out.lines.append(raw.lines[i])
+        out.lines.append(line)
         for role in dict.fromkeys(row.left_out):
-            out.left_out.setdefault(role, []).append(raw.lines[i])
+            out.left_out.setdefault(role, []).append(line)
         if row.spans is not None:
             if row.spans.changed:
-                out.changed_lines.append(raw.lines[i])
+                out.changed_lines.append(line)
             out.reasoning_rows += bool(row.spans.reasoning_dropped)
             out.unmarked_rows += bool(row.spans.unmarked)
-    out.full_lengths = np.fromiter((len(t) for t in out.tokens), dtype=np.int64, count=len(out.tokens))
+    out.full_lengths = out.row_lengths
     out.truncated = int((out.full_lengths > max_seq_length).sum())
     if out.truncated:
         out.tokens = [t[:max_seq_length] for t in out.tokens]
         out.trained = [m[:max_seq_length] for m in out.trained]
     # Position 0 is never a target: nothing comes before it to predict it from.
-    out.no_target_rows = sum(1 for m in out.trained if not m[1:].any())
+    no_target = [i for i, m in enumerate(out.trained) if not m[1:].any()]
+    out.no_target_rows = len(no_target)
+    if out.pairs:  # a pair with an answer cut away entirely compares nothing
+        for line in dict.fromkeys(out.lines[i] for i in no_target):
+            problems.add(
+                raw.file,
+                line,
+                f"the prompt fills max_seq_length={max_seq_length} tokens, so no answer token is left to compare; "
+                "raise max_seq_length or shorten the prompt",
+            )
     return out

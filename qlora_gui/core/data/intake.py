@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..train.config import default_of
+from .formats import FORMATS, detect_format
 from .json_rows import read_rows
 from .problems import Problems
-from .rows import FORMATS, RowFormat, detect_format
+from .rows import RowFormat
 
 SPLITS = ("train", "valid", "test")
 DATA_SUFFIXES = (".jsonl", ".json")

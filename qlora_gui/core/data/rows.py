@@ -230,15 +230,3 @@ def _turn_errors(where: str, turn: Any) -> list[str]:
 
 
 TEXT, COMPLETIONS, CHAT = TextFormat(), CompletionsFormat(), ChatFormat()
-# Name -> format, in the order messages list them.
-FORMATS: dict[str, TextFormat | TurnsFormat] = {f.name: f for f in (TEXT, COMPLETIONS, CHAT)}
-
-
-def detect_format(row: dict[str, Any]) -> TextFormat | TurnsFormat | None:
-    """The format a row belongs to, by mlx-lm's precedence: messages, then prompt+completion, then text."""
-    return next((f for f in (CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
-
-
-def format_named(name: str | None) -> TextFormat | TurnsFormat | None:
-    """The format a report, split or saved config names; None for no rows or an unknown name."""
-    return FORMATS.get(name or "")

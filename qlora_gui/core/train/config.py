@@ -84,6 +84,18 @@ class TrainConfig:
                            "own settings.", "bool")
 
     # The Settings tab, box by box.
+    train_mode: str = setting(
+        "sft", "Training mode", "SFT learns to write the data's answers. DPO and ORPO learn from preference pairs (a "
+        "prompt with a chosen and a rejected answer) to prefer the chosen kind: DPO stays near the base, which is "
+        "its reference (measured once per run, no second model in memory); ORPO needs no reference and also "
+        "learns to write the chosen answers.", "choice", "Training mode", choices=("sft", "dpo", "orpo"))
+    beta: float = setting(
+        0.1, "Beta", "DPO: how far the adapter may move from the base (higher keeps it closer). ORPO: the weight of "
+        "the preference term beside the chosen answers' loss. Unused by SFT.", "float", "Training mode", 0.0,
+        100.0, above_minimum=True, decimals=3)
+    label_smoothing: float = setting(
+        0.0, "Label smoothing", "DPO only: the share of pairs taken to be labelled the wrong way round (robust to "
+        "noisy labels); 0 trusts every label.", "float", "Training mode", 0.0, 0.5, below_maximum=True)
     fine_tune_type: str = setting(
         "lora", "Method", "LoRA trains small low-rank matrices beside frozen weights. DoRA also learns a magnitude "
         "per output: slightly more memory, about 10-20% slower, sometimes better.", "choice", "Adapter",

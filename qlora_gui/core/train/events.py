@@ -68,6 +68,27 @@ class StepReport(Event):
 
 
 @dataclass
+class PreferenceReport(Event):
+    """How preference pairs fare (DPO, ORPO): on the steps since the last report, or on a validation."""
+
+    kind: ClassVar[str] = "preference"
+    step: int
+    reward_accuracy: float  # share of pairs whose chosen answer gets the higher reward
+    reward_margin: float  # mean of chosen reward minus rejected reward
+    chosen_logp: float  # mean summed log-probability of the chosen answers
+    rejected_logp: float  # ... and of the rejected ones
+    pairs: int
+    split: str = "train"
+
+    @classmethod
+    def of(cls, step: int, pairs: float, stats: list[float], split: str = "train") -> PreferenceReport:
+        """From the sums a preference loss reports (preference.PREFERENCE_STATS: tokens, won, margin, chosen
+        log-probability, rejected log-probability) over `pairs` pairs."""
+        n = max(pairs, 1)
+        return cls(step, stats[1] / n, stats[2] / n, stats[3] / n, stats[4] / n, int(pairs), split)
+
+
+@dataclass
 class ValidationResult(Event):
     kind: ClassVar[str] = "validation"
     step: int

@@ -19,12 +19,12 @@ from ..runs import checkpoints as ckpt
 from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
-from .events import Event, Finished, Recovered, ValidationResult, finite_or_none
+from .events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
 from .losses import LossFn
 from .optimizer import build_optimizer
 from .progress import Progress
 from .sample_answers import SampleAnswerer
-from .step import TrainStep, evaluate_loss
+from .step import TrainStep, evaluate_totals
 
 Flat = dict[str, mx.array]
 
@@ -67,6 +67,7 @@ class TrainingLoop:
         self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
         self.state = ckpt.new_train_state(cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
+        self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
         self._build_step()
 
     def _build_step(self, restore: Snapshot | None = None, source: str = "") -> None:
@@ -116,8 +117,10 @@ class TrainingLoop:
         self._save("end", is_best)
         test, test_loss = self.data.get("test"), None
         if cfg.test and test is not None:
-            test_loss, tokens, secs = self._validate(test, cfg.test_batches)
+            test_loss, tokens, secs = self._validate(test, cfg.test_batches, "test")
             self.record.emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
+            if self._pairs is not None:
+                self.record.emit(self._pairs)
         return self._finish(False, test_loss)
 
     def _epoch(self) -> bool:
@@ -142,11 +145,15 @@ class TrainingLoop:
             state["step"], state["batch_pos"] = step, state["batch_pos"] + len(group)
             if state["batch_pos"] >= len(batches):
                 state["epoch"], state["batch_pos"] = state["epoch"] + 1, 0
-            state["trained_tokens"] += result.tokens
+            tokens = int(result.stats[0]) if result.stats else result.tokens  # a preference loss counts pairs
+            state["trained_tokens"] += tokens
             state["val_loss"] = None
-            progress.add_step(result.loss_sum, result.tokens, time.perf_counter() - t0)
+            progress.add_step(result.loss_sum, result.tokens, time.perf_counter() - t0, tokens, result.stats)
             if step % cfg.steps_per_report == 0 or step == self.total_steps:
+                pairs = progress.preference_report(step)
                 self.record.emit(progress.report(step, self.train_step.learning_rate(), state["trained_tokens"]))
+                if pairs is not None:
+                    self.record.emit(pairs)
                 memory = progress.memory_warning()
                 if memory:
                     self.record.warn(memory, step)
@@ -178,24 +185,29 @@ class TrainingLoop:
 
     # ------------------------------------------------------------ validation, saving, the end
 
-    def _validate(self, split: EncodedSplit, max_batches: int) -> tuple[float, int, float]:
+    def _validate(self, split: EncodedSplit, max_batches: int, name: str) -> tuple[float, int, float]:
+        """The split's loss; with a preference loss also how its pairs fare (emitted after the result)."""
         t0 = time.perf_counter()
         order = eval_batches(split.lengths, self.cfg.batch_size)
         if max_batches > 0:
             order = order[:max_batches]
         self.model.eval()
-        loss, tokens = evaluate_loss(self.model, (make_batch(split, idx) for idx in order), self.loss_fn)
+        sums = evaluate_totals(self.model, (make_batch(split, idx) for idx in order), self.loss_fn)
         self.model.train()
-        return loss, tokens, time.perf_counter() - t0
+        loss = sums[0] / sums[1] if sums[1] else float("nan")
+        self._pairs = PreferenceReport.of(self.state["step"], sums[1], sums[2:], name) if len(sums) > 2 else None
+        return loss, int(sums[2] if len(sums) > 2 else sums[1]), time.perf_counter() - t0
 
     def _record_validation(self, split: EncodedSplit) -> bool:
         state = self.state
-        loss, tokens, secs = self._validate(split, self.cfg.val_batches)
+        loss, tokens, secs = self._validate(split, self.cfg.val_batches, "valid")
         best = state["best_val_loss"] is None or loss < state["best_val_loss"]
         state["val_loss"] = loss
         if best:
             state["best_val_loss"], state["best_step"] = loss, state["step"]
         self.record.emit(ValidationResult(state["step"], loss, tokens, best, secs))
+        if self._pairs is not None:
+            self.record.emit(self._pairs)
         return best
 
     def _answer(self) -> None:

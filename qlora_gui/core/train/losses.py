@@ -24,7 +24,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-LossFn = Callable[[nn.Module, mx.array, mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
+# (model, inputs, positions, targets, weights[, reference]) -> (loss sum, count[, statistics]): the count divides
+# the sums (trained tokens, or pairs); statistics are further sums a report shows (see preference.py).
+LossFn = Callable[..., tuple[mx.array, ...]]
 Head = Callable[[mx.array], mx.array]  # hidden states -> logits
 Arrays2 = tuple[mx.array, mx.array]
 Arrays3 = tuple[mx.array, mx.array, mx.array]

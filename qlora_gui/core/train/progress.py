@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from ..memory import GB, sample
-from .events import StepReport
+from .events import PreferenceReport, StepReport
 
 
 class Progress:
@@ -25,25 +26,36 @@ class Progress:
 
     def _reset_window(self) -> None:
         self._loss = 0.0
-        self._tokens = self._steps = 0
+        self._count = self._tokens = self._steps = 0
         self._seconds = 0.0
+        self._stats: list[float] = []
 
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start - self.paused
 
-    def add_step(self, loss_sum: float, tokens: int, seconds: float) -> None:
+    def add_step(
+        self, loss_sum: float, count: int, seconds: float, tokens: int | None = None, stats: Sequence[float] = ()
+    ) -> None:
+        """A step's loss sum over `count` (trained tokens, or pairs), its time, its trained tokens (when they
+        are not the count) and the loss's further sums."""
         self.steps_this_session += 1
         self._loss += loss_sum
-        self._tokens += tokens
+        self._count += count
+        self._tokens += count if tokens is None else tokens
         self._steps += 1
         self._seconds += seconds
+        self._stats = [a + b for a, b in zip(self._stats, stats, strict=True)] if self._stats else list(stats)
+
+    def preference_report(self, step: int) -> PreferenceReport | None:
+        """The pairs' figures since the last report (call before `report`, which starts a new window)."""
+        return PreferenceReport.of(step, self._count, self._stats) if self._stats else None
 
     def report(self, step: int, learning_rate: float, trained_tokens: int) -> StepReport:
         """The report for the steps since the last one; starts the next window."""
         mem = sample()
         elapsed = self.elapsed
-        self.last_loss = self._loss / self._tokens if self._tokens else float("nan")
+        self.last_loss = self._loss / self._count if self._count else float("nan")
         secs = self._seconds
         event = StepReport(
             step,

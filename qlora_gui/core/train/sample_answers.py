@@ -19,10 +19,11 @@ import mlx.nn as nn
 from ..after.generation import format_prompt, stream_text
 from ..after.samples import PromptSample, sample_from_row
 from ..after.sampling import SamplingSettings
+from ..data.formats import detect_format
 from ..data.intake import RawSplit
 from ..data.json_rows import read_rows
 from ..data.problems import Problems
-from ..data.rows import content_text, detect_format
+from ..data.rows import content_text
 from ..errors import DataError
 from .events import SampleAnswers
 

@@ -16,7 +16,7 @@ outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import mlx.core as mx
@@ -37,7 +37,7 @@ _REASONS = {1: "loss is not finite", 2: "gradient is not finite", 3: f"loss is a
 class MicroResult:
     flag: int  # 0 kept; else why it was left out (see `reason`)
     loss_sum: float
-    tokens: int
+    tokens: int  # the count the sums are divided by: trained tokens, or pairs
 
     @property
     def ok(self) -> bool:
@@ -51,9 +51,10 @@ class MicroResult:
 @dataclass
 class StepResult:
     loss_sum: float  # over the kept micro-batches (and all ranks)
-    tokens: int
+    tokens: int  # the count the sums are divided by: trained tokens, or pairs
     micro: list[MicroResult]
     updated: bool
+    stats: list[float] = field(default_factory=list)  # the loss's further sums (preference.PREFERENCE_STATS)
 
 
 def reduce_across_ranks(
@@ -84,39 +85,38 @@ class TrainStep:
         self.updates = int(optimizer.step.item())  # counted here, so reading the rate never waits
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
-        def forward_backward(
-            inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
-        ) -> tuple[Any, mx.array, mx.array, mx.array]:
-            (loss, tokens), g = value_and_grad(model, inputs, positions, targets, weights)
+        def forward_backward(*arrays: mx.array) -> tuple[Any, mx.array, mx.array, mx.array]:
+            """The batch's arrays are the loss's: inputs, positions, targets, weights (and a reference)."""
+            out, g = value_and_grad(model, *arrays)
+            loss, count = out[0], out[1]
             flat = cast(Flat, tree_flatten(g))
             square = sum((mx.square(x.astype(mx.float32)).sum() for _, x in flat), mx.array(0.0, dtype=mx.float32))
-            mean = loss / mx.maximum(tokens, 1)
+            mean = loss / mx.maximum(count, 1)
             flag = mx.where(
                 ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
             )
-            numbers = mx.stack([loss, tokens.astype(mx.float32)])
+            numbers = mx.stack([loss, count.astype(mx.float32)])
+            sums = mx.concatenate([numbers, out[2].astype(mx.float32)]) if len(out) > 2 else numbers
             return (
                 g,
                 flag == 0,
-                mx.where(flag == 0, numbers, 0.0),
+                mx.where(flag == 0, sums, 0.0),
                 mx.concatenate([flag.astype(mx.float32)[None], numbers]),
             )
 
         # Three forms, so the common step (one micro-batch) adds no per-tensor work to mlx-lm's: alone, its
         # gradient goes to the update as it is, and the host, which reads its flag before queueing the
         # update, skips a bad one. Accumulating, a bad micro-batch is kept out of the sum inside the graph.
-        def alone(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array) -> Micro:
-            g, _, totals, info = forward_backward(inputs, positions, targets, weights)
+        def alone(*arrays: mx.array) -> Micro:
+            g, _, totals, info = forward_backward(*arrays)
             return g, totals, info
 
-        def first(inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array) -> Micro:
-            g, keep, totals, info = forward_backward(inputs, positions, targets, weights)
+        def first(*arrays: mx.array) -> Micro:
+            g, keep, totals, info = forward_backward(*arrays)
             return tree_map(lambda new: mx.where(keep, new, 0), g), totals, info
 
-        def more(
-            grads: Any, totals: mx.array, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
-        ) -> Micro:
-            g, keep, numbers, info = forward_backward(inputs, positions, targets, weights)
+        def more(grads: Any, totals: mx.array, *arrays: mx.array) -> Micro:
+            g, keep, numbers, info = forward_backward(*arrays)
             return tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g), totals + numbers, info
 
         def update(grads: Any, totals: mx.array) -> None:
@@ -129,6 +129,7 @@ class TrainStep:
             return mx.compile(fn, inputs=self.state, outputs=self.state) if compiled else fn
 
         self._alone, self._first, self._more, self._update = build(alone), build(first), build(more), build(update)
+        self.totals = 2 + len(getattr(loss_fn, "stat_names", ()))  # loss sum, count, then the loss's statistics
 
     def accumulate(self, batches: Iterable[Batch]) -> tuple[Any, mx.array, list[mx.array]]:
         """Summed gradients, [loss sum, tokens] and each micro-batch's [flag, loss, tokens]; all lazy.
@@ -137,7 +138,7 @@ class TrainStep:
         zero tokens when it is bad (the update never runs on zero tokens)."""
         batches = list(batches)
         if not batches:
-            zero = mx.zeros((2,), dtype=mx.float32)
+            zero = mx.zeros((self.totals,), dtype=mx.float32)
             return reduce_across_ranks(tree_map(mx.zeros_like, self.model.trainable_parameters()), zero, self.group) + (
                 [],
             )
@@ -157,13 +158,14 @@ class TrainStep:
     def __call__(self, batches: Iterable[Batch]) -> StepResult:
         grads, totals, infos = self.accumulate(batches)
         numbers = cast(list[float], mx.concatenate([totals, *infos]).tolist())  # the step's one host read
-        micro = [MicroResult(int(numbers[i]), numbers[i + 1], int(numbers[i + 2])) for i in range(2, len(numbers), 3)]
+        k = self.totals
+        micro = [MicroResult(int(numbers[i]), numbers[i + 1], int(numbers[i + 2])) for i in range(k, len(numbers), 3)]
         tokens = int(numbers[1])
         if tokens > 0:
             self._update(grads, totals)
             mx.async_eval(self.state)
             self.updates += 1
-        return StepResult(numbers[0], tokens, micro, tokens > 0)
+        return StepResult(numbers[0], tokens, micro, tokens > 0, numbers[2:k])
 
     def learning_rate(self) -> float:
         """The rate of the last queued update, worked out on the CPU stream: reading the optimizer's own
@@ -180,12 +182,18 @@ def mean_gradient(grads: Any, totals: mx.array) -> Any:
     return tree_map(lambda g: g / totals[1], grads)
 
 
-def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> tuple[float, int]:
-    """Token-weighted mean loss over batches; no gradients, one host read at the end."""
-    totals = mx.zeros((2,), dtype=mx.float32)
+def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> list[float]:
+    """[loss sum, count, the loss's statistics...] over batches; no gradients, one host read at the end."""
+    totals: mx.array | None = None
     for batch in batches:
-        loss_sum, tokens = loss_fn(model, *batch.arrays())
-        totals = totals + mx.stack([loss_sum, tokens.astype(mx.float32)])
+        out = loss_fn(model, *batch.arrays())
+        sums = mx.concatenate([mx.stack([out[0], out[1].astype(mx.float32)]), *out[2:]])
+        totals = sums if totals is None else totals + sums
         mx.async_eval(totals)
-    total, count = cast(list[float], totals.tolist())
+    return cast(list[float], totals.tolist()) if totals is not None else [0.0, 0.0]
+
+
+def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> tuple[float, int]:
+    """Count-weighted mean loss over batches (per trained token, or per pair)."""
+    total, count = evaluate_totals(model, batches, loss_fn)[:2]
     return (total / count if count else float("nan")), int(count)

@@ -29,6 +29,7 @@ from .config import TrainConfig
 from .events import Event, EventCallback, Failed, RunStarted
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
+from .preference_mode import check_mode_fits_data, measure_reference, preference_loss
 from .progress import Progress
 from .sample_answers import SampleAnswerer, choose_prompts
 from .training_model import prepare_model
@@ -105,9 +106,10 @@ class Trainer:
         self.data_report, data, rows = training_data(
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
         )
+        check_mode_fits_data(cfg.train_mode, self.data_report.format, cfg.data)
         prompts, prompts_note = choose_prompts(cfg.sample_answers, cfg.sample_prompts, rows, cfg.seed)
         apply_limits(cfg.memory_limit_gb)
-        prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss)
+        prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss or preference_loss(cfg))
         loaded, model, notes = prepared.loaded, prepared.loaded.model, prepared.notes
         trainable, total_params = parameter_counts(model)
 
@@ -130,6 +132,8 @@ class Trainer:
         )
         if resume_path is not None:
             loop.restore(resume_path)
+        if cfg.train_mode == "dpo":  # the base's log-probabilities, once; the same on every resume
+            notes.append(measure_reference(model, data, cfg.batch_size))
 
         self._record.open(run, cfg)
         self._record.emit(
@@ -141,8 +145,8 @@ class Trainer:
                 spe,
                 total_steps,
                 loop.state["step"],
-                len(train.tokens),
-                len(valid.tokens) if valid else 0,
+                train.rows,
+                valid.rows if valid else 0,
                 padding_share(train.lengths, first_epoch),
                 blas_in_use(),
                 prepared.quant_path,

@@ -33,7 +33,7 @@ def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: L
     if loaded.quantization:
         fast = use_fast_quantized_layers(model) if cfg.fast_quant and fast_path_available() else 0
         quant_path = f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels"
-    loss_path = "loss: the given loss function"
+    loss_path = getattr(loss_fn, "description", "loss: the given loss function")
     if loss_fn is None:
         loss_fn, loss_path = chunked_loss_for(model)
     if cfg.grad_checkpoint:

@@ -1,0 +1,29 @@
+"""Every row format by name, and which one a row is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .preference_rows import CHAT_PREFERENCE, PREFERENCE, PreferenceFormat
+from .rows import CHAT, COMPLETIONS, TEXT, TextFormat, TurnsFormat
+
+# Name -> format, in the order messages list them.
+FORMATS: dict[str, TextFormat | TurnsFormat] = {
+    f.name: f for f in (TEXT, COMPLETIONS, CHAT, PREFERENCE, CHAT_PREFERENCE)
+}
+
+
+def detect_format(row: dict[str, Any]) -> TextFormat | TurnsFormat | None:
+    """The format a row belongs to: preference pairs first (their 'messages' are only the prompt), then
+    mlx-lm's precedence: messages, then prompt+completion, then text."""
+    return next((f for f in (CHAT_PREFERENCE, PREFERENCE, CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
+
+
+def format_named(name: str | None) -> TextFormat | TurnsFormat | None:
+    """The format a report, split or saved config names; None for no rows or an unknown name."""
+    return FORMATS.get(name or "")
+
+
+def is_preference(name: str | None) -> bool:
+    """The rows are preference pairs (DPO and ORPO train on them)."""
+    return isinstance(format_named(name), PreferenceFormat)

@@ -1,0 +1,136 @@
+"""Preference losses on pairs: DPO against the frozen base, and ORPO, which needs no reference.
+
+A batch holds P pairs as 2P rows, chosen sides first; only each answer's tokens are trained. Each row's
+summed log-probability of its answer (float32) feeds the loss:
+- DPO (Rafailov et al., 2023), the sigmoid loss: with rewards r = beta * (log p(answer) - log p_base(answer)),
+  loss = -(1 - s) * log sigmoid(r_chosen - r_rejected) - s * log sigmoid(r_rejected - r_chosen), s the label
+  smoothing. The base's log-probabilities are measured once per run (the adapter off, the same weights), so
+  the reference costs no second model and no second forward pass per step.
+- ORPO (Hong et al., 2024): loss = the chosen answer's mean token NLL + beta * -log sigmoid(log odds ratio),
+  with odds(y) = p / (1 - p) of the answer's mean token probability; rewards r = beta * mean token log p.
+A pair is won when its chosen reward is above its rejected one. The loss is summed over pairs and divided by
+their number, so accumulated micro-batches give exactly the step of one batch holding their pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..data.batching import eval_batches, make_batch
+from ..data.encode import EncodedSplit
+
+# The sums a preference step reports besides its loss, in this order.
+PREFERENCE_STATS = ("tokens", "won", "margin", "chosen_logp", "rejected_logp")
+MODES = ("dpo", "orpo")
+
+
+def log_sigmoid(x: mx.array) -> mx.array:
+    return -mx.logaddexp(mx.zeros_like(x), -x)
+
+
+def sequence_logps(
+    model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Each row's summed float32 log-probability of its trained tokens, and their number. Only the trained
+    positions reach the output layer."""
+    logits = model(inputs)
+    logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+    logp = -nn.losses.cross_entropy(logits, targets) * weights
+    owner = (positions // inputs.shape[1])[:, None] == mx.arange(inputs.shape[0])[None]  # (K, rows)
+    share = owner.astype(mx.float32) * weights[:, None]
+    return logp @ share, weights @ share
+
+
+def dpo_losses(
+    chosen: mx.array, rejected: mx.array, ref_chosen: mx.array, ref_rejected: mx.array, beta: float, smoothing: float
+) -> tuple[mx.array, mx.array, mx.array]:
+    """Per-pair DPO losses and the chosen and rejected rewards."""
+    r_chosen, r_rejected = beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)
+    margin = r_chosen - r_rejected
+    losses = -(1 - smoothing) * log_sigmoid(margin) - smoothing * log_sigmoid(-margin)
+    return losses, r_chosen, r_rejected
+
+
+def _log1m_exp(x: mx.array) -> mx.array:
+    """log(1 - exp(x)) for x < 0, kept finite as x nears 0 (an answer the model is sure of)."""
+    return mx.log1p(-mx.minimum(mx.exp(x), 1 - 1e-6))
+
+
+def orpo_losses(
+    chosen: mx.array, rejected: mx.array, n_chosen: mx.array, n_rejected: mx.array, beta: float
+) -> tuple[mx.array, mx.array, mx.array]:
+    """Per-pair ORPO losses and the chosen and rejected rewards."""
+    mean_chosen = chosen / mx.maximum(n_chosen, 1)
+    mean_rejected = rejected / mx.maximum(n_rejected, 1)
+    log_odds = (mean_chosen - mean_rejected) - (_log1m_exp(mean_chosen) - _log1m_exp(mean_rejected))
+    losses = -mean_chosen - beta * log_sigmoid(log_odds)
+    return losses, beta * mean_chosen, beta * mean_rejected
+
+
+class PreferenceLoss:
+    """The loss for one mode; called like every loss (see losses.py), with the reference for DPO."""
+
+    stat_names = PREFERENCE_STATS
+
+    def __init__(self, mode: str, beta: float, label_smoothing: float = 0.0):
+        if mode not in MODES:
+            raise ValueError(f"preference mode {mode!r} is not one of {', '.join(MODES)}")
+        self.mode, self.beta, self.label_smoothing = mode, beta, label_smoothing
+
+    @property
+    def description(self) -> str:
+        """The run's line on its loss."""
+        extra = f", label smoothing {self.label_smoothing:g}" if self.mode == "dpo" and self.label_smoothing else ""
+        reference = "the frozen base as reference" if self.mode == "dpo" else "no reference"
+        return f"loss: {self.mode.upper()} (beta {self.beta:g}{extra}; {reference}), logits of the answers' tokens only"
+
+    def __call__(
+        self,
+        model: nn.Module,
+        inputs: mx.array,
+        positions: mx.array,
+        targets: mx.array,
+        weights: mx.array,
+        reference: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        logps, counts = sequence_logps(model, inputs, positions, targets, weights)
+        p = inputs.shape[0] // 2
+        chosen, rejected = logps[:p], logps[p:]
+        if self.mode == "dpo":
+            if reference is None:
+                raise ValueError("DPO needs the base's log-probabilities of each answer (the batch has none)")
+            losses, r_chosen, r_rejected = dpo_losses(
+                chosen, rejected, reference[:p], reference[p:], self.beta, self.label_smoothing
+            )
+        else:
+            losses, r_chosen, r_rejected = orpo_losses(chosen, rejected, counts[:p], counts[p:], self.beta)
+        stats = mx.stack(
+            [
+                weights.sum(),
+                (r_chosen > r_rejected).astype(mx.float32).sum(),
+                (r_chosen - r_rejected).sum(),
+                chosen.sum(),
+                rejected.sum(),
+            ]
+        )
+        return losses.sum(), mx.array(float(p)), stats
+
+
+def reference_logps(model: nn.Module, split: EncodedSplit, batch_size: int) -> np.ndarray:
+    """Each row's summed answer log-probability under the model as it is (call it inside `base_view`)."""
+    out = np.zeros(len(split.tokens), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        for idx in eval_batches(split.lengths, batch_size):
+            batch = make_batch(split, idx)
+            arrays: Any = batch.arrays()
+            logps, _ = sequence_logps(model, *arrays[:4])
+            out[np.concatenate([idx, idx + split.pairs])] = np.array(logps)
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,48 @@
+"""A run in a preference mode (DPO, ORPO): the data it needs, its loss, and DPO's reference measured once."""
+
+from __future__ import annotations
+
+import time
+
+import mlx.nn as nn
+
+from ..after.inference import base_view
+from ..data.encode import EncodedSplit
+from ..data.formats import is_preference
+from ..errors import UserError
+from .config import TrainConfig
+from .losses import LossFn
+from .preference import PreferenceLoss, reference_logps
+
+PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
+
+
+def check_mode_fits_data(mode: str, data_format: str | None, data: str) -> None:
+    """UserError when the training mode and the rows do not go together, saying which to change."""
+    pairs = is_preference(data_format)
+    if mode == "sft" and pairs:
+        raise UserError(
+            f"{data}: the rows are preference pairs; train them with the training mode DPO or ORPO "
+            "(Settings › Training mode, or --train-mode dpo)"
+        )
+    if mode != "sft" and not pairs:
+        raise UserError(
+            f"{data}: {mode.upper()} trains on preference pairs, rows with {PAIR_KEYS}, but these are "
+            f"{data_format} rows; give preference data or pick SFT"
+        )
+
+
+def preference_loss(cfg: TrainConfig) -> LossFn | None:
+    """The loss of a preference mode; None for SFT (whose loss the model decides)."""
+    return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
+
+
+def measure_reference(model: nn.Module, data: dict[str, EncodedSplit], batch_size: int) -> str:
+    """Fill each split's DPO reference: every answer's log-probability under the frozen base (the adapters
+    switched off, the same weights), and say what it took."""
+    t0 = time.perf_counter()
+    with base_view(model):
+        for split in data.values():
+            split.reference = reference_logps(model, split, batch_size)
+    pairs = sum(split.pairs for split in data.values())
+    return f"DPO reference: the base's log-probabilities of {pairs} pairs' answers, in {time.perf_counter() - t0:.1f} s"
