@@ -12,6 +12,8 @@ import pytest
 from conftest import close, fixture_texts, write_jsonl
 from mlx.utils import tree_flatten, tree_map
 
+from qlora_gui.core.after.evaluation import evaluate
+from qlora_gui.core.after.inference import default_adapter
 from qlora_gui.core.data.batching import make_batch
 from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.model.loader import add_adapters, load_base
@@ -154,6 +156,10 @@ def test_a_short_run_learns_to_prefer_the_chosen_answers(tmp_path, demo_model, p
     assert gap[-1] > gap[0] + 0.5
     kept = [e for e in read_events(tmp_path / "run") if e["event"] == "preference"]
     assert {e["split"] for e in kept} == {"train", "valid"}
+    # evaluate: base against adapter on the held-out pairs
+    result = evaluate(adapter=default_adapter(tmp_path / "run"))
+    assert result.rows == 24 and result.adapter_accuracy >= 0.9 > result.base_accuracy
+    assert "adapter  prefers the chosen answer in" in result.to_text()
     # the adapter is a plain mlx-lm adapter
     from mlx_lm import load
 
@@ -185,6 +191,6 @@ def test_a_resumed_dpo_run_ends_where_a_straight_one_does(tmp_path, demo_model, 
 
 def test_the_mode_and_the_rows_must_go_together_before_any_weights_load(tmp_path, demo_model, pair_data, text_data):
     sft = Trainer(config(demo_model, pair_data, tmp_path / "a", train_mode="sft")).run()
-    assert isinstance(sft, Failed) and sft.exit_code == 2 and "DPO or ORPO" in sft.message
+    assert isinstance(sft, Failed) and sft.exit_code == 2 and "pick DPO or ORPO" in sft.message
     dpo = Trainer(config(demo_model, text_data, tmp_path / "b")).run()
     assert isinstance(dpo, Failed) and dpo.exit_code == 2 and "DPO trains on preference pairs" in dpo.message

@@ -29,6 +29,11 @@ def sample_data_path() -> Path:
     return resource_path("sample_data", "sql_completions.jsonl")
 
 
+def sample_preferences_path() -> Path:
+    """The same questions as preference pairs (the right SQL chosen, a plausible wrong one rejected), for DPO/ORPO."""
+    return resource_path("sample_data", "sql_preferences.jsonl")
+
+
 def user_guide_path() -> Path:
     """The README (Help > User guide), with its screenshots beside it in docs/: in a checkout and in a bundle."""
     bundle = getattr(sys, "_MEIPASS", None)

@@ -26,6 +26,7 @@ from ..train.config import default_of
 from ..train.losses import LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
 from .inference import AdapterSource, base_view, load_with_adapter
+from .pair_evaluation import pair_preference
 from .row_losses import RowLoss, row_loss_sums, row_text
 
 EVALUATION_FILE = "evaluation.json"
@@ -51,6 +52,10 @@ class EvalResult:
     batches: int = 0
     all_rows: bool = True  # False: the first `batches` batches, as training validated
     row_losses: list[dict[str, Any]] = field(default_factory=list)  # RowLoss dicts, when asked for
+    # Preference pairs: the share whose chosen answer each side finds likelier than the rejected one (the losses
+    # above are then the chosen answers' per-token loss).
+    base_accuracy: float | None = None
+    adapter_accuracy: float | None = None
 
     def row_details(self) -> list[RowLoss]:
         return [RowLoss(**r) for r in self.row_losses]
@@ -79,6 +84,9 @@ class EvalResult:
         ):
             if loss is not None:
                 lines.append(f"  {name:<8} loss {loss:.4f}   perplexity {ppl:.3f}")
+        for name, share in (("base", self.base_accuracy), ("adapter", self.adapter_accuracy)):
+            if share is not None:
+                lines.append(f"  {name:<8} prefers the chosen answer in {share:.1%} of the pairs")
         return "\n".join(lines)
 
 
@@ -139,8 +147,13 @@ def evaluate(
 
     row_ids = [int(i) for idx in order for i in idx]
     per: dict[str, list[tuple[float, int]]] = {}
+    per_row = per_row and not chosen.pairs  # a pair's two answers have no one row loss
+    accuracy: dict[str, float] = {}
 
     def run(side: str) -> tuple[float, int]:
+        if chosen.pairs:  # the chosen answers' loss, and how often the chosen answer is the likelier one
+            loss, tokens, accuracy[side] = pair_preference(loaded.model, chosen, order)
+            return loss, tokens
         if per_row:
             per[side] = row_loss_sums(loaded.model, chosen, row_ids, loss_fn)
         return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)
@@ -179,6 +192,8 @@ def evaluate(
         len(order),
         all_rows,
         details,
+        accuracy.get("base"),
+        accuracy.get("adapter"),
     )
 
 

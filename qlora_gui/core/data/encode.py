@@ -174,6 +174,9 @@ def encode_rows(
         texts = [row_format.text(r) for r in rows]
         yield from enumerate(_tokenize(tokenizer, texts, plain=True, offsets=keep_text))
         return
+    if isinstance(row_format, PreferenceFormat):  # a pair as training sees its chosen side: the answer alone
+        yield from _encode_turns(rows, row_format, tokenizer, True, on_reject, keep_text, last_turn_only=True)
+        return
     yield from _encode_turns(rows, row_format, tokenizer, mask_prompt, on_reject, keep_text)
 
 

@@ -91,8 +91,8 @@ class TrainConfig:
         "learns to write the chosen answers.", "choice", "Training mode", choices=("sft", "dpo", "orpo"))
     beta: float = setting(
         0.1, "Beta", "DPO: how far the adapter may move from the base (higher keeps it closer). ORPO: the weight of "
-        "the preference term beside the chosen answers' loss. Unused by SFT.", "float", "Training mode", 0.0,
-        100.0, above_minimum=True, decimals=3)
+        "the preference term beside the chosen answers' loss. Unused by SFT.", "float", "Training mode", 0.001,
+        100.0, decimals=3)
     label_smoothing: float = setting(
         0.0, "Label smoothing", "DPO only: the share of pairs taken to be labelled the wrong way round (robust to "
         "noisy labels); 0 trusts every label.", "float", "Training mode", 0.0, 0.5, below_maximum=True)

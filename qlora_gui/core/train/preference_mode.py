@@ -17,19 +17,27 @@ from .preference import PreferenceLoss, reference_logps
 PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
 
 
-def check_mode_fits_data(mode: str, data_format: str | None, data: str) -> None:
-    """UserError when the training mode and the rows do not go together, saying which to change."""
+def mode_mismatch(mode: str, data_format: str | None) -> str:
+    """Why the training mode and the rows do not go together, naming what to change; "" when they do."""
     pairs = is_preference(data_format)
     if mode == "sft" and pairs:
-        raise UserError(
-            f"{data}: the rows are preference pairs; train them with the training mode DPO or ORPO "
-            "(Settings › Training mode, or --train-mode dpo)"
+        return (
+            "the rows are preference pairs: pick DPO or ORPO as the training mode (Settings › Training mode; "
+            "--train-mode)"
         )
-    if mode != "sft" and not pairs:
-        raise UserError(
-            f"{data}: {mode.upper()} trains on preference pairs, rows with {PAIR_KEYS}, but these are "
-            f"{data_format} rows; give preference data or pick SFT"
+    if mode != "sft" and not pairs and data_format:
+        return (
+            f"{mode.upper()} trains on preference pairs, rows with {PAIR_KEYS}, but these are {data_format} rows; "
+            "give preference data or pick SFT"
         )
+    return ""
+
+
+def check_mode_fits_data(mode: str, data_format: str | None, data: str) -> None:
+    """UserError, before any weights load, when the training mode and the rows do not go together."""
+    mismatch = mode_mismatch(mode, data_format)
+    if mismatch:
+        raise UserError(f"{data}: {mismatch}")
 
 
 def preference_loss(cfg: TrainConfig) -> LossFn | None:

@@ -21,6 +21,9 @@ def evaluation_text(results: list[dict]) -> str:
             )
             if r.get(key) is not None and r.get(ppl) is not None
         ]
+        if r.get("adapter_accuracy") is not None:  # preference pairs
+            shares = [f"{r[k]:.0%}" for k in ("base_accuracy", "adapter_accuracy") if r.get(k) is not None]
+            parts.append("chosen answer preferred in " + " → ".join(shares) + " of the pairs")
         what = (
             "all rows"
             if r.get("all_rows", True)

@@ -23,6 +23,7 @@ from ...core.train.events import (
     CheckpointSaved,
     Failed,
     Finished,
+    PreferenceReport,
     Recovered,
     RunStarted,
     SampleAnswers,
@@ -32,6 +33,7 @@ from ...core.train.events import (
 )
 from ..desktop import open_folder
 from ..widgets.charts import TrainingCharts
+from ..widgets.preference_charts import PreferenceCharts
 from ..widgets.sample_timeline import SampleTimeline
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -104,10 +106,13 @@ class TrainingView(QWidget):
         self.samples = SampleTimeline()
         self.bottom.addTab(self.samples, "Sample answers")
 
+        self.preference = PreferenceCharts()  # shown for DPO and ORPO runs
+        self.preference.hide()
         self.split = split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.charts)
+        split.addWidget(self.preference)
         split.addWidget(self.bottom)
-        split.setSizes([480, 180])
+        split.setSizes([480, 200, 180])
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -158,6 +163,9 @@ class TrainingView(QWidget):
             self.charts.clear()
             self.checkpoints.clear()
             self.samples.clear()
+            self.preference.clear()
+        self.preference.setVisible(e.config.get("train_mode", "sft") != "sft")
+        self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
@@ -192,6 +200,13 @@ class TrainingView(QWidget):
         self.append_log(
             f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
             "trained tokens of the validation batches"
+        )
+
+    def on_preference(self, e: PreferenceReport) -> None:
+        self.preference.add(e)
+        self.append_log(
+            f"step {e.step}: {e.split} pairs: chosen wins {e.reward_accuracy:.1%}, reward margin "
+            f"{e.reward_margin:+.3f}, log p chosen {e.chosen_logp:.2f} / rejected {e.rejected_logp:.2f}"
         )
 
     def on_samples(self, e: SampleAnswers) -> None:

@@ -1,0 +1,89 @@
+"""How a DPO or ORPO run's pairs fare, live: the share the chosen answer wins, the reward margin, and the
+log-probabilities of the chosen and rejected answers; lines for training, dots for validation."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtGui import QPalette
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from ...core.train.events import PreferenceReport
+from ..theme import color_legend, style_plot
+
+COLORS = {"train": "#1f5fbf", "valid": "#e4572e", "chosen": "#2a9d8f", "rejected": "#8e6c8a"}
+SERIES = ("reward_accuracy", "reward_margin", "chosen_logp", "rejected_logp")
+
+
+class PreferenceCharts(QWidget):
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.view = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        self.legend = pg.LegendItem(colCount=4)
+        self.view.addItem(self.legend, row=0, col=0, colspan=3)
+        self.wins_plot = self._plot("Chosen answer wins (share of pairs)", 0)
+        self.wins_plot.setYRange(0, 1, padding=0.05)
+        self.margin_plot = self._plot("Reward margin (chosen − rejected)", 1)
+        self.logp_plot = self._plot("Log-probability of the answers", 2)
+        pen = pg.mkPen
+        dots = dict(pen=None, symbol="o", symbolSize=7, symbolPen=None)
+        self.curves = {
+            ("train", "reward_accuracy"): self.wins_plot.plot(pen=pen(COLORS["train"], width=1)),
+            ("valid", "reward_accuracy"): self.wins_plot.plot(symbolBrush=COLORS["valid"], **dots),
+            ("train", "reward_margin"): self.margin_plot.plot(pen=pen(COLORS["train"], width=1)),
+            ("valid", "reward_margin"): self.margin_plot.plot(symbolBrush=COLORS["valid"], **dots),
+            ("train", "chosen_logp"): self.logp_plot.plot(pen=pen(COLORS["chosen"], width=1)),
+            ("train", "rejected_logp"): self.logp_plot.plot(pen=pen(COLORS["rejected"], width=1)),
+            ("valid", "chosen_logp"): self.logp_plot.plot(symbolBrush=COLORS["chosen"], **dots),
+            ("valid", "rejected_logp"): self.logp_plot.plot(symbolBrush=COLORS["rejected"], **dots),
+        }
+        for key, name in (
+            (("train", "reward_accuracy"), "train"),
+            (("valid", "reward_accuracy"), "validation"),
+            (("train", "chosen_logp"), "chosen"),
+            (("train", "rejected_logp"), "rejected"),
+        ):
+            self.legend.addItem(self.curves[key], name)
+        self.clear()
+
+    def _plot(self, title: str, col: int) -> pg.PlotItem:
+        plot = self.view.addPlot(row=1, col=col, title=title)
+        plot.showGrid(x=True, y=True, alpha=0.2)
+        plot.setLabel("bottom", "step")
+        plot.setMenuEnabled(False)
+        for axis in ("bottom", "left"):
+            plot.getAxis(axis).enableAutoSIPrefix(False)
+        return plot
+
+    @property
+    def plots(self) -> tuple[pg.PlotItem, ...]:
+        return self.wins_plot, self.margin_plot, self.logp_plot
+
+    def clear(self) -> None:
+        self.points: dict[tuple[str, str], tuple[list[int], list[float]]] = {key: ([], []) for key in self.curves}
+        for curve in self.curves.values():
+            curve.setData([], [])
+
+    def set_total_steps(self, total: int) -> None:
+        for plot in self.plots:
+            plot.setXRange(0, max(total, 1), padding=0.02)
+
+    def add(self, e: PreferenceReport) -> None:
+        """A report on training steps (a line) or a validation (dots); the test split's is not plotted."""
+        split = "valid" if e.split == "valid" else "train" if e.split == "train" else None
+        if split is None:
+            return
+        for name in SERIES:
+            steps, values = self.points[(split, name)]
+            if steps and steps[-1] >= e.step:  # a run that went back after a divergence: drop what it undid
+                keep = sum(s < e.step for s in steps)
+                del steps[keep:], values[keep:]
+            steps.append(e.step)
+            values.append(getattr(e, name))
+            self.curves[(split, name)].setData(steps, values)
+
+    def apply_palette(self, palette: QPalette) -> None:
+        style_plot(self.view, self.plots, palette)
+        color_legend(self.legend, palette.color(QPalette.ColorRole.Text))
