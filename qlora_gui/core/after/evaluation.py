@@ -26,7 +26,7 @@ from ..train.config import default_of
 from ..train.losses import LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
 from .inference import AdapterSource, base_view, load_with_adapter
-from .pair_evaluation import pair_preference
+from .pair_evaluation import PairScores, pair_scores
 from .row_losses import RowLoss, row_loss_sums, row_text
 
 EVALUATION_FILE = "evaluation.json"
@@ -56,6 +56,7 @@ class EvalResult:
     # above are then the chosen answers' per-token loss).
     base_accuracy: float | None = None
     adapter_accuracy: float | None = None
+    reward_accuracy: float | None = None  # DPO's own measure, the adapter against the base (pair_evaluation.py)
 
     def row_details(self) -> list[RowLoss]:
         return [RowLoss(**r) for r in self.row_losses]
@@ -74,6 +75,8 @@ class EvalResult:
     def measured(self) -> str:
         """What these numbers cover, in words."""
         what = "all rows" if self.all_rows else f"the {self.batches} batches training validated on"
+        if self.base_accuracy is not None or self.adapter_accuracy is not None:
+            return f"{self.split} split, {what}: {self.rows} pairs, {self.tokens} tokens of chosen answers"
         return f"{self.split} split, {what}: {self.rows} rows, {self.tokens} trained tokens"
 
     def to_text(self) -> str:
@@ -86,7 +89,12 @@ class EvalResult:
                 lines.append(f"  {name:<8} loss {loss:.4f}   perplexity {ppl:.3f}")
         for name, share in (("base", self.base_accuracy), ("adapter", self.adapter_accuracy)):
             if share is not None:
-                lines.append(f"  {name:<8} prefers the chosen answer in {share:.1%} of the pairs")
+                lines.append(f"  {name:<8} finds the chosen answer likelier in {share:.1%} of the pairs")
+        if self.reward_accuracy is not None:
+            lines.append(
+                f"  the adapter raised the chosen answer over the rejected one, against the base, in "
+                f"{self.reward_accuracy:.1%} of the pairs (DPO's reward accuracy)"
+            )
         return "\n".join(lines)
 
 
@@ -148,12 +156,12 @@ def evaluate(
     row_ids = [int(i) for idx in order for i in idx]
     per: dict[str, list[tuple[float, int]]] = {}
     per_row = per_row and not chosen.pairs  # a pair's two answers have no one row loss
-    accuracy: dict[str, float] = {}
+    scores: dict[str, PairScores] = {}
 
     def run(side: str) -> tuple[float, int]:
-        if chosen.pairs:  # the chosen answers' loss, and how often the chosen answer is the likelier one
-            loss, tokens, accuracy[side] = pair_preference(loaded.model, chosen, order)
-            return loss, tokens
+        if chosen.pairs:  # the chosen answers' loss, and how each side ranks the two answers
+            scores[side] = pair_scores(loaded.model, chosen, order)
+            return scores[side].loss, scores[side].tokens
         if per_row:
             per[side] = row_loss_sums(loaded.model, chosen, row_ids, loss_fn)
         return evaluate_loss(loaded.model, (make_batch(chosen, idx) for idx in order), loss_fn)
@@ -192,8 +200,9 @@ def evaluate(
         len(order),
         all_rows,
         details,
-        accuracy.get("base"),
-        accuracy.get("adapter"),
+        scores["base"].accuracy if "base" in scores else None,
+        scores["adapter"].accuracy if "adapter" in scores else None,
+        scores["adapter"].reward_accuracy(scores["base"]) if len(scores) == 2 else None,
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -13,16 +13,41 @@ from ..data.encode import EncodedSplit
 from ..train.preference import sequence_logps
 
 
-def pair_preference(model: nn.Module, split: EncodedSplit, order: list[np.ndarray]) -> tuple[float, int, float]:
-    """Over the pairs in `order`: the chosen answers' mean per-token loss, their token count, and the share of
-    pairs whose chosen answer the model finds likelier (higher summed log-probability) than the rejected one."""
-    totals = mx.zeros((4,), dtype=mx.float32)  # chosen NLL, chosen tokens, pairs won, pairs
+@dataclass
+class PairScores:
+    """One model's summed log-probabilities of each pair's answers, and its loss on the chosen ones."""
+
+    chosen: np.ndarray
+    rejected: np.ndarray
+    loss: float  # the chosen answers' mean per-token loss
+    tokens: int  # ... over this many tokens
+
+    @property
+    def accuracy(self) -> float:
+        """The share of pairs whose chosen answer this model finds likelier than the rejected one."""
+        return float((self.chosen > self.rejected).mean()) if len(self.chosen) else float("nan")
+
+    def reward_accuracy(self, base: PairScores) -> float:
+        """DPO's measure: the share of pairs where the chosen answer gained more log-probability over the base
+        than the rejected one did (what a DPO run's validation reports)."""
+        return float(((self.chosen - base.chosen) > (self.rejected - base.rejected)).mean())
+
+
+def pair_scores(model: nn.Module, split: EncodedSplit, order: list[np.ndarray]) -> PairScores:
+    """Scores over the pairs in `order`, one host read per batch."""
+    chosen, rejected, nll, tokens = [], [], 0.0, 0
     for idx in order:
         arrays = make_batch(split, idx).arrays()
         logps, counts = sequence_logps(model, *arrays[:4])
         p = len(idx)
-        wins = (logps[:p] > logps[p:]).astype(mx.float32).sum()
-        totals = totals + mx.stack([-logps[:p].sum(), counts[:p].sum(), wins, mx.array(float(p))])
-        mx.async_eval(totals)
-    nll, tokens, won, pairs = cast(list[float], totals.tolist())
-    return (nll / tokens if tokens else float("nan")), int(tokens), (won / pairs if pairs else float("nan"))
+        values = np.array(mx.concatenate([logps, counts[:p].sum()[None]]))
+        chosen.append(values[:p])
+        rejected.append(values[p : 2 * p])
+        nll -= float(values[:p].sum())
+        tokens += int(values[-1])
+    return PairScores(
+        np.concatenate(chosen) if chosen else np.zeros(0),
+        np.concatenate(rejected) if rejected else np.zeros(0),
+        nll / tokens if tokens else float("nan"),
+        tokens,
+    )

@@ -23,7 +23,9 @@ def evaluation_text(results: list[dict]) -> str:
         ]
         if r.get("adapter_accuracy") is not None:  # preference pairs
             shares = [f"{r[k]:.0%}" for k in ("base_accuracy", "adapter_accuracy") if r.get(k) is not None]
-            parts.append("chosen answer preferred in " + " → ".join(shares) + " of the pairs")
+            parts.append("chosen answer likelier in " + " → ".join(shares) + " of the pairs")
+            if r.get("reward_accuracy") is not None:
+                parts.append(f"DPO reward accuracy {r['reward_accuracy']:.0%}")
         what = (
             "all rows"
             if r.get("all_rows", True)
