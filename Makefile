@@ -32,8 +32,12 @@ test: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
 
 # The double-click bundle: dist/QLoRA Studio.app on macOS, dist/qlora-studio/ on Linux.
+# macOS: SIGN="Developer ID Application: NAME (TEAMID)" signs it (hardened runtime); MACOS_MIN=14.0 asks for
+# a fixed minimum macOS, refused when the installed MLX wheels need a newer one (the default reads them).
+SIGN     ?=
+MACOS_MIN ?=
 app: $(STAMP)
-	$(PY) scripts/build_app.py --force
+	$(PY) scripts/build_app.py --force $(if $(SIGN),--sign "$(SIGN)") $(if $(MACOS_MIN),--macos-minimum "$(MACOS_MIN)")
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

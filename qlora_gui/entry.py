@@ -30,6 +30,10 @@ def open_app(argv: list[str]) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    if args.smoke_test:  # MLX computes on the device it trains on, before the window opens
+        from .core.compute_check import check_compute
+
+        print(check_compute(), flush=True)
     from .ui.app import run_app
 
     return run_app(dataset=args.dataset, model=args.model, smoke_test=args.smoke_test, started=_STARTED)

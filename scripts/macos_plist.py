@@ -17,7 +17,8 @@ JSONL_TYPE = "org.jsonlines.jsonl"  # .jsonl has no system type, so the bundle d
 CONTENT_TYPES = {".jsonl": JSONL_TYPE, ".json": "public.json"}
 
 
-def info_plist(app_name: str, version: str, minimum_macos: str = "14.0") -> dict:
+def info_plist(app_name: str, version: str, minimum_macos: str) -> dict:
+    """The entries; `minimum_macos` comes from the MLX wheels that go into the bundle (macos_minimum.py)."""
     documents = [
         {
             "CFBundleTypeName": f"Training data ({suffix})",
@@ -42,7 +43,7 @@ def info_plist(app_name: str, version: str, minimum_macos: str = "14.0") -> dict
         "CFBundleShortVersionString": version,
         "CFBundleVersion": version,
         "NSHighResolutionCapable": True,
-        "LSMinimumSystemVersion": minimum_macos,  # MLX wheels need macOS 14 or later on Apple silicon
+        "LSMinimumSystemVersion": minimum_macos,  # Finder refuses to start it on an older macOS, with a clear message
         "LSAppNapIsDisabled": True,  # a long run in the background must not be throttled
         "NSRequiresAquaSystemAppearance": False,  # follow the system's dark mode
         "UTImportedTypeDeclarations": [

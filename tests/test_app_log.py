@@ -52,3 +52,16 @@ def test_a_hard_crash_leaves_its_stack_in_the_log(tmp_path):
     result, log = _run("import faulthandler; faulthandler._sigsegv()", tmp_path)
     assert result.returncode != 0
     assert "Fatal Python error: Segmentation fault" in log
+
+
+def test_a_long_log_is_set_aside_at_the_next_start(tmp_path):
+    from qlora_gui.core.app_log import rotate_log
+
+    log = tmp_path / "qlora-studio.log"
+    log.write_text("x" * 100)
+    rotate_log(log, limit=50)
+    assert not log.exists() and (tmp_path / "qlora-studio.log.1").read_text() == "x" * 100
+    log.write_text("short")
+    rotate_log(log, limit=50)
+    assert log.read_text() == "short"
+    rotate_log(tmp_path / "never-written.log")  # no log yet: nothing to do, and no error

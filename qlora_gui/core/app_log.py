@@ -1,6 +1,9 @@
 """Where the app writes what would otherwise be lost: uncaught exceptions (any thread), hard crashes
 (faulthandler: segfaults, aborts) and, from the UI, Qt's warnings. Started from Finder, the app has no
 terminal; this log is where its errors go, and Help > Open log folder shows it.
+
+The folder is the platform's own (platformdirs): ~/Library/Logs/QLoRA Studio on macOS,
+$XDG_STATE_HOME/QLoRA Studio/log (~/.local/state/…) on Linux, %LOCALAPPDATA%\\QLoRA Studio\\Logs on Windows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 LOG_NAME = "qlora-studio.log"
+LOG_LIMIT = 2_000_000  # bytes; a longer log is set aside as qlora-studio.log.1 at the next start
 _fault_file = None  # kept open for faulthandler, which writes with the file descriptor alone
 
 
@@ -38,6 +42,15 @@ def write_log(text: str) -> Path | None:
         return path
     except OSError:
         return None
+
+
+def rotate_log(path: Path, limit: int = LOG_LIMIT) -> None:
+    """Keep the log from growing without end: one over `limit` becomes NAME.1, replacing the one before."""
+    try:
+        if path.stat().st_size > limit:
+            path.replace(path.with_name(path.name + ".1"))
+    except OSError:
+        pass  # no log yet, or none that can be moved: it is appended to as before
 
 
 def log_exception(exc: BaseException, where: str = "") -> Path | None:
@@ -70,6 +83,7 @@ def install_crash_logging(on_error: Callable[[BaseException, Path | None], None]
         path = log_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         if _fault_file is None:
+            rotate_log(path)
             _fault_file = path.open("a", encoding="utf-8")
         faulthandler.enable(file=_fault_file, all_threads=True)
     except OSError:

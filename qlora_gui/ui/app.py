@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 import time
 
-from PySide6.QtCore import QEvent, QTimer, QtMsgType, qInstallMessageHandler
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QtMsgType, Signal, qInstallMessageHandler
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QWidget
 
 from .. import __version__
 from ..core.app_log import install_crash_logging, write_log
@@ -58,7 +58,11 @@ def _log_qt_message(mode, context, message: str) -> None:
 
 
 def _report_error(window, exc: BaseException, log) -> None:
-    """An exception no code caught (a slot, a thread): logged; the window says so in one line, no traceback."""
+    """An exception no code caught (a slot, a thread): logged; the window says so in one line, no traceback.
+    One message at a time: an error that repeats (in a paint, say) fills the log, not the screen."""
+    shown = window.findChild(QMessageBox, "unexpected-error")
+    if shown is not None and shown.isVisible():
+        return
     where = f" Details are in {log}." if log else ""
     box = QMessageBox(
         QMessageBox.Icon.Warning,
@@ -67,7 +71,39 @@ def _report_error(window, exc: BaseException, log) -> None:
         parent=window,
     )
     box.setObjectName("unexpected-error")
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     box.open()
+
+
+class ErrorReporter(QObject):
+    """Brings an uncaught exception from whichever thread raised it to the GUI thread, where the window says so
+    (a queued signal: a timer started in a plain Python thread would never fire)."""
+
+    raised = Signal(object, object)
+
+    def __init__(self, window: QWidget):
+        super().__init__(window)
+        self.window = window
+        self.raised.connect(self._show, Qt.ConnectionType.QueuedConnection)
+
+    def _show(self, exc: BaseException, log) -> None:
+        _report_error(self.window, exc, log)
+
+
+def install_error_reporting(window: QWidget) -> ErrorReporter:
+    """Started from Finder nothing reads stderr: uncaught exceptions (those raised in a Qt slot included: PySide
+    hands them to sys.excepthook), hard crashes and Qt's warnings go to the log, and the window says so."""
+    reporter = ErrorReporter(window)
+
+    def tell(exc: BaseException, log) -> None:
+        try:
+            reporter.raised.emit(exc, log)
+        except RuntimeError:
+            pass  # the window is gone (the app is closing): the log has it
+
+    install_crash_logging(tell)
+    qInstallMessageHandler(_log_qt_message)
+    return reporter
 
 
 def run_app(
@@ -78,9 +114,7 @@ def run_app(
 
     app = create_app()
     window = MainWindow()
-    # Started from Finder nothing reads stderr: errors, crashes and Qt's warnings go to the log.
-    install_crash_logging(lambda exc, log: QTimer.singleShot(0, lambda: _report_error(window, exc, log)))
-    qInstallMessageHandler(_log_qt_message)
+    install_error_reporting(window)
     if isinstance(app, StudioApplication):
         app.window = window
         for path in app.pending:

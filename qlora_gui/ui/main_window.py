@@ -15,11 +15,12 @@ from ..core.train.estimate import estimate_memory
 from ..core.train.events import (
     Failed,
 )
+from ..core.train.preference_mode import mode_mismatch
 from .desktop import dropped_data_path
 from .dialogs.export_dialog import ExportDialog
 from .dialogs.recovery import offer_resume
 from .menus import build_menus
-from .theme import apply_theme
+from .theme import apply_theme, follow_system_appearance
 from .training_session import TrainingSession
 from .views.dataset_panel import DatasetPanel
 from .views.model_panel import ModelPanel
@@ -29,7 +30,7 @@ from .views.settings_panel import SettingsPanel
 from .views.training_view import TrainingView
 from .window_state import restore_window_state, save_window_state
 from .workers.jobs import running_threads
-from .workers.training_worker import TrainingWorker
+from .workers.launch_worker import TrainingWorker, worker_for
 
 
 def default_runs_root() -> Path:
@@ -83,6 +84,7 @@ class MainWindow(QMainWindow):
         self.session.ended.connect(self.runs.refresh)
         self.session.thread_done.connect(self._on_thread_done)
         self._style_plots(self.palette())
+        self.appearance = follow_system_appearance(self, self._style_plots)  # macOS: live light/dark
         self._restore()
         self._refresh()
         self.resume_offer = None  # a run cut off last time is offered once the window is up
@@ -103,6 +105,7 @@ class MainWindow(QMainWindow):
 
     def _style_plots(self, palette) -> None:
         self.training.charts.apply_palette(palette)
+        self.training.preference.apply_palette(palette)
         self.dataset.apply_palette(palette)
         self.runs.apply_palette(palette)
 
@@ -166,6 +169,8 @@ class MainWindow(QMainWindow):
             reason = "The model folder has a problem: see the Model tab."
         elif cfg is None:
             reason = f"Settings: {self.settings_panel.problem} (Settings tab)."
+        elif self.dataset.report and (mismatch := mode_mismatch(cfg.train_mode, self.dataset.report.format)):
+            reason = mismatch[0].upper() + mismatch[1:] + "."
         self.training.set_can_start(not reason, reason, self._plan(cfg) if not reason else "")
         self.start_action.setEnabled(not reason and self.worker is None)
         self._update_estimate(cfg)
@@ -208,7 +213,7 @@ class MainWindow(QMainWindow):
             )
         ):
             return
-        self._launch(TrainingWorker(cfg))
+        self._launch(worker_for(cfg, self.settings_panel.machines.choice()))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
         try:
@@ -216,7 +221,7 @@ class MainWindow(QMainWindow):
         except ConfigError as e:
             self.show_error(Failed(str(e)))
             return
-        self._launch(TrainingWorker(plan.config, resume_from=plan.resume_from))
+        self._launch(worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from))
 
     def _launch(self, worker: TrainingWorker) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QMainWindow, QMenu, QMessageBox
 
 from .. import __version__
 from ..core.app_log import log_dir
+from . import theme
 from .desktop import open_folder
 from .dialogs.help_dialogs import ShortcutsDialog, UserGuideDialog
 
@@ -57,6 +58,9 @@ def build_menus(window: Any) -> tuple[QAction, QAction]:
     view_menu = bar.addMenu("&View")
     dark = _action(window, view_menu, "Dark theme", lambda on: window.set_dark(on))
     dark.setCheckable(True)
+    # macOS: System Settings > Appearance decides, and the app follows it live (theme.SystemAppearance).
+    dark.setVisible(not theme.FOLLOWS_SYSTEM)
+    view_menu.menuAction().setVisible(not theme.FOLLOWS_SYSTEM)
 
     help_menu = bar.addMenu("&Help")
     _action(

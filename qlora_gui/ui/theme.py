@@ -1,9 +1,17 @@
-"""Light and dark palettes. macOS follows the system setting; the View menu switches elsewhere."""
+"""Light and dark palettes. macOS follows the system's appearance, live; elsewhere View > Dark theme switches."""
 
 from __future__ import annotations
 
-from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+import sys
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Qt, QTimer
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
+from PySide6.QtWidgets import QApplication, QWidget
+
+# macOS: Qt's own style changes its palette with System Settings > Appearance, so the app follows it and has
+# no theme switch of its own. Read at call time (tests set it to try the macOS path offscreen).
+FOLLOWS_SYSTEM = sys.platform == "darwin"
 
 
 def dark_palette() -> QPalette:
@@ -50,7 +58,33 @@ def style_plot(widget, plots, palette: QPalette) -> None:
             plot.setTitle(plot.titleLabel.text, color=foreground.name())
         legend = plot.legend
         if legend is not None:
-            legend.setLabelTextColor(foreground)
+            color_legend(legend, foreground)
             shade = QColor(background)
             shade.setAlpha(210)  # the legend stays readable where it covers a line
             legend.setBrush(shade)
+
+
+def color_legend(legend, color: QColor) -> None:
+    """pyqtgraph's setLabelTextColor only reaches labels added later; the ones shown are re-rendered here."""
+    legend.setLabelTextColor(color)
+    for _, label in legend.items:
+        label.setText(label.text, color=color)
+
+
+class SystemAppearance(QObject):
+    """On macOS, calls `restyle` with the new palette when the system switches between light and dark, for what
+    the palette does not reach by itself (the charts). It lives as long as `owner`, which it is a child of."""
+
+    def __init__(self, owner: QWidget, restyle: Callable[[QPalette], None]):
+        super().__init__(owner)
+        self.restyle = restyle
+        QGuiApplication.styleHints().colorSchemeChanged.connect(self._changed)
+
+    def _changed(self, scheme: Qt.ColorScheme) -> None:
+        # Qt updates the application palette for the new scheme around this signal; restyle once it has.
+        QTimer.singleShot(0, self, lambda: self.restyle(QApplication.palette()))
+
+
+def follow_system_appearance(owner: QWidget, restyle: Callable[[QPalette], None]) -> SystemAppearance | None:
+    """Where the system decides the appearance (macOS), keep `restyle` in step with it; None elsewhere."""
+    return SystemAppearance(owner, restyle) if FOLLOWS_SYSTEM else None

@@ -8,12 +8,15 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from ..core.distributed.event_lines import LaunchNote
 from ..core.memory import GB
 from ..core.runs.history import read_events
+from ..core.sleep_guard import SleepGuard
 from ..core.train.events import (
     CheckpointSaved,
     Failed,
     Finished,
+    PreferenceReport,
     Recovered,
     RunStarted,
     SampleAnswers,
@@ -26,14 +29,16 @@ from .workers.training_worker import TrainingWorker
 
 
 class TrainingSession(QObject):
-    """Owns the training worker while it lives. The window asks it to start, pause, stop and close."""
+    """Owns the training worker while it lives. The window asks it to start, pause, stop and close. While a run
+    trains, the computer is kept from idle sleep (core/sleep_guard.py)."""
 
     ended = Signal()  # the run finished, stopped or failed (its thread may still be returning)
     thread_done = Signal()  # the worker thread is gone: a new run may start
 
-    def __init__(self, view: TrainingView, owner: QWidget):
+    def __init__(self, view: TrainingView, owner: QWidget, sleep_guard: SleepGuard | None = None):
         super().__init__(owner)
         self.view, self.owner = view, owner
+        self.sleep_guard = sleep_guard or SleepGuard()
         self.worker: TrainingWorker | None = None
         self.error_dialog: QMessageBox | None = None
         self.close_after_stop = False  # the window closes once the run has saved and its thread ended
@@ -54,7 +59,9 @@ class TrainingSession(QObject):
             TrainWarning: v.on_warning,
             Recovered: v.on_recovery,
             SampleAnswers: v.on_samples,
+            PreferenceReport: v.on_preference,
             CheckpointSaved: v.on_checkpoint,
+            LaunchNote: lambda e: v.status.setText(e.message),  # a run on several machines: check, copy, start
             Finished: self._on_finished,
             Failed: self._on_failed,
         }
@@ -63,6 +70,7 @@ class TrainingSession(QObject):
         v.set_running(True)
         v.charts.set_memory_limit(worker.config.memory_limit_gb or memory_budget / GB)
         v.status.setText("Loading the model…")
+        self.sleep_guard.hold(f"Training {Path(worker.config.adapter_path).name}")
         worker.start()
 
     def pause(self, paused: bool) -> None:
@@ -105,17 +113,20 @@ class TrainingSession(QObject):
 
     def _on_finished(self, e: Finished) -> None:
         self._run_ended = True
+        self.sleep_guard.release()
         self.view.on_finished(e)
         self.ended.emit()
 
     def _on_failed(self, e: Failed) -> None:
         self._run_ended = True
+        self.sleep_guard.release()
         self.view.on_failed(e)
         self.ended.emit()
         if not self.close_after_stop:
             self.show_error(e)
 
     def _on_thread_done(self) -> None:
+        self.sleep_guard.release()  # however the thread ended (it may have died without a last event)
         self.worker = None
         self.view.set_running(False)
         self.thread_done.emit()

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from ..core.errors import ConfigError
 from ..core.train.config import config_from_dict, default_of
+from . import theme
 
 
 class RememberingWindow(Protocol):
@@ -36,6 +37,7 @@ def save_window_state(window: RememberingWindow) -> None:
     cfg = window.settings_panel.check()
     if cfg:
         s.setValue("settings_yaml", cfg.to_yaml())
+    s.setValue("machines", window.settings_panel.machines.state())
 
 
 def restore_window_state(window: RememberingWindow) -> None:
@@ -56,6 +58,7 @@ def restore_window_state(window: RememberingWindow) -> None:
             window.settings_panel.set_config(cfg)
         except (ConfigError, yaml.YAMLError, TypeError):
             pass  # settings from an older version: keep the defaults
+    window.settings_panel.machines.restore(str(s.value("machines", "")))
     window.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
     window.dataset.valid_share.setValue(float(s.value("valid_share", default_of("valid_fraction"))))
     model = s.value("model_path", "")
@@ -65,5 +68,5 @@ def restore_window_state(window: RememberingWindow) -> None:
     data = s.value("data_path", "")
     if data and Path(data).exists():
         window.dataset.set_path(data)
-    if str(s.value("dark", "false")).lower() == "true":
+    if str(s.value("dark", "false")).lower() == "true" and not theme.FOLLOWS_SYSTEM:  # macOS: the system decides
         window.set_dark(True)

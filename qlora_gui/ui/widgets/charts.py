@@ -15,7 +15,7 @@ from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 
 from ...core.train.events import Recovered, StepReport, ValidationResult
-from ..theme import style_plot
+from ..theme import color_legend, style_plot
 
 REDRAW_MS = 250
 SMOOTHING = 0.3  # exponential moving average weight of the newest report
@@ -222,5 +222,5 @@ class TrainingCharts(QWidget):
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self.view, (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot), palette)
-        for legend in (self.loss_legend, self.mem_legend):
-            legend.setLabelTextColor(palette.color(QPalette.ColorRole.Text))
+        for legend in (self.loss_legend, self.mem_legend):  # their labels exist already: re-rendered
+            color_legend(legend, palette.color(QPalette.ColorRole.Text))
