@@ -7,6 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .core.distributed.event_lines import JsonLinePrinter
 from .core.errors import ConfigError
 from .core.runs.run_plan import new_run_folder, resumed_config
 from .core.train.command_line import add_setting_flags, apply_flag_values, flag_values
@@ -22,6 +23,16 @@ from .core.train.events import (
     StepReport,
     TrainWarning,
     ValidationResult,
+)
+from .machines_cli import (
+    add_machine_flags,
+    follow_stdin,
+    machines_line,
+    machines_of,
+    rates_text,
+    report_rank_failure,
+    run_on_machines,
+    settings_config,
 )
 
 
@@ -42,10 +53,13 @@ def add_train_parser(sub) -> None:
     )
     p.add_argument("--json", action="store_true", help="with --preflight: print the result as JSON")
     add_setting_flags(p)
+    add_machine_flags(p)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
-    """YAML (or the run's own config.yaml when resuming), then the flags on top."""
+    """YAML (or the run's own config.yaml when resuming), then the flags on top; a rank gets all of them as JSON."""
+    if args.settings_json:
+        return settings_config(args.settings_json), []
     given = flag_values(args)
     if given.pop("resume", False):
         if "adapter_path" not in given:
@@ -105,6 +119,8 @@ class ConsoleReporter:
                 + (f"; quantized base: {e.quant_path}" if e.quant_path else "")
             )
             self._print(f"Device: {e.backend}; {e.loss_path}")
+            if e.machines:
+                self._print(str(machines_line(e)))
             self.bar = tqdm(
                 total=e.total_steps,
                 initial=e.start_step,
@@ -119,7 +135,7 @@ class ConsoleReporter:
             self._print(
                 f"step {e.step:>6} | epoch {e.epoch:5.2f} | loss {e.loss:.4f} | lr {e.learning_rate:.2e} | "
                 f"{e.tokens_per_sec:8.0f} tok/s | peak {e.mlx_peak_gb:.2f} GB | rss {e.rss_gb:.2f} GB | "
-                f"ETA {e.eta:6.0f}s"
+                f"ETA {e.eta:6.0f}s{rates_text(e)}"
             )
         elif isinstance(e, ValidationResult):
             best = " (best)" if e.is_best else ""
@@ -157,12 +173,17 @@ def run_train(args: argparse.Namespace) -> int:
     from .core.train.trainer import Trainer
 
     cfg, notes = config_from_args(args)
+    machines = machines_of(args)
     if args.preflight:
         return run_preflight(cfg, args.json)
     reporter = ConsoleReporter()
     for note in notes:
-        print(f"warning: {note}")
-    trainer = Trainer(cfg, reporter)
+        print(f"warning: {note}", file=sys.stderr if args.events_json else sys.stdout)
+    if machines is not None:  # mlx.launch as a child process; this one supervises the ranks
+        return run_on_machines(args, cfg, machines, reporter)
+    trainer = Trainer(cfg, JsonLinePrinter() if args.events_json else reporter)
+    if args.control_stdin:
+        follow_stdin(trainer)
     interrupted = []
 
     def on_sigint(signum, frame):
@@ -177,6 +198,7 @@ def run_train(args: argparse.Namespace) -> int:
         result = trainer.run()
     finally:
         signal.signal(signal.SIGINT, previous)
+    report_rank_failure(trainer.group.rank(), result)
     if isinstance(result, Failed):
         return result.exit_code
     return 130 if interrupted else 0

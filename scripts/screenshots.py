@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 def main(out: Path) -> None:
     from qlora_gui.core.after.samples import PromptSample
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
-    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.core.resources import sample_data_path, sample_preferences_path
     from qlora_gui.core.train.events import StepReport
     from qlora_gui.ui.app import create_app
     from qlora_gui.ui.workers.playground_events import ModelLoaded
@@ -187,6 +187,24 @@ def main(out: Path) -> None:
         guide.grab().save(str(out / "help.png"))
         print("saved", out / "help.png")
         guide.close()
+        window.dataset.report_changed.connect(on_pairs)
+        window.open_dataset(sample_preferences_path())
+
+    def on_pairs() -> None:
+        if window.dataset.checking:
+            return
+        window.dataset.report_changed.disconnect(on_pairs)
+        cfg = window.settings_panel.config()
+        cfg.train_mode, cfg.iters, cfg.steps_per_report, cfg.steps_per_eval = "dpo", 300, 3, 25
+        cfg.learning_rate, cfg.sample_answers = 5e-4, 0
+        window.settings_panel.set_config(cfg)
+        window.tabs.setCurrentWidget(window.training)
+        window.start_training()
+        window.worker.finished.connect(on_dpo_done)
+
+    def on_dpo_done() -> None:
+        window.training.charts.redraw()
+        snap("dpo")
         window.close()
         app.quit()
 

@@ -693,3 +693,28 @@ def test_an_error_no_code_caught_is_said_in_one_line_with_the_log(qtbot, window,
     assert box is not None and "Unexpected ValueError: bad thing" in box.text()
     assert str(tmp_path / "qlora-studio.log") in box.text() and "Traceback" not in box.text()
     assert any(a.text() == "Open log folder" for a in window.findChildren(type(window.start_action)))
+
+
+def test_preference_pairs_ask_for_dpo_and_train_with_live_pair_charts(qtbot, window, tmp_path):
+    from test_preference import pairs
+
+    write_jsonl(tmp_path / "prefs" / "train.jsonl", pairs(24, 5))
+    write_jsonl(tmp_path / "prefs" / "valid.jsonl", pairs(8, 6))
+    window.open_dataset(tmp_path / "prefs")
+    wait_checked(qtbot, window)
+    assert "format: <b>preference</b>" in window.dataset.summary.text()
+    assert not window.training.start_button.isEnabled()  # SFT on pairs: the reason says what to pick
+    assert "pick DPO or ORPO" in window.training.reason.text()
+    cfg = window.settings_panel.config()
+    cfg.train_mode, cfg.iters = "dpo", 6
+    window.settings_panel.set_config(cfg)
+    qtbot.waitUntil(lambda: window.training.start_button.isEnabled(), timeout=LONG)
+    window.start_training()
+    finished = wait_event(qtbot, window.worker, Finished)
+    assert finished.step == 6 and not finished.stopped
+    charts = window.training.preference
+    assert charts.isVisible()
+    steps, wins = charts.points[("valid", "reward_accuracy")]
+    assert steps == [0, 3, 6] and wins[0] == 0.0  # the base is its own reference: ties at step 0
+    assert charts.points[("train", "chosen_logp")][0] == [1, 2, 3, 4, 5, 6]
+    assert "pairs: chosen wins" in window.training.log.toPlainText()

@@ -115,6 +115,13 @@ def test_pair_rows_are_read_checked_and_encoded_answer_only(tmp_path, tokenizer)
     trained = tokenizer.decode(split.tokens[0][split.trained[0]].tolist())
     assert "sure" in trained and "hello" not in trained and "again" not in trained
     assert "never" in tokenizer.decode(split.tokens[4][split.trained[4]].tolist())
+    trl = {  # TRL's conversational form: the prompt as turns too
+        "prompt": [{"role": "user", "content": "Say it"}],
+        "chosen": [{"role": "assistant", "content": "yes"}],
+        "rejected": [{"role": "assistant", "content": "no"}],
+    }
+    check = check_data(write_jsonl(tmp_path / "t.jsonl", [trl] * 4), tokenizer, valid_fraction=0)
+    assert check.report.format == "preference" and check.report.problem_count == 0 and check.encoded is not None
     long = write_jsonl(tmp_path / "l.jsonl", [{"prompt": "word " * 60, "chosen": "yes", "rejected": "no"}] * 2)
     report = check_data(long, tokenizer, valid_fraction=0, max_seq_length=16).report
     assert report.problem_count == 2 and "the prompt fills max_seq_length=16" in str(report.problems[0])
@@ -195,3 +202,20 @@ def test_the_mode_and_the_rows_must_go_together_before_any_weights_load(tmp_path
     assert isinstance(sft, Failed) and sft.exit_code == 2 and "pick DPO or ORPO" in sft.message
     dpo = Trainer(config(demo_model, text_data, tmp_path / "b")).run()
     assert isinstance(dpo, Failed) and dpo.exit_code == 2 and "DPO trains on preference pairs" in dpo.message
+
+
+def test_the_answers_log_probabilities_need_no_full_logits(demo_model, tokenizer, pair_data):
+    from qlora_gui.core.train.losses import ChunkedLoss, chunked_loss_for
+    from qlora_gui.core.train.preference import sequence_logps
+
+    split = check_data(pair_data / "train.jsonl", tokenizer, valid_fraction=0).encoded["train"]
+    model = load_base(demo_model).model
+    lora = {"rank": 4, "scale": 10.0, "dropout": 0.0}
+    add_adapters(model, TrainConfig(model="m", data="d", num_layers=2, lora_parameters=lora))  # freezes the head
+    head, _ = chunked_loss_for(model)
+    assert isinstance(head, ChunkedLoss)
+    arrays = make_batch(split, np.arange(4)).arrays()
+    full, n_full = sequence_logps(model, *arrays)
+    split_head, n_split = sequence_logps(model, *arrays, head=head)
+    np.testing.assert_allclose(np.array(split_head), np.array(full), rtol=1e-4)
+    assert np.array(n_full).tolist() == np.array(n_split).tolist()

@@ -6,8 +6,8 @@ import pytest
 from conftest import write_jsonl
 
 from qlora_gui.core.data.formats import FORMATS, detect_format, format_named
-from qlora_gui.core.data.preference_rows import ChatPreferenceFormat, PreferenceFormat
 from qlora_gui.core.data.intake import IntakeOptions, read_dataset
+from qlora_gui.core.data.preference_rows import ChatPreferenceFormat, PreferenceFormat
 from qlora_gui.core.data.rows import (
     CHAT,
     COMPLETIONS,

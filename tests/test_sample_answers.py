@@ -152,3 +152,33 @@ def test_the_command_line_asks_the_file_and_prints_the_answers(tmp_path, demo_mo
     assert out.count("sample answers in") == 2  # the start and the end (no validation in between)
     kept = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in kept if e["event"] == "samples"] == [0, 2]
+
+
+def test_a_prompt_the_template_refuses_is_named_before_any_weights_load(tmp_path):
+    from chat_families import build_family_tokenizer
+
+    from qlora_gui.core.after.samples import PromptSample
+    from qlora_gui.core.model.model_files import load_tokenizer
+    from qlora_gui.core.train.sample_answers import SampleAnswerer
+
+    gemma = load_tokenizer(build_family_tokenizer("gemma-2", tmp_path / "gemma"))
+    prompts = [PromptSample("hi", "", "", "p.jsonl", 1), PromptSample("hi", "be brief", "", "p.jsonl", 3)]
+    with pytest.raises(DataError) as e:
+        SampleAnswerer(gemma, prompts, True, 8)
+    assert len(e.value.lines) == 1 and e.value.lines[0].startswith("p.jsonl:3: the model's chat template rejected")
+    assert "system" in e.value.lines[0]
+
+
+def test_the_timeline_starts_afresh_for_another_runs_prompts(qtbot):
+    from qlora_gui.ui.widgets.sample_timeline import SampleTimeline
+
+    timeline = SampleTimeline()
+    qtbot.addWidget(timeline)
+    first = [{"prompt": "a", "reference": "x", "answer": "x y", "tokens": 2, "finish": "stop", "source": "f:1"}]
+    timeline.add(0, first, 0.1)
+    timeline.add(5, first, 0.1)
+    timeline.add(5, [{**first[0], "answer": "redone"}], 0.1)  # after a divergence: the step's answers replaced
+    assert timeline.steps == [0, 5] and timeline._panels[0].answer.toPlainText() == "redone"
+    assert timeline._panels[0].verdict.text() == "2 tokens · differs from the reference"
+    timeline.add(0, [{**first[0], "prompt": "b"}], 0.1)
+    assert timeline.steps == [0] and timeline._panels[0].prompt.toPlainText() == "b"

@@ -23,7 +23,7 @@ from ..errors import DataError, UserError
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..runs import checkpoints as ckpt
 from ..train.config import default_of
-from ..train.losses import LossFn, chunked_loss_for
+from ..train.losses import ChunkedLoss, LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
 from .inference import AdapterSource, base_view, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
@@ -152,6 +152,7 @@ def evaluate(
         use_fast_quantized_layers(loaded.model)  # the same kernels as training on the CPU
     loaded.model.eval()
     loss_fn = loss_fn or chunked_loss_for(loaded.model)[0]  # the trainer's own loss
+    head = loss_fn if isinstance(loss_fn, ChunkedLoss) else None  # pairs: the answers' positions alone
 
     row_ids = [int(i) for idx in order for i in idx]
     per: dict[str, list[tuple[float, int]]] = {}
@@ -160,7 +161,7 @@ def evaluate(
 
     def run(side: str) -> tuple[float, int]:
         if chosen.pairs:  # the chosen answers' loss, and how each side ranks the two answers
-            scores[side] = pair_scores(loaded.model, chosen, order)
+            scores[side] = pair_scores(loaded.model, chosen, order, head)
             return scores[side].loss, scores[side].tokens
         if per_row:
             per[side] = row_loss_sums(loaded.model, chosen, row_ids, loss_fn)

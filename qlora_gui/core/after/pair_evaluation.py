@@ -10,6 +10,7 @@ import numpy as np
 
 from ..data.batching import make_batch
 from ..data.encode import EncodedSplit
+from ..train.losses import ChunkedLoss
 from ..train.preference import sequence_logps
 
 
@@ -33,12 +34,15 @@ class PairScores:
         return float(((self.chosen - base.chosen) > (self.rejected - base.rejected)).mean())
 
 
-def pair_scores(model: nn.Module, split: EncodedSplit, order: list[np.ndarray]) -> PairScores:
-    """Scores over the pairs in `order`, one host read per batch."""
+def pair_scores(
+    model: nn.Module, split: EncodedSplit, order: list[np.ndarray], head: ChunkedLoss | None = None
+) -> PairScores:
+    """Scores over the pairs in `order`, one host read per batch (`head`: see `sequence_logps`)."""
     chosen, rejected, nll, tokens = [], [], 0.0, 0
     for idx in order:
-        arrays = make_batch(split, idx).arrays()
-        logps, counts = sequence_logps(model, *arrays[:4])
+        batch = make_batch(split, idx)
+        inputs, positions, targets, weights = batch.arrays()[:4]
+        logps, counts = sequence_logps(model, inputs, positions, targets, weights, head)
         p = len(idx)
         values = np.array(mx.concatenate([logps, counts[:p].sum()[None]]))
         chosen.append(values[:p])

@@ -42,6 +42,7 @@ class RowSpans:
     """Character spans of one rendered row to train on, and what the template did to its assistant turns."""
 
     spans: list[tuple[int, int]] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)  # the index in `messages` of the turn each span writes
     changed: int = 0  # assistant turns the template dropped or rewrote beyond recognition
     reasoning_dropped: int = 0  # turns whose <think> reasoning the template left out (as Qwen3 does)
     unmarked: int = 0  # turns with no end-of-turn marker after them
@@ -183,5 +184,6 @@ def assistant_spans(render: Render, messages: list[dict], text: str, shape: Temp
         out.changed += seen == "no"
         out.reasoning_dropped += seen == "reasoning"
         out.spans.append((start, end))
+        out.owners.append(k)
         floor = end
     return out

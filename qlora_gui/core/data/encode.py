@@ -202,6 +202,11 @@ def _encode_turns(
                     i, f"the model's chat template rejected this row ({e}): {rejection_hint(str(e), roles, tokenizer)}"
                 )
             continue
+        answer_turn = len(fmt.as_messages(row)) - 1
+        if last_turn_only and spans is not None and (not spans.owners or spans.owners[-1] != answer_turn):
+            if on_reject is not None:  # only an earlier turn was found: training it would compare the prompt
+                on_reject(i, "the chat template leaves out or rewrites the answer, so the pair cannot be compared")
+            continue
         rendered.append((i, text, spans, left_out))
     texts = [r[1] for r in rendered]
     with_offsets = mask_prompt or keep_text
@@ -260,13 +265,17 @@ def encode_split(
             out.reasoning_rows += bool(row.spans.reasoning_dropped)
             out.unmarked_rows += bool(row.spans.unmarked)
     out.full_lengths = out.row_lengths
-    out.truncated = int((out.full_lengths > max_seq_length).sum())
+    cut = out.full_lengths > max_seq_length
+    out.truncated = int((cut[: out.pairs] | cut[out.pairs :]).sum() if out.pairs else cut.sum())  # pairs: either side
+    if out.pairs:  # a pair's line once, though both its sides may show it
+        out.changed_lines = list(dict.fromkeys(out.changed_lines))
+        out.left_out = {role: list(dict.fromkeys(lines)) for role, lines in out.left_out.items()}
     if out.truncated:
         out.tokens = [t[:max_seq_length] for t in out.tokens]
         out.trained = [m[:max_seq_length] for m in out.trained]
     # Position 0 is never a target: nothing comes before it to predict it from.
     no_target = [i for i, m in enumerate(out.trained) if not m[1:].any()]
-    out.no_target_rows = len(no_target)
+    out.no_target_rows = len({i % out.pairs for i in no_target} if out.pairs else no_target)
     if out.pairs:  # a pair with an answer cut away entirely compares nothing
         for line in dict.fromkeys(out.lines[i] for i in no_target):
             problems.add(

@@ -34,7 +34,14 @@ class PreferenceFormat(TurnsFormat):
         return self.keys[0] in row and any(side in row for side in SIDES)
 
     def prompt_turns(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"role": "user", "content": row["prompt"]}]
+        """The turns before the answer: the prompt as the user's turn, or its own list of turns (TRL's
+        conversational form)."""
+        prompt = row[self.keys[0]]
+        return (
+            ChatFormat().as_messages({"messages": prompt})
+            if isinstance(prompt, list)
+            else [{"role": "user", "content": prompt}]
+        )
 
     def side(self, row: dict[str, Any], side: str) -> list[dict[str, Any]]:
         """The chat turns of one side: the prompt, then that answer."""
@@ -45,10 +52,15 @@ class PreferenceFormat(TurnsFormat):
         return self.side(row, "chosen")
 
     def _prompt_errors(self, row: dict[str, Any]) -> list[str]:
-        prompt = row["prompt"]
+        key, prompt = self.keys[0], row[self.keys[0]]
+        if isinstance(prompt, list) and prompt:
+            errors = [e for i, turn in enumerate(prompt) for e in _turn_errors(f"{key}[{i}]", turn)]
+            if not errors and prompt[-1].get("role") != "user":
+                errors.append(f"the last turn of '{key}' must be the user's: the answers reply to it")
+            return errors
         if not isinstance(prompt, str):
-            return [f"'prompt' must be a string, got {_type_name(prompt)}"]
-        return [] if prompt.strip() else ["'prompt' is empty; give the question both answers reply to"]
+            return [f"'{key}' must be a string or a non-empty list of turns, got {_type_name(prompt)}"]
+        return [] if prompt.strip() else [f"'{key}' is empty; give the question both answers reply to"]
 
     def check(self, row: dict[str, Any], mask_prompt: bool) -> list[str]:
         errors = self._prompt_errors(row)
@@ -91,17 +103,10 @@ class ChatPreferenceFormat(PreferenceFormat):
     name = "chat_preference"
     keys = ("messages", "chosen", "rejected")
 
-    def prompt_turns(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        return ChatFormat().as_messages(row)
-
     def _prompt_errors(self, row: dict[str, Any]) -> list[str]:
-        messages = row["messages"]
-        if not isinstance(messages, list) or not messages:
+        if not isinstance(row["messages"], list) or not row["messages"]:
             return ["'messages' must be a non-empty list of the prompt's turns"]
-        errors = [e for i, turn in enumerate(messages) for e in _turn_errors(f"messages[{i}]", turn)]
-        if not errors and messages[-1].get("role") != "user":
-            errors.append("the last turn of 'messages' must be the user's: the answers reply to it")
-        return errors
+        return super()._prompt_errors(row)
 
 
 PREFERENCE, CHAT_PREFERENCE = PreferenceFormat(), ChatPreferenceFormat()

@@ -29,9 +29,9 @@ class RunRecord:
     def open(self, run: RunFolder, cfg: TrainConfig) -> None:
         """Take the folder (one trainer per run folder), keep the settings once, append to the metrics."""
         self.run = run
-        run.path.mkdir(parents=True, exist_ok=True)
-        if not self.is_main:
+        if not self.is_main:  # another rank's folder (its own time in a default name) would stay empty
             return
+        run.path.mkdir(parents=True, exist_ok=True)
         self._lock = RunLock.acquire(run.path, "qlora-gui training")
         if not run.config.exists():
             ckpt.atomic_write_text(run.config, cfg.to_yaml())

@@ -47,6 +47,7 @@ class RunStarted(Event):
     quant_path: str = ""  # how the frozen quantized base is computed, when there is one
     loss_path: str = ""  # how the loss is computed: chunked over the vocabulary, or full logits and why
     backend: str = ""  # the device MLX trains on
+    machines: list[str] = field(default_factory=list)  # each rank's host, on several machines (else empty)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class StepReport(Event):
     mlx_peak_gb: float
     mlx_cache_gb: float
     rss_gb: float
+    rank_tokens_per_sec: list[float] = field(default_factory=list)  # each rank's share, on several machines
 
 
 @dataclass

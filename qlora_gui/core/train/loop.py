@@ -13,6 +13,7 @@ from mlx.utils import tree_flatten
 
 from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
+from ..distributed.agreement import sum_across_ranks
 from ..memory import GB, clear_cache_if_above
 from ..model.loader import adapter_weights
 from ..runs import checkpoints as ckpt
@@ -93,7 +94,7 @@ class TrainingLoop:
 
     def run(self) -> Event:
         cfg, state, valid = self.cfg, self.state, self.data.get("valid")
-        self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share)
+        self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share, self.group)
         self.model.train()
         self.last_good = self._snapshot()
         if state["step"] == 0:  # the starting points: the validation curve's and the base's answers
@@ -136,9 +137,11 @@ class TrainingLoop:
                 return True
             t0 = time.perf_counter()
             step = state["step"] + 1
-            mx.random.seed(cfg.seed * 1_000_003 + step)  # dropout depends on (seed, step) only
+            # Dropout depends on (seed, step) and the rank alone: each rank's rows draw masks of their own.
+            mx.random.seed(cfg.seed * 1_000_003 + step + (self.group.rank() << 40))
             group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
-            result = self.train_step(make_batch(train, idx) for idx in group)
+            # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
+            result = self.train_step(make_batch(train, idx) for idx in group if len(idx))
             for skipped in guard.check(result, step):
                 self.record.warn(skipped, step)
             self.optimizer_updates += result.updated
@@ -149,6 +152,7 @@ class TrainingLoop:
             state["trained_tokens"] += tokens
             state["val_loss"] = None
             progress.add_step(result.loss_sum, result.tokens, time.perf_counter() - t0, tokens, result.stats)
+            progress.add_rank_count(sum(m.tokens for m in result.micro))  # this rank's own, for its speed
             if step % cfg.steps_per_report == 0 or step == self.total_steps:
                 pairs = progress.preference_report(step)
                 self.record.emit(progress.report(step, self.train_step.learning_rate(), state["trained_tokens"]))
@@ -191,11 +195,15 @@ class TrainingLoop:
         order = eval_batches(split.lengths, self.cfg.batch_size)
         if max_batches > 0:
             order = order[:max_batches]
+        world = self.group.size() if len(order) >= self.group.size() else 1  # several ranks: each its share
+        mine = order[self.group.rank() :: world] if world > 1 else order
         self.model.eval()
-        sums = evaluate_totals(self.model, (make_batch(split, idx) for idx in order), self.loss_fn)
+        sums = evaluate_totals(self.model, (make_batch(split, idx) for idx in mine), self.loss_fn)
+        sums = sum_across_ranks(sums, self.group if world > 1 else None)
         self.model.train()
         loss = sums[0] / sums[1] if sums[1] else float("nan")
-        self._pairs = PreferenceReport.of(self.state["step"], sums[1], sums[2:], name) if len(sums) > 2 else None
+        pairs = len(sums) > 2 and sums[1] > 0
+        self._pairs = PreferenceReport.of(self.state["step"], sums[1], sums[2:], name) if pairs else None
         return loss, int(sums[2] if len(sums) > 2 else sums[1]), time.perf_counter() - t0
 
     def _record_validation(self, split: EncodedSplit) -> bool:
@@ -213,8 +221,15 @@ class TrainingLoop:
     def _answer(self) -> None:
         """The sample prompts' answers now; only the rank that reports makes them (the others wait at the next
         step's gradient sum)."""
-        if self.answerer is not None and self.record.is_main:
-            self.record.emit(self.answerer.answer(self.state["step"]))
+        if self.answerer is None or not self.record.is_main:
+            return
+        try:
+            answers = self.answerer.answer(self.model, self.state["step"])
+        except Exception as e:  # they are a view of the run, never a reason to end it
+            self.answerer = None
+            self.record.warn(f"sample answers stopped ({type(e).__name__}: {e}); training goes on without them")
+            return
+        self.record.emit(answers)
 
     def _save(self, reason: str, is_best: bool) -> None:
         snapshot = self._snapshot()

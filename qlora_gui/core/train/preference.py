@@ -14,14 +14,13 @@ their number, so accumulated micro-batches give exactly the step of one batch ho
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
 from ..data.batching import eval_batches, make_batch
 from ..data.encode import EncodedSplit
+from .losses import ChunkedLoss, chunked_loss_for
 
 # The sums a preference step reports besides its loss, in this order.
 PREFERENCE_STATS = ("tokens", "won", "margin", "chosen_logp", "rejected_logp")
@@ -33,12 +32,22 @@ def log_sigmoid(x: mx.array) -> mx.array:
 
 
 def sequence_logps(
-    model: nn.Module, inputs: mx.array, positions: mx.array, targets: mx.array, weights: mx.array
+    model: nn.Module,
+    inputs: mx.array,
+    positions: mx.array,
+    targets: mx.array,
+    weights: mx.array,
+    head: ChunkedLoss | None = None,
 ) -> tuple[mx.array, mx.array]:
-    """Each row's summed float32 log-probability of its trained tokens, and their number. Only the trained
-    positions reach the output layer."""
-    logits = model(inputs)
-    logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+    """Each row's summed float32 log-probability of its trained tokens, and their number. With the model's
+    head split from its body (`head`), only the answers' positions reach the output layer; else the full
+    logits are made and the answers' taken from them."""
+    if head is not None:
+        hidden = model.model(inputs)
+        logits = head.logits(mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0))
+    else:
+        logits = model(inputs)
+        logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
     logp = -nn.losses.cross_entropy(logits, targets) * weights
     owner = (positions // inputs.shape[1])[:, None] == mx.arange(inputs.shape[0])[None]  # (K, rows)
     share = owner.astype(mx.float32) * weights[:, None]
@@ -80,13 +89,22 @@ class PreferenceLoss:
         if mode not in MODES:
             raise ValueError(f"preference mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode, self.beta, self.label_smoothing = mode, beta, label_smoothing
+        self.head: ChunkedLoss | None = None
+
+    def bind(self, model: nn.Module) -> str:
+        """Use the model's own head on the answers' positions alone where it splits from the body; the run's
+        line on its loss."""
+        split, _ = chunked_loss_for(model)
+        self.head = split if isinstance(split, ChunkedLoss) else None
+        return self.description
 
     @property
     def description(self) -> str:
         """The run's line on its loss."""
         extra = f", label smoothing {self.label_smoothing:g}" if self.mode == "dpo" and self.label_smoothing else ""
         reference = "the frozen base as reference" if self.mode == "dpo" else "no reference"
-        return f"loss: {self.mode.upper()} (beta {self.beta:g}{extra}; {reference}), logits of the answers' tokens only"
+        where = "logits of the answers' tokens only" if self.head is not None else "full logits (no split head)"
+        return f"loss: {self.mode.upper()} (beta {self.beta:g}{extra}; {reference}), {where}"
 
     def __call__(
         self,
@@ -97,7 +115,7 @@ class PreferenceLoss:
         weights: mx.array,
         reference: mx.array | None = None,
     ) -> tuple[mx.array, mx.array, mx.array]:
-        logps, counts = sequence_logps(model, inputs, positions, targets, weights)
+        logps, counts = sequence_logps(model, inputs, positions, targets, weights, self.head)
         p = inputs.shape[0] // 2
         chosen, rejected = logps[:p], logps[p:]
         if self.mode == "dpo":
@@ -120,7 +138,9 @@ class PreferenceLoss:
         return losses.sum(), mx.array(float(p)), stats
 
 
-def reference_logps(model: nn.Module, split: EncodedSplit, batch_size: int) -> np.ndarray:
+def reference_logps(
+    model: nn.Module, split: EncodedSplit, batch_size: int, head: ChunkedLoss | None = None
+) -> np.ndarray:
     """Each row's summed answer log-probability under the model as it is (call it inside `base_view`)."""
     out = np.zeros(len(split.tokens), dtype=np.float32)
     was_training = model.training
@@ -128,8 +148,8 @@ def reference_logps(model: nn.Module, split: EncodedSplit, batch_size: int) -> n
     try:
         for idx in eval_batches(split.lengths, batch_size):
             batch = make_batch(split, idx)
-            arrays: Any = batch.arrays()
-            logps, _ = sequence_logps(model, *arrays[:4])
+            inputs, positions, targets, weights = batch.arrays()[:4]
+            logps, _ = sequence_logps(model, inputs, positions, targets, weights, head)
             out[np.concatenate([idx, idx + split.pairs])] = np.array(logps)
     finally:
         model.train(was_training)

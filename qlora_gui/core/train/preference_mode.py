@@ -45,12 +45,13 @@ def preference_loss(cfg: TrainConfig) -> LossFn | None:
     return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
 
 
-def measure_reference(model: nn.Module, data: dict[str, EncodedSplit], batch_size: int) -> str:
+def measure_reference(model: nn.Module, loss: LossFn, data: dict[str, EncodedSplit], batch_size: int) -> str:
     """Fill each split's DPO reference: every answer's log-probability under the frozen base (the adapters
     switched off, the same weights), and say what it took."""
     t0 = time.perf_counter()
+    head = loss.head if isinstance(loss, PreferenceLoss) else None
     with base_view(model):
         for split in data.values():
-            split.reference = reference_logps(model, split, batch_size)
+            split.reference = reference_logps(model, split, batch_size, head)
     pairs = sum(split.pairs for split in data.values())
     return f"DPO reference: the base's log-probabilities of {pairs} pairs' answers, in {time.perf_counter() - t0:.1f} s"

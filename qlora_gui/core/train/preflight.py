@@ -26,6 +26,7 @@ from ..model.model_files import load_tokenizer, resolve_model_path
 from .config import TrainConfig
 from .estimate import estimate_memory
 from .optimizer import build_optimizer
+from .preference_mode import preference_loss
 from .step import TrainStep
 from .training_model import prepare_model
 
@@ -107,16 +108,21 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def _longest_rows(split: EncodedSplit, batch_size: int, max_len: int) -> EncodedSplit:
-    """The batch_size longest rows, cut to max_len: the largest batch the run will meet."""
+def _longest_rows(split: EncodedSplit, batch_size: int, max_len: int, dpo: bool) -> EncodedSplit:
+    """The batch_size longest rows (or pairs, both sides), cut to max_len: the largest batch the run will meet.
+    DPO's reference is zero here: its values change no cost."""
     picked = np.argsort(-split.lengths, kind="stable")[:batch_size]
-    tokens = [split.tokens[i][:max_len] for i in picked]
-    return EncodedSplit(
+    rows = np.concatenate([picked, picked + split.pairs]) if split.pairs else picked
+    tokens = [split.tokens[i][:max_len] for i in rows]
+    out = EncodedSplit(
         tokens,
-        [split.trained[i][:max_len] for i in picked],
+        [split.trained[i][:max_len] for i in rows],
         np.array([len(t) for t in tokens]),
-        [split.lines[i] for i in picked],
+        [split.lines[i] for i in rows],
+        pairs=len(picked) if split.pairs else 0,
     )
+    out.reference = np.zeros(len(rows), dtype=np.float32) if dpo else None
+    return out
 
 
 def _run_seconds(cfg: TrainConfig, data: dict[str, EncodedSplit], trial: Trial, total_steps: int) -> float:
@@ -147,13 +153,11 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
         cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
     )
     train = data["train"]
-    _, total_steps = planned_steps(
-        len(train.tokens), cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters
-    )
+    _, total_steps = planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)
     limit = cfg.memory_limit_gb or memory_budget() / GB
     result = PreflightResult(limit, total_steps)
     say("loading the model")
-    prepared = prepare_model(cfg, model_path, tokenizer)
+    prepared = prepare_model(cfg, model_path, tokenizer, preference_loss(cfg))
     model, start = prepared.loaded.model, adapter_weights(prepared.loaded.model)
     longest = int(train.lengths.max())
     info = prepared.loaded
@@ -168,7 +172,8 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
             t.note = f"the estimate, {est.total / GB:.1f} GB, is far over the limit"
         else:
             say(f"measuring {t.settings()}")
-            _measure(t, settings, model, prepared.loss_fn, _longest_rows(train, batch, max_len))
+            rows = _longest_rows(train, batch, max_len, cfg.train_mode == "dpo")
+            _measure(t, settings, model, prepared.loss_fn, rows)
             model.load_weights(list(start.items()), strict=False)  # each trial starts from the same adapter
         result.trials.append(t)
         return t
@@ -195,7 +200,7 @@ def _measure(t: Trial, cfg: TrainConfig, model: Any, loss_fn: Any, rows: Encoded
     optimizer = build_optimizer(cfg, 10)
     optimizer.init(model.trainable_parameters())
     step = TrainStep(model, optimizer, loss_fn, cfg.grad_clip, None)
-    batch = make_batch(rows, np.arange(len(rows.tokens)))
+    batch = make_batch(rows, np.arange(rows.rows))
     mx.clear_cache()
     mx.reset_peak_memory()
     for i in range(2):
@@ -205,7 +210,7 @@ def _measure(t: Trial, cfg: TrainConfig, model: Any, loss_fn: Any, rows: Encoded
         if i == 1:
             t.seconds_per_step = time.perf_counter() - t0
     t.peak_gb = mx.get_peak_memory() / GB
-    t.tokens_per_sec = int(rows.lengths.sum()) / t.seconds_per_step if t.seconds_per_step else 0.0
+    t.tokens_per_sec = int(rows.row_lengths.sum()) / t.seconds_per_step if t.seconds_per_step else 0.0
 
 
 def memory_fingerprint(cfg: TrainConfig) -> tuple[Any, ...]:
@@ -213,6 +218,7 @@ def memory_fingerprint(cfg: TrainConfig) -> tuple[Any, ...]:
     keys = (
         "model",
         "data",
+        "train_mode",
         "quantize_bits",
         "quantize_group_size",
         "mask_prompt",

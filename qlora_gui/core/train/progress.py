@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+from ..distributed.agreement import rank_shares
 from ..memory import GB, sample
 from .events import PreferenceReport, StepReport
 
@@ -12,8 +14,9 @@ from .events import PreferenceReport, StepReport
 class Progress:
     """Accumulates steps between reports. Time spent paused is kept out of elapsed time and speed."""
 
-    def __init__(self, total_steps: int, steps_per_epoch: int, ram_warn_share: float):
+    def __init__(self, total_steps: int, steps_per_epoch: int, ram_warn_share: float, group: Any = None):
         self.total_steps, self.steps_per_epoch = total_steps, steps_per_epoch
+        self.group = group  # several ranks: each report also says each rank's share of the speed
         self.ram_warn_share = ram_warn_share
         self.start = time.perf_counter()
         self.paused = 0.0
@@ -29,6 +32,7 @@ class Progress:
         self._count = self._tokens = self._steps = 0
         self._seconds = 0.0
         self._stats: list[float] = []
+        self._rank_count = 0  # what this rank itself trained (its micro-batches' counts), on several ranks
 
     @property
     def elapsed(self) -> float:
@@ -47,9 +51,12 @@ class Progress:
         self._seconds += seconds
         self._stats = [a + b for a, b in zip(self._stats, stats, strict=True)] if self._stats else list(stats)
 
+    def add_rank_count(self, count: int) -> None:
+        self._rank_count += count
+
     def preference_report(self, step: int) -> PreferenceReport | None:
         """The pairs' figures since the last report (call before `report`, which starts a new window)."""
-        return PreferenceReport.of(step, self._count, self._stats) if self._stats else None
+        return PreferenceReport.of(step, self._count, self._stats) if self._stats and self._count else None
 
     def report(self, step: int, learning_rate: float, trained_tokens: int) -> StepReport:
         """The report for the steps since the last one; starts the next window."""
@@ -72,6 +79,8 @@ class Progress:
             mem.gb("mlx_cache"),
             mem.gb("rss"),
         )
+        if self.group is not None and self.group.size() > 1:  # one gather per report, never per step
+            event.rank_tokens_per_sec = [event.tokens_per_sec * s for s in rank_shares(self.group, self._rank_count)]
         self._reset_window()
         self._memory_now = max(mem.rss, mem.mlx_active)
         return event

@@ -19,6 +19,7 @@ import mlx.nn as nn
 from ..after.generation import format_prompt, stream_text
 from ..after.samples import PromptSample, sample_from_row
 from ..after.sampling import SamplingSettings
+from ..data.chat_template import rejection_hint
 from ..data.formats import detect_format
 from ..data.intake import RawSplit
 from ..data.json_rows import read_rows
@@ -83,22 +84,34 @@ def choose_prompts(
 
 
 class SampleAnswerer:
-    """Answers the chosen prompts with the model as it is now."""
+    """Answers the chosen prompts with the model as it is at each call. Made before any weights load: a prompt
+    the chat template refuses is a problem on its line then, not a failure in the middle of the run."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, prompts: list[PromptSample], chat: bool, max_tokens: int):
-        self.model, self.tokenizer, self.prompts = model, tokenizer, prompts
-        self.texts = [format_prompt(tokenizer, p.prompt, p.system, chat) for p in prompts]
+    def __init__(self, tokenizer: Any, prompts: list[PromptSample], chat: bool, max_tokens: int):
+        self.tokenizer, self.prompts = tokenizer, prompts
+        self.texts, problems = [], []
+        for p in prompts:
+            try:
+                self.texts.append(format_prompt(tokenizer, p.prompt, p.system, chat))
+            except Exception as e:  # a Jinja template can raise anything
+                roles = {"user", "system"} if p.system.strip() else {"user"}
+                problems.append(
+                    f"{p.file}:{p.line}: the model's chat template rejected this sample prompt ({e}): "
+                    f"{rejection_hint(str(e), roles, tokenizer)}"
+                )
+        if problems:
+            raise DataError(f"{len(problems)} sample prompt(s) cannot be put to this model", problems)
         self.settings = SamplingSettings(temperature=0.0, max_tokens=max_tokens)
 
-    def answer(self, step: int) -> SampleAnswers:
+    def answer(self, model: nn.Module, step: int) -> SampleAnswers:
         t0 = time.perf_counter()
-        training = self.model.training
-        self.model.eval()  # no dropout, and no gradient checkpointing around the cache
+        training = model.training
+        model.eval()  # no dropout, and no gradient checkpointing around the cache
         answers = []
         try:
             for p, text in zip(self.prompts, self.texts, strict=True):
                 out, tokens, reason = "", 0, ""
-                for update in stream_text(self.model, self.tokenizer, text, self.settings):
+                for update in stream_text(model, self.tokenizer, text, self.settings):
                     out += update.text
                     tokens, reason = update.tokens, update.finish_reason or reason
                 answers.append(
@@ -112,5 +125,5 @@ class SampleAnswerer:
                     }
                 )
         finally:
-            self.model.train(training)
+            model.train(training)
         return SampleAnswers(step, answers, time.perf_counter() - t0)

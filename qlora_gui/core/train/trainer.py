@@ -17,6 +17,7 @@ import mlx.core as mx
 
 from ..data.batching import epoch_batches, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
+from ..distributed import agreement
 from ..errors import DataError, TrainingError, UserError
 from ..gc_policy import keep_long_lived
 from ..memory import apply_limits, blas_in_use, device_name
@@ -99,7 +100,12 @@ class Trainer:
         cfg = self.config
         cfg.validate()
         run = RunFolder(cfg.adapter_path)
-        resume_path = resume_source(cfg, self._resume_from)
+        # Rank 0 owns the run folder and checks it; the other ranks only read their copy of its checkpoint.
+        resume_path = (
+            resume_source(cfg, self._resume_from)
+            if self._record.is_main
+            else agreement.rank_resume_source(cfg.adapter_path, cfg.resume, self._resume_from)
+        )
         model_path = resolve_model_path(cfg.model)
         tokenizer = load_tokenizer(model_path)
         # Every data problem surfaces before any weights load.
@@ -108,6 +114,9 @@ class Trainer:
         )
         check_mode_fits_data(cfg.train_mode, self.data_report.format, cfg.data)
         prompts, prompts_note = choose_prompts(cfg.sample_answers, cfg.sample_prompts, rows, cfg.seed)
+        # The template is applied to the prompts when training applied it (not for text rows).
+        chat = self.data_report.format != "text"
+        answerer = SampleAnswerer(tokenizer, prompts, chat, cfg.sample_tokens) if prompts else None
         apply_limits(cfg.memory_limit_gb)
         prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss or preference_loss(cfg))
         loaded, model, notes = prepared.loaded, prepared.loaded.model, prepared.notes
@@ -124,16 +133,20 @@ class Trainer:
         # The playground applies the chat template only when training did (not for text rows).
         config["data_format"] = self.data_report.format if self.data_report else None
         control = RunControl(self._stop.is_set, self._wait_if_paused)
-        # The template is applied to the prompts when training applied it (not for text rows).
-        chat = config["data_format"] != "text"
-        answerer = SampleAnswerer(model, loaded.tokenizer, prompts, chat, cfg.sample_tokens) if prompts else None
+        if world > 1:  # every rank stops and pauses at the same step, whichever of them was asked
+            agreed = agreement.AgreedControl(self.group, self._stop.is_set, lambda: self.paused)
+            control = RunControl(agreed.stop_requested, agreed.wait_if_paused)
         self.loop = loop = TrainingLoop(
             cfg, model, prepared.loss_fn, data, total_steps, spe, self.group, self._record, config, control, answerer
         )
+        loop.cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
+        notes += machine_notes
         if resume_path is not None:
             loop.restore(resume_path)
-        if cfg.train_mode == "dpo":  # the base's log-probabilities, once; the same on every resume
-            notes.append(measure_reference(model, data, cfg.batch_size))
+        machines = agreement.machine_names(self.group) if world > 1 else []
+        if world > 1:  # the same run everywhere, or a message naming the machine that differs, before any step
+            facts = {"training rows": train.rows, "training tokens": float(train.lengths.sum()), "steps": total_steps}
+            agreement.check_ranks_agree(self.group, {**facts, "the step to start at": loop.state["step"]}, machines)
 
         self._record.open(run, cfg)
         self._record.emit(
@@ -152,12 +165,16 @@ class Trainer:
                 prepared.quant_path,
                 prepared.loss_path,
                 device_name(),
+                machines=machines,
             )
         )
         for note in (
             notes + [prompts_note] * bool(prompts_note) + (self.data_report.warnings if self.data_report else [])
         ):
             self._record.warn(note)
+        if cfg.train_mode == "dpo":  # the base's log-probabilities, once (the same on every resume)
+            measured = {k: v for k, v in data.items() if k != "test" or cfg.test}
+            self._record.warn(measure_reference(model, prepared.loss_fn, measured, cfg.batch_size))
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
 

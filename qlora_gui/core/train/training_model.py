@@ -10,6 +10,7 @@ from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..model.loader import LoadedModel, add_adapters, load_base, use_grad_checkpoint
 from .config import TrainConfig
 from .losses import LossFn, chunked_loss_for
+from .preference import PreferenceLoss
 
 
 @dataclass
@@ -33,9 +34,11 @@ def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: L
     if loaded.quantization:
         fast = use_fast_quantized_layers(model) if cfg.fast_quant and fast_path_available() else 0
         quant_path = f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels"
-    loss_path = getattr(loss_fn, "description", "loss: the given loss function")
+    loss_path = "loss: the given loss function"
     if loss_fn is None:
         loss_fn, loss_path = chunked_loss_for(model)
+    elif isinstance(loss_fn, PreferenceLoss):
+        loss_path = loss_fn.bind(model)  # before checkpointing wraps the layers: it probes the model
     if cfg.grad_checkpoint:
         notes.append(
             f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "

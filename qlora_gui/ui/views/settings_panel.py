@@ -27,6 +27,7 @@ from ...core.resources import resource_path
 from ...core.train.command_line import apply_flag_values, train_command
 from ...core.train.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ...core.train.estimate import MemoryEstimate
+from ..widgets.machines_box import MachinesBox
 from ..widgets.preflight_box import PreflightBox
 from ..widgets.setting_widgets import make_widget, read_value, show_value
 
@@ -93,6 +94,9 @@ class SettingsPanel(QWidget):
             groups[s.group].addRow(label, widget)
             self._widgets[s.key] = widget
         left.addStretch(1)
+        self.machines = MachinesBox(lambda: self.command_source() if self.command_source else self.check())
+        self.machines.changed.connect(self.changed.emit)
+        right.addWidget(self.machines)
         right.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -134,9 +138,11 @@ class SettingsPanel(QWidget):
             self.error.setText(self.problem)
             self._mark(e.setting)
             return None
-        self.error.setText("")
         self._mark("")
-        return cfg
+        machines = self.machines.problem()  # the Machines box's table, where a setting's problem shows
+        self.problem = f"Machines: {machines}" if machines else ""
+        self.error.setText(self.problem)
+        return None if machines else cfg
 
     def label_of(self, setting: str) -> str:
         """A setting's name as the app shows it ('lora_parameters.rank' -> 'Rank')."""

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.runs.history import read_events, read_sample_answers
 from ...core.train.events import (
     CheckpointSaved,
     Failed,
@@ -33,6 +34,7 @@ from ...core.train.events import (
 )
 from ..desktop import open_folder
 from ..widgets.charts import TrainingCharts
+from ..widgets.machine_rates import MachineRates
 from ..widgets.preference_charts import PreferenceCharts
 from ..widgets.sample_timeline import SampleTimeline
 
@@ -105,6 +107,8 @@ class TrainingView(QWidget):
         self.bottom.addTab(ck_host, "Checkpoints")
         self.samples = SampleTimeline()
         self.bottom.addTab(self.samples, "Sample answers")
+        self.machines = MachineRates()  # each machine's speed, shown for a run on several
+        self.bottom.setTabVisible(self.bottom.addTab(self.machines, "Machines"), False)
 
         self.preference = PreferenceCharts()  # shown for DPO and ORPO runs
         self.preference.hide()
@@ -164,12 +168,16 @@ class TrainingView(QWidget):
             self.checkpoints.clear()
             self.samples.clear()
             self.preference.clear()
+        else:  # a resumed run: its answers and pair figures so far, from its folder
+            self.samples.set_events(read_sample_answers(Path(e.run_dir)))
+            self.preference.set_events(read_events(Path(e.run_dir)))
         self.preference.setVisible(e.config.get("train_mode", "sft") != "sft")
         self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
         self.charts.set_total_steps(e.total_steps)
+        self.bottom.setTabVisible(self.bottom.indexOf(self.machines), self.machines.on_started(e))
         self.total_steps = e.total_steps
         epochs = e.total_steps / max(e.steps_per_epoch, 1)
         self.append_log(
@@ -181,6 +189,7 @@ class TrainingView(QWidget):
 
     def on_progress(self, e: StepReport) -> None:
         self.charts.add_progress(e)
+        self.machines.on_progress(e)
         self.progress.setValue(e.step)
         self.status.setText(
             self._paused_text()

@@ -3,6 +3,9 @@ log-probabilities of the chosen and rejected answers; lines for training, dots f
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pyqtgraph as pg
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -83,6 +86,14 @@ class PreferenceCharts(QWidget):
             steps.append(e.step)
             values.append(getattr(e, name))
             self.curves[(split, name)].setData(steps, values)
+
+    def set_events(self, events: list[dict[str, Any]]) -> None:
+        """A run's pair figures so far, from its metrics.jsonl (a resumed run's history)."""
+        self.clear()
+        fields = {f.name for f in dataclasses.fields(PreferenceReport)}
+        for e in events:
+            if e.get("event") == PreferenceReport.kind and all(isinstance(e.get(k), (int, float)) for k in SERIES):
+                self.add(PreferenceReport(**{k: v for k, v in e.items() if k in fields}))
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self.view, self.plots, palette)

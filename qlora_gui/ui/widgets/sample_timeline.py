@@ -158,6 +158,8 @@ class SampleTimeline(QWidget):
 
     def add(self, step: int, answers: list[dict[str, Any]], seconds: float) -> None:
         """One evaluation's answers. A step seen before (a run that went back after a divergence) is replaced."""
+        if [p.prompt.toPlainText() for p in self._panels] != [a.get("prompt", "") for a in answers]:
+            self.clear()  # another run's prompts: start its timeline afresh
         at_newest = not self._steps or self.slider.value() == len(self._steps) - 1
         if not self._panels:
             self._panels = [PromptPanel(i, a) for i, a in enumerate(answers, 1)]
