@@ -98,3 +98,24 @@ def poisoned_loss(batches, factor):
         return s * mx.where(hit, factor, 1.0), n  # not where(hit, s * factor, s): its gradient is NaN anyway
 
     return loss
+
+
+def tiny_config(demo_model, data, run_dir, **kw):
+    """Settings for a short run of the tiny model: two adapted layers, rank 4, no dropout, reports every step,
+    no validation or checkpoint before the end; `kw` overrides any of them."""
+    from qlora_gui.core.train.config import TrainConfig
+
+    base = dict(
+        model=str(demo_model),
+        data=str(data),
+        adapter_path=str(run_dir),
+        batch_size=4,
+        num_layers=2,
+        learning_rate=2e-3,
+        steps_per_report=1,
+        steps_per_eval=1000,
+        save_every=1000,
+        val_batches=-1,
+        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
+    )
+    return TrainConfig(**{**base, **kw})

@@ -14,7 +14,7 @@ import time
 import mlx.core as mx
 import psutil
 import pytest
-from conftest import close, fixture_texts, write_jsonl
+from conftest import close, fixture_texts, tiny_config, write_jsonl
 
 from qlora_gui.core.distributed.event_lines import parse_event_line
 from qlora_gui.core.runs import checkpoints as ckpt
@@ -32,23 +32,8 @@ def uneven_data(tmp_path_factory):
 
 
 def settings(demo_model, data, run_dir, **kw) -> TrainConfig:
-    base = dict(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(run_dir),
-        batch_size=5,
-        grad_accumulation_steps=2,
-        num_layers=2,
-        learning_rate=2e-3,
-        steps_per_report=1,
-        steps_per_eval=1000,
-        save_every=1000,
-        val_batches=-1,
-        sample_answers=0,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    ranks = dict(batch_size=5, grad_accumulation_steps=2, sample_answers=0)
+    return tiny_config(demo_model, data, run_dir, **{**ranks, **kw})
 
 
 def one_process(cfg: TrainConfig, stop_at: int | None = None):

@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from conftest import close, fixture_texts, write_jsonl
+from conftest import close, fixture_texts, tiny_config, write_jsonl
 from mlx.utils import tree_flatten, tree_map
 
 from qlora_gui.core.after.evaluation import evaluate
@@ -45,24 +45,8 @@ def pair_data(tmp_path):
 
 
 def config(demo_model, data, run_dir, **kw) -> TrainConfig:
-    base = dict(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(run_dir),
-        train_mode="dpo",
-        batch_size=4,
-        num_layers=2,
-        learning_rate=5e-3,
-        iters=20,
-        steps_per_report=5,
-        steps_per_eval=10,
-        save_every=1000,
-        val_batches=-1,
-        sample_answers=0,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    dpo = dict(train_mode="dpo", learning_rate=5e-3, iters=20, steps_per_report=5, steps_per_eval=10, sample_answers=0)
+    return tiny_config(demo_model, data, run_dir, **{**dpo, **kw})
 
 
 def log_sigmoid(x: float) -> float:

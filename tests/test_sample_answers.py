@@ -7,7 +7,7 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import fixture_texts, write_jsonl
+from conftest import fixture_texts, tiny_config, write_jsonl
 
 from qlora_gui.cli import main
 from qlora_gui.core.after.generation import format_prompt, stream_text
@@ -23,23 +23,8 @@ from qlora_gui.core.train.trainer import Trainer
 
 
 def config(demo_model, data, run_dir, **kw) -> TrainConfig:
-    base = dict(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(run_dir),
-        batch_size=4,
-        num_layers=2,
-        learning_rate=5e-3,
-        iters=6,
-        steps_per_report=3,
-        steps_per_eval=2,
-        save_every=1000,
-        val_batches=-1,
-        sample_tokens=12,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    short = dict(learning_rate=5e-3, iters=6, steps_per_report=3, steps_per_eval=2, sample_tokens=12)
+    return tiny_config(demo_model, data, run_dir, **{**short, **kw})
 
 
 def train(cfg):

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import close, fixture_texts, poisoned_loss, write_jsonl
+from conftest import close, fixture_texts, poisoned_loss, tiny_config, write_jsonl
 
 from qlora_gui.core.runs import checkpoints as ckpt
 from qlora_gui.core.runs.run_folder import RunFolder
@@ -27,21 +27,7 @@ from qlora_gui.core.train.trainer import Trainer
 
 
 def make_config(demo_model, data, run_dir, **kw) -> TrainConfig:
-    base = dict(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(run_dir),
-        batch_size=4,
-        num_layers=2,
-        learning_rate=2e-3,
-        steps_per_report=1,
-        steps_per_eval=1000,
-        save_every=1000,
-        val_batches=-1,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(demo_model, data, run_dir, **kw)
 
 
 def run(cfg, **kw):

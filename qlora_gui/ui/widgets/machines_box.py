@@ -130,6 +130,14 @@ class MachinesBox(QGroupBox):
 
     # ------------------------------------------------------------ the choice
 
+    def _several_or_say(self) -> Machines | None:
+        """The several Macs of the table; None (after saying why, when the table is wrong) otherwise."""
+        try:
+            return self.machines()
+        except UserError as e:
+            self._say(f"⚠ {e}")
+            return None
+
     def machines(self) -> Machines | None:
         """The Macs to train on (None: this Mac); UserError naming the row and the fix when the table is wrong."""
         if self.this_mac.isChecked():
@@ -192,11 +200,7 @@ class MachinesBox(QGroupBox):
         if not cfg.model or not cfg.data:
             self._say("Pick a dataset and a model first: the check compares them on every Mac.")
             return
-        try:
-            machines = self.machines()
-        except UserError as e:
-            self._say(f"⚠ {e}")
-            return
+        machines = self._several_or_say()
         if machines is None:
             return
         self.check_button.setEnabled(False)
@@ -265,11 +269,7 @@ class MachinesBox(QGroupBox):
             self._say(f"⚠ {e}")
 
     def _save(self) -> None:
-        try:
-            machines = self.machines()
-        except UserError as e:
-            self._say(f"⚠ {e}")
-            return
+        machines = self._several_or_say()
         if machines is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save hostfile", "hosts.json", "Hostfile (*.json)")
