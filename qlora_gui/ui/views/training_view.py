@@ -171,7 +171,12 @@ class TrainingView(QWidget):
         else:  # a resumed run: its answers and pair figures so far, from its folder
             self.samples.set_events(read_sample_answers(Path(e.run_dir)))
             self.preference.set_events(read_events(Path(e.run_dir)))
-        self.preference.setVisible(e.config.get("train_mode", "sft") != "sft")
+        pairs = e.config.get("train_mode", "sft") != "sft"
+        self.preference.setVisible(pairs)
+        sizes = self.split.sizes()
+        if pairs and sizes[1] < 150:  # hidden when the splitter was laid out: give the pair charts their room
+            total = sum(sizes)
+            self.split.setSizes([total * 52 // 100, total * 30 // 100, total * 18 // 100])
         self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, e.total_steps)
