@@ -135,8 +135,8 @@ def main(out: Path) -> None:
     def on_stopped() -> None:
         view = window.training
         view.bottom.setCurrentWidget(view.samples)
-        sizes = view.split.sizes()  # charts, the pair charts (hidden for SFT), the tabs below
-        view.split.setSizes([0, 0, sum(sizes)])  # the charts dragged out of the way, as a person can
+        sizes = view.split.sizes()  # the charts, the tabs below
+        view.split.setSizes([0, sum(sizes)])  # the charts dragged out of the way, as a person can
         snap("samples")
         view.split.setSizes(sizes)
         view.bottom.setCurrentIndex(0)

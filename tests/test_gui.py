@@ -713,7 +713,7 @@ def test_preference_pairs_ask_for_dpo_and_train_with_live_pair_charts(qtbot, win
     finished = wait_event(qtbot, window.worker, Finished)
     assert finished.step == 6 and not finished.stopped
     charts = window.training.preference
-    assert charts.isVisible() and charts.height() > 120  # shown with room, not squeezed to nothing
+    assert charts.isVisible() and charts.width() > 150 and charts.height() > 120  # with room, not squeezed away
     steps, wins = charts.points[("valid", "reward_accuracy")]
     assert steps == [0, 3, 6] and wins[0] == 0.0  # the base is its own reference: ties at step 0
     assert charts.points[("train", "chosen_logp")][0] == [1, 2, 3, 4, 5, 6]

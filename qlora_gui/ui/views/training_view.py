@@ -110,13 +110,15 @@ class TrainingView(QWidget):
         self.machines = MachineRates()  # each machine's speed, shown for a run on several
         self.bottom.setTabVisible(self.bottom.addTab(self.machines, "Machines"), False)
 
-        self.preference = PreferenceCharts()  # shown for DPO and ORPO runs
+        self.preference = PreferenceCharts()  # beside the charts for DPO and ORPO runs: a wide window has room
         self.preference.hide()
+        self.top = QSplitter(Qt.Orientation.Horizontal)
+        self.top.addWidget(self.charts)
+        self.top.addWidget(self.preference)
         self.split = split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.charts)
-        split.addWidget(self.preference)
+        split.addWidget(self.top)
         split.addWidget(self.bottom)
-        split.setSizes([480, 200, 180])
+        split.setSizes([480, 180])
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -173,10 +175,9 @@ class TrainingView(QWidget):
             self.preference.set_events(read_events(Path(e.run_dir)))
         pairs = e.config.get("train_mode", "sft") != "sft"
         self.preference.setVisible(pairs)
-        sizes = self.split.sizes()
-        if pairs and sizes[1] < 150:  # hidden when the splitter was laid out: give the pair charts their room
-            total = sum(sizes)
-            self.split.setSizes([total * 52 // 100, total * 30 // 100, total * 18 // 100])
+        sizes = self.top.sizes()
+        if pairs and sizes[1] < 200:  # hidden when the splitter was laid out: give the pair charts their room
+            self.top.setSizes([sum(sizes) * 62 // 100, sum(sizes) * 38 // 100])
         self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self.progress.setRange(0, e.total_steps)

@@ -25,11 +25,11 @@ class PreferenceCharts(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
         self.legend = pg.LegendItem(colCount=4)
-        self.view.addItem(self.legend, row=0, col=0, colspan=3)
-        self.wins_plot = self._plot("Chosen answer wins (share of pairs)", 0)
+        self.view.addItem(self.legend, row=0, col=0)
+        self.wins_plot = self._plot("Chosen answer wins (share of pairs)", 1)
         self.wins_plot.setYRange(0, 1, padding=0.05)
-        self.margin_plot = self._plot("Reward margin (chosen − rejected)", 1)
-        self.logp_plot = self._plot("Log-probability of the answers", 2)
+        self.margin_plot = self._plot("Reward margin (chosen − rejected)", 2)
+        self.logp_plot = self._plot("Log-probability of the answers", 3)
         pen = pg.mkPen
         dots = dict(pen=None, symbol="o", symbolSize=7, symbolPen=None)
         self.curves = {
@@ -51,8 +51,8 @@ class PreferenceCharts(QWidget):
             self.legend.addItem(self.curves[key], name)
         self.clear()
 
-    def _plot(self, title: str, col: int) -> pg.PlotItem:
-        plot = self.view.addPlot(row=1, col=col, title=title)
+    def _plot(self, title: str, row: int) -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=0, title=title)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "step")
         plot.setMenuEnabled(False)
