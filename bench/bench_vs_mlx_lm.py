@@ -108,8 +108,6 @@ def common_flags(model: Path, data: Path, a: argparse.Namespace) -> list[str]:
             str(a.val_batches),
             "--save-every",
             str(a.iters),
-            "--sample-answers",  # mlx_lm.lora answers no prompts while training: the same work for both
-            "0",
         ]
         + (["--mask-prompt"] if a.mask_prompt else [])
         + (["--grad-checkpoint"] if a.grad_checkpoint else [])
@@ -173,6 +171,8 @@ def run_ours(model: Path, data: Path, out: Path, a: argparse.Namespace, env: dic
         "--optimizer",
         "adam",
         "--grad-clip",
+        "0",
+        "--sample-answers",  # mlx_lm.lora answers no prompts while training: the same work for both
         "0",
         *(["--no-fast-quant"] if a.no_fast_quant else []),
     ]
