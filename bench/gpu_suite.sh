@@ -20,6 +20,21 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/summary.
 # Equal shapes first (rows cut to 96 tokens: every batch the same width for both tools), mlx-lm first: the
 # first run of a kind compiles the CUDA kernels the two share (MLX caches them on disk), and a steady-state
 # step is what is compared. Learned on an H100, 2026-11-26: 15 device minutes fit about five cases.
+step() {  # name, then bench_step.py's flags: one step, both tools, the very same batch, in one process
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$OUT/summary.txt"
+  $PY bench/bench_step.py --work "$work" "$@" > "$OUT/$name.txt" 2>&1
+  echo "   exit $?" >> "$OUT/summary.txt"; tail -n 4 "$OUT/$name.txt" >> "$OUT/summary.txt"
+}
+# The 1B shape (all 16 layers, bf16, batch 8) on one batch: equal work, so peaks and step times compare exactly.
+if [ "$shape" = 1b ]; then
+  one="--hidden 2048 --layers 16 --inter 8192 --heads 32 --kv-heads 8 --vocab 128256 --dtype bfloat16 --steps 10 --rounds 2"
+  step step-bf16-96 $one --len 96
+  step step-bf16-96-grad-ckpt $one --len 96 --grad-checkpoint
+  step step-bf16-96-ceiling $one --len 96 --ceiling  # the memory ceiling without checkpointing: what it costs
+  step step-bf16-512 $one --len 512 --rounds 1
+  step step-q4-96 $one --len 96 --q4
+fi
 same="--max-len 96 --iters 30 --mlx-lm-first"
 bench bf16-same --dtypes bf16 $same
 bench q4-mlx-kernels-same --dtypes q4 --no-fast-quant $same

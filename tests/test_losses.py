@@ -16,7 +16,13 @@ from mlx.utils import tree_flatten
 
 from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
 from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.losses import ChunkedLoss, chunked_loss_for, token_loss
+from qlora_gui.core.train.losses import (
+    CHUNK_ELEMENTS,
+    ChunkedLoss,
+    chunk_positions,
+    chunked_loss_for,
+    token_loss,
+)
 
 
 def tiny(kind: str, layers: int = 2) -> nn.Module:
@@ -125,6 +131,16 @@ def test_the_chunked_loss_never_holds_the_whole_vocabulary():
     mx.eval(nn.value_and_grad(model, token_loss)(model, *args))
     full_peak = mx.get_peak_memory() - full_peak_base
     assert chunked_peak < full_peak
+
+
+def test_on_a_gpu_chunks_are_tall_unless_memory_comes_first(monkeypatch):
+    """Tall chunks feed a GPU's matmul; with gradient checkpointing (memory first) they stay CPU-sized."""
+    monkeypatch.setattr(mx, "default_device", lambda: mx.Device(mx.DeviceType.gpu))
+    tall, small = chunk_positions(128_256), chunk_positions(128_256, memory_first=True)
+    assert (tall, small) == (261, 32)
+    loss, note = chunked_loss_for(tiny("tied"), memory_first=True)
+    assert isinstance(loss, ChunkedLoss) and loss.chunk == CHUNK_ELEMENTS // 300  # its vocabulary: 300
+    assert f"{loss.chunk} positions per chunk" in note
 
 
 def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():

@@ -24,10 +24,20 @@ class MemorySample:
         return getattr(self, name) / GB
 
 
+_run_peak = 0  # the run's peak before `reset_peak` started a new measurement
+
+
+def reset_peak(keep_run_peak: bool = True) -> None:
+    """Start measuring a new peak; `sample` goes on reporting the run's highest unless a run starts."""
+    global _run_peak
+    _run_peak = max(_run_peak, mx.get_peak_memory()) if keep_run_peak else 0
+    mx.reset_peak_memory()
+
+
 def sample() -> MemorySample:
     return MemorySample(
         mx.get_active_memory(),
-        mx.get_peak_memory(),
+        max(mx.get_peak_memory(), _run_peak),
         mx.get_cache_memory(),
         psutil.Process().memory_info().rss,
         psutil.virtual_memory().total,

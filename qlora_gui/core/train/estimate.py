@@ -66,5 +66,5 @@ def estimate_memory(
     tokens = cfg.batch_size * width
     block = tokens * (10 * hidden + 2 * inter) * 2  # one block's activations, 16-bit
     kept = tokens * hidden * 2 * layers + block if cfg.grad_checkpoint else block * layers
-    logits = min(tokens, chunk_positions(vocab)) * vocab * 4 * LOGIT_COPIES
+    logits = min(tokens, chunk_positions(vocab, cfg.grad_checkpoint)) * vocab * 4 * LOGIT_COPIES
     return MemoryEstimate(weights, adapters, int(kept + logits))

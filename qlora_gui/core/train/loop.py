@@ -22,6 +22,7 @@ from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
 from .events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
 from .losses import LossFn
+from .memory_ceiling import MemoryCeiling
 from .optimizer import build_optimizer
 from .progress import Progress
 from .sample_answers import SampleAnswerer
@@ -69,6 +70,8 @@ class TrainingLoop:
         self.state = ckpt.new_train_state(cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
+        # Gradient checkpointing puts memory first: MLX's limit then follows what a step needs.
+        self.ceiling = MemoryCeiling() if cfg.grad_checkpoint else None
         self._build_step()
 
     def _build_step(self, restore: Snapshot | None = None, source: str = "") -> None:
@@ -93,6 +96,13 @@ class TrainingLoop:
     # ------------------------------------------------------------ the run
 
     def run(self) -> Event:
+        try:
+            return self._run()
+        finally:
+            if self.ceiling is not None:
+                self.ceiling.close()
+
+    def _run(self) -> Event:
         cfg, state, valid = self.cfg, self.state, self.data.get("valid")
         self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share, self.group)
         self.model.train()
@@ -141,7 +151,12 @@ class TrainingLoop:
             mx.random.seed(cfg.seed * 1_000_003 + step + (self.group.rank() << 40))
             group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
             # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
-            result = self.train_step(make_batch(train, idx) for idx in group if len(idx))
+            micro = [make_batch(train, idx) for idx in group if len(idx)]
+            if self.ceiling is not None:
+                self.ceiling.before_step(max((b.inputs.size for b in micro), default=0))
+            result = self.train_step(micro)
+            if self.ceiling is not None:
+                self.ceiling.after_step()
             for skipped in guard.check(result, step):
                 self.record.warn(skipped, step)
             self.optimizer_updates += result.updated

@@ -37,10 +37,15 @@ CHUNK_ELEMENTS = 1 << 22  # logits per chunk on the CPU (16 MB in float32): the 
 GPU_CHUNK_ELEMENTS = 1 << 25
 
 
-def chunk_positions(vocab: int) -> int:
-    """Positions per chunk of the loss for this vocabulary size on the default device."""
-    elements = GPU_CHUNK_ELEMENTS if mx.default_device().type == mx.DeviceType.gpu else CHUNK_ELEMENTS
-    return max(elements // max(vocab, 1), 16)
+def chunk_positions(vocab: int, memory_first: bool = False) -> int:
+    """Positions per chunk of the loss for this vocabulary size on the default device.
+
+    `memory_first` (gradient checkpointing: the user chose memory over time) keeps the small chunks on a GPU
+    too. MLX allocates an op's output when it queues the op, ahead of the device, so several chunks' logits
+    can exist at once however they are chained (measured on the CPU: about ten chunk-sized buffers at a
+    time); a chunk an eighth of the size makes all of them an eighth."""
+    gpu = mx.default_device().type == mx.DeviceType.gpu and not memory_first
+    return max((GPU_CHUNK_ELEMENTS if gpu else CHUNK_ELEMENTS) // max(vocab, 1), 16)
 
 
 def token_loss(
@@ -81,10 +86,10 @@ def _total(losses: Iterable[mx.array]) -> mx.array:
 class ChunkedLoss:
     """`token_loss`'s numbers, with logits made a chunk of positions at a time."""
 
-    def __init__(self, model: nn.Module, head: Head, vocab: int):
+    def __init__(self, model: nn.Module, head: Head, vocab: int, memory_first: bool = False):
         self.head = head
         self.cap = _softcap(model)
-        self.chunk = chunk_positions(vocab)
+        self.chunk = chunk_positions(vocab, memory_first)
 
     def logits(self, hidden: mx.array) -> mx.array:
         return self._post(self.head(hidden))
@@ -149,10 +154,10 @@ class ChunkedLoss:
         return self._cross_entropy(hidden, targets, weights, with_grad=model.training), weights.sum()
 
 
-def chunked_loss_for(model: nn.Module) -> tuple[LossFn, str]:
+def chunked_loss_for(model: nn.Module, memory_first: bool = False) -> tuple[LossFn, str]:
     """The chunked loss when this model's head splits from its body (checked on a probe), else `token_loss`.
 
-    Returns the loss and a sentence for the run's first lines."""
+    Returns the loss and a sentence for the run's first lines. `memory_first`: see `chunk_positions`."""
     inner = getattr(model, "model", None)
     if inner is None or not callable(inner):
         return token_loss, "loss: full logits (this model has no separate body to split its output layer from)"
@@ -165,7 +170,7 @@ def chunked_loss_for(model: nn.Module) -> tuple[LossFn, str]:
         for name, head, module in _head_candidates(model):
             if tree_flatten(module.trainable_parameters()):
                 continue  # a trained head needs its own gradient: only the full loss gives it
-            loss = ChunkedLoss(model, head, vocab)
+            loss = ChunkedLoss(model, head, vocab, memory_first)
             got = loss.logits(hidden)
             if got.shape == expected.shape and mx.allclose(got, expected, rtol=1e-4, atol=1e-4).item():
                 return loss, f"loss: chunked over the vocabulary ({name}, {loss.chunk} positions per chunk)"

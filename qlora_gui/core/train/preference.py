@@ -91,10 +91,10 @@ class PreferenceLoss:
         self.mode, self.beta, self.label_smoothing = mode, beta, label_smoothing
         self.head: ChunkedLoss | None = None
 
-    def bind(self, model: nn.Module) -> str:
+    def bind(self, model: nn.Module, memory_first: bool = False) -> str:
         """Use the model's own head on the answers' positions alone where it splits from the body; the run's
-        line on its loss."""
-        split, _ = chunked_loss_for(model)
+        line on its loss. `memory_first`: see `chunk_positions`."""
+        split, _ = chunked_loss_for(model, memory_first)
         self.head = split if isinstance(split, ChunkedLoss) else None
         return self.description
 

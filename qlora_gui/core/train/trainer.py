@@ -20,7 +20,7 @@ from ..data.dataset import DataReport, training_data
 from ..distributed import agreement
 from ..errors import DataError, TrainingError, UserError
 from ..gc_policy import keep_long_lived
-from ..memory import apply_limits, blas_in_use, device_name
+from ..memory import apply_limits, blas_in_use, device_name, reset_peak
 from ..model.loader import adapter_config, parameter_counts
 from ..model.model_files import load_tokenizer, resolve_model_path
 from ..runs.run_folder import RunFolder
@@ -118,6 +118,7 @@ class Trainer:
         chat = self.data_report.format != "text"
         answerer = SampleAnswerer(tokenizer, prompts, chat, cfg.sample_tokens) if prompts else None
         apply_limits(cfg.memory_limit_gb)
+        reset_peak(keep_run_peak=False)  # the peaks this run reports are its own (the app runs several)
         prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss or preference_loss(cfg))
         loaded, model, notes = prepared.loaded, prepared.loaded.model, prepared.notes
         trainable, total_params = parameter_counts(model)

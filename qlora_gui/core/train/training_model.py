@@ -36,9 +36,9 @@ def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: L
         quant_path = f"dequantize + BLAS matmul ({fast} layers)" if fast else "MLX quantized kernels"
     loss_path = "loss: the given loss function"
     if loss_fn is None:
-        loss_fn, loss_path = chunked_loss_for(model)
+        loss_fn, loss_path = chunked_loss_for(model, memory_first=cfg.grad_checkpoint)
     elif isinstance(loss_fn, PreferenceLoss):
-        loss_path = loss_fn.bind(model)  # before checkpointing wraps the layers: it probes the model
+        loss_path = loss_fn.bind(model, memory_first=cfg.grad_checkpoint)  # before checkpointing: it probes
     if cfg.grad_checkpoint:
         notes.append(
             f"gradient checkpointing on {use_grad_checkpoint(model)} layers: less memory, "
