@@ -12,9 +12,10 @@ trained), the model is random, and the two alternate in rounds: each round build
 it reports the median step time and MLX's peak memory above the weights. mlx-lm's step is its trainer's
 (`default_loss`, `nn.value_and_grad`, one `mx.compile`d step with the update, `mx.eval` of the state);
 ours is `TrainStep` with what the trainer picks: its loss, and with `--grad-checkpoint` the small loss chunks
-and the memory ceiling (`core/train/memory_ceiling.py`). Many thin layers (`--hidden 64 --layers 16 --vocab
-1024`) weigh per-operation overhead; wide layers show the activations' memory. `--limit-above-weights` sets
-MLX's memory limit for ours by hand, to see what queued work costs in memory and saves in time.
+and, on the CPU, the memory ceiling (`core/train/memory_ceiling.py`; `--ceiling` forces it on any device).
+Many thin layers (`--hidden 64 --layers 16 --vocab 1024`) weigh per-operation overhead; wide layers show the
+activations' memory. `--limit-above-weights` sets MLX's memory limit for ours by hand, to see what queued
+work costs in memory and saves in time.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def adapted(folder: Path, a: argparse.Namespace) -> nn.Module:
         nn.quantize(model, group_size=64, bits=4)
     model.freeze()
     linear_to_lora_layers(model, len(model.layers), {"rank": 8, "scale": 20.0, "dropout": 0.0})
+    mx.eval(model.parameters())  # quantizing is lazy: the float weights must be gone before "weights" is read
     model.train()
     return model
 
@@ -97,7 +99,7 @@ def our_steps(model: nn.Module, tokens: mx.array, a: argparse.Namespace) -> list
     from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
     from qlora_gui.core.model.loader import use_grad_checkpoint
     from qlora_gui.core.train.losses import chunked_loss_for
-    from qlora_gui.core.train.memory_ceiling import MemoryCeiling
+    from qlora_gui.core.train.memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
     from qlora_gui.core.train.step import TrainStep
 
     if a.fast_quant:
@@ -121,13 +123,14 @@ def our_steps(model: nn.Module, tokens: mx.array, a: argparse.Namespace) -> list
     if a.limit_above_weights is not None:
         mx.set_memory_limit(mx.get_active_memory() + int(a.limit_above_weights * 1e9))
     step = TrainStep(model, optim.Adam(learning_rate=1e-5), loss_fn)
-    # The trainer keeps a ceiling under gradient checkpointing; --ceiling tries it without.
-    ceiling = MemoryCeiling() if (a.grad_checkpoint or a.ceiling) and a.limit_above_weights is None else None
+    # As the trainer: a ceiling under gradient checkpointing where it is on by default; --ceiling forces it.
+    wanted = a.ceiling or (a.grad_checkpoint and ceiling_by_default())
+    ceiling = MemoryCeiling() if wanted and a.limit_above_weights is None else None
     times = []
     for _ in range(a.steps + 1):
         t0 = time.perf_counter()
         if ceiling:
-            ceiling.before_step(batch.inputs.size)
+            ceiling.before_step(*step_shape([batch]))
         step([batch])
         if ceiling:
             ceiling.after_step()
@@ -154,7 +157,9 @@ def main() -> None:
     ap.add_argument(
         "--limit-above-weights", type=float, help="ours: MLX's memory limit at the weights plus this many GB"
     )
-    ap.add_argument("--ceiling", action="store_true", help="ours: the memory ceiling without checkpointing too")
+    ap.add_argument(
+        "--ceiling", action="store_true", help="ours: the memory ceiling, on any device, with or without checkpointing"
+    )
     ap.add_argument("--work", type=Path, help="folder for the built model, reused by later runs")
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--only", choices=("ours", "mlx_lm"), help="run one tool (for a profiler)")

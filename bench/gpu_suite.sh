@@ -17,9 +17,6 @@ bench() {  # name, then the bench's flags
   echo "   exit $?" >> "$OUT/summary.txt"; tail -n 8 "$OUT/$name.txt" >> "$OUT/summary.txt"
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/summary.txt" 2>/dev/null
-# Equal shapes first (rows cut to 96 tokens: every batch the same width for both tools), mlx-lm first: the
-# first run of a kind compiles the CUDA kernels the two share (MLX caches them on disk), and a steady-state
-# step is what is compared. Learned on an H100, 2026-11-26: 15 device minutes fit about five cases.
 step() {  # name, then bench_step.py's flags: one step, both tools, the very same batch, in one process
   local name=$1; shift
   echo "== $name: $*" | tee -a "$OUT/summary.txt"
@@ -28,19 +25,12 @@ step() {  # name, then bench_step.py's flags: one step, both tools, the very sam
 }
 # The 1B shape (all 16 layers, bf16, batch 8) on one batch: equal work, so peaks and step times compare exactly.
 if [ "$shape" = 1b ]; then
-  one="--hidden 2048 --layers 16 --inter 8192 --heads 32 --kv-heads 8 --vocab 128256 --dtype bfloat16 --steps 10 --rounds 2"
+  one="--hidden 2048 --layers 16 --inter 8192 --heads 32 --kv-heads 8 --vocab 128256 --dtype bfloat16 --steps 10 --rounds 1"
   step step-bf16-96 $one --len 96
   step step-bf16-96-grad-ckpt $one --len 96 --grad-checkpoint
-  step step-bf16-96-ceiling $one --len 96 --ceiling  # the memory ceiling without checkpointing: what it costs
-  step step-bf16-512 $one --len 512 --rounds 1
-  step step-q4-96 $one --len 96 --q4
+  step step-bf16-96-grad-ckpt-ceiling $one --len 96 --grad-checkpoint --ceiling  # off on GPUs until this says
+  step step-bf16-512 $one --len 512
 fi
-same="--max-len 96 --iters 30 --mlx-lm-first"
-bench bf16-same --dtypes bf16 $same
-bench q4-mlx-kernels-same --dtypes q4 --no-fast-quant $same
-bench q4-dequantize-same --dtypes q4 $same
-bench bf16-grad-ckpt-same --dtypes bf16 --grad-checkpoint $same
-bench chat-mask-q4 --dtypes q4 --no-fast-quant --mask-prompt
 # the core tests on this backend (no Qt there); pytest travels in .devcarry/pylib when the machine lacks it
 [ -d .devcarry/pylib ] && export PYTHONPATH="$PYTHONPATH:$PWD/.devcarry/pylib"
 if $PY -c "import pytest" 2>/dev/null; then
@@ -50,4 +40,13 @@ if $PY -c "import pytest" 2>/dev/null; then
 else
   echo "no pytest on this machine" >> "$OUT/summary.txt"
 fi
+# Equal shapes first (rows cut to 96 tokens: every batch the same width for both tools), mlx-lm first: the
+# first run of a kind compiles the CUDA kernels the two share (MLX caches them on disk), and a steady-state
+# step is what is compared. Learned on an H100, 2026-11-26: 15 device minutes fit about five cases.
+same="--max-len 96 --iters 30 --mlx-lm-first"
+bench bf16-same --dtypes bf16 $same
+bench q4-mlx-kernels-same --dtypes q4 --no-fast-quant $same
+bench q4-dequantize-same --dtypes q4 $same
+bench bf16-grad-ckpt-same --dtypes bf16 --grad-checkpoint $same
+bench chat-mask-q4 --dtypes q4 --no-fast-quant --mask-prompt
 bench bf16 --dtypes bf16

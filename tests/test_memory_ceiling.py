@@ -11,7 +11,7 @@ from qlora_gui.core import memory
 from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train import loop as loop_module
 from qlora_gui.core.train.losses import ChunkedLoss
-from qlora_gui.core.train.memory_ceiling import MARGIN, MemoryCeiling
+from qlora_gui.core.train.memory_ceiling import MARGIN, MemoryCeiling, ceiling_by_default
 from qlora_gui.core.train.trainer import Trainer
 
 
@@ -30,7 +30,7 @@ def queued_loss_peak(ceiling: MemoryCeiling | None) -> int:
     for _ in range(2 if ceiling else 1):  # the first step with a ceiling measures, the second is held by it
         mx.clear_cache()
         if ceiling:
-            ceiling.before_step(positions)
+            ceiling.before_step(positions, positions)
         start = mx.get_active_memory()
         mx.reset_peak_memory()
         mx.eval(grad(h))
@@ -45,23 +45,30 @@ def test_the_ceiling_stops_queued_work_from_piling_up_and_is_put_back():
     free = queued_loss_peak(None)
     ceiling = MemoryCeiling()
     held = queued_loss_peak(ceiling)
-    ceiling.close()
-    assert mx.get_memory_limit() == before
+    assert mx.get_memory_limit() == before  # held through a step only
+    assert ceiling.measurements == 1
     chunk_bytes = 32 * 8_000 * 4
     # Measured on the CPU: 9.9 chunks' worth queued freely, 4.6 under the ceiling.
     assert held < free
-    assert held <= MARGIN * ceiling.need_per_token * 256 + chunk_bytes
+    assert held <= MARGIN * ceiling.need + chunk_bytes
 
 
-def test_a_limit_the_user_set_is_never_raised():
+def test_only_a_larger_step_is_measured_again_and_a_user_limit_is_never_raised():
     before = mx.get_memory_limit()
+    limits: list[int] = []
     try:
-        mx.set_memory_limit(mx.get_active_memory() + (1 << 20))
+        mx.set_memory_limit(mx.get_active_memory() + (64 << 20))
         ceiling = MemoryCeiling()
-        ceiling.before_step(64)
-        ceiling.need_per_token = 1e12  # a need far above the user's limit
-        ceiling.measured_tokens = 64
-        ceiling.before_step(64)
+        for tokens, width in ((256, 64), (128, 32), (256, 64), (512, 64), (256, 128), (512, 128)):
+            ceiling.before_step(tokens, width)
+            limits.append(mx.get_memory_limit())
+            mx.eval(mx.ones((tokens, width * 64)) * 2)  # a "step" whose need grows with its size
+            ceiling.after_step()
+            assert mx.get_memory_limit() == ceiling.user_limit
+        assert ceiling.measurements == 3  # the first, 512 tokens, width 128; not the smaller nor the last
+        assert all(limit <= ceiling.user_limit for limit in limits)
+        ceiling.need = 1 << 40  # a need far above the user's limit
+        ceiling.before_step(64, 8)
         assert mx.get_memory_limit() == ceiling.user_limit
         ceiling.close()
     finally:
@@ -77,6 +84,19 @@ def test_the_reported_peak_survives_a_new_measurement():
     assert memory.sample().mlx_peak == mx.get_peak_memory()
 
 
+def test_a_run_without_a_memory_limit_drops_the_last_runs():
+    before = mx.get_memory_limit()
+    try:
+        memory.apply_limits(None)
+        default = mx.get_memory_limit()
+        memory.apply_limits(1.5)
+        assert mx.get_memory_limit() == int(1.5 * memory.GB)
+        memory.apply_limits(None)
+        assert mx.get_memory_limit() == default
+    finally:
+        mx.set_memory_limit(before)
+
+
 def test_a_checkpointed_run_trains_the_same_with_its_ceiling(tmp_path, demo_model, monkeypatch):
     rows = [{"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f" {2 * i}"} for i in range(40)]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent
@@ -85,17 +105,27 @@ def test_a_checkpointed_run_trains_the_same_with_its_ceiling(tmp_path, demo_mode
     monkeypatch.setattr(mx, "set_memory_limit", lambda n: limits.append(n) or real_set(n))
     before = mx.get_memory_limit()
 
-    def adapters(name: str) -> dict:
+    def train(name: str) -> tuple[Trainer, dict]:
         cfg = tiny_config(demo_model, data, tmp_path / name, iters=5, grad_checkpoint=True, sample_answers=0)
-        assert Trainer(cfg).run().__class__.__name__ == "Finished"
-        return mx.load(str(RunFolder(tmp_path / name).adapters))
+        trainer = Trainer(cfg)
+        assert trainer.run().__class__.__name__ == "Finished"
+        return trainer, mx.load(str(RunFolder(tmp_path / name).adapters))
 
-    held = adapters("held")
-    assert mx.get_memory_limit() == before and limits[-1] == before  # put back at the end
-    steps = limits[:-1]
-    assert len(steps) == 5 and steps[0] < min(steps[1:])  # measured tight first, then a margin above
+    trainer, held = train("held")
+    assert mx.get_memory_limit() == before  # put back at the end
+    ceiling = trainer.loop.ceiling if trainer.loop else None
+    if ceiling_by_default():
+        assert ceiling is not None and ceiling.need > 0
+        # 40 rows in batches of 4, one width: the first step alone is measured (its limit the memory in use),
+        # the others run a margin above its need, and each step gives the limit back when it is done.
+        assert ceiling.measurements == 1
+        during = limits[1:-1:2]  # after apply_limits: (step limit, limit given back) per step, then close
+        assert len(during) == 5 and all(limits[i] == before for i in range(2, 11, 2))
+        assert all(during[0] + MARGIN * ceiling.need * 0.5 < limit < before for limit in during[1:])
+    else:
+        assert ceiling is None  # off on GPUs until measured there
     monkeypatch.setattr(loop_module, "MemoryCeiling", lambda: None)
-    free = adapters("free")
+    _, free = train("free")
     assert held.keys() == free.keys()
     for k in held:
         np.testing.assert_array_equal(np.array(held[k]), np.array(free[k]))

@@ -55,10 +55,16 @@ def clear_cache_if_above(threshold_bytes: int) -> bool:
     return False
 
 
+_MLX_DEFAULT_LIMIT: int | None = None  # MLX's own memory limit, before any run set one
+
+
 def apply_limits(memory_limit_gb: float | None) -> None:
-    """Set MLX's memory limit if asked, and the wired limit only where Metal exists."""
-    if memory_limit_gb:
-        mx.set_memory_limit(int(memory_limit_gb * GB))
+    """Set MLX's memory limit as asked (MLX's default when not: an earlier run's stays behind otherwise), and
+    the wired limit only where Metal exists."""
+    global _MLX_DEFAULT_LIMIT
+    if _MLX_DEFAULT_LIMIT is None:
+        _MLX_DEFAULT_LIMIT = int(mx.get_memory_limit())
+    mx.set_memory_limit(int(memory_limit_gb * GB) if memory_limit_gb else _MLX_DEFAULT_LIMIT)
     if mx.metal.is_available():
         # Keep the weights wired on Apple GPUs, as mlx-lm does, up to the recommended size.
         info = mx.device_info()

@@ -118,7 +118,7 @@ class TrainConfig:
     grad_checkpoint: bool = setting(
         False, "Gradient checkpointing", "Recompute each block's activations in the backward pass instead of "
         "keeping them: activation memory drops to about one block's worth, at about a third more time per step. "
-        "Memory comes first then: the loss works on small chunks and MLX queues less work ahead. "
+        "Memory comes first then: the loss works on small chunks (and on the CPU, MLX queues less work ahead). "
         "Turn it on when long rows or large batches run out of memory.", "bool", "Batches")
     epochs: int = setting(1, "Epochs", "Passes over the training data. Time grows linearly.", "int", "Duration",
                           1, 1000)

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
 from .events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
 from .losses import LossFn
-from .memory_ceiling import MemoryCeiling
+from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
 from .progress import Progress
 from .sample_answers import SampleAnswerer
@@ -71,7 +71,7 @@ class TrainingLoop:
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
         # Gradient checkpointing puts memory first: MLX's limit then follows what a step needs.
-        self.ceiling = MemoryCeiling() if cfg.grad_checkpoint else None
+        self.ceiling = MemoryCeiling() if cfg.grad_checkpoint and ceiling_by_default() else None
         self._build_step()
 
     def _build_step(self, restore: Snapshot | None = None, source: str = "") -> None:
@@ -153,7 +153,7 @@ class TrainingLoop:
             # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
             micro = [make_batch(train, idx) for idx in group if len(idx)]
             if self.ceiling is not None:
-                self.ceiling.before_step(max((b.inputs.size for b in micro), default=0))
+                self.ceiling.before_step(*step_shape(micro))
             result = self.train_step(micro)
             if self.ceiling is not None:
                 self.ceiling.after_step()
