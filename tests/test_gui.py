@@ -397,6 +397,29 @@ def test_pause_holds_the_trainer_and_resume_lets_it_finish(qtbot, window, text_d
     assert seen == [1, 2, 3, 4]
 
 
+def test_gradient_checkpointing_from_the_settings_tab_trains_and_gives_the_memory_limit_back(qtbot, window, text_data):
+    import mlx.core as mx
+
+    from qlora_gui.core.train.memory_ceiling import ceiling_by_default
+
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    set_iters(window, 3)
+    box = window.settings_panel._widgets["grad_checkpoint"]
+    assert "a third more time" in box.toolTip()
+    box.setChecked(True)
+    assert window.settings_panel.config().grad_checkpoint
+    before = mx.get_memory_limit()
+    window.start_training()
+    worker = window.worker
+    done = wait_event(qtbot, worker, Finished)
+    assert not done.stopped and done.step == 3
+    assert "gradient checkpointing on 2 layers" in window.training.log.toPlainText()
+    loop = worker._trainer.loop
+    assert (loop.ceiling is not None and loop.ceiling.measurements >= 1) == ceiling_by_default()
+    assert mx.get_memory_limit() == before
+
+
 def test_a_file_opened_from_the_dock_lands_in_the_data_tab(qtbot, window, completion_data):
     """macOS sends files dropped on the Dock icon or opened with "Open With" as QFileOpenEvent."""
     import types
