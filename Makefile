@@ -11,15 +11,24 @@ PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 python3.11 python3.1
 
 .PHONY: run test app clean
 
-$(STAMP): pyproject.toml
+# The one tool that reads uv.lock; pinned like everything it installs.
+UV_VERSION := 0.13.10
+
+.PHONY: lock
+$(STAMP): pyproject.toml uv.lock
 	@bash scripts/setup_system.sh
 	@test -x $(PY) || test -n "$(PYTHON)" || { echo "QLoRA Studio needs Python 3.10 or newer and found none on PATH:" \
 	  "install one (macOS: brew install python@3.12, or the installer from python.org; Debian/Ubuntu:" \
 	  "sudo apt install python3 python3-venv) and run make again" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[dev,$(BACKEND)]"
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	# Exactly the locked versions (--frozen: never re-resolved here); --inexact leaves pip and uv in place.
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync -q --frozen --inexact --extra dev --extra $(BACKEND)
 	touch $(STAMP)
+
+# Upgrading is deliberate: every package to its newest allowed version, written to uv.lock for a commit of its own.
+lock: $(STAMP)
+	$(VENV)/bin/uv lock --upgrade
 
 run: $(STAMP)
 	$(VENV)/bin/qlora-gui

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 import time
 
@@ -10,6 +12,14 @@ from . import __version__
 from .cli import SUBCOMMANDS, mlx_problem, report_errors
 
 _STARTED = time.perf_counter()  # module import is close to process start; the smoke test reports from here
+# FILE: each process of the command appends the modules it imported, at exit. The bundle test compares them with
+# what the bundle carries (tests/test_bundle.py), so whatever the bundle carries and never imports is seen.
+TRACE_IMPORTS_ENV = "QLORA_STUDIO_TRACE_IMPORTS"
+
+
+def _trace_imports(path: str) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in sorted(sys.modules)))
 
 
 def _app_parser() -> argparse.ArgumentParser:
@@ -40,6 +50,8 @@ def open_app(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if os.environ.get(TRACE_IMPORTS_ENV):
+        atexit.register(_trace_imports, os.environ[TRACE_IMPORTS_ENV])
     if argv is None:  # a real process start (not a test calling main): pick up OpenBLAS on Linux
         from .core.blas import reexec_with_openblas
 

@@ -4,8 +4,10 @@
   that carries none of those, so leaving them out loses nothing: in transformers that is its model code
   (models/*/modeling_*.py), trainer, pipelines and generation, 38 of its 50 MB of sources. Its tokenizer and
   configuration classes, which it imports by name from a model's files, import none of them and stay.
-- transformers' input processors for images, video and audio (models/*/image_processing_*.py and the like):
-  the app fine-tunes on text, and transformers never imports them to load a tokenizer or a configuration.
+- Everything in transformers' models/<family>/ folders but the tokenizer and configuration modules (and what
+  those import beside them, such as Whisper's text normalizer): transformers imports only those by name to load
+  a tokenizer or a configuration. A rule, not a list: a family added by a new transformers is trimmed too.
+  models/auto/ stays whole (it maps names to classes, lazily).
 - Qt plugins for platforms the app never runs on (framebuffers, VNC, EGL devices, touch input, GTK's theme),
   with the shared libraries only they use.
 - Debug information (Linux): a Python built from source (pyenv) and a few wheels ship their libraries with
@@ -28,8 +30,9 @@ FRAMEWORKS = ("torch", "torchvision", "torchaudio", "tensorflow", "flax", "jax")
 # At column 0 an import is at the module's top level, outside any `if` or `try`: unconditional.
 _FRAMEWORK_IMPORT = re.compile(rb"^(?:import|from)[ \t]+(?:" + "|".join(FRAMEWORKS).encode() + rb")\b", re.M)
 
-# In transformers' models/<family>/ folders; models/auto/ keeps its own (they map names, lazily).
-INPUT_PROCESSORS = ("processing_", "image_processing_", "video_processing_", "feature_extraction_")
+# What transformers imports by name from a model's files: the modules of models/<family>/ the bundle keeps.
+KEPT_MODEL_MODULES = ("tokenization_", "configuration_")
+_SIBLING_IMPORT = re.compile(r"^[ \t]*from[ \t]+\.(\w+)[ \t]+import", re.M)
 
 # Qt plugins, by folder and name without the suffix (.so on Linux, .dylib on macOS). The app runs on a desktop
 # (xcb or Wayland on Linux, cocoa on macOS) or offscreen (tests); it shows PNG, SVG and ICO images.
@@ -56,13 +59,23 @@ def framework_only_modules(package_dir: Path, package: str | None = None) -> lis
     return found
 
 
-def input_processor_modules(transformers_dir: Path) -> list[str]:
-    """Dotted names of transformers' per-model image, video, audio and multimodal processors."""
-    return [
-        f"transformers.models.{path.parent.name}.{path.stem}"
-        for path in sorted(transformers_dir.glob("models/*/*.py"))
-        if path.stem.startswith(INPUT_PROCESSORS) and path.parent.name != "auto"
-    ]
+def model_code_modules(transformers_dir: Path) -> list[str]:
+    """Dotted names of the modules in transformers' models/<family>/ folders that loading a tokenizer or a
+    configuration never imports: all but tokenization_*, configuration_*, the package and the siblings those
+    import. models/auto/ is kept whole."""
+    left_out = []
+    for family in sorted(p for p in (transformers_dir / "models").iterdir() if p.is_dir() and p.name != "auto"):
+        modules = {path.stem: path for path in family.glob("*.py")}
+        named = {name for name in modules if name.startswith(KEPT_MODEL_MODULES)}
+        kept = {"__init__"} | named
+        todo = sorted(named)
+        while todo:  # what they import from beside them stays too (the package's own imports are lazy)
+            for sibling in _SIBLING_IMPORT.findall(modules[todo.pop()].read_text(encoding="utf-8")):
+                if sibling in modules and sibling not in kept:
+                    kept.add(sibling)
+                    todo.append(sibling)
+        left_out += [f"transformers.models.{family.name}.{name}" for name in sorted(set(modules) - kept)]
+    return left_out
 
 
 def unused_qt_plugin(dest: str) -> bool:
@@ -116,3 +129,52 @@ def has_debug_info(path: Path) -> bool:
     except (OSError, struct.error):
         return False
     return b".debug_info\0" in names
+
+
+# What the bundle carries and its tests' traced runs never import (tests/test_bundle.py), by package: each group
+# of at least LARGE_UNIMPORTED_BYTES is here with the reason it is carried, so growth is caught with a reason.
+LARGE_UNIMPORTED_BYTES = 400_000
+CARRIED_UNIMPORTED = {
+    "transformers.models": "every family's tokenizer and configuration modules: transformers imports a model's by "
+    "name from its files, and the traced runs load the demo model's only",
+    "mlx_lm.models": "mlx-lm imports a model's module by name from config.json's model_type",
+    "hf_xet": "Hub downloads from the Model tab (files in Xet storage); imported only when a model downloads",
+    "safetensors": "its Rust reader: transformers' and huggingface_hub's file utilities import it on demand",
+    "pygments": "rich's syntax highlighting (huggingface_hub's and typer's console output); imported on demand",
+    "setuptools": "mlx-lm and transformers reach it through importlib.metadata's entry points; most of it unused",
+    "google": "protobuf, for SentencePiece tokenizers' model files (converted to fast tokenizers on load)",
+    "numpy.fft": "numpy's own package: imported by numpy features the app does not call, kept whole",
+    "charset_normalizer": "requests' encoding detection, imported when a Hub response has no charset",
+}
+# Packages whose members are told apart (a group each); other modules group by their top-level package.
+_GROUPED_DEEPER = ("transformers", "mlx_lm", "huggingface_hub", "numpy", "PySide6", "qlora_gui", "mlx")
+
+
+def module_group(name: str) -> str:
+    """The group a module is reported under: `transformers.models` for transformers.models.llama.x, `rich` for
+    rich.console."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] in _GROUPED_DEEPER and len(parts) > 1 else parts[0]
+
+
+def unimported_groups(carried: Mapping[str, int], imported: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """group -> (modules, bytes) of what is carried (module name -> bytes) and not imported."""
+    imported = set(imported)
+    groups: dict[str, tuple[int, int]] = {}
+    for name, size in carried.items():
+        if name not in imported:
+            count, total = groups.get(module_group(name), (0, 0))
+            groups[module_group(name)] = (count + 1, total + size)
+    return groups
+
+
+def extension_module(relative: Path) -> str | None:
+    """The module name of a bundle file (relative to the bundle's library folder) that is a Python extension
+    (`numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so` -> numpy._core._multiarray_umath, the standard
+    library's from python3.X/lib-dynload/), else None (plain shared libraries such as libmlx.so)."""
+    if not (".cpython-" in relative.name or ".abi3." in relative.name):
+        return None
+    parts = list(relative.parts[:-1])
+    if len(parts) >= 2 and parts[0].startswith("python3") and parts[1] == "lib-dynload":
+        parts = parts[2:]
+    return ".".join([*parts, relative.name.split(".", 1)[0]])

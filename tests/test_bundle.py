@@ -21,6 +21,7 @@ import pytest
 from qlora_gui import __version__
 from qlora_gui.core.app_log import LOG_NAME
 from qlora_gui.core.resources import sample_data_path
+from qlora_gui.entry import TRACE_IMPORTS_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -35,8 +36,14 @@ def exe() -> Path:
     return build_app.build(quiet=True)
 
 
+@pytest.fixture(scope="module")
+def import_traces(tmp_path_factory) -> Path:
+    """Where every bundle process of these tests writes the modules it imported (the last test reads them)."""
+    return tmp_path_factory.mktemp("imports")
+
+
 @pytest.fixture()
-def env(tmp_path) -> dict:
+def env(tmp_path, import_traces, request) -> dict:
     """A clean user: settings, logs and the demo model go under tmp_path, and nothing may download."""
     home = tmp_path / "home"
     home.mkdir()
@@ -50,6 +57,7 @@ def env(tmp_path) -> dict:
         "XDG_CACHE_HOME": str(home / ".cache"),
         "QT_QPA_PLATFORM": "offscreen",
         "HF_HUB_OFFLINE": "1",
+        TRACE_IMPORTS_ENV: str(import_traces / f"{request.node.name}.txt"),
     }
 
 
@@ -186,3 +194,40 @@ def test_the_app_is_sealed_and_asks_for_the_macos_its_mlx_needs(exe):
     check = ["codesign", "--verify", "--deep", "--strict", "--verbose=2", str(app)]
     result = subprocess.run(check, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr  # ad hoc unless built with SIGN: either way, sealed
+
+
+def carried_modules(exe: Path) -> dict[str, int]:
+    """Module name -> bytes of every Python module the bundle carries: its archive's and its extensions."""
+    from bundle_trim import extension_module
+    from PyInstaller.archive.readers import CArchiveReader
+
+    archive = CArchiveReader(str(exe)).open_embedded_archive("PYZ.pyz")
+    carried = {name: length for name, (_, _, length) in archive.toc.items()}
+    libraries = exe.parent / "_internal" if (exe.parent / "_internal").is_dir() else exe.parent.parent / "Frameworks"
+    for path in libraries.rglob("*"):
+        name = extension_module(path.relative_to(libraries))
+        if name and path.is_file() and not path.is_symlink():
+            carried[name] = path.stat().st_size
+    return carried
+
+
+def test_what_the_bundle_carries_and_never_imports_is_explained(exe, import_traces):
+    """Runs last: the tests above ran the bundle as a person would, each process writing what it imported. A large
+    package carried and never imported is either left out (build_app.spec, scripts/bundle_trim.py) or explained."""
+    from bundle_trim import CARRIED_UNIMPORTED, LARGE_UNIMPORTED_BYTES, unimported_groups
+
+    traces = list(import_traces.glob("*.txt"))
+    if len(traces) < 5:
+        pytest.skip("needs the traces of the other bundle tests: run the whole file")
+    imported = {line for trace in traces for line in trace.read_text().split()}
+    assert "qlora_gui.ui.main_window" in imported and "mlx_lm.generate" in imported  # the window and the CLI ran
+    groups = unimported_groups(carried_modules(exe), imported)
+    unexplained = {
+        group: f"{count} modules, {size / 1e6:.2f} MB"
+        for group, (count, size) in sorted(groups.items(), key=lambda g: -g[1][1])
+        if size >= LARGE_UNIMPORTED_BYTES and group not in CARRIED_UNIMPORTED
+    }
+    assert not unexplained, (
+        f"the bundle carries these and no traced run imported them: {unexplained}. Leave them out in build_app.spec "
+        "or say in scripts/bundle_trim.py's CARRIED_UNIMPORTED why the app needs them"
+    )

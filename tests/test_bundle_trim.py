@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bundle_trim import (  # noqa: E402
+    extension_module,
     framework_only_modules,
     has_debug_info,
-    input_processor_modules,
+    model_code_modules,
     orphaned_libraries,
+    unimported_groups,
     unused_qt_plugin,
 )
 
@@ -32,11 +34,38 @@ def test_only_modules_that_import_a_left_out_framework_unconditionally_are_left_
     assert framework_only_modules(package) == ["pkg.layers", "pkg.model", "pkg.sub"]
 
 
+def test_a_model_folder_keeps_its_tokenizer_and_configuration_and_what_they_import(tmp_path):
+    root = tmp_path / "transformers"
+    for family, files in {
+        "auto": {"auto_factory.py": "", "modeling_auto.py": ""},
+        "newfamily": {"__init__.py": "", "modeling_newfamily.py": "import numpy\n", "processing_newfamily.py": ""},
+        "whisper": {
+            "__init__.py": "",
+            "tokenization_whisper.py": "from .english_normalizer import BasicTextNormalizer\n",
+            "english_normalizer.py": "from .numbers import spell\n",
+            "numbers.py": "",
+            "configuration_whisper.py": "",
+            "feature_extraction_whisper.py": "",
+            "generation_whisper.py": "",
+        },
+    }.items():
+        (root / "models" / family).mkdir(parents=True)
+        for name, text in files.items():
+            (root / "models" / family / name).write_text(text)
+    assert model_code_modules(root) == [
+        "transformers.models.newfamily.modeling_newfamily",  # by rule: a family no list names
+        "transformers.models.newfamily.processing_newfamily",
+        "transformers.models.whisper.feature_extraction_whisper",
+        "transformers.models.whisper.generation_whisper",
+    ]
+
+
 def test_transformers_keeps_every_tokenizer_and_configuration_and_what_the_app_imports():
     root = Path(importlib.util.find_spec("transformers").submodule_search_locations[0])
-    left_out = set(framework_only_modules(root)) | set(input_processor_modules(root))
+    left_out = set(framework_only_modules(root)) | set(model_code_modules(root))
     assert "transformers.models.llama.modeling_llama" in left_out and "transformers.trainer" in left_out
     assert "transformers.models.llava.processing_llava" in left_out  # image + text: the app trains on text
+    assert "transformers.models.whisper.english_normalizer" not in left_out  # Whisper's tokenizer imports it
     assert not [m for m in left_out if m.startswith("transformers.models.auto.")]  # they map names, lazily
     kept_by_name = [m for m in left_out if m.rsplit(".", 1)[-1].startswith(("tokenization_", "configuration_"))]
     assert kept_by_name == []  # transformers imports these by name from a model's files
@@ -107,3 +136,31 @@ def test_debug_sections_are_found_by_their_names(tmp_path):
     plain.write_bytes(elf([b".text", b".rodata", b".shstrtab"]) + b"panic: .debug_info\0")  # a string, not a section
     other.write_text("not ELF")
     assert has_debug_info(with_debug) and not has_debug_info(plain) and not has_debug_info(other)
+
+
+def test_what_is_carried_and_never_imported_is_grouped_by_package():
+    carried = {
+        "rich.console": 100,
+        "rich.syntax": 50,
+        "pygments.lexers": 900,
+        "transformers.models.llama.configuration_llama": 10,
+        "transformers.models.qwen2.configuration_qwen2": 20,
+        "transformers.utils.hub": 5,
+    }
+    imported = ["rich.console", "transformers.models.llama.configuration_llama", "transformers.utils.hub", "os"]
+    assert unimported_groups(carried, imported) == {
+        "rich": (1, 50),
+        "pygments": (1, 900),
+        "transformers.models": (1, 20),
+    }
+
+
+def test_python_extensions_are_told_from_plain_libraries():
+    assert extension_module(Path("numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so")) == (
+        "numpy._core._multiarray_umath"
+    )
+    assert extension_module(Path("python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so")) == "_ssl"
+    assert extension_module(Path("PySide6/QtCore.abi3.so")) == "PySide6.QtCore"
+    assert (
+        extension_module(Path("mlx/lib/libmlx.so")) is None and extension_module(Path("libpython3.11.so.1.0")) is None
+    )
