@@ -33,8 +33,9 @@ lock: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/qlora-gui
 
-# Lint, format and types first (seconds), then the tests.
+# The lock, lint, format and types first (seconds), then the tests.
 test: $(STAMP)
+	$(VENV)/bin/uv lock --check   # pyproject.toml and uv.lock agree: a dependency changed without `uv lock` fails here
 	$(PY) -m ruff check qlora_gui tests bench scripts
 	$(PY) -m ruff format --check qlora_gui tests bench scripts
 	$(PY) -m mypy
