@@ -172,9 +172,10 @@ def extension_module(relative: Path) -> str | None:
     """The module name of a bundle file (relative to the bundle's library folder) that is a Python extension
     (`numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so` -> numpy._core._multiarray_umath, the standard
     library's from python3.X/lib-dynload/), else None (plain shared libraries such as libmlx.so)."""
-    if not (".cpython-" in relative.name or ".abi3." in relative.name):
+    name = relative.name  # libshiboken6.abi3.so.6.11 is a library: an extension's name ends in .so or .pyd
+    if not name.endswith((".so", ".pyd")) or not (".cpython-" in name or ".abi3." in name):
         return None
     parts = list(relative.parts[:-1])
     if len(parts) >= 2 and parts[0].startswith("python3") and parts[1] == "lib-dynload":
         parts = parts[2:]
-    return ".".join([*parts, relative.name.split(".", 1)[0]])
+    return ".".join([*parts, name.split(".", 1)[0]])
