@@ -162,5 +162,7 @@ def test_python_extensions_are_told_from_plain_libraries():
     assert extension_module(Path("python3.11/lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so")) == "_ssl"
     assert extension_module(Path("PySide6/QtCore.abi3.so")) == "PySide6.QtCore"
     assert (
-        extension_module(Path("mlx/lib/libmlx.so")) is None and extension_module(Path("libpython3.11.so.1.0")) is None
+        extension_module(Path("shiboken6/libshiboken6.abi3.so.6.11")) is None
+        and extension_module(Path("mlx/lib/libmlx.so")) is None
+        and extension_module(Path("libpython3.11.so.1.0")) is None
     )
