@@ -154,6 +154,13 @@ class TrainStep:
         grads, totals = reduce_across_ranks(grads, totals, self.group)
         return grads, totals, infos
 
+    def queued(self, batches: Iterable[Batch]) -> list[mx.array]:
+        """One optimizer step queued and never read (for counting its kernels): its numbers, lazily; the
+        model and optimizer state hold the updated values, lazily."""
+        grads, totals, infos = self.accumulate(batches)
+        self._update(grads, totals)
+        return [totals, *infos]
+
     def __call__(self, batches: Iterable[Batch]) -> StepResult:
         grads, totals, infos = self.accumulate(batches)
         numbers = cast(list[float], mx.concatenate([totals, *infos]).tolist())  # the step's one host read
