@@ -206,7 +206,11 @@ def main() -> None:
             file=sys.stderr,
         )
         diff = {k: (o["by_kind"].get(k, 0), m["by_kind"].get(k, 0)) for k in set(o["by_kind"]) | set(m["by_kind"])}
-        print("  ours vs mlx-lm where they differ:", {k: v for k, v in sorted(diff.items()) if v[0] != v[1]}, file=sys.stderr)
+        print(
+            "  ours vs mlx-lm where they differ:",
+            {k: v for k, v in sorted(diff.items()) if v[0] != v[1]},
+            file=sys.stderr,
+        )
     if a.json:
         a.json.write_text(text)
 
