@@ -15,6 +15,7 @@ from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..distributed.agreement import sum_across_ranks
 from ..memory import GB, clear_cache_if_above
+from ..model.grouped_lora import mlx_layout
 from ..model.loader import adapter_weights
 from ..runs import checkpoints as ckpt
 from ..runs.run_record import RunRecord
@@ -91,7 +92,8 @@ class TrainingLoop:
 
     def _snapshot(self) -> Snapshot:
         flat = cast(list[tuple[str, mx.array]], tree_flatten(self.optimizer.state))
-        return Snapshot(adapter_weights(self.model), dict(flat), dict(self.state))
+        # Both in mlx-lm's per-projection names, whatever the model groups (grouped_lora.py).
+        return Snapshot(adapter_weights(self.model), mlx_layout(self.model, dict(flat)), dict(self.state))
 
     # ------------------------------------------------------------ the run
 
