@@ -38,6 +38,7 @@ def test_groups_form_and_the_adapters_keep_mlx_lms_names(demo_model):
     ours, theirs, weights = models(demo_model)
     groups = [m for _, m in ours.named_modules() if isinstance(m, SharedInputLoRA)]
     assert len(groups) == 4  # q/k/v and gate/up in each of 2 blocks
+    assert all("base" in g for g in groups)  # their base layers as one too: one matmul forward, one backward
     assert len(tree_flatten(ours.trainable_parameters())) == 16 < len(weights) == 28
     saved = adapter_weights(ours)
     assert saved.keys() == weights.keys()

@@ -6,8 +6,11 @@ backward), tiny and latency-bound on a GPU, and an optimizer update and a finite
 Here the projections of one group share one `lora_a` holding their A side by side (x·[A_q|A_k|A_v] is one
 matmul) and one `lora_b` holding their B as blocks on the diagonal, read through a constant block mask (so
 the zeros between blocks stay out of the product and their gradient is exactly zero): 6 matmuls and 2
-optimizer updates per group, whatever its size. Each projection keeps its base layer and adds its own
-block's share, scaled as mlx-lm's `LoRALinear` does, so the outputs are those of separate adapters.
+optimizer updates per group, whatever its size. Where the members' frozen base layers are alike (all
+`Linear`, or all `QuantizedLinear` with one setting), they become one layer too, their weights stacked on
+the output axis at load: one base matmul forward and one backward per group, and the group's output is
+split (a view) among its members. Each member gets the value mlx-lm's `LoRALinear` gives it (the base's
+output plus the scaled LoRA's, in the input's dtype), to rounding.
 
 On disk nothing changes: `mlx_layout` splits a group's arrays (and its optimizer moments) back into
 mlx-lm's `...q_proj.lora_a` / `lora_b`, and `grouped_layout` puts them back together, exactly (blocks are
@@ -34,10 +37,21 @@ class _Box:
 
 
 class SharedInputLoRA(nn.Module):
-    """The adapters of projections that read one input: A side by side, B as diagonal blocks."""
+    """The adapters of projections that read one input: A side by side, B as diagonal blocks; with `base`,
+    the projections' frozen base layers too, as one layer whose outputs are theirs side by side."""
 
-    def __init__(self, names: tuple[str, ...], lora_a: list[mx.array], lora_b: list[mx.array]):
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        lora_a: list[mx.array],
+        lora_b: list[mx.array],
+        scale: float,
+        base: nn.Module | None = None,
+    ):
         super().__init__()
+        self.scale = scale
+        if base is not None:
+            self.base = base
         # Plain attributes (a tuple or list set on a Module would join its parameter tree).
         object.__setattr__(self, "names", names)
         object.__setattr__(self, "widths", [b.shape[1] for b in lora_b])
@@ -59,14 +73,17 @@ class SharedInputLoRA(nn.Module):
         return list(zip(starts, self.widths, strict=True))
 
     def outputs(self, x: mx.array) -> list[mx.array]:
-        """Each member's unscaled LoRA output for input x; made once for the members that share x."""
+        """Each member's output for input x (with a shared base), else its unscaled LoRA output; made once
+        for the members that share x."""
         cached = self._cache.value
         if cached is not None and cached[0] is x:
             x_, outs, left = cached
             self._cache.value = (x_, outs, left - 1) if left > 1 else None
             return cast(list[mx.array], outs)
         z = (x @ self.lora_a) @ (self.lora_b * self._mask.value)
-        outs = mx.split(z, [s for s, _ in self._columns()[1:]], axis=-1)
+        if "base" in self:  # as LoRALinear: the base's output plus the scaled LoRA's, in the input's dtype
+            z = self.base(x) + (self.scale * z).astype(x.dtype)
+        outs = cast(list[mx.array], mx.split(z, [s for s, _ in self._columns()[1:]], axis=-1))
         self._cache.value = (x, outs, len(self.names) - 1)
         return outs
 
@@ -88,19 +105,55 @@ class SharedInputLoRA(nn.Module):
 
 
 class GroupedLoRALinear(nn.Module):
-    """A projection of a group: its base layer plus its block of the group's LoRA output."""
+    """A projection of a group: its block of the group's output (with its own base layer, unless the group
+    holds the members' bases as one)."""
 
-    def __init__(self, linear: nn.Module, group: SharedInputLoRA, index: int, scale: float):
+    def __init__(self, linear: nn.Module | None, group: SharedInputLoRA, index: int, scale: float):
         super().__init__()
-        self.linear = linear
+        if linear is not None:
+            self.linear = linear
         self.scale = scale
         self._group = _Box(group)
         self._index = index
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = self.linear(x)
-        z = self._group.value.outputs(x)[self._index]
-        return y + (self.scale * z).astype(x.dtype)
+        out = self._group.value.outputs(x)[self._index]
+        if "linear" not in self:
+            return out
+        return self.linear(x) + (self.scale * out).astype(x.dtype)
+
+
+def _shared_base(bases: list[nn.Module]) -> nn.Module | None:
+    """One layer computing the bases' outputs side by side (their weights stacked on the output axis: a
+    quantized weight's groups run along the input axis, so rows stack as they are), or None when the
+    bases differ in kind or settings."""
+    kinds = {type(b) for b in bases}
+    if len(kinds) != 1 or kinds.pop() not in (nn.Linear, nn.QuantizedLinear):
+        return None
+    first = bases[0]
+    keys = set(first.keys())
+    if any(set(b.keys()) != keys for b in bases):
+        return None
+    if isinstance(first, nn.QuantizedLinear):
+        settings = {(b.group_size, b.bits, b.mode) for b in bases}
+        if len(settings) != 1:
+            return None
+        out_dims = sum(b["weight"].shape[0] for b in bases)
+        fused: nn.Module = nn.QuantizedLinear(
+            first["scales"].shape[1] * first.group_size,
+            out_dims,
+            "bias" in first,
+            first.group_size,
+            first.bits,
+            first.mode,
+        )
+    else:
+        fused = nn.Linear(first["weight"].shape[1], sum(b["weight"].shape[0] for b in bases), "bias" in first)
+    for key in keys:  # weight (scales, biases), bias: every array stacks on the output axis
+        fused[key] = mx.concatenate([b[key] for b in bases], axis=0)
+    mx.eval(fused.parameters())  # the members' own copies go with them
+    fused.freeze()
+    return fused
 
 
 def group_lora_layers(model: nn.Module) -> int:
@@ -119,10 +172,12 @@ def group_lora_layers(model: nn.Module) -> int:
                 same = {(m.lora_a.shape[0], m.lora_a.shape[1], m.scale, 1 - m.dropout._p_1) for m in loras}
                 if len(same) != 1 or next(iter(same))[3] != 0:
                     continue
-                group = SharedInputLoRA(names, [m.lora_a for m in loras], [m.lora_b for m in loras])
+                base = _shared_base([m.linear for m in loras])
+                scale = loras[0].scale
+                group = SharedInputLoRA(names, [m.lora_a for m in loras], [m.lora_b for m in loras], scale, base)
                 parent[GROUP_PREFIX + names[0]] = group
                 for i, (name, m) in enumerate(zip(names, loras, strict=True)):
-                    parent[name] = GroupedLoRALinear(m.linear, group, i, m.scale)
+                    parent[name] = GroupedLoRALinear(None if base is not None else m.linear, group, i, scale)
                 count += 1
     return count
 
