@@ -92,3 +92,15 @@ def test_mlx_lm_loads_our_adapters_and_answers_the_same(demo_model, tmp_path):
     load_adapters(theirs, str(tmp_path))
     tokens = mx.array([[5, 17, 42, 9, 100, 3]])
     np.testing.assert_allclose(np.array(ours(tokens)), np.array(theirs(tokens)), atol=close(1e-5), rtol=0)
+
+
+def test_the_base_view_switches_grouped_adapters_off(demo_model):
+    from qlora_gui.core.after.inference import base_view
+
+    ours, _, _ = models(demo_model, 4)
+    base = load_base(demo_model, 4, 32).model
+    tokens = mx.array([[5, 17, 42, 9, 100, 3]])
+    adapted = np.array(ours(tokens))
+    with base_view(ours):
+        np.testing.assert_allclose(np.array(ours(tokens)), np.array(base(tokens)), atol=close(1e-5), rtol=0)
+    assert np.array_equal(np.array(ours(tokens)), adapted)

@@ -206,3 +206,39 @@ def test_the_answers_log_probabilities_need_no_full_logits(demo_model, tokenizer
     split_head, n_split = sequence_logps(model, *arrays, head=head)
     np.testing.assert_allclose(np.array(split_head), np.array(full), rtol=1e-4)
     assert np.array(n_full).tolist() == np.array(n_split).tolist()
+
+
+def test_the_dpo_reference_is_measured_as_pairs_are_read_and_the_same_whenever(demo_model, tokenizer, pair_data):
+    """A step measures its own pairs only; each pair is measured in a batch fixed by the data, so a run that
+    first needs it in a later epoch (a resumed one) gets the very same numbers; adapters play no part."""
+    from qlora_gui.core.data.batching import epoch_batches
+    from qlora_gui.core.train.preference_mode import LazyReference
+
+    data = check_data(pair_data / "train.jsonl", tokenizer, valid_fraction=0).encoded
+    model = load_base(demo_model).model
+    add_adapters(
+        model,
+        TrainConfig(model="m", data="d", num_layers=2, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}),
+    )
+    model.update(tree_map(lambda p: p + 0.05, model.trainable_parameters()))  # adapters that change the answers
+    loss = PreferenceLoss("dpo", 0.1)
+    train = data["train"]
+    straight = LazyReference(model, loss, 4, seed=0)
+    straight.start(data)
+    first = epoch_batches(train.lengths, 4, 0, 0)
+    straight.ensure(train, first[:2])
+    assert straight.measured == 8 and np.isnan(train.reference).sum() == 2 * (train.pairs - 8)
+    base = load_base(demo_model).model
+    expected = reference_logps(base, train, 4)
+    done = ~np.isnan(train.reference)
+    np.testing.assert_allclose(train.reference[done], expected[done], rtol=close(1e-5), atol=close(1e-4))
+    straight.ensure(train, first)
+    whole = train.reference.copy()
+    assert not np.isnan(whole).any() and straight.measured == train.pairs
+    resumed = LazyReference(model, loss, 4, seed=0)
+    resumed.start(data)
+    later = epoch_batches(train.lengths, 4, 0, 3)[:5]  # a run resumed in its fourth epoch
+    resumed.ensure(train, later)
+    pairs = np.concatenate(later)
+    rows = np.concatenate([pairs, pairs + train.pairs])
+    assert np.array_equal(train.reference[rows], whole[rows])

@@ -20,6 +20,8 @@ DoRA has its own magnitude per projection; those keep mlx-lm's layers.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, cast
 
 import mlx.core as mx
@@ -67,6 +69,7 @@ class SharedInputLoRA(nn.Module):
         mx.eval(mask)
         self._mask = _Box(mask)
         self._cache = _Box(None)  # (input, outputs, reads left): the members' shared product for one input
+        self.adapters_on = True  # off: the members compute their base layers alone (see `adapters_off`)
 
     def _columns(self) -> list[tuple[int, int]]:
         starts = [sum(self.widths[:i]) for i in range(len(self.widths))]
@@ -80,9 +83,12 @@ class SharedInputLoRA(nn.Module):
             x_, outs, left = cached
             self._cache.value = (x_, outs, left - 1) if left > 1 else None
             return cast(list[mx.array], outs)
-        z = (x @ self.lora_a) @ (self.lora_b * self._mask.value)
-        if "base" in self:  # as LoRALinear: the base's output plus the scaled LoRA's, in the input's dtype
-            z = self.base(x) + (self.scale * z).astype(x.dtype)
+        if not self.adapters_on:
+            z = self.base(x) if "base" in self else x[..., :0]  # a member with a base of its own adds nothing
+        else:
+            z = (x @ self.lora_a) @ (self.lora_b * self._mask.value)
+            if "base" in self:  # as LoRALinear: the base's output plus the scaled LoRA's, in the input's dtype
+                z = self.base(x) + (self.scale * z).astype(x.dtype)
         outs = cast(list[mx.array], mx.split(z, [s for s, _ in self._columns()[1:]], axis=-1))
         self._cache.value = (x, outs, len(self.names) - 1)
         return outs
@@ -117,10 +123,29 @@ class GroupedLoRALinear(nn.Module):
         self._index = index
 
     def __call__(self, x: mx.array) -> mx.array:
-        out = self._group.value.outputs(x)[self._index]
+        group = self._group.value
+        if "linear" in self and not group.adapters_on:
+            return self.linear(x)
+        out = group.outputs(x)[self._index]
         if "linear" not in self:
             return out
         return self.linear(x) + (self.scale * out).astype(x.dtype)
+
+
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[None]:
+    """Inside the block the grouped layers compute their base layers alone (the DPO reference, the base's
+    sample answers); restored on exit."""
+    groups = list(_groups(model).values())
+    for group in groups:
+        group.adapters_on = False
+        group._cache.value = None
+    try:
+        yield
+    finally:
+        for group in groups:
+            group.adapters_on = True
+            group._cache.value = None
 
 
 def _shared_base(bases: list[nn.Module]) -> nn.Module | None:
