@@ -17,6 +17,13 @@ bench() {  # name, then the bench's flags
   echo "   exit $?" >> "$OUT/summary.txt"; tail -n 8 "$OUT/$name.txt" >> "$OUT/summary.txt"
 }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader >> "$OUT/summary.txt" 2>/dev/null
+# Kernels per optimizer step, ours and mlx-lm's, at the 1B layer structure (issue 27): nothing runs, seconds.
+# On the GPU the graph is the GPU's (its attention may be one fused kernel where the CPU composes it).
+echo "== kernels per step (1B structure, bf16 and 4-bit)" | tee -a "$OUT/summary.txt"
+$PY bench/bench_kernels.py --json "$OUT/kernels.json" > "$OUT/kernels.txt" 2>&1
+echo "   exit $?" >> "$OUT/summary.txt"; tail -n 4 "$OUT/kernels.txt" >> "$OUT/summary.txt"
+$PY bench/bench_kernels.py --grad-clip 1 --json "$OUT/kernels-clip.json" > "$OUT/kernels-clip.txt" 2>&1
+tail -n 4 "$OUT/kernels-clip.txt" >> "$OUT/summary.txt"
 step() {  # name, then bench_step.py's flags: one step, both tools, the very same batch, in one process
   local name=$1; shift
   echo "== $name: $*" | tee -a "$OUT/summary.txt"

@@ -12,7 +12,7 @@ import mlx.optimizers as optim
 import numpy as np
 import pytest
 from conftest import close, fixture_texts, poisoned_loss, write_jsonl
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 
 from qlora_gui.core.data.batching import Batch, make_batch, padded_width, steps_per_epoch
 from qlora_gui.core.data.dataset import check_data
@@ -171,3 +171,43 @@ def test_the_reported_rate_is_the_last_updates_rate(lora_model, encoded):
         assert step.learning_rate() == pytest.approx(optimizer.learning_rate.item())
     assert step.updates == 3
     model.load_weights([(k, mx.array(v)) for k, v in before.items()], strict=False)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: optim.AdamW(learning_rate=optim.linear_schedule(1e-2, 1e-3, 5), weight_decay=0.1),
+        lambda: optim.Adam(learning_rate=1e-2),
+        lambda: optim.SGD(learning_rate=1e-2, momentum=0.9, weight_decay=0.01, nesterov=True),
+        lambda: optim.Adam(learning_rate=1e-2, bias_correction=True),  # the generic `where` path
+    ],
+)
+def test_the_in_graph_update_is_mlxs_update_or_nothing(make):
+    """Kept: bit for bit what MLX's `update` makes (parameters, moments, step, rate); left out: nothing moves."""
+    from qlora_gui.core.train.gated_update import gated_update
+
+    def fresh():
+        mx.random.seed(3)
+        model = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))
+        mx.eval(model.parameters())
+        opt = make()
+        opt.init(model.trainable_parameters())
+        return model, opt
+
+    grads = [mx.random.normal((6, 8)), mx.random.normal((6,)), mx.random.normal((4, 6)), mx.random.normal((4,))]
+    tree = {"layers": [{"weight": grads[0], "bias": grads[1]}, {"weight": grads[2], "bias": grads[3]}]}
+    (plain, plain_opt), (gated, gated_opt) = fresh(), fresh()
+    for _ in range(3):
+        plain_opt.update(plain, tree)
+        gated_update(gated_opt, gated, tree, mx.array(True))
+    for (k, a), (_, b) in zip(
+        tree_flatten([plain.parameters(), plain_opt.state]),
+        tree_flatten([gated.parameters(), gated_opt.state]),
+        strict=True,
+    ):
+        assert np.array_equal(np.array(a), np.array(b)), k
+    before = [np.array(v) for _, v in tree_flatten([gated.parameters(), gated_opt.state])]
+    bad = tree_map(lambda g: g * mx.nan, tree)
+    gated_update(gated_opt, gated, bad, mx.array(False))
+    after = [np.array(v) for _, v in tree_flatten([gated.parameters(), gated_opt.state])]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))

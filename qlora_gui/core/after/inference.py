@@ -23,6 +23,7 @@ from mlx.utils import tree_unflatten
 from ..data.formats import format_named
 from ..data.rows import TurnsFormat
 from ..errors import ModelError, UserError
+from ..model.grouped_lora import adapters_off
 from ..model.loader import LoadedModel, load_base
 from ..model.model_files import resolve_model_path
 from ..runs import checkpoints as ckpt
@@ -143,11 +144,12 @@ def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def base_view(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block the model computes exactly what the base computes; restored on exit."""
     layers = adapter_layers(model)
-    if not layers:
-        yield model
-        return
-    model.update_modules(tree_unflatten([(name, m.linear) for name, m in layers]))
-    try:
-        yield model
-    finally:
-        model.update_modules(tree_unflatten(layers))
+    with adapters_off(model):  # the grouped layers of a model being trained (grouped_lora.py)
+        if not layers:
+            yield model
+            return
+        model.update_modules(tree_unflatten([(name, m.linear) for name, m in layers]))
+        try:
+            yield model
+        finally:
+            model.update_modules(tree_unflatten(layers))

@@ -10,7 +10,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -18,6 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import ModelError
 from ..train.config import TrainConfig
+from .grouped_lora import group_lora_layers, mlx_layout
 from .model_files import load_tokenizer
 
 
@@ -78,6 +79,7 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
+    group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
@@ -88,12 +90,13 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
     """(trainable, total); quantized weights count as the parameters they stand for."""
     from mlx_lm.utils import get_total_parameters
 
-    trainable = sum(v.size for _, v in cast(list[tuple[str, mx.array]], tree_flatten(model.trainable_parameters())))
+    trainable = sum(v.size for v in adapter_weights(model).values())  # a group's zeros between blocks are not
     return trainable, get_total_parameters(model)
 
 
 def adapter_weights(model: nn.Module) -> dict[str, mx.array]:
-    return dict(tree_flatten(model.trainable_parameters()))
+    """The adapters in mlx-lm's layout (`...q_proj.lora_a`), however the model groups them."""
+    return mlx_layout(model, dict(tree_flatten(model.trainable_parameters())))
 
 
 def adapter_config(cfg: TrainConfig, base_path: Path, loaded: LoadedModel) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map_with_path
 
 from ..errors import UserError
+from ..model.grouped_lora import grouped_layout, load_adapter_weights
 from .run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder, checkpoint_step
 
 
@@ -188,7 +189,8 @@ def restore_arrays(
     model: Any, optimizer: Any, adapters: dict[str, mx.array], opt_flat: dict[str, mx.array], source: str
 ) -> None:
     """Adapter weights into the model and a flat optimizer state into an optimizer made for the same settings."""
-    model.load_weights(list(adapters.items()), strict=False)
+    load_adapter_weights(model, adapters)
+    opt_flat = grouped_layout(model, opt_flat)  # saved in mlx-lm's per-projection names, as the adapters
     missing = [p for p, _ in cast(list[tuple[str, Any]], tree_flatten(optimizer.state)) if p not in opt_flat]
     if missing:
         raise UserError(

@@ -15,6 +15,7 @@ from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..distributed.agreement import sum_across_ranks
 from ..memory import GB, clear_cache_if_above
+from ..model.grouped_lora import mlx_layout
 from ..model.loader import adapter_weights
 from ..runs import checkpoints as ckpt
 from ..runs.run_record import RunRecord
@@ -24,6 +25,7 @@ from .events import Event, Finished, PreferenceReport, Recovered, ValidationResu
 from .losses import LossFn
 from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
+from .preference_mode import LazyReference
 from .progress import Progress
 from .sample_answers import SampleAnswerer
 from .step import TrainStep, evaluate_totals
@@ -63,10 +65,12 @@ class TrainingLoop:
         adapter_config: dict[str, Any],
         control: RunControl,
         answerer: SampleAnswerer | None = None,
+        reference: LazyReference | None = None,
     ):
         self.cfg, self.model, self.loss_fn, self.data = cfg, model, loss_fn, data
         self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
         self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
+        self.reference = reference  # DPO: the base's log-probabilities, measured as pairs are first read
         self.state = ckpt.new_train_state(cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
@@ -91,7 +95,8 @@ class TrainingLoop:
 
     def _snapshot(self) -> Snapshot:
         flat = cast(list[tuple[str, mx.array]], tree_flatten(self.optimizer.state))
-        return Snapshot(adapter_weights(self.model), dict(flat), dict(self.state))
+        # Both in mlx-lm's per-projection names, whatever the model groups (grouped_lora.py).
+        return Snapshot(adapter_weights(self.model), mlx_layout(self.model, dict(flat)), dict(self.state))
 
     # ------------------------------------------------------------ the run
 
@@ -151,6 +156,8 @@ class TrainingLoop:
             mx.random.seed(cfg.seed * 1_000_003 + step + (self.group.rank() << 40))
             group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
             # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
+            if self.reference is not None:
+                self.reference.ensure(train, [idx for idx in group if len(idx)])
             micro = [make_batch(train, idx) for idx in group if len(idx)]
             if self.ceiling is not None:
                 self.ceiling.before_step(*step_shape(micro))
@@ -212,6 +219,8 @@ class TrainingLoop:
             order = order[:max_batches]
         world = self.group.size() if len(order) >= self.group.size() else 1  # several ranks: each its share
         mine = order[self.group.rank() :: world] if world > 1 else order
+        if self.reference is not None:
+            self.reference.ensure(split, mine)
         self.model.eval()
         sums = evaluate_totals(self.model, (make_batch(split, idx) for idx in mine), self.loss_fn)
         sums = sum_across_ranks(sums, self.group if world > 1 else None)

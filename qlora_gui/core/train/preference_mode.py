@@ -1,18 +1,20 @@
-"""A run in a preference mode (DPO, ORPO): the data it needs, its loss, and DPO's reference measured once."""
+"""A run in a preference mode (DPO, ORPO): the data it needs, its loss, and DPO's reference, measured lazily."""
 
 from __future__ import annotations
 
 import time
 
 import mlx.nn as nn
+import numpy as np
 
 from ..after.inference import base_view
+from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..data.formats import is_preference
 from ..errors import UserError
 from .config import TrainConfig
-from .losses import LossFn
-from .preference import PreferenceLoss, reference_logps
+from .losses import ChunkedLoss, LossFn
+from .preference import PreferenceLoss, sequence_logps
 
 PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
 
@@ -45,13 +47,62 @@ def preference_loss(cfg: TrainConfig) -> LossFn | None:
     return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
 
 
-def measure_reference(model: nn.Module, loss: LossFn, data: dict[str, EncodedSplit], batch_size: int) -> str:
-    """Fill each split's DPO reference: every answer's log-probability under the frozen base (the adapters
-    switched off, the same weights), and say what it took."""
-    t0 = time.perf_counter()
-    head = loss.head if isinstance(loss, PreferenceLoss) else None
-    with base_view(model):
-        for split in data.values():
-            split.reference = reference_logps(model, split, batch_size, head)
-    pairs = sum(split.pairs for split in data.values())
-    return f"DPO reference: the base's log-probabilities of {pairs} pairs' answers, in {time.perf_counter() - t0:.1f} s"
+class LazyReference:
+    """DPO's reference, each answer's log-probability under the frozen base (the adapters switched off, the
+    same weights), measured when a step or a validation first uses its pair and kept for the rest of the run.
+
+    The first step starts at once and a short run pays only for the pairs it reads. Each pair is measured in
+    one batch fixed by the data alone, whenever it is first needed: a training pair in the micro-batch of epoch
+    0 that holds it (the step's own batch in epoch 0: nothing measured twice), a held-out pair in its
+    split's evaluation batch. So the numbers never depend on when a pair was first needed, and a resumed run
+    measures what an uninterrupted one did, to the bit."""
+
+    def __init__(self, model: nn.Module, loss: LossFn, batch_size: int, seed: int, world: int = 1):
+        self.model, self.batch_size, self.seed, self.world = model, batch_size, seed, world
+        self.head = loss.head if isinstance(loss, PreferenceLoss) else None
+        self.seconds, self.measured, self.pairs = 0.0, 0, 0  # spent so far, pairs measured, pairs there are
+        self._homes: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}  # by split: its batches, each pair's
+
+    def start(self, data: dict[str, EncodedSplit]) -> None:
+        """Every pair not measured yet (NaN), the training split's batches those of its first epoch."""
+        for name, split in data.items():
+            split.reference = np.full(len(split.tokens), np.nan, dtype=np.float32)
+            if name == "train":  # every rank's part of every batch: a rank may meet any pair in a later epoch
+                whole = epoch_batches(split.lengths, self.batch_size, self.seed, 0)
+                batches = [part for b in whole for r in range(self.world) if len(part := b[r :: self.world])]
+            else:
+                batches = eval_batches(split.lengths, self.batch_size)
+            home = np.zeros(split.pairs, dtype=np.int64)
+            for i, idx in enumerate(batches):
+                home[idx] = i
+            self._homes[id(split)] = (batches, home)
+            self.pairs += split.pairs
+
+    def ensure(self, split: EncodedSplit, batches: list[np.ndarray]) -> None:
+        """Measure the pairs of these batches that are not measured yet (in their home batches)."""
+        if split.reference is None or id(split) not in self._homes or not batches:
+            return
+        needed = np.concatenate(batches)
+        missing = needed[np.isnan(split.reference[needed])]
+        if not len(missing):
+            return
+        t0 = time.perf_counter()
+        homes, home = self._homes[id(split)]
+        for h in np.unique(home[missing]):
+            idx = homes[h]
+            split.reference[np.concatenate([idx, idx + split.pairs])] = answer_logps(self.model, split, idx, self.head)
+            self.measured += len(idx)
+        self.seconds += time.perf_counter() - t0
+
+
+def answer_logps(model: nn.Module, split: EncodedSplit, idx: np.ndarray, head: ChunkedLoss | None) -> np.ndarray:
+    """The base's summed answer log-probability of pairs `idx`, chosen sides then rejected, in one batch."""
+    was_training = model.training
+    model.eval()
+    try:
+        with base_view(model):
+            inputs, positions, targets, weights = make_batch(split, idx).arrays()[:4]
+            logps, _ = sequence_logps(model, inputs, positions, targets, weights, head)
+            return np.array(logps)
+    finally:
+        model.train(was_training)

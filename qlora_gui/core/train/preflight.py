@@ -21,6 +21,7 @@ from ..data.batching import epoch_batches, eval_batches, make_batch, padded_widt
 from ..data.dataset import training_data
 from ..data.encode import EncodedSplit
 from ..memory import GB, memory_budget
+from ..model.grouped_lora import load_adapter_weights
 from ..model.loader import adapter_weights, use_grad_checkpoint
 from ..model.model_files import load_tokenizer, resolve_model_path
 from .config import TrainConfig
@@ -174,7 +175,7 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
             say(f"measuring {t.settings()}")
             rows = _longest_rows(train, batch, max_len, cfg.train_mode == "dpo")
             _measure(t, settings, model, prepared.loss_fn, rows)
-            model.load_weights(list(start.items()), strict=False)  # each trial starts from the same adapter
+            load_adapter_weights(model, start)  # each trial starts from the same adapter
         result.trials.append(t)
         return t
 

@@ -1,16 +1,17 @@
 """One optimizer step: token-weighted accumulation in a compiled graph, one host read per step.
 
-Each micro-batch runs a compiled forward/backward that adds its summed loss,
-trained-token count and gradient to the step's sums, unless its loss or
-gradient is not finite or its mean loss is absurd: that decision is taken
-inside the graph (`mx.where`), so a bad micro-batch never reaches the sums and
-costs no extra pass (a step of one micro-batch needs no sum: the host skips
-its update when it is bad). Summing first and dividing once by all trained tokens
-makes N micro-batches give exactly the step of one batch holding their rows.
-The step's numbers reach the host once, after its last micro-batch; the update
-is queued without waiting (MLX streams it while the next step is built).
-Model, optimizer and random state are the compiled functions' inputs and
-outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
+A step of one micro-batch is one compiled call: forward, backward, a finiteness
+check and the optimizer's update. The check is one reduction per gradient tensor
+(its sum, or with clipping its squared norm, which the clipping then reuses);
+a micro-batch whose loss or gradient is not finite, or whose mean loss is absurd,
+leaves the model and the optimizer state as they were, chosen inside the graph
+(`mx.where`, which fuses into the update's elementwise work). Accumulating, each
+micro-batch adds its summed loss, trained-token count and gradient to the step's
+sums unless it is bad, and the last call also updates. Summing first and
+dividing once by all trained tokens makes N micro-batches give exactly the step
+of one batch holding their rows. The step's numbers reach the host once, after
+the whole step is queued. Model, optimizer and random state are the compiled
+functions' inputs and outputs, as in mlx-lm's trainer, so dropout follows (seed, step).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mlx.utils import tree_flatten, tree_map
 
 from ..data.batching import Batch
 from ..distributed.collective import all_sum_together
+from .gated_update import gated_update
 from .losses import LossFn, token_loss
 
 MAX_SANE_LOSS = 1e6
@@ -80,54 +82,92 @@ class TrainStep:
         compiled: bool = True,
     ) -> None:
         self.model, self.optimizer, self.group = model, optimizer, group
+        if not optimizer._initialized:  # its state must exist before the step reads it (the update keeps it)
+            optimizer.init(model.trainable_parameters())
         self.state = [model.state, optimizer.state, mx.random.state]
         self.updates = int(optimizer.step.item())  # counted here, so reading the rate never waits
         value_and_grad = nn.value_and_grad(model, loss_fn)
 
-        def forward_backward(*arrays: mx.array) -> tuple[Any, mx.array, mx.array, mx.array]:
-            """The batch's arrays are the loss's: inputs, positions, targets, weights (and a reference)."""
+        def forward_backward(*arrays: mx.array) -> tuple[Any, mx.array, mx.array, mx.array, mx.array]:
+            """The batch's arrays are the loss's: inputs, positions, targets, weights (and a reference).
+
+            Returns the gradient, whether the micro-batch is kept, its sums (zero when not), its [flag, loss,
+            count], and the gradient's squared norm when clipping (else the sum of its elements): one
+            reduction per gradient tensor tells whether any element is not finite (a NaN or an infinity
+            makes the sum one) and, clipping, gives the global norm as well."""
             out, g = value_and_grad(model, *arrays)
             loss, count = out[0], out[1]
-            flat = cast(Flat, tree_flatten(g))
-            square = sum((mx.square(x.astype(mx.float32)).sum() for _, x in flat), mx.array(0.0, dtype=mx.float32))
+            check = gradient_check(g)
             mean = loss / mx.maximum(count, 1)
             flag = mx.where(
-                ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(square), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
+                ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(check), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
             )
             numbers = mx.stack([loss, count.astype(mx.float32)])
             sums = mx.concatenate([numbers, out[2].astype(mx.float32)]) if len(out) > 2 else numbers
-            return (
-                g,
-                flag == 0,
-                mx.where(flag == 0, sums, 0.0),
-                mx.concatenate([flag.astype(mx.float32)[None], numbers]),
-            )
+            info = mx.concatenate([flag.astype(mx.float32)[None], numbers])
+            return g, flag == 0, mx.where(flag == 0, sums, 0.0), info, check
 
-        # Three forms, so the common step (one micro-batch) adds no per-tensor work to mlx-lm's: alone, its
-        # gradient goes to the update as it is, and the host, which reads its flag before queueing the
-        # update, skips a bad one. Accumulating, a bad micro-batch is kept out of the sum inside the graph.
+        def gradient_check(g: Any) -> mx.array:
+            flat = [x for _, x in cast(Flat, tree_flatten(g))]
+            if grad_clip > 0:  # a dot product per tensor: one kernel, float32 as the adapters
+                parts = [(x.reshape(1, -1) @ x.reshape(-1, 1)).reshape(()).astype(mx.float32) for x in flat]
+            else:
+                parts = [x.sum().astype(mx.float32) for x in flat]
+            return sum(parts, mx.array(0.0, dtype=mx.float32))
+
+        def update(grads: Any, totals: mx.array, norm_squared: mx.array | None, ok: mx.array) -> None:
+            """The optimizer's update from the summed gradient, kept only where `ok` (inside the graph: the
+            choice fuses into the update's own elementwise work, so a skipped step costs no kernel; see
+            gated_update.py)."""
+            count = totals[1]
+            if grad_clip > 0:
+                if norm_squared is None:
+                    norm_squared = gradient_check(grads)
+                norm = mx.sqrt(norm_squared) / count  # the mean gradient's global norm
+                normalizer = mx.minimum(grad_clip / (norm + 1e-6), 1.0)
+                grads = tree_map(lambda g: g / count * normalizer, grads)
+            else:
+                grads = tree_map(lambda g: g / count, grads)
+            gated_update(optimizer, model, grads, ok)
+
+        # A step of one micro-batch is one compiled call: forward, backward, the finiteness check and the
+        # update, which a bad micro-batch leaves out inside the graph. Accumulating, a bad micro-batch is
+        # kept out of the sums inside the graph and the last call also updates; the sums stay separate
+        # calls for the tests and for data-parallel ranks, whose sums are added before anyone updates.
         def alone(*arrays: mx.array) -> Micro:
-            g, _, totals, info = forward_backward(*arrays)
+            g, _, totals, info, _ = forward_backward(*arrays)
             return g, totals, info
 
+        def alone_update(*arrays: mx.array) -> tuple[mx.array, mx.array]:
+            g, keep, totals, info, check = forward_backward(*arrays)
+            update(g, totals, check if grad_clip > 0 else None, keep & (totals[1] > 0))
+            return totals, info
+
         def first(*arrays: mx.array) -> Micro:
-            g, keep, totals, info = forward_backward(*arrays)
+            g, keep, totals, info, _ = forward_backward(*arrays)
             return tree_map(lambda new: mx.where(keep, new, 0), g), totals, info
 
         def more(grads: Any, totals: mx.array, *arrays: mx.array) -> Micro:
-            g, keep, numbers, info = forward_backward(*arrays)
+            g, keep, numbers, info, _ = forward_backward(*arrays)
             return tree_map(lambda acc, new: mx.where(keep, acc + new, acc), grads, g), totals + numbers, info
 
-        def update(grads: Any, totals: mx.array) -> None:
-            grads = tree_map(lambda g: g / totals[1], grads)
-            if grad_clip > 0:
-                grads, _ = optim.clip_grad_norm(grads, grad_clip)
-            optimizer.update(model, grads)
+        def more_update(grads: Any, totals: mx.array, *arrays: mx.array) -> tuple[mx.array, mx.array]:
+            grads, totals, info = more(grads, totals, *arrays)
+            update(grads, totals, None, totals[1] > 0)
+            return totals, info
+
+        def update_summed(grads: Any, totals: mx.array) -> None:
+            update(grads, totals, None, totals[1] > 0)
 
         def build(fn: Callable[..., Any]) -> Callable[..., Any]:
             return mx.compile(fn, inputs=self.state, outputs=self.state) if compiled else fn
 
-        self._alone, self._first, self._more, self._update = build(alone), build(first), build(more), build(update)
+        self._alone, self._first, self._more = build(alone), build(first), build(more)
+        self._alone_update, self._more_update, self._update = (
+            build(alone_update),
+            build(more_update),
+            build(update_summed),
+        )
         self.totals = 2 + len(getattr(loss_fn, "stat_names", ()))  # loss sum, count, then the loss's statistics
 
     def accumulate(self, batches: Iterable[Batch]) -> tuple[Any, mx.array, list[mx.array]]:
@@ -142,7 +182,7 @@ class TrainStep:
                 [],
             )
         # Across ranks the sums are added before anyone sees a flag, so every gradient is masked there.
-        alone = len(batches) == 1 and (self.group is None or self.group.size() == 1)
+        alone = len(batches) == 1 and not self._ranks()
         infos = []
         for i, batch in enumerate(batches):
             if i == 0:
@@ -154,16 +194,34 @@ class TrainStep:
         grads, totals = reduce_across_ranks(grads, totals, self.group)
         return grads, totals, infos
 
+    def _ranks(self) -> bool:
+        return self.group is not None and self.group.size() > 1
+
+    def queued(self, batches: Iterable[Batch]) -> list[mx.array]:
+        """One optimizer step queued, nothing read: its [loss sum, count, ...] and each micro-batch's [flag,
+        loss, count], lazily; the model and the optimizer state hold the step's result, lazily. On one machine
+        the update is inside the last micro-batch's compiled call; it keeps the state as it was when every
+        micro-batch was bad."""
+        batches = list(batches)
+        if self._ranks() or not batches:
+            grads, totals, infos = self.accumulate(batches)
+            self._update(grads, totals)
+            return [totals, *infos]
+        if len(batches) == 1:
+            totals, info = self._alone_update(*batches[0].arrays())
+            return [totals, info]
+        grads, totals, infos = self.accumulate(batches[:-1])
+        totals, info = self._more_update(grads, totals, *batches[-1].arrays())
+        return [totals, *infos, info]
+
     def __call__(self, batches: Iterable[Batch]) -> StepResult:
-        grads, totals, infos = self.accumulate(batches)
-        numbers = cast(list[float], mx.concatenate([totals, *infos]).tolist())  # the step's one host read
+        numbers_lazy = self.queued(batches)
+        mx.async_eval(self.state)
+        numbers = cast(list[float], mx.concatenate(numbers_lazy).tolist())  # the step's one host read
         k = self.totals
         micro = [MicroResult(int(numbers[i]), numbers[i + 1], int(numbers[i + 2])) for i in range(k, len(numbers), 3)]
         tokens = int(numbers[1])
-        if tokens > 0:
-            self._update(grads, totals)
-            mx.async_eval(self.state)
-            self.updates += 1
+        self.updates += tokens > 0
         return StepResult(numbers[0], tokens, micro, tokens > 0, numbers[2:k])
 
     def learning_rate(self) -> float:

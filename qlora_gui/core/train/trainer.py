@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .events import Event, EventCallback, Failed, RunStarted
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
-from .preference_mode import check_mode_fits_data, measure_reference, preference_loss
+from .preference_mode import LazyReference, check_mode_fits_data, preference_loss
 from .progress import Progress
 from .sample_answers import SampleAnswerer, choose_prompts
 from .training_model import prepare_model
@@ -137,8 +137,23 @@ class Trainer:
         if world > 1:  # every rank stops and pauses at the same step, whichever of them was asked
             agreed = agreement.AgreedControl(self.group, self._stop.is_set, lambda: self.paused)
             control = RunControl(agreed.stop_requested, agreed.wait_if_paused)
+        reference = None
+        if cfg.train_mode == "dpo":  # the base's log-probabilities, as pairs are first read (the same on resume)
+            reference = LazyReference(model, prepared.loss_fn, cfg.batch_size, cfg.seed, world)
+            reference.start({k: v for k, v in data.items() if k != "test" or cfg.test})
         self.loop = loop = TrainingLoop(
-            cfg, model, prepared.loss_fn, data, total_steps, spe, self.group, self._record, config, control, answerer
+            cfg,
+            model,
+            prepared.loss_fn,
+            data,
+            total_steps,
+            spe,
+            self.group,
+            self._record,
+            config,
+            control,
+            answerer,
+            reference,
         )
         loop.cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
         notes += machine_notes
@@ -173,9 +188,11 @@ class Trainer:
             notes + [prompts_note] * bool(prompts_note) + (self.data_report.warnings if self.data_report else [])
         ):
             self._record.warn(note)
-        if cfg.train_mode == "dpo":  # the base's log-probabilities, once (the same on every resume)
-            measured = {k: v for k, v in data.items() if k != "test" or cfg.test}
-            self._record.warn(measure_reference(model, prepared.loss_fn, measured, cfg.batch_size))
+        if reference is not None:
+            self._record.warn(
+                f"DPO reference: the base's log-probabilities of {reference.pairs} pairs' answers, each measured "
+                "when a step or a validation first reads it"
+            )
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
 
