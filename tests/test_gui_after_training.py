@@ -143,7 +143,7 @@ def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):
     qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)  # done or failed
     assert dialog.result_path is not None, dialog.status.text()
     out = dialog.result_path
-    assert (out / "config.json").is_file() and (out / "ggml-model-f16.gguf").is_file()
+    assert (out / "config.json").is_file() and (out / f"{out.name}-F16.gguf").is_file()
     assert out.parent == trained_window.runs_root.parent / "exports" and "step40" in out.name
     assert dialog.bar.value() == 1000 and "Saved" in dialog.status.text()
     dialog.close()

@@ -139,7 +139,9 @@ def tensor_mapper(arch: str, n_blocks: int) -> Any:
 def gguf_tensor_name(mapper: Any, name: str) -> str:
     mapped = mapper.get_name(hf_name(name), try_suffixes=(".weight", ".bias"))
     if mapped is None:
-        raise UserError(f"cannot name the tensor '{name}' for llama.cpp; this model's layout is not one GGUF export knows")
+        raise UserError(
+            f"cannot name the tensor '{name}' for llama.cpp; this model's layout is not one GGUF export knows"
+        )
     return str(mapped)
 
 

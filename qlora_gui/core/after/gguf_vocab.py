@@ -97,7 +97,9 @@ def _sentencepiece_vocab(model_dir: Path, n_vocab: int) -> tuple[list[bytes], li
     try:
         from sentencepiece import SentencePieceProcessor
     except ImportError as e:
-        raise UserError("writing a SentencePiece tokenizer needs the sentencepiece package (pip install sentencepiece)") from e
+        raise UserError(
+            "writing a SentencePiece tokenizer needs the sentencepiece package (pip install sentencepiece)"
+        ) from e
     sp = SentencePieceProcessor()
     sp.LoadFromFile(str(model_dir / "tokenizer.model"))
     tokens = [f"[PAD{i}]".encode() for i in range(n_vocab)]

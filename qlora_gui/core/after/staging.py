@@ -17,7 +17,9 @@ from ..errors import UserError
 
 
 def refuse_existing(path: Path) -> None:
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.is_dir() and any(path.iterdir()):
+        raise UserError(f"{path} already exists and is not empty; give a new folder, so nothing is overwritten")
+    if path.exists() and not path.is_dir():
         raise UserError(f"{path} already exists; give a new name, so nothing is overwritten")
 
 
