@@ -15,7 +15,9 @@ def add_export_parser(sub) -> None:
         "export",
         help="export a run's model: MLX folder, GGUF, GGUF LoRA adapter or PEFT adapter",
         description="Export a run (its best checkpoint, else its latest) or one of its checkpoints. "
-        "Formats: " + "; ".join(f"{k}: {v}" for k, v in FORMATS.items()) + ". GGUF types: "
+        "Formats: "
+        + "; ".join(f"{k}: {v}" for k, v in FORMATS.items())
+        + ". GGUF types: "
         + "; ".join(f"{t.key}: {t.note}" for t in GGUF_TYPES.values())
         + ". Everything goes into a new folder (--out), written under a staging name and renamed at the end.",
     )

@@ -55,7 +55,11 @@ ARCHS: dict[str, tuple[dict, str, bool]] = {
         "gemma-2",
         True,
     ),
-    "gemma3_text": ({"query_pre_attn_scalar": 16, "sliding_window": 128, "sliding_window_pattern": 2}, "gemma-3", False),
+    "gemma3_text": (
+        {"query_pre_attn_scalar": 16, "sliding_window": 128, "sliding_window_pattern": 2},
+        "gemma-3",
+        False,
+    ),
     "phi3": ({"tie_word_embeddings": False}, "phi-3", False),
 }
 

@@ -96,7 +96,9 @@ def test_the_pre_tokenizer_is_named_from_the_split_pattern():
     rest = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 
     def split(pattern: str) -> dict:
-        return {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": pattern}}]}}
+        return {
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": pattern}}]}
+        }
 
     assert pre_tokenizer_name(split(letters + r"\p{N}{1,3}" + rest)) == "llama-bpe"  # Llama 3
     assert pre_tokenizer_name(split(letters + r"\p{N}" + rest)) == "qwen2"  # Qwen 2, 2.5, 3
@@ -108,7 +110,9 @@ def test_an_architecture_we_cannot_write_is_refused_by_name_before_any_work(tmp_
 
     config, weights, _ = build_arch_model("qwen2", tmp_path / "m")
     with pytest.raises(UserError, match="'starcoder2'"):
-        write_gguf(tmp_path / "m", {**config, "model_type": "starcoder2"}, weights, tmp_path / "x.gguf", GGUF_TYPES["f16"])
+        write_gguf(
+            tmp_path / "m", {**config, "model_type": "starcoder2"}, weights, tmp_path / "x.gguf", GGUF_TYPES["f16"]
+        )
     (tmp_path / "m" / "tokenizer.json").write_text(json.dumps({"model": {"type": "WordPiece"}}))
     with pytest.raises(UserError, match="tokenizer"):
         check_gguf_export(tmp_path / "m", config)

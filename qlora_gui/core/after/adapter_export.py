@@ -36,7 +36,7 @@ def lora_pairs(adapter: AdapterSource) -> tuple[dict[str, tuple[np.ndarray, np.n
         )
     if kind != "lora":
         raise UserError(f"{adapter.path}: a '{kind}' fine-tune has no low-rank adapter; export the fused model")
-    weights = mx.load(str(adapter.path / "adapters.safetensors"))
+    weights: dict[str, Any] = mx.load(str(adapter.path / "adapters.safetensors"))  # type: ignore[assignment]
     if any(k.endswith(".m") for k in weights):
         raise UserError(f"{adapter.path}: this adapter has DoRA magnitudes; export the fused model instead")
     params = adapter.config.get("lora_parameters") or {}
