@@ -92,7 +92,8 @@ def estimate_bytes(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bit
     _, config, quant = base_as_trained(adapter)
     if fmt == "gguf":
         return estimated_bytes(config, gguf_type(gguf_key))
-    per_weight = (bits + 1) / 8 if bits else ((quant or {}).get("bits", 16) + (1 if quant else 0)) / 8
+    float_bits = 32 if str(config.get("torch_dtype", "")) == "float32" else 16
+    per_weight = (bits + 1) / 8 if bits else ((quant or {}).get("bits", float_bits) + (1 if quant else 0)) / 8
     return int(estimated_bytes(config, GGUF_TYPES["f16"]) / 2 * per_weight)
 
 
