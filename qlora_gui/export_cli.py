@@ -32,6 +32,10 @@ def add_export_parser(sub) -> None:
     p.add_argument("--lmstudio-dir", help="LM Studio's models folder (default: from its settings)")
     p.add_argument("--ollama", metavar="NAME", help="write an Ollama Modelfile and run `ollama create NAME`")
     p.add_argument("--system", help="a system prompt for the Ollama Modelfile")
+    p.add_argument(
+        "--hub", metavar="REPO", help="publish to the Hugging Face Hub as USER/NAME (private unless --public)"
+    )
+    p.add_argument("--public", action="store_true", help="with --hub: make the repository public")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -57,6 +61,8 @@ def run_export(args: argparse.Namespace) -> int:
         lmstudio_dir=Path(args.lmstudio_dir).expanduser() if args.lmstudio_dir else None,
         ollama_name=args.ollama,
         system=args.system,
+        hub_repo=args.hub,
+        hub_public=args.public,
     )
     print(f"Exporting {adapter.label} as {args.format}", file=sys.stderr)
     result = export(req, progress)
@@ -67,6 +73,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"Ollama Modelfile: {result.modelfile}")
     if result.lmstudio:
         print(f"LM Studio: {result.lmstudio}")
+    if result.hub_url:
+        print(f"Hugging Face Hub: {result.hub_url}")
     for note in result.notes:
         print(note)
     return 0

@@ -49,6 +49,8 @@ class ExportRequest:
     lmstudio_dir: Path | None = None
     ollama_name: str | None = None
     system: str | None = None  # Ollama's SYSTEM
+    hub_repo: str | None = None  # publish to the Hugging Face Hub as USER/NAME
+    hub_public: bool = False
 
 
 @dataclass
@@ -58,6 +60,7 @@ class ExportResult:
     size_bytes: int
     lmstudio: Path | None = None
     modelfile: Path | None = None
+    hub_url: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,6 +84,8 @@ def check_request(req: ExportRequest) -> None:
     if req.ollama_name is not None and req.format == "mlx":
         raise UserError("Ollama does not load MLX folders; export --format gguf (or an adapter) for Ollama")
     refuse_existing(Path(req.out))
+    if req.hub_repo is not None and "/" not in req.hub_repo:
+        raise UserError(f"--hub '{req.hub_repo}': give the repository as USER/NAME or ORG/NAME")
     if req.lmstudio and (req.lmstudio_dir or lmstudio_models_dir()) is None:
         send_to_lmstudio(Path(req.out), None)  # raises the message that says where to point it
 
@@ -135,6 +140,15 @@ def export(req: ExportRequest, progress: Progress | None = None) -> ExportResult
         result.lmstudio = send_to_lmstudio(out, req.lmstudio_dir or lmstudio_models_dir())
         listed = f"{result.lmstudio.parent.name}/{result.lmstudio.name}"
         result.notes.append(f"In LM Studio: My Models lists {listed}; load it from the model picker at the top")
+    if req.hub_repo:
+        from .hub_upload import upload, write_model_card
+
+        write_model_card(out, req.adapter, req.format)
+        result.files = sorted(out.iterdir())
+        result.hub_url = upload(
+            out, req.hub_repo, private=not req.hub_public, progress=lambda f, m: say(0.97 + 0.03 * f, m)
+        )
+        result.notes.append(f"Published ({'public' if req.hub_public else 'private'}): {result.hub_url}")
     say(1.0, f"exported to {out}")
     return result
 
