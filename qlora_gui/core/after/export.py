@@ -32,7 +32,17 @@ FORMATS = {
     "adapter-gguf": "GGUF LoRA adapter (llama.cpp --lora, Ollama ADAPTER) for the original base",
     "peft": "PEFT LoRA folder (Hugging Face PEFT, Ollama ADAPTER) for the original base",
 }
+# The MLX folder's weights: (label, dequantize, bits)
+MLX_WEIGHTS: dict[str, tuple[str, bool, int | None]] = {
+    "keep": ("as the base (its quantization kept)", False, None),
+    "dequantize": ("de-quantized to 16-bit (exactly base + adapter)", True, None),
+    "8": ("quantized to 8 bits", False, 8),
+    "4": ("quantized to 4 bits", False, 4),
+}
+FOLDER_SUFFIX = {"mlx": "fused", "gguf": "gguf", "adapter-gguf": "lora-gguf", "peft": "peft"}
 MODELFILE = "Modelfile"
+# Bytes written per second, fusing and converting included (bench/check_gguf.py --rate, CPU backend).
+SECONDS_PER_BYTE_RATE = {"mlx": 400e6, "gguf": 150e6}
 Progress = Callable[[float, str], None]
 
 
@@ -100,6 +110,18 @@ def estimate_bytes(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bit
     float_bits = 32 if str(config.get("torch_dtype", "")) == "float32" else 16
     per_weight = (bits + 1) / 8 if bits else ((quant or {}).get("bits", float_bits) + (1 if quant else 0)) / 8
     return int(estimated_bytes(config, GGUF_TYPES["f16"]) / 2 * per_weight)
+
+
+def human_size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def estimate_text(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bits: int | None = None) -> str:
+    """'About 1.2 GB, about 40 s.': size from the configs, time from the writing rates measured on the CPU backend
+    (README, "Use your model elsewhere")."""
+    size = estimate_bytes(adapter, fmt, gguf_key, bits)
+    seconds = max(2.0, size / (SECONDS_PER_BYTE_RATE["mlx"] if fmt == "mlx" else SECONDS_PER_BYTE_RATE["gguf"]))
+    return f"About {human_size(size)}, about {seconds:.0f} s."
 
 
 def export(req: ExportRequest, progress: Progress | None = None) -> ExportResult:

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.after import export as exporting
 from ...core.after.destinations import lmstudio_models_dir
-from ...core.after.export import FORMATS, ExportRequest, estimate_bytes, export
 from ...core.after.fuse import gguf_support
 from ...core.after.gguf_export import GGUF_TYPES
 from ...core.after.inference import base_as_trained, checkpoint_choices, read_adapter
@@ -34,18 +34,14 @@ from ..desktop import open_folder
 from ..widgets.elided_label import ElidedLabel
 from ..workers.jobs import start_job
 
-# The MLX folder's weights: (label, dequantize, bits)
-MLX_WEIGHTS = {
-    "keep": ("as the base (its quantization kept)", False, None),
-    "dequantize": ("de-quantized to 16-bit (exactly base + adapter)", True, None),
-    "8": ("quantized to 8 bits", False, 8),
-    "4": ("quantized to 4 bits", False, 4),
-}
-SUFFIX = {"mlx": "fused", "gguf": "gguf", "adapter-gguf": "lora-gguf", "peft": "peft"}
 
-
-def _mb(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+def _row(*widgets: tuple[QWidget, int]) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget, stretch in widgets:
+        layout.addWidget(widget, stretch)
+    return row
 
 
 class ExportDialog(QDialog):
@@ -74,7 +70,7 @@ class ExportDialog(QDialog):
         if default:
             self.checkpoint.setCurrentIndex(self.checkpoint.findData(default))
         self.format = QComboBox()
-        for key, label in FORMATS.items():
+        for key, label in exporting.FORMATS.items():
             self.format.addItem(label, key)
         self.gguf_type = QComboBox()
         self.mlx_weights = QComboBox()
@@ -85,24 +81,20 @@ class ExportDialog(QDialog):
         self.name.setToolTip("The new folder's name, inside the folder shown on the left")
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
-        folder_row = QWidget()
-        row = QHBoxLayout(folder_row)
-        row.setContentsMargins(0, 0, 0, 0)
-        row.addWidget(self.parent_label, 3)
-        row.addWidget(QLabel("/"))
-        row.addWidget(self.name, 2)
-        row.addWidget(browse)
+        folder_row = _row((self.parent_label, 3), (QLabel("/"), 0), (self.name, 2), (browse, 0))
 
         self.lmstudio_dir = lmstudio_models_dir()
         self.lmstudio = QCheckBox("Send to LM Studio")
         self.lmstudio.toggled.connect(self._ask_lmstudio_folder)
         self.ollama = QCheckBox("Ollama Modelfile, as model")
         self.ollama_name = QLineEdit(self.run_dir.name.lower().replace(" ", "-"))
-        ollama_row = QWidget()
-        orow = QHBoxLayout(ollama_row)
-        orow.setContentsMargins(0, 0, 0, 0)
-        orow.addWidget(self.ollama)
-        orow.addWidget(self.ollama_name, 1)
+        ollama_row = _row((self.ollama, 0), (self.ollama_name, 1))
+        self.hub = QCheckBox("Publish to the Hugging Face Hub as")
+        self.hub_repo = QLineEdit()
+        self.hub_repo.setPlaceholderText("USER/NAME")
+        self.hub_public = QCheckBox("public")
+        self.hub_public.setToolTip("Private unless ticked; the token is the one `hf auth login` left")
+        hub_row = _row((self.hub, 0), (self.hub_repo, 1), (self.hub_public, 0))
         self.base_note = QLabel("")
         self.estimate = QLabel("")
         self.estimate.setWordWrap(True)
@@ -127,6 +119,7 @@ class ExportDialog(QDialog):
         form.addRow("Save to", folder_row)
         form.addRow("Also", self.lmstudio)
         form.addRow("", ollama_row)
+        form.addRow("", hub_row)
         self.form = form
         layout = QVBoxLayout(self)
         layout.addWidget(self.base_note)
@@ -159,7 +152,7 @@ class ExportDialog(QDialog):
             + (f"{quant.get('bits')}-bit" if quant else "not quantized")
         )
         self._gguf_reason = gguf_support(str(base.get("model_type", "")))
-        for key, (label, _deq, _bits) in MLX_WEIGHTS.items():
+        for key, (label, _deq, _bits) in exporting.MLX_WEIGHTS.items():
             if key != "dequantize" or self._quantized:
                 self.mlx_weights.addItem(label, key)
 
@@ -181,17 +174,15 @@ class ExportDialog(QDialog):
         adapter = self._adapter()
         if self.gguf_type.count() == 0:
             for kind in GGUF_TYPES.values():
-                self.gguf_type.addItem(
-                    f"{kind.label} — about {_mb(estimate_bytes(adapter, 'gguf', kind.key))}", kind.key
-                )
+                size = exporting.human_size(exporting.estimate_bytes(adapter, "gguf", kind.key))
+                self.gguf_type.addItem(f"{kind.label} — about {size}", kind.key)
                 self.gguf_type.setItemData(self.gguf_type.count() - 1, kind.note, Qt.ItemDataRole.ToolTipRole)
             self.gguf_type.setCurrentIndex(self.gguf_type.findData("q8_0"))
-        bits = MLX_WEIGHTS[self.mlx_weights.currentData() or "keep"][2]
-        size = estimate_bytes(adapter, fmt, self.gguf_type.currentData() or "q8_0", bits)
-        seconds = max(2, size / 150e6 if fmt != "mlx" else size / 400e6)  # measured on the CPU backend (README)
-        where = "" if fmt == "mlx" else f" {GGUF_TYPES[self.gguf_type.currentData()].note}." if fmt == "gguf" else ""
+        bits = exporting.MLX_WEIGHTS[self.mlx_weights.currentData() or "keep"][2]
+        key = self.gguf_type.currentData() or "q8_0"
+        note = f" {GGUF_TYPES[key].note}." if fmt == "gguf" else ""
         self.estimate.setText(
-            f"⚠ {self._gguf_reason}" if needs_gguf else f"About {_mb(size)}, about {seconds:.0f} s.{where}"
+            f"⚠ {self._gguf_reason}" if needs_gguf else exporting.estimate_text(adapter, fmt, key, bits) + note
         )
         self._suggest_folder()
 
@@ -212,7 +203,7 @@ class ExportDialog(QDialog):
         step = checkpoint_step(path) if path else None
         fmt = self.format.currentData()
         kind = f"-{self.gguf_type.currentData()}" if fmt == "gguf" and self.gguf_type.currentData() else ""
-        return f"{self.run_dir.name}-step{step or 0}-{SUFFIX[fmt]}{kind}"
+        return f"{self.run_dir.name}-step{step or 0}-{exporting.FOLDER_SUFFIX[fmt]}{kind}"
 
     def _set_target(self, path: Path) -> None:
         self.parent_dir = path.parent
@@ -229,10 +220,10 @@ class ExportDialog(QDialog):
             name = self.name.text().strip() or self._suggested_name()
             self._set_target(unused_path(Path(folder) / name))
 
-    def request(self) -> ExportRequest:
-        _label, dequantize, bits = MLX_WEIGHTS[self.mlx_weights.currentData() or "keep"]
+    def request(self) -> exporting.ExportRequest:
+        _label, dequantize, bits = exporting.MLX_WEIGHTS[self.mlx_weights.currentData() or "keep"]
         fmt = self.format.currentData()
-        return ExportRequest(
+        return exporting.ExportRequest(
             adapter=self._adapter(),
             format=fmt,
             out=self.target(),
@@ -242,6 +233,8 @@ class ExportDialog(QDialog):
             lmstudio=self.lmstudio.isChecked(),
             lmstudio_dir=self.lmstudio_dir,
             ollama_name=self.ollama_name.text().strip() if self.ollama.isChecked() else None,
+            hub_repo=self.hub_repo.text().strip() if self.hub.isChecked() else None,
+            hub_public=self.hub_public.isChecked(),
         )
 
     def start(self) -> None:
@@ -255,6 +248,9 @@ class ExportDialog(QDialog):
         if self.ollama.isChecked() and not self.ollama_name.text().strip():
             self.status.setText("⚠ Give the Ollama model a name.")
             return
+        if self.hub.isChecked() and "/" not in self.hub_repo.text().strip():
+            self.status.setText("⚠ Give the Hub repository as USER/NAME.")
+            return
         try:
             req = self.request()
         except UserError as e:  # the checkpoint went since the dialog opened (pruned, deleted)
@@ -264,7 +260,9 @@ class ExportDialog(QDialog):
         self.bar.show()
         self.bar.setValue(0)
         self.status.setText("Starting…")
-        self.job = start_job(partial(export, req, self.progressed.emit), on_done=self._done, on_failed=self._failed)
+        self.job = start_job(
+            partial(exporting.export, req, self.progressed.emit), on_done=self._done, on_failed=self._failed
+        )
 
     def _on_progress(self, fraction: float, message: str) -> None:
         self.bar.setValue(int(1000 * fraction))
@@ -275,7 +273,7 @@ class ExportDialog(QDialog):
         self.result = result
         self.result_path = result.path
         files = ", ".join(f.name for f in result.files[:4])
-        lines = [f"Saved {result.path} ({_mb(result.size_bytes)}: {files})."]
+        lines = [f"Saved {result.path} ({exporting.human_size(result.size_bytes)}: {files})."]
         if result.lmstudio:
             lines.append(f"LM Studio: {result.lmstudio}")
         lines += result.notes
