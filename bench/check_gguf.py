@@ -166,13 +166,43 @@ def check_architectures(work: Path) -> list[tuple[str, dict]]:
     return rows
 
 
+def measure_rates(work: Path) -> None:
+    """Seconds to export a ~35M-parameter demo model in each format: the rates behind the dialog's time estimate."""
+    import time
+
+    from conftest import fixture_texts, tiny_config, write_jsonl
+
+    from qlora_gui.core.after.export import ExportRequest, export
+    from qlora_gui.core.after.inference import default_adapter
+    from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
+    from qlora_gui.core.train.trainer import Trainer
+
+    spec = DemoModelSpec(vocab_size=8000, hidden_size=512, num_layers=8, intermediate_size=1408, num_heads=8)
+    model = build_demo_model(work / "medium", spec, corpus=fixture_texts(400))
+    rows = [{"text": t} for t in fixture_texts(16)]
+    Trainer(tiny_config(model, write_jsonl(work / "t.jsonl", rows), work / "mrun", iters=1), lambda e: None).run()
+    adapter = default_adapter(work / "mrun")
+    print("| format | size | seconds | MB/s |")
+    print("|---|---|---|---|")
+    for fmt, key in (("mlx", "q8_0"), ("gguf", "f16"), ("gguf", "q8_0"), ("gguf", "q4_0")):
+        start = time.perf_counter()
+        result = export(ExportRequest(adapter, fmt, work / f"rate-{fmt}-{key}", gguf_type=key))
+        took = time.perf_counter() - start
+        label = fmt if fmt == "mlx" else f"gguf {key}"
+        print(f"| {label} | {result.size_bytes / 1e6:.0f} MB | {took:.1f} | {result.size_bytes / 1e6 / took:.0f} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--run", help="a run folder (default: train a demo run)")
     p.add_argument("--skip-archs", action="store_true", help="only the run, not the tiny models of each architecture")
+    p.add_argument("--rate", action="store_true", help="only time each format's export (no llama-cpp-python needed)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        if args.rate:
+            measure_rates(work)
+            return 0
         run = Path(args.run) if args.run else train_demo_run(work)
         rows = check_run(run, work)
         if not args.skip_archs:

@@ -22,7 +22,15 @@ from .destinations import (
     ollama_template,
     send_to_lmstudio,
 )
-from .gguf_export import GGUF_TYPES, check_gguf_export, estimated_bytes, gguf_file_name, gguf_type, write_gguf
+from .gguf_export import (
+    GGUF_TYPES,
+    check_gguf_export,
+    estimate_parameters,
+    estimated_bytes,
+    gguf_file_name,
+    gguf_type,
+    write_gguf,
+)
 from .inference import AdapterSource, base_as_trained
 from .staging import refuse_existing, staged
 
@@ -41,8 +49,9 @@ MLX_WEIGHTS: dict[str, tuple[str, bool, int | None]] = {
 }
 FOLDER_SUFFIX = {"mlx": "fused", "gguf": "gguf", "adapter-gguf": "lora-gguf", "peft": "peft"}
 MODELFILE = "Modelfile"
-# Bytes written per second, fusing and converting included (bench/check_gguf.py --rate, CPU backend).
-SECONDS_PER_BYTE_RATE = {"mlx": 400e6, "gguf": 150e6}
+# Weights exported per second, loading, fusing and converting included: bench/check_gguf.py --rate on the
+# CPU backend of a shared 2-core Linux machine (README); a Mac is faster, so these are upper bounds.
+WEIGHTS_PER_SECOND = {"mlx": 10e6, "f16": 9e6, "bf16": 9e6, "q8_0": 9e6, "q4_0": 6.5e6}
 Progress = Callable[[float, str], None]
 
 
@@ -117,10 +126,12 @@ def human_size(n: float) -> str:
 
 
 def estimate_text(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bits: int | None = None) -> str:
-    """'About 1.2 GB, about 40 s.': size from the configs, time from the writing rates measured on the CPU backend
-    (README, "Use your model elsewhere")."""
+    """'About 1.2 GB, about 40 s.': the size from the configs, the time from WEIGHTS_PER_SECOND."""
     size = estimate_bytes(adapter, fmt, gguf_key, bits)
-    seconds = max(2.0, size / (SECONDS_PER_BYTE_RATE["mlx"] if fmt == "mlx" else SECONDS_PER_BYTE_RATE["gguf"]))
+    seconds = 2.0
+    if fmt in ("mlx", "gguf"):
+        _, config, _ = base_as_trained(adapter)
+        seconds = max(seconds, estimate_parameters(config) / WEIGHTS_PER_SECOND["mlx" if fmt == "mlx" else gguf_key])
     return f"About {human_size(size)}, about {seconds:.0f} s."
 
 
