@@ -60,7 +60,15 @@ ARCHS: dict[str, tuple[dict, str, bool]] = {
         "gemma-3",
         False,
     ),
-    "phi3": ({"tie_word_embeddings": False}, "phi-3", False),
+    "phi3": (
+        {
+            "tie_word_embeddings": False,
+            "original_max_position_embeddings": 256,
+            "rope_scaling": {"type": "longrope", "long_factor": [1.5] * 8, "short_factor": [1.1] * 8},
+        },
+        "phi-3",
+        False,
+    ),
 }
 
 

@@ -83,6 +83,7 @@ def test_each_architecture_reads_back_as_llama_cpp_expects(tmp_path, model_type)
         assert field(r, "gemma2.attn_logit_softcapping") == 50.0 and field(r, "gemma2.attention.sliding_window") == 128
     if arch == "phi3":  # fused projections, split by llama.cpp
         assert {"blk.0.attn_qkv.weight", "blk.0.ffn_up.weight"} <= set(by_name) and "blk.0.attn_q.weight" not in by_name
+        assert np.allclose(weight(r, "rope_factors_short.weight"), 1.1) and by_name["rope_factors_long.weight"] == "F32"
     if arch == "qwen2":
         assert by_name["blk.0.attn_q.bias"] == "F32"
     if arch == "qwen3":

@@ -84,12 +84,11 @@ def add_metadata(writer: Any, arch: str, hp: dict[str, Any]) -> None:
         if hp.get("head_dim"):
             writer.add_key_length(int(hp["head_dim"]))
             writer.add_value_length(int(hp["head_dim"]))
-        scaling = hp.get("rope_scaling") or {}
-        if str(scaling.get("rope_type", scaling.get("type", ""))).lower() == "linear":
-            from gguf import RopeScalingType
+    if _rope_type(hp) == "linear":  # Gemma 3's larger models, some Llama fine-tunes
+        from gguf import RopeScalingType
 
-            writer.add_rope_scaling_type(RopeScalingType.LINEAR)
-            writer.add_rope_scaling_factor(float(scaling["factor"]))
+        writer.add_rope_scaling_type(RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(hp["rope_scaling"]["factor"]))
     if arch == "llama":
         writer.add_vocab_size(int(hp["vocab_size"]))
     if arch in ("gemma2", "gemma3"):
@@ -109,6 +108,15 @@ def add_metadata(writer: Any, arch: str, hp: dict[str, Any]) -> None:
         original = hp.get("original_max_position_embeddings") or hp.get("max_position_embeddings") or 4096
         writer.add_rope_scaling_orig_ctx_len(int(original))
         writer.add_sliding_window(int(hp.get("sliding_window") or 0))
+        if _rope_type(hp) in ("su", "longrope"):  # Phi-3 128k, Phi-3.5: long/short rope factors (extra_tensors)
+            scale = float(hp["max_position_embeddings"]) / float(original)
+            factor = math.sqrt(1 + math.log(scale) / math.log(float(original))) if scale > 1.0 else 1.0
+            writer.add_rope_scaling_attn_factors(factor)
+
+
+def _rope_type(hp: dict[str, Any]) -> str:
+    scaling = hp.get("rope_scaling") or {}
+    return str(scaling.get("rope_type", scaling.get("type", ""))).lower()
 
 
 def llama_permute(weights: np.ndarray, n_head: int, n_head_kv: int | None = None) -> np.ndarray:
@@ -161,9 +169,13 @@ def convert_tensor(arch: str, hp: dict[str, Any], name: str, data: np.ndarray) -
 
 
 def extra_tensors(arch: str, hp: dict[str, Any]) -> Iterator[tuple[str, np.ndarray]]:
-    """Tensors llama.cpp wants that the checkpoint does not hold: Llama 3's rope factors."""
+    """Tensors llama.cpp wants that the checkpoint does not hold: Llama 3's and Phi-3's rope factors."""
     scaling = hp.get("rope_scaling") or {}
-    if arch != "llama" or str(scaling.get("rope_type", "")).lower() != "llama3":
+    if arch == "phi3" and _rope_type(hp) in ("su", "longrope"):
+        yield "rope_factors_long.weight", np.asarray(scaling["long_factor"], dtype=np.float32)
+        yield "rope_factors_short.weight", np.asarray(scaling["short_factor"], dtype=np.float32)
+        return
+    if arch != "llama" or _rope_type(hp) != "llama3":
         return
     dim = head_dim(hp)
     base = float(hp.get("rope_theta", 10000.0))
