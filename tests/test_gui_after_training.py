@@ -151,13 +151,13 @@ def test_fuse_and_export_writes_a_model_folder_then_a_gguf_for_ollama(qtbot, tra
     dialog.format.setCurrentIndex(dialog.format.findData("gguf"))
     assert not dialog.gguf_type.isHidden() and "Q4_0 — about" in dialog.gguf_type.itemText(3)
     dialog.gguf_type.setCurrentIndex(dialog.gguf_type.findData("q4_0"))
-    assert dialog.name.text().endswith("-gguf-q4_0")
+    assert dialog.name.text().endswith("-gguf")
     dialog.ollama.setChecked(True)
     dialog.export_button.click()
     qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)
     out = dialog.result_path
     assert (out / f"{out.name}-Q4_0.gguf").is_file() and (out / "Modelfile").is_file(), dialog.status.text()
-    assert "ollama create" in dialog.status.text()
+    assert "ollama create" in dialog.status.text() and "Modelfile" in dialog.status.text()
     dialog.close()
 
 

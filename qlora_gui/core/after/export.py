@@ -168,6 +168,7 @@ def export(req: ExportRequest, progress: Progress | None = None) -> ExportResult
             result.notes.append(f'Try it: llama-cli -m BASE-F16.gguf --lora "{out / name}" -cnv')
     if req.ollama_name is not None:
         _ollama(req, result, say)
+        result.files = sorted(out.iterdir())
     if req.lmstudio:
         say(0.97, "sending to LM Studio")
         result.lmstudio = send_to_lmstudio(out, req.lmstudio_dir or lmstudio_models_dir())

@@ -78,7 +78,13 @@ def estimate_parameters(config: Mapping[str, Any]) -> int:
 
 
 def estimated_bytes(config: Mapping[str, Any], kind: GgufType) -> int:
-    return int(estimate_parameters(config) * kind.bytes_per_weight)
+    """The file's size: the weights at the type's rate (Q4_0's embedding and head at Q8_0) and the vocabulary."""
+    hp = text_hparams(dict(config))
+    vocab = int(hp.get("vocab_size") or 32000)
+    embeddings = vocab * int(hp["hidden_size"]) * (1 if hp.get("tie_word_embeddings", True) else 2)
+    q8_rate = GGUF_TYPES["q8_0"].bytes_per_weight
+    extra = embeddings * (q8_rate - kind.bytes_per_weight) if kind.key == "q4_0" else 0
+    return int(estimate_parameters(config) * kind.bytes_per_weight + extra + vocab * 24)
 
 
 def _tensor_qtype(name: str, data: np.ndarray, kind: GgufType) -> Any:

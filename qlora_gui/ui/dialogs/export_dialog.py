@@ -201,9 +201,7 @@ class ExportDialog(QDialog):
     def _suggested_name(self) -> str:
         path = self.checkpoint.currentData()
         step = checkpoint_step(path) if path else None
-        fmt = self.format.currentData()
-        kind = f"-{self.gguf_type.currentData()}" if fmt == "gguf" and self.gguf_type.currentData() else ""
-        return f"{self.run_dir.name}-step{step or 0}-{exporting.FOLDER_SUFFIX[fmt]}{kind}"
+        return f"{self.run_dir.name}-step{step or 0}-{exporting.FOLDER_SUFFIX[self.format.currentData()]}"
 
     def _set_target(self, path: Path) -> None:
         self.parent_dir = path.parent
