@@ -134,3 +134,13 @@ def test_a_full_disk_says_so_and_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="disk is full"):
         write_gguf(tmp_path / "m", config, weights, tmp_path / "out" / "m-F16.gguf", GGUF_TYPES["f16"])
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_mlx_lms_gguf_writer_is_not_used():
+    """Its files do not load in llama.cpp (uint32 token types, always SentencePiece, no chat template)."""
+    from pathlib import Path
+
+    import qlora_gui
+
+    sources = Path(qlora_gui.__file__).parent.rglob("*.py")
+    assert not [p.name for p in sources if "mlx_lm.gguf" in p.read_text() or "convert_to_gguf" in p.read_text()]

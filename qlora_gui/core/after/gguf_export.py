@@ -18,8 +18,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from .gguf_arch import add_metadata, convert_tensor, extra_tensors, gguf_architecture, gguf_tensor_name, tensor_mapper
-from .gguf_arch import text_hparams as text_hparams
+from .gguf_arch import (
+    add_metadata,
+    convert_tensor,
+    extra_tensors,
+    gguf_architecture,
+    gguf_tensor_name,
+    tensor_mapper,
+    text_hparams,
+)
 from .gguf_vocab import add_tokenizer, tokenizer_kind
 from .staging import staged
 
