@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import UserError
 from ..runs import checkpoints as ckpt
 from ..runs.history import read_sample_answers, summarize_run
+from ..version import VERSION
 from .evaluation import read_evaluations
 from .inference import AdapterSource
 
@@ -28,8 +29,6 @@ def _loss(value: Any) -> str:
 
 
 def model_card(adapter: AdapterSource, fmt: str, files: list[str]) -> str:
-    from ... import __version__
-
     summary = summarize_run(adapter.run_dir)
     config = summary.config if summary else adapter.config
     base = str(config.get("model") or adapter.config.get("model") or "unknown")
@@ -38,7 +37,7 @@ def model_card(adapter: AdapterSource, fmt: str, files: list[str]) -> str:
     lines += ["library_name: " + ("peft" if fmt == "peft" else "mlx" if fmt == "mlx" else "gguf")]
     lines += ["tags:", f"  - {tags}", "  - lora", "  - qlora-studio", "---", ""]
     lines += [f"# {adapter.run_dir.name}", ""]
-    lines += [f"Fine-tuned from **{base}** with LoRA by QLoRA Studio {__version__} (MLX), exported as {fmt}.", ""]
+    lines += [f"Fine-tuned from **{base}** with LoRA by QLoRA Studio {VERSION} (MLX), exported as {fmt}.", ""]
     lines += ["## Training", "", f"- Data: `{Path(str(config.get('data', '?'))).name}`"]
     lines += [f"- {key}: `{config[key]}`" for key in SETTINGS if key in config]
     lines.append(f"- Checkpoint: {adapter.label}")
