@@ -36,17 +36,12 @@ def prompts(n: int = 20) -> list[str]:
     return fixture_texts(n, seed=42)
 
 
-def mlx_logits(model, tokens: list[int]) -> np.ndarray:
-    import mlx.core as mx
-
-    return np.array(model(mx.array([tokens]))[0].astype(mx.float32))
-
-
 def mlx_greedy(model, tokens: list[int], n: int) -> list[int]:
-    out = list(tokens)
-    for _ in range(n):
-        out.append(int(mlx_logits(model, out)[-1].argmax()))
-    return out[len(tokens) :]
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    steps = generate_step(mx.array(tokens), model, max_tokens=n, sampler=lambda logits: mx.argmax(logits, -1))
+    return [int(token) for token, _ in steps]
 
 
 def llama_logits(llm, tokens: list[int]) -> np.ndarray:
@@ -55,24 +50,22 @@ def llama_logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)])
 
 
-def llama_greedy(llm, tokens: list[int], n: int) -> list[int]:
-    out = list(tokens)
-    for _ in range(n):
-        out.append(int(llama_logits(llm, out)[-1].argmax()))
-    return out[len(tokens) :]
+def show(name: str, r: dict) -> tuple[str, dict]:
+    """Print a table row as soon as it is measured (a slow machine still shows what it has)."""
+    print(f"| {name} | {r['greedy_identical']} | {r['top1']:.1%} | {r.get('tokenizer', '—')} |", flush=True)
+    return name, r
 
 
 def compare(llm, model, token_lists: list[list[int]]) -> dict:
+    """MLX's greedy continuation, then llama.cpp's next-token choice at each of its positions (one pass):
+    llama.cpp's own greedy text is the same exactly when it agrees at every position."""
     same_greedy, agree, total = 0, 0, 0
     for tokens in token_lists:
-        ours = mlx_greedy(model, tokens, GREEDY_TOKENS)
-        theirs = llama_greedy(llm, tokens, GREEDY_TOKENS)
-        same_greedy += ours == theirs
-        full = tokens + ours
-        a = mlx_logits(model, full)[len(tokens) - 1 : -1].argmax(-1)
-        b = llama_logits(llm, full)[len(tokens) - 1 : -1].argmax(-1)
-        agree += int((a == b).sum())
-        total += len(a)
+        ours = np.array(mlx_greedy(model, tokens, GREEDY_TOKENS))
+        theirs = llama_logits(llm, tokens + ours.tolist())[len(tokens) - 1 : -1].argmax(-1)
+        same_greedy += bool((ours == theirs).all())
+        agree += int((ours == theirs).sum())
+        total += len(ours)
     return {"greedy_identical": f"{same_greedy}/{len(token_lists)}", "top1": agree / total}
 
 
@@ -126,7 +119,7 @@ def check_run(run: Path, work: Path) -> list[tuple[str, dict]]:
         result = export(ExportRequest(adapter, "gguf", work / f"run-{key}", gguf_type=key))
         llm = open_llama(result.files[0])
         row = compare(llm, fused.net, token_lists) | {"tokenizer": tokenizer_agreement(llm, tok._tokenizer, texts)}
-        rows.append((f"{run.name} fused {GGUF_TYPES[key].label}", row))
+        rows.append(show(f"{run.name} fused {GGUF_TYPES[key].label}", row))
     # The adapter alone, applied by llama.cpp to an F16 GGUF of the base.
     import mlx.core as mx
 
@@ -136,7 +129,7 @@ def check_run(run: Path, work: Path) -> list[tuple[str, dict]]:
     base_gguf = write_gguf(base, base_config, weights, work / "base-F16.gguf", GGUF_TYPES["f16"])
     lora = export(ExportRequest(adapter, "adapter-gguf", work / "lora")).files[0]
     with_adapter = load_with_adapter(None, adapter)
-    rows.append(("LoRA adapter on F16 base", compare(open_llama(base_gguf, lora), with_adapter.model, token_lists)))
+    rows.append(show("LoRA adapter on F16 base", compare(open_llama(base_gguf, lora), with_adapter.model, token_lists)))
     return rows
 
 
@@ -162,7 +155,7 @@ def check_architectures(work: Path) -> list[tuple[str, dict]]:
             )
             llm = open_llama(path)
             row = compare(llm, model, token_lists) | {"tokenizer": tokenizer_agreement(llm, tok._tokenizer, texts)}
-            rows.append((f"{model_type} (random) {GGUF_TYPES[key].label}", row))
+            rows.append(show(f"{model_type} (random) {GGUF_TYPES[key].label}", row))
     return rows
 
 
@@ -204,13 +197,11 @@ def main() -> int:
             measure_rates(work)
             return 0
         run = Path(args.run) if args.run else train_demo_run(work)
-        rows = check_run(run, work)
+        print("| file | greedy identical (20 prompts) | top-1 agreement | llama.cpp tokenizer = HF |")
+        print("|---|---|---|---|", flush=True)
+        check_run(run, work)
         if not args.skip_archs:
-            rows += check_architectures(work)
-    print("| file | greedy identical (20 prompts) | top-1 agreement | llama.cpp tokenizer = HF |")
-    print("|---|---|---|---|")
-    for name, r in rows:
-        print(f"| {name} | {r['greedy_identical']} | {r['top1']:.1%} | {r.get('tokenizer', '—')} |")
+            check_architectures(work)
     return 0
 
 
