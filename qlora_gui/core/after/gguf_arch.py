@@ -2,9 +2,10 @@
 
 The keys and tensor changes follow llama.cpp's convert_hf_to_gguf.py, so a file we write loads
 as one converted there would: Llama's q/k rows are permuted into GGML's rotary layout (Mistral
-is a Llama there), Gemma's RMSNorm weights are stored with their +1 offset and its output head
-is the embedding (tied), Phi-3's fused qkv and gate_up projections are written as they are
-(llama.cpp splits them), Llama 3's rope scaling becomes the rope_freqs tensor.
+is a Llama there), Gemma's RMSNorm weights are stored with their +1 offset, Gemma 2's output head
+is the embedding (Gemma 3 gets a head only when the checkpoint has its own: mlx-lm drops a tied one),
+Phi-3's fused qkv and gate_up projections are written as they are (llama.cpp splits them), and the
+rope scaling of Llama 3 and Phi-3 becomes rope factor tensors.
 """
 
 from __future__ import annotations
@@ -154,9 +155,9 @@ def gguf_tensor_name(mapper: Any, name: str) -> str:
 
 
 def convert_tensor(arch: str, hp: dict[str, Any], name: str, data: np.ndarray) -> np.ndarray | None:
-    """The tensor as llama.cpp stores it, or None for one it does not take (Gemma's tied output head)."""
+    """The tensor as llama.cpp stores it, or None for one it does not take (Gemma 2's output head)."""
     base = hf_name(name)
-    if arch in ("gemma2", "gemma3") and base.startswith("lm_head."):
+    if arch == "gemma2" and base.startswith("lm_head."):
         return None
     if arch in ("gemma2", "gemma3") and base.endswith("norm.weight"):
         return data + 1.0
