@@ -93,7 +93,8 @@ def add_adapter_parsers(sub) -> None:
     f.add_argument(
         "--export-gguf",
         action="store_true",
-        help="also write ggml-model-f16.gguf (llama, mistral, mixtral; needs --dequantize for a quantized base)",
+        help="also write NAME-F16.gguf beside it (needs --dequantize for a quantized base; `qlora-gui export` "
+        "writes quantized GGUF)",
     )
 
 

@@ -18,7 +18,7 @@ from .core.train.command_line import add_setting_flags, settings_from_flags
 
 # The training settings that change what check-data reports, as `qlora-gui train` takes them.
 CHECK_DATA_SETTINGS = ("max_seq_length", "mask_prompt", "batch_size", "valid_fraction", "seed")
-SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "demo-model")
+SUBCOMMANDS = ("check-data", "train", "generate", "evaluate", "fuse", "export", "demo-model")
 
 
 def _check_data_parser(sub) -> None:
@@ -96,6 +96,7 @@ def run_demo_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .adapter_cli import add_adapter_parsers
+    from .export_cli import add_export_parser
     from .train_cli import add_train_parser
 
     parser = argparse.ArgumentParser(
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _check_data_parser(sub)
     add_train_parser(sub)
     add_adapter_parsers(sub)
+    add_export_parser(sub)
     _demo_model_parser(sub)
     return parser
 
@@ -137,6 +139,10 @@ def _run_command(argv: list[str]) -> int:
         return run_check_data(args)
     if args.command == "demo-model":
         return run_demo_model(args)
+    if args.command == "export":
+        from .export_cli import run_export
+
+        return run_export(args)
     if args.command in ("generate", "evaluate", "fuse"):
         from .adapter_cli import RUNNERS
 

@@ -168,6 +168,9 @@ def main(out: Path) -> None:
         window.export_run(window.runs.selected_run())
         dialog = window.export_dialog
         dialog.open_when_done = False
+        dialog.format.setCurrentIndex(dialog.format.findData("gguf"))  # what most people download: Q4_0 for Ollama
+        dialog.gguf_type.setCurrentIndex(dialog.gguf_type.findData("q4_0"))
+        dialog.ollama.setChecked(True)
         dialog.exported.connect(lambda _path: on_exported(dialog))
         dialog.start()
 

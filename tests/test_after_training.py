@@ -15,7 +15,7 @@ from conftest import close, fixture_texts, write_jsonl
 
 from qlora_gui.cli import main
 from qlora_gui.core.after.evaluation import EVALUATION_FILE, evaluate, read_evaluations, save_evaluation
-from qlora_gui.core.after.fuse import GGUF_FILE, fuse_adapter, gguf_support
+from qlora_gui.core.after.fuse import fuse_adapter, gguf_support
 from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
 from qlora_gui.core.after.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
 from qlora_gui.core.errors import UserError
@@ -245,8 +245,11 @@ def test_dequantized_fuse_matches_base_plus_adapter_and_exports_gguf(tmp_path, t
     reference = load_with_adapter(None, adapter)
     diff = mx.abs(_logits(fused, tok) - _logits(reference.model, reference.tokenizer)).max().item()
     assert diff < close(1e-4)  # float rounding only
-    weights = mx.load(str(result.path / GGUF_FILE))
-    assert "token_embd.weight" in weights and not list(tmp_path.glob(".fused.partial-*"))
+    from gguf import GGUFReader
+
+    assert result.gguf == result.path / "fused-F16.gguf"  # our writer: the type in the name is the tensors' type
+    types = {t.name: t.tensor_type.name for t in GGUFReader(result.gguf).tensors}
+    assert types["token_embd.weight"] == types["blk.0.attn_q.weight"] == "F16" and not list(tmp_path.glob(".fused.*"))
 
 
 def test_quantized_fuse_stays_4_bit_and_close(tmp_path, trained, demo_model):
@@ -287,7 +290,7 @@ def test_fuse_never_overwrites_and_refuses_gguf_it_cannot_write(tmp_path, traine
     with pytest.raises(UserError, match="16-bit"):
         fuse_adapter(adapter, tmp_path / "g", export_gguf=True)  # a 4-bit base needs --dequantize
     assert not (tmp_path / "g").exists()
-    assert "qwen2" in gguf_support("qwen2") and gguf_support("llama") is None
+    assert gguf_support("qwen2") is None and gguf_support("llama") is None and "mixtral" in gguf_support("mixtral")
 
 
 # ------------------------------------------------------------------ CLI

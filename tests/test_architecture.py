@@ -8,7 +8,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "qlora_gui"
 CORE = PACKAGE / "core"
 QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "qtpy")
-CLI_MODULES = ("qlora_gui.cli", "qlora_gui.train_cli", "qlora_gui.adapter_cli")
+CLI_MODULES = ("qlora_gui.cli", "qlora_gui.train_cli", "qlora_gui.adapter_cli", "qlora_gui.export_cli")
 MAX_LINES = 300
 
 

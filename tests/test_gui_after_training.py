@@ -127,25 +127,37 @@ def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window)
     runs.hard_rows.close()
 
 
-def test_fuse_and_export_writes_a_model_folder(qtbot, trained_window):
+def test_fuse_and_export_writes_a_model_folder_then_a_gguf_for_ollama(qtbot, trained_window, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ollama here: the dialog says the command to run
     trained_window.export_run(str(trained_window.runs_root / "run-a"))
     dialog = trained_window.export_dialog
     dialog.open_when_done = False
-    assert dialog.gguf.isEnabled() and dialog.keep.isHidden() and dialog.dequantize.isHidden()  # not quantized
+    assert dialog.format.currentData() == "mlx" and dialog.mlx_weights.findData("dequantize") == -1  # not quantized
+    assert dialog.gguf_type.isHidden() and "About" in dialog.estimate.text()
     # The parent folder is cut in the middle, never at the left; the whole path is its tooltip.
     dialog.parent_label.resize(120, 20)
     parent = dialog.parent_label.toolTip()  # the full path; the label itself may be elided
     shown = dialog.parent_label.text()
     assert parent == str(trained_window.runs_root.parent / "exports") == dialog.parent_label.toolTip()
     assert "…" in shown and shown[0] == parent[0] and shown[-1] == parent[-1]
-    dialog.gguf.setChecked(True)
-    dialog.fuse_button.click()
+    dialog.export_button.click()
     qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)  # done or failed
     assert dialog.result_path is not None, dialog.status.text()
     out = dialog.result_path
-    assert (out / "config.json").is_file() and (out / "ggml-model-f16.gguf").is_file()
+    assert (out / "config.json").is_file() and out.name.endswith("-fused")
     assert out.parent == trained_window.runs_root.parent / "exports" and "step40" in out.name
     assert dialog.bar.value() == 1000 and "Saved" in dialog.status.text()
+
+    dialog.format.setCurrentIndex(dialog.format.findData("gguf"))
+    assert not dialog.gguf_type.isHidden() and "Q4_0 — about" in dialog.gguf_type.itemText(3)
+    dialog.gguf_type.setCurrentIndex(dialog.gguf_type.findData("q4_0"))
+    assert dialog.name.text().endswith("-gguf")
+    dialog.ollama.setChecked(True)
+    dialog.export_button.click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)
+    out = dialog.result_path
+    assert (out / f"{out.name}-Q4_0.gguf").is_file() and (out / "Modelfile").is_file(), dialog.status.text()
+    assert "ollama create" in dialog.status.text() and "Modelfile" in dialog.status.text()
     dialog.close()
 
 

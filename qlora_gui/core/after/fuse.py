@@ -1,4 +1,4 @@
-"""Merge an adapter into its base and save a model folder that `mlx_lm.load` reads; export GGUF.
+"""Merge an adapter into its base and save a model folder that `mlx_lm.load` reads (and GGUF beside it).
 
 The fused folder is written under a temporary name and renamed into place, so a
 failure or a crash never leaves a half model that looks whole, and an existing
@@ -13,22 +13,21 @@ adds one rounding step per weight (measured in the README).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import UserError
 from ..model.fast_quant import restore_quantized_layers
+from ..model.loader import LoadedModel
+from .gguf_arch import ARCHITECTURES, unsupported_reason
 from .inference import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
-
-# What mlx-lm's GGUF writer handles (mlx_lm/fuse.py); it writes 16-bit float weights only.
-GGUF_MODEL_TYPES = ("llama", "mistral", "mixtral")
-GGUF_FILE = "ggml-model-f16.gguf"
+from .staging import refuse_existing, staged
 
 Progress = Callable[[float, str], None]
 
@@ -42,25 +41,62 @@ class FuseResult:
     size_bytes: int
 
 
+@dataclass
+class FusedModel:
+    """A base with its adapter merged in, in memory."""
+
+    loaded: LoadedModel
+    net: nn.Module
+    config: dict
+    fused_layers: int
+
+    def weights(self) -> dict:
+        return dict(tree_flatten(self.net.parameters()))
+
+    def model_args(self) -> dict:
+        args = getattr(self.net, "args", None) or getattr(getattr(self.net, "language_model", None), "args", None)
+        return dataclasses.asdict(args) if dataclasses.is_dataclass(args) and not isinstance(args, type) else {}
+
+
 def gguf_support(model_type: str) -> str | None:
-    """None when mlx-lm can write GGUF for this architecture, else the reason it cannot."""
-    if model_type in GGUF_MODEL_TYPES:
-        return None
-    return (
-        f"mlx-lm exports GGUF only for {', '.join(GGUF_MODEL_TYPES)} models, not '{model_type}'; use the fused "
-        "MLX folder, or convert it with llama.cpp's convert_hf_to_gguf.py"
-    )
+    """None when we can write GGUF for this architecture, else the reason we cannot."""
+    return None if model_type in ARCHITECTURES else unsupported_reason(model_type)
 
 
-def _check_gguf(adapter: AdapterSource, model: str | None, dequantize: bool) -> None:
-    _, config, quantization = base_as_trained(adapter, model)
-    reason = gguf_support(str(config.get("model_type", "")))
-    if reason:
-        raise UserError(reason)
-    if quantization and not dequantize:
-        raise UserError(
-            "GGUF export needs 16-bit weights: choose 'de-quantize to 16-bit' (--dequantize) together with GGUF export"
-        )
+def fuse_in_memory(
+    adapter: AdapterSource,
+    *,
+    model: str | None = None,
+    dequantize: bool = False,
+    bits: int | None = None,
+    progress: Progress | None = None,
+) -> FusedModel:
+    """Load the base as trained, merge the adapter; de-quantize, or quantize to `bits`, when asked."""
+    from mlx_lm.utils import dequantize_model, quantize_model
+
+    say = progress or (lambda _f, _m: None)
+    say(0.02, "loading the base model and the adapter")
+    loaded = load_with_adapter(model, adapter)
+    config = dict(loaded.config)
+    net = loaded.model
+    restore_quantized_layers(net)
+    layers = adapter_layers(net)
+    fused = []
+    for i, (name, layer) in enumerate(layers, 1):
+        fused.append((name, layer.fuse(dequantize=dequantize or bits is not None)))
+        if i % 8 == 0 or i == len(layers):
+            say(0.05 + 0.45 * i / len(layers), f"fused {i}/{len(layers)} layers")
+    if fused:
+        net.update_modules(tree_unflatten(fused))
+    if (dequantize or bits is not None) and loaded.quantization:
+        say(0.55, "de-quantizing the rest of the model")
+        net = dequantize_model(net)
+        config.pop("quantization", None)
+        config.pop("quantization_config", None)
+    if bits is not None:
+        say(0.58, f"quantizing to {bits} bits")
+        net, config = quantize_model(net, config, 64, bits)
+    return FusedModel(loaded, net, config, len(fused))
 
 
 def _folder_size(path: Path) -> int:
@@ -73,57 +109,48 @@ def fuse_adapter(
     *,
     model: str | None = None,
     dequantize: bool = False,
+    bits: int | None = None,
     export_gguf: bool = False,
     progress: Progress | None = None,
 ) -> FuseResult:
-    """Fuse the adapter into its base (quantized as in training) and save a new model folder."""
-    from mlx_lm.utils import dequantize_model, save
+    """Fuse the adapter into its base (quantized as in training, or as asked) and save a new model folder."""
+    from mlx_lm.utils import save
+
+    from .gguf_export import GGUF_TYPES, check_gguf_export, gguf_file_name, write_gguf
 
     say = progress or (lambda _f, _m: None)
     out = Path(save_path).expanduser()
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists and is not empty; give a new folder for the fused model")
-    if export_gguf:
-        _check_gguf(adapter, model, dequantize)  # before the (slow) load
-    say(0.02, "loading the base model and the adapter")
-    loaded = load_with_adapter(model, adapter)
-    config = dict(loaded.config)
-    net = loaded.model
-    restore_quantized_layers(net)
-    layers = adapter_layers(net)
-    fused = []
-    for i, (name, layer) in enumerate(layers, 1):
-        fused.append((name, layer.fuse(dequantize=dequantize)))
-        if i % 8 == 0 or i == len(layers):
-            say(0.05 + 0.45 * i / len(layers), f"fused {i}/{len(layers)} layers")
-    if fused:
-        net.update_modules(tree_unflatten(fused))
-    if dequantize and loaded.quantization:
-        say(0.55, "de-quantizing the rest of the model")
-        net = dequantize_model(net)
-        config.pop("quantization", None)
-        config.pop("quantization_config", None)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+    refuse_existing(out)
+    if export_gguf:  # before the (slow) load
+        base_path, base_config, quantization = base_as_trained(adapter, model)
+        check_gguf_export(base_path, base_config)
+        if (quantization and not dequantize) or bits is not None:
+            raise UserError(
+                "GGUF export needs 16-bit weights: choose 'de-quantize to 16-bit' (--dequantize) "
+                "together with GGUF export"
+            )
+    fused = fuse_in_memory(adapter, model=model, dequantize=dequantize, bits=bits, progress=say)
+    with staged(out, folder=True) as staging:
         say(0.6, "saving the fused model")
         with contextlib.redirect_stdout(io.StringIO()):  # mlx-lm prints its own progress lines
-            save(staging, loaded.path, net, loaded.tokenizer, config, donate_model=False)
+            save(staging, fused.loaded.path, fused.net, fused.loaded.tokenizer, fused.config, donate_model=False)
         gguf = None
         if export_gguf:
-            from mlx_lm.gguf import convert_to_gguf
-
-            say(0.85, "writing GGUF")
-            with contextlib.redirect_stdout(io.StringIO()):
-                convert_to_gguf(staging, dict(tree_flatten(net.parameters())), config, str(staging / GGUF_FILE))
-            gguf = out / GGUF_FILE
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+            kind = GGUF_TYPES["f16"]
+            name = gguf_file_name(out.name, kind)
+            write_gguf(
+                fused.loaded.path,
+                fused.config,
+                fused.weights(),
+                staging / name,
+                kind,
+                model_args=fused.model_args(),
+                name=out.name,
+                progress=lambda f, m: say(0.85 + 0.14 * f, m),
+            )
+            gguf = out / name
     say(1.0, f"saved {out}")
-    quant = None if dequantize else loaded.quantization
-    return FuseResult(out, quant, len(fused), gguf, _folder_size(out))
+    quant = (
+        fused.config.get("quantization") if bits is not None else (None if dequantize else fused.loaded.quantization)
+    )
+    return FuseResult(out, quant, fused.fused_layers, gguf, _folder_size(out))
