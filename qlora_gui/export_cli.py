@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .core.after.export import FORMATS
 from .core.after.gguf_export import GGUF_TYPES
+from .core.after.gguf_kquants import K_QUANTS
 
 
 def add_export_parser(sub) -> None:
@@ -23,7 +24,12 @@ def add_export_parser(sub) -> None:
     )
     p.add_argument("run", metavar="RUN", help="a run folder or one of its checkpoints/NNNNNNN folders")
     p.add_argument("--format", choices=tuple(FORMATS), required=True)
-    p.add_argument("--type", default="q8_0", choices=tuple(GGUF_TYPES), help="GGUF type (default q8_0)")
+    p.add_argument(
+        "--type",
+        default="q8_0",
+        choices=(*GGUF_TYPES, *K_QUANTS),
+        help="GGUF type (default q8_0); the K-quants need llama-cpp-python",
+    )
     p.add_argument("--bits", type=int, choices=(4, 8), help="MLX: quantize the fused model to 4 or 8 bits")
     p.add_argument("--dequantize", action="store_true", help="MLX: de-quantize a quantized base to 16-bit")
     p.add_argument("--out", required=True, help="the new folder to write (never overwritten)")

@@ -123,3 +123,16 @@ def test_lmstudio_folder_from_its_settings_or_its_default(tmp_path):
     assert lmstudio_models_dir(tmp_path) == tmp_path / ".lmstudio" / "models"
     (tmp_path / ".lmstudio" / "settings.json").write_text(json.dumps({"downloadsFolder": str(tmp_path / "big")}))
     assert lmstudio_models_dir(tmp_path) == tmp_path / "big"
+
+
+def test_k_quants_are_made_by_llama_cpp_or_say_what_they_need(tmp_path, run, capsys):
+    from qlora_gui.core.after.gguf_kquants import llama_cpp_available
+
+    out = tmp_path / "k"
+    argv = ["export", str(run), "--format", "gguf", "--type", "q4_k_m", "--out", str(out)]
+    if not llama_cpp_available():  # CI: the optional extra is absent
+        assert main(argv) == 2 and "llama-cpp-python" in capsys.readouterr().err and not out.exists()
+        return
+    assert main(argv) == 0, capsys.readouterr().err
+    f = fields(out / "k-Q4_K_M.gguf")
+    assert f["general.file_type"] == 15 and [p.name for p in out.iterdir()] == ["k-Q4_K_M.gguf"]

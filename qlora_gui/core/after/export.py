@@ -31,6 +31,7 @@ from .gguf_export import (
     gguf_type,
     write_gguf,
 )
+from .gguf_kquants import K_QUANTS, NEEDS, llama_cpp_available, quantize_k
 from .inference import AdapterSource, base_as_trained
 from .staging import refuse_existing, staged
 
@@ -91,7 +92,11 @@ def check_request(req: ExportRequest) -> None:
         raise UserError("--bits 4 or 8 quantizes the MLX folder only; GGUF takes --type")
     base_path, config, _ = base_as_trained(req.adapter, req.model)
     if req.format == "gguf":
-        gguf_type(req.gguf_type)
+        if req.gguf_type in K_QUANTS:
+            if not llama_cpp_available():
+                raise UserError(NEEDS)
+        else:
+            gguf_type(req.gguf_type)
         check_gguf_export(base_path, config)
     if req.format == "adapter-gguf":
         check_gguf_export(base_path, config)
@@ -114,11 +119,23 @@ def estimate_bytes(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bit
     if fmt in ("adapter-gguf", "peft"):
         return int((adapter.path / "adapters.safetensors").stat().st_size)
     _, config, quant = base_as_trained(adapter)
+    if fmt == "gguf" and gguf_key in K_QUANTS:
+        return int(estimate_parameters(config) * K_QUANTS[gguf_key][2])
     if fmt == "gguf":
         return estimated_bytes(config, gguf_type(gguf_key))
     float_bits = 32 if str(config.get("torch_dtype", "")) == "float32" else 16
     per_weight = (bits + 1) / 8 if bits else ((quant or {}).get("bits", float_bits) + (1 if quant else 0)) / 8
     return int(estimated_bytes(config, GGUF_TYPES["f16"]) / 2 * per_weight)
+
+
+def gguf_choices() -> list[tuple[str, str, str, bool]]:
+    """(key, label, note, available) of every GGUF type: ours, then llama.cpp's K-quants when it is installed."""
+    k_ok = llama_cpp_available()
+    ours = [(t.key, t.label, t.note, True) for t in GGUF_TYPES.values()]
+    return ours + [
+        (key, label, f"llama.cpp's {label}" + ("" if k_ok else f": {NEEDS}"), k_ok)
+        for key, (label, _, _) in K_QUANTS.items()
+    ]
 
 
 def human_size(n: float) -> str:
@@ -131,7 +148,8 @@ def estimate_text(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bits
     seconds = 2.0
     if fmt in ("mlx", "gguf"):
         _, config, _ = base_as_trained(adapter)
-        seconds = max(seconds, estimate_parameters(config) / WEIGHTS_PER_SECOND["mlx" if fmt == "mlx" else gguf_key])
+        rate = WEIGHTS_PER_SECOND["mlx" if fmt == "mlx" else gguf_key if gguf_key in GGUF_TYPES else "q4_0"]
+        seconds = max(seconds, estimate_parameters(config) / rate)
     return f"About {human_size(size)}, about {seconds:.0f} s."
 
 
@@ -191,8 +209,9 @@ def _write_format(req: ExportRequest, staging: Path, stem: str, say: Progress) -
     if req.format == "gguf":
         from .fuse import fuse_in_memory
 
-        kind = gguf_type(req.gguf_type)
-        fused = fuse_in_memory(req.adapter, model=req.model, dequantize=True, progress=lambda f, m: say(0.6 * f, m))
+        k_quant = K_QUANTS.get(req.gguf_type)
+        kind = GGUF_TYPES["f16"] if k_quant else gguf_type(req.gguf_type)
+        fused = fuse_in_memory(req.adapter, model=req.model, dequantize=True, progress=lambda f, m: say(0.5 * f, m))
         name = gguf_file_name(stem, kind)
         write_gguf(
             fused.loaded.path,
@@ -202,8 +221,13 @@ def _write_format(req: ExportRequest, staging: Path, stem: str, say: Progress) -
             kind,
             model_args=fused.model_args(),
             name=stem,
-            progress=lambda f, m: say(0.6 + 0.35 * f, m),
+            progress=lambda f, m: say(0.5 + 0.3 * f, m),
         )
+        if k_quant:  # llama.cpp's own quantizer, from the F16 file, which then goes
+            say(0.82, f"quantizing to {k_quant[0]} with llama.cpp")
+            f16, name = staging / name, f"{stem}-{k_quant[0]}.gguf"
+            quantize_k(f16, staging / name, req.gguf_type)
+            f16.unlink()
         return name
     say(0.2, "writing the GGUF LoRA adapter")
     name = f"{stem}-LoRA-F32.gguf"

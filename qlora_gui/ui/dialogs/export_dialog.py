@@ -173,14 +173,15 @@ class ExportDialog(QDialog):
             return
         adapter = self._adapter()
         if self.gguf_type.count() == 0:
-            for kind in GGUF_TYPES.values():
-                size = exporting.human_size(exporting.estimate_bytes(adapter, "gguf", kind.key))
-                self.gguf_type.addItem(f"{kind.label} — about {size}", kind.key)
-                self.gguf_type.setItemData(self.gguf_type.count() - 1, kind.note, Qt.ItemDataRole.ToolTipRole)
+            for key, label, note, available in exporting.gguf_choices():
+                size = exporting.human_size(exporting.estimate_bytes(adapter, "gguf", key))
+                self.gguf_type.addItem(f"{label} — about {size}" + ("" if available else " (needs llama.cpp)"), key)
+                self.gguf_type.setItemData(self.gguf_type.count() - 1, note, Qt.ItemDataRole.ToolTipRole)
+                self.gguf_type.model().item(self.gguf_type.count() - 1).setEnabled(available)
             self.gguf_type.setCurrentIndex(self.gguf_type.findData("q8_0"))
         bits = exporting.MLX_WEIGHTS[self.mlx_weights.currentData() or "keep"][2]
         key = self.gguf_type.currentData() or "q8_0"
-        note = f" {GGUF_TYPES[key].note}." if fmt == "gguf" else ""
+        note = f" {GGUF_TYPES[key].note}." if fmt == "gguf" and key in GGUF_TYPES else ""
         self.estimate.setText(
             f"⚠ {self._gguf_reason}" if needs_gguf else exporting.estimate_text(adapter, fmt, key, bits) + note
         )
