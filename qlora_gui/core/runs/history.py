@@ -1,15 +1,27 @@
-"""Earlier runs: their settings, final losses and curves, read back from run folders."""
+"""Earlier runs: their settings, final losses and curves, read back from run folders.
+
+Listing a thousand runs must not parse a thousand config.yaml and metrics.jsonl files: each run folder keeps a
+small summary (RUN/summary.json) of what the Runs tab shows, with the size and modification time of every file
+it was made from. It is used while those files are unchanged and made again from them when any changed (a run
+that trains, a note, an evaluation, a rename that rewrote config.yaml). Written atomically; a folder that cannot
+be written to is summarized from its files each time.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .checkpoints import atomic_write_text
 from .run_folder import RunFolder
+
+# Bump when RunSummary's cached fields change: older summaries are then made again.
+SUMMARY_VERSION = 1
 
 
 @dataclass
@@ -31,6 +43,9 @@ class RunSummary:
     status: str  # "finished", "stopped", "failed", "incomplete"
     modified: float
     final_val_loss: float | None = None  # the last validation: the run's headline figure
+    notes: str = ""  # notes.md
+    last_evaluation: dict[str, Any] | None = None  # the newest Evaluate result's losses (row losses left out)
+    has_row_losses: bool = False  # some evaluation kept per-row losses (the Hardest rows dialog)
 
     @property
     def model_name(self) -> str:
@@ -58,8 +73,12 @@ def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_curves(run_dir: Path) -> RunCurves:
+    return curves_of(read_events(run_dir))
+
+
+def curves_of(events: list[dict[str, Any]]) -> RunCurves:
     curves = RunCurves()
-    for e in read_events(run_dir):
+    for e in events:
         if e.get("event") == "step" and e.get("loss") is not None:
             curves.steps.append(e["step"])
             curves.losses.append(e["loss"])
@@ -69,18 +88,73 @@ def read_curves(run_dir: Path) -> RunCurves:
     return curves
 
 
-def summarize_run(run_dir: Path) -> RunSummary | None:
-    run_dir = Path(run_dir)
+class RunReadings:
+    """The curves and sample answers of the runs looked at last, read once while their metrics.jsonl is
+    unchanged: selecting runs again, or one more, reads only what changed."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._kept: dict[str, tuple[list[int] | None, RunCurves, list[dict[str, Any]]]] = {}
+
+    def _read(self, run_dir: Path) -> tuple[RunCurves, list[dict[str, Any]]]:
+        run = RunFolder(run_dir)
+        stamp = _sources(run)[run.METRICS]
+        key = str(run.path)
+        kept = self._kept.pop(key, None)
+        if kept is None or kept[0] != stamp or stamp is None:
+            events = read_events(run.path)
+            samples = [e for e in events if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+            kept = (stamp, curves_of(events), samples)
+        self._kept[key] = kept  # the newest last; the oldest go beyond `keep`
+        while len(self._kept) > self.keep:
+            del self._kept[next(iter(self._kept))]
+        return kept[1], kept[2]
+
+    def curves(self, run_dir: Path) -> RunCurves:
+        return self._read(run_dir)[0]
+
+    def sample_answers(self, run_dir: Path) -> list[dict[str, Any]]:
+        return self._read(run_dir)[1]
+
+
+def _sources(run: RunFolder) -> dict[str, list[int] | None]:
+    """What a summary is made from, each file as [size, mtime in ns] (None: absent): its fingerprint."""
+    out: dict[str, list[int] | None] = {}
+    for path in (run.config, run.metrics, run.evaluation, run.notes):
+        try:
+            st = os.stat(path)
+            out[path.name] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[path.name] = None
+    return out
+
+
+def _headline(result: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation result without its per-row losses (those can be megabytes)."""
+    return {k: v for k, v in result.items() if k != "row_losses"}
+
+
+def _read_evaluations(run: RunFolder) -> list[dict[str, Any]]:
     try:
-        config = yaml.safe_load(RunFolder(run_dir).config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        results = json.loads(run.evaluation.read_text(encoding="utf-8")).get("results", [])
+        return [r for r in results if isinstance(r, dict)]
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def _summarize_files(run: RunFolder) -> dict[str, Any] | None:
+    """The cached fields, from the run's files; None when config.yaml is missing or unreadable (not a run)."""
+    try:
+        config = yaml.load(run.config.read_text(encoding="utf-8"), Loader=_Loader) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
         return None
-    events = read_events(run_dir)
+    if not isinstance(config, dict):
+        return None
     status, last_step, final_loss, best, final_val = "incomplete", 0, None, None, None
-    for e in events:
+    for e in read_events(run.path):
         kind = e.get("event")
         if kind == "step":
-            last_step, final_loss = e["step"], e.get("loss")
+            last_step, final_loss = e.get("step", last_step), e.get("loss")
         elif kind == "validation" and e.get("split") == "valid":
             v = e.get("val_loss")
             best = v if best is None or (v is not None and v < best) else best
@@ -90,14 +164,79 @@ def summarize_run(run_dir: Path) -> RunSummary | None:
             last_step = e.get("step", last_step)
         elif kind == "failed":
             status = "failed"
-    metrics = RunFolder(run_dir).metrics
-    modified = metrics.stat().st_mtime if metrics.exists() else 0.0
-    return RunSummary(run_dir, run_dir.name, config, last_step, final_loss, best, status, modified, final_val)
+    try:
+        notes = run.notes.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        notes = ""
+    evaluations = _read_evaluations(run)
+    return {
+        "config": config,
+        "last_step": last_step,
+        "final_loss": final_loss,
+        "best_val_loss": best,
+        "status": status,
+        "final_val_loss": final_val,
+        "notes": notes,
+        "last_evaluation": _headline(evaluations[-1]) if evaluations else None,
+        "has_row_losses": any(r.get("row_losses") for r in evaluations),
+    }
 
 
-def list_runs(root: Path) -> list[RunSummary]:
+def _cached(run: RunFolder, sources: dict[str, list[int] | None]) -> dict[str, Any] | None:
+    """The summary kept in the folder when it was made from exactly these files; None when stale or absent."""
+    try:
+        kept = json.loads(run.summary.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(kept, dict) or kept.get("version") != SUMMARY_VERSION or kept.get("sources") != sources:
+        return None
+    fields = kept.get("summary")
+    return fields if isinstance(fields, dict) else None
+
+
+def summarize_run(run_dir: Path, use_cache: bool = True) -> RunSummary | None:
+    """A run's summary: the one cached in its folder while fresh, else made from its files (and cached)."""
+    run = RunFolder(run_dir)
+    sources = _sources(run)
+    if sources[run.CONFIG] is None:
+        return None
+    fields = _cached(run, sources) if use_cache else None
+    if fields is None:
+        fields = _summarize_files(run)
+        if fields is None:
+            return None
+        if use_cache and _sources(run) == sources:  # unchanged while it was read: the cache describes it
+            try:  # a cache only: no fsync; the rename still means a reader never sees half a file
+                text = json.dumps({"version": SUMMARY_VERSION, "sources": sources, "summary": fields})
+                atomic_write_text(run.summary, text, durable=False)
+            except (OSError, TypeError, ValueError):
+                pass  # a read-only folder, or settings JSON cannot hold: summarized from its files next time
+    metrics = sources[run.METRICS]
+    modified = metrics[1] / 1e9 if metrics else 0.0
+    return RunSummary(
+        run.path,
+        run.name,
+        fields["config"],
+        fields["last_step"],
+        fields["final_loss"],
+        fields["best_val_loss"],
+        fields["status"],
+        modified,
+        fields["final_val_loss"],
+        fields.get("notes", ""),
+        fields.get("last_evaluation"),
+        bool(fields.get("has_row_losses")),
+    )
+
+
+def list_runs(root: Path, use_cache: bool = True) -> list[RunSummary]:
+    """Every run under root, newest first."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [summarize_run(p) for p in root.iterdir() if p.is_dir()]
+    runs = [summarize_run(Path(p.path), use_cache) for p in os.scandir(root) if p.is_dir()]
     return sorted((r for r in runs if r), key=lambda r: r.modified, reverse=True)
+
+
+# libyaml's loader when PyYAML has it: the same documents, ten times faster to read.
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
