@@ -50,7 +50,8 @@ def list_bytes(columns: list[list]) -> int:
 
 
 def chart_bytes(charts) -> int:
-    return list_bytes(list(charts.history.columns.values()) + [charts.val_steps, charts.val_losses])
+    h = charts.history
+    return list_bytes([h[name] for name in h.names] + [charts.val_steps, charts.val_losses])
 
 
 def soak(steps: int, every: int, report_every: int) -> dict:

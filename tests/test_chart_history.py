@@ -22,9 +22,10 @@ def test_a_long_history_stays_bounded_exact_at_its_end_and_keeps_its_peaks():
     assert history["value"][-100:] == [float(s % 7) for s in range(9901, 10_001)]
     assert max(history["peak"]) == 9.0  # a spike long ago survives the merging
     steps = history["step"]
-    assert all(a < b for a, b in zip(steps, steps[1:]))
+    assert all(a < b for a, b in zip(steps, steps[1:], strict=False))
     older = steps[: -100 - 1]  # evenly spaced: each row the mean of `stride` consecutive steps
-    assert older[0] == (1 + history.stride) / 2 and {b - a for a, b in zip(older, older[1:])} == {history.stride}
+    spacing = {b - a for a, b in zip(older, older[1:], strict=False)}
+    assert older[0] == (1 + history.stride) / 2 and spacing == {history.stride}
     history.keep_up_to(5000)
     assert history["step"] and max(history["step"]) <= 5000
 

@@ -8,6 +8,7 @@ from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
+from ..core.data.batching import planned_steps
 from ..core.errors import ConfigError
 from ..core.memory import memory_budget
 from ..core.runs.run_plan import new_run_folder, plan_resume, step_plan
@@ -213,7 +214,7 @@ class MainWindow(QMainWindow):
             )
         ):
             return
-        self._launch(worker_for(cfg, self.settings_panel.machines.choice()))
+        self._launch(worker_for(cfg, self.settings_panel.machines.choice()), self._planned_total(cfg))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
         try:
@@ -221,12 +222,20 @@ class MainWindow(QMainWindow):
         except ConfigError as e:
             self.show_error(Failed(str(e)))
             return
-        self._launch(worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from))
+        self._launch(
+            worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from), plan.config.iters
+        )
 
-    def _launch(self, worker: TrainingWorker) -> None:
+    def _planned_total(self, cfg) -> int | None:
+        train = self.dataset.report.splits.get("train") if self.dataset.report else None
+        if train is None:
+            return cfg.iters
+        return planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)[1]
+
+    def _launch(self, worker: TrainingWorker, planned: int | None = None) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory
-        self.session.launch(worker, self.budget)
-        self.tabs.setCurrentWidget(self.training)
+        self.tabs.setCurrentWidget(self.training)  # first: the session paints it before the worker starts
+        self.session.launch(worker, self.budget, planned)
         self._remember()
         self._refresh()
 

@@ -82,9 +82,9 @@ class ChartHistory:
 
     def _halve(self) -> None:
         """Neighbouring older rows merge: half as many, each standing for twice the reports."""
-        older = self._older
+        older, kinds = self._older, self.is_max
         merged = [
-            [max(a, b) if is_max else (a + b) / 2 for a, b, is_max in zip(older[i], older[i + 1], self.is_max)]
+            [max(a, b) if is_max else (a + b) / 2 for a, b, is_max in zip(older[i], older[i + 1], kinds, strict=True)]
             for i in range(0, len(older) - 1, 2)
         ]
         if len(older) % 2:

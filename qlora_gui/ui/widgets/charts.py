@@ -77,6 +77,7 @@ class TrainingCharts(QWidget):
         self.limit_line.hide()
         self.limit_gb: float | None = None
         self._placed: tuple | None = None  # the memory plot's limit line, title and range as last set
+        self._total_steps: int | None = None
         self.clear()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
@@ -99,6 +100,9 @@ class TrainingCharts(QWidget):
 
     def set_total_steps(self, total: int) -> None:
         """The step axis runs from 0 to the run's last step from the start (not -400..400 before data)."""
+        if total == self._total_steps:
+            return  # a new range re-renders every axis
+        self._total_steps = total
         for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
             plot.setXRange(0, max(total, 1), padding=0.02)
 
