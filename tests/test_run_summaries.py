@@ -75,3 +75,21 @@ def test_the_table_shows_what_reading_every_file_in_full_shows(qtbot, runs_root)
     assert evaluated and all(r.last_evaluation and "row_losses" not in r.last_evaluation for r in evaluated)
     view.select_runs([evaluated[0].name])
     assert view.rows_button.isEnabled()
+
+
+def test_curves_read_from_the_lines_equal_those_parsed_in_full(runs_root):
+    from qlora_gui.core.runs.history import RunReadings, read_curves, read_sample_answers
+    from qlora_gui.core.train.events import SampleAnswers, StepReport
+
+    run = RunFolder(sorted(runs_root.iterdir())[1])
+    with run.metrics.open("a") as f:
+        f.write(SampleAnswers(3, [{"prompt": "p", "answer": "a"}], 0.5).to_json_line())
+        f.write(StepReport(998, 9.0, float("nan"), 1e-4, 1.0, 1.0, 1, 1.0, 0.0, 0.1, 0.2, 0.0, 0.3).to_json_line())
+        f.write(json.dumps({"step": 999, "event": "step", "loss": 0.5}) + "\n")  # another shape: parsed in full
+        f.write(StepReport(1000, 9.0, 0.25, 1e-4, 1.0, 1.0, 1, 1.0, 0.0, 0.1, 0.2, 0.0, 0.3).to_json_line())
+        f.write('{"event": "step", "step": 1001, "loss"')  # cut short by a crash
+    readings = RunReadings()
+    assert readings.curves(run.path) == read_curves(run.path) and readings.curves(run.path).steps[-1] == 1000
+    assert readings.sample_answers(run.path) == read_sample_answers(run.path) != []
+    summary = summarize_run(run.path)
+    assert summary is not None and summary.last_step == 1000 and summary.final_loss == 0.25

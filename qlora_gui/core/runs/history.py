@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,20 @@ def read_curves(run_dir: Path) -> RunCurves:
     return curves_of(read_events(run_dir))
 
 
+# A step report as the trainer writes it (Event.to_json_line: the kind, then the fields in their order): its step
+# and loss read without parsing the rest. A line in any other shape is parsed in full.
+_STEP_LINE = re.compile(r'\{"event": "step", "step": (\d+), "epoch": [^,]*, "loss": ([^,]*),')
+_STEP_PREFIX = '{"event": "step", '
+
+
+def _step_and_loss(line: str) -> tuple[int, float | None] | None:
+    match = _STEP_LINE.match(line)
+    if match is None:
+        return None
+    loss = match.group(2)
+    return int(match.group(1)), None if loss == "null" else float(loss)
+
+
 def curves_of(events: list[dict[str, Any]]) -> RunCurves:
     curves = RunCurves()
     for e in events:
@@ -86,6 +101,45 @@ def curves_of(events: list[dict[str, Any]]) -> RunCurves:
             curves.val_steps.append(e["step"])
             curves.val_losses.append(e["val_loss"])
     return curves
+
+
+def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[dict[str, Any]]]:
+    """One pass over metrics.jsonl: a step report's step and loss taken from its line as written, any other line
+    parsed (a run of 20,000 reports is read in a fraction of the time of parsing each)."""
+    curves, others = RunCurves(), []
+    for line in _lines(run):
+        quick = _step_and_loss(line) if line.startswith(_STEP_PREFIX) else None
+        if quick is not None:
+            if quick[1] is not None:
+                curves.steps.append(quick[0])
+                curves.losses.append(quick[1])
+        else:
+            event = _parsed(line)
+            if event is not None:
+                others.append(event)
+    rest = curves_of(others)  # validations, and any step report in another shape
+    if rest.steps:  # rare: merged in step order
+        pairs = sorted(zip(curves.steps + rest.steps, curves.losses + rest.losses, strict=True), key=lambda p: p[0])
+        curves.steps, curves.losses = [p[0] for p in pairs], [p[1] for p in pairs]
+    curves.val_steps, curves.val_losses = rest.val_steps, rest.val_losses
+    samples = [e for e in others if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+    return curves, samples
+
+
+def _lines(run: RunFolder) -> list[str]:
+    try:
+        with run.metrics.open(encoding="utf-8") as f:
+            return f.readlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+
+
+def _parsed(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None  # a line cut short by a crash
+    return event if isinstance(event, dict) else None
 
 
 class RunReadings:
@@ -102,9 +156,7 @@ class RunReadings:
         key = str(run.path)
         kept = self._kept.pop(key, None)
         if kept is None or kept[0] != stamp or stamp is None:
-            events = read_events(run.path)
-            samples = [e for e in events if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
-            kept = (stamp, curves_of(events), samples)
+            kept = (stamp, *_curves_and_samples(run))
         self._kept[key] = kept  # the newest last; the oldest go beyond `keep`
         while len(self._kept) > self.keep:
             del self._kept[next(iter(self._kept))]
@@ -151,7 +203,19 @@ def _summarize_files(run: RunFolder) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         return None
     status, last_step, final_loss, best, final_val = "incomplete", 0, None, None, None
-    for e in read_events(run.path):
+    # Of the step reports only the last one counts: it alone is parsed, and read in its place among the others.
+    reports: list[tuple[int, str]] = []  # (place among the other events, line)
+    events: list[dict[str, Any]] = []
+    for line in _lines(run):
+        if line.startswith(_STEP_PREFIX):
+            reports.append((len(events), line))
+        elif (event := _parsed(line)) is not None:
+            events.append(event)
+    for place, line in reversed(reports):  # the last one that parses (a crash may have cut the very last)
+        if (event := _parsed(line)) is not None:
+            events.insert(place, event)
+            break
+    for e in events:
         kind = e.get("event")
         if kind == "step":
             last_step, final_loss = e.get("step", last_step), e.get("loss")

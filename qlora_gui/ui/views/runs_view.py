@@ -49,6 +49,7 @@ class RunsView(RunFiling, QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
         self.table.setSortingEnabled(True)
+        self.table.header().setResizeContentsPrecision(100)  # columns fitted to 100 rows, not each of a thousand
         self.plot = RunCurvesPlot()
         self.samples = SampleTimeline()
         self.figures = QTabWidget()
