@@ -106,6 +106,7 @@ def soak(steps: int, every: int, report_every: int) -> dict:
                 "chart_bytes": chart_bytes(charts),
                 "log_lines": w.training.log.blockCount(),
                 "seconds": time.perf_counter() - out["t_start"],
+                "gui_cpu_s": time.thread_time(),  # the GUI thread's own CPU time: its work, whatever the load
             }
         )
         s = out["samples"][-1]
@@ -203,6 +204,11 @@ def main() -> None:
         f"GUI thread, 10 ms timer lateness p99: steps {tenth}-{2 * tenth} {percentile(start, 0.99):.1f} ms "
         f"({len(start)} ticks), last {tenth} steps {percentile(end, 0.99):.1f} ms ({len(end)} ticks)"
     )
+    by_step = {s["step"]: s for s in samples}
+    window = [(tenth, 2 * tenth), (steps - tenth, steps)]
+    if all(a in by_step and b in by_step for a, b in window):
+        cpu = [(by_step[b]["gui_cpu_s"] - by_step[a]["gui_cpu_s"]) / (b - a) * 1000 for a, b in window]
+        print(f"GUI thread CPU per step: steps {tenth}-{2 * tenth} {cpu[0]:.2f} ms, last {tenth} steps {cpu[1]:.2f} ms")
     ro = r["reopen"]
     print(
         f"Reopening the run in the Runs tab (shown + selected, {ro['points']} points): "

@@ -38,6 +38,7 @@ from ..widgets.preference_charts import PreferenceCharts
 from ..widgets.sample_timeline import SampleTimeline
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+LOG_LINES = 1000
 
 
 def format_seconds(s: float) -> str:
@@ -79,7 +80,9 @@ class TrainingView(QWidget):
         self.charts = TrainingCharts()
 
         self.log = QPlainTextEdit(readOnly=True)
-        self.log.setMaximumBlockCount(5000)
+        # The newest lines only: in a run reporting every step, filling a log of 5,000 lines was most of the
+        # window's memory growth (bench/soak.py). metrics.jsonl keeps every report.
+        self.log.setMaximumBlockCount(LOG_LINES)
         self.checkpoints = QTreeWidget()
         self.checkpoints.setHeaderLabels(["Step", "Validation loss", "Best", "Saved because", "Folder"])
         self.checkpoints.setRootIsDecorated(False)
