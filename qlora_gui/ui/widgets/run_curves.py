@@ -12,7 +12,7 @@ from ..theme import style_plot
 
 PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
 TITLE = "Loss curves of the selected runs (solid: train, dots: validation)"
-MAX_DRAWN = 24  # more lines than this is no comparison, and a select-all of a thousand runs stays quick
+MAX_DRAWN = 12  # more lines than this is no comparison (six colours), and selecting all runs stays quick
 
 
 class RunCurvesPlot(pg.PlotWidget):
@@ -30,6 +30,8 @@ class RunCurvesPlot(pg.PlotWidget):
 
     def show_runs(self, runs: list[tuple[str, Path]]) -> None:
         """(name, run folder) of each run to draw; the first MAX_DRAWN of them."""
+        plot = self.getPlotItem()
+        plot.disableAutoRange()  # fitted once at the end, not again for each line added (that grows as n²)
         self.clear()
         self.plotted = []
         shown = runs[:MAX_DRAWN]
@@ -49,6 +51,7 @@ class RunCurvesPlot(pg.PlotWidget):
                     symbolPen=None,
                 )
             self.plotted.append(name)
+        plot.enableAutoRange()
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self, (self.getPlotItem(),), palette)
