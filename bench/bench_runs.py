@@ -128,7 +128,7 @@ def main() -> None:
     from PySide6.QtCore import QSettings, Qt
     from PySide6.QtWidgets import QApplication
 
-    from qlora_gui.core.runs.history import list_runs
+    from qlora_gui.core.runs.run_summary import list_runs
     from qlora_gui.ui.views.runs_view import RunsView
 
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from qlora_gui.core.runs import history
-from qlora_gui.core.runs.history import list_runs, summarize_run
+from qlora_gui.core.runs import run_summary
 from qlora_gui.core.runs.run_folder import RunFolder
+from qlora_gui.core.runs.run_summary import list_runs, summarize_run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from bench_runs import make_runs  # noqa: E402  (the benchmark's realistic run folders)
@@ -32,7 +32,7 @@ def test_a_fresh_summary_is_used_and_a_changed_metrics_file_makes_it_again(runs_
     def no_reading(_run):
         raise AssertionError("the run's files were read again although none changed")
 
-    monkeypatch.setattr(history, "_summarize_files", no_reading)
+    monkeypatch.setattr(run_summary, "_summarize_files", no_reading)
     assert summarize_run(run.path) == first  # from summary.json alone
     monkeypatch.undo()
 

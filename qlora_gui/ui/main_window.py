@@ -8,14 +8,11 @@ from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
-from ..core.data.batching import planned_steps
 from ..core.errors import ConfigError
 from ..core.memory import memory_budget
-from ..core.runs.run_plan import new_run_folder, plan_resume, step_plan
+from ..core.runs.run_plan import new_run_folder, plan_resume, planned_total, step_plan
 from ..core.train.estimate import estimate_memory
-from ..core.train.events import (
-    Failed,
-)
+from ..core.train.events import Failed
 from ..core.train.preference_mode import mode_mismatch
 from .desktop import dropped_data_path
 from .dialogs.export_dialog import ExportDialog
@@ -176,9 +173,12 @@ class MainWindow(QMainWindow):
         self.start_action.setEnabled(not reason and self.worker is None)
         self._update_estimate(cfg)
 
-    def _plan(self, cfg) -> str:
+    def _train_rows(self) -> int | None:
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
-        return step_plan(train.rows, cfg) if train else ""
+        return train.rows if train else None
+
+    def _plan(self, cfg) -> str:
+        return step_plan(rows, cfg) if (rows := self._train_rows()) is not None else ""
 
     def _update_estimate(self, cfg) -> float | None:
         info = self.model.selected
@@ -214,7 +214,7 @@ class MainWindow(QMainWindow):
             )
         ):
             return
-        self._launch(worker_for(cfg, self.settings_panel.machines.choice()), self._planned_total(cfg))
+        self._launch(worker_for(cfg, self.settings_panel.machines.choice()))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
         try:
@@ -222,20 +222,12 @@ class MainWindow(QMainWindow):
         except ConfigError as e:
             self.show_error(Failed(str(e)))
             return
-        self._launch(
-            worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from), plan.config.iters
-        )
+        self._launch(worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from))
 
-    def _planned_total(self, cfg) -> int | None:
-        train = self.dataset.report.splits.get("train") if self.dataset.report else None
-        if train is None:
-            return cfg.iters
-        return planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)[1]
-
-    def _launch(self, worker: TrainingWorker, planned: int | None = None) -> None:
+    def _launch(self, worker: TrainingWorker) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory
         self.tabs.setCurrentWidget(self.training)  # first: the session paints it before the worker starts
-        self.session.launch(worker, self.budget, planned)
+        self.session.launch(worker, self.budget, planned_total(self._train_rows(), worker.config))
         self._remember()
         self._refresh()
 

@@ -4,7 +4,7 @@ RUN/config.yaml               resolved settings
 RUN/metrics.jsonl             every event, one JSON line each
 RUN/notes.md                  the user's notes (Runs tab)
 RUN/evaluation.json           the results of Evaluate (core/after/evaluation.py)
-RUN/summary.json              a cache of what the Runs tab shows (history.py): rebuilt when the files it
+RUN/summary.json              a cache of what the Runs tab shows (run_summary.py): rebuilt when the files it
                               was made from change, so it may be deleted at any time
 RUN/owner.lock                who trains in it now (run_lock.py)
 RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an

@@ -9,8 +9,8 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTreeWidgetItem
 
-from ...core.runs.history import RunSummary
 from ...core.runs.run_admin import describe_settings
+from ...core.runs.run_summary import RunSummary
 from .run_figures import eval_cell, fmt_loss
 
 PATH_ROLE = Qt.ItemDataRole.UserRole

@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.after.evaluation import read_evaluations
-from ...core.runs.history import RunSummary, list_runs
 from ...core.runs.run_admin import resume_point, settings_differences
 from ...core.runs.run_folder import run_of
+from ...core.runs.run_summary import RunSummary, list_runs
 from ..desktop import open_folder
 from ..dialogs.hard_rows_dialog import HardRowsDialog
 from ..widgets.run_curves import RunCurvesPlot
