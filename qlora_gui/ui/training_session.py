@@ -75,6 +75,7 @@ class TrainingSession(QObject):
             v.charts.set_total_steps(planned_steps)  # the trainer's count: its RunStarted then changes nothing
         v.status.setText("Loading the model…")
         v.charts.redraw()
+        v.charts.view.ci.layout.activate()  # laid out at the tab's size now, not after this paint
         # Painted now, before the trainer runs: painted once it reads the data, each of the charts' Python
         # callbacks would wait for the interpreter lock the trainer holds (pauses of 0.3-0.8 s on large data).
         v.repaint()
