@@ -113,7 +113,11 @@ def test_a_bad_file_shows_its_lines_and_keeps_start_disabled(qtbot, window, tmp_
     assert '     7 | {"text": 7}' in window.dataset.line_view.toPlainText()
 
 
-def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data):
+def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data, monkeypatch):
+    from PySide6.QtCore import QEvent, QObject
+
+    from qlora_gui.ui.workers.event_worker import EventWorker
+
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     set_iters(window, 6)
@@ -121,9 +125,23 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     assert window.training.reason.text() == (
         "48 training rows · 12 steps per epoch · 6 steps = 0.50 epochs (the step budget decides)"
     )
+    order = []  # the Train tab's charts are painted before the trainer starts to compete for the interpreter
+
+    class Paints(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() == QEvent.Type.Paint:
+                order.append("paint")
+            return False
+
+    paints = Paints()
+    window.training.charts.view.viewport().installEventFilter(paints)
+    start = EventWorker.start
+    monkeypatch.setattr(EventWorker, "start", lambda self, *a: (order.append("start"), start(self, *a))[1])
     qtbot.mouseClick(window.training.start_button, Qt.MouseButton.LeftButton)
     worker = window.worker
     assert worker is not None and not window.training.start_button.isEnabled()
+    assert order[:2] == ["paint", "start"]
+    assert window.training.charts.loss_plot.viewRange()[0][1] >= 6  # the planned steps, before RunStarted
     progress = []
     on_event(worker, StepReport, progress.append)
     finished = wait_event(qtbot, worker, Finished)
@@ -154,7 +172,21 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     assert window.runs.samples.steps == [0, 3, 6]  # the Runs tab shows them for earlier runs
 
 
-def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data):
+def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data, monkeypatch):
+    import threading
+
+    from qlora_gui.ui.workers import training_worker
+
+    reads_on_gui_thread = []  # the resumed run's history is parsed by the worker, never by the window
+    read = training_worker.read_events
+    monkeypatch.setattr(
+        training_worker,
+        "read_events",
+        lambda run_dir: (
+            reads_on_gui_thread.append(threading.current_thread() is threading.main_thread()),
+            read(run_dir),
+        )[1],
+    )
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     set_iters(window, 500)
@@ -193,6 +225,7 @@ def test_stop_saves_and_resume_continues_from_that_step(qtbot, window, text_data
     started = wait_event(qtbot, worker, RunStarted)
     assert started.start_step == stopped_at and started.run_dir == str(run_dir)
     assert "stopped at step" not in window.training.log.toPlainText()  # a fresh log for the new run
+    assert reads_on_gui_thread == [False]
     wait_event(qtbot, worker, Finished)
     assert steps[0] == stopped_at + 1
 

@@ -10,11 +10,9 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from ..core.errors import ConfigError
 from ..core.memory import memory_budget
-from ..core.runs.run_plan import new_run_folder, plan_resume, step_plan
+from ..core.runs.run_plan import new_run_folder, plan_resume, planned_total, step_plan
 from ..core.train.estimate import estimate_memory
-from ..core.train.events import (
-    Failed,
-)
+from ..core.train.events import Failed
 from ..core.train.preference_mode import mode_mismatch
 from .desktop import dropped_data_path
 from .dialogs.export_dialog import ExportDialog
@@ -175,9 +173,12 @@ class MainWindow(QMainWindow):
         self.start_action.setEnabled(not reason and self.worker is None)
         self._update_estimate(cfg)
 
-    def _plan(self, cfg) -> str:
+    def _train_rows(self) -> int | None:
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
-        return step_plan(train.rows, cfg) if train else ""
+        return train.rows if train else None
+
+    def _plan(self, cfg) -> str:
+        return step_plan(rows, cfg) if (rows := self._train_rows()) is not None else ""
 
     def _update_estimate(self, cfg) -> float | None:
         info = self.model.selected
@@ -225,8 +226,8 @@ class MainWindow(QMainWindow):
 
     def _launch(self, worker: TrainingWorker) -> None:
         self.playground.unload()  # the playground's model would compete with training for memory
-        self.session.launch(worker, self.budget)
-        self.tabs.setCurrentWidget(self.training)
+        self.tabs.setCurrentWidget(self.training)  # first: the session paints it before the worker starts
+        self.session.launch(worker, self.budget, planned_total(self._train_rows(), worker.config))
         self._remember()
         self._refresh()
 

@@ -10,7 +10,6 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 
 from ..core.distributed.event_lines import LaunchNote
 from ..core.memory import GB
-from ..core.runs.history import read_events
 from ..core.sleep_guard import SleepGuard
 from ..core.train.events import (
     CheckpointSaved,
@@ -25,7 +24,7 @@ from ..core.train.events import (
     ValidationResult,
 )
 from .views.training_view import TrainingView
-from .workers.training_worker import TrainingWorker
+from .workers.training_worker import EarlierEvents, TrainingWorker
 
 
 class TrainingSession(QObject):
@@ -43,16 +42,19 @@ class TrainingSession(QObject):
         self.error_dialog: QMessageBox | None = None
         self.close_after_stop = False  # the window closes once the run has saved and its thread ended
         self._run_ended = False
+        self._earlier: EarlierEvents | None = None  # a resumed run's history, read by the worker
 
     @property
     def busy_run(self) -> str | None:
         """The run folder being trained, which no other action may change."""
         return self.worker.config.adapter_path if self.worker else None
 
-    def launch(self, worker: TrainingWorker, memory_budget: int) -> None:
-        self.worker, self._run_ended = worker, False
+    def launch(self, worker: TrainingWorker, memory_budget: int, planned_steps: int | None = None) -> None:
+        """Start the worker once the Train tab (shown by the caller) has painted its charts for this run."""
+        self.worker, self._run_ended, self._earlier = worker, False, None
         v = self.view
         handlers = {
+            EarlierEvents: lambda e: setattr(self, "_earlier", e),
             RunStarted: self._on_started,
             StepReport: v.on_progress,
             ValidationResult: v.on_validation,
@@ -69,7 +71,14 @@ class TrainingSession(QObject):
         worker.finished.connect(self._on_thread_done)
         v.set_running(True)
         v.charts.set_memory_limit(worker.config.memory_limit_gb or memory_budget / GB)
+        if planned_steps:
+            v.charts.set_total_steps(planned_steps)  # the trainer's count: its RunStarted then changes nothing
         v.status.setText("Loading the model…")
+        v.charts.redraw()
+        v.charts.view.ci.layout.activate()  # laid out at the tab's size now, not after this paint
+        # Painted now, before the trainer runs: painted once it reads the data, each of the charts' Python
+        # callbacks would wait for the interpreter lock the trainer holds (pauses of 0.3-0.8 s on large data).
+        v.repaint()
         self.sleep_guard.hold(f"Training {Path(worker.config.adapter_path).name}")
         worker.start()
 
@@ -107,9 +116,11 @@ class TrainingSession(QObject):
         box.open()  # window-modal, never blocks the event loop
 
     def _on_started(self, e: RunStarted) -> None:
+        earlier = self._earlier.events if self._earlier and self._earlier.run_dir == e.run_dir else []
+        self._earlier = None
         if e.start_step > 0 and not self.view.charts.steps:  # a resumed run shows its history
-            self.view.charts.add_history(read_events(Path(e.run_dir)), e.start_step)
-        self.view.on_started(e)
+            self.view.charts.add_history(earlier, e.start_step)
+        self.view.on_started(e, earlier)
 
     def _on_finished(self, e: Finished) -> None:
         self._run_ended = True

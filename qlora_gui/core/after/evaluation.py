@@ -22,6 +22,7 @@ from ..data.dataset import check_data
 from ..errors import DataError, UserError
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..runs import checkpoints as ckpt
+from ..runs.run_folder import RunFolder
 from ..train.config import default_of
 from ..train.losses import ChunkedLoss, LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
@@ -29,7 +30,7 @@ from .inference import AdapterSource, base_view, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
 from .row_losses import RowLoss, row_loss_sums, row_text
 
-EVALUATION_FILE = "evaluation.json"
+EVALUATION_FILE = RunFolder.EVALUATION
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -209,7 +210,7 @@ def evaluate(
 
 def save_evaluation(run_dir: Path, result: EvalResult) -> Path:
     """Add the result to RUN/evaluation.json, replacing an earlier one for the same adapter, data and split."""
-    path = Path(run_dir) / EVALUATION_FILE
+    path = RunFolder(run_dir).evaluation
     kept = [
         r
         for r in read_evaluations(run_dir)
@@ -221,6 +222,6 @@ def save_evaluation(run_dir: Path, result: EvalResult) -> Path:
 
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
     try:
-        return list(json.loads((Path(run_dir) / EVALUATION_FILE).read_text()).get("results", []))
+        return list(json.loads(RunFolder(run_dir).evaluation.read_text()).get("results", []))
     except (OSError, ValueError, AttributeError):
         return []

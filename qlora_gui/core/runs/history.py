@@ -1,13 +1,13 @@
-"""Earlier runs: their settings, final losses and curves, read back from run folders."""
+"""Earlier runs' events, curves and sample answers, read back from their metrics.jsonl."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from .run_folder import RunFolder
 
@@ -18,23 +18,6 @@ class RunCurves:
     losses: list[float] = field(default_factory=list)
     val_steps: list[int] = field(default_factory=list)
     val_losses: list[float] = field(default_factory=list)
-
-
-@dataclass
-class RunSummary:
-    path: Path
-    name: str
-    config: dict[str, Any]
-    last_step: int
-    final_loss: float | None  # the last train-loss report (noisy)
-    best_val_loss: float | None
-    status: str  # "finished", "stopped", "failed", "incomplete"
-    modified: float
-    final_val_loss: float | None = None  # the last validation: the run's headline figure
-
-    @property
-    def model_name(self) -> str:
-        return Path(str(self.config.get("model", ""))).name
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
@@ -58,8 +41,35 @@ def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def read_curves(run_dir: Path) -> RunCurves:
+    return curves_of(read_events(run_dir))
+
+
+# A step report as the trainer writes it (Event.to_json_line: the kind, then the fields in their order): its step
+# and loss read without parsing the rest. A line in any other shape is parsed in full.
+_STEP_LINE = re.compile(r'\{"event": "step", "step": (\d+), "epoch": [^,]*, "loss": ([^,]*),')
+STEP_REPORT_PREFIX = '{"event": "step", '
+
+
+def file_stamp(path: Path) -> list[int] | None:
+    """A file's [size, modification time in ns], None when absent: what tells that it changed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _step_and_loss(line: str) -> tuple[int, float | None] | None:
+    match = _STEP_LINE.match(line)
+    if match is None:
+        return None
+    loss = match.group(2)
+    return int(match.group(1)), None if loss == "null" else float(loss)
+
+
+def curves_of(events: list[dict[str, Any]]) -> RunCurves:
     curves = RunCurves()
-    for e in read_events(run_dir):
+    for e in events:
         if e.get("event") == "step" and e.get("loss") is not None:
             curves.steps.append(e["step"])
             curves.losses.append(e["loss"])
@@ -69,35 +79,67 @@ def read_curves(run_dir: Path) -> RunCurves:
     return curves
 
 
-def summarize_run(run_dir: Path) -> RunSummary | None:
-    run_dir = Path(run_dir)
+def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[dict[str, Any]]]:
+    """One pass over metrics.jsonl: a step report's step and loss taken from its line as written, any other line
+    parsed (a run of 20,000 reports is read in a fraction of the time of parsing each)."""
+    curves, others = RunCurves(), []
+    for line in metrics_lines(run):
+        quick = _step_and_loss(line) if line.startswith(STEP_REPORT_PREFIX) else None
+        if quick is not None:
+            if quick[1] is not None:
+                curves.steps.append(quick[0])
+                curves.losses.append(quick[1])
+        else:
+            event = parse_line(line)
+            if event is not None:
+                others.append(event)
+    rest = curves_of(others)  # validations, and any step report in another shape
+    if rest.steps:  # rare: merged in step order
+        pairs = sorted(zip(curves.steps + rest.steps, curves.losses + rest.losses, strict=True), key=lambda p: p[0])
+        curves.steps, curves.losses = [p[0] for p in pairs], [p[1] for p in pairs]
+    curves.val_steps, curves.val_losses = rest.val_steps, rest.val_losses
+    samples = [e for e in others if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+    return curves, samples
+
+
+def metrics_lines(run: RunFolder) -> list[str]:
     try:
-        config = yaml.safe_load(RunFolder(run_dir).config.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    events = read_events(run_dir)
-    status, last_step, final_loss, best, final_val = "incomplete", 0, None, None, None
-    for e in events:
-        kind = e.get("event")
-        if kind == "step":
-            last_step, final_loss = e["step"], e.get("loss")
-        elif kind == "validation" and e.get("split") == "valid":
-            v = e.get("val_loss")
-            best = v if best is None or (v is not None and v < best) else best
-            final_val = v if v is not None else final_val
-        elif kind == "finished":
-            status = "stopped" if e.get("stopped") else "finished"
-            last_step = e.get("step", last_step)
-        elif kind == "failed":
-            status = "failed"
-    metrics = RunFolder(run_dir).metrics
-    modified = metrics.stat().st_mtime if metrics.exists() else 0.0
-    return RunSummary(run_dir, run_dir.name, config, last_step, final_loss, best, status, modified, final_val)
-
-
-def list_runs(root: Path) -> list[RunSummary]:
-    root = Path(root)
-    if not root.is_dir():
+        with run.metrics.open(encoding="utf-8") as f:
+            return f.readlines()
+    except (OSError, UnicodeDecodeError):
         return []
-    runs = [summarize_run(p) for p in root.iterdir() if p.is_dir()]
-    return sorted((r for r in runs if r), key=lambda r: r.modified, reverse=True)
+
+
+def parse_line(line: str) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None  # a line cut short by a crash
+    return event if isinstance(event, dict) else None
+
+
+class RunReadings:
+    """The curves and sample answers of the runs looked at last, read once while their metrics.jsonl is
+    unchanged: selecting runs again, or one more, reads only what changed."""
+
+    def __init__(self, keep: int = 32):
+        self.keep = keep
+        self._kept: dict[str, tuple[list[int] | None, RunCurves, list[dict[str, Any]]]] = {}
+
+    def _read(self, run_dir: Path) -> tuple[RunCurves, list[dict[str, Any]]]:
+        run = RunFolder(run_dir)
+        stamp = file_stamp(run.metrics)
+        key = str(run.path)
+        kept = self._kept.pop(key, None)
+        if kept is None or kept[0] != stamp or stamp is None:
+            kept = (stamp, *_curves_and_samples(run))
+        self._kept[key] = kept  # the newest last; the oldest go beyond `keep`
+        while len(self._kept) > self.keep:
+            del self._kept[next(iter(self._kept))]
+        return kept[1], kept[2]
+
+    def curves(self, run_dir: Path) -> RunCurves:
+        return self._read(run_dir)[0]
+
+    def sample_answers(self, run_dir: Path) -> list[dict[str, Any]]:
+        return self._read(run_dir)[1]

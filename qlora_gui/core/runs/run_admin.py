@@ -11,9 +11,9 @@ import yaml
 
 from ..errors import UserError
 from .checkpoints import CheckpointInfo, atomic_write_text, latest_checkpoint
-from .history import RunSummary, list_runs
 from .run_folder import RunFolder
 from .run_lock import folder_owner, in_use_message
+from .run_summary import RunSummary, list_runs
 
 _NAME = re.compile(r"^[^/\\:\0]+$")
 # Keys that differ between any two runs without saying anything about how they trained.

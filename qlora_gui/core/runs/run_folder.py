@@ -3,6 +3,9 @@
 RUN/config.yaml               resolved settings
 RUN/metrics.jsonl             every event, one JSON line each
 RUN/notes.md                  the user's notes (Runs tab)
+RUN/evaluation.json           the results of Evaluate (core/after/evaluation.py)
+RUN/summary.json              a cache of what the Runs tab shows (run_summary.py): rebuilt when the files it
+                              was made from change, so it may be deleted at any time
 RUN/owner.lock                who trains in it now (run_lock.py)
 RUN/adapters.safetensors      the latest adapter  } mlx-lm reads RUN as an
 RUN/adapter_config.json                           } adapter folder unchanged
@@ -27,6 +30,8 @@ class RunFolder:
     CONFIG = "config.yaml"
     METRICS = "metrics.jsonl"
     NOTES = "notes.md"
+    EVALUATION = "evaluation.json"
+    SUMMARY = "summary.json"
     LOCK = "owner.lock"
     CHECKPOINTS = "checkpoints"
 
@@ -51,6 +56,14 @@ class RunFolder:
     @property
     def notes(self) -> Path:
         return self.path / self.NOTES
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / self.EVALUATION
+
+    @property
+    def summary(self) -> Path:
+        return self.path / self.SUMMARY
 
     @property
     def lock(self) -> Path:

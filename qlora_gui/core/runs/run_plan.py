@@ -116,6 +116,13 @@ def resume_source(cfg: TrainConfig, resume_from: Path | None) -> Path | None:
     return target
 
 
+def planned_total(rows: int | None, cfg: TrainConfig) -> int | None:
+    """The steps a run will train, as the trainer counts them on one machine; None when unknown yet."""
+    if rows is None:
+        return cfg.iters
+    return planned_steps(rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)[1]
+
+
 def step_plan(rows: int, cfg: TrainConfig) -> str:
     """What Start will run, so that a step budget spanning more than the epochs asked for is visible."""
     per_epoch, total = planned_steps(rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)

@@ -56,11 +56,18 @@ def evaluate_run(run_dir: str):
     return result
 
 
+MAX_COMPARED = 8  # beyond this many runs, each run's value would not fit on a line: only the names of the settings
+
+
 def differences_text(names: list[str], diffs: dict[str, list]) -> str:
     """What the Runs tab says when several runs are selected: which settings differ, run by run."""
     head = f"{len(names)} runs selected (the actions act on one run: select one). "
     if not diffs:
         return head + "Their settings are the same."
+    if len(names) > MAX_COMPARED:
+        return (
+            head + "Settings that differ: " + ", ".join(diffs) + f" (select {MAX_COMPARED} or fewer to see each run's)"
+        )
     lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
     return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)
 

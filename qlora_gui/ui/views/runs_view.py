@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,38 +14,22 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTabWidget,
     QTreeWidget,
-    QTreeWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from ...core.after.evaluation import read_evaluations
-from ...core.runs.history import RunSummary, list_runs, read_sample_answers
-from ...core.runs.run_admin import describe_settings, read_notes, resume_point, settings_differences
+from ...core.runs.run_admin import resume_point, settings_differences
 from ...core.runs.run_folder import run_of
+from ...core.runs.run_summary import RunSummary, list_runs
 from ..desktop import open_folder
 from ..dialogs.hard_rows_dialog import HardRowsDialog
 from ..widgets.run_curves import RunCurvesPlot
 from ..widgets.sample_timeline import SampleTimeline
 from ..workers.jobs import start_job
-from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_text, fmt_loss, last_row_losses
+from .run_figures import differences_text, evaluate_run, evaluation_text, last_row_losses
 from .run_filing import RunFiling
-
-PATH_ROLE = Qt.ItemDataRole.UserRole
-COLUMNS = [
-    "Run",
-    "Status",
-    "Model",
-    "Data",
-    "Steps",
-    "Final val loss",
-    "Best val loss",
-    "Eval loss (base → adapter)",
-    "Settings",
-    "Notes",
-    "Last train loss",
-    "Date",
-]
+from .run_rows import COLUMNS, PATH_ROLE, RunItem, run_row
 
 
 class RunsView(RunFiling, QWidget):
@@ -66,6 +49,7 @@ class RunsView(RunFiling, QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
         self.table.setSortingEnabled(True)
+        self.table.header().setResizeContentsPrecision(100)  # columns fitted to 100 rows, not each of a thousand
         self.plot = RunCurvesPlot()
         self.samples = SampleTimeline()
         self.figures = QTabWidget()
@@ -121,50 +105,63 @@ class RunsView(RunFiling, QWidget):
         split.addWidget(self.table)
         split.addWidget(self.figures)
         split.setSizes([260, 400])
+        self._stale, self._sized = True, False
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(actions)
         layout.addWidget(self.summary)
         layout.addWidget(split, 1)
-        self.refresh()
+        self._summaries: dict[str, RunSummary] = {}
 
     def refresh(self) -> None:
+        """Read the runs again now if the tab is shown; else when it is next shown (a window with a thousand
+        runs starts without reading them)."""
+        self._stale = True
+        if self.isVisible():
+            self._fill()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        self._ensure_fresh()
+
+    def _ensure_fresh(self) -> None:
+        if self._stale:
+            self._fill()
+
+    def _fill(self) -> None:
+        self._stale = False
         self.root_label.setText(f"Runs in {self.runs_root} (select two or more to compare)")
+        chosen = {item.text(0) for item in self.table.selectedItems()}
+        self.table.setUpdatesEnabled(False)
+        self.table.blockSignals(True)  # one plot of the selection at the end, not one per cleared row
+        self.table.setSortingEnabled(False)  # sorted once when filled, not at each row
         self.table.clear()
-        self._configs: dict[str, dict] = {}  # by run folder, for comparing selected runs without rereading them
         self._summaries: dict[str, RunSummary] = {}
+        items = []
         for run in list_runs(self.runs_root):
-            c = run.config
-            self._configs[str(run.path)] = c
             self._summaries[str(run.path)] = run
-            notes = read_notes(run.path)
-            item = QTreeWidgetItem(
-                [
-                    run.name,
-                    run.status,
-                    run.model_name,
-                    Path(str(c.get("data", ""))).name,
-                    str(run.last_step),
-                    fmt_loss(run.final_val_loss),
-                    fmt_loss(run.best_val_loss),
-                    eval_cell(read_evaluations(run.path)),
-                    describe_settings(c),
-                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
-                    fmt_loss(run.final_loss),
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)),
-                ]
-            )
+            item = RunItem(run_row(run))
             item.setData(0, PATH_ROLE, str(run.path))
-            item.setToolTip(9, notes)
-            self.table.addTopLevelItem(item)
-        for col in range(self.table.columnCount()):
-            self.table.resizeColumnToContents(col)
+            item.setToolTip(COLUMNS.index("Notes"), run.notes)
+            items.append(item)
+        self.table.addTopLevelItems(items)
+        self.table.setSortingEnabled(True)
+        if not self._sized and items:  # columns fitted to the first runs shown; the user's widths kept after
+            self._sized = True
+            for col in range(self.table.columnCount()):
+                self.table.resizeColumnToContents(col)
+        for item in items:
+            item.setSelected(item.text(0) in chosen)
+        self.table.blockSignals(False)
+        self.table.setUpdatesEnabled(True)
         self.plot_selected()
 
     def run_count(self) -> int:
+        self._ensure_fresh()
         return self.table.topLevelItemCount()
 
     def select_runs(self, names: list[str]) -> None:
+        self._ensure_fresh()
         for i in range(self.table.topLevelItemCount()):
             item = self.table.topLevelItem(i)
             item.setSelected(item.text(0) in names)
@@ -208,7 +205,8 @@ class RunsView(RunFiling, QWidget):
         self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
         for button in (self.export_button, self.rename_button, self.delete_button):
             button.setEnabled(bool(run) and not busy and self.eval_job is None)
-        self.rows_button.setEnabled(bool(run) and bool(last_row_losses(read_evaluations(Path(run)))[0]))
+        summary = self._summaries.get(run) if run else None
+        self.rows_button.setEnabled(summary is not None and summary.has_row_losses)
         point = self._resume_point(run) if run and not busy else None
         self.resume_button.setEnabled(point is not None)
         self.resume_button.setText(f"Resume from step {point.step}" if point else "Resume")
@@ -236,7 +234,7 @@ class RunsView(RunFiling, QWidget):
             return
         items = self.table.selectedItems()
         if len(items) > 1:
-            configs = [self._configs.get(item.data(0, PATH_ROLE), {}) for item in items]
+            configs = [self._config_of(item.data(0, PATH_ROLE)) for item in items]
             self.summary.setText(differences_text([item.text(0) for item in items], settings_differences(configs)))
             return
         run = self.selected_run()
@@ -254,6 +252,10 @@ class RunsView(RunFiling, QWidget):
             self.hard_rows = HardRowsDialog(Path(run).name, rows, measured, self)
             self.hard_rows.show()
 
+    def _config_of(self, run: str) -> dict:
+        summary = self._summaries.get(run)
+        return summary.config if summary else {}
+
     def _resume_point(self, run: str):
         summary = self._summaries.get(run)
         return resume_point(summary) if summary else None
@@ -269,7 +271,8 @@ class RunsView(RunFiling, QWidget):
         self._show_summary()
         items = self.table.selectedItems()
         self.plot.show_runs([(item.text(0), Path(item.data(0, PATH_ROLE))) for item in items])
-        self.samples.set_events(read_sample_answers(Path(self.selected_run() or "")) if len(items) == 1 else [])
+        run = self.selected_run()
+        self.samples.set_events(self.plot.readings.sample_answers(Path(run)) if run else [])
 
     @property
     def plotted(self) -> list[str]:

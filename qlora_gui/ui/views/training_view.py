@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.runs.history import read_events, read_sample_answers
 from ...core.train.events import (
     CheckpointSaved,
     Failed,
@@ -39,6 +38,7 @@ from ..widgets.preference_charts import PreferenceCharts
 from ..widgets.sample_timeline import SampleTimeline
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+LOG_LINES = 1000
 
 
 def format_seconds(s: float) -> str:
@@ -80,7 +80,9 @@ class TrainingView(QWidget):
         self.charts = TrainingCharts()
 
         self.log = QPlainTextEdit(readOnly=True)
-        self.log.setMaximumBlockCount(5000)
+        # The newest lines only: in a run reporting every step, filling a log of 5,000 lines was most of the
+        # window's memory growth (bench/soak.py). metrics.jsonl keeps every report.
+        self.log.setMaximumBlockCount(LOG_LINES)
         self.checkpoints = QTreeWidget()
         self.checkpoints.setHeaderLabels(["Step", "Validation loss", "Best", "Saved because", "Folder"])
         self.checkpoints.setRootIsDecorated(False)
@@ -164,15 +166,19 @@ class TrainingView(QWidget):
 
     # ------------------------------------------------------------ trainer events
 
-    def on_started(self, e: RunStarted) -> None:
+    def on_started(self, e: RunStarted, earlier: list[dict] | None = None) -> None:
+        """`earlier`: a resumed run's events so far (its metrics.jsonl, read by the worker)."""
         if e.start_step == 0:
             self.charts.clear()
             self.checkpoints.clear()
             self.samples.clear()
             self.preference.clear()
         else:  # a resumed run: its answers and pair figures so far, from its folder
-            self.samples.set_events(read_sample_answers(Path(e.run_dir)))
-            self.preference.set_events(read_events(Path(e.run_dir)))
+            earlier = earlier or []
+            self.samples.set_events(
+                [x for x in earlier if x.get("event") == SampleAnswers.kind and isinstance(x.get("answers"), list)]
+            )
+            self.preference.set_events(earlier)
         pairs = e.config.get("train_mode", "sft") != "sft"
         self.preference.setVisible(pairs)
         sizes = self.top.sizes()

@@ -5,6 +5,8 @@ Painting is kept cheap because it shares the interpreter with training: thin pen
 1-2 px lines much faster than wider ones), axes and grids cached as pixmaps until their range changes, and
 curves clipped to the view and downsampled to the pixels they cover. A repaint of four plots with 2,000
 points takes about 10 ms here instead of 45 ms (bench/bench_gui.py measures the GUI thread while training).
+A long run keeps a bounded history (chart_history.py): its last stretch report by report, older reports merged,
+so the charts of a 20,000-step run weigh and redraw as those of a 4,000-step one (bench/soak.py).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
 
 from ...core.train.events import Recovered, StepReport, ValidationResult
 from ..theme import color_legend, style_plot
+from .chart_history import MAX, MEAN, ChartHistory
 
 REDRAW_MS = 250
+AXIS_WIDTH = 56  # pixels: "0.00012" or "12345" fit
 SMOOTHING = 0.3  # exponential moving average weight of the newest report
 
 COLORS = {
@@ -31,14 +35,6 @@ COLORS = {
     "rss": "#7f7f7f",
     "limit": "#c00000",
 }
-
-
-def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else weight * v + (1 - weight) * acc
-        out.append(acc)
-    return out
 
 
 class TrainingCharts(QWidget):
@@ -81,6 +77,8 @@ class TrainingCharts(QWidget):
         self.mem_plot.addItem(self.limit_line)
         self.limit_line.hide()
         self.limit_gb: float | None = None
+        self._placed: tuple | None = None  # the memory plot's limit line, title and range as last set
+        self._total_steps: int | None = None
         self.clear()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
@@ -99,27 +97,48 @@ class TrainingCharts(QWidget):
         plot.setDownsampling(auto=True, mode="peak")  # keeps spikes visible
         for axis in ("bottom", "left"):
             plot.getAxis(axis).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        # A fixed width: an axis that widens for longer tick labels re-lays out all four plots, and each
+        # re-layout repaints every axis (twice while a run started, 0.2-0.3 s each on this machine).
+        plot.getAxis("left").setWidth(AXIS_WIDTH)
         return plot
 
     def set_total_steps(self, total: int) -> None:
         """The step axis runs from 0 to the run's last step from the start (not -400..400 before data)."""
+        if total == self._total_steps:
+            return  # a new range re-renders every axis
+        self._total_steps = total
         for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
             plot.setXRange(0, max(total, 1), padding=0.02)
 
     def clear(self) -> None:
-        self.steps: list[int] = []
-        self.losses: list[float] = []
-        self.lrs: list[float] = []
-        self.tps: list[float] = []
-        self.active: list[float] = []
-        self.peak: list[float] = []
-        self.rss: list[float] = []
+        self.history = ChartHistory(
+            {
+                "step": MEAN,
+                "loss": MEAN,
+                "smooth": MEAN,
+                "lr": MEAN,
+                "tps": MEAN,
+                "active": MEAN,
+                "peak": MAX,  # a merged pair keeps its peak: memory spikes stay on the chart
+                "rss": MAX,
+            }
+        )
+        self._ema: float | None = None  # over every report, not only the points kept
         self.val_steps: list[int] = []
         self.val_losses: list[float] = []
         for mark in getattr(self, "recovery_marks", []):
             self.loss_plot.removeItem(mark)
         self.recovery_marks: list[pg.InfiniteLine] = []
         self._dirty = True
+
+    @property
+    def steps(self) -> list[float]:
+        """The steps of the points kept (every report's while the run is short)."""
+        return self.history["step"]
+
+    def point_count(self) -> int:
+        """The points the charts hold: the train lines' and the validation dots'."""
+        return len(self.history) + len(self.val_steps)
 
     def add_progress(self, e: StepReport) -> None:
         self._add_step(e.step, e.loss, e.learning_rate, e.tokens_per_sec, e.mlx_active_gb, e.mlx_peak_gb, e.rss_gb)
@@ -132,9 +151,9 @@ class TrainingCharts(QWidget):
 
     def _add_recovery(self, back_to: int, lr_scale: float) -> None:
         """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
-        keep = sum(1 for s in self.steps if s <= back_to)
-        for values in (self.steps, self.losses, self.lrs, self.tps, self.active, self.peak, self.rss):
-            del values[keep:]
+        self.history.keep_up_to(back_to)
+        smooth = self.history["smooth"]
+        self._ema = smooth[-1] if smooth else None
         kept = sum(1 for s in self.val_steps if s <= back_to)
         del self.val_steps[kept:], self.val_losses[kept:]
         mark = pg.InfiniteLine(
@@ -173,13 +192,8 @@ class TrainingCharts(QWidget):
     ) -> None:
         if loss is None:  # metrics.jsonl stores a loss that was not finite as null
             return
-        self.steps.append(step)
-        self.losses.append(loss)
-        self.lrs.append(lr)
-        self.tps.append(tps)
-        self.active.append(active)
-        self.peak.append(peak)
-        self.rss.append(rss)
+        self._ema = loss if self._ema is None else SMOOTHING * loss + (1 - SMOOTHING) * self._ema
+        self.history.append((step, loss, self._ema, lr, tps, active, peak, rss))
         self._dirty = True
 
     def _add_validation(self, step: int, val_loss: float | None, split: str) -> None:
@@ -199,25 +213,30 @@ class TrainingCharts(QWidget):
     def _place_limit(self) -> None:
         """A linear axis from 0: the limit line shows when it is within reach of the data, else the title
         names it (a few hundred MB stay readable beside a limit of tens of GB)."""
-        top = max(self.peak + self.rss + [0.0])
+        top = max(self.history["peak"] + self.history["rss"] + [0.0])
         near = bool(self.limit_gb) and self.limit_gb <= 3 * top
-        self.limit_line.setVisible(near)
         far = f" · limit {self.limit_gb:.1f} GB, above" if self.limit_gb and not near else ""
-        self.mem_plot.setTitle(f"Memory (GB){far}")
-        self.mem_plot.setYRange(0, max(top, self.limit_gb if near else 0) * 1.1 or 1, padding=0)
+        placed = (near, f"Memory (GB){far}", max(top, self.limit_gb if near else 0) * 1.1 or 1)
+        if placed == self._placed:  # unchanged: a new title or range re-lays out and repaints every axis
+            return
+        self._placed = placed
+        self.limit_line.setVisible(near)
+        self.mem_plot.setTitle(placed[1])
+        self.mem_plot.setYRange(0, placed[2], padding=0)
 
     def redraw(self) -> None:
         if not self._dirty or not self.isVisible():  # a hidden tab catches up when it is shown
             return
         self._dirty = False
-        self.loss_raw.setData(self.steps, self.losses)
-        self.loss_smooth.setData(self.steps, ema(self.losses))
+        h = self.history
+        self.loss_raw.setData(h["step"], h["loss"])
+        self.loss_smooth.setData(h["step"], h["smooth"])
         self.val_points.setData(self.val_steps, self.val_losses)
-        self.lr_curve.setData(self.steps, self.lrs)
-        self.tps_curve.setData(self.steps, self.tps)
-        self.mem_active.setData(self.steps, self.active)
-        self.mem_peak.setData(self.steps, self.peak)
-        self.mem_rss.setData(self.steps, self.rss)
+        self.lr_curve.setData(h["step"], h["lr"])
+        self.tps_curve.setData(h["step"], h["tps"])
+        self.mem_active.setData(h["step"], h["active"])
+        self.mem_peak.setData(h["step"], h["peak"])
+        self.mem_rss.setData(h["step"], h["rss"])
         self._place_limit()
 
     def apply_palette(self, palette: QPalette) -> None:

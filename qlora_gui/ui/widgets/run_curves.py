@@ -7,27 +7,37 @@ from pathlib import Path
 import pyqtgraph as pg
 from PySide6.QtGui import QPalette
 
-from ...core.runs.history import read_curves
+from ...core.runs.history import RunReadings
 from ..theme import style_plot
 
 PALETTE = ["#1f5fbf", "#e4572e", "#2a9d8f", "#8e6c8a", "#d4a017", "#7f7f7f"]
+TITLE = "Loss curves of the selected runs (solid: train, dots: validation)"
+MAX_DRAWN = 12  # more lines than this is no comparison (six colours), and selecting all runs stays quick
 
 
 class RunCurvesPlot(pg.PlotWidget):
     def __init__(self) -> None:
-        super().__init__(title="Loss curves of the selected runs (solid: train, dots: validation)")
+        super().__init__(title=TITLE)
         self.addLegend(offset=(-10, 10))
         self.showGrid(x=True, y=True, alpha=0.2)
         self.setLabel("bottom", "step")
         self.setMenuEnabled(False)
+        plot = self.getPlotItem()
+        plot.setClipToView(True)
+        plot.setDownsampling(auto=True, mode="peak")  # a long run's 20,000 reports drawn as the pixels they fill
+        self.readings = RunReadings()
         self.plotted: list[str] = []  # the names of the runs shown
 
     def show_runs(self, runs: list[tuple[str, Path]]) -> None:
-        """(name, run folder) of each run to draw."""
+        """(name, run folder) of each run to draw; the first MAX_DRAWN of them."""
+        plot = self.getPlotItem()
+        plot.disableAutoRange()  # fitted once at the end, not again for each line added (that grows as n²)
         self.clear()
         self.plotted = []
-        for n, (name, run_dir) in enumerate(runs):
-            curves = read_curves(run_dir)
+        shown = runs[:MAX_DRAWN]
+        self.setTitle(TITLE if len(runs) <= MAX_DRAWN else f"{TITLE}: the first {MAX_DRAWN} of {len(runs)}")
+        for n, (name, run_dir) in enumerate(shown):
+            curves = self.readings.curves(run_dir)
             color = PALETTE[n % len(PALETTE)]
             self.plot(curves.steps, curves.losses, pen=pg.mkPen(color, width=2), name=name)
             if curves.val_steps:
@@ -41,6 +51,7 @@ class RunCurvesPlot(pg.PlotWidget):
                     symbolPen=None,
                 )
             self.plotted.append(name)
+        plot.enableAutoRange()
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self, (self.getPlotItem(),), palette)

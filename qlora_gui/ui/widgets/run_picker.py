@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidg
 
 from ...core.after.inference import checkpoint_choices
 from ...core.runs.checkpoints import list_checkpoints
-from ...core.runs.history import list_runs
+from ...core.runs.run_summary import list_runs
 
 
 class RunPicker(QWidget):

@@ -17,7 +17,7 @@ from ...core.distributed.supervisor import DistributedRun
 from ...core.train.config import TrainConfig
 from ..widgets.machines_box import MachinesChoice
 from .event_worker import EventWorker
-from .training_worker import TrainingWorker
+from .training_worker import TrainingWorker, posting_earlier_events
 
 __all__ = ["LaunchWorker", "TrainingWorker", "worker_for"]
 
@@ -33,7 +33,7 @@ class LaunchWorker(EventWorker):
         super().__init__(parent)
         self.config = config
         self.run_on_machines = DistributedRun(
-            config, choice.machines, self.post, resume_from=resume_from, share=choice.share
+            config, choice.machines, posting_earlier_events(self.post), resume_from=resume_from, share=choice.share
         )
 
     def stop(self) -> None:
