@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -51,6 +52,7 @@ class DatasetPanel(QWidget):
         self.model_path: str | None = None
         self.max_seq_length: int = default_of("max_seq_length")
         self.batch_size: int = default_of("batch_size")
+        self.seed: int = default_of("seed")  # splits a single file as training will
         self._generation = 0
         self.checking = False
 
@@ -160,9 +162,11 @@ class DatasetPanel(QWidget):
             self.model_path = model_path
             self.recheck()
 
-    def set_limits(self, max_seq_length: int, batch_size: int) -> None:
-        if (max_seq_length, batch_size) != (self.max_seq_length, self.batch_size):
-            self.max_seq_length, self.batch_size = max_seq_length, batch_size
+    def set_limits(self, max_seq_length: int, batch_size: int, seed: int | None = None) -> None:
+        """The settings that change the check: cut length, batch size and the seed that splits a single file."""
+        seed = self.seed if seed is None else seed
+        if (max_seq_length, batch_size, seed) != (self.max_seq_length, self.batch_size, self.seed):
+            self.max_seq_length, self.batch_size, self.seed = max_seq_length, batch_size, seed
             self.recheck()
 
     def browse_file(self) -> None:
@@ -186,14 +190,18 @@ class DatasetPanel(QWidget):
         self.busy.show()
         self.summary.setText(f"Checking <b>{self.path}</b>…")
         self.report_changed.emit()
-        start_job(
+        check = partial(
             run_check,
             self.path,
             self.model_path,
-            self.max_seq_length,
-            self.mask_prompt.isChecked(),
-            self.batch_size,
-            self.valid_share.value(),
+            max_seq_length=self.max_seq_length,
+            mask_prompt=self.mask_prompt.isChecked(),
+            batch_size=self.batch_size,
+            valid_fraction=self.valid_share.value(),
+            seed=self.seed,
+        )
+        start_job(
+            check,
             on_done=lambda result: self._on_report(generation, *result),
             on_failed=lambda msg, details: self._on_check_failed(generation, msg),
         )

@@ -20,9 +20,16 @@ def _tokenizer(model: str) -> Any:
 
 
 def run_check(
-    path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float
+    path: str,
+    model: str | None,
+    *,
+    max_seq_length: int,
+    mask_prompt: bool,
+    batch_size: int,
+    valid_fraction: float,
+    seed: int,
 ) -> tuple[DataReport, dict[str, RawSplit]]:
-    """The report, and the checked rows for the token view."""
+    """The report, and the checked rows for the token view: split with the run's seed, as training splits them."""
     result = check_data(
         path,
         _tokenizer(model) if model else None,
@@ -30,6 +37,7 @@ def run_check(
         mask_prompt=mask_prompt,
         batch_size=batch_size,
         valid_fraction=valid_fraction,
+        seed=seed,
     )
     return result.report, result.raw
 
