@@ -762,3 +762,12 @@ def test_the_data_tab_splits_with_the_seed_training_uses(qtbot, window, tmp_path
     assert shown == {name: split.lines for name, split in trained.items()}
     seed_zero = check_data(data, valid_fraction=window.dataset.valid_share.value(), seed=0).raw
     assert shown["valid"] != seed_zero["valid"].lines  # seed 7 holds out other rows than seed 0 would
+
+
+def test_the_data_tab_shows_how_far_a_check_is(qtbot, window, text_data):
+    seen: list[tuple[str, float]] = []
+    window.dataset._progress.moved.connect(lambda generation, what, share: seen.append((what, share)))
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    assert ("encoding train", 1.0) in seen and all(0 <= share <= 1 for _, share in seen)
+    assert window.dataset.busy.isHidden() and window.dataset.report.usable

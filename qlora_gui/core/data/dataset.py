@@ -23,6 +23,7 @@ from .encode import EncodedSplit
 from .encoded_warnings import encoded_warnings
 from .formats import FORMATS, format_named
 from .intake import IntakeOptions, RawSplit, read_dataset
+from .json_rows import OnProgress
 from .problems import Problem
 from .rows import TurnsFormat
 from .split_encoding import encode_split
@@ -146,6 +147,7 @@ def check_data(
     batch_size: int = 1,
     valid_fraction: float = default_of("valid_fraction"),
     seed: int = default_of("seed"),
+    on_progress: OnProgress | None = None,
 ) -> DataCheck:
     """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised. The result
     is kept in the token cache: the same data, tokenizer and settings again read it back."""
@@ -157,7 +159,7 @@ def check_data(
         return DataCheck(kept["report"], kept["encoded"] or None, kept["raw"])
     folder = token_cache.staging_folder(key) if key else None
     try:
-        check = _check(path, tokenizer, folder, **settings)
+        check = _check(path, tokenizer, folder, on_progress, **settings)
     except BaseException:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
@@ -171,6 +173,7 @@ def _check(
     path: str | Path,
     tokenizer: Any,
     folder: Path | None,
+    on_progress: OnProgress | None,
     *,
     max_seq_length: int,
     mask_prompt: bool,
@@ -179,7 +182,7 @@ def _check(
     seed: int,
 ) -> DataCheck:
     options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt, batch_size=batch_size)
-    intake = read_dataset(path, options)
+    intake = read_dataset(path, options, on_progress)
     problems = intake.problems
     warnings = list(intake.warnings)
     splits: dict[str, SplitReport] = {}
@@ -196,7 +199,7 @@ def _check(
                 )
         encoded = {}
         for name, raw in intake.splits.items():
-            enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems, folder)
+            enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems, folder, on_progress)
             encoded[name] = enc
             rep = _stats(raw, enc.full_lengths, "tokens")
             rep.truncated, rep.no_target_rows = enc.truncated, enc.no_target_rows

@@ -21,7 +21,7 @@ import numpy as np
 from ..train.config import default_of
 from .file_rows import FileRows
 from .formats import FORMATS, detect_format
-from .json_rows import Span, stream_rows
+from .json_rows import OnProgress, Span, stream_rows
 from .problems import Problems
 from .rows import RowFormat
 
@@ -190,7 +190,9 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
-def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Intake:
+def read_dataset(
+    path: str | Path, options: IntakeOptions | None = None, on_progress: OnProgress | None = None
+) -> Intake:
     """Read and check a dataset folder or file. Never raises for bad data."""
     options = options or IntakeOptions()
     path = Path(path).expanduser()
@@ -216,7 +218,7 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
             return Intake(shown, splits, problems, warnings)
         for split, file in files.items():
             if file is not None:
-                rows = stream_rows(file, str(file), problems)
+                rows = stream_rows(file, str(file), problems, on_progress)
                 splits[split] = check_rows(rows, str(file), split, options, problems)
         if "valid" not in splits and options.valid_fraction > 0:
             _hold_out_valid(splits, options)
@@ -229,7 +231,7 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
                 shown, 1, f"'{path.suffix or path.name}' is not a data file; give a .jsonl or .json file or a folder"
             )
             return Intake(shown, splits, problems, warnings)
-        rows = stream_rows(path, shown, problems)
+        rows = stream_rows(path, shown, problems, on_progress)
         splits["train"] = check_rows(rows, shown, "train", options, problems)
         if options.valid_fraction > 0:
             _hold_out_valid(splits, options)

@@ -7,7 +7,7 @@ JSON, a single pretty-printed object) becomes a `Problem` on its line.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -195,9 +195,13 @@ def read_rows(path: Path, name: str, problems: Problems) -> list[tuple[int, Any]
 
 
 Span = tuple[int, int] | None  # a row's bytes in its file; None for rows of a JSON array
+OnProgress = Callable[[str, float], None]  # (what is being done, share done)
+PROGRESS_LINES = 20_000  # lines between two progress reports
 
 
-def stream_rows(path: Path, name: str, problems: Problems) -> Iterator[tuple[int, Any, Span]]:
+def stream_rows(
+    path: Path, name: str, problems: Problems, on_progress: OnProgress | None = None
+) -> Iterator[tuple[int, Any, Span]]:
     """(line, value, byte span) for each row, a JSON Lines file read as a stream; the content decides JSON Lines
     vs array (an array file, rarely large, is parsed whole)."""
     try:
@@ -219,7 +223,9 @@ def stream_rows(path: Path, name: str, problems: Problems) -> Iterator[tuple[int
         if (text.startswith("[") and _is_array_file(path, text)) or text.rstrip() == "{":
             yield from ((line, value, None) for line, value in _read_whole(path, name, problems))
             return
-        yield from _stream_json_lines(f, start, name, problems)
+        size = max(path.stat().st_size, 1)
+        report = (lambda pos: on_progress(f"reading {path.name}", pos / size)) if on_progress else None
+        yield from _stream_json_lines(f, start, name, problems, report)
 
 
 def _has_nul(f: BinaryIO, name: str, problems: Problems) -> bool:
@@ -235,10 +241,14 @@ def _has_nul(f: BinaryIO, name: str, problems: Problems) -> bool:
     return False
 
 
-def _stream_json_lines(f: BinaryIO, start: int, name: str, problems: Problems) -> Iterator[tuple[int, Any, Span]]:
+def _stream_json_lines(
+    f: BinaryIO, start: int, name: str, problems: Problems, report: Callable[[int], None] | None
+) -> Iterator[tuple[int, Any, Span]]:
     pending: tuple[int, str, json.JSONDecodeError] | None = None  # an error that reads otherwise on the last line
     rows = 0
     for number, pos, chunk in file_lines(f, start):
+        if report is not None and number % PROGRESS_LINES == 0:
+            report(pos)
         if chunk.endswith(b"\r"):
             chunk = chunk[:-1]
         try:

@@ -17,6 +17,7 @@ import numpy as np
 from .encode import ENCODE_CHUNK, EncodedRow, EncodedSplit, _encode_turns, encode_rows, tokenize_plain
 from .formats import format_named
 from .intake import RawSplit
+from .json_rows import OnProgress
 from .preference_rows import SIDES, PreferenceFormat
 from .problems import Problems
 from .ragged import Ragged, RaggedWriter, row_positions
@@ -68,6 +69,7 @@ def encode_split(
     mask_prompt: bool,
     problems: Problems,
     folder: Path | None = None,
+    on_progress: OnProgress | None = None,
 ) -> EncodedSplit:
     """Tokenize a checked split; with a folder its ids and masks are written there and memory-mapped.
     Template failures become line-numbered problems."""
@@ -108,6 +110,8 @@ def encode_split(
         rows = np.repeat(np.arange(len(lengths)), cut)
         targets = np.bincount(rows, weights=mask[keep] & (positions[keep] > 0), minlength=len(lengths))
         no_target += int((targets == 0).sum())
+        if on_progress is not None:
+            on_progress(f"encoding {raw.name}", (start + len(chunk)) / max(len(raw.rows), 1))
     out.tokens, out.trained = ids_out.finish(), mask_out.finish()
     out.full_lengths = np.concatenate(full) if full else np.zeros(0, np.int64)
     out.truncated = int((out.full_lengths > max_seq_length).sum())

@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -39,6 +39,12 @@ from ..workers.jobs import start_job
 from .data_summary import fill_preview, plot_lengths, summary_html
 
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
+
+
+class _CheckProgress(QObject):
+    """Carries a check's progress from its worker thread to the GUI thread (a queued signal)."""
+
+    moved = Signal(int, str, float)  # check generation, what is being done, share done
 
 
 class DatasetPanel(QWidget):
@@ -84,9 +90,11 @@ class DatasetPanel(QWidget):
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.busy = QProgressBar(maximumHeight=6, textVisible=False)
+        self.busy = QProgressBar(maximumHeight=6, textVisible=False)  # how far a check is
         self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
         self.busy.hide()
+        self._progress = _CheckProgress(self)
+        self._progress.moved.connect(self._on_progress)
 
         self.histogram = pg.PlotWidget(title="Row lengths")
         self.histogram.setMinimumHeight(160)
@@ -199,12 +207,21 @@ class DatasetPanel(QWidget):
             batch_size=self.batch_size,
             valid_fraction=self.valid_share.value(),
             seed=self.seed,
+            on_progress=lambda what, share: self._progress.moved.emit(generation, what, share),
         )
+        self.busy.setRange(0, 0)  # moving until the first progress report
         start_job(
             check,
             on_done=lambda result: self._on_report(generation, *result),
             on_failed=lambda msg, details: self._on_check_failed(generation, msg),
         )
+
+    def _on_progress(self, generation: int, what: str, share: float) -> None:
+        if generation != self._generation or not self.checking:
+            return
+        self.busy.setRange(0, 1000)
+        self.busy.setValue(int(share * 1000))
+        self.summary.setText(f"Checking <b>{self.path}</b>: {what} ({share:.0%})…")
 
     def _on_report(self, generation: int, report: DataReport, raw: dict[str, RawSplit]) -> None:
         if generation != self._generation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ def run_check(
     batch_size: int,
     valid_fraction: float,
     seed: int,
+    on_progress: Callable[[str, float], None] | None = None,
 ) -> tuple[DataReport, dict[str, RawSplit]]:
     """The report, and the checked rows for the token view: split with the run's seed, as training splits them."""
     result = check_data(
@@ -38,6 +40,7 @@ def run_check(
         batch_size=batch_size,
         valid_fraction=valid_fraction,
         seed=seed,
+        on_progress=on_progress,
     )
     return result.report, result.raw
 
