@@ -8,6 +8,7 @@ whatever the size of the data. Statistics the report needs are counted on the wa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,20 @@ def _chunks(rows: Any) -> Iterator[tuple[int, list[dict]]]:
         start += len(chunk)
 
 
+def _text_chunks(raw: RawSplit, fmt: TextFormat, tokenizer: Any) -> Iterator[tuple[int, Any]]:
+    """(first row, (ids, lengths)) of each chunk of text rows. The Rust encoder tokenizes a chunk in a thread
+    (it lets go of the GIL) while the next chunk is read and parsed here."""
+    with ThreadPoolExecutor(1, thread_name_prefix="encode") as pool:
+        pending: tuple[int, Future] | None = None
+        for start, chunk in _chunks(raw.rows):
+            job = (start, pool.submit(tokenize_plain, tokenizer, [fmt.text(r) for r in chunk]))
+            if pending is not None:
+                yield pending[0], pending[1].result()
+            pending = job
+        if pending is not None:
+            yield pending[0], pending[1].result()
+
+
 def _flat(rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
     if not rows:
@@ -80,10 +95,11 @@ def encode_split(
     out = EncodedSplit(Ragged.from_rows([], np.int32), Ragged.from_rows([], np.bool_), np.zeros(0, np.int64), [])
     full: list[np.ndarray] = []
     trained_tokens = no_target = 0
-    for start, chunk in _chunks(raw.rows):
+    chunks = _text_chunks(raw, fmt, tokenizer) if isinstance(fmt, TextFormat) else _chunks(raw.rows)
+    for start, chunk in chunks:
         lines = raw.lines[start : start + len(chunk)]
-        if isinstance(fmt, TextFormat):
-            ids, lengths = tokenize_plain(tokenizer, [fmt.text(r) for r in chunk])
+        if isinstance(chunk, tuple):  # text rows, tokenized
+            ids, lengths = chunk
             mask, kept = np.ones(len(ids), dtype=bool), lines
         else:
             reject = lambda i, message, lines=lines: problems.add(raw.file, lines[i], message)  # noqa: E731
