@@ -97,11 +97,12 @@ def encode_split(
     trained_tokens = no_target = 0
     chunks = _text_chunks(raw, fmt, tokenizer) if isinstance(fmt, TextFormat) else _chunks(raw.rows)
     for start, chunk in chunks:
-        lines = raw.lines[start : start + len(chunk)]
         if isinstance(chunk, tuple):  # text rows, tokenized
             ids, lengths = chunk
+            lines = raw.lines[start : start + len(lengths)]
             mask, kept = np.ones(len(ids), dtype=bool), lines
         else:
+            lines = raw.lines[start : start + len(chunk)]
             reject = lambda i, message, lines=lines: problems.add(raw.file, lines[i], message)  # noqa: E731
             encoded = list(encode_rows(chunk, fmt.name, tokenizer, mask_prompt, reject))
             kept = [lines[i] for i, _ in encoded]
@@ -127,7 +128,7 @@ def encode_split(
         targets = np.bincount(rows, weights=mask[keep] & (positions[keep] > 0), minlength=len(lengths))
         no_target += int((targets == 0).sum())
         if on_progress is not None:
-            on_progress(f"encoding {raw.name}", (start + len(chunk)) / max(len(raw.rows), 1))
+            on_progress(f"encoding {raw.name}", (start + len(lines)) / max(len(raw.rows), 1))
     out.tokens, out.trained = ids_out.finish(), mask_out.finish()
     out.full_lengths = np.concatenate(full) if full else np.zeros(0, np.int64)
     out.truncated = int((out.full_lengths > max_seq_length).sum())
