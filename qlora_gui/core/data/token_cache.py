@@ -129,8 +129,9 @@ def store(key: str, staging: Path, check: Any) -> None:
         with open(staging / META, "wb") as f:
             pickle.dump(meta, f, protocol=pickle.HIGHEST_PROTOCOL)
         final = staging.parent / key
-        if final.exists():
-            shutil.rmtree(final, ignore_errors=True)  # an entry that did not read back
+        if final.exists():  # another process made it meanwhile (a damaged one was deleted when read)
+            shutil.rmtree(staging, ignore_errors=True)  # arrays still mapped stay readable until unmapped
+            return
         os.rename(staging, final)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
