@@ -1,13 +1,14 @@
 """Data intake at scale: time and memory to check and encode a large file, cold and from the token cache.
 
-    .venv/bin/python bench/bench_intake.py [--rows 1000000] [--formats text,chat] [--no-tokenizer]
+    .venv/bin/python bench/bench_intake.py [--rows 1000000] [--formats text,chat] [--no-tokenizer] [--batches N]
 
 Rows are wikisql rows (/work/shared/data/wikisql, or the bundled sample) made distinct (each names its own
 table), so nothing is shared between rows that real data would not share. Each measurement runs
 `check_data` in a fresh process: "cold" with an empty token cache, "warm" the same check again. Reported:
 wall seconds, CPU seconds (all threads: the tokenizer's batch encoder runs on every core), the process's
 peak RSS, and the machine's load average (the machine may be shared: wall time is only comparable at the
-same load).
+same load). After the warm check, training batches are made from the memory-mapped arrays (`--batches`):
+reading them costs no memory that grows with the data.
 """
 
 from __future__ import annotations
@@ -34,8 +35,18 @@ t, cpu = time.perf_counter(), time.process_time()
 result = check_data(path, tok, mask_prompt=(model != "-" and "chat" in path))
 secs, cpu = time.perf_counter() - t, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+batches_secs = 0.0
+if result.encoded and int(sys.argv[3]):  # batches as training makes them, from the (memory-mapped) arrays
+    from qlora_gui.core.data.batching import epoch_batches, make_batch
+    t = time.perf_counter()
+    train = result.encoded["train"]
+    for idx in epoch_batches(train.lengths, 8, seed=0, epoch=1)[: int(sys.argv[3])]:
+        make_batch(train, idx)
+    batches_secs = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"secs": secs, "cpu": cpu, "peak_kb": peak, "usable": result.report.usable,
-                  "rows": sum(s.rows for s in result.report.splits.values())}))
+                  "rows": sum(s.rows for s in result.report.splits.values()),
+                  "batches_secs": batches_secs, "after_batches_kb": after}))
 """
 
 
@@ -69,11 +80,10 @@ def make_files(folder: Path, rows: int, formats: list[str]) -> dict[str, Path]:
     return files
 
 
-def run(path: Path, model: str, cache: Path) -> dict:
+def run(path: Path, model: str, cache: Path, batches: int = 0) -> dict:
     env = dict(os.environ, QLORA_GUI_TOKEN_CACHE=str(cache))
-    out = subprocess.run(
-        ["nice", sys.executable, "-c", CHILD, str(path), model], capture_output=True, text=True, cwd=ROOT, env=env
-    )
+    command = ["nice", sys.executable, "-c", CHILD, str(path), model, str(batches)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if out.returncode:
         raise SystemExit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -84,6 +94,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--formats", default="text,chat")
     ap.add_argument("--no-tokenizer", action="store_true", help="check only (lengths in characters)")
+    ap.add_argument("--batches", type=int, default=2000, help="batches made from the warm check's arrays")
     ap.add_argument("--folder", type=Path, help="where the files and the cache go (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,11 +112,17 @@ def main() -> None:
         for name, path in files.items():
             cache = folder / f"cache-{name}"
             for label in ("cold", "warm"):
-                r = run(path, model, cache)
+                r = run(path, model, cache, args.batches if label == "warm" else 0)
                 assert r["usable"] and r["rows"] == args.rows, r
                 print(
                     f"{name:<5} {path.stat().st_size / 1e6:>6.0f} {label:<5} {r['secs']:>7.1f} {r['cpu']:>7.1f} "
                     f"{r['peak_kb'] / 1024:>11.0f} {os.getloadavg()[0]:>5.1f}",
+                    flush=True,
+                )
+            if r["batches_secs"]:
+                print(
+                    f"      then {args.batches} training batches of 8 rows from the cached arrays: "
+                    f"{r['batches_secs']:.1f} s, peak RSS {r['after_batches_kb'] / 1024:.0f} MB",
                     flush=True,
                 )
 
