@@ -94,6 +94,7 @@ def check_rows(
     good: list[dict[str, Any]] = []  # rows without a span (a JSON array file's)
     good_lines: list[int] = []
     spans, keys, char_lengths = array("q"), array("q"), array("q")
+    by_shape: dict[tuple, RowFormat | None] = {}
     for line, row, span in rows:
         if not isinstance(row, dict):
             kind = {"str": "string", "int": "number", "float": "number", "bool": "true/false", "NoneType": "null"}.get(
@@ -105,7 +106,8 @@ def check_rows(
                 f'the row is a JSON {kind}, not an object; write each row as {{"text": ...}} or another format',
             )
             continue
-        this = detect_format(row)
+        shape = tuple(row)  # a format is told by the keys alone: rows of one file mostly share them
+        this = by_shape[shape] if shape in by_shape else by_shape.setdefault(shape, detect_format(row))
         if this is None:
             problems.add(name, line, _unknown_keys_message(row))
             continue
