@@ -210,11 +210,8 @@ class DatasetPanel(QWidget):
             on_progress=lambda what, share: self._progress.moved.emit(generation, what, share),
         )
         self.busy.setRange(0, 0)  # moving until the first progress report
-        start_job(
-            check,
-            on_done=lambda result: self._on_report(generation, *result),
-            on_failed=lambda msg, details: self._on_check_failed(generation, msg),
-        )
+        done = lambda result: self._on_report(generation, *result)  # noqa: E731
+        start_job(check, on_done=done, on_failed=lambda msg, details: self._on_check_failed(generation, msg))
 
     def _on_progress(self, generation: int, what: str, share: float) -> None:
         if generation != self._generation or not self.checking:
