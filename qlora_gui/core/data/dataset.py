@@ -203,7 +203,7 @@ def _check(
             encoded[name] = enc
             rep = _stats(raw, enc.full_lengths, "tokens")
             rep.truncated, rep.no_target_rows = enc.truncated, enc.no_target_rows
-            rep.trained_share = enc.trained_tokens / max(len(enc.tokens.values), 1)
+            rep.trained_share = enc.trained_tokens / max(enc.tokens.total, 1)
             splits[name] = rep
     else:
         for name, raw in intake.splits.items():

@@ -4,10 +4,10 @@ An entry is keyed by the data files' content (sha256), the tokenizer (its full d
 every setting that changes the check or the tokens (max length, completions only, the split's share and seed,
 the batch size) and the entry format (CACHE_FORMAT, raised whenever the encoding changes). It holds the report,
 the checked rows' byte spans and lines, and each split's token ids and masks as flat files that training
-memory-maps. Entries are written in a staging folder and renamed into place (never half-written); an entry
-that does not read back whole is deleted and made again. The folder (the platform's cache folder, or
-$QLORA_GUI_TOKEN_CACHE; "off" turns the cache off) keeps at most $QLORA_GUI_TOKEN_CACHE_GB (default 20) GB:
-the least recently used entries go first.
+reads a batch's rows from. Entries are written in a staging folder and renamed into place (never
+half-written); an entry that does not read back whole is deleted and made again. The folder (the platform's
+cache folder, or $QLORA_GUI_TOKEN_CACHE; "off" turns the cache off) keeps at most $QLORA_GUI_TOKEN_CACHE_GB
+(default 20) GB: the least recently used entries go first.
 """
 
 from __future__ import annotations
@@ -112,15 +112,6 @@ def _split_meta(enc: EncodedSplit) -> dict[str, Any]:
     return fields
 
 
-def _mapped(folder: Path, name: str, dtype: type, starts: np.ndarray) -> Ragged:
-    file = folder / name
-    total = int(starts[-1])
-    if file.stat().st_size != total * np.dtype(dtype).itemsize:
-        raise ValueError(f"{file} is not whole")
-    values = np.memmap(file, dtype=dtype, mode="r", shape=(total,)) if total else np.zeros(0, dtype=dtype)
-    return Ragged(values, starts)
-
-
 def store(key: str, staging: Path, check: Any) -> None:
     """Make `staging` (where the splits' arrays were written) the entry for `key`, then keep the cache in bounds."""
     encoded = {name: _split_meta(enc) for name, enc in (check.encoded or {}).items()}
@@ -140,8 +131,8 @@ def store(key: str, staging: Path, check: Any) -> None:
 
 
 def load(key: str) -> dict[str, Any] | None:
-    """The entry's report, rows and memory-mapped splits; None (and the entry deleted) when it is missing or
-    does not read back whole."""
+    """The entry's report, rows and splits (their values left in their files); None (and the entry deleted)
+    when it is missing or does not read back whole."""
     root = cache_root()
     if root is None:
         return None
@@ -156,8 +147,8 @@ def load(key: str) -> dict[str, Any] | None:
         encoded = {}
         for name, fields in meta["encoded"].items():
             starts = fields.pop("starts")
-            fields["tokens"] = _mapped(folder, f"{name}.ids", np.int32, starts)
-            fields["trained"] = _mapped(folder, f"{name}.mask", np.bool_, starts)
+            fields["tokens"] = Ragged.from_file(folder / f"{name}.ids", np.int32, starts)
+            fields["trained"] = Ragged.from_file(folder / f"{name}.mask", np.bool_, starts)
             encoded[name] = EncodedSplit(**fields)
         meta["encoded"] = encoded
         os.utime(folder / META)  # recently used: evicted last
