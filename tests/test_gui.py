@@ -771,3 +771,8 @@ def test_the_data_tab_shows_how_far_a_check_is(qtbot, window, text_data):
     wait_checked(qtbot, window)
     assert ("encoding train", 1.0) in seen and all(0 <= share <= 1 for _, share in seen)
     assert window.dataset.busy.isHidden() and window.dataset.report.usable
+    # A check that a newer one replaced stops at its next report instead of running on unseen.
+    from qlora_gui.ui.workers.data_jobs import CheckSuperseded
+
+    with pytest.raises(CheckSuperseded):
+        window.dataset._progress.reporter(1, lambda: 2)("encoding train", 0.5)

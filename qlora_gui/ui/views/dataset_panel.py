@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -34,17 +34,11 @@ from ...core.train.config import SETTING_BY_KEY, default_of
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
 from ..widgets.token_view_widget import TokenViewBox
-from ..workers.data_jobs import file_excerpt, run_check
+from ..workers.data_jobs import CheckProgress, file_excerpt, run_check
 from ..workers.jobs import start_job
 from .data_summary import fill_preview, plot_lengths, summary_html
 
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
-
-
-class _CheckProgress(QObject):
-    """Carries a check's progress from its worker thread to the GUI thread (a queued signal)."""
-
-    moved = Signal(int, str, float)  # check generation, what is being done, share done
 
 
 class DatasetPanel(QWidget):
@@ -93,7 +87,7 @@ class DatasetPanel(QWidget):
         self.busy = QProgressBar(maximumHeight=6, textVisible=False)  # how far a check is
         self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
         self.busy.hide()
-        self._progress = _CheckProgress(self)
+        self._progress = CheckProgress(self)
         self._progress.moved.connect(self._on_progress)
 
         self.histogram = pg.PlotWidget(title="Row lengths")
@@ -207,7 +201,7 @@ class DatasetPanel(QWidget):
             batch_size=self.batch_size,
             valid_fraction=self.valid_share.value(),
             seed=self.seed,
-            on_progress=lambda what, share: self._progress.moved.emit(generation, what, share),
+            on_progress=self._progress.reporter(generation, lambda: self._generation),
         )
         self.busy.setRange(0, 0)  # moving until the first progress report
         done = lambda result: self._on_report(generation, *result)  # noqa: E731
