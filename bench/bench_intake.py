@@ -1,16 +1,21 @@
-"""Data intake at scale: time and memory to check a 100,000-row file.
+"""Data intake at scale: time and memory to check and encode a large file, cold and from the token cache.
 
-    .venv/bin/python bench/bench_intake.py [--rows 100000]
+    .venv/bin/python bench/bench_intake.py [--rows 1000000] [--formats text,chat] [--no-tokenizer] [--batches N]
 
-Each measurement runs in a fresh process, so its peak RSS is its own. Memory is
-reported as the growth of peak RSS over the process after imports, against the
-file's size.
+Rows are wikisql rows (/work/shared/data/wikisql, or the bundled sample) made distinct (each names its own
+table), so nothing is shared between rows that real data would not share. Each measurement runs
+`check_data` in a fresh process: "cold" with an empty token cache, "warm" the same check again. Reported:
+wall seconds, CPU seconds (all threads: the tokenizer's batch encoder runs on every core), the process's
+peak RSS, and the machine's load average (the machine may be shared: wall time is only comparable at the
+same load). After the warm check, training batches are made from the memory-mapped arrays (`--batches`):
+reading them costs no memory that grows with the data.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -18,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+WIKISQL = Path("/work/shared/data/wikisql/train.jsonl")
 
 CHILD = r"""
 import json, resource, sys, time
@@ -25,69 +31,99 @@ from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.model.model_files import load_tokenizer
 path, model = sys.argv[1], sys.argv[2]
 tok = load_tokenizer(model) if model != "-" else None
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-t = time.perf_counter()
+t, cpu = time.perf_counter(), time.process_time()
 result = check_data(path, tok, mask_prompt=(model != "-" and "chat" in path))
-secs = time.perf_counter() - t
+secs, cpu = time.perf_counter() - t, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"secs": secs, "grow_kb": peak - base, "usable": result.report.usable,
-                  "rows": sum(s.rows for s in result.report.splits.values())}))
+batches_secs = 0.0
+if result.encoded and int(sys.argv[3]):  # batches as training makes them, from the (memory-mapped) arrays
+    from qlora_gui.core.data.batching import epoch_batches, make_batch
+    t = time.perf_counter()
+    train = result.encoded["train"]
+    for idx in epoch_batches(train.lengths, 8, seed=0, epoch=1)[: int(sys.argv[3])]:
+        make_batch(train, idx)
+    batches_secs = time.perf_counter() - t
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"secs": secs, "cpu": cpu, "peak_kb": peak, "usable": result.report.usable,
+                  "rows": sum(s.rows for s in result.report.splits.values()),
+                  "batches_secs": batches_secs, "after_batches_kb": after}))
 """
 
 
-def make_files(folder: Path, rows: int) -> dict[str, Path]:
+def _texts() -> list[str]:
+    source = WIKISQL if WIKISQL.is_file() else ROOT / "qlora_gui" / "resources" / "sample_data" / "train.jsonl"
+    return [json.loads(line)["text"] for line in source.read_text().splitlines() if line.strip()]
+
+
+def make_files(folder: Path, rows: int, formats: list[str]) -> dict[str, Path]:
+    """`rows` distinct rows per format, from wikisql rows with their table renamed row by row."""
+    texts = _texts()
     rng = random.Random(0)
-    words = "select count name city team year score from where table the of and what how many".split()
-
-    def sentence(n):
-        return " ".join(rng.choice(words) for _ in range(n))
-
-    files = {"text": folder / "text.jsonl", "chat": folder / "chat.jsonl"}
-    with files["text"].open("w") as f:
-        for _ in range(rows):
-            f.write(json.dumps({"text": sentence(rng.randint(20, 120))}) + "\n")
-    with files["chat"].open("w") as f:
-        for _ in range(rows):
-            f.write(
-                json.dumps(
-                    {
-                        "messages": [
-                            {"role": "system", "content": "answer in SQL"},
-                            {"role": "user", "content": sentence(rng.randint(10, 60))},
-                            {"role": "assistant", "content": sentence(rng.randint(5, 40))},
-                        ]
-                    }
-                )
-                + "\n"
-            )
+    files = {}
+    for fmt in formats:
+        path = files.setdefault(fmt, folder / f"{fmt}.jsonl")
+        with path.open("w") as f:
+            for i in range(rows):
+                text = texts[rng.randrange(len(texts))]
+                head, _, rest = text.partition("\n")
+                text = f"table: 1-{i}-{rng.randrange(100)}\n{rest}" if head.startswith("table:") else f"{i} {text}"
+                if fmt == "text":
+                    f.write(json.dumps({"text": text}) + "\n")
+                    continue
+                question, _, answer = text.rpartition("\nA: ")
+                turns = [
+                    {"role": "system", "content": "Answer with one SQL query."},
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
+                f.write(json.dumps({"messages": turns}) + "\n")
     return files
+
+
+def run(path: Path, model: str, cache: Path, batches: int = 0) -> dict:
+    env = dict(os.environ, QLORA_GUI_TOKEN_CACHE=str(cache))
+    command = ["nice", sys.executable, "-c", CHILD, str(path), model, str(batches)]
+    out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
+    if out.returncode:
+        raise SystemExit(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--formats", default="text,chat")
+    ap.add_argument("--no-tokenizer", action="store_true", help="check only (lengths in characters)")
+    ap.add_argument("--batches", type=int, default=2000, help="batches made from the warm check's arrays")
+    ap.add_argument("--folder", type=Path, help="where the files and the cache go (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+        folder = args.folder or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
         sys.path.insert(0, str(ROOT))
         from qlora_gui.core.model.demo_model import build_demo_model
 
-        model = build_demo_model(tmp / "model")
-        files = make_files(tmp, args.rows)
-        print(f"{args.rows:,} rows per file; machine: {subprocess.getoutput('nproc')} cores")
-        print(f"{'file':<6} {'size MB':>8} {'tokenizer':<10} {'seconds':>8} {'RSS growth MB':>14} {'x file':>7}")
+        model = "-" if args.no_tokenizer else str(build_demo_model(folder / "model"))
+        files = make_files(folder, args.rows, args.formats.split(","))
+        print(
+            f"{args.rows:,} rows per file; {os.cpu_count()} cores; tokenizer: {'none' if model == '-' else 'demo BPE'}"
+        )
+        print(f"{'file':<5} {'MB':>6} {'run':<5} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>11} {'load':>5}")
         for name, path in files.items():
-            size = path.stat().st_size
-            for tok in ("-", str(model)):
-                out = subprocess.run(
-                    [sys.executable, "-c", CHILD, str(path), tok], capture_output=True, text=True, cwd=ROOT, check=True
-                )
-                r = json.loads(out.stdout.strip().splitlines()[-1])
-                assert r["usable"] and r["rows"] == args.rows
-                grow = r["grow_kb"] * 1024
+            cache = folder / f"cache-{name}"
+            for label in ("cold", "warm"):
+                r = run(path, model, cache, args.batches if label == "warm" else 0)
+                assert r["usable"] and r["rows"] == args.rows, r
                 print(
-                    f"{name:<6} {size / 1e6:>8.1f} {'none' if tok == '-' else 'demo BPE':<10} {r['secs']:>8.2f} "
-                    f"{grow / 1e6:>14.0f} {grow / size:>7.1f}"
+                    f"{name:<5} {path.stat().st_size / 1e6:>6.0f} {label:<5} {r['secs']:>7.1f} {r['cpu']:>7.1f} "
+                    f"{r['peak_kb'] / 1024:>11.0f} {os.getloadavg()[0]:>5.1f}",
+                    flush=True,
+                )
+            if r["batches_secs"]:
+                print(
+                    f"      then {args.batches} training batches of 8 rows from the cached arrays: "
+                    f"{r['batches_secs']:.1f} s, peak RSS {r['after_batches_kb'] / 1024:.0f} MB",
+                    flush=True,
                 )
 
 

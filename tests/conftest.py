@@ -33,6 +33,14 @@ def write_jsonl(path: Path, rows: list, raw_lines: list[str] | None = None) -> P
     return path
 
 
+@pytest.fixture(autouse=True)
+def token_cache_folder(tmp_path_factory, monkeypatch) -> Path:
+    """Each test its own token cache: nothing from the user's, nothing kept from another test."""
+    folder = tmp_path_factory.mktemp("token-cache")
+    monkeypatch.setenv("QLORA_GUI_TOKEN_CACHE", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory) -> Path:
     """A tiny random Llama (2 layers, hidden 64) with a chat template."""

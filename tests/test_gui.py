@@ -774,3 +774,38 @@ def test_preference_pairs_ask_for_dpo_and_train_with_live_pair_charts(qtbot, win
     assert steps == [0, 3, 6] and wins[0] == 0.0  # the base is its own reference: ties at step 0
     assert charts.points[("train", "chosen_logp")][0] == [1, 2, 3, 4, 5, 6]
     assert "pairs: chosen wins" in window.training.log.toPlainText()
+
+
+def test_the_data_tab_splits_with_the_seed_training_uses(qtbot, window, tmp_path):
+    """The held-out rows the Data tab shows (and the token view reads) are the ones the trainer holds out."""
+    from qlora_gui.core.data.dataset import check_data, training_data
+    from qlora_gui.core.model.model_files import load_tokenizer
+
+    data = write_jsonl(tmp_path / "seeded.jsonl", [{"text": f"row number {i} of the seeded file"} for i in range(40)])
+    cfg = window.settings_panel.config()
+    cfg.seed = 7
+    window.settings_panel.set_config(cfg)
+    window.open_dataset(data)
+    wait_checked(qtbot, window)
+    shown = {name: split.lines for name, split in window.dataset.raw.items()}
+    _, _, trained = training_data(
+        str(data), load_tokenizer(Path(window.model.selected_path)), cfg.max_seq_length, False, cfg.batch_size,
+        window.dataset.valid_share.value(), 7,
+    )  # fmt: skip
+    assert shown == {name: split.lines for name, split in trained.items()}
+    seed_zero = check_data(data, valid_fraction=window.dataset.valid_share.value(), seed=0).raw
+    assert shown["valid"] != seed_zero["valid"].lines  # seed 7 holds out other rows than seed 0 would
+
+
+def test_the_data_tab_shows_how_far_a_check_is(qtbot, window, text_data):
+    seen: list[tuple[str, float]] = []
+    window.dataset._progress.moved.connect(lambda generation, what, share: seen.append((what, share)))
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    assert ("encoding train", 1.0) in seen and all(0 <= share <= 1 for _, share in seen)
+    assert window.dataset.busy.isHidden() and window.dataset.report.usable
+    # A check that a newer one replaced stops at its next report instead of running on unseen.
+    from qlora_gui.ui.workers.data_jobs import CheckSuperseded
+
+    with pytest.raises(CheckSuperseded):
+        window.dataset._progress.reporter(1, lambda: 2)("encoding train", 0.5)

@@ -132,7 +132,7 @@ class MainWindow(QMainWindow):
     def _on_settings_changed(self) -> None:
         cfg = self.settings_panel.check()
         if cfg:
-            self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size)
+            self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size, cfg.seed)
         self._refresh()
 
     def current_config(self):

@@ -7,7 +7,7 @@ plus the encoded splits the trainer uses. It never raises for bad data.
 
 from __future__ import annotations
 
-import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,17 +17,20 @@ import numpy as np
 from ..errors import DataError
 from ..gc_policy import without_cyclic_gc
 from ..train.config import default_of
+from . import token_cache
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
-from .encode import EncodedSplit, encode_split
+from .encode import EncodedSplit
+from .encoded_warnings import encoded_warnings
 from .formats import FORMATS, format_named
 from .intake import IntakeOptions, RawSplit, read_dataset
+from .json_rows import OnProgress
 from .problems import Problem
 from .rows import TurnsFormat
+from .split_encoding import encode_split
+from .token_cache import cache_key
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5
-# With completions only, a larger trained share than this usually means the prompt is not masked.
-SUSPECT_TRAINED_SHARE = 0.6
 
 
 @dataclass
@@ -119,12 +122,7 @@ class DataCheck:
     raw: dict[str, RawSplit] = field(default_factory=dict)  # the checked rows, for the token view
 
 
-def _row_keys(raw: RawSplit) -> list[str]:
-    """Each row's content in a canonical form (key order aside), for spotting repeats."""
-    return [json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")) for r in raw.rows]
-
-
-def _stats(raw: RawSplit, lengths: np.ndarray, unit: str, keys: list[str]) -> SplitReport:
+def _stats(raw: RawSplit, lengths: np.ndarray, unit: str) -> SplitReport:
     rep = SplitReport(raw.name, raw.file, raw.format, len(raw.rows), unit)
     if len(lengths):
         rep.min_len = int(lengths.min())
@@ -132,50 +130,11 @@ def _stats(raw: RawSplit, lengths: np.ndarray, unit: str, keys: list[str]) -> Sp
         rep.p95_len = int(np.percentile(lengths, 95))
         rep.max_len = int(lengths.max())
         rep.lengths = lengths.tolist()
-    rep.duplicate_rows = len(keys) - len(set(keys))
+    rep.duplicate_rows = len(raw.keys) - len(np.unique(raw.keys))
     if raw.format:
         rep.preview = [FORMATS[raw.format].preview(r) for r in raw.rows[:PREVIEW_ROWS]]
         rep.preview_lines = raw.lines[:PREVIEW_ROWS]
     return rep
-
-
-def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
-    out = [
-        f"the chat template leaves out the {role} turn of {len(lines)} {name} row(s) (first: line {lines[0]}); "
-        "the model trains without that text"
-        for role, lines in enc.left_out.items()
-    ]
-    if enc.changed_lines:
-        out.append(
-            f"{len(enc.changed_lines)} {name} row(s) have an assistant turn that the chat template drops or "
-            f"rewrites (first: line {enc.changed_lines[0]}): a dropped turn is not trained, a rewritten one is "
-            "trained as the template prints it; check it in the token view"
-        )
-    if enc.reasoning_rows:
-        out.append(
-            f"in {enc.reasoning_rows} {name} row(s) the chat template leaves out the <think> reasoning of "
-            "earlier assistant turns; only their answers are trained, as the model will see them"
-        )
-    if enc.unmarked_rows:
-        out.append(
-            f"{enc.unmarked_rows} {name} row(s) have an assistant turn with no end-of-turn token after it; "
-            "the model will not learn where those answers end"
-        )
-    return out
-
-
-def _encoded_warnings(report: DataReport, encoded: dict[str, EncodedSplit]) -> list[str]:
-    out = []
-    for name, enc in encoded.items():
-        out.extend(_template_warnings(name, enc))
-    train = report.splits.get("train")
-    if report.mask_prompt and train and train.trained_share is not None and train.trained_share > SUSPECT_TRAINED_SHARE:
-        out.append(
-            f"completions only is on, yet {train.trained_share:.0%} of the training tokens are trained: the "
-            "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
-            "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)"
-        )
-    return out
 
 
 @without_cyclic_gc
@@ -188,16 +147,47 @@ def check_data(
     batch_size: int = 1,
     valid_fraction: float = default_of("valid_fraction"),
     seed: int = default_of("seed"),
+    on_progress: OnProgress | None = None,
 ) -> DataCheck:
-    """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised."""
+    """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised. The result
+    is kept in the token cache: the same data, tokenizer and settings again read it back."""
+    settings: dict[str, Any] = dict(max_seq_length=max_seq_length, mask_prompt=mask_prompt, batch_size=batch_size)
+    settings.update(valid_fraction=valid_fraction, seed=seed)
+    key = cache_key(path, tokenizer, settings)
+    kept = token_cache.load(key) if key else None
+    if kept is not None:
+        return DataCheck(kept["report"], kept["encoded"] or None, kept["raw"])
+    folder = token_cache.staging_folder(key) if key else None
+    try:
+        check = _check(path, tokenizer, folder, on_progress, **settings)
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if key and folder is not None:
+        token_cache.store(key, folder, check)
+    return check
+
+
+def _check(
+    path: str | Path,
+    tokenizer: Any,
+    folder: Path | None,
+    on_progress: OnProgress | None,
+    *,
+    max_seq_length: int,
+    mask_prompt: bool,
+    batch_size: int,
+    valid_fraction: float,
+    seed: int,
+) -> DataCheck:
     options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt, batch_size=batch_size)
-    intake = read_dataset(path, options)
+    intake = read_dataset(path, options, on_progress)
     problems = intake.problems
     warnings = list(intake.warnings)
     splits: dict[str, SplitReport] = {}
     encoded: dict[str, EncodedSplit] | None = None
     template = None
-    keys = {name: _row_keys(raw) for name, raw in intake.splits.items()}  # made once: they cost like parsing
 
     if tokenizer is not None and problems.count == 0:
         if isinstance(format_named(intake.format), TurnsFormat):
@@ -209,20 +199,16 @@ def check_data(
                 )
         encoded = {}
         for name, raw in intake.splits.items():
-            enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems)
+            enc = encode_split(raw, tokenizer, max_seq_length, mask_prompt, problems, folder, on_progress)
             encoded[name] = enc
-            rep = _stats(raw, enc.full_lengths, "tokens", keys[name])
+            rep = _stats(raw, enc.full_lengths, "tokens")
             rep.truncated, rep.no_target_rows = enc.truncated, enc.no_target_rows
-            total = sum(len(t) for t in enc.tokens)
-            rep.trained_share = sum(int(m.sum()) for m in enc.trained) / max(total, 1)
+            rep.trained_share = enc.trained_tokens / max(enc.tokens.total, 1)
             splits[name] = rep
     else:
         for name, raw in intake.splits.items():
             if raw.format:
-                lengths = np.fromiter(
-                    (FORMATS[raw.format].char_length(r) for r in raw.rows), dtype=np.int64, count=len(raw.rows)
-                )
-                splits[name] = _stats(raw, lengths, "characters", keys[name])
+                splits[name] = _stats(raw, raw.char_lengths, "characters")
 
     for rep in splits.values():
         if rep.truncated:
@@ -241,9 +227,9 @@ def check_data(
                 "they weigh those rows more"
             )
     if "train" in intake.splits:
-        seen = set(keys["train"])
-        for name in intake.splits:
-            shared = sum(k in seen for k in keys[name]) if name != "train" else 0
+        seen = intake.splits["train"].keys
+        for name, raw in intake.splits.items():
+            shared = int(np.isin(raw.keys, seen).sum()) if name != "train" else 0
             if shared:
                 warnings.append(
                     f"{shared} {name} row(s) also appear in train; their {name} loss overstates "
@@ -258,7 +244,8 @@ def check_data(
         intake.source, intake.format, splits, ordered, problems.count, warnings, max_seq_length, mask_prompt, template
     )
     if encoded is not None:
-        report.warnings.extend(_encoded_warnings(report, encoded))
+        train_share = splits["train"].trained_share if "train" in splits else None
+        report.warnings.extend(encoded_warnings(encoded, mask_prompt, train_share))
         if problems.count:
             encoded = None
     return DataCheck(report, encoded, intake.splits)

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from .chat_spans import RowSpans, assistant_spans, left_out_roles
 from .chat_template import chat_shape, rejection_hint, render_chat
-from .formats import FORMATS, format_named
-from .intake import RawSplit
-from .preference_rows import SIDES, PreferenceFormat
-from .problems import Problems
-from .rows import CHAT, TEXT, TextFormat, TurnsFormat
+from .formats import FORMATS
+from .preference_rows import PreferenceFormat
+from .ragged import Ragged
+from .rows import TextFormat, TurnsFormat
 
 OnReject = Callable[[int, str], None]  # (row index, message)
 ENCODE_CHUNK = 2048  # rows per tokenizer call: batch speed without every row's Python list alive at once
@@ -43,10 +43,10 @@ class EncodedRow:
 
 @dataclass
 class EncodedSplit:
-    """Token ids (truncated to max_seq_length) and trained-position masks, row by row."""
+    """Token ids (truncated to max_seq_length) and trained-position masks, row by row, in flat arrays."""
 
-    tokens: list[np.ndarray]
-    trained: list[np.ndarray]  # bool per position: True where the token is a training target
+    tokens: Ragged
+    trained: Ragged  # bool per position: True where the token is a training target
     full_lengths: np.ndarray  # lengths before truncation
     lines: list[int]
     truncated: int = 0
@@ -57,10 +57,19 @@ class EncodedSplit:
     left_out: dict[str, list[int]] = field(default_factory=dict)  # role -> lines whose turn the template left out
     pairs: int = 0  # preference pairs: rows [0, pairs) hold the chosen sides, [pairs, 2 * pairs) the rejected ones
     reference: np.ndarray | None = None  # DPO: each row's summed answer log-probability under the frozen base
+    trained_tokens: int = -1  # counted while encoding, so a report never reads a memory-mapped split whole
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tokens, Ragged):  # rows given as a list of arrays
+            self.tokens = Ragged.from_rows(self.tokens, np.int32)
+        if not isinstance(self.trained, Ragged):
+            self.trained = Ragged.from_rows(self.trained, np.bool_)
+        if self.trained_tokens < 0:
+            self.trained_tokens = int(np.count_nonzero(self.trained.values))
 
     @property
     def row_lengths(self) -> np.ndarray:
-        return np.fromiter((len(t) for t in self.tokens), dtype=np.int64, count=len(self.tokens))
+        return self.tokens.lengths
 
     @property
     def lengths(self) -> np.ndarray:
@@ -117,6 +126,51 @@ def _tokenize(tokenizer: Any, texts: list[str], plain: bool, offsets: bool) -> I
                 ids = np.append(ids, np.int32(eos))
                 offs = np.concatenate([offs, [[len(text), len(text)]]]) if offs is not None else None
             yield EncodedRow(ids, np.ones(len(ids), dtype=bool), text, offs)
+
+
+def _backend(tokenizer: Any) -> Any:
+    """The Rust tokenizer behind a fast Hugging Face tokenizer, or None for a slow one."""
+    hf = _hf(tokenizer)
+    return getattr(hf, "backend_tokenizer", None) if getattr(hf, "is_fast", False) else None
+
+
+def tokenize_plain(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat ids and each row's length for plain text rows, the same ids `_tokenize(plain=True)` gives row by
+    row: one call to the fast tokenizer's Rust batch encoder (spread over the cores), then array operations
+    for BOS and EOS instead of Python per row."""
+    backend = _backend(tokenizer)
+    if backend is None:
+        rows = [r.ids for r in _tokenize(tokenizer, texts, plain=True, offsets=False)]
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        return (np.concatenate(rows) if rows else np.zeros(0, np.int32)), lengths
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # without offsets, where it exists
+    ids = [e.ids for e in encode(texts, add_special_tokens=True)]
+    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
+    bos, eos = leading_bos(tokenizer), getattr(tokenizer, "eos_token_id", None)
+    starts = np.cumsum(lens) - lens
+    first, second, last = (np.full(len(ids), -1, dtype=np.int64) for _ in range(3))
+    first[lens > 0] = flat[starts[lens > 0]]
+    second[lens > 1] = flat[starts[lens > 1] + 1]
+    last[lens > 0] = flat[starts[lens > 0] + lens[lens > 0] - 1]
+    add_bos = (first != bos) if bos is not None else np.zeros(len(ids), dtype=bool)
+    drop_first = (~add_bos & (lens > 1) & (second == bos)) if bos is not None else add_bos  # began with BOS itself
+    if bos is not None:
+        last[(lens == 0) & add_bos] = bos
+    body = lens - drop_first
+    add_eos = ((body + add_bos == 0) | (last != eos)) if eos is not None else np.zeros(len(ids), dtype=bool)
+    out_lens = body + add_bos + add_eos
+    out_starts = np.cumsum(out_lens) - out_lens
+    keep = np.ones(len(flat), dtype=bool)
+    keep[starts[drop_first]] = False
+    out = np.empty(int(out_lens.sum()), dtype=np.int32)
+    body_starts = np.cumsum(body) - body
+    out[np.repeat(out_starts + add_bos - body_starts, body) + np.arange(int(body.sum()))] = flat[keep]
+    if bos is not None:
+        out[out_starts[add_bos]] = bos
+    if eos is not None:
+        out[(out_starts + out_lens - 1)[add_eos]] = eos
+    return out, out_lens
 
 
 def encode_chat_text(tokenizer: Any, text: str) -> list[int]:
@@ -232,56 +286,3 @@ def _encode_turns(
         if not keep_text:
             encoded.text, encoded.offsets = "", None
         yield i, encoded
-
-
-def encode_split(
-    raw: RawSplit, tokenizer: Any, max_seq_length: int, mask_prompt: bool, problems: Problems
-) -> EncodedSplit:
-    """Tokenize a checked split. Template failures become line-numbered problems."""
-    fmt = format_named(raw.format)
-    out = EncodedSplit([], [], np.zeros(0, dtype=np.int64), [])
-    reject = lambda i, message: problems.add(raw.file, raw.lines[i % len(raw.rows)], message)  # noqa: E731
-    if isinstance(fmt, PreferenceFormat):
-        # Each pair as two chat rows, chosen sides first; only each answer is trained. A pair the template
-        # rejects on either side is left out whole (its problem makes the data unusable anyway).
-        sides = [{"messages": fmt.side(r, side)} for side in SIDES for r in raw.rows]
-        encoded = dict(_encode_turns(sides, CHAT, tokenizer, True, reject, False, last_turn_only=True))
-        n = len(raw.rows)
-        kept = [i for i in range(n) if i in encoded and i + n in encoded]
-        rows = [(raw.lines[i], encoded[i]) for i in kept] + [(raw.lines[i], encoded[i + n]) for i in kept]
-        out.pairs = len(kept)
-    else:
-        rows = [(raw.lines[i], row) for i, row in encode_rows(raw.rows, raw.format or TEXT.name, tokenizer,
-                                                              mask_prompt, reject)]  # fmt: skip
-    for line, row in rows:
-        out.tokens.append(row.ids)
-        out.trained.append(row.trained)
-        out.lines.append(line)
-        for role in dict.fromkeys(row.left_out):
-            out.left_out.setdefault(role, []).append(line)
-        if row.spans is not None:
-            if row.spans.changed:
-                out.changed_lines.append(line)
-            out.reasoning_rows += bool(row.spans.reasoning_dropped)
-            out.unmarked_rows += bool(row.spans.unmarked)
-    out.full_lengths = out.row_lengths
-    cut = out.full_lengths > max_seq_length
-    out.truncated = int((cut[: out.pairs] | cut[out.pairs :]).sum() if out.pairs else cut.sum())  # pairs: either side
-    if out.pairs:  # a pair's line once, though both its sides may show it
-        out.changed_lines = list(dict.fromkeys(out.changed_lines))
-        out.left_out = {role: list(dict.fromkeys(lines)) for role, lines in out.left_out.items()}
-    if out.truncated:
-        out.tokens = [t[:max_seq_length] for t in out.tokens]
-        out.trained = [m[:max_seq_length] for m in out.trained]
-    # Position 0 is never a target: nothing comes before it to predict it from.
-    no_target = [i for i, m in enumerate(out.trained) if not m[1:].any()]
-    out.no_target_rows = len({i % out.pairs for i in no_target} if out.pairs else no_target)
-    if out.pairs:  # a pair with an answer cut away entirely compares nothing
-        for line in dict.fromkeys(out.lines[i] for i in no_target):
-            problems.add(
-                raw.file,
-                line,
-                f"the prompt fills max_seq_length={max_seq_length} tokens, so no answer token is left to compare; "
-                "raise max_seq_length or shorten the prompt",
-            )
-    return out

@@ -9,15 +9,19 @@ worded as "what is wrong, what to do".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..train.config import default_of
+from .file_rows import FileRows
 from .formats import FORMATS, detect_format
-from .json_rows import read_rows
+from .json_rows import OnProgress, Span, stream_rows
 from .problems import Problems
 from .rows import RowFormat
 
@@ -27,13 +31,30 @@ DATA_SUFFIXES = (".jsonl", ".json")
 
 @dataclass
 class RawSplit:
-    """The checked rows of one split, with the line each came from."""
+    """The checked rows of one split, with the line each came from. Rows of a JSON Lines file stay in the file
+    (`FileRows`); `keys` (a hash of each row's content, key order aside) and `char_lengths` are made while
+    checking, so repeats and lengths need no second read."""
 
     name: str
     file: str
     format: str | None
-    rows: list[dict[str, Any]]
+    rows: Sequence[dict[str, Any]]
     lines: list[int]
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    char_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def take(self, indices: np.ndarray) -> RawSplit:
+        """These rows (ascending indices), as a split of the same file."""
+        rows = self.rows.take(indices) if isinstance(self.rows, FileRows) else [self.rows[i] for i in indices]
+        lines = [self.lines[i] for i in indices]
+        return RawSplit(self.name, self.file, self.format, rows, lines, self.keys[indices], self.char_lengths[indices])
+
+
+def row_key(row: dict[str, Any]) -> int:
+    """A hash of the row's content, key order aside (a text row: of its text, the cheap common case)."""
+    if len(row) == 1 and isinstance(row.get("text"), str):
+        return hash(row["text"])
+    return hash(json.dumps(row, sort_keys=True, ensure_ascii=False, separators=(",", ":")))
 
 
 @dataclass
@@ -63,16 +84,18 @@ class IntakeOptions:
 
 
 def check_rows(
-    rows: list[tuple[int, Any]], name: str, split: str, options: IntakeOptions, problems: Problems
+    rows: Iterable[tuple[int, Any, Span]], name: str, split: str, options: IntakeOptions, problems: Problems
 ) -> RawSplit:
-    """Check types and the format of every row; the file's format is its first row's."""
+    """Check types and the format of every row as they stream by; the file's format is its first row's."""
     fmt: RowFormat | None = None
     first_line = 0
     mixed_line, mixed_count = 0, 0
     mixed_fmt: RowFormat | None = None
-    good: list[dict[str, Any]] = []
+    good: list[dict[str, Any]] = []  # rows without a span (a JSON array file's)
     good_lines: list[int] = []
-    for line, row in rows:
+    spans, keys, char_lengths = array("q"), array("q"), array("q")
+    by_shape: dict[tuple, RowFormat | None] = {}
+    for line, row, span in rows:
         if not isinstance(row, dict):
             kind = {"str": "string", "int": "number", "float": "number", "bool": "true/false", "NoneType": "null"}.get(
                 type(row).__name__, type(row).__name__
@@ -83,7 +106,8 @@ def check_rows(
                 f'the row is a JSON {kind}, not an object; write each row as {{"text": ...}} or another format',
             )
             continue
-        this = detect_format(row)
+        shape = tuple(row)  # a format is told by the keys alone: rows of one file mostly share them
+        this = by_shape[shape] if shape in by_shape else by_shape.setdefault(shape, detect_format(row))
         if this is None:
             problems.add(name, line, _unknown_keys_message(row))
             continue
@@ -98,8 +122,13 @@ def check_rows(
         for err in errors:
             problems.add(name, line, err)
         if not errors:
-            good.append(row)
+            if span is None:
+                good.append(row)
+            else:
+                spans.extend(span)
             good_lines.append(line)
+            keys.append(row_key(row))
+            char_lengths.append(this.char_length(row))
     if fmt is not None and mixed_fmt is not None:
         problems.add(
             name,
@@ -115,7 +144,12 @@ def check_rows(
             "'train on completions only' needs prompt/completion or chat rows; "
             f"{fmt.name} rows have no prompt to mask. Turn it off or convert the rows.",
         )
-    return RawSplit(split, name, fmt.name if fmt else None, good, good_lines)
+    kept: Sequence[dict[str, Any]] = good
+    if spans:
+        ends = np.frombuffer(spans, dtype=np.int64).reshape(-1, 2)
+        kept = FileRows(name, ends[:, 0].copy(), ends[:, 1].copy())
+    as_array = lambda a: np.frombuffer(a, dtype=np.int64).copy()  # noqa: E731
+    return RawSplit(split, name, fmt.name if fmt else None, kept, good_lines, as_array(keys), as_array(char_lengths))
 
 
 _RENAMES = {
@@ -149,23 +183,18 @@ def _find_split_file(folder: Path, split: str) -> Path | None:
     return None
 
 
-RowsAndLines = tuple[list[dict], list[int]]  # rows and the file line of each
-
-
-def split_rows(rows: list[dict], lines: list[int], fraction: float, seed: int) -> tuple[RowsAndLines, RowsAndLines]:
-    """Seeded split into (train, valid); a row never lands in both."""
-    n = len(rows)
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of n rows into (train, valid) indices, each ascending; a row never lands in both."""
     n_valid = int(round(n * fraction)) if fraction > 0 else 0
     if fraction > 0 and n >= 2:
         n_valid = min(max(n_valid, 1), n - 1)
     order = np.random.default_rng(seed).permutation(n)
-    valid_idx = np.sort(order[:n_valid])
-    train_idx = np.sort(order[n_valid:])
-    pick = lambda idx: ([rows[i] for i in idx], [lines[i] for i in idx])  # noqa: E731
-    return pick(train_idx), pick(valid_idx)
+    return np.sort(order[n_valid:]), np.sort(order[:n_valid])
 
 
-def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Intake:
+def read_dataset(
+    path: str | Path, options: IntakeOptions | None = None, on_progress: OnProgress | None = None
+) -> Intake:
     """Read and check a dataset folder or file. Never raises for bad data."""
     options = options or IntakeOptions()
     path = Path(path).expanduser()
@@ -191,7 +220,7 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
             return Intake(shown, splits, problems, warnings)
         for split, file in files.items():
             if file is not None:
-                rows = read_rows(file, str(file), problems)
+                rows = stream_rows(file, str(file), problems, on_progress)
                 splits[split] = check_rows(rows, str(file), split, options, problems)
         if "valid" not in splits and options.valid_fraction > 0:
             _hold_out_valid(splits, options)
@@ -204,7 +233,7 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
                 shown, 1, f"'{path.suffix or path.name}' is not a data file; give a .jsonl or .json file or a folder"
             )
             return Intake(shown, splits, problems, warnings)
-        rows = read_rows(path, shown, problems)
+        rows = stream_rows(path, shown, problems, on_progress)
         splits["train"] = check_rows(rows, shown, "train", options, problems)
         if options.valid_fraction > 0:
             _hold_out_valid(splits, options)
@@ -215,10 +244,11 @@ def read_dataset(path: str | Path, options: IntakeOptions | None = None) -> Inta
 
 def _hold_out_valid(splits: dict[str, RawSplit], options: IntakeOptions) -> None:
     train = splits["train"]
-    (t_rows, t_lines), (v_rows, v_lines) = split_rows(train.rows, train.lines, options.valid_fraction, options.seed)
-    splits["train"] = RawSplit("train", train.file, train.format, t_rows, t_lines)
-    if v_rows:
-        splits["valid"] = RawSplit("valid", train.file, train.format, v_rows, v_lines)
+    train_idx, valid_idx = split_indices(len(train.rows), options.valid_fraction, options.seed)
+    splits["train"] = train.take(train_idx)
+    if len(valid_idx):
+        splits["valid"] = train.take(valid_idx)
+        splits["valid"].name = "valid"
 
 
 def _check_across_splits(splits: dict[str, RawSplit], options: IntakeOptions, problems: Problems) -> None:

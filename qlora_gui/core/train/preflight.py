@@ -20,6 +20,7 @@ import numpy as np
 from ..data.batching import epoch_batches, eval_batches, make_batch, padded_width, planned_steps
 from ..data.dataset import training_data
 from ..data.encode import EncodedSplit
+from ..data.ragged import Ragged
 from ..memory import GB, memory_budget
 from ..model.grouped_lora import load_adapter_weights
 from ..model.loader import adapter_weights, use_grad_checkpoint
@@ -116,8 +117,8 @@ def _longest_rows(split: EncodedSplit, batch_size: int, max_len: int, dpo: bool)
     rows = np.concatenate([picked, picked + split.pairs]) if split.pairs else picked
     tokens = [split.tokens[i][:max_len] for i in rows]
     out = EncodedSplit(
-        tokens,
-        [split.trained[i][:max_len] for i in rows],
+        Ragged.from_rows(tokens, np.int32),
+        Ragged.from_rows([split.trained[i][:max_len] for i in rows], np.bool_),
         np.array([len(t) for t in tokens]),
         [split.lines[i] for i in rows],
         pairs=len(picked) if split.pairs else 0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 
 import pyqtgraph as pg
@@ -33,7 +34,7 @@ from ...core.train.config import SETTING_BY_KEY, default_of
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
 from ..widgets.token_view_widget import TokenViewBox
-from ..workers.data_jobs import file_excerpt, run_check
+from ..workers.data_jobs import CheckProgress, file_excerpt, run_check
 from ..workers.jobs import start_job
 from .data_summary import fill_preview, plot_lengths, summary_html
 
@@ -51,6 +52,7 @@ class DatasetPanel(QWidget):
         self.model_path: str | None = None
         self.max_seq_length: int = default_of("max_seq_length")
         self.batch_size: int = default_of("batch_size")
+        self.seed: int = default_of("seed")  # splits a single file as training will
         self._generation = 0
         self.checking = False
 
@@ -82,9 +84,11 @@ class DatasetPanel(QWidget):
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.busy = QProgressBar(maximumHeight=6, textVisible=False)
+        self.busy = QProgressBar(maximumHeight=6, textVisible=False)  # how far a check is
         self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
         self.busy.hide()
+        self._progress = CheckProgress(self)
+        self._progress.moved.connect(self._on_progress)
 
         self.histogram = pg.PlotWidget(title="Row lengths")
         self.histogram.setMinimumHeight(160)
@@ -160,9 +164,11 @@ class DatasetPanel(QWidget):
             self.model_path = model_path
             self.recheck()
 
-    def set_limits(self, max_seq_length: int, batch_size: int) -> None:
-        if (max_seq_length, batch_size) != (self.max_seq_length, self.batch_size):
-            self.max_seq_length, self.batch_size = max_seq_length, batch_size
+    def set_limits(self, max_seq_length: int, batch_size: int, seed: int | None = None) -> None:
+        """The settings that change the check: cut length, batch size and the seed that splits a single file."""
+        seed = self.seed if seed is None else seed
+        if (max_seq_length, batch_size, seed) != (self.max_seq_length, self.batch_size, self.seed):
+            self.max_seq_length, self.batch_size, self.seed = max_seq_length, batch_size, seed
             self.recheck()
 
     def browse_file(self) -> None:
@@ -186,17 +192,27 @@ class DatasetPanel(QWidget):
         self.busy.show()
         self.summary.setText(f"Checking <b>{self.path}</b>…")
         self.report_changed.emit()
-        start_job(
+        check = partial(
             run_check,
             self.path,
             self.model_path,
-            self.max_seq_length,
-            self.mask_prompt.isChecked(),
-            self.batch_size,
-            self.valid_share.value(),
-            on_done=lambda result: self._on_report(generation, *result),
-            on_failed=lambda msg, details: self._on_check_failed(generation, msg),
+            max_seq_length=self.max_seq_length,
+            mask_prompt=self.mask_prompt.isChecked(),
+            batch_size=self.batch_size,
+            valid_fraction=self.valid_share.value(),
+            seed=self.seed,
+            on_progress=self._progress.reporter(generation, lambda: self._generation),
         )
+        self.busy.setRange(0, 0)  # moving until the first progress report
+        done = lambda result: self._on_report(generation, *result)  # noqa: E731
+        start_job(check, on_done=done, on_failed=lambda msg, details: self._on_check_failed(generation, msg))
+
+    def _on_progress(self, generation: int, what: str, share: float) -> None:
+        if generation != self._generation or not self.checking:
+            return
+        self.busy.setRange(0, 1000)
+        self.busy.setValue(int(share * 1000))
+        self.summary.setText(f"Checking <b>{self.path}</b>: {what} ({share:.0%})…")
 
     def _on_report(self, generation: int, report: DataReport, raw: dict[str, RawSplit]) -> None:
         if generation != self._generation:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from PySide6.QtCore import QObject, Signal
 
 from ...core.data.dataset import DataReport, check_data
 from ...core.data.intake import RawSplit
@@ -13,6 +16,26 @@ from ...core.model.model_files import load_tokenizer
 _tokenizers: dict[str, Any] = {}  # per model folder: loading one takes a second, a check a few ms
 
 
+class CheckSuperseded(Exception):
+    """A newer check of the Data tab replaced this one: it stops rather than finish unseen."""
+
+
+class CheckProgress(QObject):
+    """Carries a check's progress from its worker thread to the GUI thread (a queued signal)."""
+
+    moved = Signal(int, str, float)  # check generation, what is being done, share done
+
+    def reporter(self, generation: int, current: Callable[[], int]) -> Callable[[str, float], None]:
+        """The check's on_progress: emits, or stops the check once `current()` has moved past its generation."""
+
+        def report(what: str, share: float) -> None:
+            if current() != generation:
+                raise CheckSuperseded(what)
+            self.moved.emit(generation, what, share)
+
+        return report
+
+
 def _tokenizer(model: str) -> Any:
     if model not in _tokenizers:
         _tokenizers[model] = load_tokenizer(Path(model))
@@ -20,9 +43,17 @@ def _tokenizer(model: str) -> Any:
 
 
 def run_check(
-    path: str, model: str | None, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float
+    path: str,
+    model: str | None,
+    *,
+    max_seq_length: int,
+    mask_prompt: bool,
+    batch_size: int,
+    valid_fraction: float,
+    seed: int,
+    on_progress: Callable[[str, float], None] | None = None,
 ) -> tuple[DataReport, dict[str, RawSplit]]:
-    """The report, and the checked rows for the token view."""
+    """The report, and the checked rows for the token view: split with the run's seed, as training splits them."""
     result = check_data(
         path,
         _tokenizer(model) if model else None,
@@ -30,6 +61,8 @@ def run_check(
         mask_prompt=mask_prompt,
         batch_size=batch_size,
         valid_fraction=valid_fraction,
+        seed=seed,
+        on_progress=on_progress,
     )
     return result.report, result.raw
 
@@ -39,16 +72,18 @@ def row_view(splits: dict[str, RawSplit], line: int, model: str, max_seq_length:
 
 
 def file_excerpt(path: str, line: int, context: int = 3) -> tuple[str, int]:
-    """Lines around `line` (1-based) as text, and the index of `line` within it."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(50_000_000)
-    except OSError as e:
-        return f"(cannot read {path}: {e.strerror})", -1
-    lines = raw.split(b"\n")
+    """Lines around `line` (1-based) as text, and the index of `line` within it. The file is read line by line
+    only as far as needed, so a problem far into a large file shows too."""
     start = max(line - 1 - context, 0)
     shown = []
-    for i in range(start, min(line + context, len(lines))):
-        text = lines[i].decode("utf-8", "backslashreplace").rstrip("\r")
-        shown.append(f"{i + 1:>6} | {text[:2000]}")
+    try:
+        with open(path, "rb") as f:
+            for i, raw in enumerate(f):
+                if i >= line + context:
+                    break
+                if i >= start:
+                    text = raw.rstrip(b"\n").decode("utf-8", "backslashreplace").rstrip("\r")
+                    shown.append(f"{i + 1:>6} | {text[:2000]}")
+    except OSError as e:
+        return f"(cannot read {path}: {e.strerror})", -1
     return "\n".join(shown), line - 1 - start
