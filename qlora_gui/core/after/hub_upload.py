@@ -14,7 +14,8 @@ from typing import Any
 
 from ..errors import UserError
 from ..runs import checkpoints as ckpt
-from ..runs.history import read_sample_answers, summarize_run
+from ..runs.history import read_sample_answers
+from ..runs.run_summary import summarize_run
 from ..version import VERSION
 from .evaluation import read_evaluations
 from .inference import AdapterSource
