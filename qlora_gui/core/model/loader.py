@@ -32,12 +32,19 @@ class LoadedModel:
     notes: list[str]
 
 
-def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64, tokenizer: Any = None) -> LoadedModel:
-    """Load weights with mlx-lm and quantize a full-precision model when asked."""
+def load_base(
+    path: Path,
+    quantize_bits: int | None = None,
+    group_size: int = 64,
+    tokenizer: Any = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load weights with mlx-lm and quantize a full-precision model when asked; trust_remote_code lets a model
+    folder's own Python module build it (mlx-lm's model_file)."""
     from mlx_lm.utils import load_model, quantize_model
 
     try:
-        model, config = load_model(path)
+        model, config = load_model(path, trust_remote_code=trust_remote_code)
     except ValueError as e:  # mlx-lm raises ValueError for unknown architectures and bad weights
         raise ModelError(
             f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture mlx-lm supports"
@@ -45,7 +52,7 @@ def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64
     except FileNotFoundError as e:
         raise ModelError(f"{path}: {e}") from e
     if tokenizer is None:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, trust_remote_code)
     notes = []
     quantization = config.get("quantization")
     quantized_on_load = False
@@ -82,6 +89,37 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
     return note
+
+
+def load_start_adapter(model: nn.Module, path: Path) -> str:
+    """Adapter weights a new run starts from (mlx-lm's resume_adapter_file): a file, or a run folder holding one.
+    Every weight in it must be one of this model's adapter weights, of the same shape. Returns a note."""
+    file = path / "adapters.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise ModelError(f"resume_adapter_file: {file} not found; give an adapters.safetensors file or its folder")
+    try:
+        weights = cast(dict[str, mx.array], mx.load(str(file)))
+    except Exception as e:  # mx.load raises RuntimeError/ValueError for files that are not safetensors
+        raise ModelError(f"resume_adapter_file: {file} cannot be read as safetensors ({e})") from e
+    mine = adapter_weights(model)
+    for key, value in weights.items():
+        if key not in mine:
+            raise ModelError(
+                f"resume_adapter_file: {file} holds {key}, which these adapter settings do not have; start from "
+                "an adapter made with the same model, method, layers and target keys"
+            )
+        if value.shape != mine[key].shape:
+            raise ModelError(
+                f"resume_adapter_file: {file}: {key} has shape {tuple(value.shape)}, this run's "
+                f"{tuple(mine[key].shape)}; use the same rank and target keys as that adapter"
+            )
+    if not weights:
+        raise ModelError(f"resume_adapter_file: {file} holds no weights")
+    model.load_weights(list(weights.items()), strict=False)
+    mx.eval(model.parameters())
+    fresh = len(mine) - len(weights)
+    rest = f"; {fresh} others start fresh" if fresh else ""
+    return f"the run starts from the {len(weights)} adapter weights of {file}{rest}"
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

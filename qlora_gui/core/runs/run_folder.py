@@ -29,6 +29,7 @@ class RunFolder:
     NOTES = "notes.md"
     LOCK = "owner.lock"
     CHECKPOINTS = "checkpoints"
+    HF_DATASET = "hf_dataset"  # the rows of an hf_dataset config, as the run trained on them
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -59,6 +60,10 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
+
+    @property
+    def hf_dataset(self) -> Path:
+        return self.path / self.HF_DATASET
 
     @property
     def adapters(self) -> Path:

@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from ..data.hf_dataset import hf_dataset_problem
 from ..errors import ConfigError
+from .mlx_keys import MlxYamlLoader, lr_schedule_problem, mlx_only_values, yaml_numbers
 from .setting import Setting, declared, setting
 
 STEP_NOTE = (
@@ -24,20 +26,6 @@ STEP_NOTE = (
 )
 AUTO_WARMUP_SHARE = 0.05  # warmup_steps None: this share of all steps
 
-# mlx-lm lora keys we read but do not act on; they are reported, not rejected.
-IGNORED_MLX_KEYS = {
-    "train",
-    "wandb",
-    "report_to",
-    "project_name",
-    "hf_dataset",
-    "resume_adapter_file",
-    "prompt_feature",
-    "completion_feature",
-    "text_feature",
-    "chat_feature",
-    "clear_cache_threshold",
-}
 MLX_ALIASES = {"steps_per_save": "save_every"}  # mlx-lm's TrainingArgs names for our keys
 
 # The declarations below are a table: one setting per entry, kept compact rather than one argument per line.
@@ -68,6 +56,18 @@ class TrainConfig:
     data: str = setting("", "Data", "Folder with train/valid/test .jsonl, or one .jsonl/.json file.",
                         required="no dataset given; pick a folder or a .jsonl/.json file")
     adapter_path: str = setting("", "Run folder", "Run folder to create; by default a new one, runs/DATE-TIME-MODEL.")
+    hf_dataset: Any = setting(
+        None, "Hugging Face dataset", "mlx-lm's hf_dataset: one mapping or a list of them, each with path, "
+        "train_split, valid_split, test_split, config and the *_feature names. Read from the local Hugging Face "
+        "datasets cache (never downloaded) and kept in the run folder as train/valid/test files.", "mapping",
+        flag=False)
+    trust_remote_code: bool = setting(
+        False, "Trust remote code", "Let the model folder run its own Python code to build the model or tokenizer "
+        "(mlx-lm's trust_remote_code). Only for models you trust.", "bool")
+    resume_adapter_file: str = setting(
+        "", "Start from adapter", "Adapter weights (an adapters.safetensors made for the same model and adapter "
+        "settings) that a new run starts from instead of fresh ones: mlx-lm's resume_adapter_file. Step, schedule "
+        "and optimizer start at zero; to continue a run exactly, use --resume.", "file")
     quantize_bits: int | None = setting(
         None, "Quantize on load", "Quantize a full-precision base to 4 or 8 bits on load (QLoRA).", "choice",
         choices=(4, 8), off=None, lowest_text="no")
@@ -206,7 +206,14 @@ class TrainConfig:
             why = "mlx-lm stores the LoRA strength as 'scale' (= alpha / rank); rename 'alpha'"
             raise ConfigError(f"setting 'lora_parameters': {why}", setting="lora_parameters", why=why)
         for s in SETTINGS:
-            problem = s.problem(self.value(s.key))
+            if s.key == "data" and self.hf_dataset:  # the data comes from hf_dataset
+                continue
+            if s.key == "hf_dataset":
+                problem = hf_dataset_problem(self.hf_dataset)
+            elif s.key == "lr_schedule":
+                problem = lr_schedule_problem(self.lr_schedule)
+            else:
+                problem = s.problem(self.value(s.key))
             if problem:
                 raise ConfigError(f"setting '{s.key}': {problem}", setting=s.key, why=problem)
 
@@ -228,14 +235,17 @@ def default_of(key: str) -> Any:
 
 
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
-    """Apply mlx-lm/our keys onto a config. Returns it and warnings about ignored keys."""
+    """Apply mlx-lm's or our keys onto a config. Every key is honoured or refused with the reason (ConfigError);
+    returns the config and notes about how mlx-lm keys were read."""
     cfg = dataclasses.replace(base) if base else TrainConfig()
-    warnings = []
+    notes: list[str] = []
     for key, value in values.items():
         key = key.replace("-", "_")
         key = MLX_ALIASES.get(key, key)
-        if key in IGNORED_MLX_KEYS:
-            warnings.append(f"config key '{key}' is an mlx-lm option this trainer does not use; ignored")
+        translated = mlx_only_values(key, value)
+        if translated is not None:
+            for field_name, field_value in translated.items():
+                setattr(cfg, field_name, field_value)
             continue
         if key not in FIELD_NAMES:
             near = difflib.get_close_matches(key, sorted(FIELD_NAMES), n=1)
@@ -247,17 +257,21 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
                 spec = SETTING_BY_KEY.get(f"lora_parameters.{name}")
                 merged[name] = spec.coerce(sub) if spec else sub
             value = merged
+        elif key in ("lr_schedule", "optimizer_config"):
+            value = yaml_numbers(value)
         else:
             value = SETTING_BY_KEY[key].coerce(value)
+        if key == "optimizer_config" and value is None:
+            value = {}
         setattr(cfg, key, value)
-    return cfg, warnings
+    return cfg, notes
 
 
 def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML file of key: value lines; ConfigError with the file and line when it is not one."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.load(path.read_text(encoding="utf-8"), MlxYamlLoader) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from e
     except yaml.YAMLError as e:
