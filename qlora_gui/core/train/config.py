@@ -17,7 +17,14 @@ import yaml
 
 from ..data.hf_dataset import hf_dataset_problem
 from ..errors import ConfigError
-from .mlx_keys import MlxYamlLoader, lr_schedule_problem, mlx_only_values, yaml_numbers
+from .mlx_keys import (
+    OPTIMIZER_CLASS_NAMES,
+    MlxYamlLoader,
+    lr_schedule_problem,
+    mlx_only_values,
+    optimizer_config_problem,
+    yaml_numbers,
+)
 from .setting import Setting, declared, setting
 
 STEP_NOTE = (
@@ -129,10 +136,14 @@ class TrainConfig:
         1e-5, "Learning rate", "Peak learning rate, e.g. 1e-4. Too high diverges (the run stops with a message); "
         "too low learns slowly.", "sci", "Optimizer", 0.0, above_minimum=True)
     optimizer: str = setting(
-        "adamw", "Optimizer", "AdamW (default) and Adam keep two moments per adapter weight; SGD keeps none and "
-        "needs a higher rate.", "choice", "Optimizer", choices=("adamw", "adam", "sgd"))
-    optimizer_config: dict[str, Any] = setting({}, "Optimizer options", "mlx-lm's optimizer_config: extra "
-                                               "arguments per optimizer.", "mapping", flag=False)
+        "adamw", "Optimizer", "AdamW (default) and Adam keep two moments per trained weight; SGD and Muon one "
+        "velocity (Muon orthogonalises each matrix's update; it suits hidden-layer matrices); Adafactor a factored "
+        "second moment, the least memory, and by default its own relative step size (the learning rate counts only "
+        "with optimizer_config {adafactor: {relative_step: false}}), as in mlx-lm.", "choice", "Optimizer",
+        choices=tuple(OPTIMIZER_CLASS_NAMES))
+    optimizer_config: dict[str, Any] = setting(
+        {}, "Optimizer options", "mlx-lm's optimizer_config: each optimizer's own arguments under its name, e.g. "
+        "{adamw: {weight_decay: 0.05, betas: [0.9, 0.98]}}; the chosen optimizer's are used.", "mapping", flag=False)
     lr_schedule: dict[str, Any] | None = setting(
         None, "Learning-rate schedule", "mlx-lm's lr_schedule mapping; none: linear warmup, then cosine decay.",
         "mapping", flag=False)
@@ -212,6 +223,8 @@ class TrainConfig:
                 problem = hf_dataset_problem(self.hf_dataset)
             elif s.key == "lr_schedule":
                 problem = lr_schedule_problem(self.lr_schedule)
+            elif s.key == "optimizer_config":
+                problem = optimizer_config_problem(self.optimizer_config)
             else:
                 problem = s.problem(self.value(s.key))
             if problem:

@@ -55,6 +55,9 @@ REFUSED_MLX_KEYS: dict[str, str] = {
     "wandb": "experiment trackers are not supported; metrics.jsonl in the run folder holds every value",
 }
 
+# mlx-lm's optimizers (lora.py's choices), by our name: the mlx.optimizers class each one is.
+OPTIMIZER_CLASS_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "muon": "Muon", "adafactor": "Adafactor"}
+
 # Every mlx-lm key without a field of its own; each is applied, accepted or refused by mlx_only_values.
 MLX_ONLY_KEYS = {*QUIET_MLX_KEYS, *REFUSED_MLX_KEYS, "clear_cache_threshold", *FEATURE_KEYS}
 
@@ -136,4 +139,32 @@ def lr_schedule_problem(schedule: Any) -> str | None:
         build_schedule(schedule)(0)
     except (TypeError, ValueError) as e:
         return f"mlx.optimizers.{name}{tuple(arguments)} fails: {e}"
+    return None
+
+
+def optimizer_config_problem(config: Any) -> str | None:
+    """Why an optimizer_config cannot be used, naming the fix; None when every name and argument is known."""
+    import mlx.optimizers as optim
+
+    if not isinstance(config, dict):
+        return f"must be a mapping from optimizer name to its arguments, got {config!r}"
+    for name, options in config.items():
+        if name not in OPTIMIZER_CLASS_NAMES:
+            return (
+                f"{name!r} is not an optimizer; optimizer_config maps each optimizer's name to its arguments, "
+                f"e.g. {{adamw: {{weight_decay: 0.05}}}} ({', '.join(OPTIMIZER_CLASS_NAMES)})"
+            )
+        if options is None:
+            continue
+        if not isinstance(options, dict):
+            return f"{name}: must be a mapping of arguments, got {options!r}"
+        accepted = [
+            p for p in inspect.signature(getattr(optim, OPTIMIZER_CLASS_NAMES[name])).parameters if p != "learning_rate"
+        ]
+        for option in options:
+            if option not in accepted:
+                return (
+                    f"{name}: {option!r} is not an argument of mlx.optimizers.{OPTIMIZER_CLASS_NAMES[name]}; "
+                    f"its arguments are {', '.join(accepted)}"
+                )
     return None
