@@ -265,3 +265,107 @@ def test_hf_dataset_without_the_datasets_package_names_the_extra(tmp_path, demo_
     _, failed, _ = run(cfg)
     assert isinstance(failed, Failed) and failed.exit_code == 2
     assert "pip install 'qlora-gui[hf]'" in failed.message
+
+
+def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
+    """{(tag, step): value} from the TFRecord event files in folder, read with TensorBoard's own Event proto."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for file in sorted(folder.glob("events.out.tfevents.*")):
+        data = file.read_bytes()
+        at = 0
+        while at < len(data):
+            (length,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+            at += 12 + length + 4  # length, its CRC, the record, its CRC
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    found[(value.tag, event.step)] = value.simple_value
+    return found
+
+
+def test_report_to_tensorboard_logs_what_metrics_jsonl_holds(tmp_path, demo_model, text_data):
+    cfg, _ = config_from_dict({"report_to": "tensorboard", "steps_per_eval": 2, "val_batches": 1})
+    cfg = tiny_config(demo_model, text_data, tmp_path / "run", iters=3, sample_answers=1, sample_tokens=4,
+                      num_layers=1, report_to=cfg.report_to, steps_per_eval=2, val_batches=1)  # fmt: skip
+    _, result, _ = run(cfg)
+    assert isinstance(result, Finished), result
+    logged = tensorboard_scalars(tmp_path / "run" / "tensorboard")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    expected = {}
+    for row in rows:
+        if row["event"] == "step":
+            for name in ("loss", "learning_rate", "tokens_per_sec", "mlx_peak_gb", "trained_tokens"):
+                expected[(f"step/{name}", row["step"])] = row[name]
+        elif row["event"] == "validation":
+            expected[(f"validation_{row['split']}/val_loss", row["step"])] = row["val_loss"]
+    assert len([k for k in expected if k[0] == "step/loss"]) == 3
+    assert {k[1] for k in expected if k[0] == "validation_valid/val_loss"} == {0, 2, 3}
+    for key, value in expected.items():
+        assert logged[key] == np.float32(value), key  # TensorBoard keeps float32
+    texts = b"".join(f.read_bytes() for f in (tmp_path / "run" / "tensorboard").glob("events.*"))
+    assert b"sample_answers" in texts and b"learning_rate: 0.002" in texts  # the answers table and the settings
+
+
+def test_report_to_is_checked_before_the_run(monkeypatch):
+    for value, why in [
+        ("tensorboard,swanlab", "swanlab is not supported here"),
+        ("mlflow", "'mlflow' is not a tracker"),
+    ]:
+        with pytest.raises(ConfigError, match=why):
+            TrainConfig(model="m", data="d", report_to=value).validate()
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    for value, extra in [(" tensorboard , wandb", "tensorboard"), ("wandb", "wandb")]:
+        with pytest.raises(ConfigError, match=re.escape(f"pip install 'qlora-gui[{extra}]'")):
+            TrainConfig(model="m", data="d", report_to=value).validate()
+    cfg, _ = config_from_dict({"wandb": "my-project"})  # older mlx-lm's key
+    assert (cfg.report_to, cfg.project_name) == ("wandb", "my-project")
+
+
+class FakeWandb(types.ModuleType):
+    """wandb's init/log/Table/finish, recording what the run asked of it."""
+
+    def __init__(self):
+        super().__init__("wandb")
+        self.init_args, self.logged, self.finished = {}, [], False
+        fake = self
+
+        class Run:
+            def log(self, values, step):
+                fake.logged.append((step, values))
+
+            def finish(self):
+                fake.finished = True
+
+        class Table:
+            def __init__(self, columns, data):
+                self.columns, self.data = columns, data
+
+        self.Run, self.Table = Run, Table
+
+    def init(self, **kw):
+        self.init_args = kw
+        return self.Run()
+
+
+def test_report_to_wandb_keeps_an_offline_run_in_the_run_folder(tmp_path, demo_model, text_data, monkeypatch):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = tiny_config(demo_model, text_data, tmp_path / "run", iters=2, sample_answers=1, sample_tokens=4,
+                      num_layers=1, report_to="wandb", project_name="parity")  # fmt: skip
+    _, result, _ = run(cfg)
+    assert isinstance(result, Finished), result
+    args = fake.init_args
+    assert args["mode"] == "offline" and args["dir"] == str(tmp_path / "run") and args["project"] == "parity"
+    assert args["config"]["learning_rate"] == cfg.learning_rate and args["resume"] == "allow"
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in rows if r["event"] == "step"}
+    assert {s: v["step/loss"] for s, v in fake.logged if "step/loss" in v} == losses
+    tables = [(s, v["sample_answers"]) for s, v in fake.logged if "sample_answers" in v]
+    assert [s for s, _ in tables] == [0, 2] and tables[0][1].columns == ["prompt", "reference", "answer"]
+    assert fake.finished

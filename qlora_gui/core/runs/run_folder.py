@@ -29,6 +29,7 @@ class RunFolder:
     NOTES = "notes.md"
     LOCK = "owner.lock"
     CHECKPOINTS = "checkpoints"
+    TENSORBOARD = "tensorboard"  # report_to tensorboard's event files
     HF_DATASET = "hf_dataset"  # the rows of an hf_dataset config, as the run trained on them
 
     def __init__(self, path: str | Path):
@@ -60,6 +61,10 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
 
     @property
     def hf_dataset(self) -> Path:

@@ -19,10 +19,11 @@ from ..data.hf_dataset import hf_dataset_problem
 from ..errors import ConfigError
 from .mlx_keys import (
     OPTIMIZER_CLASS_NAMES,
-    MlxYamlLoader,
     lr_schedule_problem,
     mlx_only_values,
     optimizer_config_problem,
+    read_yaml_mapping,
+    report_to_problem,
     yaml_numbers,
 )
 from .setting import Setting, declared, setting
@@ -161,6 +162,13 @@ class TrainConfig:
     val_batches: int = setting(
         25, "Validation batches", "Batches per validation. More: a steadier curve, more time.", "int", "Evaluation",
         1, 1_000_000, off=-1, lowest_text="all")
+    report_to: str = setting(
+        "", "Report to", "Experiment trackers, comma-separated as in mlx-lm: tensorboard (event files in "
+        "RUN/tensorboard) and wandb (an offline run in RUN/wandb, for `wandb sync`; WANDB_MODE=online logs live). "
+        "Each logs the losses, learning rate, speed, memory, sample answers and the settings. Each needs its "
+        "optional extra: pip install 'qlora-gui[tensorboard]' or 'qlora-gui[wandb]'.", "text", "Evaluation")
+    project_name: str = setting("", "Project name", "The tracker's project; empty: the run folder's parent's name.",
+                                "text", "Evaluation")
     test: bool = setting(False, "Test at the end", "Evaluate on test.jsonl once training ends.", "bool",
                          "Evaluation")
     test_batches: int = setting(-1, "Test batches", "Batches for the test at the end.", "int", "Evaluation",
@@ -223,6 +231,8 @@ class TrainConfig:
                 problem = hf_dataset_problem(self.hf_dataset)
             elif s.key == "lr_schedule":
                 problem = lr_schedule_problem(self.lr_schedule)
+            elif s.key == "report_to":
+                problem = report_to_problem(self.report_to)
             elif s.key == "optimizer_config":
                 problem = optimizer_config_problem(self.optimizer_config)
             else:
@@ -278,22 +288,6 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
             value = {}
         setattr(cfg, key, value)
     return cfg, notes
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file of key: value lines; ConfigError with the file and line when it is not one."""
-    path = Path(path)
-    try:
-        values = yaml.load(path.read_text(encoding="utf-8"), MlxYamlLoader) or {}
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of key: value lines")
-    return values
 
 
 def load_config_file(path: str | Path) -> tuple[TrainConfig, list[str]]:

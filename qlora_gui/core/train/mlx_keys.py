@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,18 +50,42 @@ QUIET_MLX_KEYS: dict[str, tuple[Any, str]] = {
     "train": (True, "`qlora-gui train` always trains; to only test an adapter use `qlora-gui evaluate`"),
     "config": (None, "a config file cannot name another one; pass each file with -c"),
 }
-# mlx-lm keys this trainer does not act on, with the reason; a config that sets them is refused.
-REFUSED_MLX_KEYS: dict[str, str] = {
-    "report_to": "experiment trackers are not supported; metrics.jsonl in the run folder holds every value",
-    "project_name": "experiment trackers are not supported; metrics.jsonl in the run folder holds every value",
-    "wandb": "experiment trackers are not supported; metrics.jsonl in the run folder holds every value",
-}
+# Experiment trackers for report_to (comma-separated, as mlx-lm reads it): the package each one needs and the
+# optional extra that installs it.
+TRACKERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
+UNSUPPORTED_TRACKERS = ("swanlab", "trackio")
+
+
+def tracker_names(report_to: str) -> list[str]:
+    return [name.strip().lower() for name in (report_to or "").split(",") if name.strip()]
+
+
+def report_to_problem(report_to: Any) -> str | None:
+    """Why report_to cannot be used (an unknown tracker, or its package missing), naming the fix."""
+    import importlib.util
+
+    if not isinstance(report_to, str):
+        return f"must be tracker names separated by commas, e.g. tensorboard,wandb; got {report_to!r}"
+    for name in tracker_names(report_to):
+        if name in UNSUPPORTED_TRACKERS:
+            return f"{name} is not supported here; use {' or '.join(TRACKERS)} (metrics.jsonl holds every value)"
+        if name not in TRACKERS:
+            return f"{name!r} is not a tracker; use {', '.join(TRACKERS)}, separated by commas"
+        package, extra = TRACKERS[name]
+        imported = sys.modules.get(package, ...)  # None: refused by the import system
+        if imported is None or (imported is ... and importlib.util.find_spec(package) is None):
+            return (
+                f"{name} needs the {package} package, which is not installed: install the optional extra with "
+                f"pip install 'qlora-gui[{extra}]'"
+            )
+    return None
+
 
 # mlx-lm's optimizers (lora.py's choices), by our name: the mlx.optimizers class each one is.
 OPTIMIZER_CLASS_NAMES = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD", "muon": "Muon", "adafactor": "Adafactor"}
 
 # Every mlx-lm key without a field of its own; each is applied, accepted or refused by mlx_only_values.
-MLX_ONLY_KEYS = {*QUIET_MLX_KEYS, *REFUSED_MLX_KEYS, "clear_cache_threshold", *FEATURE_KEYS}
+MLX_ONLY_KEYS = {*QUIET_MLX_KEYS, "wandb", "clear_cache_threshold", *FEATURE_KEYS}
 
 
 def yaml_numbers(value: Any) -> Any:
@@ -92,10 +118,8 @@ def mlx_only_values(key: str, value: Any) -> dict[str, Any] | None:
         if value is not None and value != expected:
             raise ConfigError(f"config key '{key}: {value}' is refused: {why}")
         return {}
-    if key in REFUSED_MLX_KEYS:
-        if value not in (None, "", False):
-            raise ConfigError(f"config key '{key}' is refused: {REFUSED_MLX_KEYS[key]}")
-        return {}
+    if key == "wandb":  # older mlx-lm: `wandb: PROJECT` reported to wandb under that project
+        return {"report_to": "wandb", "project_name": value} if value else {}
     if key == "clear_cache_threshold":  # mlx-lm: clear MLX's cache between steps when it holds more bytes
         return {"clear_cache_gb": size_in_bytes(value, key) / GB}
     if key in FEATURE_KEYS:  # mlx-lm reads local rows by these names too; ours are fixed, hf_dataset renames
@@ -168,3 +192,19 @@ def optimizer_config_problem(config: Any) -> str | None:
                     f"its arguments are {', '.join(accepted)}"
                 )
     return None
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file of key: value lines; ConfigError with the file and line when it is not one."""
+    path = Path(path)
+    try:
+        values = yaml.load(path.read_text(encoding="utf-8"), MlxYamlLoader) or {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of key: value lines")
+    return values
