@@ -81,6 +81,9 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
     if num_layers > layers:
         note = f"adapters on all {layers} layers: the model has fewer than the {num_layers} asked for"
         num_layers = layers
+    if cfg.fine_tune_type == "full":
+        train_whole_layers(model, num_layers)
+        return note
     try:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
@@ -89,6 +92,22 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
     return note
+
+
+def train_whole_layers(model: nn.Module, num_layers: int) -> None:
+    """Full fine-tuning as mlx-lm does it: every weight of the last `num_layers` blocks (-1: all) is trained, the
+    rest stays frozen. A quantized block is refused: its packed integer weights have no gradient."""
+    chosen = model.layers[-num_layers:] if num_layers > 0 else model.layers
+    for layer in chosen:
+        quantized = [
+            name for name, m in layer.named_modules() if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
+        ]
+        if quantized:
+            raise ModelError(
+                "full fine-tuning needs a float base: this model's layers are quantized (packed integer weights "
+                "have no gradient); use lora or dora on it (QLoRA), or a 16- or 32-bit model without quantize-on-load"
+            )
+        layer.unfreeze()
 
 
 def load_start_adapter(model: nn.Module, path: Path) -> str:

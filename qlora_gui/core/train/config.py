@@ -106,8 +106,10 @@ class TrainConfig:
         "noisy labels); 0 trusts every label.", "float", "Training mode", 0.0, 0.5, below_maximum=True)
     fine_tune_type: str = setting(
         "lora", "Method", "LoRA trains small low-rank matrices beside frozen weights. DoRA also learns a magnitude "
-        "per output: slightly more memory, about 10-20% slower, sometimes better.", "choice", "Adapter",
-        choices=("lora", "dora"))
+        "per output: slightly more memory, about 10-20% slower, sometimes better. Full trains every weight of the "
+        "adapted layers (as mlx-lm's full): a float base only, with gradients and optimizer state for each of those "
+        "weights, and checkpoints that hold the layers' weights.", "choice", "Adapter",
+        choices=("lora", "dora", "full"))
     num_layers: int = setting(
         16, "Layers to adapt", "Adapters go on the last N transformer blocks (all of them when the model has "
         "fewer). More layers: more capacity, more memory and time.", "int", "Adapter", 1, 512, off=-1,
@@ -224,6 +226,9 @@ class TrainConfig:
         if "alpha" in self.lora_parameters and "scale" not in self.lora_parameters:
             why = "mlx-lm stores the LoRA strength as 'scale' (= alpha / rank); rename 'alpha'"
             raise ConfigError(f"setting 'lora_parameters': {why}", setting="lora_parameters", why=why)
+        if self.fine_tune_type == "full" and self.quantize_bits:
+            why = "full fine-tuning trains float weights; a base quantized on load has none: use lora or dora (QLoRA)"
+            raise ConfigError(f"setting 'quantize_bits': {why}", setting="quantize_bits", why=why)
         for s in SETTINGS:
             if s.key == "data" and self.hf_dataset:  # the data comes from hf_dataset
                 continue

@@ -63,6 +63,8 @@ def estimate_memory(
     rank = int(cfg.lora_parameters.get("rank", default_of("lora_parameters.rank")))
     lora_params = adapted * DEFAULT_LORA_TARGETS * rank * (hidden + max(hidden, inter))
     adapters = int(lora_params * 4 * (2 + state_copies(cfg)))  # weights, gradients, optimizer state, float32
+    if cfg.fine_tune_type == "full":  # the layers' own weights (counted above), their gradients and state
+        adapters = int(adapted * (4 * hidden * hidden + 3 * hidden * inter) * per_param * (1 + state_copies(cfg)))
     width = min(cfg.max_seq_length, longest_row) if longest_row else cfg.max_seq_length
     tokens = cfg.batch_size * width
     block = tokens * (10 * hidden + 2 * inter) * 2  # one block's activations, 16-bit
