@@ -26,6 +26,8 @@ def _odd_value(s):
         if s.maximum is not None and value >= s.maximum:
             value = (low + s.maximum) / 2
         return int(value) if s.kind == "int" else float(value)
+    if s.key == "report_to":  # tracker names, each checked
+        return "tensorboard"
     if s.kind in ("text", "file"):
         return "/some/path"
     return None

@@ -33,12 +33,19 @@ class LoadedModel:
     notes: list[str]
 
 
-def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64, tokenizer: Any = None) -> LoadedModel:
-    """Load weights with mlx-lm and quantize a full-precision model when asked."""
+def load_base(
+    path: Path,
+    quantize_bits: int | None = None,
+    group_size: int = 64,
+    tokenizer: Any = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load weights with mlx-lm and quantize a full-precision model when asked; trust_remote_code lets a model
+    folder's own Python module build it (mlx-lm's model_file)."""
     from mlx_lm.utils import load_model, quantize_model
 
     try:
-        model, config = load_model(path)
+        model, config = load_model(path, trust_remote_code=trust_remote_code)
     except ValueError as e:  # mlx-lm raises ValueError for unknown architectures and bad weights
         raise ModelError(
             f"{path}: mlx-lm cannot load this model ({e}); pick a model whose architecture mlx-lm supports"
@@ -46,7 +53,7 @@ def load_base(path: Path, quantize_bits: int | None = None, group_size: int = 64
     except FileNotFoundError as e:
         raise ModelError(f"{path}: {e}") from e
     if tokenizer is None:
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, trust_remote_code)
     notes = []
     quantization = config.get("quantization")
     quantized_on_load = False
@@ -75,6 +82,9 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
     if num_layers > layers:
         note = f"adapters on all {layers} layers: the model has fewer than the {num_layers} asked for"
         num_layers = layers
+    if cfg.fine_tune_type == "full":
+        train_whole_layers(model, num_layers)
+        return note
     try:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
@@ -84,6 +94,53 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
     return note
+
+
+def train_whole_layers(model: nn.Module, num_layers: int) -> None:
+    """Full fine-tuning as mlx-lm does it: every weight of the last `num_layers` blocks (-1: all) is trained, the
+    rest stays frozen. A quantized block is refused: its packed integer weights have no gradient."""
+    chosen = model.layers[-num_layers:] if num_layers > 0 else model.layers
+    for layer in chosen:
+        quantized = [
+            name for name, m in layer.named_modules() if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
+        ]
+        if quantized:
+            raise ModelError(
+                "full fine-tuning needs a float base: this model's layers are quantized (packed integer weights "
+                "have no gradient); use lora or dora on it (QLoRA), or a 16- or 32-bit model without quantize-on-load"
+            )
+        layer.unfreeze()
+
+
+def load_start_adapter(model: nn.Module, path: Path) -> str:
+    """Adapter weights a new run starts from (mlx-lm's resume_adapter_file): a file, or a run folder holding one.
+    Every weight in it must be one of this model's adapter weights, of the same shape. Returns a note."""
+    file = path / "adapters.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise ModelError(f"resume_adapter_file: {file} not found; give an adapters.safetensors file or its folder")
+    try:
+        weights = cast(dict[str, mx.array], mx.load(str(file)))
+    except Exception as e:  # mx.load raises RuntimeError/ValueError for files that are not safetensors
+        raise ModelError(f"resume_adapter_file: {file} cannot be read as safetensors ({e})") from e
+    mine = adapter_weights(model)
+    for key, value in weights.items():
+        if key not in mine:
+            raise ModelError(
+                f"resume_adapter_file: {file} holds {key}, which these adapter settings do not have; start from "
+                "an adapter made with the same model, method, layers and target keys"
+            )
+        if value.shape != mine[key].shape:
+            raise ModelError(
+                f"resume_adapter_file: {file}: {key} has shape {tuple(value.shape)}, this run's "
+                f"{tuple(mine[key].shape)}; use the same rank and target keys as that adapter"
+            )
+    if not weights:
+        raise ModelError(f"resume_adapter_file: {file} holds no weights")
+    model.load_weights(list(weights.items()), strict=False)
+    mx.eval(model.parameters())
+    fresh = len(mine) - len(weights)
+    rest = f"; {fresh} others start fresh" if fresh else ""
+    return f"the run starts from the {len(weights)} adapter weights of {file}{rest}"
 
 
 def parameter_counts(model: nn.Module) -> tuple[int, int]:

@@ -128,8 +128,9 @@ def _safetensors_problem(file: Path) -> str | None:
     return f"is cut short ({size:,} of {needed:,} bytes)" if size < needed else None
 
 
-def load_tokenizer(path: str | Path) -> Any:  # mlx-lm's TokenizerWrapper
-    """The tokenizer alone (cheap), so data can be checked before any weights load."""
+def load_tokenizer(path: str | Path, trust_remote_code: bool = False) -> Any:  # mlx-lm's TokenizerWrapper
+    """The tokenizer alone (cheap), so data can be checked before any weights load; trust_remote_code as
+    mlx_lm.load passes it to the tokenizer."""
     from mlx_lm.utils import load_config
     from mlx_lm.utils import load_tokenizer as _load
 
@@ -137,7 +138,8 @@ def load_tokenizer(path: str | Path) -> Any:  # mlx-lm's TokenizerWrapper
     try:
         # As mlx_lm.load does: the model's (and generation config's) end tokens stop generation and end turns.
         eos = load_config(path).get("eos_token_id")
-        return _load(path, eos_token_ids=[eos] if isinstance(eos, int) else eos)
+        extra = {"trust_remote_code": True} if trust_remote_code else None
+        return _load(path, tokenizer_config_extra=extra, eos_token_ids=[eos] if isinstance(eos, int) else eos)
     except Exception as e:  # transformers raises many kinds for broken tokenizer files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ModelError(

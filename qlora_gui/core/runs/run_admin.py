@@ -79,8 +79,10 @@ def step_budget(config: dict[str, Any]) -> str:
 def describe_settings(config: dict[str, Any]) -> str:
     """One line for the runs table."""
     lora = config.get("lora_parameters") or {}
+    method = config.get("fine_tune_type", "lora")
     return (
-        f"{config.get('fine_tune_type', 'lora')} r{lora.get('rank')} · lr {config.get('learning_rate')} · "
+        (f"{method} · " if method == "full" else f"{method} r{lora.get('rank')} · ")
+        + f"lr {config.get('learning_rate')} · "
         f"bs {config.get('batch_size')}×{config.get('grad_accumulation_steps', 1)} · {step_budget(config)}"
         + (f" · {config['quantize_bits']}-bit" if config.get("quantize_bits") else "")
     )

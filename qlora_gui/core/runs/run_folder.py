@@ -34,6 +34,8 @@ class RunFolder:
     SUMMARY = "summary.json"
     LOCK = "owner.lock"
     CHECKPOINTS = "checkpoints"
+    TENSORBOARD = "tensorboard"  # report_to tensorboard's event files
+    HF_DATASET = "hf_dataset"  # the rows of an hf_dataset config, as the run trained on them
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -72,6 +74,14 @@ class RunFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / self.CHECKPOINTS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / self.TENSORBOARD
+
+    @property
+    def hf_dataset(self) -> Path:
+        return self.path / self.HF_DATASET
 
     @property
     def adapters(self) -> Path:

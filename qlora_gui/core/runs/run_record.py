@@ -16,6 +16,7 @@ from ..train.events import CheckpointSaved, Event, EventCallback, TrainWarning
 from . import checkpoints as ckpt
 from .run_folder import RunFolder
 from .run_lock import RunLock
+from .trackers import start_trackers
 
 
 class RunRecord:
@@ -25,6 +26,7 @@ class RunRecord:
         self.run: RunFolder | None = None
         self._metrics: IO[str] | None = None
         self._lock: RunLock | None = None
+        self._trackers: list[Any] = []  # report_to's, on the rank that reports
 
     def open(self, run: RunFolder, cfg: TrainConfig) -> None:
         """Take the folder (one trainer per run folder), keep the settings once, append to the metrics."""
@@ -36,8 +38,12 @@ class RunRecord:
         if not run.config.exists():
             ckpt.atomic_write_text(run.config, cfg.to_yaml())
         self._metrics = open(run.metrics, "a", encoding="utf-8")
+        self._trackers = start_trackers(run, cfg)
 
     def close(self) -> None:
+        for tracker in self._trackers:
+            tracker.close()
+        self._trackers = []
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
@@ -52,6 +58,12 @@ class RunRecord:
         if self._metrics is not None:
             self._metrics.write(event.to_json_line())
             self._metrics.flush()
+        for tracker in list(self._trackers):
+            try:
+                tracker.log(event)
+            except Exception as e:  # a tracker is a view of the run, never a reason to end it
+                self._trackers.remove(tracker)
+                self.warn(f"{type(tracker).__name__} stopped logging ({type(e).__name__}: {e}); training goes on")
         if self._callback is not None:
             self._callback(event)
 

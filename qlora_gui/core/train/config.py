@@ -15,7 +15,17 @@ from typing import Any
 
 import yaml
 
+from ..data.hf_dataset import hf_dataset_problem
 from ..errors import ConfigError
+from .mlx_keys import (
+    OPTIMIZER_CLASS_NAMES,
+    lr_schedule_problem,
+    mlx_only_values,
+    optimizer_config_problem,
+    read_yaml_mapping,
+    report_to_problem,
+    yaml_numbers,
+)
 from .setting import Setting, declared, setting
 
 STEP_NOTE = (
@@ -24,20 +34,6 @@ STEP_NOTE = (
 )
 AUTO_WARMUP_SHARE = 0.05  # warmup_steps None: this share of all steps
 
-# mlx-lm lora keys we read but do not act on; they are reported, not rejected.
-IGNORED_MLX_KEYS = {
-    "train",
-    "wandb",
-    "report_to",
-    "project_name",
-    "hf_dataset",
-    "resume_adapter_file",
-    "prompt_feature",
-    "completion_feature",
-    "text_feature",
-    "chat_feature",
-    "clear_cache_threshold",
-}
 MLX_ALIASES = {"steps_per_save": "save_every"}  # mlx-lm's TrainingArgs names for our keys
 
 # The declarations below are a table: one setting per entry, kept compact rather than one argument per line.
@@ -68,6 +64,18 @@ class TrainConfig:
     data: str = setting("", "Data", "Folder with train/valid/test .jsonl, or one .jsonl/.json file.",
                         required="no dataset given; pick a folder or a .jsonl/.json file")
     adapter_path: str = setting("", "Run folder", "Run folder to create; by default a new one, runs/DATE-TIME-MODEL.")
+    hf_dataset: Any = setting(
+        None, "Hugging Face dataset", "mlx-lm's hf_dataset: one mapping or a list of them, each with path, "
+        "train_split, valid_split, test_split, config and the *_feature names. Read from the local Hugging Face "
+        "datasets cache (never downloaded) and kept in the run folder as train/valid/test files.", "mapping",
+        flag=False)
+    trust_remote_code: bool = setting(
+        False, "Trust remote code", "Let the model folder run its own Python code to build the model or tokenizer "
+        "(mlx-lm's trust_remote_code). Only for models you trust.", "bool")
+    resume_adapter_file: str = setting(
+        "", "Start from adapter", "Adapter weights (an adapters.safetensors made for the same model and adapter "
+        "settings) that a new run starts from instead of fresh ones: mlx-lm's resume_adapter_file. Step, schedule "
+        "and optimizer start at zero; to continue a run exactly, use --resume.", "file")
     quantize_bits: int | None = setting(
         None, "Quantize on load", "Quantize a full-precision base to 4 or 8 bits on load (QLoRA).", "choice",
         choices=(4, 8), off=None, lowest_text="no")
@@ -98,8 +106,10 @@ class TrainConfig:
         "noisy labels); 0 trusts every label.", "float", "Training mode", 0.0, 0.5, below_maximum=True)
     fine_tune_type: str = setting(
         "lora", "Method", "LoRA trains small low-rank matrices beside frozen weights. DoRA also learns a magnitude "
-        "per output: slightly more memory, about 10-20% slower, sometimes better.", "choice", "Adapter",
-        choices=("lora", "dora"))
+        "per output: slightly more memory, about 10-20% slower, sometimes better. Full trains every weight of the "
+        "adapted layers (as mlx-lm's full): a float base only, with gradients and optimizer state for each of those "
+        "weights, and checkpoints that hold the layers' weights.", "choice", "Adapter",
+        choices=("lora", "dora", "full"))
     num_layers: int = setting(
         16, "Layers to adapt", "Adapters go on the last N transformer blocks (all of them when the model has "
         "fewer). More layers: more capacity, more memory and time.", "int", "Adapter", 1, 512, off=-1,
@@ -129,10 +139,14 @@ class TrainConfig:
         1e-5, "Learning rate", "Peak learning rate, e.g. 1e-4. Too high diverges (the run stops with a message); "
         "too low learns slowly.", "sci", "Optimizer", 0.0, above_minimum=True)
     optimizer: str = setting(
-        "adamw", "Optimizer", "AdamW (default) and Adam keep two moments per adapter weight; SGD keeps none and "
-        "needs a higher rate.", "choice", "Optimizer", choices=("adamw", "adam", "sgd"))
-    optimizer_config: dict[str, Any] = setting({}, "Optimizer options", "mlx-lm's optimizer_config: extra "
-                                               "arguments per optimizer.", "mapping", flag=False)
+        "adamw", "Optimizer", "AdamW (default) and Adam keep two moments per trained weight; SGD and Muon one "
+        "velocity (Muon orthogonalises each matrix's update; it suits hidden-layer matrices); Adafactor a factored "
+        "second moment, the least memory, and by default its own relative step size (the learning rate counts only "
+        "with optimizer_config {adafactor: {relative_step: false}}), as in mlx-lm.", "choice", "Optimizer",
+        choices=tuple(OPTIMIZER_CLASS_NAMES))
+    optimizer_config: dict[str, Any] = setting(
+        {}, "Optimizer options", "mlx-lm's optimizer_config: each optimizer's own arguments under its name, e.g. "
+        "{adamw: {weight_decay: 0.05, betas: [0.9, 0.98]}}; the chosen optimizer's are used.", "mapping", flag=False)
     lr_schedule: dict[str, Any] | None = setting(
         None, "Learning-rate schedule", "mlx-lm's lr_schedule mapping; none: linear warmup, then cosine decay.",
         "mapping", flag=False)
@@ -150,6 +164,13 @@ class TrainConfig:
     val_batches: int = setting(
         25, "Validation batches", "Batches per validation. More: a steadier curve, more time.", "int", "Evaluation",
         1, 1_000_000, off=-1, lowest_text="all")
+    report_to: str = setting(
+        "", "Report to", "Experiment trackers, comma-separated as in mlx-lm: tensorboard (event files in "
+        "RUN/tensorboard) and wandb (an offline run in RUN/wandb, for `wandb sync`; WANDB_MODE=online logs live). "
+        "Each logs the losses, learning rate, speed, memory, sample answers and the settings. Each needs its "
+        "optional extra: pip install 'qlora-gui[tensorboard]' or 'qlora-gui[wandb]'.", "text", "Evaluation")
+    project_name: str = setting("", "Project name", "The tracker's project; empty: the run folder's parent's name.",
+                                "text", "Evaluation")
     test: bool = setting(False, "Test at the end", "Evaluate on test.jsonl once training ends.", "bool",
                          "Evaluation")
     test_batches: int = setting(-1, "Test batches", "Batches for the test at the end.", "int", "Evaluation",
@@ -205,8 +226,22 @@ class TrainConfig:
         if "alpha" in self.lora_parameters and "scale" not in self.lora_parameters:
             why = "mlx-lm stores the LoRA strength as 'scale' (= alpha / rank); rename 'alpha'"
             raise ConfigError(f"setting 'lora_parameters': {why}", setting="lora_parameters", why=why)
+        if self.fine_tune_type == "full" and self.quantize_bits:
+            why = "full fine-tuning trains float weights; a base quantized on load has none: use lora or dora (QLoRA)"
+            raise ConfigError(f"setting 'quantize_bits': {why}", setting="quantize_bits", why=why)
         for s in SETTINGS:
-            problem = s.problem(self.value(s.key))
+            if s.key == "data" and self.hf_dataset:  # the data comes from hf_dataset
+                continue
+            if s.key == "hf_dataset":
+                problem = hf_dataset_problem(self.hf_dataset)
+            elif s.key == "lr_schedule":
+                problem = lr_schedule_problem(self.lr_schedule)
+            elif s.key == "report_to":
+                problem = report_to_problem(self.report_to)
+            elif s.key == "optimizer_config":
+                problem = optimizer_config_problem(self.optimizer_config)
+            else:
+                problem = s.problem(self.value(s.key))
             if problem:
                 raise ConfigError(f"setting '{s.key}': {problem}", setting=s.key, why=problem)
 
@@ -228,14 +263,17 @@ def default_of(key: str) -> Any:
 
 
 def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> tuple[TrainConfig, list[str]]:
-    """Apply mlx-lm/our keys onto a config. Returns it and warnings about ignored keys."""
+    """Apply mlx-lm's or our keys onto a config. Every key is honoured or refused with the reason (ConfigError);
+    returns the config and notes about how mlx-lm keys were read."""
     cfg = dataclasses.replace(base) if base else TrainConfig()
-    warnings = []
+    notes: list[str] = []
     for key, value in values.items():
         key = key.replace("-", "_")
         key = MLX_ALIASES.get(key, key)
-        if key in IGNORED_MLX_KEYS:
-            warnings.append(f"config key '{key}' is an mlx-lm option this trainer does not use; ignored")
+        translated = mlx_only_values(key, value)
+        if translated is not None:
+            for field_name, field_value in translated.items():
+                setattr(cfg, field_name, field_value)
             continue
         if key not in FIELD_NAMES:
             near = difflib.get_close_matches(key, sorted(FIELD_NAMES), n=1)
@@ -247,26 +285,14 @@ def config_from_dict(values: dict[str, Any], base: TrainConfig | None = None) ->
                 spec = SETTING_BY_KEY.get(f"lora_parameters.{name}")
                 merged[name] = spec.coerce(sub) if spec else sub
             value = merged
+        elif key in ("lr_schedule", "optimizer_config"):
+            value = yaml_numbers(value)
         else:
             value = SETTING_BY_KEY[key].coerce(value)
+        if key == "optimizer_config" and value is None:
+            value = {}
         setattr(cfg, key, value)
-    return cfg, warnings
-
-
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """A YAML file of key: value lines; ConfigError with the file and line when it is not one."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from e
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from e
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of key: value lines")
-    return values
+    return cfg, notes
 
 
 def load_config_file(path: str | Path) -> tuple[TrainConfig, list[str]]:

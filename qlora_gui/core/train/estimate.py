@@ -1,7 +1,7 @@
 """A rough memory estimate for a model and settings, before anything loads.
 
-Weights at their stored precision, the adapters with their gradients and two
-Adam moments, and activations for one micro-batch: each block's kept for the
+Weights at their stored precision, the adapters with their gradients and the
+optimizer's state (two moments for Adam), and activations for one micro-batch: each block's kept for the
 backward pass (only its input with gradient checkpointing, plus one block being
 recomputed), and one chunk of float32 logits (the loss never makes more, see
 `losses.py`). It is a guide for the settings form, not a promise.
@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import TrainConfig, default_of
 from .losses import chunk_positions
+from .optimizer import state_copies
 
 LOGIT_COPIES = 3  # a chunk's float32 logits, its softmax and its gradient
 DEFAULT_LORA_TARGETS = 7  # q, k, v, o, gate, up, down in a Llama-style block
@@ -61,7 +62,9 @@ def estimate_memory(
     adapted = layers if cfg.num_layers == -1 else min(cfg.num_layers, layers)
     rank = int(cfg.lora_parameters.get("rank", default_of("lora_parameters.rank")))
     lora_params = adapted * DEFAULT_LORA_TARGETS * rank * (hidden + max(hidden, inter))
-    adapters = lora_params * 4 * 4  # weights, gradients, two Adam moments, float32
+    adapters = int(lora_params * 4 * (2 + state_copies(cfg)))  # weights, gradients, optimizer state, float32
+    if cfg.fine_tune_type == "full":  # the layers' own weights (counted above), their gradients and state
+        adapters = int(adapted * (4 * hidden * hidden + 3 * hidden * inter) * per_param * (1 + state_copies(cfg)))
     width = min(cfg.max_seq_length, longest_row) if longest_row else cfg.max_seq_length
     tokens = cfg.batch_size * width
     block = tokens * (10 * hidden + 2 * inter) * 2  # one block's activations, 16-bit

@@ -9,9 +9,11 @@ app runs the whole preflight in a child process for the same reason.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -20,6 +22,7 @@ import numpy as np
 from ..data.batching import epoch_batches, eval_batches, make_batch, padded_width, planned_steps
 from ..data.dataset import training_data
 from ..data.encode import EncodedSplit
+from ..data.hf_dataset import write_hf_dataset
 from ..data.ragged import Ragged
 from ..memory import GB, memory_budget
 from ..model.grouped_lora import load_adapter_weights
@@ -149,11 +152,13 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
     """Measure the settings on this machine; search for ones that fit when they do not."""
     cfg.validate()
     model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(model_path)
+    tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     say("checking the data")
-    _, data, _ = training_data(
-        cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
-    )
+    with tempfile.TemporaryDirectory() as scratch:  # an hf_dataset's rows, read as training will read them
+        source = str(write_hf_dataset(cfg.hf_dataset, Path(scratch) / "data", cfg.test)) if cfg.hf_dataset else cfg.data
+        _, data, _ = training_data(
+            source, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
+        )
     train = data["train"]
     _, total_steps = planned_steps(train.rows, cfg.batch_size, cfg.grad_accumulation_steps, cfg.epochs, cfg.iters)
     limit = cfg.memory_limit_gb or memory_budget() / GB

@@ -115,6 +115,8 @@ class Setting:
                 return float(value)
             except ValueError:
                 return value
+        if value is None and self.kind in ("text", "file") and self.default == "":
+            return ""  # mlx-lm writes an unset path as null
         if self.kind == "keys" and isinstance(value, str):
             return [k.strip() for k in value.split(",") if k.strip()] or None
         return value

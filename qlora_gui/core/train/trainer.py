@@ -17,11 +17,12 @@ import mlx.core as mx
 
 from ..data.batching import epoch_batches, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
+from ..data.hf_dataset import write_hf_dataset
 from ..distributed import agreement
 from ..errors import DataError, TrainingError, UserError
 from ..gc_policy import keep_long_lived
 from ..memory import apply_limits, blas_in_use, device_name, reset_peak
-from ..model.loader import adapter_config, parameter_counts
+from ..model.loader import adapter_config, load_start_adapter, parameter_counts
 from ..model.model_files import load_tokenizer, resolve_model_path
 from ..runs.run_folder import RunFolder
 from ..runs.run_plan import resume_source
@@ -106,8 +107,10 @@ class Trainer:
             if self._record.is_main
             else agreement.rank_resume_source(cfg.adapter_path, cfg.resume, self._resume_from)
         )
+        if cfg.hf_dataset:  # the rows go into the run folder once; the run (and a resume) reads them there
+            cfg.data = str(write_hf_dataset(cfg.hf_dataset, run.hf_dataset, cfg.test))
         model_path = resolve_model_path(cfg.model)
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
         # Every data problem surfaces before any weights load.
         self.data_report, data, rows = training_data(
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
@@ -121,6 +124,8 @@ class Trainer:
         reset_peak(keep_run_peak=False)  # the peaks this run reports are its own (the app runs several)
         prepared = prepare_model(cfg, model_path, tokenizer, self._requested_loss or preference_loss(cfg))
         loaded, model, notes = prepared.loaded, prepared.loaded.model, prepared.notes
+        if cfg.resume_adapter_file and resume_path is None:  # a resume takes its checkpoint's weights instead
+            notes.append(load_start_adapter(model, Path(cfg.resume_adapter_file)))
         trainable, total_params = parameter_counts(model)
 
         train, valid = data["train"], data.get("valid")

@@ -26,7 +26,7 @@ class PreparedModel:
 def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: LossFn | None = None) -> PreparedModel:
     """Load the base (quantized on load when asked), add adapters, pick the quantized-matmul path, the loss
     (the chunked one unless a loss is given) and gradient checkpointing. In the thread that will train."""
-    loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer)
+    loaded = load_base(model_path, cfg.quantize_bits, cfg.quantize_group_size, tokenizer, cfg.trust_remote_code)
     model = loaded.model
     layers_note = add_adapters(model, cfg)
     notes = list(loaded.notes) + ([layers_note] if layers_note else [])

@@ -1,0 +1,110 @@
+"""Experiment trackers (report_to): the run's numbers, sample answers and settings, logged beside metrics.jsonl.
+
+TensorBoard writes event files in RUN/tensorboard (tensorboardX); wandb keeps an offline run in RUN/wandb
+(`wandb sync` uploads it; WANDB_MODE=online logs live). Every number is logged under "KIND/FIELD" (with the
+split: "validation_valid/val_loss") at its step, with the value metrics.jsonl holds for the same event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..train.config import TrainConfig
+from ..train.events import Event, PreferenceReport, RunStarted, SampleAnswers, StepReport, ValidationResult
+from ..train.mlx_keys import tracker_names
+from .run_folder import RunFolder
+
+LOGGED = (StepReport, ValidationResult, PreferenceReport)  # the events whose numbers are logged
+
+
+def scalars(event: Event) -> tuple[str, dict[str, float]]:
+    """The event's numbers as {tag: value}, tagged by kind (and split), with its step's prefix."""
+    split = getattr(event, "split", "")
+    prefix = f"{event.kind}_{split}" if split else event.kind
+    values = {
+        f"{prefix}/{f.name}": float(v)
+        for f in dataclasses.fields(event)
+        if f.name != "step" and isinstance(v := getattr(event, f.name), (int, float)) and not isinstance(v, bool)
+    }
+    return prefix, values
+
+
+def answer_rows(event: SampleAnswers) -> list[list[str]]:
+    return [[str(a.get("prompt", "")), str(a.get("reference") or ""), str(a.get("answer", ""))] for a in event.answers]
+
+
+class TensorBoardTracker:
+    def __init__(self, run: RunFolder, cfg: TrainConfig):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(logdir=str(run.tensorboard), flush_secs=10)
+
+    def log(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            settings = yaml.safe_dump(event.config, sort_keys=False)
+            self.writer.add_text("settings", "```yaml\n" + settings + "```", event.start_step)
+        elif isinstance(event, SampleAnswers):
+            lines = ["| prompt | reference | answer |", "|---|---|---|"]
+            lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in answer_rows(event)]
+            self.writer.add_text("sample_answers", "\n".join(lines), event.step)
+        elif isinstance(event, LOGGED):
+            for tag, value in scalars(event)[1].items():
+                self.writer.add_scalar(tag, value, event.step)
+            if isinstance(event, ValidationResult):
+                self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbTracker:
+    def __init__(self, run: RunFolder, cfg: TrainConfig):
+        import wandb
+
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=cfg.project_name or run.path.resolve().parent.name or "qlora-gui",
+            name=run.name,
+            id=re.sub(r"[^A-Za-z0-9_-]", "-", run.name)[:64],  # a resume continues the same wandb run
+            resume="allow",
+            dir=str(run.path),
+            config=cfg.to_dict(),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+        )
+
+    def log(self, event: Event) -> None:
+        if isinstance(event, SampleAnswers):
+            table = self.wandb.Table(columns=["prompt", "reference", "answer"], data=answer_rows(event))
+            self.run.log({"sample_answers": table}, step=event.step)
+        elif isinstance(event, LOGGED):
+            self.run.log(scalars(event)[1], step=event.step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>")
+
+
+TRACKER_CLASSES: dict[str, Any] = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}
+
+
+def start_trackers(run: RunFolder, cfg: TrainConfig) -> list[Any]:
+    """The trackers report_to names, each started for this run folder (the config has been validated)."""
+    started = []
+    for name in tracker_names(cfg.report_to):
+        try:
+            started.append(TRACKER_CLASSES[name](run, cfg))
+        except Exception as e:  # each library raises its own kinds; said before any step, with its words
+            for tracker in started:
+                tracker.close()
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise UserError(f"report_to {name}: the tracker did not start ({type(e).__name__}: {first})") from e
+    return started
