@@ -144,6 +144,7 @@ CARRIED_UNIMPORTED = {
     "setuptools": "mlx-lm and transformers reach it through importlib.metadata's entry points; most of it unused",
     "google": "protobuf, for SentencePiece tokenizers' model files (converted to fast tokenizers on load)",
     "numpy.fft": "numpy's own package: imported by numpy features the app does not call, kept whole",
+    "tensorboardX": "report_to tensorboard: imported when a run logs to TensorBoard",
     "charset_normalizer": "requests' encoding detection, imported when a Hub response has no charset",
 }
 # Packages whose members are told apart (a group each); other modules group by their top-level package.
