@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import ModelError
 from ..train.config import TrainConfig
-from .grouped_lora import group_lora_layers, mlx_layout
+from .grouped_lora import group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
 
 
@@ -136,7 +136,15 @@ def load_start_adapter(model: nn.Module, path: Path) -> str:
             )
     if not weights:
         raise ModelError(f"resume_adapter_file: {file} holds no weights")
-    model.load_weights(list(weights.items()), strict=False)
+    by_parameter = grouped_layout(model, weights)  # the model may hold q/k/v (gate/up) adapters as one group
+    trainable = dict(tree_flatten(model.trainable_parameters()))
+    split = sorted(k for k in by_parameter if k not in trainable)
+    if split:
+        raise ModelError(
+            f"resume_adapter_file: {file} holds {split[0]} without the other projections that share its input; "
+            "start from an adapter with the same target keys as this run"
+        )
+    model.load_weights(list(by_parameter.items()), strict=False)
     mx.eval(model.parameters())
     fresh = len(mine) - len(weights)
     rest = f"; {fresh} others start fresh" if fresh else ""
