@@ -213,6 +213,7 @@ class MainWindow(QMainWindow):
             )
         ):
             return
+        self.training.data_warnings = set(self.dataset.report.warnings) if self.dataset.report else set()
         self._launch(worker_for(cfg, self.settings_panel.machines.choice()))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
@@ -221,6 +222,7 @@ class MainWindow(QMainWindow):
         except ConfigError as e:
             self.show_error(Failed(str(e)))
             return
+        self.training.data_warnings = set()  # the run's own data, which the Data tab may not show
         self._launch(worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from))
 
     def _launch(self, worker: TrainingWorker) -> None:

@@ -26,8 +26,6 @@ from .rows import TurnsFormat
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5
-# With completions only, a larger trained share than this usually means the prompt is not masked.
-SUSPECT_TRAINED_SHARE = 0.6
 
 
 @dataclass
@@ -164,15 +162,22 @@ def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
     return out
 
 
+def _unmasked_rows(enc: EncodedSplit) -> int:
+    """Rows trained on every position after the first (which is never a target)."""
+    return sum(len(m) > 1 and bool(m[1:].all()) for m in enc.trained)
+
+
 def _encoded_warnings(report: DataReport, encoded: dict[str, EncodedSplit]) -> list[str]:
     out = []
     for name, enc in encoded.items():
         out.extend(_template_warnings(name, enc))
-    train = report.splits.get("train")
-    if report.mask_prompt and train and train.trained_share is not None and train.trained_share > SUSPECT_TRAINED_SHARE:
+    # Completions only masks at least the prompt's tokens of a row that has one (a long answer may still make
+    # most tokens trained: that is no sign of trouble). A row trained on every token is.
+    unmasked = _unmasked_rows(encoded["train"]) if report.mask_prompt and "train" in encoded else 0
+    if unmasked:
         out.append(
-            f"completions only is on, yet {train.trained_share:.0%} of the training tokens are trained: the "
-            "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
+            f"completions only is on, yet {unmasked} training row(s) have no token masked: their prompts are "
+            "trained as well; look at such a row in the token view (the Data tab, or "
             "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)"
         )
     return out

@@ -146,9 +146,16 @@ class DatasetPanel(QWidget):
     def usable(self) -> bool:
         return self.report is not None and self.report.usable and not self.checking
 
-    def set_path(self, path: str | Path) -> None:
+    def set_path(self, path: str | Path, mask_prompt: bool = True) -> None:
+        """Check this dataset. Completions only is decided per dataset: on unless told (what the Hugging Face
+        and Unsloth guides recommend for chat and prompt/completion rows); rows with no prompt turn it off for
+        this dataset only."""
         self._checked_path = str(Path(path).expanduser())
         self._mask_cleared = False
+        self.mask_prompt.blockSignals(True)  # one check below, not one more for the box
+        self.mask_prompt.setEnabled(True)
+        self.mask_prompt.setChecked(mask_prompt)
+        self.mask_prompt.blockSignals(False)
         self.path_edit.setText(self._checked_path)
         self.valid_share.setEnabled(
             not Path(path).is_dir() or not any((Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json"))

@@ -57,6 +57,8 @@ class TrainingView(QWidget):
         self.running = False
         self._can_start = False
         self.total_steps = 0
+        self.data_warnings: set[str] = set()  # what the Data tab already says of this run's data: not said again
+        self._data_warnings_said = False
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.pause_button = QPushButton("Pause")
@@ -180,6 +182,7 @@ class TrainingView(QWidget):
             self.top.setSizes([sum(sizes) * 62 // 100, sum(sizes) * 38 // 100])
         self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
+        self._data_warnings_said = False
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
         self.charts.set_total_steps(e.total_steps)
@@ -229,7 +232,11 @@ class TrainingView(QWidget):
         self.append_log(f"step {e.step}: {len(e.answers)} sample answer(s) in {e.seconds:.1f} s (tab Sample answers)")
 
     def on_warning(self, e: TrainWarning) -> None:
-        self.append_log(f"⚠ {e.message}")
+        if e.message not in self.data_warnings:
+            self.append_log(f"⚠ {e.message}")
+        elif not self._data_warnings_said:
+            self._data_warnings_said = True
+            self.append_log("The Data tab's notes on this data hold for this run (tab Data).")
 
     def on_recovery(self, e: Recovered) -> None:
         self.charts.add_recovery(e)  # the warning that comes with it says why in the log

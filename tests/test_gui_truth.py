@@ -1,0 +1,66 @@
+# ruff: noqa: F811 (pytest fixtures imported from test_gui are parameters here)
+"""The window tells the truth (issue 32): what a new user met on chat and preference data, widget by widget."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import fixture_texts, write_jsonl
+from test_gui import no_dangling_threads, store, wait_checked, window  # noqa: F401 (fixtures)
+
+
+def test_the_timeline_keeps_the_history_of_a_prompt_with_a_no_break_space(qtbot):
+    from qlora_gui.ui.widgets.sample_timeline import SampleTimeline
+
+    timeline = SampleTimeline()
+    qtbot.addWidget(timeline)
+    sample = {"prompt": "What is 2\u00a0+\u00a02?", "reference": "4", "answer": "4", "tokens": 1, "source": "v:1"}
+    for step in (0, 10, 20):
+        timeline.add(step, [sample], 0.1)
+    assert timeline.steps == [0, 10, 20] and timeline.step_label.text().startswith("step 20 · 3 of 3")
+
+
+def chat_rows(n: int, seed: int, answer_words: int = 3) -> list[dict]:
+    texts = fixture_texts(n, seed=seed)
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": "answer in words"},
+                {"role": "user", "content": t},
+                {"role": "assistant", "content": " ".join((t.split() * 40)[:answer_words])},
+            ]
+        }
+        for t in texts
+    ]
+
+
+def test_completions_only_is_decided_per_dataset_and_warns_only_on_suspect_masks(qtbot, window, text_data, tmp_path):
+    panel = window.dataset
+    chat = tmp_path / "chat"
+    write_jsonl(chat / "train.jsonl", chat_rows(16, 1, answer_words=60))  # long answers: most tokens trained
+    write_jsonl(chat / "valid.jsonl", chat_rows(4, 2))
+    window.open_dataset(chat)
+    wait_checked(qtbot, window)
+    train = panel.report.splits["train"]
+    assert panel.mask_prompt.isChecked() and panel.mask_prompt.isEnabled()
+    assert 0.6 < train.trained_share < 1.0  # masked, with long answers
+    assert not any("completions only is on" in w for w in panel.report.warnings)
+    window.open_dataset(text_data)  # plain text: off for this dataset
+    qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "text", timeout=60_000)
+    assert not panel.mask_prompt.isChecked()
+    window.open_dataset(chat)  # a chat folder afterwards does not inherit "off"
+    qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "chat", timeout=60_000)
+    assert panel.mask_prompt.isChecked() and panel.report.splits["train"].trained_share < 1.0
+
+
+def test_the_masking_warning_names_rows_with_no_token_masked():
+    from qlora_gui.core.data.dataset import DataReport, SplitReport, _encoded_warnings
+    from qlora_gui.core.data.encode import EncodedSplit
+
+    split = SplitReport("train", "t.jsonl", "chat", 2, "tokens", trained_share=0.9)
+    report = DataReport("t.jsonl", "chat", {"train": split}, [], 0, [], 64, True)
+    masked = np.array([False, False, True, True])
+    enc = EncodedSplit([np.arange(4)] * 2, [masked, masked], np.array([4, 4]), [1, 2])
+    assert _encoded_warnings(report, {"train": enc}) == []
+    enc.trained[1] = np.array([False, True, True, True])
+    (warning,) = _encoded_warnings(report, {"train": enc})
+    assert "1 training row(s) have no token masked" in warning
