@@ -64,3 +64,27 @@ def test_the_masking_warning_names_rows_with_no_token_masked():
     enc.trained[1] = np.array([False, True, True, True])
     (warning,) = _encoded_warnings(report, {"train": enc})
     assert "1 training row(s) have no token masked" in warning
+
+
+def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_why(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    assert window.training.start_button.isEnabled()
+    for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
+        box = window.settings_panel._widgets[key]
+        before = box.value()
+        box.lineEdit().selectAll()
+        qtbot.keyClicks(box.lineEdit(), "0")
+        box.interpretText()  # as leaving the box does
+        assert box.text() == "0"  # never "all", never the old value back
+        reason = window.settings_panel._reasons[key]
+        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
+        assert not window.training.start_button.isEnabled()
+        assert (
+            window.training.reason.text().startswith(f"Settings: {label}") and "got 0" in window.training.reason.text()
+        )
+        box.setValue(before)
+        assert reason.isHidden() and window.training.start_button.isEnabled()
+    layers = window.settings_panel._widgets["num_layers"]
+    layers.setValue(layers.minimum())
+    assert layers.text() == "all" and window.settings_panel.config().num_layers == -1

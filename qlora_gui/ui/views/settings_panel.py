@@ -41,6 +41,7 @@ class SettingsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._widgets: dict[str, QWidget] = {}
+        self._reasons: dict[str, QLabel] = {}  # beside each field: why its value is refused
         self.problem = ""  # the current settings problem, in the form's words ("" when none)
         self.error = QLabel("")
         self.error.setStyleSheet("color: #e5534b;")
@@ -91,8 +92,20 @@ class SettingsPanel(QWidget):
             widget.setMinimumWidth(260)
             label = QLabel(s.label)
             label.setToolTip(widget.toolTip())
-            groups[s.group].addRow(label, widget)
+            field = QWidget()  # the widget, and under it why its value is refused (when it is)
+            rows = QVBoxLayout(field)
+            rows.setContentsMargins(0, 0, 0, 0)
+            rows.setSpacing(2)
+            rows.addWidget(widget)
+            reason = QLabel("")
+            reason.setWordWrap(True)
+            reason.setStyleSheet("color: #e5534b;")
+            reason.setMaximumWidth(360)
+            reason.hide()
+            rows.addWidget(reason)
+            groups[s.group].addRow(label, field)
             self._widgets[s.key] = widget
+            self._reasons[s.key] = reason
         left.addStretch(1)
         self.machines = MachinesBox(lambda: self.command_source() if self.command_source else self.check())
         self.machines.changed.connect(self.changed.emit)
@@ -136,7 +149,7 @@ class SettingsPanel(QWidget):
         except ConfigError as e:
             self.problem = f"{self.label_of(e.setting)}: {e.why}" if e.setting else str(e)
             self.error.setText(self.problem)
-            self._mark(e.setting)
+            self._mark(e.setting, e.why or str(e))
             return None
         self._mark("")
         machines = self.machines.problem()  # the Machines box's table, where a setting's problem shows
@@ -149,9 +162,12 @@ class SettingsPanel(QWidget):
         found = SETTING_BY_KEY.get(setting)
         return found.label if found else setting.replace("_", " ")
 
-    def _mark(self, setting: str) -> None:
+    def _mark(self, setting: str, why: str = "") -> None:
+        """Mark the field whose value is refused, its value kept as typed and the reason beside it."""
         for key, w in self._widgets.items():
             w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
+            self._reasons[key].setText(f"Refused: {why}" if key == setting else "")
+            self._reasons[key].setVisible(key == setting)
 
     def show_memory_estimate(self, est: MemoryEstimate | None, budget: int) -> float | None:
         """Show an estimate against the memory this machine can give; returns the share of it (None: unknown)."""
