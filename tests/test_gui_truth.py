@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from conftest import fixture_texts, write_jsonl
+from PySide6.QtCore import Qt
 from test_gui import no_dangling_threads, store, wait_checked, window  # noqa: F401 (fixtures)
 
 
@@ -88,3 +89,20 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
     layers = window.settings_panel._widgets["num_layers"]
     layers.setValue(layers.minimum())
     assert layers.text() == "all" and window.settings_panel.config().num_layers == -1
+
+
+def test_preference_pairs_under_sft_are_not_ready_and_one_click_trains_with_dpo(qtbot, window, tmp_path):
+    from test_preference import pairs
+
+    write_jsonl(tmp_path / "prefs" / "train.jsonl", pairs(12, 5))
+    write_jsonl(tmp_path / "prefs" / "valid.jsonl", pairs(4, 6))
+    window.open_dataset(tmp_path / "prefs")
+    wait_checked(qtbot, window)
+    panel = window.dataset
+    assert not window.training.start_button.isEnabled() and "pick DPO or ORPO" in window.training.reason.text()
+    assert "Ready to train." not in panel.summary.text() and "pick DPO or ORPO" in panel.summary.text()
+    assert panel.mode_button.isVisibleTo(panel) and panel.mode_button.text() == "Train with DPO"
+    qtbot.mouseClick(panel.mode_button, Qt.MouseButton.LeftButton)
+    assert window.settings_panel.config().train_mode == "dpo"
+    qtbot.waitUntil(lambda: window.training.start_button.isEnabled(), timeout=60_000)
+    assert "Ready to train." in panel.summary.text() and not panel.mode_button.isVisibleTo(panel)

@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.start_action, self.dark_action = build_menus(self)
 
         self.dataset.report_changed.connect(self._refresh)
+        self.dataset.mode_requested.connect(lambda mode: self.settings_panel.set_value("train_mode", mode))
         self.model.model_changed.connect(self._on_model_changed)
         self.settings_panel.changed.connect(self._on_settings_changed)
         self.training.start_requested.connect(self.start_training)
@@ -134,6 +135,7 @@ class MainWindow(QMainWindow):
     def _on_settings_changed(self) -> None:
         cfg = self.settings_panel.check()
         if cfg:
+            self.dataset.set_train_mode(cfg.train_mode)
             self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size)
         self._refresh()
 

@@ -30,6 +30,7 @@ from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
 from ...core.train.config import SETTING_BY_KEY, default_of
+from ...core.train.preference_mode import mode_mismatch
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
 from ..widgets.token_view_widget import TokenViewBox
@@ -43,6 +44,7 @@ _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 class DatasetPanel(QWidget):
     report_changed = Signal()  # a new report (usable or not) is in `self.report`
     token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
+    mode_requested = Signal(str)  # the user asks to train in this mode, where the Data tab shows the mismatch
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -51,6 +53,7 @@ class DatasetPanel(QWidget):
         self.model_path: str | None = None
         self.max_seq_length: int = default_of("max_seq_length")
         self.batch_size: int = default_of("batch_size")
+        self.train_mode: str = default_of("train_mode")  # the Settings tab's, for the verdict on these rows
         self._generation = 0
         self.checking = False
 
@@ -82,6 +85,13 @@ class DatasetPanel(QWidget):
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.mode_button = QPushButton("Train with DPO")
+        self.mode_button.setToolTip("Set Settings › Training mode to what these rows need")
+        self.mode_button.clicked.connect(lambda: self.mode_requested.emit(self._needed_mode()))
+        self.mode_button.hide()
+        verdict = QHBoxLayout()
+        verdict.addWidget(self.summary, 1)
+        verdict.addWidget(self.mode_button, 0, Qt.AlignmentFlag.AlignTop)
         self.busy = QProgressBar(maximumHeight=6, textVisible=False)
         self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
         self.busy.hide()
@@ -126,7 +136,7 @@ class DatasetPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(options)
-        layout.addWidget(self.summary)
+        layout.addLayout(verdict)
         layout.addWidget(self.busy)
         layout.addWidget(split, 1)
         self._render(None)
@@ -171,6 +181,16 @@ class DatasetPanel(QWidget):
         if (max_seq_length, batch_size) != (self.max_seq_length, self.batch_size):
             self.max_seq_length, self.batch_size = max_seq_length, batch_size
             self.recheck()
+
+    def set_train_mode(self, mode: str) -> None:
+        """The training mode the verdict is for: pairs with SFT, or plain rows with DPO/ORPO, are not ready."""
+        if mode != self.train_mode:
+            self.train_mode = mode
+            if self.report is not None and not self.checking:
+                self._render(self.report)
+
+    def _needed_mode(self) -> str:
+        return "dpo" if self.train_mode == "sft" else "sft"
 
     def browse_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open dataset", "", "Data (*.jsonl *.json);;All files (*)")
@@ -241,10 +261,13 @@ class DatasetPanel(QWidget):
         self.preview.setRowCount(0)
         self.preview.setColumnCount(0)
         self.problem_box.setVisible(bool(report and report.problem_count))
+        mismatch = mode_mismatch(self.train_mode, report.format) if report and report.usable else ""
+        self.mode_button.setVisible(bool(mismatch))
+        self.mode_button.setText(f"Train with {self._needed_mode().upper()}")
         if report is None:
             return
         cleared = self._mask_cleared and not report.can_mask_prompt
-        self.summary.setText(summary_html(report, bool(self.model_path), cleared))
+        self.summary.setText(summary_html(report, bool(self.model_path), cleared, mismatch))
         for line in report.problem_lines():
             self.problems.addItem(line)
         train = report.splits.get("train")

@@ -131,6 +131,11 @@ class SettingsPanel(QWidget):
             show_value(self._widgets[s.key], s, cfg.value(s.key))
         self.changed.emit()
 
+    def set_value(self, key: str, value: object) -> None:
+        """One setting, as if typed into its field."""
+        show_value(self._widgets[key], SETTING_BY_KEY[key], value)
+        self.changed.emit()
+
     def config(self, base: TrainConfig | None = None) -> TrainConfig:
         """The settings as a TrainConfig; raises ConfigError naming a field whose text is not a value."""
         cfg = dataclasses.replace(base) if base else TrainConfig()
