@@ -106,3 +106,61 @@ def test_preference_pairs_under_sft_are_not_ready_and_one_click_trains_with_dpo(
     assert window.settings_panel.config().train_mode == "dpo"
     qtbot.waitUntil(lambda: window.training.start_button.isEnabled(), timeout=60_000)
     assert "Ready to train." in panel.summary.text() and not panel.mode_button.isVisibleTo(panel)
+
+
+def report(step: int, loss: float, **kw):
+    from qlora_gui.core.train.events import StepReport
+
+    return StepReport(step, step / 10, loss, 1e-4, 100.0, 1.0, 10 * step, 1.0, 1.0, 0.1, 0.2, 0.0, 0.3, **kw)
+
+
+def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbot):
+    from qlora_gui.core.train.events import PreferenceReport, ValidationResult
+    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, ema
+    from qlora_gui.ui.widgets.preference_charts import PreferenceCharts
+
+    charts, pairs = TrainingCharts(), PreferenceCharts()
+    for widget in (charts, pairs):
+        qtbot.addWidget(widget)
+        widget.show()
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.stack.waiting  # no empty 0-1 axes before data
+    assert pairs.stack.currentWidget() is pairs.stack.waiting
+    charts.add_progress(report(1, 2.0))
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.view
+    for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
+        assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing
+    pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
+    assert len(pairs.curves[("train", "reward_accuracy")].scatter.points()) == 1
+    assert pairs.stack.currentWidget() is pairs.view
+    assert charts.val_points.scatter.opts["brush"].color().name() == COLORS["val"]  # the legend's marker
+    charts.add_validation(ValidationResult(1, 1.9, 10, True, 0.1))
+    for step, loss in enumerate([0.5, 0.04, 0.04, 0.04], start=2):
+        charts.add_progress(report(step, loss))
+    charts.redraw()
+    assert charts.loss_raw.opts["symbol"] is None  # a line from two reports on
+    decay = 0.7  # TensorBoard's debiased smoothing: no pull toward the first report
+    acc, expected = 0.0, []
+    for n, v in enumerate([2.0, 0.5, 0.04, 0.04, 0.04], start=1):
+        acc = decay * acc + (1 - decay) * v
+        expected.append(acc / (1 - decay**n))
+    assert np.allclose(ema([2.0, 0.5, 0.04, 0.04, 0.04]), expected)
+    assert np.allclose(charts.loss_smooth.getData()[1], expected) and expected[0] == 2.0
+    charts.set_memory_limit(23.5)
+    charts._dirty = True
+    charts.redraw()
+    assert "23.5 GB" in charts.mem_plot.titleLabel.text and ", above" not in charts.mem_plot.titleLabel.text
+
+
+def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
+    from qlora_gui.core.train.events import RunStarted, ValidationResult
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    config = {"train_mode": "dpo", "sample_answers": 2}
+    view.on_started(RunStarted("/tmp/r", config, 10, 100, 5, 10, 0, 20, 4, 0.1))
+    assert "DPO reference" in view.status.text() and "validating the base (step 0)" in view.status.text()
+    view.on_validation(ValidationResult(0, 0.69, 40, True, 0.2))
+    assert view.status.text().startswith("Base validation loss 0.6900 (step 0); answering the sample prompts")

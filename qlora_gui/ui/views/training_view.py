@@ -57,6 +57,7 @@ class TrainingView(QWidget):
         self.running = False
         self._can_start = False
         self.total_steps = 0
+        self.samples_due = False  # the run answers sample prompts (at step 0 before its first step)
         self.data_warnings: set[str] = set()  # what the Data tab already says of this run's data: not said again
         self._data_warnings_said = False
         self.start_button = QPushButton("Start training")
@@ -188,6 +189,8 @@ class TrainingView(QWidget):
         self.charts.set_total_steps(e.total_steps)
         self.bottom.setTabVisible(self.bottom.indexOf(self.machines), self.machines.on_started(e))
         self.total_steps = e.total_steps
+        self.status.setText(self._opening_text(e))
+        self.samples_due = bool(e.config.get("sample_answers"))
         epochs = e.total_steps / max(e.steps_per_epoch, 1)
         self.append_log(
             f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
@@ -195,6 +198,19 @@ class TrainingView(QWidget):
             f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
             f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}"
         )
+
+    def _opening_text(self, e: RunStarted) -> str:
+        """What the run does before its first report: the DPO reference, the base's validation and answers."""
+        first = e.start_step == 0
+        parts = []
+        if e.config.get("train_mode") == "dpo":
+            parts.append("measuring the DPO reference (the base's log-probabilities of every pair's answers)")
+        if first and e.valid_rows:
+            parts.append("validating the base (step 0)")
+        if first and e.config.get("sample_answers"):
+            parts.append("answering the sample prompts with the base")
+        parts.append(f"training from step {e.start_step}" if not first else "training")
+        return "Model loaded: " + ", then ".join(parts) + "…"
 
     def on_progress(self, e: StepReport) -> None:
         self.charts.add_progress(e)
@@ -214,6 +230,11 @@ class TrainingView(QWidget):
 
     def on_validation(self, e: ValidationResult) -> None:
         self.charts.add_validation(e)
+        if e.step == 0 and e.split == "valid" and self.progress.value() == 0:
+            self.status.setText(
+                f"Base validation loss {e.val_loss:.4f} (step 0); "
+                + ("answering the sample prompts with the base, then training…" if self.samples_due else "training…")
+            )
         best = " (best)" if e.is_best else ""
         self.append_log(
             f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "

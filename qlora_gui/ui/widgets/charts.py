@@ -12,7 +12,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from ...core.train.events import Recovered, StepReport, ValidationResult
 from ..theme import color_legend, style_plot
@@ -34,20 +34,58 @@ COLORS = {
 
 
 def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
-    out, acc = [], None
+    """An exponential moving average, bias-corrected as TensorBoard's smoothing is: it starts at the data and
+    weighs each report as the average's decay says, with no pull toward the first value (nor toward 0)."""
+    out, acc, decay, kept = [], 0.0, 1 - weight, 1.0
     for v in values:
-        acc = v if acc is None else weight * v + (1 - weight) * acc
-        out.append(acc)
+        acc = decay * acc + weight * v
+        kept *= decay
+        out.append(acc / (1 - kept))
     return out
+
+
+def show_lone_points(curve: pg.PlotDataItem, count: int, size: int = 6) -> None:
+    """A line with a single point draws nothing: give that point a dot until the line has two."""
+    lone = count == 1
+    if lone != (curve.opts["symbol"] is not None):
+        pen = curve.opts["pen"]
+        color = pg.mkPen(pen).color() if pen is not None else None
+        curve.setSymbol("o" if lone else None)
+        if lone:
+            curve.setSymbolSize(size)
+            curve.setSymbolBrush(color)
+            curve.setSymbolPen(None)
+
+
+def dot_legend(curve: pg.PlotDataItem, color: str) -> None:
+    """The legend draws a dotted series' marker from its scatter's own brush: the dots' colour, not grey."""
+    curve.scatter.setBrush(pg.mkBrush(color))
+    curve.scatter.setPen(pg.mkPen(None))
+
+
+class ChartStack(QStackedWidget):
+    """Charts, or until their first data a line saying when they start (never empty 0-1 axes)."""
+
+    def __init__(self, charts: QWidget, waiting: str):
+        super().__init__()
+        self.waiting = QLabel(waiting)
+        self.waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.waiting.setWordWrap(True)
+        self.addWidget(self.waiting)
+        self.addWidget(charts)
+
+    def show_charts(self, shown: bool) -> None:
+        self.setCurrentIndex(1 if shown else 0)
 
 
 class TrainingCharts(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.view = pg.GraphicsLayoutWidget()
+        self.stack = ChartStack(self.view, "The charts start with the first report of the training steps.")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.view)
+        layout.addWidget(self.stack)
         # Legends get rows of their own above their plots, so they never cover the data.
         self.loss_legend, self.mem_legend = pg.LegendItem(colCount=3), pg.LegendItem(colCount=3)
         self.view.addItem(self.loss_legend, row=0, col=0)
@@ -62,6 +100,7 @@ class TrainingCharts(QWidget):
         self.val_points = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"], symbolPen=None
         )
+        dot_legend(self.val_points, COLORS["val"])
         for item, name in ((self.loss_raw, "train"), (self.loss_smooth, "smoothed"), (self.val_points, "validation")):
             self.loss_legend.addItem(item, name)
         self.lr_curve = self.lr_plot.plot(pen=pen(COLORS["lr"], width=1))
@@ -202,7 +241,7 @@ class TrainingCharts(QWidget):
         top = max(self.peak + self.rss + [0.0])
         near = bool(self.limit_gb) and self.limit_gb <= 3 * top
         self.limit_line.setVisible(near)
-        far = f" · limit {self.limit_gb:.1f} GB, above" if self.limit_gb and not near else ""
+        far = f" · the limit, {self.limit_gb:.1f} GB, is far above" if self.limit_gb and not near else ""
         self.mem_plot.setTitle(f"Memory (GB){far}")
         self.mem_plot.setYRange(0, max(top, self.limit_gb if near else 0) * 1.1 or 1, padding=0)
 
@@ -210,6 +249,11 @@ class TrainingCharts(QWidget):
         if not self._dirty or not self.isVisible():  # a hidden tab catches up when it is shown
             return
         self._dirty = False
+        self.stack.show_charts(bool(self.steps or self.val_steps))
+        for curve in (self.loss_raw, self.loss_smooth, self.lr_curve, self.tps_curve):
+            show_lone_points(curve, len(self.steps))
+        for curve in (self.mem_active, self.mem_peak, self.mem_rss):
+            show_lone_points(curve, len(self.steps))
         self.loss_raw.setData(self.steps, self.losses)
         self.loss_smooth.setData(self.steps, ema(self.losses))
         self.val_points.setData(self.val_steps, self.val_losses)
