@@ -164,3 +164,33 @@ def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
     assert "DPO reference" in view.status.text() and "validating the base (step 0)" in view.status.text()
     view.on_validation(ValidationResult(0, 0.69, 40, True, 0.2))
     assert view.status.text().startswith("Base validation loss 0.6900 (step 0); answering the sample prompts")
+
+
+def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_as_its_arrow_says(qtbot, tmp_path):
+    import json
+
+    from qlora_gui.ui.views.runs_view import COLUMN_INDEX, RunsView
+
+    run = tmp_path / "runs" / "resumed"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {run}\ntrain_mode: dpo\n")
+    first = [{"event": "step", "step": s, "loss": 1.0 - s / 10} for s in range(1, 7)]  # killed after step 6
+    first.append({"event": "validation", "split": "valid", "step": 5, "val_loss": 0.5})
+    again = [{"event": "run_started", "start_step": 4}]  # resumed from the checkpoint of step 4
+    again += [{"event": "step", "step": s, "loss": 0.9 - s / 10} for s in range(5, 9)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in first + again))
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {other}\n")
+    (other / "metrics.jsonl").write_text(json.dumps({"event": "step", "step": 100, "loss": 2.0}) + "\n")
+    view = RunsView(tmp_path / "runs")
+    qtbot.addWidget(view)
+    view.select_runs(["resumed"])
+    (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
+    steps, losses = line.getData()
+    assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
+    row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
+    assert row.text(COLUMN_INDEX["Mode"]) == "DPO" and row.text(COLUMN_INDEX["Last train loss"]).endswith("(DPO)")
+    view.table.sortByColumn(COLUMN_INDEX["Steps"], Qt.SortOrder.AscendingOrder)
+    assert view.table.header().sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
+    assert [view.table.topLevelItem(i).text(0) for i in range(2)] == ["resumed", "other"]  # 8 before 100

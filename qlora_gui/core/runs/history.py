@@ -57,10 +57,24 @@ def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
     return [e for e in read_events(run_dir) if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
 
 
+def _drop_after(curves: RunCurves, step: int) -> None:
+    """Training went on from `step` (a resume from its checkpoint, a recovery): the steps after it that the
+    earlier attempt reported were abandoned, and leave the curves."""
+    kept = sum(s <= step for s in curves.steps)
+    del curves.steps[kept:], curves.losses[kept:]
+    kept = sum(s <= step for s in curves.val_steps)
+    del curves.val_steps[kept:], curves.val_losses[kept:]
+
+
 def read_curves(run_dir: Path) -> RunCurves:
+    """The run's train and validation losses as it stands: one line, without the steps it went back over."""
     curves = RunCurves()
     for e in read_events(run_dir):
-        if e.get("event") == "step" and e.get("loss") is not None:
+        if e.get("event") == "run_started" and isinstance(e.get("start_step"), int):
+            _drop_after(curves, e["start_step"])
+        elif e.get("event") == "recovery" and isinstance(e.get("back_to"), int):
+            _drop_after(curves, e["back_to"])
+        elif e.get("event") == "step" and e.get("loss") is not None:
             curves.steps.append(e["step"])
             curves.losses.append(e["loss"])
         elif e.get("event") == "validation" and e.get("split") == "valid" and e.get("val_loss") is not None:

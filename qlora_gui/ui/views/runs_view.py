@@ -33,20 +33,51 @@ from .run_figures import differences_text, eval_cell, evaluate_run, evaluation_t
 from .run_filing import RunFiling
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+SORT_ROLE = Qt.ItemDataRole.UserRole + 1  # a cell's value to sort by: numbers as numbers, dates as times
+# Each column's name and what it says (its header's tooltip).
 COLUMNS = [
-    "Run",
-    "Status",
-    "Model",
-    "Data",
-    "Steps",
-    "Final val loss",
-    "Best val loss",
-    "Eval loss (base → adapter)",
-    "Settings",
-    "Notes",
-    "Last train loss",
-    "Date",
+    ("Run", "The run folder's name"),
+    ("Status", "finished, stopped (resumable), failed or incomplete"),
+    ("Mode", "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs)"),
+    ("Model", "The base model"),
+    ("Data", "The dataset"),
+    ("Steps", "The last step the run reached"),
+    (
+        "Final val loss",
+        "The last validation loss of what the run trains on: the next-token loss (SFT), or the DPO or ORPO "
+        "loss of the pairs, which does not compare with a next-token loss",
+    ),
+    ("Best val loss", "The lowest validation loss of the run, in the same terms as the final one"),
+    (
+        "Eval: answer loss (base → adapter)",
+        "From Evaluate: the next-token loss of the answers (the chosen answers of pairs) under the base and "
+        "under the adapter, for every mode; not the DPO or ORPO loss",
+    ),
+    ("Settings", "The settings that matter most; hover a cell for all of them"),
+    ("Notes", "Your notes on the run (Notes…); all of them show below the table"),
+    ("Last train loss", "The last reported training loss, in the mode's own terms"),
+    ("Date", "When the run last wrote to its folder"),
 ]
+COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
+WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
+MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
+
+
+class RunItem(QTreeWidgetItem):
+    """A runs-table row that sorts by each cell's value (SORT_ROLE) where it has one, else by its text."""
+
+    def __lt__(self, other: QTreeWidgetItem) -> bool:
+        col = self.treeWidget().sortColumn() if self.treeWidget() else 0
+        mine, theirs = self.data(col, SORT_ROLE), other.data(col, SORT_ROLE)
+        if mine is not None and theirs is not None:
+            return mine < theirs
+        if (mine is None) != (theirs is None):
+            return theirs is None  # a value before "–"
+        return self.text(col).lower() < other.text(col).lower()
+
+
+def _mode_loss(value: float | None, mode: str) -> str:
+    return fmt_loss(value) + (f" ({MODE_NAMES.get(mode, mode)})" if value is not None and mode != "sft" else "")
 
 
 class RunsView(RunFiling, QWidget):
@@ -61,11 +92,14 @@ class RunsView(RunFiling, QWidget):
         self.eval_job = None
         self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
         self.table = QTreeWidget()
-        self.table.setHeaderLabels(COLUMNS)
+        self.table.setHeaderLabels([name for name, _ in COLUMNS])
+        for col, (_, tip) in enumerate(COLUMNS):
+            self.table.headerItem().setToolTip(col, tip)
         self.table.setRootIsDecorated(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(COLUMN_INDEX["Date"], Qt.SortOrder.DescendingOrder)  # newest first, arrow to match
         self.plot = RunCurvesPlot()
         self.samples = SampleTimeline()
         self.figures = QTabWidget()
@@ -138,27 +172,34 @@ class RunsView(RunFiling, QWidget):
             self._configs[str(run.path)] = c
             self._summaries[str(run.path)] = run
             notes = read_notes(run.path)
-            item = QTreeWidgetItem(
-                [
-                    run.name,
-                    run.status,
-                    run.model_name,
-                    Path(str(c.get("data", ""))).name,
-                    str(run.last_step),
-                    fmt_loss(run.final_val_loss),
-                    fmt_loss(run.best_val_loss),
-                    eval_cell(read_evaluations(run.path)),
-                    describe_settings(c),
-                    notes.strip().splitlines()[0][:60] if notes.strip() else "",
-                    fmt_loss(run.final_loss),
-                    time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)),
-                ]
-            )
+            mode = str(c.get("train_mode") or "sft")
+            evaluations = read_evaluations(run.path)
+            cells = {
+                "Run": (run.name, None),
+                "Status": (run.status, None),
+                "Mode": (MODE_NAMES.get(mode, mode), None),
+                "Model": (run.model_name, None),
+                "Data": (Path(str(c.get("data", ""))).name, None),
+                "Steps": (str(run.last_step), run.last_step),
+                "Final val loss": (_mode_loss(run.final_val_loss, mode), run.final_val_loss),
+                "Best val loss": (_mode_loss(run.best_val_loss, mode), run.best_val_loss),
+                "Eval: answer loss (base → adapter)": (eval_cell(evaluations), None),
+                "Settings": (describe_settings(c), None),
+                "Notes": (" ".join(notes.split()), None),
+                "Last train loss": (_mode_loss(run.final_loss, mode), run.final_loss),
+                "Date": (time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)), run.modified),
+            }
+            item = RunItem([cells[name][0] for name, _ in COLUMNS])
+            for col, (name, _) in enumerate(COLUMNS):
+                if cells[name][1] is not None:
+                    item.setData(col, SORT_ROLE, cells[name][1])
             item.setData(0, PATH_ROLE, str(run.path))
-            item.setToolTip(9, notes)
+            item.setToolTip(COLUMN_INDEX["Notes"], notes)
+            item.setToolTip(COLUMN_INDEX["Settings"], cells["Settings"][0])
             self.table.addTopLevelItem(item)
         for col in range(self.table.columnCount()):
             self.table.resizeColumnToContents(col)
+            self.table.setColumnWidth(col, min(self.table.columnWidth(col), WIDEST_COLUMN))
         self.plot_selected()
 
     def run_count(self) -> int:
@@ -241,8 +282,11 @@ class RunsView(RunFiling, QWidget):
             return
         run = self.selected_run()
         results = read_evaluations(Path(run)) if run else []
+        notes = read_notes(Path(run)).strip() if run else ""
         self.summary.setText(
-            f"{Path(run).name}: " + (evaluation_text(results) if results else "no evaluation yet: press Evaluate.")
+            f"{Path(run).name}: "
+            + (evaluation_text(results) if results else "no evaluation yet: press Evaluate.")
+            + (f"\nNotes: {notes}" if notes else "")
             if run
             else ""
         )
