@@ -194,3 +194,26 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     view.table.sortByColumn(COLUMN_INDEX["Steps"], Qt.SortOrder.AscendingOrder)
     assert view.table.header().sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
     assert [view.table.topLevelItem(i).text(0) for i in range(2)] == ["resumed", "other"]  # 8 before 100
+
+
+def test_a_first_run_card_loads_the_sample_data_and_the_demo_model_in_one_click_each(
+    qtbot, store, tmp_path, demo_model, monkeypatch
+):
+    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.ui.main_window import MainWindow
+    from qlora_gui.ui.views import model_panel
+
+    monkeypatch.setattr(model_panel, "demo_model_dir", lambda: demo_model)  # built already: found, not rebuilt
+    w = MainWindow(settings=store, runs_root=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    card = w.dataset.first_run
+    assert card.isVisible() and w.dataset.sample_button.isVisible() and w.dataset.demo_button.isVisible()
+    qtbot.mouseClick(w.dataset.sample_button, Qt.MouseButton.LeftButton)
+    assert w.dataset.path == str(sample_data_path()) and not w.dataset.sample_button.isVisible()
+    qtbot.mouseClick(w.dataset.demo_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.model.selected_path == str(demo_model) and not w.model.busy, timeout=60_000)
+    wait_checked(qtbot, w)
+    assert not card.isVisible() and w.dataset.mask_prompt.isChecked()
+    qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=60_000)
+    w.playground.shutdown()

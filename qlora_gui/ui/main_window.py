@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.start_action, self.dark_action = build_menus(self)
 
         self.dataset.report_changed.connect(self._refresh)
+        self.dataset.demo_model_requested.connect(self.model.use_demo)
         self.dataset.mode_requested.connect(lambda mode: self.settings_panel.set_value("train_mode", mode))
         self.model.model_changed.connect(self._on_model_changed)
         self.settings_panel.changed.connect(self._on_settings_changed)

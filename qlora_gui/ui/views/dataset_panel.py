@@ -10,6 +10,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
+from ...core.resources import sample_data_path
 from ...core.train.config import SETTING_BY_KEY, default_of
 from ...core.train.preference_mode import mode_mismatch
 from ..theme import style_plot
@@ -44,6 +46,7 @@ _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 class DatasetPanel(QWidget):
     report_changed = Signal()  # a new report (usable or not) is in `self.report`
     token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
+    demo_model_requested = Signal()  # the first-run card's "Use the demo model"
     mode_requested = Signal(str)  # the user asks to train in this mode, where the Data tab shows the mismatch
 
     def __init__(self, parent=None):
@@ -82,6 +85,7 @@ class DatasetPanel(QWidget):
         options.addWidget(self.mask_prompt)
         options.addStretch(1)
 
+        self.first_run = self._first_run_card()
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
@@ -134,12 +138,40 @@ class DatasetPanel(QWidget):
         split.setSizes([170, 370])
 
         layout = QVBoxLayout(self)
+        layout.addWidget(self.first_run)
         layout.addLayout(top)
         layout.addLayout(options)
         layout.addLayout(verdict)
         layout.addWidget(self.busy)
         layout.addWidget(split, 1)
         self._render(None)
+        self._sync_first_run()
+
+    def _first_run_card(self) -> QFrame:
+        """For a first try: the sample data and the demo model, one click each; gone once both are chosen."""
+        card = QFrame()
+        card.setFrameShape(QFrame.Shape.StyledPanel)
+        text = QLabel(
+            "<b>New here?</b> Try the whole flow in a minute: load the sample dataset (240 SQL questions as "
+            "prompt/completion rows) and use the demo model (tiny, built on this machine), then Start training."
+        )
+        text.setWordWrap(True)
+        self.sample_button = QPushButton("Load the sample dataset")
+        self.sample_button.setToolTip(str(sample_data_path()))
+        self.sample_button.clicked.connect(lambda: self.set_path(sample_data_path()))
+        self.demo_button = QPushButton("Use the demo model")
+        self.demo_button.setToolTip("A tiny model with random weights: fast, to see how the app works")
+        self.demo_button.clicked.connect(self.demo_model_requested)
+        row = QHBoxLayout(card)
+        row.addWidget(text, 1)
+        row.addWidget(self.sample_button)
+        row.addWidget(self.demo_button)
+        return card
+
+    def _sync_first_run(self) -> None:
+        self.sample_button.setVisible(not self.path)
+        self.demo_button.setVisible(not self.model_path)
+        self.first_run.setVisible(not self.path or not self.model_path)
 
     # ------------------------------------------------------------ inputs
 
@@ -205,6 +237,7 @@ class DatasetPanel(QWidget):
     # ------------------------------------------------------------ checking
 
     def recheck(self) -> None:
+        self._sync_first_run()
         if not self.path:
             return
         self._generation += 1
