@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
         self.dataset.mode_requested.connect(lambda mode: self.settings_panel.set_value("train_mode", mode))
         self.model.model_changed.connect(self._on_model_changed)
         self.settings_panel.changed.connect(self._on_settings_changed)
+        self.settings_panel.preflight.finished.connect(self._refresh)  # the measured peak replaces the estimate
         self.training.start_requested.connect(self.start_training)
         self.training.stop_requested.connect(self.stop_training)
         self.training.pause_toggled.connect(self._pause)
@@ -193,7 +194,9 @@ class MainWindow(QMainWindow):
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
         longest = train.max_len if train and train.unit == "tokens" else None
         return self.settings_panel.show_memory_estimate(
-            estimate_memory(info.path, cfg, info.parameters, info.bits, longest), self.budget
+            estimate_memory(info.path, cfg, info.parameters, info.bits, longest),
+            self.budget,
+            self.settings_panel.preflight.measured_peak_gb(cfg),
         )
 
     # ------------------------------------------------------------ training

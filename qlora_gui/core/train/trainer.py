@@ -175,7 +175,7 @@ class Trainer:
             self._record.warn(note)
         if cfg.train_mode == "dpo":  # the base's log-probabilities, once (the same on every resume)
             measured = {k: v for k, v in data.items() if k != "test" or cfg.test}
-            self._record.warn(measure_reference(model, prepared.loss_fn, measured, cfg.batch_size))
+            self._record.warn(measure_reference(model, prepared.loss_fn, measured, cfg.batch_size), info=True)
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
 

@@ -34,8 +34,8 @@ def summary_html(report: DataReport, model_picked: bool, mask_cleared: bool, mis
         status = f"<span style='color:#d4a017'><b>Not ready: {mismatch}.</b></span>"
     else:
         status = f"<span style='color:#2ea043'><b>{ready}</b></span>"
-    notes = ([MASK_CLEARED_NOTE] if mask_cleared else []) + list(report.warnings)
-    return " · ".join(parts) + "<br>" + status + "".join(f"<br>⚠ {w}" for w in notes)
+    note = f"<br>{MASK_CLEARED_NOTE}." if mask_cleared else ""  # information, not a warning
+    return " · ".join(parts) + "<br>" + status + note + "".join(f"<br>⚠ {w}" for w in report.warnings)
 
 
 def plot_lengths(plot: pg.PlotWidget, train: SplitReport) -> None:

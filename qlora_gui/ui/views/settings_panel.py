@@ -174,8 +174,21 @@ class SettingsPanel(QWidget):
             self._reasons[key].setText(f"Refused: {why}" if key == setting else "")
             self._reasons[key].setVisible(key == setting)
 
-    def show_memory_estimate(self, est: MemoryEstimate | None, budget: int) -> float | None:
-        """Show an estimate against the memory this machine can give; returns the share of it (None: unknown)."""
+    def show_memory_estimate(
+        self, est: MemoryEstimate | None, budget: int, measured_gb: float | None = None
+    ) -> float | None:
+        """Show an estimate against the memory this machine can give, or the peak measured for these very
+        settings (Check speed & memory) beside it; returns the share used (None: unknown)."""
+        if measured_gb is not None:
+            share = measured_gb * GB / budget
+            said = f"; the estimate said {est.total / GB:.2f} GB" if est is not None else ""
+            self.show_estimate(
+                f"Memory: {measured_gb:.2f} GB peak measured for these settings (Check speed & memory) of "
+                f"{budget / GB:.0f} GB available{said}."
+                + (" Over the limit: lower the batch size or max length, or quantize the base." if share > 1 else ""),
+                share,
+            )
+            return share
         if est is None:
             self.show_estimate("Memory estimate: unknown for this model's config.", None)
             return None

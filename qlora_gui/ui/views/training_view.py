@@ -253,7 +253,9 @@ class TrainingView(QWidget):
         self.append_log(f"step {e.step}: {len(e.answers)} sample answer(s) in {e.seconds:.1f} s (tab Sample answers)")
 
     def on_warning(self, e: TrainWarning) -> None:
-        if e.message not in self.data_warnings:
+        if e.info:
+            self.append_log(e.message)
+        elif e.message not in self.data_warnings:
             self.append_log(f"⚠ {e.message}")
         elif not self._data_warnings_said:
             self._data_warnings_said = True
