@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
@@ -49,9 +49,21 @@ class SettingsPanel(QWidget):
 
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
+        self._preset_values: list[dict] = []  # each preset's settings, to see which one the form holds
         for p in sorted(resource_path("presets").glob("*.yaml")):
             self.presets.addItem(p.stem.split(" ", 1)[-1], str(p))
+            text = p.read_text(encoding="utf-8")
+            first = text.splitlines()[0] if text else ""
+            about = first.lstrip("# ").strip() if first.startswith("#") else ""
+            self.presets.setItemData(self.presets.count() - 1, about, Qt.ItemDataRole.ToolTipRole)
+            try:
+                self._preset_values.append(read_yaml_mapping(p))
+            except (ConfigError, OSError, ValueError):
+                self._preset_values.append({})
+        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
         self.presets.activated.connect(self._apply_preset)
+        self.changed.connect(self._mark_preset)
         save = QPushButton("Save…")
         save.setToolTip("Save these settings as a YAML file that `qlora-gui train -c` reads.")
         save.clicked.connect(self.save)
@@ -213,6 +225,29 @@ class SettingsPanel(QWidget):
         self.estimate_bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; }}")
 
     # ------------------------------------------------------------ presets and files
+
+    def active_preset(self) -> str:
+        """The preset whose settings the form holds now ("" when none)."""
+        try:
+            current = self.config()
+        except ConfigError:
+            return ""
+        for i, values in enumerate(self._preset_values, start=1):
+            keys = {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")}
+            try:
+                if keys and config_from_dict(keys, current)[0] == current:
+                    return self.presets.itemText(i).removeprefix("✓ ")
+            except ConfigError:
+                continue
+        return ""
+
+    def _mark_preset(self) -> None:
+        """The menu names the preset in use and ticks it; each entry's tooltip says what it is for."""
+        active = self.active_preset()
+        self.presets.setItemText(0, f"Preset: {active}" if active else "Presets…")
+        for i in range(1, self.presets.count()):
+            name = self.presets.itemText(i).removeprefix("✓ ")
+            self.presets.setItemText(i, f"✓ {name}" if name == active else name)
 
     def _apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)
