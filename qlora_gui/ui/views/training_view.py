@@ -122,6 +122,9 @@ class TrainingView(QWidget):
         split.addWidget(self.top)
         split.addWidget(self.bottom)
         split.setSizes([480, 180])
+        split.setCollapsible(0, False)  # the charts keep their room however far the bottom pane is pulled
+        self.top.setMinimumHeight(220)
+        self.bottom.currentChanged.connect(self._give_room)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -129,6 +132,13 @@ class TrainingView(QWidget):
         layout.addWidget(split, 1)
         self.set_running(False)
         self._update_checkpoint_buttons()
+
+    def _give_room(self, index: int) -> None:
+        """Sample answers need height to read: their tab takes up to half the pane when it is opened."""
+        if self.bottom.widget(index) is self.samples:
+            top, bottom = self.split.sizes()
+            if bottom < (top + bottom) * 0.45:
+                self.split.setSizes([(top + bottom) * 55 // 100, (top + bottom) * 45 // 100])
 
     # ------------------------------------------------------------ state
 
