@@ -128,13 +128,14 @@ class GenerationWorker(EventWorker):
         mx.clear_cache()
         self.post(ModelUnloaded())
 
-    def _do_format(self, prompt: str, system: str, template: bool) -> None:
+    def _do_format(self, prompt: str, system: str, template: bool, history: list | None = None) -> None:
         from ...core.after.generation import format_prompt, template_note
 
         if self._loaded is None:
             return
         tok = self._loaded.tokenizer
-        self.post(PromptShown(format_prompt(tok, prompt, system, template), template_note(tok, template)))
+        text = format_prompt(tok, prompt, system, template, history or ())
+        self.post(PromptShown(text, template_note(tok, template)))
 
     def _do_sample(self) -> None:
         sample = self._samples.pick() if self._samples else None
@@ -154,13 +155,22 @@ class GenerationWorker(EventWorker):
         max_tokens: int,
         seed: int,
         should_stop,
+        history: dict[str, list] | None = None,
     ) -> None:
-        from ...core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, template_note
+        """Both sides answer; with `history` each side continues its own conversation (its own answers)."""
+        from ...core.after.generation import (
+            SIDES,
+            SamplingSettings,
+            format_prompt,
+            generate_side_by_side,
+            template_note,
+        )
 
         if self._loaded is None:
             raise RuntimeError("no model is loaded yet; pick a run first")
         tok = self._loaded.tokenizer
-        text = format_prompt(tok, prompt, system, template)
-        self.post(PromptShown(text, template_note(tok, template)))
+        history = history or {}
+        texts = {side: format_prompt(tok, prompt, system, template, history.get(side, ())) for side in SIDES}
+        self.post(PromptShown(texts["adapter"], template_note(tok, template)))
         settings = SamplingSettings(temperature, top_p, max_tokens, seed)
-        generate_side_by_side(self._loaded.model, tok, text, settings, self.post, should_stop)
+        generate_side_by_side(self._loaded.model, tok, texts, settings, self.post, should_stop)
