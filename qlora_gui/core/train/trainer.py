@@ -169,10 +169,10 @@ class Trainer:
                 machines=machines,
             )
         )
-        for note in (
-            notes + [prompts_note] * bool(prompts_note) + (self.data_report.warnings if self.data_report else [])
-        ):
+        for note in notes + (self.data_report.warnings if self.data_report else []):
             self._record.warn(note)
+        if prompts_note:  # which prompts are answered is information; that none are is a warning
+            self._record.warn(prompts_note, info=bool(prompts))
         if cfg.train_mode == "dpo":  # the base's log-probabilities, once (the same on every resume)
             measured = {k: v for k, v in data.items() if k != "test" or cfg.test}
             self._record.warn(measure_reference(model, prepared.loss_fn, measured, cfg.batch_size), info=True)

@@ -78,6 +78,7 @@ class DatasetPanel(QWidget):
         show_value(self.valid_share, share, share.default)
         self.mask_prompt = make_widget(mask, self.recheck)
         self.mask_prompt.setText(mask.label)
+        show_value(self.mask_prompt, mask, True)  # each dataset starts with it on (set_path), so the box does too
         options = QHBoxLayout()
         options.addWidget(QLabel(f"{share.label}:"))
         options.addWidget(self.valid_share)
@@ -294,6 +295,8 @@ class DatasetPanel(QWidget):
         self.preview.setRowCount(0)
         self.preview.setColumnCount(0)
         self.problem_box.setVisible(bool(report and report.problem_count))
+        train_split = report.splits.get("train") if report else None
+        self.histogram.setVisible(bool(train_split and train_split.lengths))  # no empty 0-1 axes before data
         mismatch = mode_mismatch(self.train_mode, report.format) if report and report.usable else ""
         self.mode_button.setVisible(bool(mismatch))
         self.mode_button.setText(f"Train with {self._needed_mode().upper()}")

@@ -306,7 +306,8 @@ class PlaygroundView(QWidget):
                 self.status.setText(f"⚠ {event.message}")
                 if event.details:
                     self.status.setToolTip(event.details)
-        finished_generating = isinstance(event, Idle) and self.generating
+        # The generation's own Idle: a load's, with the generation queued behind it, leaves the worker busy.
+        finished_generating = isinstance(event, Idle) and self.generating and not self.worker.busy
         if finished_generating:
             self.generating = False
             if self.in_conversation:

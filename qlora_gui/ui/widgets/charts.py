@@ -133,7 +133,6 @@ class TrainingCharts(QWidget):
         plot.setMenuEnabled(False)
         for axis in ("bottom", "left"):
             plot.getAxis(axis).enableAutoSIPrefix(False)  # no "(x0.001)" scaling of steps or losses
-        plot.setLimits(xMin=0)
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")  # keeps spikes visible
         for axis in ("bottom", "left"):
