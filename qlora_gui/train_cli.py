@@ -152,7 +152,7 @@ class ConsoleReporter:
         elif isinstance(e, CheckpointSaved):
             self._print(f"step {e.step:>6} | saved {e.path} ({e.reason})")
         elif isinstance(e, TrainWarning):
-            self._print(f"warning: {e.message}")
+            self._print(e.message if e.info else f"warning: {e.message}")
         elif isinstance(e, Finished):
             if self.bar is not None:
                 self.bar.close()

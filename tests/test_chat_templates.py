@@ -196,13 +196,13 @@ def test_the_report_says_what_the_template_did(tmp_path, family_tokenizer):
     assert any("leaves out the tool turn" in w for w in phi.warnings)
 
 
-def test_a_high_trained_share_with_completions_only_points_at_the_token_view(tmp_path, family_tokenizer):
+def test_a_long_answer_with_completions_only_is_no_sign_of_unmasked_prompts(tmp_path, family_tokenizer):
     rows = [{"prompt": "what", "completion": "the weather is sunny and warm today " * 4}]
     report = check_data(
         write_jsonl(tmp_path / "d.jsonl", rows), family_tokenizer("mistral-v0.3"), valid_fraction=0, mask_prompt=True
     ).report
-    assert report.splits["train"].trained_share > 0.6
-    assert any("completions only is on, yet" in w and "--show LINE" in w for w in report.warnings)
+    assert report.splits["train"].trained_share > 0.6  # the prompt is masked: no warning (issue 32)
+    assert not any("completions only is on, yet" in w for w in report.warnings)
 
 
 def test_check_data_show_prints_the_token_view(tmp_path, capsys):

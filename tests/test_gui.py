@@ -14,6 +14,7 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 from qlora_gui.core.runs.checkpoints import latest_checkpoint
 from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport
 from qlora_gui.ui.main_window import MainWindow
+from qlora_gui.ui.views.runs_view import COLUMN_INDEX
 from qlora_gui.ui.workers import jobs
 
 LONG = 120_000  # ms; generous for a loaded 2-core CI machine, never reached when things work
@@ -283,6 +284,11 @@ def test_settings_validate_save_load_and_copy_the_cli_command(qtbot, window, tex
     window.settings_panel._apply_preset(3)  # Thorough
     cfg = window.settings_panel.config()
     assert cfg.epochs == 3 and cfg.num_layers == -1 and cfg.lora_parameters["rank"] == 16
+    presets = window.settings_panel.presets  # the menu says which preset is in use, and what each is for
+    assert presets.itemText(0) == "Preset: Thorough" and presets.itemText(3) == "✓ Thorough"
+    assert "Three epochs" in presets.itemData(3, Qt.ItemDataRole.ToolTipRole)
+    window.settings_panel._widgets["lora_parameters.rank"].setValue(32)
+    assert presets.itemText(0) == "Presets…" and presets.itemText(3) == "Thorough"
     for key, tip_word in (("batch_size", "memory"), ("lora_parameters.rank", "memory"), ("steps_per_eval", "time")):
         assert tip_word in window.settings_panel._widgets[key].toolTip()
 
@@ -630,11 +636,13 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     _fake_run(window.runs_root, "20260101-b", 3e-3, 80, [2.4])
     runs.refresh()
     row = {runs.table.topLevelItem(i).text(0): runs.table.topLevelItem(i) for i in range(runs.run_count())}
-    headline = runs.table.headerItem().text(5)
-    assert (
-        headline == "Final val loss" and row["20260101-a"].text(5) == "2.2000" and row["20260101-a"].text(6) == "2.0000"
+    col = COLUMN_INDEX
+    headline = runs.table.headerItem().text(col["Final val loss"])
+    assert headline == "Final val loss" and row["20260101-a"].text(col["Final val loss"]) == "2.2000"
+    assert row["20260101-a"].text(col["Best val loss"]) == "2.0000" and row["20260101-a"].text(col["Mode"]) == "SFT"
+    assert "40 steps" in row["20260101-a"].text(col["Settings"]) and "80 steps" in row["20260101-b"].text(
+        col["Settings"]
     )
-    assert "40 steps" in row["20260101-a"].text(8) and "80 steps" in row["20260101-b"].text(8)
     runs.select_runs(["20260101-a", "20260101-b"])  # two: the actions need one, the summary says what differs
     assert not runs.try_button.isEnabled() and not runs.eval_button.isEnabled() and not runs.delete_button.isEnabled()
     lines = dict(line.split(": ", 1) for line in runs.summary.text().splitlines()[1:])
@@ -660,7 +668,8 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     assert "already exists" in runs.summary.text() and renamed.is_dir()
     runs.set_notes("best so far\nsecond line")
     item = runs.table.selectedItems()[0]
-    assert item.text(9) == "best so far" and (renamed / "notes.md").read_text() == "best so far\nsecond line"
+    assert item.text(col["Notes"]) == "best so far second line" and "Notes: best so far" in runs.summary.text()
+    assert (renamed / "notes.md").read_text() == "best so far\nsecond line"
     assert runs.trash_selected() and not renamed.exists() and runs.run_count() == 1
     assert any((tmp_path / "share" / "Trash" / "files").iterdir())
 

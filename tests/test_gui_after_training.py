@@ -67,6 +67,33 @@ def test_a_prompt_streams_into_both_panes(qtbot, trained_window):
         lambda u: None,
     )
     assert (base, adapter) == (expected["base"], expected["adapter"])
+    # A conversation: each side answers the next prompt after its own first answer
+    p.conversation.setChecked(True)
+    p.prompt.setPlainText("what is the city")
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.generate_button.click()
+    first = {side: p.turns[side][1]["content"] for side in ("base", "adapter")}
+    assert first == {"base": base, "adapter": adapter} and p.prompt.toPlainText() == ""
+    p.prompt.setPlainText("and the year")
+    assert p.panes["adapter"].contents().startswith("You: what is the city")  # typing keeps the conversation
+    with qtbot.waitSignal(p.generation_done, timeout=LONG):
+        p.generate_button.click()
+    history = [{"role": "user", "content": "what is the city"}, {"role": "assistant", "content": adapter}]
+    assert p.raw_prompt.toPlainText() == format_prompt(loaded.tokenizer, "and the year", history=history)
+    second = generate_side_by_side(
+        loaded.model,
+        loaded.tokenizer,
+        {
+            side: format_prompt(loaded.tokenizer, "and the year", history=[history[0], {**history[1], "content": text}])
+            for side, text in first.items()
+        },
+        SamplingSettings(0.0, 0.95, 12, 0),
+        lambda u: None,
+    )
+    assert p.turns["adapter"][3]["content"] == second["adapter"] and p.turns["base"][3]["content"] == second["base"]
+    assert p.panes["base"].contents().endswith("Model: " + second["base"])
+    p.new_button.click()
+    assert p.turns == {"base": [], "adapter": []} and p.panes["adapter"].contents() == ""
 
 
 def test_stop_ends_a_long_generation(qtbot, trained_window):
@@ -117,7 +144,9 @@ def test_evaluate_shows_and_saves_base_and_adapter_losses(qtbot, trained_window)
     saved = json.loads((trained_window.runs_root / "run-a" / "evaluation.json").read_text())["results"]
     assert saved[0]["split"] == "valid" and saved[0]["adapter_loss"] < saved[0]["base_loss"]
     assert "base loss" in runs.summary.text() and "adapter loss" in runs.summary.text()
-    assert "→" in runs.table.topLevelItem(0).text(7)
+    from qlora_gui.ui.views.runs_view import COLUMN_INDEX
+
+    assert "→" in runs.table.topLevelItem(0).text(COLUMN_INDEX["Eval: answer loss (base → adapter)"])
     assert runs.rows_button.isEnabled()
     runs.rows_button.click()  # each row's own loss, the hardest first
     table = runs.hard_rows.highest

@@ -93,10 +93,12 @@ def test_the_settings_tab_measures_offers_what_fits_and_start_uses_the_measured_
     assert "The settings fit" in box.text.text() and box.apply_button.isHidden()
     peak = box.result.trials[0].peak_gb
     assert box.measured_share(window.current_config()) == peak / box.result.limit_gb
+    assert panel.estimate_label.text().startswith(f"Memory: {peak:.2f} GB peak measured for these settings")
     cfg = panel.config()
     cfg.lora_parameters = {**cfg.lora_parameters, "rank": 8}
     panel.set_config(cfg)
     assert box.measured_share(window.current_config()) is None  # other settings: not measured
+    assert panel.estimate_label.text().startswith("Memory estimate:")  # ... so the estimate again
     cfg.lora_parameters = {**cfg.lora_parameters, "rank": 4}
     panel.set_config(cfg)
 

@@ -53,7 +53,7 @@ def test_a_fresh_summary_is_used_and_a_changed_metrics_file_makes_it_again(runs_
 def test_the_table_shows_what_reading_every_file_in_full_shows(qtbot, runs_root):
     from PySide6.QtCore import Qt
 
-    from qlora_gui.ui.views.run_rows import COLUMNS, run_row
+    from qlora_gui.ui.views.run_rows import COLUMN_INDEX, COLUMNS, run_row
     from qlora_gui.ui.views.runs_view import RunsView
 
     RunFolder(next(runs_root.iterdir())).summary.write_text('{"version": 1, "sources": {}')  # cut short: remade
@@ -67,7 +67,7 @@ def test_the_table_shows_what_reading_every_file_in_full_shows(qtbot, runs_root)
         item = view.table.topLevelItem(i)
         shown[item.text(0)] = [item.text(c) for c in range(len(COLUMNS))]
     assert shown == full
-    steps = COLUMNS.index("Steps")
+    steps = COLUMN_INDEX["Steps"]
     view.table.sortItems(steps, Qt.SortOrder.AscendingOrder)
     column = [int(view.table.topLevelItem(i).text(steps)) for i in range(view.run_count())]
     assert column == sorted(column)  # as numbers: 99 before 100

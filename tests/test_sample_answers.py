@@ -167,3 +167,16 @@ def test_the_timeline_starts_afresh_for_another_runs_prompts(qtbot):
     assert timeline._panels[0].verdict.text() == "2 tokens · differs from the reference"
     timeline.add(0, [{**first[0], "prompt": "b"}], 0.1)
     assert timeline.steps == [0] and timeline._panels[0].prompt.toPlainText() == "b"
+
+
+def test_the_sample_prompts_are_different_questions():
+    from qlora_gui.core.data.intake import RawSplit
+    from qlora_gui.core.train.sample_answers import prompts_from_split
+
+    rows = [{"prompt": "same question", "chosen": f"a{i}", "rejected": f"b{i}"} for i in range(6)]
+    rows.append({"prompt": "another question", "chosen": "c", "rejected": "d"})
+    split = RawSplit("valid", "p.jsonl", "preference", rows, list(range(1, 8)))
+    for seed in range(4):
+        prompts = prompts_from_split(split, 2, seed)
+        assert sorted(p.prompt for p in prompts) == ["another question", "same question"]
+        assert [p.line for p in prompts] == sorted(p.line for p in prompts)  # in file order

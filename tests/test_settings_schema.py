@@ -121,9 +121,15 @@ def test_the_settings_tab_holds_exactly_what_validate_takes(qtbot):
         assert s.help in w.toolTip()
         if not isinstance(w, (QSpinBox, QDoubleSpinBox)):
             continue
-        for end in (w.minimum(), w.maximum()):  # each end of each box is a value validate() takes
+        # A count that starts at 1 keeps 0 typeable, to be refused with its reason (issue 32); every other end
+        # of each box is a value validate() takes.
+        refused_floor = s.kind == "int" and (s.minimum or 0) >= 1 and not s.has_off
+        for end in (w.minimum(), w.maximum()):
             w.setValue(end)
             cfg = panel.check()
+            if refused_floor and end == w.minimum():
+                assert cfg is None and panel.problem.startswith(s.label) and w.text().startswith("0"), s.key
+                continue
             assert cfg is not None and panel.problem == "", (s.key, end, panel.problem)
             assert cfg.value(s.key) == read_value(w, s)
         if s.has_off:  # the lowest value stands for the setting's own "all"/"none"/"auto"

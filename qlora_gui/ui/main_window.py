@@ -70,8 +70,11 @@ class MainWindow(QMainWindow):
         self.start_action, self.dark_action = build_menus(self)
 
         self.dataset.report_changed.connect(self._refresh)
+        self.dataset.demo_model_requested.connect(self.model.use_demo)
+        self.dataset.mode_requested.connect(lambda mode: self.settings_panel.set_value("train_mode", mode))
         self.model.model_changed.connect(self._on_model_changed)
         self.settings_panel.changed.connect(self._on_settings_changed)
+        self.settings_panel.preflight.finished.connect(self._refresh)  # the measured peak replaces the estimate
         self.training.start_requested.connect(self.start_training)
         self.training.stop_requested.connect(self.stop_training)
         self.training.pause_toggled.connect(self._pause)
@@ -132,6 +135,7 @@ class MainWindow(QMainWindow):
     def _on_settings_changed(self) -> None:
         cfg = self.settings_panel.check()
         if cfg:
+            self.dataset.set_train_mode(cfg.train_mode)
             self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size, cfg.seed)
         self._refresh()
 
@@ -191,7 +195,9 @@ class MainWindow(QMainWindow):
         train = self.dataset.report.splits.get("train") if self.dataset.report else None
         longest = train.max_len if train and train.unit == "tokens" else None
         return self.settings_panel.show_memory_estimate(
-            estimate_memory(info.path, cfg, info.parameters, info.bits, longest), self.budget
+            estimate_memory(info.path, cfg, info.parameters, info.bits, longest),
+            self.budget,
+            self.settings_panel.preflight.measured_peak_gb(cfg),
         )
 
     # ------------------------------------------------------------ training
@@ -214,6 +220,7 @@ class MainWindow(QMainWindow):
             )
         ):
             return
+        self.training.data_warnings = set(self.dataset.report.warnings) if self.dataset.report else set()
         self._launch(worker_for(cfg, self.settings_panel.machines.choice()))
 
     def resume_from_checkpoint(self, checkpoint: str) -> None:
@@ -222,6 +229,7 @@ class MainWindow(QMainWindow):
         except ConfigError as e:
             self.show_error(Failed(str(e)))
             return
+        self.training.data_warnings = set()  # the run's own data, which the Data tab may not show
         self._launch(worker_for(plan.config, self.settings_panel.machines.choice(), plan.resume_from))
 
     def _launch(self, worker: TrainingWorker) -> None:

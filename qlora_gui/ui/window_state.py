@@ -59,7 +59,6 @@ def restore_window_state(window: RememberingWindow) -> None:
         except (ConfigError, yaml.YAMLError, TypeError):
             pass  # settings from an older version: keep the defaults
     window.settings_panel.machines.restore(str(s.value("machines", "")))
-    window.dataset.mask_prompt.setChecked(str(s.value("mask_prompt", "false")).lower() == "true")
     window.dataset.valid_share.setValue(float(s.value("valid_share", default_of("valid_fraction"))))
     model = s.value("model_path", "")
     if model and Path(model).is_dir():
@@ -67,6 +66,6 @@ def restore_window_state(window: RememberingWindow) -> None:
         window.model.quantize.setCurrentIndex(int(s.value("quantize", 0)))
     data = s.value("data_path", "")
     if data and Path(data).exists():
-        window.dataset.set_path(data)
+        window.dataset.set_path(data, str(s.value("mask_prompt", "true")).lower() == "true")
     if str(s.value("dark", "false")).lower() == "true" and not theme.FOLLOWS_SYSTEM:  # macOS: the system decides
         window.set_dark(True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +36,22 @@ class GenerationUpdate:
     finish_reason: str = ""  # "stop" (end of text), "length" (max tokens), "stopped" (by the person)
 
 
-def format_prompt(tokenizer: Any, prompt: str, system: str = "", use_template: bool = True) -> str:
-    """The text the model sees: the chat template (or the fallback) as in training, or the raw prompt."""
+def format_prompt(
+    tokenizer: Any,
+    prompt: str,
+    system: str = "",
+    use_template: bool = True,
+    history: Sequence[dict[str, str]] = (),
+) -> str:
+    """The text the model sees: the chat template (or the fallback) as in training, or the raw prompt. With
+    `history` (earlier user and assistant turns) the prompt continues that conversation."""
     if not use_template:
         return prompt
-    messages = ([{"role": "system", "content": system}] if system.strip() else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    messages = (
+        ([{"role": "system", "content": system}] if system.strip() else [])
+        + list(history)
+        + [{"role": "user", "content": prompt}]
+    )
     return render_chat(tokenizer, messages, add_generation_prompt=True)
 
 
@@ -104,18 +113,20 @@ def stream_text(
 def generate_side_by_side(
     model: nn.Module,
     tokenizer: Any,
-    prompt_text: str,
+    prompt_text: str | Mapping[str, str],
     settings: SamplingSettings,
     on_update: Callable[[GenerationUpdate], None],
     should_stop: Callable[[], bool] = lambda: False,
     sides: tuple[str, ...] = SIDES,
 ) -> dict[str, str]:
-    """Alternate token by token between the base and the adapter; returns each side's full text.
+    """Alternate token by token between the base and the adapter; returns each side's full text. A mapping
+    gives each side its own prompt text (a conversation in which each side kept its own answers).
 
     Each side's generator only runs inside its own view of the model, so the base
     side always computes with the frozen layers and the adapter side with the adapter.
     """
-    streams = {side: stream_text(model, tokenizer, prompt_text, settings, side) for side in sides}
+    texts_in = {side: prompt_text if isinstance(prompt_text, str) else prompt_text[side] for side in sides}
+    streams = {side: stream_text(model, tokenizer, texts_in[side], settings, side) for side in sides}
     texts = {side: "" for side in sides}
     last = {side: GenerationUpdate(side, "", 0, 0.0) for side in sides}
     live = list(sides)

@@ -244,8 +244,7 @@ def _check(
         intake.source, intake.format, splits, ordered, problems.count, warnings, max_seq_length, mask_prompt, template
     )
     if encoded is not None:
-        train_share = splits["train"].trained_share if "train" in splits else None
-        report.warnings.extend(encoded_warnings(encoded, mask_prompt, train_share))
+        report.warnings.extend(encoded_warnings(encoded, mask_prompt))
         if problems.count:
             encoded = None
     return DataCheck(report, encoded, intake.splits)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from .encode import EncodedSplit
+import numpy as np
 
-# With completions only, a larger trained share than this usually means the prompt is not masked.
-SUSPECT_TRAINED_SHARE = 0.6
+from .encode import EncodedSplit
+from .ragged import Ragged
+
+ROWS_PER_BLOCK = 65_536  # rows read at once when counting unmasked rows: memory stays bounded for any dataset
 
 
 def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
@@ -33,15 +35,31 @@ def _template_warnings(name: str, enc: EncodedSplit) -> list[str]:
     return out
 
 
-def encoded_warnings(encoded: dict[str, EncodedSplit], mask_prompt: bool, train_share: float | None) -> list[str]:
+def unmasked_rows(trained: Ragged) -> int:
+    """Rows trained on every position after the first (which is never a target): their prompts were not masked."""
+    count = 0
+    for first in range(0, len(trained), ROWS_PER_BLOCK):
+        stop = min(first + ROWS_PER_BLOCK, len(trained))
+        starts = trained.starts[first : stop + 1] - trained.starts[first]
+        masked = np.concatenate([[0], np.cumsum(~trained.rows_values(first, stop), dtype=np.int64)])
+        lengths = np.diff(starts)
+        after_first = masked[starts[1:]] - masked[np.minimum(starts[:-1] + 1, starts[1:])]
+        count += int(np.count_nonzero((lengths > 1) & (after_first == 0)))
+    return count
+
+
+def encoded_warnings(encoded: dict[str, EncodedSplit], mask_prompt: bool) -> list[str]:
     """What the encoded splits say about the template and the masks."""
     out = []
     for name, enc in encoded.items():
         out.extend(_template_warnings(name, enc))
-    if mask_prompt and train_share is not None and train_share > SUSPECT_TRAINED_SHARE:
+    # Completions only masks at least the prompt's tokens of a row that has one (a long answer may still make
+    # most tokens trained: that is no sign of trouble). A row trained on every token is.
+    unmasked = unmasked_rows(encoded["train"].trained) if mask_prompt and "train" in encoded else 0
+    if unmasked:
         out.append(
-            f"completions only is on, yet {train_share:.0%} of the training tokens are trained: the "
-            "prompts may not be masked as you expect; look at a row in the token view (the Data tab, or "
+            f"completions only is on, yet {unmasked} training row(s) have no token masked: their prompts are "
+            "trained as well; look at such a row in the token view (the Data tab, or "
             "`qlora-gui check-data PATH --model DIR --mask-prompt --show LINE`)"
         )
     return out

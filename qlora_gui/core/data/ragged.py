@@ -102,6 +102,13 @@ class Ragged(Sequence[np.ndarray]):
             return self._values.read(start, stop)
         return self._values[start:stop]
 
+    def rows_values(self, first: int, stop: int) -> np.ndarray:
+        """Rows [first, stop) as one flat array: a block read at once, however the values are kept."""
+        start, end = int(self.starts[first]), int(self.starts[stop])
+        if isinstance(self._values, FileValues):
+            return self._values.read(start, end)
+        return self._values[start:end]
+
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
             yield self[i]

@@ -40,6 +40,15 @@ def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
     return [e for e in read_events(run_dir) if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
 
 
+def _drop_after(curves: RunCurves, step: int) -> None:
+    """Training went on from `step` (a resume from its checkpoint, a recovery): the steps after it that the
+    earlier attempt reported were abandoned, and leave the curves."""
+    kept = sum(s <= step for s in curves.steps)
+    del curves.steps[kept:], curves.losses[kept:]
+    kept = sum(s <= step for s in curves.val_steps)
+    del curves.val_steps[kept:], curves.val_losses[kept:]
+
+
 def read_curves(run_dir: Path) -> RunCurves:
     return curves_of(read_events(run_dir))
 
@@ -68,37 +77,43 @@ def _step_and_loss(line: str) -> tuple[int, float | None] | None:
 
 
 def curves_of(events: list[dict[str, Any]]) -> RunCurves:
+    """The run's train and validation losses as it stands: one line, without the steps it went back over."""
     curves = RunCurves()
     for e in events:
-        if e.get("event") == "step" and e.get("loss") is not None:
-            curves.steps.append(e["step"])
-            curves.losses.append(e["loss"])
-        elif e.get("event") == "validation" and e.get("split") == "valid" and e.get("val_loss") is not None:
-            curves.val_steps.append(e["step"])
-            curves.val_losses.append(e["val_loss"])
+        _add_event(curves, e)
     return curves
+
+
+def _add_event(curves: RunCurves, e: dict[str, Any]) -> None:
+    if e.get("event") == "run_started" and isinstance(e.get("start_step"), int):
+        _drop_after(curves, e["start_step"])
+    elif e.get("event") == "recovery" and isinstance(e.get("back_to"), int):
+        _drop_after(curves, e["back_to"])
+    elif e.get("event") == "step" and e.get("loss") is not None:
+        curves.steps.append(e["step"])
+        curves.losses.append(e["loss"])
+    elif e.get("event") == "validation" and e.get("split") == "valid" and e.get("val_loss") is not None:
+        curves.val_steps.append(e["step"])
+        curves.val_losses.append(e["val_loss"])
 
 
 def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[dict[str, Any]]]:
     """One pass over metrics.jsonl: a step report's step and loss taken from its line as written, any other line
     parsed (a run of 20,000 reports is read in a fraction of the time of parsing each)."""
-    curves, others = RunCurves(), []
-    for line in metrics_lines(run):
+    curves, samples = RunCurves(), []
+    for line in metrics_lines(run):  # in order: a resume drops the steps reported after its checkpoint
         quick = _step_and_loss(line) if line.startswith(STEP_REPORT_PREFIX) else None
         if quick is not None:
             if quick[1] is not None:
                 curves.steps.append(quick[0])
                 curves.losses.append(quick[1])
-        else:
-            event = parse_line(line)
-            if event is not None:
-                others.append(event)
-    rest = curves_of(others)  # validations, and any step report in another shape
-    if rest.steps:  # rare: merged in step order
-        pairs = sorted(zip(curves.steps + rest.steps, curves.losses + rest.losses, strict=True), key=lambda p: p[0])
-        curves.steps, curves.losses = [p[0] for p in pairs], [p[1] for p in pairs]
-    curves.val_steps, curves.val_losses = rest.val_steps, rest.val_losses
-    samples = [e for e in others if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+            continue
+        event = parse_line(line)
+        if event is None:
+            continue
+        _add_event(curves, event)
+        if event.get("event") == "samples" and isinstance(event.get("answers"), list):
+            samples.append(event)
     return curves, samples
 
 

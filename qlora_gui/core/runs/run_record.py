@@ -67,8 +67,8 @@ class RunRecord:
         if self._callback is not None:
             self._callback(event)
 
-    def warn(self, message: str, step: int = 0) -> None:
-        self.emit(TrainWarning(message, step))
+    def warn(self, message: str, step: int = 0, info: bool = False) -> None:
+        self.emit(TrainWarning(message, step, info))
 
     def save(
         self,

@@ -116,6 +116,7 @@ class TrainWarning(Event):
     kind: ClassVar[str] = "warning"
     message: str
     step: int = 0
+    info: bool = False  # a fact worth a line in the log (what a pass took), not a warning
 
 
 @dataclass

@@ -59,11 +59,19 @@ def prompts_from_file(path: str | Path, limit: int) -> list[PromptSample]:
 
 
 def prompts_from_split(split: RawSplit, count: int, seed: int) -> list[PromptSample]:
-    """`count` rows of a split chosen by the seed (the same rows on every resume), in file order."""
+    """`count` rows of a split chosen by the seed (the same rows on every resume), in file order; rows that ask
+    the same question (preference pairs often share a prompt) count once."""
     if split.format is None or not split.rows:
         return []
-    chosen = sorted(random.Random(seed).sample(range(len(split.rows)), min(count, len(split.rows))))
-    return [sample_from_row(split.rows[i], split.format, split.file, split.lines[i]) for i in chosen]
+    order = list(range(len(split.rows)))
+    random.Random(seed).shuffle(order)
+    chosen: dict[tuple[str, str], PromptSample] = {}
+    for i in order:
+        sample = sample_from_row(split.rows[i], split.format, split.file, split.lines[i])
+        chosen.setdefault((sample.system, sample.prompt), sample)
+        if len(chosen) == count:
+            break
+    return sorted(chosen.values(), key=lambda s: s.line)
 
 
 def choose_prompts(

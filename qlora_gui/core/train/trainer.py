@@ -189,14 +189,15 @@ class Trainer:
                 machines=machines,
             )
         )
-        for note in (
-            notes + [prompts_note] * bool(prompts_note) + (self.data_report.warnings if self.data_report else [])
-        ):
+        for note in notes + (self.data_report.warnings if self.data_report else []):
             self._record.warn(note)
+        if prompts_note:  # which prompts are answered is information; that none are is a warning
+            self._record.warn(prompts_note, info=bool(prompts))
         if reference is not None:
             self._record.warn(
                 f"DPO reference: the base's log-probabilities of {reference.pairs} pairs' answers, each measured "
-                "when a step or a validation first reads it"
+                "when a step or a validation first reads it",
+                info=True,
             )
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()

@@ -11,8 +11,9 @@ from ...core.data.dataset import DataReport, SplitReport
 MASK_CLEARED_NOTE = "'Train on completions only' was turned off: plain text rows have no prompt to mask"
 
 
-def summary_html(report: DataReport, model_picked: bool, mask_cleared: bool) -> str:
-    """Source, format, rows per split, lengths, truncation and trained share; ready or not; the warnings."""
+def summary_html(report: DataReport, model_picked: bool, mask_cleared: bool, mismatch: str = "") -> str:
+    """Source, format, rows per split, lengths, truncation and trained share; ready or not (as Start decides:
+    `mismatch` says why the training mode does not fit the rows); the warnings."""
     rows = " · ".join(f"{s.name}: {s.rows:,} rows" for s in report.splits.values())
     parts = [f"<b>{report.source}</b>", f"format: <b>{report.format or 'unknown'}</b>", rows]
     train = report.splits.get("train")
@@ -27,13 +28,14 @@ def summary_html(report: DataReport, model_picked: bool, mask_cleared: bool) -> 
     if report.template:
         parts.append(f"template: {report.template}")
     ready = "Ready to train." if model_picked else "The data is ready; pick a model (tab 2) to count tokens and train."
-    status = (
-        f"<span style='color:#2ea043'><b>{ready}</b></span>"
-        if report.usable
-        else f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>"
-    )
-    notes = ([MASK_CLEARED_NOTE] if mask_cleared else []) + list(report.warnings)
-    return " · ".join(parts) + "<br>" + status + "".join(f"<br>⚠ {w}" for w in notes)
+    if not report.usable:
+        status = f"<span style='color:#e5534b'><b>{report.problem_count} problem(s): fix them to train.</b></span>"
+    elif mismatch:
+        status = f"<span style='color:#d4a017'><b>Not ready: {mismatch}.</b></span>"
+    else:
+        status = f"<span style='color:#2ea043'><b>{ready}</b></span>"
+    note = f"<br>{MASK_CLEARED_NOTE}." if mask_cleared else ""  # information, not a warning
+    return " · ".join(parts) + "<br>" + status + note + "".join(f"<br>⚠ {w}" for w in report.warnings)
 
 
 def plot_lengths(plot: pg.PlotWidget, train: SplitReport) -> None:

@@ -11,6 +11,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
     QFileDialog,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -30,7 +31,9 @@ from PySide6.QtWidgets import (
 from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
+from ...core.resources import sample_data_path
 from ...core.train.config import SETTING_BY_KEY, default_of
+from ...core.train.preference_mode import mode_mismatch
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
 from ..widgets.token_view_widget import TokenViewBox
@@ -44,6 +47,8 @@ _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 class DatasetPanel(QWidget):
     report_changed = Signal()  # a new report (usable or not) is in `self.report`
     token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
+    demo_model_requested = Signal()  # the first-run card's "Use the demo model"
+    mode_requested = Signal(str)  # the user asks to train in this mode, where the Data tab shows the mismatch
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -53,6 +58,7 @@ class DatasetPanel(QWidget):
         self.max_seq_length: int = default_of("max_seq_length")
         self.batch_size: int = default_of("batch_size")
         self.seed: int = default_of("seed")  # splits a single file as training will
+        self.train_mode: str = default_of("train_mode")  # the Settings tab's, for the verdict on these rows
         self._generation = 0
         self.checking = False
 
@@ -74,6 +80,7 @@ class DatasetPanel(QWidget):
         show_value(self.valid_share, share, share.default)
         self.mask_prompt = make_widget(mask, self.recheck)
         self.mask_prompt.setText(mask.label)
+        show_value(self.mask_prompt, mask, True)  # each dataset starts with it on (set_path), so the box does too
         options = QHBoxLayout()
         options.addWidget(QLabel(f"{share.label}:"))
         options.addWidget(self.valid_share)
@@ -81,9 +88,17 @@ class DatasetPanel(QWidget):
         options.addWidget(self.mask_prompt)
         options.addStretch(1)
 
+        self.first_run = self._first_run_card()
         self.summary = QLabel("No dataset yet.")
         self.summary.setWordWrap(True)
         self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.mode_button = QPushButton("Train with DPO")
+        self.mode_button.setToolTip("Set Settings › Training mode to what these rows need")
+        self.mode_button.clicked.connect(lambda: self.mode_requested.emit(self._needed_mode()))
+        self.mode_button.hide()
+        verdict = QHBoxLayout()
+        verdict.addWidget(self.summary, 1)
+        verdict.addWidget(self.mode_button, 0, Qt.AlignmentFlag.AlignTop)
         self.busy = QProgressBar(maximumHeight=6, textVisible=False)  # how far a check is
         self.busy.setRange(0, 0)  # moving while the data is checked off the GUI thread
         self.busy.hide()
@@ -128,12 +143,40 @@ class DatasetPanel(QWidget):
         split.setSizes([170, 370])
 
         layout = QVBoxLayout(self)
+        layout.addWidget(self.first_run)
         layout.addLayout(top)
         layout.addLayout(options)
-        layout.addWidget(self.summary)
+        layout.addLayout(verdict)
         layout.addWidget(self.busy)
         layout.addWidget(split, 1)
         self._render(None)
+        self._sync_first_run()
+
+    def _first_run_card(self) -> QFrame:
+        """For a first try: the sample data and the demo model, one click each; gone once both are chosen."""
+        card = QFrame()
+        card.setFrameShape(QFrame.Shape.StyledPanel)
+        text = QLabel(
+            "<b>New here?</b> Try the whole flow in a minute: load the sample dataset (240 SQL questions as "
+            "prompt/completion rows) and use the demo model (tiny, built on this machine), then Start training."
+        )
+        text.setWordWrap(True)
+        self.sample_button = QPushButton("Load the sample dataset")
+        self.sample_button.setToolTip(str(sample_data_path()))
+        self.sample_button.clicked.connect(lambda: self.set_path(sample_data_path()))
+        self.demo_button = QPushButton("Use the demo model")
+        self.demo_button.setToolTip("A tiny model with random weights: fast, to see how the app works")
+        self.demo_button.clicked.connect(self.demo_model_requested)
+        row = QHBoxLayout(card)
+        row.addWidget(text, 1)
+        row.addWidget(self.sample_button)
+        row.addWidget(self.demo_button)
+        return card
+
+    def _sync_first_run(self) -> None:
+        self.sample_button.setVisible(not self.path)
+        self.demo_button.setVisible(not self.model_path)
+        self.first_run.setVisible(not self.path or not self.model_path)
 
     # ------------------------------------------------------------ inputs
 
@@ -150,9 +193,16 @@ class DatasetPanel(QWidget):
     def usable(self) -> bool:
         return self.report is not None and self.report.usable and not self.checking
 
-    def set_path(self, path: str | Path) -> None:
+    def set_path(self, path: str | Path, mask_prompt: bool = True) -> None:
+        """Check this dataset. Completions only is decided per dataset: on unless told (what the Hugging Face
+        and Unsloth guides recommend for chat and prompt/completion rows); rows with no prompt turn it off for
+        this dataset only."""
         self._checked_path = str(Path(path).expanduser())
         self._mask_cleared = False
+        self.mask_prompt.blockSignals(True)  # one check below, not one more for the box
+        self.mask_prompt.setEnabled(True)
+        self.mask_prompt.setChecked(mask_prompt)
+        self.mask_prompt.blockSignals(False)
         self.path_edit.setText(self._checked_path)
         self.valid_share.setEnabled(
             not Path(path).is_dir() or not any((Path(path) / f"valid{s}").is_file() for s in (".jsonl", ".json"))
@@ -171,6 +221,16 @@ class DatasetPanel(QWidget):
             self.max_seq_length, self.batch_size, self.seed = max_seq_length, batch_size, seed
             self.recheck()
 
+    def set_train_mode(self, mode: str) -> None:
+        """The training mode the verdict is for: pairs with SFT, or plain rows with DPO/ORPO, are not ready."""
+        if mode != self.train_mode:
+            self.train_mode = mode
+            if self.report is not None and not self.checking:
+                self._render(self.report)
+
+    def _needed_mode(self) -> str:
+        return "dpo" if self.train_mode == "sft" else "sft"
+
     def browse_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open dataset", "", "Data (*.jsonl *.json);;All files (*)")
         if path:
@@ -184,6 +244,7 @@ class DatasetPanel(QWidget):
     # ------------------------------------------------------------ checking
 
     def recheck(self) -> None:
+        self._sync_first_run()
         if not self.path:
             return
         self._generation += 1
@@ -250,10 +311,15 @@ class DatasetPanel(QWidget):
         self.preview.setRowCount(0)
         self.preview.setColumnCount(0)
         self.problem_box.setVisible(bool(report and report.problem_count))
+        train_split = report.splits.get("train") if report else None
+        self.histogram.setVisible(bool(train_split and train_split.lengths))  # no empty 0-1 axes before data
+        mismatch = mode_mismatch(self.train_mode, report.format) if report and report.usable else ""
+        self.mode_button.setVisible(bool(mismatch))
+        self.mode_button.setText(f"Train with {self._needed_mode().upper()}")
         if report is None:
             return
         cleared = self._mask_cleared and not report.can_mask_prompt
-        self.summary.setText(summary_html(report, bool(self.model_path), cleared))
+        self.summary.setText(summary_html(report, bool(self.model_path), cleared, mismatch))
         for line in report.problem_lines():
             self.problems.addItem(line)
         train = report.splits.get("train")

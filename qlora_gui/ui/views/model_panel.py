@@ -274,6 +274,19 @@ class ModelPanel(QWidget):
             return
         self._set_selected(describe_model(Path(path), "listed"))
 
+    def use_demo(self) -> None:
+        """Pick the demo model (built here the first time), as clicking its row does."""
+        if self.busy:
+            return
+        demo = next((row for row in self.rows() if row.data(0, PATH_ROLE) == "demo"), None)
+        if demo is not None and self.models.currentItem() is not demo:
+            self.models.setCurrentItem(demo)  # selects it: _on_select builds or finds it
+        else:
+            self.busy = True
+            self.info.setText("Building the demo model…")
+            self.model_changed.emit()
+            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+
     def _demo_ready(self, path: str) -> None:
         self.busy = False
         self._set_selected(describe_model(Path(path), "demo", DEMO_LABEL))

@@ -1,4 +1,5 @@
-"""The playground: one prompt, the base and the adapter answering side by side, live."""
+"""The playground: the base and the adapter answering side by side, live; one prompt, or a conversation in
+which each side keeps its own answers."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ PANES = (("base", "Base model"), ("adapter", "With adapter"), ("reference", "Ref
 FINISH_REASONS = {"stop": "end of text", "length": "max tokens", "stopped": "stopped"}
 
 
+def transcript(turns: list[dict[str, str]]) -> str:
+    """A conversation as a pane shows it; ends where the next answer goes."""
+    names = {"user": "You", "assistant": "Model"}
+    return "".join(f"{names[t['role']]}: {t['content']}\n\n" for t in turns) + "Model: "
+
+
 class PlaygroundView(QWidget):
     generation_done = Signal()
 
@@ -51,6 +58,9 @@ class PlaygroundView(QWidget):
         self.generating = False
         self._stale = False  # the prompt changed while answers were streaming
         self._sampled_prompt = ""  # the reference pane belongs to this prompt
+        self.turns: dict[str, list[dict[str, str]]] = {"base": [], "adapter": []}  # each side's conversation
+        self._asked = ""  # the prompt being answered
+        self._answers: dict[str, str] = {"base": "", "adapter": ""}  # its answers so far
 
         self.picker = RunPicker(self.runs_root)
         self.picker.checkpoint_chosen.connect(self.load_selected)
@@ -63,6 +73,15 @@ class PlaygroundView(QWidget):
         self.prompt.setMaximumHeight(110)
         self.template = QCheckBox("Apply the chat template (as in training)")
         self.template.setToolTip("On for runs trained on chat or prompt/completion rows, off for plain text rows.")
+        self.conversation = QCheckBox("Keep the conversation")
+        self.conversation.setToolTip(
+            "Each prompt continues the conversation: the base and the adapter each see their own earlier "
+            "answers, as in a chat. Needs the chat template."
+        )
+        self.conversation.toggled.connect(lambda _: self.new_conversation())
+        self.new_button = QPushButton("New conversation")
+        self.new_button.clicked.connect(self.new_conversation)
+        self.template.toggled.connect(self._sync_conversation)
         self.sample_button = QPushButton("Sample from validation set")
         self.sample_button.clicked.connect(lambda: self.worker.send("sample"))
         self.sample_note = QLabel("")
@@ -96,6 +115,8 @@ class PlaygroundView(QWidget):
         prompt_box.addWidget(self.prompt)
         row = QHBoxLayout()
         row.addWidget(self.template)
+        row.addWidget(self.conversation)
+        row.addWidget(self.new_button)
         row.addStretch(1)
         row.addWidget(self.sample_note)
         row.addWidget(self.sample_button)
@@ -124,6 +145,7 @@ class PlaygroundView(QWidget):
         layout.addWidget(self.status)
         layout.addLayout(middle)
         layout.addWidget(answers, 1)
+        self._sync_conversation(self.template.isChecked())
         self._update_buttons()
 
     # ------------------------------------------------------------ runs and loading
@@ -143,27 +165,62 @@ class PlaygroundView(QWidget):
             return
         self.requested = path
         self.loaded_label = ""
+        self.new_conversation()  # another adapter: another conversation
         self.status.setText(f"Loading {run_of(path).name} @ step {checkpoint_step(path)}…")
         self.worker.send("load", adapter_path=path)
         self._update_buttons()
 
     # ------------------------------------------------------------ prompts and generation
 
+    @property
+    def in_conversation(self) -> bool:
+        return self.conversation.isChecked() and self.conversation.isEnabled()
+
     def generate(self) -> None:
         if not self.loaded_label or self.worker.busy or not self.prompt.toPlainText().strip():
             return
+        self._asked = self.prompt.toPlainText()
+        self._answers = {"base": "", "adapter": ""}
         for key in ("base", "adapter"):
             self.panes[key].clear()
+            if self.in_conversation:  # the conversation so far, then this prompt; the answer streams after it
+                self.panes[key].append(transcript(self.turns[key] + [{"role": "user", "content": self._asked}]))
             self.panes[key].stats.setText("starting…")
         self.generating = True
         self.worker.send(
             "generate",
-            prompt=self.prompt.toPlainText(),
+            prompt=self._asked,
             system=self.system.text(),
             template=self.template.isChecked(),
+            history={side: list(turns) for side, turns in self.turns.items()} if self.in_conversation else None,
             **dataclasses.asdict(self.sampling.settings()),
         )
         self._update_buttons()
+
+    def new_conversation(self) -> None:
+        """Forget the turns so far: the next prompt starts afresh."""
+        self.turns = {"base": [], "adapter": []}
+        if not self.generating:
+            for key in ("base", "adapter"):
+                self.panes[key].clear()
+        self._update_buttons()
+
+    def _sync_conversation(self, template: bool) -> None:
+        self.conversation.setEnabled(template)  # raw prompts have no turns to keep
+        if not template:
+            self.new_conversation()
+
+    def _end_turn(self) -> None:
+        """Each side's answer joins its conversation (a stopped answer as far as it got); the prompt box empties
+        for the next turn."""
+        for side in ("base", "adapter"):
+            self.turns[side] += [
+                {"role": "user", "content": self._asked},
+                {"role": "assistant", "content": self._answers[side]},
+            ]
+        self.prompt.blockSignals(True)  # the answers stay: they are the conversation
+        self.prompt.clear()
+        self.prompt.blockSignals(False)
 
     def stop(self) -> None:
         self.worker.stop_generation()
@@ -174,6 +231,8 @@ class PlaygroundView(QWidget):
         if self.prompt.toPlainText() != self._sampled_prompt:
             self.panes["reference"].clear()
             self.panes["reference"].hide()
+        if self.in_conversation:
+            return  # the panes hold the conversation, not answers to the text being typed
         if self.generating:
             self._stale = True
             return
@@ -188,6 +247,7 @@ class PlaygroundView(QWidget):
                 prompt=self.prompt.toPlainText(),
                 system=self.system.text(),
                 template=self.template.isChecked(),
+                history=list(self.turns["adapter"]) if self.in_conversation else None,
             )
 
     def _toggle_raw(self, shown: bool) -> None:
@@ -200,6 +260,8 @@ class PlaygroundView(QWidget):
         self.generate_button.setEnabled(ready)
         self.sample_button.setEnabled(bool(self.loaded_label))
         self.stop_button.setEnabled(self.generating)
+        self.new_button.setVisible(self.in_conversation)
+        self.new_button.setEnabled(any(self.turns.values()) and not self.generating)
 
     def _on_event(self, event: object) -> None:
         match event:
@@ -232,6 +294,8 @@ class PlaygroundView(QWidget):
             case GenerationUpdate():
                 pane = self.panes[event.side]
                 pane.append(event.text)
+                if event.side in self._answers:
+                    self._answers[event.side] += event.text
                 what = FINISH_REASONS.get(event.finish_reason, "")
                 pane.stats.setText(
                     f"{event.tokens} tokens · {event.tokens_per_sec:.1f} tokens/s" + (f" · {what}" if what else "")
@@ -242,10 +306,13 @@ class PlaygroundView(QWidget):
                 self.status.setText(f"⚠ {event.message}")
                 if event.details:
                     self.status.setToolTip(event.details)
-        finished_generating = isinstance(event, Idle) and self.generating
+        # The generation's own Idle: a load's, with the generation queued behind it, leaves the worker busy.
+        finished_generating = isinstance(event, Idle) and self.generating and not self.worker.busy
         if finished_generating:
             self.generating = False
-            if self._stale:  # the prompt was edited while these answers streamed
+            if self.in_conversation:
+                self._end_turn()
+            elif self._stale:  # the prompt was edited while these answers streamed
                 self._clear_answers()
         self._update_buttons()
         if finished_generating:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QInputDialog, QMessageBox
+from PySide6.QtWidgets import QInputDialog, QMessageBox, QPlainTextEdit
 
 from ...core.errors import UserError
 from ...core.runs.run_admin import read_notes, rename_run, write_notes
@@ -20,9 +20,16 @@ class RunFiling:
         run = self.selected_run()
         if not run:
             return
-        name, ok = QInputDialog.getText(self, "Rename run", "New name for the run folder:", text=Path(run).name)
-        if ok:
-            self.rename_selected(name)
+        self.rename_dialog = dialog = QInputDialog(self)
+        dialog.setWindowTitle("Rename run")
+        dialog.setLabelText("New name for the run folder:")
+        dialog.setTextValue(Path(run).name)
+        # Wide enough for the whole name (Qt's default is about 200 px, which cuts a dated run name).
+        dialog.resize(
+            max(480, dialog.fontMetrics().horizontalAdvance(Path(run).name) + 120), dialog.sizeHint().height()
+        )
+        if dialog.exec():
+            self.rename_selected(dialog.textValue())
 
     def rename_selected(self, name: str) -> None:
         run = self.selected_run()
@@ -42,14 +49,17 @@ class RunFiling:
         run = self.selected_run()
         if not run:
             return
-        text, ok = QInputDialog.getMultiLineText(
-            self,
-            f"Notes — {Path(run).name}",
-            "Notes on this run (saved in its folder as notes.md):",
-            read_notes(Path(run)),
-        )
-        if ok:
-            self.set_notes(text)
+        self.notes_dialog = dialog = QInputDialog(self)
+        dialog.setOption(QInputDialog.InputDialogOption.UsePlainTextEditForTextInput)
+        dialog.setWindowTitle(f"Notes — {Path(run).name}")
+        dialog.setLabelText("Notes on this run (saved in its folder as notes.md):")
+        dialog.setTextValue(read_notes(Path(run)))
+        edit = dialog.findChild(QPlainTextEdit)
+        if edit is not None:  # long lines wrap at the box's width
+            edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        dialog.resize(560, 360)
+        if dialog.exec():
+            self.set_notes(dialog.textValue())
 
     def set_notes(self, text: str) -> None:
         run = self.selected_run()

@@ -14,43 +14,64 @@ from ...core.runs.run_summary import RunSummary
 from .run_figures import eval_cell, fmt_loss
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
+# Each column's name and what it says (its header's tooltip).
 COLUMNS = [
-    "Run",
-    "Status",
-    "Model",
-    "Data",
-    "Steps",
-    "Final val loss",
-    "Best val loss",
-    "Eval loss (base → adapter)",
-    "Settings",
-    "Notes",
-    "Last train loss",
-    "Date",
+    ("Run", "The run folder's name"),
+    ("Status", "finished, stopped (resumable), failed or incomplete"),
+    ("Mode", "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs)"),
+    ("Model", "The base model"),
+    ("Data", "The dataset"),
+    ("Steps", "The last step the run reached"),
+    (
+        "Final val loss",
+        "The last validation loss of what the run trains on: the next-token loss (SFT), or the DPO or ORPO "
+        "loss of the pairs, which does not compare with a next-token loss",
+    ),
+    ("Best val loss", "The lowest validation loss of the run, in the same terms as the final one"),
+    (
+        "Eval: answer loss (base → adapter)",
+        "From Evaluate: the next-token loss of the answers (the chosen answers of pairs) under the base and "
+        "under the adapter, for every mode; not the DPO or ORPO loss",
+    ),
+    ("Settings", "The settings that matter most; hover a cell for all of them"),
+    ("Notes", "Your notes on the run (Notes…); all of them show below the table"),
+    ("Last train loss", "The last reported training loss, in the mode's own terms"),
+    ("Date", "When the run last wrote to its folder"),
 ]
+COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
+WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
+MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
 MISSING = float("inf")  # a run without the figure sorts after those with one (ascending)
 
 
 def run_row(run: RunSummary) -> list[tuple[str, Any]]:
     """(text, sort key) of each column, from the summary alone: no file is read."""
     c = run.config
-    notes = run.notes.strip()
+    notes = " ".join(run.notes.split())
+    mode = str(c.get("train_mode") or "sft")
     evaluation = run.last_evaluation
     adapter_loss = evaluation.get("adapter_loss") if evaluation else None
+    data = Path(str(c.get("data", ""))).name
     return [
         (run.name, run.name.lower()),
         (run.status, run.status),
+        (MODE_NAMES.get(mode, mode), mode),
         (run.model_name, run.model_name.lower()),
-        (Path(str(c.get("data", ""))).name, Path(str(c.get("data", ""))).name.lower()),
+        (data, data.lower()),
         (str(run.last_step), run.last_step),
-        (fmt_loss(run.final_val_loss), _number(run.final_val_loss)),
-        (fmt_loss(run.best_val_loss), _number(run.best_val_loss)),
+        (_mode_loss(run.final_val_loss, mode), _number(run.final_val_loss)),
+        (_mode_loss(run.best_val_loss, mode), _number(run.best_val_loss)),
         (eval_cell([evaluation] if evaluation else []), _number(adapter_loss)),
         (describe_settings(c), describe_settings(c)),
-        (notes.splitlines()[0][:60] if notes else "", notes.lower()),
-        (fmt_loss(run.final_loss), _number(run.final_loss)),
+        (notes, notes.lower()),
+        (_mode_loss(run.final_loss, mode), _number(run.final_loss)),
         (time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)), run.modified),
     ]
+
+
+def _mode_loss(value: float | None, mode: str) -> str:
+    """A loss, named when it is a preference loss (which does not compare with a next-token loss)."""
+    return fmt_loss(value) + (f" ({MODE_NAMES.get(mode, mode)})" if value is not None and mode != "sft" else "")
 
 
 def _number(x: float | None) -> float:

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.after.evaluation import read_evaluations
-from ...core.runs.run_admin import resume_point, settings_differences
+from ...core.runs.run_admin import read_notes, resume_point, settings_differences
 from ...core.runs.run_folder import run_of
 from ...core.runs.run_summary import RunSummary, list_runs
 from ..desktop import open_folder
@@ -29,7 +29,7 @@ from ..widgets.sample_timeline import SampleTimeline
 from ..workers.jobs import start_job
 from .run_figures import differences_text, evaluate_run, evaluation_text, last_row_losses
 from .run_filing import RunFiling
-from .run_rows import COLUMNS, PATH_ROLE, RunItem, run_row
+from .run_rows import COLUMN_INDEX, COLUMNS, PATH_ROLE, WIDEST_COLUMN, RunItem, run_row
 
 
 class RunsView(RunFiling, QWidget):
@@ -44,12 +44,15 @@ class RunsView(RunFiling, QWidget):
         self.eval_job = None
         self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
         self.table = QTreeWidget()
-        self.table.setHeaderLabels(COLUMNS)
+        self.table.setHeaderLabels([name for name, _ in COLUMNS])
+        for col, (_, tip) in enumerate(COLUMNS):
+            self.table.headerItem().setToolTip(col, tip)
         self.table.setRootIsDecorated(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.itemSelectionChanged.connect(self.plot_selected)
         self.table.setSortingEnabled(True)
         self.table.header().setResizeContentsPrecision(100)  # columns fitted to 100 rows, not each of a thousand
+        self.table.sortByColumn(COLUMN_INDEX["Date"], Qt.SortOrder.DescendingOrder)  # newest first, arrow to match
         self.plot = RunCurvesPlot()
         self.samples = SampleTimeline()
         self.figures = QTabWidget()
@@ -142,7 +145,8 @@ class RunsView(RunFiling, QWidget):
             self._summaries[str(run.path)] = run
             item = RunItem(run_row(run))
             item.setData(0, PATH_ROLE, str(run.path))
-            item.setToolTip(COLUMNS.index("Notes"), run.notes)
+            item.setToolTip(COLUMN_INDEX["Notes"], run.notes)
+            item.setToolTip(COLUMN_INDEX["Settings"], item.text(COLUMN_INDEX["Settings"]))
             items.append(item)
         self.table.addTopLevelItems(items)
         self.table.setSortingEnabled(True)
@@ -150,6 +154,7 @@ class RunsView(RunFiling, QWidget):
             self._sized = True
             for col in range(self.table.columnCount()):
                 self.table.resizeColumnToContents(col)
+                self.table.setColumnWidth(col, min(self.table.columnWidth(col), WIDEST_COLUMN))
         for item in items:
             item.setSelected(item.text(0) in chosen)
         self.table.blockSignals(False)
@@ -239,8 +244,11 @@ class RunsView(RunFiling, QWidget):
             return
         run = self.selected_run()
         results = read_evaluations(Path(run)) if run else []
+        notes = read_notes(Path(run)).strip() if run else ""
         self.summary.setText(
-            f"{Path(run).name}: " + (evaluation_text(results) if results else "no evaluation yet: press Evaluate.")
+            f"{Path(run).name}: "
+            + (evaluation_text(results) if results else "no evaluation yet: press Evaluate.")
+            + (f"\nNotes: {notes}" if notes else "")
             if run
             else ""
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
     QComboBox,
@@ -41,6 +41,7 @@ class SettingsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._widgets: dict[str, QWidget] = {}
+        self._reasons: dict[str, QLabel] = {}  # beside each field: why its value is refused
         self.problem = ""  # the current settings problem, in the form's words ("" when none)
         self.error = QLabel("")
         self.error.setStyleSheet("color: #e5534b;")
@@ -48,9 +49,21 @@ class SettingsPanel(QWidget):
 
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
+        self._preset_values: list[dict] = []  # each preset's settings, to see which one the form holds
         for p in sorted(resource_path("presets").glob("*.yaml")):
             self.presets.addItem(p.stem.split(" ", 1)[-1], str(p))
+            text = p.read_text(encoding="utf-8")
+            first = text.splitlines()[0] if text else ""
+            about = first.lstrip("# ").strip() if first.startswith("#") else ""
+            self.presets.setItemData(self.presets.count() - 1, about, Qt.ItemDataRole.ToolTipRole)
+            try:
+                self._preset_values.append(read_yaml_mapping(p))
+            except (ConfigError, OSError, ValueError):
+                self._preset_values.append({})
+        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
         self.presets.activated.connect(self._apply_preset)
+        self.changed.connect(self._mark_preset)
         save = QPushButton("Save…")
         save.setToolTip("Save these settings as a YAML file that `qlora-gui train -c` reads.")
         save.clicked.connect(self.save)
@@ -91,8 +104,18 @@ class SettingsPanel(QWidget):
             widget.setMinimumWidth(260)
             label = QLabel(s.label)
             label.setToolTip(widget.toolTip())
-            groups[s.group].addRow(label, widget)
+            field = QWidget()  # the widget, and under it why its value is refused (when it is)
+            rows = QVBoxLayout(field)
+            rows.setContentsMargins(0, 0, 0, 0)
+            rows.setSpacing(2)
+            rows.addWidget(widget)
+            reason = QLabel("")  # one line: a wrapped label in a form row gets cut (its height is not asked for)
+            reason.setStyleSheet("color: #e5534b;")
+            reason.hide()
+            rows.addWidget(reason)
+            groups[s.group].addRow(label, field)
             self._widgets[s.key] = widget
+            self._reasons[s.key] = reason
         left.addStretch(1)
         self.machines = MachinesBox(lambda: self.command_source() if self.command_source else self.check())
         self.machines.changed.connect(self.changed.emit)
@@ -118,6 +141,11 @@ class SettingsPanel(QWidget):
             show_value(self._widgets[s.key], s, cfg.value(s.key))
         self.changed.emit()
 
+    def set_value(self, key: str, value: object) -> None:
+        """One setting, as if typed into its field."""
+        show_value(self._widgets[key], SETTING_BY_KEY[key], value)
+        self.changed.emit()
+
     def config(self, base: TrainConfig | None = None) -> TrainConfig:
         """The settings as a TrainConfig; raises ConfigError naming a field whose text is not a value."""
         cfg = dataclasses.replace(base) if base else TrainConfig()
@@ -136,7 +164,7 @@ class SettingsPanel(QWidget):
         except ConfigError as e:
             self.problem = f"{self.label_of(e.setting)}: {e.why}" if e.setting else str(e)
             self.error.setText(self.problem)
-            self._mark(e.setting)
+            self._mark(e.setting, e.why or str(e))
             return None
         self._mark("")
         machines = self.machines.problem()  # the Machines box's table, where a setting's problem shows
@@ -149,12 +177,28 @@ class SettingsPanel(QWidget):
         found = SETTING_BY_KEY.get(setting)
         return found.label if found else setting.replace("_", " ")
 
-    def _mark(self, setting: str) -> None:
+    def _mark(self, setting: str, why: str = "") -> None:
+        """Mark the field whose value is refused, its value kept as typed and the reason beside it."""
         for key, w in self._widgets.items():
             w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
+            self._reasons[key].setText(f"Refused: {why}" if key == setting else "")
+            self._reasons[key].setVisible(key == setting)
 
-    def show_memory_estimate(self, est: MemoryEstimate | None, budget: int) -> float | None:
-        """Show an estimate against the memory this machine can give; returns the share of it (None: unknown)."""
+    def show_memory_estimate(
+        self, est: MemoryEstimate | None, budget: int, measured_gb: float | None = None
+    ) -> float | None:
+        """Show an estimate against the memory this machine can give, or the peak measured for these very
+        settings (Check speed & memory) beside it; returns the share used (None: unknown)."""
+        if measured_gb is not None:
+            share = measured_gb * GB / budget
+            said = f"; the estimate said {est.total / GB:.2f} GB" if est is not None else ""
+            self.show_estimate(
+                f"Memory: {measured_gb:.2f} GB peak measured for these settings (Check speed & memory) of "
+                f"{budget / GB:.0f} GB available{said}."
+                + (" Over the limit: lower the batch size or max length, or quantize the base." if share > 1 else ""),
+                share,
+            )
+            return share
         if est is None:
             self.show_estimate("Memory estimate: unknown for this model's config.", None)
             return None
@@ -179,6 +223,29 @@ class SettingsPanel(QWidget):
         self.estimate_bar.setStyleSheet(f"QProgressBar::chunk {{ background: {color}; }}")
 
     # ------------------------------------------------------------ presets and files
+
+    def active_preset(self) -> str:
+        """The preset whose settings the form holds now ("" when none)."""
+        try:
+            current = self.config()
+        except ConfigError:
+            return ""
+        for i, values in enumerate(self._preset_values, start=1):
+            keys = {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")}
+            try:
+                if keys and config_from_dict(keys, current)[0] == current:
+                    return self.presets.itemText(i).removeprefix("✓ ")
+            except ConfigError:
+                continue
+        return ""
+
+    def _mark_preset(self) -> None:
+        """The menu names the preset in use and ticks it; each entry's tooltip says what it is for."""
+        active = self.active_preset()
+        self.presets.setItemText(0, f"Preset: {active}" if active else "Presets…")
+        for i in range(1, self.presets.count()):
+            name = self.presets.itemText(i).removeprefix("✓ ")
+            self.presets.setItemText(i, f"✓ {name}" if name == active else name)
 
     def _apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)

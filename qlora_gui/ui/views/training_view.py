@@ -57,6 +57,9 @@ class TrainingView(QWidget):
         self.running = False
         self._can_start = False
         self.total_steps = 0
+        self.samples_due = False  # the run answers sample prompts (at step 0 before its first step)
+        self.data_warnings: set[str] = set()  # what the Data tab already says of this run's data: not said again
+        self._data_warnings_said = False
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.pause_button = QPushButton("Pause")
@@ -121,6 +124,9 @@ class TrainingView(QWidget):
         split.addWidget(self.top)
         split.addWidget(self.bottom)
         split.setSizes([480, 180])
+        split.setCollapsible(0, False)  # the charts keep their room however far the bottom pane is pulled
+        self.top.setMinimumHeight(220)
+        self.bottom.currentChanged.connect(self._give_room)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -128,6 +134,13 @@ class TrainingView(QWidget):
         layout.addWidget(split, 1)
         self.set_running(False)
         self._update_checkpoint_buttons()
+
+    def _give_room(self, index: int) -> None:
+        """Sample answers need height to read: their tab takes up to half the pane when it is opened."""
+        if self.bottom.widget(index) is self.samples:
+            top, bottom = self.split.sizes()
+            if bottom < (top + bottom) * 0.45:
+                self.split.setSizes([(top + bottom) * 55 // 100, (top + bottom) * 45 // 100])
 
     # ------------------------------------------------------------ state
 
@@ -186,11 +199,14 @@ class TrainingView(QWidget):
             self.top.setSizes([sum(sizes) * 62 // 100, sum(sizes) * 38 // 100])
         self.preference.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
+        self._data_warnings_said = False
         self.progress.setRange(0, e.total_steps)
         self.progress.setValue(e.start_step)
         self.charts.set_total_steps(e.total_steps)
         self.bottom.setTabVisible(self.bottom.indexOf(self.machines), self.machines.on_started(e))
         self.total_steps = e.total_steps
+        self.status.setText(self._opening_text(e))
+        self.samples_due = bool(e.config.get("sample_answers"))
         epochs = e.total_steps / max(e.steps_per_epoch, 1)
         self.append_log(
             f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
@@ -198,6 +214,19 @@ class TrainingView(QWidget):
             f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
             f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}"
         )
+
+    def _opening_text(self, e: RunStarted) -> str:
+        """What the run does before its first report: the DPO reference, the base's validation and answers."""
+        first = e.start_step == 0
+        parts = []
+        if e.config.get("train_mode") == "dpo":
+            parts.append("measuring the DPO reference (the base's log-probabilities of every pair's answers)")
+        if first and e.valid_rows:
+            parts.append("validating the base (step 0)")
+        if first and e.config.get("sample_answers"):
+            parts.append("answering the sample prompts with the base")
+        parts.append(f"training from step {e.start_step}" if not first else "training")
+        return "Model loaded: " + ", then ".join(parts) + "…"
 
     def on_progress(self, e: StepReport) -> None:
         self.charts.add_progress(e)
@@ -217,6 +246,11 @@ class TrainingView(QWidget):
 
     def on_validation(self, e: ValidationResult) -> None:
         self.charts.add_validation(e)
+        if e.step == 0 and e.split == "valid" and self.progress.value() == 0:
+            self.status.setText(
+                f"Base validation loss {e.val_loss:.4f} (step 0); "
+                + ("answering the sample prompts with the base, then training…" if self.samples_due else "training…")
+            )
         best = " (best)" if e.is_best else ""
         self.append_log(
             f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
@@ -235,7 +269,13 @@ class TrainingView(QWidget):
         self.append_log(f"step {e.step}: {len(e.answers)} sample answer(s) in {e.seconds:.1f} s (tab Sample answers)")
 
     def on_warning(self, e: TrainWarning) -> None:
-        self.append_log(f"⚠ {e.message}")
+        if e.info:
+            self.append_log(e.message)
+        elif e.message not in self.data_warnings:
+            self.append_log(f"⚠ {e.message}")
+        elif not self._data_warnings_said:
+            self._data_warnings_said = True
+            self.append_log("The Data tab's notes on this data hold for this run (tab Data).")
 
     def on_recovery(self, e: Recovered) -> None:
         self.charts.add_recovery(e)  # the warning that comes with it says why in the log

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QGraphicsItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
 from ...core.train.events import Recovered, StepReport, ValidationResult
 from ..theme import color_legend, style_plot
@@ -37,13 +37,59 @@ COLORS = {
 }
 
 
+def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
+    """An exponential moving average, bias-corrected as TensorBoard's smoothing is: it starts at the data and
+    weighs each report as the average's decay says, with no pull toward the first value (nor toward 0)."""
+    out, acc, decay, kept = [], 0.0, 1 - weight, 1.0
+    for v in values:
+        acc = decay * acc + weight * v
+        kept *= decay
+        out.append(acc / (1 - kept))
+    return out
+
+
+def show_lone_points(curve: pg.PlotDataItem, count: int, size: int = 6) -> None:
+    """A line with a single point draws nothing: give that point a dot until the line has two."""
+    lone = count == 1
+    if lone != (curve.opts["symbol"] is not None):
+        pen = curve.opts["pen"]
+        color = pg.mkPen(pen).color() if pen is not None else None
+        curve.setSymbol("o" if lone else None)
+        if lone:
+            curve.setSymbolSize(size)
+            curve.setSymbolBrush(color)
+            curve.setSymbolPen(None)
+
+
+def dot_legend(curve: pg.PlotDataItem, color: str) -> None:
+    """The legend draws a dotted series' marker from its scatter's own brush: the dots' colour, not grey."""
+    curve.scatter.setBrush(pg.mkBrush(color))
+    curve.scatter.setPen(pg.mkPen(None))
+
+
+class ChartStack(QStackedWidget):
+    """Charts, or until their first data a line saying when they start (never empty 0-1 axes)."""
+
+    def __init__(self, charts: QWidget, waiting: str):
+        super().__init__()
+        self.waiting = QLabel(waiting)
+        self.waiting.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.waiting.setWordWrap(True)
+        self.addWidget(self.waiting)
+        self.addWidget(charts)
+
+    def show_charts(self, shown: bool) -> None:
+        self.setCurrentIndex(1 if shown else 0)
+
+
 class TrainingCharts(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.view = pg.GraphicsLayoutWidget()
+        self.stack = ChartStack(self.view, "The charts start with the first report of the training steps.")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.view)
+        layout.addWidget(self.stack)
         # Legends get rows of their own above their plots, so they never cover the data.
         self.loss_legend, self.mem_legend = pg.LegendItem(colCount=3), pg.LegendItem(colCount=3)
         self.view.addItem(self.loss_legend, row=0, col=0)
@@ -58,6 +104,7 @@ class TrainingCharts(QWidget):
         self.val_points = self.loss_plot.plot(
             pen=None, symbol="o", symbolSize=8, symbolBrush=COLORS["val"], symbolPen=None
         )
+        dot_legend(self.val_points, COLORS["val"])
         for item, name in ((self.loss_raw, "train"), (self.loss_smooth, "smoothed"), (self.val_points, "validation")):
             self.loss_legend.addItem(item, name)
         self.lr_curve = self.lr_plot.plot(pen=pen(COLORS["lr"], width=1))
@@ -92,7 +139,6 @@ class TrainingCharts(QWidget):
         plot.setMenuEnabled(False)
         for axis in ("bottom", "left"):
             plot.getAxis(axis).enableAutoSIPrefix(False)  # no "(x0.001)" scaling of steps or losses
-        plot.setLimits(xMin=0)
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")  # keeps spikes visible
         for axis in ("bottom", "left"):
@@ -123,7 +169,7 @@ class TrainingCharts(QWidget):
                 "rss": MAX,
             }
         )
-        self._ema: float | None = None  # over every report, not only the points kept
+        self._ema = (0.0, 1.0)  # ema()'s running sum and the share of it still missing, over every report
         self.val_steps: list[int] = []
         self.val_losses: list[float] = []
         for mark in getattr(self, "recovery_marks", []):
@@ -153,7 +199,7 @@ class TrainingCharts(QWidget):
         """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
         self.history.keep_up_to(back_to)
         smooth = self.history["smooth"]
-        self._ema = smooth[-1] if smooth else None
+        self._ema = (smooth[-1], 0.0) if smooth else (0.0, 1.0)  # go on from the smoothed value kept
         kept = sum(1 for s in self.val_steps if s <= back_to)
         del self.val_steps[kept:], self.val_losses[kept:]
         mark = pg.InfiniteLine(
@@ -192,8 +238,10 @@ class TrainingCharts(QWidget):
     ) -> None:
         if loss is None:  # metrics.jsonl stores a loss that was not finite as null
             return
-        self._ema = loss if self._ema is None else SMOOTHING * loss + (1 - SMOOTHING) * self._ema
-        self.history.append((step, loss, self._ema, lr, tps, active, peak, rss))
+        acc, missing = self._ema  # ema() one report at a time: the bounded history merges old points
+        acc, missing = (1 - SMOOTHING) * acc + SMOOTHING * loss, missing * (1 - SMOOTHING)
+        self._ema = (acc, missing)
+        self.history.append((step, loss, acc / (1 - missing), lr, tps, active, peak, rss))
         self._dirty = True
 
     def _add_validation(self, step: int, val_loss: float | None, split: str) -> None:
@@ -215,7 +263,7 @@ class TrainingCharts(QWidget):
         names it (a few hundred MB stay readable beside a limit of tens of GB)."""
         top = max(self.history["peak"] + self.history["rss"] + [0.0])
         near = bool(self.limit_gb) and self.limit_gb <= 3 * top
-        far = f" · limit {self.limit_gb:.1f} GB, above" if self.limit_gb and not near else ""
+        far = f" · the limit, {self.limit_gb:.1f} GB, is far above" if self.limit_gb and not near else ""
         placed = (near, f"Memory (GB){far}", max(top, self.limit_gb if near else 0) * 1.1 or 1)
         if placed == self._placed:  # unchanged: a new title or range re-lays out and repaints every axis
             return
@@ -229,6 +277,11 @@ class TrainingCharts(QWidget):
             return
         self._dirty = False
         h = self.history
+        self.stack.show_charts(bool(len(h) or self.val_steps))
+        for curve in (self.loss_raw, self.loss_smooth, self.lr_curve, self.tps_curve):
+            show_lone_points(curve, len(h))
+        for curve in (self.mem_active, self.mem_peak, self.mem_rss):
+            show_lone_points(curve, len(h))
         self.loss_raw.setData(h["step"], h["loss"])
         self.loss_smooth.setData(h["step"], h["smooth"])
         self.val_points.setData(self.val_steps, self.val_losses)

@@ -9,6 +9,7 @@ background job; Start runs it again. The first Mac is this one: rank 0 writes th
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,9 @@ class MachinesChoice:
     share: bool  # copy the model and data to the other Macs before training
 
 
+MACHINE = "Mac" if sys.platform == "darwin" else "machine"  # what the radio buttons call a computer, truthfully
+
+
 class MachinesBox(QGroupBox):
     changed = Signal()
 
@@ -66,9 +70,9 @@ class MachinesBox(QGroupBox):
         self.config_source = config_source
         self.job: FunctionJob | None = None
         self.report: CheckReport | None = None
-        self.this_mac = QRadioButton("This Mac")
-        self.this_mac.setToolTip("Train in this app's own process, on this Mac alone.")
-        self.several = QRadioButton("Several Macs (data parallel)")
+        self.this_mac = QRadioButton(f"This {MACHINE}")
+        self.this_mac.setToolTip(f"Train in this app's own process, on this {MACHINE} alone.")
+        self.several = QRadioButton(f"Several {MACHINE}s (data parallel)")
         self.several.setToolTip(
             "Each Mac trains its part of every batch and the gradients are summed over the network (MLX's "
             "distributed layer, started with mlx.launch). The batch size stays the whole batch: the result is "

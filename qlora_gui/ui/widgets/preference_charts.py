@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from ...core.train.events import PreferenceReport
 from ..theme import color_legend, style_plot
+from .charts import ChartStack, dot_legend, show_lone_points
 
 COLORS = {"train": "#1f5fbf", "valid": "#e4572e", "chosen": "#2a9d8f", "rejected": "#8e6c8a"}
 SERIES = ("reward_accuracy", "reward_margin", "chosen_logp", "rejected_logp")
@@ -21,9 +22,12 @@ class PreferenceCharts(QWidget):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.view = pg.GraphicsLayoutWidget()
+        self.stack = ChartStack(
+            self.view, "The pair charts start at the base's validation (step 0) or the first training report."
+        )
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.view)
+        layout.addWidget(self.stack)
         self.legend = pg.LegendItem(colCount=4)
         self.view.addItem(self.legend, row=0, col=0)
         self.wins_plot = self._plot("Chosen answer wins (share of pairs)", 1)
@@ -42,6 +46,10 @@ class PreferenceCharts(QWidget):
             ("valid", "chosen_logp"): self.logp_plot.plot(symbolBrush=COLORS["chosen"], **dots),
             ("valid", "rejected_logp"): self.logp_plot.plot(symbolBrush=COLORS["rejected"], **dots),
         }
+        for (split, name), curve in self.curves.items():
+            if split == "valid":
+                dot_legend(curve, COLORS["chosen" if name == "chosen_logp" else "rejected" if "rejected" in name
+                                         else "valid"])  # fmt: skip
         for key, name in (
             (("train", "reward_accuracy"), "train"),
             (("valid", "reward_accuracy"), "validation"),
@@ -68,6 +76,7 @@ class PreferenceCharts(QWidget):
         self.points: dict[tuple[str, str], tuple[list[int], list[float]]] = {key: ([], []) for key in self.curves}
         for curve in self.curves.values():
             curve.setData([], [])
+        self.stack.show_charts(False)
 
     def set_total_steps(self, total: int) -> None:
         for plot in self.plots:
@@ -85,7 +94,10 @@ class PreferenceCharts(QWidget):
                 del steps[keep:], values[keep:]
             steps.append(e.step)
             values.append(getattr(e, name))
+            if split == "train":
+                show_lone_points(self.curves[(split, name)], len(steps))
             self.curves[(split, name)].setData(steps, values)
+        self.stack.show_charts(True)
 
     def set_events(self, events: list[dict[str, Any]]) -> None:
         """A run's pair figures so far, from its metrics.jsonl (a resumed run's history)."""

@@ -65,12 +65,16 @@ class PreflightBox(QWidget):
         self.text.setText(text)
         self.text.setVisible(bool(text))
 
-    def measured_share(self, cfg: TrainConfig) -> float | None:
-        """The measured peak of exactly these settings over the memory they may use now; None when unmeasured."""
+    def measured_peak_gb(self, cfg: TrainConfig) -> float | None:
+        """The measured peak memory of exactly these settings; None when unmeasured."""
         result = self.result
         if result is None or self._measured_for != memory_fingerprint(cfg) or not result.trials:
             return None
-        peak = result.trials[0].peak_gb
+        return result.trials[0].peak_gb
+
+    def measured_share(self, cfg: TrainConfig) -> float | None:
+        """The measured peak of exactly these settings over the memory they may use now; None when unmeasured."""
+        peak = self.measured_peak_gb(cfg)
         return peak / (cfg.memory_limit_gb or memory_budget() / GB) if peak is not None else None
 
     def _done(self, result: PreflightResult) -> None:

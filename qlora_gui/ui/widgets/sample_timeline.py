@@ -112,6 +112,7 @@ class SampleTimeline(QWidget):
         self._steps: list[int] = []
         self._answers: dict[int, tuple[list[dict[str, Any]], float]] = {}
         self._panels: list[PromptPanel] = []
+        self._prompts: list[str] = []  # the prompts as given: a text box's text differs (U+00A0 becomes a space)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setPageStep(1)
         self.slider.setToolTip("Scrub through the steps at which the model answered")
@@ -152,16 +153,18 @@ class SampleTimeline(QWidget):
         self._steps, self._answers = [], {}
         for panel in self._panels:
             panel.deleteLater()
-        self._panels = []
+        self._panels, self._prompts = [], []
         self.grid.show_answers([], {})
         self._sync_controls()
 
     def add(self, step: int, answers: list[dict[str, Any]], seconds: float) -> None:
         """One evaluation's answers. A step seen before (a run that went back after a divergence) is replaced."""
-        if [p.prompt.toPlainText() for p in self._panels] != [a.get("prompt", "") for a in answers]:
+        prompts = [a.get("prompt", "") for a in answers]
+        if self._panels and self._prompts != prompts:
             self.clear()  # another run's prompts: start its timeline afresh
         at_newest = not self._steps or self.slider.value() == len(self._steps) - 1
         if not self._panels:
+            self._prompts = prompts
             self._panels = [PromptPanel(i, a) for i, a in enumerate(answers, 1)]
             for panel in self._panels:
                 self.panels_layout.addWidget(panel)

@@ -22,6 +22,14 @@ from ...core.train.setting import Setting
 SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 
 
+def spin_lowest(s: Setting) -> float:
+    """A spin box's lowest value. An int setting that starts at 1 or more keeps 0 typeable, shown refused with
+    its reason (never read as "all", never put back without a word); its `off` ("all", "none") sits at -1."""
+    if s.kind == "int" and s.minimum is not None and s.minimum >= 1:
+        return -1 if s.has_off else 0
+    return s.lowest()
+
+
 def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
     """A spin box, combo box, check box or line edit that can hold exactly the values the setting allows
     (a value outside its range only where that value has a meaning of its own: "all", "none", "auto")."""
@@ -38,7 +46,7 @@ def make_widget(s: Setting, on_change: Callable[[], None]) -> QWidget:
         w.currentIndexChanged.connect(notify)
     elif s.kind == "int":
         high = min(int(s.maximum), SPIN_LIMIT) if s.maximum is not None else SPIN_LIMIT
-        w = QSpinBox(minimum=int(s.lowest()), maximum=high - (1 if s.below_maximum else 0))
+        w = QSpinBox(minimum=int(spin_lowest(s)), maximum=high - (1 if s.below_maximum else 0))
         w.valueChanged.connect(notify)
     elif s.kind == "float":
         top = s.maximum if s.maximum is not None else 1e9
@@ -86,7 +94,7 @@ def show_value(w: QWidget, s: Setting, value: Any) -> None:
         elif isinstance(w, QCheckBox):
             w.setChecked(bool(value))
         elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            w.setValue(s.lowest() if off else value)
+            w.setValue(spin_lowest(s) if off else value)
         elif isinstance(w, QLineEdit):
             w.setText("" if value is None else s.shown(value))
     finally:
@@ -104,7 +112,7 @@ def read_value(w: QWidget, s: Setting) -> Any:
         return w.isChecked()
     if isinstance(w, (QSpinBox, QDoubleSpinBox)):
         value = w.value()
-        return s.off if s.has_off and value == s.lowest() else value
+        return s.off if s.has_off and value == spin_lowest(s) else value
     text = w.text().strip() if isinstance(w, QLineEdit) else ""
     if s.kind == "sci":
         try:

@@ -34,7 +34,8 @@ class GenerationWorker(EventWorker):
         self._sent = 0  # sequence number of the latest command sent
         self._stopped_upto = 0  # generations with a number up to this one stop
         self._latest_heavy = 0  # the latest load or generate: it supersedes any generation before it
-        self.busy = False  # set on the GUI thread when a command is sent, cleared when its Idle is delivered
+        self.busy = False  # set on the GUI thread when a command is sent, cleared when the last one's Idle is delivered
+        self._unfinished = 0  # busy commands sent whose Idle is not delivered yet
         self._loaded = None
         self._adapter = None
         self._samples = None
@@ -49,6 +50,7 @@ class GenerationWorker(EventWorker):
         self._sent += 1
         if command in BUSY_COMMANDS:
             self.busy = True
+            self._unfinished += 1
             self._latest_heavy = self._sent  # a running generation stops for it
         self._commands.put((command, self._sent, args))
 
@@ -58,6 +60,7 @@ class GenerationWorker(EventWorker):
     def stop(self) -> None:
         """End the thread: a generation stops at its next token; a model load finishes first."""
         super().stop()
+        self._unfinished = 0  # the commands queued behind the stop are dropped, their Idles never come
         self._commands.put(("wake", 0, {}))  # the loop waits for a command; this one only wakes it to see the stop
 
     def shutdown(self) -> None:
@@ -69,8 +72,9 @@ class GenerationWorker(EventWorker):
         self._deliver_remaining()
 
     def _deliver(self, event: object) -> None:
-        if isinstance(event, Idle):
-            self.busy = False
+        if isinstance(event, Idle):  # a load's Idle with a generation queued behind it: still busy
+            self._unfinished = max(self._unfinished - 1, 0)
+            self.busy = self._unfinished > 0
         super()._deliver(event)
 
     # ------------------------------------------------------------ worker thread
@@ -128,13 +132,14 @@ class GenerationWorker(EventWorker):
         mx.clear_cache()
         self.post(ModelUnloaded())
 
-    def _do_format(self, prompt: str, system: str, template: bool) -> None:
+    def _do_format(self, prompt: str, system: str, template: bool, history: list | None = None) -> None:
         from ...core.after.generation import format_prompt, template_note
 
         if self._loaded is None:
             return
         tok = self._loaded.tokenizer
-        self.post(PromptShown(format_prompt(tok, prompt, system, template), template_note(tok, template)))
+        text = format_prompt(tok, prompt, system, template, history or ())
+        self.post(PromptShown(text, template_note(tok, template)))
 
     def _do_sample(self) -> None:
         sample = self._samples.pick() if self._samples else None
@@ -154,13 +159,22 @@ class GenerationWorker(EventWorker):
         max_tokens: int,
         seed: int,
         should_stop,
+        history: dict[str, list] | None = None,
     ) -> None:
-        from ...core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, template_note
+        """Both sides answer; with `history` each side continues its own conversation (its own answers)."""
+        from ...core.after.generation import (
+            SIDES,
+            SamplingSettings,
+            format_prompt,
+            generate_side_by_side,
+            template_note,
+        )
 
         if self._loaded is None:
             raise RuntimeError("no model is loaded yet; pick a run first")
         tok = self._loaded.tokenizer
-        text = format_prompt(tok, prompt, system, template)
-        self.post(PromptShown(text, template_note(tok, template)))
+        history = history or {}
+        texts = {side: format_prompt(tok, prompt, system, template, history.get(side, ())) for side in SIDES}
+        self.post(PromptShown(texts["adapter"], template_note(tok, template)))
         settings = SamplingSettings(temperature, top_p, max_tokens, seed)
-        generate_side_by_side(self._loaded.model, tok, text, settings, self.post, should_stop)
+        generate_side_by_side(self._loaded.model, tok, texts, settings, self.post, should_stop)

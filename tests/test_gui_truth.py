@@ -1,0 +1,219 @@
+# ruff: noqa: F811 (pytest fixtures imported from test_gui are parameters here)
+"""The window tells the truth (issue 32): what a new user met on chat and preference data, widget by widget."""
+
+from __future__ import annotations
+
+import numpy as np
+from conftest import fixture_texts, write_jsonl
+from PySide6.QtCore import Qt
+from test_gui import no_dangling_threads, store, wait_checked, window  # noqa: F401 (fixtures)
+
+
+def test_the_timeline_keeps_the_history_of_a_prompt_with_a_no_break_space(qtbot):
+    from qlora_gui.ui.widgets.sample_timeline import SampleTimeline
+
+    timeline = SampleTimeline()
+    qtbot.addWidget(timeline)
+    sample = {"prompt": "What is 2\u00a0+\u00a02?", "reference": "4", "answer": "4", "tokens": 1, "source": "v:1"}
+    for step in (0, 10, 20):
+        timeline.add(step, [sample], 0.1)
+    assert timeline.steps == [0, 10, 20] and timeline.step_label.text().startswith("step 20 · 3 of 3")
+
+
+def chat_rows(n: int, seed: int, answer_words: int = 3) -> list[dict]:
+    texts = fixture_texts(n, seed=seed)
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": "answer in words"},
+                {"role": "user", "content": t},
+                {"role": "assistant", "content": " ".join((t.split() * 40)[:answer_words])},
+            ]
+        }
+        for t in texts
+    ]
+
+
+def test_completions_only_is_decided_per_dataset_and_warns_only_on_suspect_masks(qtbot, window, text_data, tmp_path):
+    panel = window.dataset
+    chat = tmp_path / "chat"
+    write_jsonl(chat / "train.jsonl", chat_rows(16, 1, answer_words=60))  # long answers: most tokens trained
+    write_jsonl(chat / "valid.jsonl", chat_rows(4, 2))
+    window.open_dataset(chat)
+    wait_checked(qtbot, window)
+    train = panel.report.splits["train"]
+    assert panel.mask_prompt.isChecked() and panel.mask_prompt.isEnabled()
+    assert 0.6 < train.trained_share < 1.0  # masked, with long answers
+    assert not any("completions only is on" in w for w in panel.report.warnings)
+    window.open_dataset(text_data)  # plain text: off for this dataset
+    qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "text", timeout=60_000)
+    assert not panel.mask_prompt.isChecked()
+    window.open_dataset(chat)  # a chat folder afterwards does not inherit "off"
+    qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "chat", timeout=60_000)
+    assert panel.mask_prompt.isChecked() and panel.report.splits["train"].trained_share < 1.0
+
+
+def test_the_masking_warning_names_rows_with_no_token_masked():
+    from qlora_gui.core.data.dataset import DataReport, SplitReport, _encoded_warnings
+    from qlora_gui.core.data.encode import EncodedSplit
+
+    split = SplitReport("train", "t.jsonl", "chat", 2, "tokens", trained_share=0.9)
+    report = DataReport("t.jsonl", "chat", {"train": split}, [], 0, [], 64, True)
+    masked = np.array([False, False, True, True])
+    enc = EncodedSplit([np.arange(4)] * 2, [masked, masked], np.array([4, 4]), [1, 2])
+    assert _encoded_warnings(report, {"train": enc}) == []
+    enc.trained[1] = np.array([False, True, True, True])
+    (warning,) = _encoded_warnings(report, {"train": enc})
+    assert "1 training row(s) have no token masked" in warning
+
+
+def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_why(qtbot, window, text_data):
+    window.open_dataset(text_data)
+    wait_checked(qtbot, window)
+    assert window.training.start_button.isEnabled()
+    for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
+        box = window.settings_panel._widgets[key]
+        before = box.value()
+        box.lineEdit().selectAll()
+        qtbot.keyClicks(box.lineEdit(), "0")
+        box.interpretText()  # as leaving the box does
+        assert box.text() == "0"  # never "all", never the old value back
+        reason = window.settings_panel._reasons[key]
+        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
+        assert not window.training.start_button.isEnabled()
+        assert (
+            window.training.reason.text().startswith(f"Settings: {label}") and "got 0" in window.training.reason.text()
+        )
+        box.setValue(before)
+        assert reason.isHidden() and window.training.start_button.isEnabled()
+    layers = window.settings_panel._widgets["num_layers"]
+    layers.setValue(layers.minimum())
+    assert layers.text() == "all" and window.settings_panel.config().num_layers == -1
+
+
+def test_preference_pairs_under_sft_are_not_ready_and_one_click_trains_with_dpo(qtbot, window, tmp_path):
+    from test_preference import pairs
+
+    write_jsonl(tmp_path / "prefs" / "train.jsonl", pairs(12, 5))
+    write_jsonl(tmp_path / "prefs" / "valid.jsonl", pairs(4, 6))
+    window.open_dataset(tmp_path / "prefs")
+    wait_checked(qtbot, window)
+    panel = window.dataset
+    assert not window.training.start_button.isEnabled() and "pick DPO or ORPO" in window.training.reason.text()
+    assert "Ready to train." not in panel.summary.text() and "pick DPO or ORPO" in panel.summary.text()
+    assert panel.mode_button.isVisibleTo(panel) and panel.mode_button.text() == "Train with DPO"
+    qtbot.mouseClick(panel.mode_button, Qt.MouseButton.LeftButton)
+    assert window.settings_panel.config().train_mode == "dpo"
+    qtbot.waitUntil(lambda: window.training.start_button.isEnabled(), timeout=60_000)
+    assert "Ready to train." in panel.summary.text() and not panel.mode_button.isVisibleTo(panel)
+
+
+def report(step: int, loss: float, **kw):
+    from qlora_gui.core.train.events import StepReport
+
+    return StepReport(step, step / 10, loss, 1e-4, 100.0, 1.0, 10 * step, 1.0, 1.0, 0.1, 0.2, 0.0, 0.3, **kw)
+
+
+def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbot):
+    from qlora_gui.core.train.events import PreferenceReport, ValidationResult
+    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, ema
+    from qlora_gui.ui.widgets.preference_charts import PreferenceCharts
+
+    charts, pairs = TrainingCharts(), PreferenceCharts()
+    for widget in (charts, pairs):
+        qtbot.addWidget(widget)
+        widget.show()
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.stack.waiting  # no empty 0-1 axes before data
+    assert pairs.stack.currentWidget() is pairs.stack.waiting
+    charts.add_progress(report(1, 2.0))
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.view
+    for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
+        assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing
+    pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
+    assert len(pairs.curves[("train", "reward_accuracy")].scatter.points()) == 1
+    assert pairs.stack.currentWidget() is pairs.view
+    assert charts.val_points.scatter.opts["brush"].color().name() == COLORS["val"]  # the legend's marker
+    charts.add_validation(ValidationResult(1, 1.9, 10, True, 0.1))
+    for step, loss in enumerate([0.5, 0.04, 0.04, 0.04], start=2):
+        charts.add_progress(report(step, loss))
+    charts.redraw()
+    assert charts.loss_raw.opts["symbol"] is None  # a line from two reports on
+    decay = 0.7  # TensorBoard's debiased smoothing: no pull toward the first report
+    acc, expected = 0.0, []
+    for n, v in enumerate([2.0, 0.5, 0.04, 0.04, 0.04], start=1):
+        acc = decay * acc + (1 - decay) * v
+        expected.append(acc / (1 - decay**n))
+    assert np.allclose(ema([2.0, 0.5, 0.04, 0.04, 0.04]), expected)
+    assert np.allclose(charts.loss_smooth.getData()[1], expected) and expected[0] == 2.0
+    charts.set_memory_limit(23.5)
+    charts._dirty = True
+    charts.redraw()
+    assert "23.5 GB" in charts.mem_plot.titleLabel.text and ", above" not in charts.mem_plot.titleLabel.text
+
+
+def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
+    from qlora_gui.core.train.events import RunStarted, ValidationResult
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    config = {"train_mode": "dpo", "sample_answers": 2}
+    view.on_started(RunStarted("/tmp/r", config, 10, 100, 5, 10, 0, 20, 4, 0.1))
+    assert "DPO reference" in view.status.text() and "validating the base (step 0)" in view.status.text()
+    view.on_validation(ValidationResult(0, 0.69, 40, True, 0.2))
+    assert view.status.text().startswith("Base validation loss 0.6900 (step 0); answering the sample prompts")
+
+
+def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_as_its_arrow_says(qtbot, tmp_path):
+    import json
+
+    from qlora_gui.ui.views.runs_view import COLUMN_INDEX, RunsView
+
+    run = tmp_path / "runs" / "resumed"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {run}\ntrain_mode: dpo\n")
+    first = [{"event": "step", "step": s, "loss": 1.0 - s / 10} for s in range(1, 7)]  # killed after step 6
+    first.append({"event": "validation", "split": "valid", "step": 5, "val_loss": 0.5})
+    again = [{"event": "run_started", "start_step": 4}]  # resumed from the checkpoint of step 4
+    again += [{"event": "step", "step": s, "loss": 0.9 - s / 10} for s in range(5, 9)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in first + again))
+    other = tmp_path / "runs" / "other"
+    other.mkdir()
+    (other / "config.yaml").write_text(f"model: m\ndata: d.jsonl\nadapter_path: {other}\n")
+    (other / "metrics.jsonl").write_text(json.dumps({"event": "step", "step": 100, "loss": 2.0}) + "\n")
+    view = RunsView(tmp_path / "runs")
+    qtbot.addWidget(view)
+    view.select_runs(["resumed"])
+    (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
+    steps, losses = line.getData()
+    assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
+    row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
+    assert row.text(COLUMN_INDEX["Mode"]) == "DPO" and row.text(COLUMN_INDEX["Last train loss"]).endswith("(DPO)")
+    view.table.sortByColumn(COLUMN_INDEX["Steps"], Qt.SortOrder.AscendingOrder)
+    assert view.table.header().sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
+    assert [view.table.topLevelItem(i).text(0) for i in range(2)] == ["resumed", "other"]  # 8 before 100
+
+
+def test_a_first_run_card_loads_the_sample_data_and_the_demo_model_in_one_click_each(
+    qtbot, store, tmp_path, demo_model, monkeypatch
+):
+    from qlora_gui.core.resources import sample_data_path
+    from qlora_gui.ui.main_window import MainWindow
+    from qlora_gui.ui.views import model_panel
+
+    monkeypatch.setattr(model_panel, "demo_model_dir", lambda: demo_model)  # built already: found, not rebuilt
+    w = MainWindow(settings=store, runs_root=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    card = w.dataset.first_run
+    assert card.isVisible() and w.dataset.sample_button.isVisible() and w.dataset.demo_button.isVisible()
+    qtbot.mouseClick(w.dataset.sample_button, Qt.MouseButton.LeftButton)
+    assert w.dataset.path == str(sample_data_path()) and not w.dataset.sample_button.isVisible()
+    qtbot.mouseClick(w.dataset.demo_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.model.selected_path == str(demo_model) and not w.model.busy, timeout=60_000)
+    wait_checked(qtbot, w)
+    assert not card.isVisible() and w.dataset.mask_prompt.isChecked()
+    qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=60_000)
+    w.playground.shutdown()
