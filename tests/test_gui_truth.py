@@ -54,17 +54,16 @@ def test_completions_only_is_decided_per_dataset_and_warns_only_on_suspect_masks
 
 
 def test_the_masking_warning_names_rows_with_no_token_masked():
-    from qlora_gui.core.data.dataset import DataReport, SplitReport, _encoded_warnings
     from qlora_gui.core.data.encode import EncodedSplit
+    from qlora_gui.core.data.encoded_warnings import encoded_warnings
 
-    split = SplitReport("train", "t.jsonl", "chat", 2, "tokens", trained_share=0.9)
-    report = DataReport("t.jsonl", "chat", {"train": split}, [], 0, [], 64, True)
     masked = np.array([False, False, True, True])
     enc = EncodedSplit([np.arange(4)] * 2, [masked, masked], np.array([4, 4]), [1, 2])
-    assert _encoded_warnings(report, {"train": enc}) == []
-    enc.trained[1] = np.array([False, True, True, True])
-    (warning,) = _encoded_warnings(report, {"train": enc})
+    assert encoded_warnings({"train": enc}, mask_prompt=True) == []
+    unmasked = EncodedSplit([np.arange(4)] * 2, [masked, np.array([False, True, True, True])], np.array([4, 4]), [1, 2])
+    (warning,) = encoded_warnings({"train": unmasked}, mask_prompt=True)
     assert "1 training row(s) have no token masked" in warning
+    assert encoded_warnings({"train": unmasked}, mask_prompt=False) == []
 
 
 def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_why(qtbot, window, text_data):
@@ -187,7 +186,7 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     qtbot.addWidget(view)
     view.select_runs(["resumed"])
     (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
-    steps, losses = line.getData()
+    steps, losses = line.xData, line.yData  # as given (getData is what the clipped view draws)
     assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
     row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
     assert row.text(COLUMN_INDEX["Mode"]) == "DPO" and row.text(COLUMN_INDEX["Last train loss"]).endswith("(DPO)")
