@@ -1,6 +1,7 @@
-"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, short modules."""
+"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, no module so long it must do two jobs."""
 
 import ast
+import warnings
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "qlora_gui"
 CORE = PACKAGE / "core"
 QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "qtpy")
 CLI_MODULES = ("qlora_gui.cli", "qlora_gui.train_cli", "qlora_gui.adapter_cli", "qlora_gui.export_cli")
-MAX_LINES = 300
+# Size is a smell, not a law: a module does one job whatever its length (a file cut to meet a number is worse).
+# Past LONG_LINES the test says which modules to look at; past TOO_LONG_LINES one surely does more than one job.
+LONG_LINES = 400
+TOO_LONG_LINES = 600
 
 
 def module_name(path: Path) -> str:
@@ -91,6 +95,9 @@ def test_no_import_cycle():
             visit(name, [name])
 
 
-def test_every_module_is_short():
-    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
-    assert long == {}
+def test_no_module_grows_past_one_job():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    long = {name: n for name, n in lengths.items() if n > LONG_LINES}
+    if long:
+        warnings.warn(f"long modules, worth a look (one job each?): {long}", stacklevel=1)
+    assert {name: n for name, n in long.items() if n > TOO_LONG_LINES} == {}
