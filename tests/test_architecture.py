@@ -1,9 +1,9 @@
-"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, no module so long it must do two jobs."""
+"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, no module doing two jobs."""
 
 import ast
-import warnings
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "qlora_gui"
