@@ -153,6 +153,7 @@ class TrainingCharts(QWidget):
         if total == self._total_steps:
             return  # a new range re-renders every axis
         self._total_steps = total
+        self._dirty = True
         for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
             plot.setXRange(0, max(total, 1), padding=0.02)
 
@@ -277,7 +278,9 @@ class TrainingCharts(QWidget):
             return
         self._dirty = False
         h = self.history
-        self.stack.show_charts(bool(len(h) or self.val_steps))
+        # Before the first report of a started run the axes already span its planned steps, and are painted
+        # before the trainer starts (training_session.launch); with no run, a line says when they start.
+        self.stack.show_charts(bool(len(h) or self.val_steps or self._total_steps))
         for curve in (self.loss_raw, self.loss_smooth, self.lr_curve, self.tps_curve):
             show_lone_points(curve, len(h))
         for curve in (self.mem_active, self.mem_peak, self.mem_rss):
