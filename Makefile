@@ -39,7 +39,7 @@ test: $(STAMP)
 	$(PY) -m ruff check qlora_gui tests bench scripts
 	$(PY) -m ruff format --check qlora_gui tests bench scripts
 	$(PY) -m mypy
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -ra -n auto --maxprocesses=4   # one worker per core: the suite is CPU-bound and single-threaded per test
 
 # The double-click bundle: dist/QLoRA Studio.app on macOS, dist/qlora-studio/ on Linux.
 # macOS: SIGN="Developer ID Application: NAME (TEAMID)" signs it (hardened runtime); MACOS_MIN=14.0 asks for
