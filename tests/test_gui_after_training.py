@@ -181,10 +181,21 @@ def test_fuse_and_export_writes_a_model_folder_then_a_gguf_for_ollama(qtbot, tra
     assert not dialog.gguf_type.isHidden() and "Q4_0 — about" in dialog.gguf_type.itemText(3)
     dialog.gguf_type.setCurrentIndex(dialog.gguf_type.findData("q4_0"))
     assert dialog.name.text().endswith("-gguf")
+    dialog.name.setText("../up")  # never outside by accident
+    dialog.export_button.click()
+    assert dialog.job is None and "without .." in dialog.status.text()
+    dialog.name.setText(out.name)  # the first export's folder is not empty: refused, said
+    dialog.export_button.click()
+    assert dialog.job is None and "already exists" in dialog.status.text()
+    (tmp_path / "made-before").mkdir()  # an empty folder made beforehand is accepted
+    dialog.name.setText(str(tmp_path / "made-before"))
+    assert dialog.target() == tmp_path / "made-before"
+    dialog.name.setText("not/yet/there")  # folders that do not exist yet are created
     dialog.ollama.setChecked(True)
     dialog.export_button.click()
     qtbot.waitUntil(lambda: dialog.job is None, timeout=LONG)
     out = dialog.result_path
+    assert out == trained_window.runs_root.parent / "exports" / "not" / "yet" / "there", dialog.status.text()
     assert (out / f"{out.name}-Q4_0.gguf").is_file() and (out / "Modelfile").is_file(), dialog.status.text()
     assert "ollama create" in dialog.status.text() and "Modelfile" in dialog.status.text()
     dialog.close()

@@ -27,6 +27,7 @@ from ...core.after.destinations import lmstudio_models_dir
 from ...core.after.fuse import gguf_support
 from ...core.after.gguf_export import GGUF_TYPES
 from ...core.after.inference import base_as_trained, checkpoint_choices, read_adapter
+from ...core.after.staging import refuse_existing
 from ...core.errors import UserError
 from ...core.runs.run_folder import checkpoint_step
 from ...core.runs.run_plan import unused_path
@@ -78,7 +79,10 @@ class ExportDialog(QDialog):
         self.parent_dir = self.exports_root
         self.parent_label = ElidedLabel()
         self.name = QLineEdit()
-        self.name.setToolTip("The new folder's name, inside the folder shown on the left")
+        self.name.setToolTip(
+            "The new folder's name, inside the folder shown on the left; a path such as exports/today/model or "
+            "~/Models/mine is created as it is, folders that do not exist yet included"
+        )
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         folder_row = _row((self.parent_label, 3), (QLabel("/"), 0), (self.name, 2), (browse, 0))
@@ -210,8 +214,9 @@ class ExportDialog(QDialog):
         self.name.setText(path.name)
 
     def target(self) -> Path:
-        """Where the export will be written."""
-        return self.parent_dir / self.name.text().strip()
+        """Where the export will be written: the name inside the parent folder, or a whole path if one was typed."""
+        typed = Path(self.name.text().strip()).expanduser()
+        return typed if typed.is_absolute() else self.parent_dir / typed
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Parent folder for the export", str(self.parent_dir))
@@ -237,12 +242,13 @@ class ExportDialog(QDialog):
         )
 
     def start(self) -> None:
-        name = self.name.text().strip()
-        if not name or Path(name).name != name:
-            self.status.setText("⚠ Give the new folder a name (no slashes); Browse… picks where it goes.")
+        if not self.name.text().strip() or ".." in Path(self.name.text().strip()).parts:
+            self.status.setText("⚠ Give the new folder a name (or a path without ..); Browse… picks where it goes.")
             return
-        if self.target().exists():
-            self.status.setText(f"⚠ {self.target()} already exists: pick another name, so nothing is overwritten.")
+        try:  # an empty folder made beforehand is fine, as in the core; missing folders on the way are created
+            refuse_existing(self.target())
+        except UserError as e:
+            self.status.setText(f"⚠ {e}.")
             return
         if self.ollama.isChecked() and not self.ollama_name.text().strip():
             self.status.setText("⚠ Give the Ollama model a name.")
