@@ -29,7 +29,6 @@ from .gguf_export import (
     estimated_bytes,
     gguf_file_name,
     gguf_type,
-    write_gguf,
 )
 from .gguf_kquants import K_QUANTS, NEEDS, llama_cpp_available, quantize_k
 from .inference import AdapterSource, base_as_trained
@@ -213,16 +212,7 @@ def _write_format(req: ExportRequest, staging: Path, stem: str, say: Progress) -
         kind = GGUF_TYPES["f16"] if k_quant else gguf_type(req.gguf_type)
         fused = fuse_in_memory(req.adapter, model=req.model, dequantize=True, progress=lambda f, m: say(0.5 * f, m))
         name = gguf_file_name(stem, kind)
-        write_gguf(
-            fused.loaded.path,
-            fused.config,
-            fused.weights(),
-            staging / name,
-            kind,
-            model_args=fused.model_args(),
-            name=stem,
-            progress=lambda f, m: say(0.5 + 0.3 * f, m),
-        )
+        fused.write_gguf(staging / name, kind, name=stem, progress=lambda f, m: say(0.5 + 0.3 * f, m))
         if k_quant:  # llama.cpp's own quantizer, from the F16 file, which then goes
             say(0.82, f"quantizing to {k_quant[0]} with llama.cpp")
             f16, name = staging / name, f"{stem}-{k_quant[0]}.gguf"

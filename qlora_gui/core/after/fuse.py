@@ -18,6 +18,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
@@ -28,6 +29,9 @@ from ..model.loader import LoadedModel
 from .gguf_arch import ARCHITECTURES, unsupported_reason
 from .inference import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
 from .staging import refuse_existing, staged
+
+if TYPE_CHECKING:
+    from .gguf_export import GgufType
 
 Progress = Callable[[float, str], None]
 
@@ -56,6 +60,21 @@ class FusedModel:
     def model_args(self) -> dict:
         args = getattr(self.net, "args", None) or getattr(getattr(self.net, "language_model", None), "args", None)
         return dataclasses.asdict(args) if dataclasses.is_dataclass(args) and not isinstance(args, type) else {}
+
+    def write_gguf(self, out_file: Path, kind: GgufType, *, name: str, progress: Progress) -> None:
+        """The fused weights as one GGUF file of the given tensor type."""
+        from .gguf_export import write_gguf
+
+        write_gguf(
+            self.loaded.path,
+            self.config,
+            self.weights(),
+            out_file,
+            kind,
+            model_args=self.model_args(),
+            name=name,
+            progress=progress,
+        )
 
 
 def gguf_support(model_type: str) -> str | None:
@@ -116,7 +135,7 @@ def fuse_adapter(
     """Fuse the adapter into its base (quantized as in training, or as asked) and save a new model folder."""
     from mlx_lm.utils import save
 
-    from .gguf_export import GGUF_TYPES, check_gguf_export, gguf_file_name, write_gguf
+    from .gguf_export import GGUF_TYPES, check_gguf_export, gguf_file_name
 
     say = progress or (lambda _f, _m: None)
     out = Path(save_path).expanduser()
@@ -138,16 +157,7 @@ def fuse_adapter(
         if export_gguf:
             kind = GGUF_TYPES["f16"]
             name = gguf_file_name(out.name, kind)
-            write_gguf(
-                fused.loaded.path,
-                fused.config,
-                fused.weights(),
-                staging / name,
-                kind,
-                model_args=fused.model_args(),
-                name=out.name,
-                progress=lambda f, m: say(0.85 + 0.14 * f, m),
-            )
+            fused.write_gguf(staging / name, kind, name=out.name, progress=lambda f, m: say(0.85 + 0.14 * f, m))
             gguf = out / name
     say(1.0, f"saved {out}")
     quant = (
