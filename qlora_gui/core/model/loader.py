@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import ModelError
 from ..train.config import TrainConfig
-from .grouped_lora import group_lora_layers, grouped_layout, mlx_layout
+from .grouped_lora import ELEMENTWISE_OPTIMIZERS, group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
 
 
@@ -89,7 +89,8 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
-    group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
+    if cfg.optimizer in ELEMENTWISE_OPTIMIZERS:
+        group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
