@@ -92,13 +92,44 @@ def test_an_mlx_lm_folder_is_added_with_its_base_and_opens_in_every_tab(qtbot, w
     dialog.close()
 
 
+def test_an_mlx_lm_lora_folder_is_added_with_the_base_the_user_picks(
+    qtbot,
+    window,  # noqa: F811
+    mlx_lm_folder,
+    demo_model,
+    monkeypatch,
+):
+    """mlx-lm-lora (5.10) writes adapter_config.json with lora_parameters and num_layers only, and its fused model
+    beside the adapters: the base is asked for, never taken from the fused model in the folder."""
+    from mlx_lm import load
+    from PySide6.QtWidgets import QFileDialog
+
+    from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+    from qlora_gui.core.runs.run_import import BaseModelNeeded
+
+    lora = {"rank": 8, "dropout": 0.0, "scale": 20.0, "use_dora": False, "num_layers": 1}
+    (mlx_lm_folder / "adapter_config.json").write_text(json.dumps({"lora_parameters": lora, "num_layers": 1}))
+    with pytest.raises(BaseModelNeeded, match="pick the base model it was trained on"):
+        add_run_folder(mlx_lm_folder, window.runs_root)
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a: asked.append(a[1]) or str(demo_model))
+    window.runs.add_run(str(mlx_lm_folder))
+    assert asked == ["The base model adapters was trained on"]
+    assert window.runs.selected_run() == str(window.runs_root / "adapters")
+    adapter = default_adapter(window.runs_root / "adapters")
+    assert adapter.step == 2 and adapter.config["model"] == str(demo_model)
+    theirs, tokenizer = load(str(demo_model), adapter_path=str(mlx_lm_folder))
+    ids = mx.array([tokenizer.encode("list the score")])
+    assert mx.array_equal(load_with_adapter(None, adapter).model(ids), theirs(ids))
+
+
 def test_a_folder_that_is_not_a_run_says_what_it_lacks(qtbot, window, tmp_path):  # noqa: F811
     (tmp_path / "empty").mkdir()
     window.runs.add_run(str(tmp_path / "empty"))
     assert "no adapters.safetensors or adapter_config.json here" in window.runs.summary.text()
     assert list_runs(window.runs_root) == []
-    (tmp_path / "nameless").mkdir()
-    (tmp_path / "nameless" / "adapters.safetensors").write_bytes(b"")
-    (tmp_path / "nameless" / "adapter_config.json").write_text(json.dumps({"num_layers": 2}))
-    with pytest.raises(UserError, match="does not name its base model"):
-        add_run_folder(tmp_path / "nameless", window.runs_root)
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "adapters.safetensors").write_bytes(b"")
+    (tmp_path / "odd" / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="not an adapter config"):
+        add_run_folder(tmp_path / "odd", window.runs_root)

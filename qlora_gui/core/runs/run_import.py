@@ -33,9 +33,14 @@ MLX_CHECKPOINT = re.compile(r"^(\d+)_adapters\.safetensors$")  # mlx-lm's f"{ste
 ADDED = "added"  # the status of a run with no metrics.jsonl: trained elsewhere (run_summary.py)
 
 
-def add_run_folder(source: str | Path, runs_root: str | Path) -> Path:
-    """Add `source` to the runs folder as a new run folder (named after it); returns its path. UserError, saying
-    what is missing, when it is not an adapter folder."""
+class BaseModelNeeded(UserError):
+    """The folder's adapter_config.json names no base model (mlx-lm-lora writes none): ask which it is."""
+
+
+def add_run_folder(source: str | Path, runs_root: str | Path, model: str | None = None) -> Path:
+    """Add `source` to the runs folder as a new run folder (named after it); returns its path. `model`: the base
+    model, when its config names none (else the config's is used). UserError, saying what is missing, when it is
+    not an adapter folder; BaseModelNeeded when the base must be given."""
     source = Path(source).expanduser().resolve()
     root = Path(runs_root).expanduser().resolve()
     if not source.is_dir():
@@ -58,8 +63,18 @@ def add_run_folder(source: str | Path, runs_root: str | Path) -> Path:
         config = json.loads((source / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UserError(f"{source / ADAPTER_CONFIG}: cannot read it ({e})") from e
-    if not isinstance(config, dict) or not config.get("model"):
-        raise UserError(f"{source / ADAPTER_CONFIG} does not name its base model ('model'); it cannot be tried")
+    if not isinstance(config, dict):
+        raise UserError(f"{source / ADAPTER_CONFIG}: not an adapter config (a JSON object of settings)")
+    if model:
+        config = {**config, "model": str(Path(model).expanduser().resolve()) if Path(model).exists() else model}
+    elif not config.get("model"):
+        raise BaseModelNeeded(
+            f"{source / ADAPTER_CONFIG} does not name its base model (mlx-lm-lora does not write it): pick the base "
+            "model it was trained on (not a model fused with it)"
+        )
+    lora = config.get("lora_parameters")
+    if "fine_tune_type" not in config and isinstance(lora, dict) and lora.get("use_dora"):
+        config["fine_tune_type"] = "dora"  # mlx-lm-lora says DoRA inside lora_parameters; mlx-lm reads this
     return _staged(root, source.name, lambda staging, target: _adopt_adapters(source, config, staging, target))
 
 

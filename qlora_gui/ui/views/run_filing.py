@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QPlainText
 
 from ...core.errors import UserError
 from ...core.runs.run_admin import read_notes, rename_run, write_notes
-from ...core.runs.run_import import add_run_folder
+from ...core.runs.run_import import BaseModelNeeded, add_run_folder
 from ...core.runs.run_lock import folder_owner, in_use_message
 from ..desktop import move_to_trash
 
@@ -25,11 +25,17 @@ class RunFiling:
         if folder:
             self.add_run(folder)
 
-    def add_run(self, folder: str) -> None:
+    def add_run(self, folder: str, model: str | None = None) -> None:
         """Add a run folder from elsewhere to the runs folder (linked or copied, the original untouched) and
-        select it; a folder that is not one says why."""
+        select it; a folder that is not one says why. Its base model is asked for when its config names none."""
         try:
-            added = add_run_folder(folder, self.runs_root)
+            added = add_run_folder(folder, self.runs_root, model)
+        except BaseModelNeeded as e:
+            self.summary.setText(f"⚠ {e}")
+            base = QFileDialog.getExistingDirectory(self, f"The base model {Path(folder).name} was trained on")
+            if base:
+                self.add_run(folder, base)
+            return
         except (UserError, OSError) as e:
             self.summary.setText(f"⚠ {e}")
             return
