@@ -28,7 +28,7 @@ from ..model.grouped_lora import adapters_off
 from ..model.loader import LoadedModel, base_weights, keep_base_weights, load_base
 from ..model.model_files import resolve_model_path
 from ..runs import checkpoints as ckpt
-from ..runs.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, checkpoint_step, run_of
+from ..runs.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, RunFolder, checkpoint_step, run_of
 
 
 @dataclass
@@ -45,6 +45,12 @@ class AdapterSource:
         """Prompts get the chat template unless the run trained on plain text rows."""
         trained_on = format_named(self.config.get("data_format"))
         return trained_on is None or isinstance(trained_on, TurnsFormat)
+
+    @property
+    def trained_elsewhere(self) -> bool:
+        """A folder mlx_lm.lora or mlx-lm-lora wrote (run_import.py adds one as a run): no metrics.jsonl, so
+        which batches its training validated on is not known here."""
+        return not (self.run_dir / RunFolder.METRICS).exists()
 
     @property
     def label(self) -> str:
