@@ -135,3 +135,24 @@ def test_a_folder_that_is_not_a_run_says_what_it_lacks(qtbot, window, tmp_path):
     (tmp_path / "odd" / "adapter_config.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="not an adapter config"):
         add_run_folder(tmp_path / "odd", window.runs_root)
+
+
+def test_one_of_our_runs_kept_elsewhere_is_copied_its_weights_linked_and_its_folder_named(tmp_path):
+    source = tmp_path / "elsewhere" / "run-1"
+    (source / "checkpoints" / "0000002").mkdir(parents=True)
+    (source / "config.yaml").write_text(f"model: m\ndata: d\nadapter_path: {source}\n")
+    (source / "metrics.jsonl").write_text('{"event": "step", "step": 1, "loss": 2.0}\n')
+    mx.save_safetensors(str(source / "adapters.safetensors"), {"a": mx.zeros(2)})
+    mx.save_safetensors(str(source / "checkpoints" / "0000002" / "adapters.safetensors"), {"a": mx.ones(2)})
+    (source / "owner.lock").write_text("")
+    added = add_run_folder(source, tmp_path / "runs")
+    assert added == tmp_path / "runs" / "run-1" and not (added / "owner.lock").exists()
+    assert f"adapter_path: {added}" in (added / "config.yaml").read_text()  # a resume writes here
+    assert f"adapter_path: {source}" in (source / "config.yaml").read_text()
+    # weights shared (this app replaces them whole), metrics copied (a resume appends to them)
+    assert (added / "adapters.safetensors").stat().st_ino == (source / "adapters.safetensors").stat().st_ino
+    assert (added / "metrics.jsonl").stat().st_ino != (source / "metrics.jsonl").stat().st_ino
+    assert (added / "checkpoints" / "0000002" / "adapters.safetensors").is_file()
+    assert add_run_folder(source, tmp_path / "runs").name == "run-1-2"  # never over another run
+    with pytest.raises(UserError, match="is in the runs folder already"):
+        add_run_folder(added, tmp_path / "runs")
