@@ -30,7 +30,6 @@ from .run_lock import folder_owner, in_use_message
 from .run_plan import unused_path
 
 MLX_CHECKPOINT = re.compile(r"^(\d+)_adapters\.safetensors$")  # mlx-lm's f"{step:07d}_adapters.safetensors"
-ADDED = "added"  # the status of a run with no metrics.jsonl: trained elsewhere (run_summary.py)
 
 
 class BaseModelNeeded(UserError):
