@@ -3,6 +3,7 @@ reason, its YAML numbers read as numbers, its lr_schedule built as mlx-lm builds
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import sys
@@ -26,7 +27,8 @@ from qlora_gui.core.train.config import (
     read_yaml_mapping,
 )
 from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport, TrainWarning
-from qlora_gui.core.train.mlx_keys import MLX_ONLY_KEYS
+from qlora_gui.core.train.mlx_keys import MLX_ONLY_KEYS, yaml_numbers
+from qlora_gui.core.train.optimizer import build_optimizer
 from qlora_gui.core.train.trainer import Trainer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mlx_lm" / "lora_config.yaml"
@@ -85,7 +87,8 @@ def test_every_mlx_lm_key_is_honoured_or_refused_and_the_readme_says_how():
 def test_mlx_lm_example_config_reaches_the_trainer(tmp_path, demo_model, text_data):
     path = tmp_path / "lora_config.yaml"
     path.write_text(example_config())
-    values = read_yaml_mapping(path)
+    blocks = commented_keys(example_config())  # uncommented, its lr_schedule reaches the run too
+    values = {**read_yaml_mapping(path), **yaml_numbers({k: blocks[k] for k in ("lr_schedule",)})}
     ours = dict(
         model=str(demo_model), data=str(text_data), adapter_path=str(tmp_path / "run"), iters=2, sample_answers=0
     )
@@ -115,9 +118,22 @@ def test_the_example_commented_blocks_are_each_honoured_or_refused(tmp_path):
     cfg.validate()
     assert cfg.lr_schedule == {"name": "cosine_decay", "warmup": 100, "warmup_init": 1e-7,
                                "arguments": [1e-5, 1000, 1e-7]}  # fmt: skip
+    cfg, _ = config_from_dict({"model": "m", "data": "d", "optimizer_config": blocks["optimizer_config"]})
+    cfg.validate()  # passed to mlx.optimizers.AdamW as mlx-lm passes it (tests/test_optimizers.py)
+    opt = build_optimizer(cfg, 10)
+    assert opt.betas == [0.9, 0.98] and opt.eps == 1e-6 and opt.weight_decay == 0.05 and opt.bias_correction
     cfg, _ = config_from_dict({"hf_dataset": blocks["hf_dataset"], "model": "m"})
     cfg.validate()  # no data needed beside hf_dataset
     assert cfg.hf_dataset["prompt_feature"] == "text"
+    cfg, _ = config_from_dict({"model": "m", "data": "d", "report_to": blocks["report_to"],
+                               "project_name": blocks["project_name"]})  # fmt: skip
+    assert cfg.project_name == "Your-awesome-mlx-project-name"
+    missing = [extra for extra in ("wandb", "swanlab") if importlib.util.find_spec(extra) is None]
+    if missing:  # refused before the run, naming the extra that installs the first one missing
+        with pytest.raises(ConfigError, match=re.escape(f"pip install 'qlora-gui[{missing[0]}]'")):
+            cfg.validate()
+    else:
+        cfg.validate()
 
 
 def test_numbers_read_as_mlx_lm_reads_them(tmp_path):
@@ -267,6 +283,19 @@ def test_hf_dataset_without_the_datasets_package_names_the_extra(tmp_path, demo_
     assert "pip install 'qlora-gui[hf]'" in failed.message
 
 
+def metrics_values(run: Path) -> dict[tuple[str, int], float]:
+    """{(tag, step): value} of metrics.jsonl's numbers as the trackers tag them: each step's loss, learning rate,
+    speed and memory, each validation's loss."""
+    expected = {}
+    for row in (json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()):
+        if row["event"] == "step":
+            for name in ("loss", "learning_rate", "tokens_per_sec", "mlx_peak_gb", "trained_tokens"):
+                expected[(f"step/{name}", row["step"])] = row[name]
+        elif row["event"] == "validation":
+            expected[(f"validation_{row['split']}/val_loss", row["step"])] = row["val_loss"]
+    return expected
+
+
 def tensorboard_scalars(folder: Path) -> dict[tuple[str, int], float]:
     """{(tag, step): value} from the TFRecord event files in folder, read with TensorBoard's own Event proto."""
     import struct
@@ -294,14 +323,7 @@ def test_report_to_tensorboard_logs_what_metrics_jsonl_holds(tmp_path, demo_mode
     _, result, _ = run(cfg)
     assert isinstance(result, Finished), result
     logged = tensorboard_scalars(tmp_path / "run" / "tensorboard")
-    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    expected = {}
-    for row in rows:
-        if row["event"] == "step":
-            for name in ("loss", "learning_rate", "tokens_per_sec", "mlx_peak_gb", "trained_tokens"):
-                expected[(f"step/{name}", row["step"])] = row[name]
-        elif row["event"] == "validation":
-            expected[(f"validation_{row['split']}/val_loss", row["step"])] = row["val_loss"]
+    expected = metrics_values(tmp_path / "run")
     assert len([k for k in expected if k[0] == "step/loss"]) == 3
     assert {k[1] for k in expected if k[0] == "validation_valid/val_loss"} == {0, 2, 3}
     for key, value in expected.items():
@@ -310,16 +332,62 @@ def test_report_to_tensorboard_logs_what_metrics_jsonl_holds(tmp_path, demo_mode
     assert b"sample_answers" in texts and b"learning_rate: 0.002" in texts  # the answers table and the settings
 
 
+def swanlab_records(folder: Path) -> list:
+    """Every record of the offline SwanLab run(s) in folder, read with SwanLab's own reader and protobuf."""
+    from swanlab.proto.swanlab.record.v1.record_pb2 import Record
+    from swanlab.sdk.internal.core_python.store import DataStoreReader
+
+    records = []
+    for file in sorted(folder.glob("run-*/run-*.swanlab")):
+        reader = DataStoreReader()
+        reader.open(file)
+        while (data := reader.scan()) is not None:
+            records.append(Record.FromString(data))
+    return records
+
+
+def test_report_to_swanlab_and_trackio_log_what_metrics_jsonl_holds(tmp_path, demo_model, text_data, monkeypatch):
+    pytest.importorskip("swanlab")
+    pytest.importorskip("trackio")
+    monkeypatch.setenv("SWANLAB_MODE", "offline")
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "elsewhere"))  # ours is the run folder's; restored after
+    folder = tmp_path / "runs" / "run"
+    cfg = tiny_config(demo_model, text_data, folder, iters=3, sample_answers=1, sample_tokens=4, num_layers=1,
+                      report_to="swanlab, trackio", steps_per_eval=2, val_batches=1)  # fmt: skip
+    _, result, _ = run(cfg)
+    assert isinstance(result, Finished), result
+    expected = metrics_values(folder)
+    assert len([k for k in expected if k[0] == "step/loss"]) == 3
+    assert {k[1] for k in expected if k[0] == "validation_valid/val_loss"} == {0, 2, 3}
+
+    records = swanlab_records(folder / "swanlog")
+    kinds = [r.WhichOneof("record_type") for r in records]
+    logged = {(r.scalar.key, r.scalar.step): r.scalar.value.number for r in records if r.HasField("scalar")}
+    assert {k: logged[k] for k in expected} == expected
+    assert [r.media.step for r in records if r.HasField("media") and r.media.key == "sample_answers"] == [0, 2, 3]
+    start = next(r.start for r in records if r.HasField("start"))
+    assert (start.project, start.name) == ("runs", "run") and kinds[-1] == "finish"
+    saved = yaml.safe_load(next(folder.glob("swanlog/run-*/files/config.yaml")).read_text())
+    assert "learning_rate" in json.dumps(saved) and "0.002" in json.dumps(saved)  # the run's settings
+
+    from trackio.sqlite_storage import SQLiteStorage
+
+    assert (folder / "trackio" / "runs.db").is_file() and not (tmp_path / "elsewhere").exists()
+    rows = SQLiteStorage.get_logs("runs", "run")
+    logged = {(k, row["step"]): v for row in rows for k, v in row.items() if isinstance(v, float)}
+    assert {k: logged[k] for k in expected} == expected
+    tables = [(row["step"], row["sample_answers"]) for row in rows if "sample_answers" in row]
+    assert [s for s, _ in tables] == [0, 2, 3] and set(tables[0][1]["_value"][0]) == {"prompt", "reference", "answer"}
+    assert SQLiteStorage.get_run_config("runs", "run")["learning_rate"] == cfg.learning_rate
+
+
 def test_report_to_is_checked_before_the_run(monkeypatch):
-    for value, why in [
-        ("tensorboard,swanlab", "swanlab is not supported here"),
-        ("mlflow", "'mlflow' is not a tracker"),
-    ]:
-        with pytest.raises(ConfigError, match=why):
-            TrainConfig(model="m", data="d", report_to=value).validate()
-    monkeypatch.setitem(sys.modules, "tensorboardX", None)
-    monkeypatch.setitem(sys.modules, "wandb", None)
-    for value, extra in [(" tensorboard , wandb", "tensorboard"), ("wandb", "wandb")]:
+    with pytest.raises(ConfigError, match="'mlflow' is not a tracker"):
+        TrainConfig(model="m", data="d", report_to="tensorboard,mlflow").validate()
+    for name in ("tensorboardX", "wandb", "swanlab", "trackio"):
+        monkeypatch.setitem(sys.modules, name, None)
+    for value, extra in [(" tensorboard , wandb", "tensorboard"), ("wandb", "wandb"), ("swanlab", "swanlab"),
+                         ("trackio,tensorboard", "trackio")]:  # fmt: skip
         with pytest.raises(ConfigError, match=re.escape(f"pip install 'qlora-gui[{extra}]'")):
             TrainConfig(model="m", data="d", report_to=value).validate()
     cfg, _ = config_from_dict({"wandb": "my-project"})  # older mlx-lm's key

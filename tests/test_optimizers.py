@@ -83,3 +83,24 @@ def test_bad_optimizer_config_says_what_to_write():
         cfg, _ = config_from_dict({"model": "m", "data": "d", **values})
         with pytest.raises(ConfigError, match=why):
             cfg.validate()
+
+
+def test_muon_and_adafactor_update_mlx_lms_own_per_projection_matrices(demo_model):
+    """Grouped LoRA (grouped_lora.py) is exact only under an element-wise optimizer: Muon orthogonalizes, and
+    Adafactor factors the second moment of, each projection's matrix as mlx-lm has it, never a group's."""
+    from mlx.utils import tree_flatten, tree_map
+
+    from qlora_gui.core.model.grouped_lora import mlx_layout
+    from qlora_gui.core.model.loader import add_adapters, load_base
+
+    lora = {"rank": 4, "scale": 10.0, "dropout": 0.0}
+    for name, grouped in [("adamw", True), ("muon", False), ("adafactor", False)]:
+        model = load_base(demo_model).model
+        add_adapters(model, TrainConfig(optimizer=name, num_layers=1, lora_parameters=lora))
+        params = model.trainable_parameters()
+        assert any("lora_group_" in k for k, _ in tree_flatten(params)) == grouped, name
+        opt = build_optimizer(TrainConfig(optimizer=name), 10)
+        opt.update(model, tree_map(lambda a: mx.full(a.shape, 1e-3, a.dtype), params))
+        state = mlx_layout(model, dict(tree_flatten(opt.state)))  # what a checkpoint holds: mlx-lm's names
+        assert "model.layers.1.self_attn.q_proj.lora_a" in mlx_layout(model, dict(tree_flatten(params)))
+        assert not any("lora_group_" in k for k in state) and len(state) > 1, name

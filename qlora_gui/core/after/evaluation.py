@@ -144,8 +144,10 @@ def evaluate(
         raise UserError(f"{data} has no {split} split (it has: {held}); pick one of those")
     chosen = encoded[split]
     order = eval_batches(chosen.lengths, batch_size or _setting(adapter, "batch_size"))
-    if max_batches is None:  # as training validated: the valid split's first val_batches batches
-        max_batches = _setting(adapter, "val_batches") if split == "valid" else -1
+    if max_batches is None:  # as training validated: the valid split's first val_batches batches (all rows for
+        # a run trained elsewhere: its trainer batched them its own way)
+        as_trained = split == "valid" and not (adapter is not None and adapter.trained_elsewhere)
+        max_batches = _setting(adapter, "val_batches") if as_trained else -1
     all_rows = not 0 < max_batches < len(order)
     if not all_rows:
         order = order[:max_batches]

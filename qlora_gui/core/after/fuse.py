@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import UserError
 from ..model.fast_quant import restore_quantized_layers
-from ..model.loader import LoadedModel
+from ..model.loader import BaseWeights, LoadedModel
 from .gguf_arch import ARCHITECTURES, unsupported_reason
 from .inference import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
 from .staging import refuse_existing, staged
@@ -115,6 +116,10 @@ def fuse_in_memory(
     if bits is not None:
         say(0.58, f"quantizing to {bits} bits")
         net, config = quantize_model(net, config, 64, bits)
+    if adapter.config.get("fine_tune_type") == "full":  # its weights replaced the base's whole blocks on load
+        trained = getattr(loaded.model, BaseWeights.ATTRIBUTE).weights
+        blocks = {m.group(0) for k in trained if (m := re.search(r"layers\.\d+\.", k))}
+        return FusedModel(loaded, net, config, len(blocks))
     return FusedModel(loaded, net, config, len(fused))
 
 

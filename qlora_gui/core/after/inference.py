@@ -15,19 +15,20 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_unflatten
+from mlx.utils import tree_flatten, tree_unflatten
 
 from ..data.formats import format_named
 from ..data.rows import TurnsFormat
 from ..errors import ModelError, UserError
 from ..model.grouped_lora import adapters_off
-from ..model.loader import LoadedModel, load_base
+from ..model.loader import LoadedModel, base_weights, keep_base_weights, load_base
 from ..model.model_files import resolve_model_path
 from ..runs import checkpoints as ckpt
-from ..runs.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, checkpoint_step, run_of
+from ..runs.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, RunFolder, checkpoint_step, run_of
 
 
 @dataclass
@@ -44,6 +45,12 @@ class AdapterSource:
         """Prompts get the chat template unless the run trained on plain text rows."""
         trained_on = format_named(self.config.get("data_format"))
         return trained_on is None or isinstance(trained_on, TurnsFormat)
+
+    @property
+    def trained_elsewhere(self) -> bool:
+        """A folder mlx_lm.lora or mlx-lm-lora wrote (run_import.py adds one as a run): no metrics.jsonl, so
+        which batches its training validated on is not known here."""
+        return not (self.run_dir / RunFolder.METRICS).exists()
 
     @property
     def label(self) -> str:
@@ -124,6 +131,10 @@ def load_with_adapter(model: str | Path | None, adapter: AdapterSource | None) -
     path = base_model_of(adapter, str(model) if model else None)
     quant = quantized_on_load(adapter) or {}
     loaded = load_base(path, quant.get("bits"), quant.get("group_size", 64))
+    if adapter.config.get("fine_tune_type") == "full":  # the weights it replaces stay at hand for base_view
+        params = dict(tree_flatten(loaded.model.parameters()))
+        trained = cast(dict[str, mx.array], mx.load(str(adapter.path / ADAPTER_FILE)))
+        keep_base_weights(loaded.model, [k for k in trained if k in params])
     try:
         load_adapters(loaded.model, str(adapter.path))
     except (ValueError, KeyError) as e:
@@ -144,7 +155,8 @@ def adapter_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def base_view(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block the model computes exactly what the base computes; restored on exit."""
     layers = adapter_layers(model)
-    with adapters_off(model):  # the grouped layers of a model being trained (grouped_lora.py)
+    # the grouped layers of a model being trained (grouped_lora.py); a full fine-tuning's base weights
+    with adapters_off(model), base_weights(model):
         if not layers:
             yield model
             return

@@ -15,7 +15,10 @@ output plus the scaled LoRA's, in the input's dtype), to rounding.
 On disk nothing changes: `mlx_layout` splits a group's arrays (and its optimizer moments) back into
 mlx-lm's `...q_proj.lora_a` / `lora_b`, and `grouped_layout` puts them back together, exactly (blocks are
 copied, never recomputed). Only plain LoRA without dropout is grouped: dropout draws a mask per projection,
-DoRA has its own magnitude per projection; those keep mlx-lm's layers.
+DoRA has its own magnitude per projection; those keep mlx-lm's layers. And only under an optimizer that updates
+each element on its own (ELEMENTWISE_OPTIMIZERS): Muon orthogonalizes a whole matrix and Adafactor factors its
+second moment by rows and columns, so on a group's matrix they would compute another update than on each
+projection's, and Adafactor's factored moments cannot be split back into mlx-lm's per-projection ones.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # projections that read the same input
+ELEMENTWISE_OPTIMIZERS = ("adamw", "adam", "sgd")  # their update of an element reads that element alone
 GROUP_PREFIX = "lora_group_"  # the group's attribute in the block: lora_group_q_proj, lora_group_gate_proj
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,7 +18,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import ModelError
 from ..train.config import TrainConfig
-from .grouped_lora import group_lora_layers, grouped_layout, mlx_layout
+from .grouped_lora import ELEMENTWISE_OPTIMIZERS, group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
 
 
@@ -84,12 +84,15 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         num_layers = layers
     if cfg.fine_tune_type == "full":
         train_whole_layers(model, num_layers)
+        if cfg.train_mode == "dpo":  # its reference is the base: kept beside the weights that change
+            keep_base_weights(model, list(dict(tree_flatten(model.trainable_parameters()))))
         return note
     try:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
-    group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
+    if cfg.optimizer in ELEMENTWISE_OPTIMIZERS:
+        group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
@@ -110,6 +113,40 @@ def train_whole_layers(model: nn.Module, num_layers: int) -> None:
                 "have no gradient); use lora or dora on it (QLoRA), or a 16- or 32-bit model without quantize-on-load"
             )
         layer.unfreeze()
+
+
+class BaseWeights:
+    """Full fine-tuning: the base's own values of the weights training changes (the same arrays the base was
+    loaded with: an update replaces a weight, it never writes into it). A plain attribute of the model, so they
+    are no parameters of it."""
+
+    ATTRIBUTE = "_qlora_base_weights"
+
+    def __init__(self, weights: dict[str, mx.array]):
+        self.weights = weights
+
+
+def keep_base_weights(model: nn.Module, keys: list[str]) -> None:
+    """Remember the base's values of `keys` (before fully fine-tuned weights replace them) for `base_weights`."""
+    params = dict(tree_flatten(model.parameters()))
+    setattr(model, BaseWeights.ATTRIBUTE, BaseWeights({k: params[k] for k in keys}))
+
+
+@contextlib.contextmanager
+def base_weights(model: nn.Module) -> Iterator[None]:
+    """Inside the block a fully fine-tuned model holds the base's weights (kept by `keep_base_weights`); its own
+    are put back on exit. Nothing changes for a model without them (LoRA keeps the base's weights as they are)."""
+    held = getattr(model, BaseWeights.ATTRIBUTE, None)
+    if held is None:
+        yield
+        return
+    params = dict(tree_flatten(model.parameters()))
+    own = [(k, params[k]) for k in held.weights]
+    model.update(tree_unflatten(list(held.weights.items())))
+    try:
+        yield
+    finally:
+        model.update(tree_unflatten(own))
 
 
 def load_start_adapter(model: nn.Module, path: Path) -> str:

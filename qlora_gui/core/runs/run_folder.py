@@ -35,6 +35,8 @@ class RunFolder:
     LOCK = "owner.lock"
     CHECKPOINTS = "checkpoints"
     TENSORBOARD = "tensorboard"  # report_to tensorboard's event files
+    SWANLAB = "swanlog"  # report_to swanlab's offline runs
+    TRACKIO = "trackio"  # report_to trackio's database
     HF_DATASET = "hf_dataset"  # the rows of an hf_dataset config, as the run trained on them
 
     def __init__(self, path: str | Path):
@@ -78,6 +80,14 @@ class RunFolder:
     @property
     def tensorboard(self) -> Path:
         return self.path / self.TENSORBOARD
+
+    @property
+    def swanlab(self) -> Path:
+        return self.path / self.SWANLAB
+
+    @property
+    def trackio(self) -> Path:
+        return self.path / self.TRACKIO
 
     @property
     def hf_dataset(self) -> Path:

@@ -23,6 +23,7 @@ from .run_folder import RunFolder
 
 # Bump when RunSummary's cached fields change: older summaries are then made again.
 SUMMARY_VERSION = 1
+ADDED = "added"  # the status of a run folder without metrics.jsonl: trained elsewhere and added (run_import.py)
 
 
 @dataclass
@@ -72,6 +73,9 @@ def _summarize_files(run: RunFolder) -> dict[str, Any] | None:
     if not isinstance(config, dict):
         return None
     status, last_step, final_loss, best, final_val = "incomplete", 0, None, None, None
+    if not run.metrics.exists():  # trained elsewhere and added (run_import.py): mlx-lm's config says how far
+        iters = config.get("iters")
+        status, last_step = ADDED, iters if isinstance(iters, int) else 0
     # Of the step reports only the last one counts: it alone is parsed, and read in its place among the others.
     reports: list[tuple[int, str]] = []  # (place among the other events, line)
     events: list[dict[str, Any]] = []

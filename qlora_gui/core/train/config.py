@@ -166,9 +166,12 @@ class TrainConfig:
         1, 1_000_000, off=-1, lowest_text="all")
     report_to: str = setting(
         "", "Report to", "Experiment trackers, comma-separated as in mlx-lm: tensorboard (event files in "
-        "RUN/tensorboard) and wandb (an offline run in RUN/wandb, for `wandb sync`; WANDB_MODE=online logs live). "
-        "Each logs the losses, learning rate, speed, memory, sample answers and the settings. Each needs its "
-        "optional extra: pip install 'qlora-gui[tensorboard]' or 'qlora-gui[wandb]'.", "text", "Evaluation")
+        "RUN/tensorboard), wandb (an offline run in RUN/wandb, for `wandb sync`; WANDB_MODE=online logs live), "
+        "swanlab (an offline run in RUN/swanlog, for `swanlab sync`; SWANLAB_MODE=online logs live) and trackio "
+        "(its database in RUN/trackio: TRACKIO_DIR=RUN/trackio trackio show). Each logs the losses, learning rate, "
+        "speed, memory, sample answers and the settings. Each needs its optional extra: pip install "
+        "'qlora-gui[tensorboard]', 'qlora-gui[wandb]', 'qlora-gui[swanlab]' or 'qlora-gui[trackio]'.", "text",
+        "Evaluation")
     project_name: str = setting("", "Project name", "The tracker's project; empty: the run folder's parent's name.",
                                 "text", "Evaluation")
     test: bool = setting(False, "Test at the end", "Evaluate on test.jsonl once training ends.", "bool",

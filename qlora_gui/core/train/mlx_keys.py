@@ -52,8 +52,12 @@ QUIET_MLX_KEYS: dict[str, tuple[Any, str]] = {
 }
 # Experiment trackers for report_to (comma-separated, as mlx-lm reads it): the package each one needs and the
 # optional extra that installs it.
-TRACKERS = {"tensorboard": ("tensorboardX", "tensorboard"), "wandb": ("wandb", "wandb")}
-UNSUPPORTED_TRACKERS = ("swanlab", "trackio")
+TRACKERS = {
+    "tensorboard": ("tensorboardX", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "swanlab": ("swanlab", "swanlab"),
+    "trackio": ("trackio", "trackio"),
+}
 
 
 def tracker_names(report_to: str) -> list[str]:
@@ -67,8 +71,6 @@ def report_to_problem(report_to: Any) -> str | None:
     if not isinstance(report_to, str):
         return f"must be tracker names separated by commas, e.g. tensorboard,wandb; got {report_to!r}"
     for name in tracker_names(report_to):
-        if name in UNSUPPORTED_TRACKERS:
-            return f"{name} is not supported here; use {' or '.join(TRACKERS)} (metrics.jsonl holds every value)"
         if name not in TRACKERS:
             return f"{name!r} is not a tracker; use {', '.join(TRACKERS)}, separated by commas"
         package, extra = TRACKERS[name]

@@ -1,4 +1,5 @@
-"""The Runs tab's filing actions: rename a run, write notes on it, move it to the trash.
+"""The Runs tab's filing actions: add a run folder from elsewhere, rename a run, write notes on it, move it to
+the trash.
 
 A mixin for RunsView: it uses the view's selected_run(), busy_run(), refresh(), select_runs() and summary.
 """
@@ -7,15 +8,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QInputDialog, QMessageBox, QPlainTextEdit
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QPlainTextEdit
 
 from ...core.errors import UserError
 from ...core.runs.run_admin import read_notes, rename_run, write_notes
+from ...core.runs.run_import import BaseModelNeeded, add_run_folder
 from ...core.runs.run_lock import folder_owner, in_use_message
 from ..desktop import move_to_trash
 
 
 class RunFiling:
+    def _ask_add_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Add a run folder: one of ours, or one written by mlx_lm.lora or mlx-lm-lora", str(Path.home())
+        )
+        if folder:
+            self.add_run(folder)
+
+    def add_run(self, folder: str, model: str | None = None) -> None:
+        """Add a run folder from elsewhere to the runs folder (linked or copied, the original untouched) and
+        select it; a folder that is not one says why. Its base model is asked for when its config names none."""
+        try:
+            added = add_run_folder(folder, self.runs_root, model)
+        except BaseModelNeeded as e:
+            self.summary.setText(f"⚠ {e}")
+            base = QFileDialog.getExistingDirectory(self, f"The base model {Path(folder).name} was trained on")
+            if base:
+                self.add_run(folder, base)
+            return
+        except (UserError, OSError) as e:
+            self.summary.setText(f"⚠ {e}")
+            return
+        self.refresh()
+        self.select_runs([added.name])
+
     def _ask_rename(self) -> None:
         run = self.selected_run()
         if not run:

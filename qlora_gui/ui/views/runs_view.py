@@ -61,6 +61,12 @@ class RunsView(RunFiling, QWidget):
         self.root_label = QLabel()
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
+        add_button = QPushButton("Add a run folder…")
+        add_button.setToolTip(
+            "A run folder from elsewhere: one of ours, or adapters trained by mlx_lm.lora or mlx-lm-lora "
+            "(adapters.safetensors and adapter_config.json, its base named there). It is linked or copied here."
+        )
+        add_button.clicked.connect(self._ask_add_run)
         open_button = QPushButton("Show in file manager")
         open_button.clicked.connect(self._open_selected)
         self.try_button = QPushButton("Try in Playground")
@@ -91,6 +97,7 @@ class RunsView(RunFiling, QWidget):
         top = QHBoxLayout()
         top.addWidget(self.root_label, 1)
         top.addWidget(refresh)
+        top.addWidget(add_button)
         top.addWidget(open_button)
         actions = QHBoxLayout()
         actions.addWidget(self.try_button)
