@@ -64,6 +64,7 @@ def test_an_mlx_lm_folder_is_added_with_its_base_and_opens_in_every_tab(qtbot, w
     assert summary.config["model"] == str(demo_model) and "elsewhere" in summary.notes
     assert runs.try_button.isEnabled() and runs.eval_button.isEnabled() and runs.export_button.isEnabled()
     assert not runs.resume_button.isEnabled()  # no optimizer state: nothing to continue
+    assert runs.plot.plotted == [] and runs.plot.without_curve == ["adapters"]  # said, not an empty legend line
     assert {p.name: p.stat().st_mtime_ns for p in mlx_lm_folder.iterdir()} == before
 
     # The same model mlx-lm loads from its own folder, base and adapter both.

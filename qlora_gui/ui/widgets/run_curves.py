@@ -27,17 +27,21 @@ class RunCurvesPlot(pg.PlotWidget):
         plot.setDownsampling(auto=True, mode="peak")  # a long run's 20,000 reports drawn as the pixels they fill
         self.readings = RunReadings()
         self.plotted: list[str] = []  # the names of the runs shown
+        self.without_curve: list[str] = []  # selected runs with no loss to draw (trained elsewhere, not started)
 
     def show_runs(self, runs: list[tuple[str, Path]]) -> None:
         """(name, run folder) of each run to draw; the first MAX_DRAWN of them."""
         plot = self.getPlotItem()
         plot.disableAutoRange()  # fitted once at the end, not again for each line added (that grows as n²)
         self.clear()
-        self.plotted = []
+        self.plotted, self.without_curve = [], []
         shown = runs[:MAX_DRAWN]
-        self.setTitle(TITLE if len(runs) <= MAX_DRAWN else f"{TITLE}: the first {MAX_DRAWN} of {len(runs)}")
+        title = TITLE if len(runs) <= MAX_DRAWN else f"{TITLE}: the first {MAX_DRAWN} of {len(runs)}"
         for n, (name, run_dir) in enumerate(shown):
             curves = self.readings.curves(run_dir)
+            if not curves.steps and not curves.val_steps:  # a line in the legend with nothing drawn says nothing
+                self.without_curve.append(name)
+                continue
             color = PALETTE[n % len(PALETTE)]
             self.plot(curves.steps, curves.losses, pen=pg.mkPen(color, width=2), name=name)
             if curves.val_steps:
@@ -51,6 +55,10 @@ class RunCurvesPlot(pg.PlotWidget):
                     symbolPen=None,
                 )
             self.plotted.append(name)
+        if self.without_curve:
+            names = ", ".join(self.without_curve)
+            title += f"<br>no losses recorded for {names} (trained elsewhere, or stopped before its first report)"
+        self.setTitle(title)
         plot.enableAutoRange()
 
     def apply_palette(self, palette: QPalette) -> None:
