@@ -18,6 +18,7 @@ from typing import Any
 
 from .core.distributed.event_lines import LaunchNote
 from .core.distributed.hostfile import Machines
+from .core.distributed.launch import CONTROL_LINES
 from .core.errors import ConfigError, UserError
 from .core.train.config import TrainConfig, config_from_dict
 from .core.train.events import Event, EventCallback, Failed, RunStarted, StepReport
@@ -149,7 +150,7 @@ def follow_stdin(trainer: Any) -> None:
     def read() -> None:
         for line in sys.stdin:
             what = line.strip()
-            if what in ("stop", "pause", "resume"):
+            if what in CONTROL_LINES:
                 getattr(trainer, what)()
 
     threading.Thread(target=read, name="control-stdin", daemon=True).start()

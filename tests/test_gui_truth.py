@@ -71,13 +71,13 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
     for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
-        box = window.settings_panel._widgets[key]
+        box = window.settings_panel.widget(key)
         before = box.value()
         box.lineEdit().selectAll()
         qtbot.keyClicks(box.lineEdit(), "0")
         box.interpretText()  # as leaving the box does
         assert box.text() == "0"  # never "all", never the old value back
-        reason = window.settings_panel._reasons[key]
+        reason = window.settings_panel.reason_label(key)
         assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
         assert not window.training.start_button.isEnabled()
         assert (
@@ -85,7 +85,7 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
         )
         box.setValue(before)
         assert reason.isHidden() and window.training.start_button.isEnabled()
-    layers = window.settings_panel._widgets["num_layers"]
+    layers = window.settings_panel.widget("num_layers")
     layers.setValue(layers.minimum())
     assert layers.text() == "all" and window.settings_panel.config().num_layers == -1
 
@@ -147,7 +147,6 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     assert np.allclose(ema([2.0, 0.5, 0.04, 0.04, 0.04]), expected)
     assert np.allclose(charts.loss_smooth.getData()[1], expected) and expected[0] == 2.0
     charts.set_memory_limit(23.5)
-    charts._dirty = True
     charts.redraw()
     assert "23.5 GB" in charts.mem_plot.titleLabel.text and ", above" not in charts.mem_plot.titleLabel.text
 

@@ -16,6 +16,8 @@ from qlora_gui.core.train import divergence
 from qlora_gui.core.train.events import Failed, Finished, Recovered, StepReport
 from qlora_gui.core.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end: real runs that diverge and recover
+
 # 48 rows / 4 = 12 steps per epoch; a checkpoint every 4 steps; constant-ish rate so halving shows plainly.
 SETTINGS = dict(iters=12, save_every=4, warmup_steps=0, divergence_retries=1)
 

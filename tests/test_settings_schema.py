@@ -115,9 +115,9 @@ def test_the_settings_tab_holds_exactly_what_validate_takes(qtbot):
     panel = SettingsPanel()
     qtbot.addWidget(panel)
     assert {s.key for s in TAB_SETTINGS} == {s.key for s in SETTINGS if s.group}
-    assert set(panel._widgets) == {s.key for s in TAB_SETTINGS}
+    assert set(panel.widget_keys()) == {s.key for s in TAB_SETTINGS}
     for s in TAB_SETTINGS:
-        w = panel._widgets[s.key]
+        w = panel.widget(s.key)
         assert s.help in w.toolTip()
         if not isinstance(w, (QSpinBox, QDoubleSpinBox)):
             continue

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import write_jsonl
 
@@ -92,6 +93,7 @@ def test_resume_from_the_cli(tmp_path, demo_model, text_data, capsys):
     assert "finished at step 4" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, demo_model, text_data):
     run_dir = tmp_path / "run"
     args = base_args(demo_model, text_data, run_dir) + ["--epochs", "200", "--steps-per-report", "1"]

@@ -113,6 +113,7 @@ def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, 
     assert all(bool(mx.all(mx.isfinite(v)).item()) for v in saved.values())
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_exact_resume_matches_a_straight_run(tmp_path, demo_model, text_data):
     # 48 rows / 4 = 12 micro-batches, accumulation 2 -> 6 steps per epoch, 2 epochs = 12 steps.
     kw = dict(
@@ -169,6 +170,7 @@ def test_a_checkpoint_loads_in_mlx_lm(tmp_path, demo_model, text_data):
         np.testing.assert_array_equal(np.array(params[k]), np.array(v))
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_one_seed_gives_identical_losses(tmp_path, demo_model, text_data):
     losses = []
     for name in ("a", "b"):
@@ -226,6 +228,7 @@ def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatc
     assert result.problems == [f"{data}:9: 'text' must be a string, got a number"]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_quantize_on_load_and_dora(tmp_path, demo_model, text_data):
     _, result, events = run(
         make_config(

@@ -30,8 +30,6 @@ from .inference import AdapterSource, base_view, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
 from .row_losses import RowLoss, row_loss_sums, row_text
 
-EVALUATION_FILE = RunFolder.EVALUATION
-
 
 def perplexity(loss: float | None) -> float | None:
     if loss is None or not math.isfinite(loss):

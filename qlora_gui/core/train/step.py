@@ -234,11 +234,6 @@ class TrainStep:
             return schedule(mx.array(max(self.updates - 1, 0), dtype=mx.uint64)).item()
 
 
-def mean_gradient(grads: Any, totals: mx.array) -> Any:
-    """The summed gradient over all trained tokens of the step: one big batch's gradient."""
-    return tree_map(lambda g: g / totals[1], grads)
-
-
 def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> list[float]:
     """[loss sum, count, the loss's statistics...] over batches; no gradients, one host read at the end."""
     totals: mx.array | None = None

@@ -190,6 +190,11 @@ class DatasetPanel(QWidget):
             self.set_path(text)
 
     @property
+    def progress(self) -> CheckProgress:
+        """Where the check of the data stands, as its encoding moves."""
+        return self._progress
+
+    @property
     def usable(self) -> bool:
         return self.report is not None and self.report.usable and not self.checking
 

@@ -62,7 +62,7 @@ class SettingsPanel(QWidget):
                 self._preset_values.append({})
         self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
-        self.presets.activated.connect(self._apply_preset)
+        self.presets.activated.connect(self.apply_preset)
         self.changed.connect(self._mark_preset)
         save = QPushButton("Save…")
         save.setToolTip("Save these settings as a YAML file that `qlora-gui train -c` reads.")
@@ -133,6 +133,17 @@ class SettingsPanel(QWidget):
         layout.addWidget(self.error)
         layout.addWidget(scroll, 1)
         self.set_config(TrainConfig())
+
+    def widget(self, key: str) -> QWidget:
+        """The box that edits one setting (a key of TAB_SETTINGS)."""
+        return self._widgets[key]
+
+    def widget_keys(self) -> list[str]:
+        return list(self._widgets)
+
+    def reason_label(self, key: str) -> QLabel:
+        """The line beside a setting that says why its value is refused (hidden when it is not)."""
+        return self._reasons[key]
 
     # ------------------------------------------------------------ config in and out
 
@@ -247,7 +258,7 @@ class SettingsPanel(QWidget):
             name = self.presets.itemText(i).removeprefix("✓ ")
             self.presets.setItemText(i, f"✓ {name}" if name == active else name)
 
-    def _apply_preset(self, index: int) -> None:
+    def apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)
         if path:
             self._load_file(Path(path))

@@ -149,6 +149,11 @@ class SampleTimeline(QWidget):
     def steps(self) -> list[int]:
         return list(self._steps)
 
+    @property
+    def panels(self) -> list[PromptPanel]:
+        """One panel per sample prompt, showing the answer at the chosen step."""
+        return list(self._panels)
+
     def clear(self) -> None:
         self._steps, self._answers = [], {}
         for panel in self._panels:
@@ -182,10 +187,6 @@ class SampleTimeline(QWidget):
         self.clear()
         for e in events:
             self.add(e["step"], e["answers"], e.get("seconds", 0.0))
-
-    def show_step(self, step: int) -> None:
-        if step in self._answers:
-            self.slider.setValue(self._steps.index(step))
 
     def _sync_controls(self) -> None:
         n = len(self._steps)

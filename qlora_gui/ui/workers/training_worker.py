@@ -53,6 +53,10 @@ class TrainingWorker(EventWorker):
         self._pending: list[str] = []  # stop/pause asked before the trainer existed
         self._lock = threading.Lock()
 
+    @property
+    def trainer(self):  # the core's Trainer once run() has built it, else None
+        return self._trainer
+
     # control, from the GUI thread
     def stop(self) -> None:
         """Finish the current step, save a checkpoint, then end with Finished(stopped=True)."""
