@@ -21,7 +21,7 @@ from .core.distributed.hostfile import Machines
 from .core.distributed.launch import CONTROL_LINES
 from .core.errors import ConfigError, UserError
 from .core.train.config import TrainConfig, config_from_dict
-from .core.train.events import Event, EventCallback, Failed, RunStarted, StepReport
+from .core.train.events import Event, EventCallback, Failed
 
 
 def add_machine_flags(parser: argparse.ArgumentParser) -> None:
@@ -85,18 +85,6 @@ def settings_config(text: str) -> TrainConfig:
 
 
 # ---------------------------------------------------------------- the console, for a run on several machines
-
-
-def machines_line(e: RunStarted) -> str | None:
-    if not e.machines:
-        return None
-    return f"Machines: {len(e.machines)} (" + ", ".join(f"rank {r}: {h}" for r, h in enumerate(e.machines)) + ")"
-
-
-def rates_text(e: StepReport) -> str:
-    """' | ranks 510 + 498 tok/s' on several machines, '' on one."""
-    rates = e.rank_tokens_per_sec
-    return f" | ranks {' + '.join(f'{r:.0f}' for r in rates)} tok/s" if len(rates) > 1 else ""
 
 
 def run_on_machines(args: argparse.Namespace, cfg: TrainConfig, machines: Machines, reporter: EventCallback) -> int:

@@ -12,24 +12,11 @@ from .core.errors import ConfigError
 from .core.runs.run_plan import new_run_folder, resumed_config
 from .core.train.command_line import add_setting_flags, apply_flag_values, flag_values
 from .core.train.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
-from .core.train.events import (
-    CheckpointSaved,
-    Event,
-    Failed,
-    Finished,
-    PreferenceReport,
-    RunStarted,
-    SampleAnswers,
-    StepReport,
-    TrainWarning,
-    ValidationResult,
-)
+from .core.train.events import Event, Failed, Finished, Recovered, RunStarted, SampleAnswers, StepReport, one_line
 from .machines_cli import (
     add_machine_flags,
     follow_stdin,
-    machines_line,
     machines_of,
-    rates_text,
     report_rank_failure,
     run_on_machines,
     settings_config,
@@ -73,30 +60,12 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     return cfg, notes
 
 
-def one_line(text: str, width: int = 200) -> str:
-    """Text on one terminal line: line breaks shown as ⏎, cut at `width` characters."""
-    flat = " ⏎ ".join(part.strip() for part in text.strip().splitlines())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
 class ConsoleReporter:
-    """Prints the run: a progress bar on a terminal, a line per report everywhere."""
+    """Prints the run: a progress bar on a terminal, each event's own description everywhere."""
 
     def __init__(self) -> None:
         self.bar = None
         self.prompts_shown = False
-
-    def _print_samples(self, e: SampleAnswers) -> None:
-        """The prompts and their references once, then each time the answers, a line each."""
-        if not self.prompts_shown:
-            for i, a in enumerate(e.answers, 1):
-                self._print(f"sample [{i}] ({a['source']}) prompt: {one_line(a['prompt'])}")
-                if a["reference"]:
-                    self._print(f"sample [{i}] reference: {one_line(a['reference'])}")
-            self.prompts_shown = True
-        self._print(f"step {e.step:>6} | sample answers in {e.seconds:.1f}s (not counted in tok/s)")
-        for i, a in enumerate(e.answers, 1):
-            self._print(f"  [{i}] {one_line(a['answer'])}")
 
     def _print(self, text: str) -> None:
         if self.bar is not None:
@@ -104,23 +73,31 @@ class ConsoleReporter:
         else:
             print(text, flush=True)
 
+    def _print_prompts(self, e: SampleAnswers) -> None:
+        """The sample prompts and their references, once, before their first answers."""
+        for i, a in enumerate(e.answers, 1):
+            self._print(f"sample [{i}] ({a['source']}) prompt: {one_line(a['prompt'])}")
+            if a["reference"]:
+                self._print(f"sample [{i}] reference: {one_line(a['reference'])}")
+        self.prompts_shown = True
+
     def __call__(self, e: Event) -> None:
+        if isinstance(e, SampleAnswers) and not self.prompts_shown:
+            self._print_prompts(e)
+        if isinstance(e, (Finished, Failed)) and self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if isinstance(e, Failed):
+            print(e.describe(), file=sys.stderr)
+            return
+        if isinstance(e, StepReport) and self.bar is not None:
+            self.bar.update(e.step - self.bar.n)
+            self.bar.set_postfix(loss=f"{e.loss:.3f}", tok_s=f"{e.tokens_per_sec:.0f}")
+        if not isinstance(e, Recovered):  # the warning that comes with it says why
+            self._print(e.describe())
         if isinstance(e, RunStarted):
             from tqdm import tqdm
 
-            self._print(f"Run folder: {e.run_dir}")
-            self._print(
-                f"Trainable parameters: {e.trainable_params:,} of {e.total_params:,} "
-                f"({100 * e.trainable_params / max(e.total_params, 1):.3f}%)"
-            )
-            self._print(
-                f"Training rows: {e.train_rows}, validation rows: {e.valid_rows}; {e.steps_per_epoch} "
-                f"steps per epoch, {e.total_steps} steps; padding {e.padding_share:.1%}; BLAS: {e.blas}"
-                + (f"; quantized base: {e.quant_path}" if e.quant_path else "")
-            )
-            self._print(f"Device: {e.backend}; {e.loss_path}")
-            if e.machines:
-                self._print(str(machines_line(e)))
             self.bar = tqdm(
                 total=e.total_steps,
                 initial=e.start_step,
@@ -128,45 +105,6 @@ class ConsoleReporter:
                 dynamic_ncols=True,
                 disable=not sys.stderr.isatty(),
             )
-        elif isinstance(e, StepReport):
-            if self.bar is not None:
-                self.bar.update(e.step - self.bar.n)
-                self.bar.set_postfix(loss=f"{e.loss:.3f}", tok_s=f"{e.tokens_per_sec:.0f}")
-            self._print(
-                f"step {e.step:>6} | epoch {e.epoch:5.2f} | loss {e.loss:.4f} | lr {e.learning_rate:.2e} | "
-                f"{e.tokens_per_sec:8.0f} tok/s | peak {e.mlx_peak_gb:.2f} GB | rss {e.rss_gb:.2f} GB | "
-                f"ETA {e.eta:6.0f}s{rates_text(e)}"
-            )
-        elif isinstance(e, ValidationResult):
-            best = " (best)" if e.is_best else ""
-            self._print(
-                f"step {e.step:>6} | {e.split} loss {e.val_loss:.4f}{best} | {e.val_tokens} tokens in {e.seconds:.1f}s"
-            )
-        elif isinstance(e, PreferenceReport):
-            self._print(
-                f"step {e.step:>6} | {e.split} pairs: chosen wins {e.reward_accuracy:.1%} | reward margin "
-                f"{e.reward_margin:+.3f} | log p chosen {e.chosen_logp:.2f}, rejected {e.rejected_logp:.2f}"
-            )
-        elif isinstance(e, SampleAnswers):
-            self._print_samples(e)
-        elif isinstance(e, CheckpointSaved):
-            self._print(f"step {e.step:>6} | saved {e.path} ({e.reason})")
-        elif isinstance(e, TrainWarning):
-            self._print(e.message if e.info else f"warning: {e.message}")
-        elif isinstance(e, Finished):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            how = "stopped" if e.stopped else "finished"
-            val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
-            self._print(f"{how} at step {e.step} in {e.elapsed:.1f}s{val}. Adapter: {e.run_dir}")
-        elif isinstance(e, Failed):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            print(f"error: {e.message}", file=sys.stderr)
-            for line in e.problems:
-                print(line, file=sys.stderr)
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -149,8 +149,8 @@ def test_a_short_run_learns_to_prefer_the_chosen_answers(tmp_path, demo_model, p
     # the chosen answers became likelier against the rejected ones, on held-out prompts
     gap = [e.chosen_logp - e.rejected_logp for e in valid]
     assert gap[-1] > gap[0] + 0.5
-    kept = [e for e in read_events(tmp_path / "run") if e["event"] == "preference"]
-    assert {e["split"] for e in kept} == {"train", "valid"}
+    kept = [e for e in read_events(tmp_path / "run") if isinstance(e, PreferenceReport)]
+    assert {e.split for e in kept} == {"train", "valid"}
     # evaluate: base against adapter on the held-out pairs
     result = evaluate(adapter=default_adapter(tmp_path / "run"))
     assert result.rows == 24 and result.adapter_accuracy >= 0.9 > result.base_accuracy

@@ -58,8 +58,8 @@ def test_answers_come_at_the_start_each_validation_and_the_end_and_stay_in_metri
     # the same prompts every time: the timeline follows one prompt through the run
     assert len({tuple(a["source"] for a in s.answers) for s in samples}) == 1
     kept = read_sample_answers(tmp_path / "run")
-    assert [k["step"] for k in kept] == [0, 2, 4, 6]
-    assert [a["answer"] for a in kept[-1]["answers"]] == [a["answer"] for a in samples[-1].answers]
+    assert [k.step for k in kept] == [0, 2, 4, 6]
+    assert [a["answer"] for a in kept[-1].answers] == [a["answer"] for a in samples[-1].answers]
 
 
 def test_the_last_answers_are_what_the_saved_adapter_says(tmp_path, demo_model, qa_data):

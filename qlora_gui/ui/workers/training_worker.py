@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject
 
@@ -30,7 +29,7 @@ class EarlierEvents:
     long run's history (20,000 reports: tenths of a second to parse) never blocks the window as it resumes."""
 
     run_dir: str
-    events: list[dict[str, Any]]
+    events: list[Event]
 
 
 def posting_earlier_events(post: Callable[[object], None]) -> Callable[[Event], None]:
