@@ -119,7 +119,16 @@ class PreferenceReport(Event):
         """From the sums a preference loss reports (preference.PREFERENCE_STATS: tokens, won, margin, chosen
         log-probability, rejected log-probability) over `pairs` pairs."""
         n = max(pairs, 1)
-        return cls(step, stats[1] / n, stats[2] / n, stats[3] / n, stats[4] / n, int(pairs), split)
+        _tokens, won, margin, chosen_logp, rejected_logp = stats[:5]
+        return cls(
+            step=step,
+            reward_accuracy=won / n,
+            reward_margin=margin / n,
+            chosen_logp=chosen_logp / n,
+            rejected_logp=rejected_logp / n,
+            pairs=int(pairs),
+            split=split,
+        )
 
     def describe(self) -> str:
         return (
