@@ -65,7 +65,7 @@ def test_every_flagged_setting_is_in_help_with_its_default_and_the_rest_are_name
 
 def test_a_config_with_every_setting_changed_survives_yaml_and_the_command_line(tmp_path):
     from qlora_gui.cli import build_parser
-    from qlora_gui.train_cli import config_from_args
+    from qlora_gui.cli.train import config_from_args
 
     cfg = _every_setting_changed()
     cfg.validate()

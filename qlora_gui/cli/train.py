@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 
-from .core.distributed.event_lines import JsonLinePrinter
-from .core.errors import ConfigError
-from .core.runs.run_plan import new_run_folder, resumed_config
-from .core.train.command_line import add_setting_flags, apply_flag_values, flag_values
-from .core.train.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
-from .core.train.events import Event, Failed, Finished, Recovered, RunStarted, SampleAnswers, StepReport, one_line
-from .machines_cli import (
+from ..core.distributed.event_lines import JsonLinePrinter
+from ..core.errors import ConfigError
+from ..core.runs.run_plan import new_run_folder, resumed_config
+from ..core.train.command_line import add_setting_flags, apply_flag_values, flag_values
+from ..core.train.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
+from ..core.train.events import Event, Failed, Finished, Recovered, RunStarted, SampleAnswers, StepReport, one_line
+from .console import abort, ctrl_c_stops, error, note
+from .machines import (
     add_machine_flags,
     follow_stdin,
     machines_of,
@@ -88,7 +88,7 @@ class ConsoleReporter:
             self.bar.close()
             self.bar = None
         if isinstance(e, Failed):
-            print(e.describe(), file=sys.stderr)
+            error(e.message, e.problems)
             return
         if isinstance(e, StepReport) and self.bar is not None:
             self.bar.update(e.step - self.bar.n)
@@ -108,34 +108,23 @@ class ConsoleReporter:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .core.train.trainer import Trainer
+    from ..core.train.trainer import Trainer
 
     cfg, notes = config_from_args(args)
     machines = machines_of(args)
     if args.preflight:
         return run_preflight(cfg, args.json)
     reporter = ConsoleReporter()
-    for note in notes:
-        print(f"warning: {note}", file=sys.stderr if args.events_json else sys.stdout)
+    for line in notes:
+        print(f"warning: {line}", file=sys.stderr if args.events_json else sys.stdout)
     if machines is not None:  # mlx.launch as a child process; this one supervises the ranks
         return run_on_machines(args, cfg, machines, reporter)
     trainer = Trainer(cfg, JsonLinePrinter() if args.events_json else reporter)
     if args.control_stdin:
         follow_stdin(trainer)
-    interrupted = []
-
-    def on_sigint(signum, frame):
-        if interrupted:
-            raise KeyboardInterrupt
-        interrupted.append(True)
-        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-        trainer.stop()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    says = "stopping after this step and saving a checkpoint (Ctrl-C again to abort)"
+    with ctrl_c_stops(trainer.stop, abort, says) as interrupted:
         result = trainer.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
     report_rank_failure(trainer.group.rank(), result)
     if isinstance(result, Failed):
         return result.exit_code
@@ -145,8 +134,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_preflight(cfg: TrainConfig, as_json: bool) -> int:
     import json
 
-    from .core.train.preflight import preflight
+    from ..core.train.preflight import preflight
 
-    result = preflight(cfg, say=lambda what: print(f"preflight: {what}…", file=sys.stderr, flush=True))
+    result = preflight(cfg, say=lambda what: note(f"preflight: {what}…"))
     print(json.dumps(result.to_dict()) if as_json else result.to_text())
     return 0
