@@ -26,7 +26,7 @@ from .views.playground_view import PlaygroundView
 from .views.runs_view import RunsView
 from .views.settings_panel import SettingsPanel
 from .views.training_view import TrainingView
-from .window_state import restore_window_state, save_window_state
+from .window_state import RememberedParts, restore_window_state, save_window_state
 from .workers.jobs import running_threads
 from .workers.launch_worker import TrainingWorker, worker_for
 
@@ -291,11 +291,15 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ persistence and close
 
+    def _remembered(self) -> RememberedParts:
+        return RememberedParts(self.store, self, self.dataset, self.model, self.settings_panel)
+
     def _remember(self) -> None:
-        save_window_state(self)
+        save_window_state(self._remembered())
 
     def _restore(self) -> None:
-        restore_window_state(self)
+        if restore_window_state(self._remembered()):
+            self.set_dark(True)
 
     def closeEvent(self, event) -> None:
         if not self.session.ready_to_close(self.confirm):

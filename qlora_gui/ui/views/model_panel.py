@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from platformdirs import user_data_dir
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,7 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.errors import ModelError
-from ...core.model.demo_model import build_demo_model
+from ...core.model.demo_model import demo_model_dir, ensure_demo_model
 from ...core.model.model_files import check_model_files
 from ...core.model.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
 from ...core.train.config import SETTING_BY_KEY
@@ -66,17 +65,6 @@ def quantize_tooltips(info: ModelInfo | None) -> list[str]:
         f"Quantize the frozen base to 8 bits when loading: {weights(BITS_PER_WEIGHT[8], 'about 1/2 of 16-bit')}; "
         "closer to the original than 4 bits.",
     ]
-
-
-def demo_model_dir() -> Path:
-    return Path(user_data_dir("QLoRA Studio", appauthor=False)) / "demo-model"
-
-
-def ensure_demo_model() -> str:
-    path = demo_model_dir()
-    if not (path / "model.safetensors").is_file():
-        build_demo_model(path)
-    return str(path)
 
 
 class ModelPanel(QWidget):
@@ -270,7 +258,7 @@ class ModelPanel(QWidget):
             self.busy = True
             self.info.setText("Building the demo model…")
             self.model_changed.emit()
-            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+            start_job(ensure_demo_model, demo_model_dir(), on_done=self._demo_ready, on_failed=self._demo_failed)
             return
         self._set_selected(describe_model(Path(path), "listed"))
 
@@ -285,7 +273,7 @@ class ModelPanel(QWidget):
             self.busy = True
             self.info.setText("Building the demo model…")
             self.model_changed.emit()
-            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+            start_job(ensure_demo_model, demo_model_dir(), on_done=self._demo_ready, on_failed=self._demo_failed)
 
     def _demo_ready(self, path: str) -> None:
         self.busy = False
