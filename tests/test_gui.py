@@ -515,7 +515,7 @@ def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completi
     assert view.text.hovered == first_trained
     assert view.text.extraSelections() and "trained" in view.text.describe(first_trained)
     # A shorter max_seq_length marks where the row is cut.
-    panel.set_limits(8, panel.batch_size)
+    window.pending.update(max_seq_length=8)  # as the Settings tab sets it
     wait_checked(qtbot, window)
     qtbot.waitUntil(lambda: view.text.view is not None and view.text.view.truncated, timeout=LONG)
     assert "✂ cut at max_seq_length=8" in view.text.toPlainText() and "cut at max_seq_length=8" in view.summary.text()
@@ -589,7 +589,7 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
     assert not panel.mask_prompt.isChecked() and not panel.mask_prompt.isEnabled()
     assert "was turned off: plain text rows have no prompt to mask" in panel.summary.text()
     assert "Ready to train." in panel.summary.text()
-    panel.set_model(None)
+    window.pending.update(model="")  # as the Model tab says while no model is picked
     qtbot.waitUntil(lambda: panel.report is not None and not panel.checking, timeout=LONG)
     assert "Ready to train." not in panel.summary.text() and "pick a model" in panel.summary.text()
     assert panel.report.splits["train"].unit == "characters"
@@ -650,7 +650,7 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     assert "adapter_path" not in runs.summary.text()
     runs.select_runs(["20260101-a"])
     assert runs.try_button.toolTip() == "Acts on 20260101-a"
-    runs.busy_run = lambda: str(a)  # training writes to it: it may be tried and annotated, not changed
+    runs.busy_run = str(a)  # training writes to it: it may be tried and annotated, not changed
     runs.update_actions()
     assert runs.try_button.isEnabled() and runs.notes_button.isEnabled()
     assert not any(
@@ -658,7 +658,7 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     )
     runs.rename_selected("elsewhere")
     assert a.is_dir()
-    runs.busy_run = lambda: None
+    runs.busy_run = None
     runs.update_actions()
     runs.rename_selected("lr 1e-3 baseline")
     renamed = window.runs_root / "lr 1e-3 baseline"

@@ -22,6 +22,7 @@ from ...core.errors import ModelError
 from ...core.model.demo_model import demo_model_dir, ensure_demo_model
 from ...core.model.model_files import check_model_files
 from ...core.model.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
+from ...core.runs.pending_run import PendingRun
 from ...core.train.config import SETTING_BY_KEY
 from ..dialogs.download_dialog import DownloadDialog
 from ..workers.jobs import start_job
@@ -70,8 +71,11 @@ def quantize_tooltips(info: ModelInfo | None) -> list[str]:
 class ModelPanel(QWidget):
     model_changed = Signal()
 
-    def __init__(self, extra_folders: list[str] | None = None, parent=None):
+    def __init__(self, extra_folders: list[str] | None = None, pending: PendingRun | None = None, parent=None):
         super().__init__(parent)
+        # The run being prepared: this tab sets its model and how it is quantized (no model while one is built).
+        self.pending = pending or PendingRun()
+        self.model_changed.connect(self._publish)  # first: whoever else hears `model_changed` finds it set
         self.extra_folders = list(extra_folders or [])
         self.selected: ModelInfo | None = None
         self.problem = ""  # what is wrong with the selected model's files, if anything
@@ -197,6 +201,10 @@ class ModelPanel(QWidget):
         self.quantize.setToolTip(tips[self.quantize.currentIndex()])
 
     # ------------------------------------------------------------ selection
+
+    def _publish(self) -> None:
+        model = "" if self.busy else self.selected_path or ""
+        self.pending.update(model=model, quantize_bits=self.quantize_bits, quantize_group_size=self.group)
 
     @property
     def selected_path(self) -> str | None:

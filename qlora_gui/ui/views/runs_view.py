@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -52,7 +51,7 @@ class RunsView(QWidget):
         super().__init__(parent)
         self.runs_root = Path(runs_root)
         self.eval_job = None
-        self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
+        self.busy_run: str | None = None  # the run folder training writes to now (the window says)
         self.table = QTreeWidget()
         self.table.setHeaderLabels([name for name, _ in COLUMNS])
         for col, (_, tip) in enumerate(COLUMNS):
@@ -214,7 +213,7 @@ class RunsView(QWidget):
         """Enable what applies to the selection; a run that is training is only tried, never changed."""
         run = self.selected_run()
         several = len(self.table.selectedItems()) > 1
-        busy = bool(run) and self.busy_run() == run
+        busy = bool(run) and self.busy_run == run
         self.try_button.setEnabled(bool(run))
         self.notes_button.setEnabled(bool(run))
         self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
@@ -263,7 +262,7 @@ class RunsView(QWidget):
 
     def rename_selected(self, name: str) -> None:
         run = self.selected_run()
-        if not run or self.busy_run() == run:
+        if not run or self.busy_run == run:
             return
         try:
             new = rename_run(Path(run), name)
@@ -319,7 +318,7 @@ class RunsView(QWidget):
     def trash_selected(self) -> bool:
         """Move the selected run folder to the system trash; never deletes outright."""
         run = self.selected_run()
-        if not run or self.busy_run() == run:
+        if not run or self.busy_run == run:
             return False
         owner = folder_owner(Path(run))
         if owner is not None:
@@ -371,7 +370,7 @@ class RunsView(QWidget):
 
     def resume_selected(self) -> None:
         run = self.selected_run()
-        point = self._resume_point(run) if run and self.busy_run() is None else None
+        point = self._resume_point(run) if run and self.busy_run is None else None
         if point is not None:
             self.resume_requested.emit(str(point.path))
 
