@@ -157,7 +157,7 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     low, high = charts.loss_plot.viewRange()[0]
     assert -1 < low <= 0 and 6 <= high < 7 and not charts.loss_plot.getAxis("bottom").autoSIPrefix
     assert charts.loss_plot.legend is None and len(charts.loss_legend.items) == 3
-    assert not charts.limit_line.isVisible() and "above" in charts.mem_plot.titleLabel.text
+    assert not charts.limit_line.isVisible() and "above" in charts.memory_title()
     assert window.training.checkpoint_count() >= 2
     # Sample answers: the base's at step 0, then at each validation and the end; scrub back to the base.
     timeline = window.training.samples
@@ -337,7 +337,7 @@ def test_runs_overlay_their_curves(qtbot, window, text_data):
     names = [runs.table.topLevelItem(i).text(0) for i in range(2)]
     runs.select_runs(names)
     assert sorted(runs.plotted) == sorted(names)
-    assert len(runs.plot.getPlotItem().listDataItems()) == 4  # train line and validation dots for each
+    assert len(runs.plot.lines()) == 4  # train line and validation dots for each
 
 
 def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):

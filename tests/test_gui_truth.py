@@ -115,7 +115,7 @@ def report(step: int, loss: float, **kw):
 
 def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbot):
     from qlora_gui.core.train.events import PreferenceReport, ValidationResult
-    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, ema
+    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, dots_drawn, ema
     from qlora_gui.ui.widgets.preference_charts import PreferenceCharts
 
     charts, pairs = TrainingCharts(), PreferenceCharts()
@@ -129,9 +129,9 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     charts.redraw()
     assert charts.stack.currentWidget() is charts.view
     for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
-        assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing
+        assert dots_drawn(curve) == 1  # one report is a dot, not nothing
     pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
-    assert len(pairs.curves[("train", "reward_accuracy")].scatter.points()) == 1
+    assert dots_drawn(pairs.curves[("train", "reward_accuracy")]) == 1
     assert pairs.stack.currentWidget() is pairs.view
     assert charts.val_points.scatter.opts["brush"].color().name() == COLORS["val"]  # the legend's marker
     charts.add_validation(ValidationResult(1, 1.9, 10, True, 0.1))
@@ -148,7 +148,7 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     assert np.allclose(charts.loss_smooth.getData()[1], expected) and expected[0] == 2.0
     charts.set_memory_limit(23.5)
     charts.redraw()
-    assert "23.5 GB" in charts.mem_plot.titleLabel.text and ", above" not in charts.mem_plot.titleLabel.text
+    assert "23.5 GB" in charts.memory_title() and ", above" not in charts.memory_title()
 
 
 def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
@@ -184,8 +184,7 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     view = RunsView(tmp_path / "runs")
     qtbot.addWidget(view)
     view.select_runs(["resumed"])
-    (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
-    steps, losses = line.xData, line.yData  # as given (getData is what the clipped view draws)
+    ((steps, losses),) = view.plot.lines()  # no dots: the validation of the abandoned step 5 went
     assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
     row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
     assert row.text(COLUMN_INDEX["Mode"]) == "DPO" and row.text(COLUMN_INDEX["Last train loss"]).endswith("(DPO)")

@@ -48,6 +48,11 @@ def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
+def dots_drawn(curve: pg.PlotDataItem) -> int:
+    """How many points of a line are drawn as dots (a lone report's, see show_lone_points)."""
+    return len(curve.scatter.points())
+
+
 def show_lone_points(curve: pg.PlotDataItem, count: int, size: int = 6) -> None:
     """A line with a single point draws nothing: give that point a dot until the line has two."""
     lone = count == 1
@@ -269,6 +274,10 @@ class TrainingCharts(QWidget):
         self.limit_line.setVisible(near)
         self.mem_plot.setTitle(placed[1])
         self.mem_plot.setYRange(0, placed[2], padding=0)
+
+    def memory_title(self) -> str:
+        """The memory chart's title: the peak so far, and the limit when one is set."""
+        return str(self.mem_plot.titleLabel.text)
 
     def redraw(self) -> None:
         if not self._dirty or not self.isVisible():  # a hidden tab catches up when it is shown
