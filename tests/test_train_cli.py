@@ -36,6 +36,7 @@ def base_args(demo_model, data, run_dir):
     ]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_yaml_with_mlx_lm_keys_and_flags_on_top(tmp_path, demo_model, text_data, capsys):
     cfg = {
         "model": str(demo_model),
@@ -83,6 +84,7 @@ def test_exit_codes_for_bad_input(tmp_path, demo_model, text_data, capsys):
     assert "unknown config key 'learning_rat'; did you mean 'learning_rate'?" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_resume_from_the_cli(tmp_path, demo_model, text_data, capsys):
     run_dir = tmp_path / "run"
     assert main(base_args(demo_model, text_data, run_dir) + ["--iters", "4", "--save-every", "2"]) == 0

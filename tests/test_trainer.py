@@ -181,6 +181,7 @@ def test_one_seed_gives_identical_losses(tmp_path, demo_model, text_data):
     assert [e.loss for e in of(events, StepReport)] != losses[0]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_loss_falls_on_the_fixture_data(tmp_path, demo_model, text_data):
     _, result, events = run(make_config(demo_model, text_data, tmp_path / "run", epochs=4, steps_per_eval=12))
     vals = [e.val_loss for e in of(events, ValidationResult)]
@@ -206,6 +207,7 @@ def test_run_folder_is_complete_and_metrics_hold_every_event(tmp_path, demo_mode
     assert not list(run_dir.rglob("*.tmp*"))
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_new_run_never_overwrites_an_old_one(tmp_path, demo_model, text_data):
     run(make_config(demo_model, text_data, tmp_path / "run", iters=2))
     before = (tmp_path / "run" / "adapters.safetensors").read_bytes()
