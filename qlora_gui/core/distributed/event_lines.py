@@ -23,6 +23,9 @@ class LaunchNote(Event):
     kind: ClassVar[str] = "launch"
     message: str
 
+    def describe(self) -> str:
+        return self.message
+
 
 def parse_event_line(line: str) -> Event | None:
     """The event a rank's line holds, or None for any other line (a library's message, a partial line, a line
