@@ -153,7 +153,8 @@ SLOW_MODULES = {
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__ in SLOW_MODULES or "qtbot" in getattr(item, "fixturenames", ()):
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        if module in SLOW_MODULES or "qtbot" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
 
 
