@@ -59,7 +59,7 @@ def main(out: Path) -> None:
     window.show()
     window.model.select_path(str(model))
     window.settings_panel.presets.setCurrentIndex(1)
-    window.settings_panel._apply_preset(1)  # Quick test
+    window.settings_panel.apply_preset(1)  # Quick test
     shots: list = []
 
     def snap(name: str) -> None:

@@ -108,6 +108,14 @@ def poisoned_loss(batches, factor):
     return loss
 
 
+def mean_gradient(grads, totals):
+    """The summed gradient over all trained tokens of a step (totals = [loss sum, token count, ...]): one big
+    batch's gradient, to compare accumulated steps with."""
+    from mlx.utils import tree_map
+
+    return tree_map(lambda g: g / totals[1], grads)
+
+
 def tiny_config(demo_model, data, run_dir, **kw):
     """Settings for a short run of the tiny model: two adapted layers, rank 4, no dropout, reports every step,
     no validation or checkpoint before the end; `kw` overrides any of them."""
@@ -127,3 +135,46 @@ def tiny_config(demo_model, data, run_dir, **kw):
         lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
     )
     return TrainConfig(**{**base, **kw})
+
+
+# The fast lane (`pytest -m "not slow"`): the core's unit tests. Whole modules of GUI, end-to-end, install,
+# bundle and monkey tests are slow, and so is any other test that drives widgets (asks for qtbot).
+SLOW_MODULES = {
+    "test_bundle",
+    "test_install",
+    "test_monkey",
+    "test_gui",
+    "test_gui_after_training",
+    "test_gui_machines",
+    "test_gui_platform",
+    "test_gui_truth",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = getattr(getattr(item, "module", None), "__name__", "")
+        if module in SLOW_MODULES or "qtbot" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def unasked_questions(request):
+    """In a test that drives widgets, MainWindow.confirm (a modal question) never blocks: a test that leaves a
+    run going when it fails reaches it from closeEvent at teardown, where nobody would answer and pytest would
+    hang. Unless the test answers itself (it sets `window.confirm`), the answer is yes (stop the run and close)
+    and the question is recorded here; one asked and left to this guard is reported as a warning."""
+    if "qtbot" not in request.fixturenames:
+        yield []
+        return
+    from qlora_gui.ui.main_window import MainWindow
+
+    asked: list[tuple[str, str]] = []
+    patch = pytest.MonkeyPatch()
+    patch.setattr(MainWindow, "confirm", lambda self, title, text: asked.append((title, text)) or True)
+    yield asked
+    patch.undo()
+    if asked:
+        import warnings
+
+        warnings.warn(f"a question no test answered was taken as yes: {asked}", stacklevel=1)

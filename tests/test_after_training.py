@@ -11,17 +11,19 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import close, fixture_texts, write_jsonl
+from conftest import close, fixture_texts, tiny_config, write_jsonl
 
 from qlora_gui.cli import main
-from qlora_gui.core.after.evaluation import EVALUATION_FILE, evaluate, read_evaluations, save_evaluation
+from qlora_gui.core.after.evaluation import evaluate, read_evaluations, save_evaluation
 from qlora_gui.core.after.fuse import fuse_adapter, gguf_support
 from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
 from qlora_gui.core.after.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
 from qlora_gui.core.errors import UserError
-from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train.events import ValidationResult
 from qlora_gui.core.train.trainer import Trainer
+
+pytestmark = pytest.mark.slow  # end-to-end: a trained run, then everything done with it
 
 ANSWER = "select name from table"
 
@@ -32,17 +34,14 @@ def trained(tmp_path_factory, demo_model):
     root = tmp_path_factory.mktemp("after")
     rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(48, seed=5)]
     data = write_jsonl(root / "pc.jsonl", rows)
-    cfg = TrainConfig(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(root / "run"),
-        batch_size=4,
-        num_layers=2,
+    cfg = tiny_config(
+        demo_model,
+        data,
+        root / "run",
         learning_rate=3e-3,
         iters=100,
+        steps_per_report=10,
         steps_per_eval=50,
-        save_every=1000,
-        val_batches=-1,
         quantize_bits=4,
         quantize_group_size=32,
         mask_prompt=True,
@@ -157,7 +156,7 @@ def test_evaluation_equals_the_trainers_validation_loss(trained):
     assert result.base_loss > result.adapter_loss + 1.0
     assert result.adapter_ppl == pytest.approx(np.exp(result.adapter_loss))
     path = save_evaluation(run, result)
-    assert path.name == EVALUATION_FILE
+    assert path.name == RunFolder.EVALUATION
     save_evaluation(run, result)  # the same adapter, data and split replace the earlier entry
     saved = read_evaluations(run)
     assert len(saved) == 1 and saved[0]["adapter_loss"] == pytest.approx(val_loss, abs=close(1e-6))
@@ -192,19 +191,16 @@ def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(t
     write_jsonl(folder / "train.jsonl", rows[:24])
     write_jsonl(folder / "valid.jsonl", rows[24:36])
     write_jsonl(folder / "test.jsonl", rows[36:])
-    cfg = TrainConfig(
-        model=str(demo_model),
-        data=str(folder),
-        adapter_path=str(tmp_path / "run"),
-        batch_size=4,
-        num_layers=2,
+    cfg = tiny_config(
+        demo_model,
+        folder,
+        tmp_path / "run",
         learning_rate=3e-3,
         iters=12,
+        steps_per_report=10,
         steps_per_eval=4,
-        save_every=1000,
         val_batches=1,
         mask_prompt=True,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
     )
     events = []
     Trainer(cfg, events.append).run()

@@ -22,6 +22,8 @@ from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.events import Finished, RunStarted, StepReport
 from qlora_gui.core.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # end-to-end: real ranks under mlx.launch
+
 
 @pytest.fixture(scope="module")
 def uneven_data(tmp_path_factory):

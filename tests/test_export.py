@@ -18,6 +18,8 @@ from qlora_gui.core.after.destinations import lmstudio_models_dir, modelfile_tex
 from qlora_gui.core.after.gguf_arch import llama_permute
 from qlora_gui.core.after.inference import default_adapter
 
+pytestmark = pytest.mark.slow  # end-to-end: a trained run, exported in every format
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, demo_model):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_jsonl
+from conftest import tiny_config, write_jsonl
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 
@@ -157,15 +157,15 @@ def test_a_short_run_draws_charts_and_lists_checkpoints(qtbot, window, text_data
     low, high = charts.loss_plot.viewRange()[0]
     assert -1 < low <= 0 and 6 <= high < 7 and not charts.loss_plot.getAxis("bottom").autoSIPrefix
     assert charts.loss_plot.legend is None and len(charts.loss_legend.items) == 3
-    assert not charts.limit_line.isVisible() and "above" in charts.mem_plot.titleLabel.text
+    assert not charts.limit_line.isVisible() and "above" in charts.memory_title()
     assert window.training.checkpoint_count() >= 2
     # Sample answers: the base's at step 0, then at each validation and the end; scrub back to the base.
     timeline = window.training.samples
-    assert timeline.steps == [0, 3, 6] and len(timeline._panels) == 2
+    assert timeline.steps == [0, 3, 6] and len(timeline.panels) == 2
     assert timeline.step_label.text().startswith("step 6 · 3 of 3")
     timeline.slider.setValue(0)
-    assert timeline._panels[0].answer_title.text() == "Answer at step 0 (the base, before training)"
-    assert timeline._panels[0].reference.toPlainText()  # text rows: the part after the cut is the reference
+    assert timeline.panels[0].answer_title.text() == "Answer at step 0 (the base, before training)"
+    assert timeline.panels[0].reference.toPlainText()  # text rows: the part after the cut is the reference
     qtbot.waitUntil(lambda: window.worker is None, timeout=LONG)
     assert window.training.start_button.isEnabled()
     assert window.runs.run_count() == 1
@@ -271,7 +271,7 @@ def test_a_worker_failure_shows_a_dialog_and_the_app_stays_up(qtbot, window, tex
 def test_settings_validate_save_load_and_copy_the_cli_command(qtbot, window, text_data, tmp_path):
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
-    lr = window.settings_panel._widgets["learning_rate"]
+    lr = window.settings_panel.widget("learning_rate")
     lr.setText("fast")
     assert "is not a number" in window.settings_panel.error.text()
     assert not window.training.start_button.isEnabled()
@@ -281,16 +281,16 @@ def test_settings_validate_save_load_and_copy_the_cli_command(qtbot, window, tex
     assert QGuiApplication.clipboard().text() == text
     assert text.startswith("qlora-gui train --model ") and "--learning-rate 0.0003" in text
     window.settings_panel.presets.setCurrentIndex(3)
-    window.settings_panel._apply_preset(3)  # Thorough
+    window.settings_panel.apply_preset(3)  # Thorough
     cfg = window.settings_panel.config()
     assert cfg.epochs == 3 and cfg.num_layers == -1 and cfg.lora_parameters["rank"] == 16
     presets = window.settings_panel.presets  # the menu says which preset is in use, and what each is for
     assert presets.itemText(0) == "Preset: Thorough" and presets.itemText(3) == "✓ Thorough"
     assert "Three epochs" in presets.itemData(3, Qt.ItemDataRole.ToolTipRole)
-    window.settings_panel._widgets["lora_parameters.rank"].setValue(32)
+    window.settings_panel.widget("lora_parameters.rank").setValue(32)
     assert presets.itemText(0) == "Presets…" and presets.itemText(3) == "Thorough"
     for key, tip_word in (("batch_size", "memory"), ("lora_parameters.rank", "memory"), ("steps_per_eval", "time")):
-        assert tip_word in window.settings_panel._widgets[key].toolTip()
+        assert tip_word in window.settings_panel.widget(key).toolTip()
 
 
 def test_over_the_memory_estimate_start_asks_first(qtbot, window, text_data, monkeypatch):
@@ -337,7 +337,7 @@ def test_runs_overlay_their_curves(qtbot, window, text_data):
     names = [runs.table.topLevelItem(i).text(0) for i in range(2)]
     runs.select_runs(names)
     assert sorted(runs.plotted) == sorted(names)
-    assert len(runs.plot.getPlotItem().listDataItems()) == 4  # train line and validation dots for each
+    assert len(runs.plot.lines()) == 4  # train line and validation dots for each
 
 
 def test_download_offline_fails_at_once_with_a_message(qtbot, monkeypatch):
@@ -427,11 +427,11 @@ def test_pause_holds_the_trainer_and_resume_lets_it_finish(qtbot, window, text_d
             qtbot.mouseClick(window.training.pause_button, Qt.MouseButton.LeftButton)
 
     on_event(worker, StepReport, on_progress)
-    qtbot.waitUntil(lambda: worker._trainer is not None and worker._trainer.paused, timeout=LONG)
+    qtbot.waitUntil(lambda: worker.trainer is not None and worker.trainer.paused, timeout=LONG)
     assert window.training.pause_button.text() == "Resume"
     assert window.training.status.text().startswith("Paused at step ") and "ETA" not in window.training.status.text()
     qtbot.mouseClick(window.training.pause_button, Qt.MouseButton.LeftButton)
-    assert not worker._trainer.paused
+    assert not worker.trainer.paused
     wait_event(qtbot, worker, Finished)
     assert seen == [1, 2, 3, 4]
 
@@ -444,7 +444,7 @@ def test_gradient_checkpointing_from_the_settings_tab_trains_and_gives_the_memor
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     set_iters(window, 3)
-    box = window.settings_panel._widgets["grad_checkpoint"]
+    box = window.settings_panel.widget("grad_checkpoint")
     assert "a third more time" in box.toolTip()
     box.setChecked(True)
     assert window.settings_panel.config().grad_checkpoint
@@ -454,7 +454,7 @@ def test_gradient_checkpointing_from_the_settings_tab_trains_and_gives_the_memor
     done = wait_event(qtbot, worker, Finished)
     assert not done.stopped and done.step == 3
     assert "gradient checkpointing on 2 layers" in window.training.log.toPlainText()
-    loop = worker._trainer.loop
+    loop = worker.trainer.loop
     assert (loop.ceiling is not None and loop.ceiling.measurements >= 1) == ceiling_by_default()
     assert mx.get_memory_limit() == before
 
@@ -515,7 +515,7 @@ def test_the_token_view_shows_a_row_as_the_model_sees_it(qtbot, window, completi
     assert view.text.hovered == first_trained
     assert view.text.extraSelections() and "trained" in view.text.describe(first_trained)
     # A shorter max_seq_length marks where the row is cut.
-    panel.set_limits(8, panel.batch_size)
+    window.pending.update(max_seq_length=8)  # as the Settings tab sets it
     wait_checked(qtbot, window)
     qtbot.waitUntil(lambda: view.text.view is not None and view.text.view.truncated, timeout=LONG)
     assert "✂ cut at max_seq_length=8" in view.text.toPlainText() and "cut at max_seq_length=8" in view.summary.text()
@@ -542,7 +542,7 @@ def test_a_fresh_start_trains_the_demo_model_with_every_preset(qtbot, tmp_path, 
     presets = w.settings_panel.presets
     for index in range(1, presets.count()):
         name = presets.itemText(index)
-        w.settings_panel._apply_preset(index)
+        w.settings_panel.apply_preset(index)
         qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=LONG)
         w.training.start_button.click()
         done = wait_event(qtbot, w.worker, Finished)
@@ -567,7 +567,7 @@ def test_a_setting_the_trainer_refuses_disables_start_and_is_named(qtbot, window
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
-    widget = window.settings_panel._widgets[key]
+    widget = window.settings_panel.widget(key)
     widget.setText(value) if isinstance(value, str) else widget.setValue(value)
     assert not window.training.start_button.isEnabled()
     assert window.training.reason.text() == f"Settings: {window.settings_panel.problem} (Settings tab)."
@@ -589,7 +589,7 @@ def test_the_data_path_box_takes_typing_and_text_rows_turn_completions_only_off(
     assert not panel.mask_prompt.isChecked() and not panel.mask_prompt.isEnabled()
     assert "was turned off: plain text rows have no prompt to mask" in panel.summary.text()
     assert "Ready to train." in panel.summary.text()
-    panel.set_model(None)
+    window.pending.update(model="")  # as the Model tab says while no model is picked
     qtbot.waitUntil(lambda: panel.report is not None and not panel.checking, timeout=LONG)
     assert "Ready to train." not in panel.summary.text() and "pick a model" in panel.summary.text()
     assert panel.report.splits["train"].unit == "characters"
@@ -650,7 +650,7 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     assert "adapter_path" not in runs.summary.text()
     runs.select_runs(["20260101-a"])
     assert runs.try_button.toolTip() == "Acts on 20260101-a"
-    runs.busy_run = lambda: str(a)  # training writes to it: it may be tried and annotated, not changed
+    runs.busy_run = str(a)  # training writes to it: it may be tried and annotated, not changed
     runs.update_actions()
     assert runs.try_button.isEnabled() and runs.notes_button.isEnabled()
     assert not any(
@@ -658,7 +658,7 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
     )
     runs.rename_selected("elsewhere")
     assert a.is_dir()
-    runs.busy_run = lambda: None
+    runs.busy_run = None
     runs.update_actions()
     runs.rename_selected("lr 1e-3 baseline")
     renamed = window.runs_root / "lr 1e-3 baseline"
@@ -677,22 +677,10 @@ def test_runs_can_be_renamed_annotated_compared_and_trashed(qtbot, window, tmp_p
 def test_a_cut_off_run_is_offered_on_launch_and_resumes_to_its_end(qtbot, store, tmp_path, demo_model, text_data):
     from PySide6.QtWidgets import QApplication
 
-    from qlora_gui.core.train.config import TrainConfig
     from qlora_gui.core.train.trainer import Trainer
 
     runs = tmp_path / "runs"
-    cfg = TrainConfig(
-        model=str(demo_model),
-        data=str(text_data),
-        adapter_path=str(runs / "cut"),
-        batch_size=4,
-        num_layers=2,
-        iters=6,
-        save_every=3,
-        steps_per_eval=1000,
-        steps_per_report=1,
-        lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0},
-    )
+    cfg = tiny_config(demo_model, text_data, runs / "cut", iters=6, save_every=3)
     holder = {}
     trainer = Trainer(cfg, lambda e: isinstance(e, StepReport) and e.step == 3 and holder["t"].stop())
     holder["t"] = trainer
@@ -808,7 +796,7 @@ def test_the_data_tab_splits_with_the_seed_training_uses(qtbot, window, tmp_path
 
 def test_the_data_tab_shows_how_far_a_check_is(qtbot, window, text_data):
     seen: list[tuple[str, float]] = []
-    window.dataset._progress.moved.connect(lambda generation, what, share: seen.append((what, share)))
+    window.dataset.progress.moved.connect(lambda generation, what, share: seen.append((what, share)))
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     assert ("encoding train", 1.0) in seen and all(0 <= share <= 1 for _, share in seen)
@@ -817,4 +805,4 @@ def test_the_data_tab_shows_how_far_a_check_is(qtbot, window, text_data):
     from qlora_gui.ui.workers.data_jobs import CheckSuperseded
 
     with pytest.raises(CheckSuperseded):
-        window.dataset._progress.reporter(1, lambda: 2)("encoding train", 0.5)
+        window.dataset.progress.reporter(1, lambda: 2)("encoding train", 0.5)

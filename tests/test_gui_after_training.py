@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import fixture_texts, write_jsonl
+from conftest import fixture_texts, tiny_config, write_jsonl
 from test_gui import LONG, no_dangling_threads, store, window  # noqa: F401  (fixtures)
 
 from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side
 from qlora_gui.core.after.inference import default_adapter, load_with_adapter
-from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.trainer import Trainer
 
 
@@ -19,17 +18,14 @@ def trained_window(qtbot, window, tmp_path, demo_model):  # noqa: F811 (the impo
     """The window with one finished run (constant SQL answers) in its runs folder."""
     rows = [{"prompt": t, "completion": "select name from table"} for t in fixture_texts(40, seed=5)]
     data = write_jsonl(tmp_path / "pc.jsonl", rows)
-    cfg = TrainConfig(
-        model=str(demo_model),
-        data=str(data),
-        adapter_path=str(window.runs_root / "run-a"),
-        batch_size=4,
-        num_layers=2,
+    cfg = tiny_config(
+        demo_model,
+        data,
+        window.runs_root / "run-a",
         learning_rate=3e-3,
         iters=40,
+        steps_per_report=10,
         steps_per_eval=20,
-        save_every=1000,
-        val_batches=-1,
         mask_prompt=True,
         lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
     )

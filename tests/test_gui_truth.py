@@ -71,13 +71,13 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
     for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
-        box = window.settings_panel._widgets[key]
+        box = window.settings_panel.widget(key)
         before = box.value()
         box.lineEdit().selectAll()
         qtbot.keyClicks(box.lineEdit(), "0")
         box.interpretText()  # as leaving the box does
         assert box.text() == "0"  # never "all", never the old value back
-        reason = window.settings_panel._reasons[key]
+        reason = window.settings_panel.reason_label(key)
         assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
         assert not window.training.start_button.isEnabled()
         assert (
@@ -85,7 +85,7 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
         )
         box.setValue(before)
         assert reason.isHidden() and window.training.start_button.isEnabled()
-    layers = window.settings_panel._widgets["num_layers"]
+    layers = window.settings_panel.widget("num_layers")
     layers.setValue(layers.minimum())
     assert layers.text() == "all" and window.settings_panel.config().num_layers == -1
 
@@ -115,7 +115,7 @@ def report(step: int, loss: float, **kw):
 
 def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbot):
     from qlora_gui.core.train.events import PreferenceReport, ValidationResult
-    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, ema
+    from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, dots_drawn, ema
     from qlora_gui.ui.widgets.preference_charts import PreferenceCharts
 
     charts, pairs = TrainingCharts(), PreferenceCharts()
@@ -129,9 +129,9 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     charts.redraw()
     assert charts.stack.currentWidget() is charts.view
     for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
-        assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing
+        assert dots_drawn(curve) == 1  # one report is a dot, not nothing
     pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
-    assert len(pairs.curves[("train", "reward_accuracy")].scatter.points()) == 1
+    assert dots_drawn(pairs.curves[("train", "reward_accuracy")]) == 1
     assert pairs.stack.currentWidget() is pairs.view
     assert charts.val_points.scatter.opts["brush"].color().name() == COLORS["val"]  # the legend's marker
     charts.add_validation(ValidationResult(1, 1.9, 10, True, 0.1))
@@ -147,9 +147,8 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     assert np.allclose(ema([2.0, 0.5, 0.04, 0.04, 0.04]), expected)
     assert np.allclose(charts.loss_smooth.getData()[1], expected) and expected[0] == 2.0
     charts.set_memory_limit(23.5)
-    charts._dirty = True
     charts.redraw()
-    assert "23.5 GB" in charts.mem_plot.titleLabel.text and ", above" not in charts.mem_plot.titleLabel.text
+    assert "23.5 GB" in charts.memory_title() and ", above" not in charts.memory_title()
 
 
 def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
@@ -185,8 +184,7 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     view = RunsView(tmp_path / "runs")
     qtbot.addWidget(view)
     view.select_runs(["resumed"])
-    (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
-    steps, losses = line.xData, line.yData  # as given (getData is what the clipped view draws)
+    ((steps, losses),) = view.plot.lines()  # no dots: the validation of the abandoned step 5 went
     assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
     row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
     assert row.text(COLUMN_INDEX["Mode"]) == "DPO" and row.text(COLUMN_INDEX["Last train loss"]).endswith("(DPO)")

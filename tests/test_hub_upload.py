@@ -74,6 +74,7 @@ def hub(monkeypatch):
     thread.join()
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_publish_a_peft_adapter_privately_with_a_model_card(tmp_path, demo_model, hub, capsys):
     from qlora_gui.core.train.trainer import Trainer
 

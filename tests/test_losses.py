@@ -144,6 +144,7 @@ def test_on_a_gpu_chunks_are_tall_unless_memory_comes_first(monkeypatch):
     assert f"{loss.chunk} positions per chunk" in note
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_gradient_checkpointing_gives_the_same_gradient_in_less_memory():
     from qlora_gui.core.model.loader import use_grad_checkpoint
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import pytest
 from conftest import tiny_config, write_jsonl
 
 from qlora_gui.core import memory
@@ -40,6 +41,7 @@ def queued_loss_peak(ceiling: MemoryCeiling | None) -> int:
     return peak
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_the_ceiling_stops_queued_work_from_piling_up_and_is_put_back():
     before = mx.get_memory_limit()
     free = queued_loss_peak(None)
@@ -97,6 +99,7 @@ def test_a_run_without_a_memory_limit_drops_the_last_runs():
         mx.set_memory_limit(before)
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_checkpointed_run_trains_the_same_with_its_ceiling(tmp_path, demo_model, monkeypatch):
     rows = [{"prompt": f"Question {i}: what is {i} plus {i}?", "completion": f" {2 * i}"} for i in range(40)]
     data = write_jsonl(tmp_path / "data" / "train.jsonl", rows).parent

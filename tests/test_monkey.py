@@ -266,7 +266,7 @@ def test_random_clicks_and_keys_while_training_lose_nothing(
         w.close()
     if training.pause_button.isChecked():
         qtbot.mouseClick(training.pause_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: worker._trainer is not None and not worker._trainer.paused, timeout=LONG)
+    qtbot.waitUntil(lambda: worker.trainer is not None and not worker.trainer.paused, timeout=LONG)
     window.tabs.setCurrentWidget(training)
     qtbot.mouseClick(training.stop_button, Qt.MouseButton.LeftButton)
     finished = wait_event(qtbot, worker, Finished)

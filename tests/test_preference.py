@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from conftest import close, fixture_texts, tiny_config, write_jsonl
+from conftest import close, fixture_texts, mean_gradient, tiny_config, write_jsonl
 from mlx.utils import tree_flatten, tree_map
 
 from qlora_gui.core.after.evaluation import evaluate
@@ -22,7 +22,7 @@ from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.events import Failed, Finished, PreferenceReport, StepReport
 from qlora_gui.core.train.preference import PreferenceLoss, dpo_losses, orpo_losses, reference_logps
-from qlora_gui.core.train.step import TrainStep, mean_gradient
+from qlora_gui.core.train.step import TrainStep
 from qlora_gui.core.train.trainer import Trainer
 
 
@@ -132,6 +132,7 @@ def test_accumulated_pairs_equal_one_batch_of_them(demo_model, tokenizer, pair_d
         np.testing.assert_allclose(np.array(g_small[k]), np.array(g_big[k]), atol=close(1e-5), rtol=0)
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 @pytest.mark.parametrize("mode", ["dpo", "orpo"])
 def test_a_short_run_learns_to_prefer_the_chosen_answers(tmp_path, demo_model, pair_data, mode):
     events = []
@@ -148,8 +149,8 @@ def test_a_short_run_learns_to_prefer_the_chosen_answers(tmp_path, demo_model, p
     # the chosen answers became likelier against the rejected ones, on held-out prompts
     gap = [e.chosen_logp - e.rejected_logp for e in valid]
     assert gap[-1] > gap[0] + 0.5
-    kept = [e for e in read_events(tmp_path / "run") if e["event"] == "preference"]
-    assert {e["split"] for e in kept} == {"train", "valid"}
+    kept = [e for e in read_events(tmp_path / "run") if isinstance(e, PreferenceReport)]
+    assert {e.split for e in kept} == {"train", "valid"}
     # evaluate: base against adapter on the held-out pairs
     result = evaluate(adapter=default_adapter(tmp_path / "run"))
     assert result.rows == 24 and result.adapter_accuracy >= 0.9 > result.base_accuracy
@@ -162,6 +163,7 @@ def test_a_short_run_learns_to_prefer_the_chosen_answers(tmp_path, demo_model, p
     assert model(mx.array(tok.encode("show city"))[None]).shape[-1] > 0
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_resumed_dpo_run_ends_where_a_straight_one_does(tmp_path, demo_model, pair_data):
     kw = dict(iters=8, grad_accumulation_steps=2, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.1})
     assert isinstance(Trainer(config(demo_model, pair_data, tmp_path / "straight", **kw)).run(), Finished)
@@ -208,6 +210,7 @@ def test_the_answers_log_probabilities_need_no_full_logits(demo_model, tokenizer
     assert np.array(n_full).tolist() == np.array(n_split).tolist()
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_the_dpo_reference_is_measured_as_pairs_are_read_and_the_same_whenever(demo_model, tokenizer, pair_data):
     """A step measures its own pairs only; each pair is measured in a batch fixed by the data, so a run that
     first needs it in a later epoch (a resumed one) gets the very same numbers; adapters play no part."""

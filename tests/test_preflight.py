@@ -6,12 +6,13 @@ import gc
 import random
 
 import mlx.core as mx
+import pytest
 from conftest import write_jsonl
 from test_gui import LONG, store, wait_checked, window  # noqa: F401  (fixtures)
 from test_trainer import make_config, of, run
 
 from qlora_gui.core.train.events import Finished, StepReport
-from qlora_gui.core.train.preflight import memory_fingerprint, preflight, preflight_in_child
+from qlora_gui.core.train.preflight import preflight, preflight_in_child
 
 
 def long_rows(tmp_path, n: int = 32):
@@ -47,6 +48,7 @@ def test_preflight_on_the_demo_model_prints_peak_speed_and_duration(tmp_path, de
     assert not (tmp_path / "runs").exists()  # nothing is saved
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_the_batch_size_it_picks_trains_within_the_stated_memory(tmp_path, demo_model):
     data = long_rows(tmp_path)
     settings = dict(batch_size=16, max_seq_length=1024, iters=3, val_batches=1, save_every=1000)
@@ -70,6 +72,7 @@ def test_the_batch_size_it_picks_trains_within_the_stated_memory(tmp_path, demo_
     assert max(e.mlx_peak_gb for e in of(events, StepReport)) <= limit
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_the_app_runs_it_in_a_child_process(tmp_path, demo_model, text_data):
     result = preflight_in_child(make_config(demo_model, text_data, tmp_path / "unused", iters=10))
     assert result.fits_as_set and result.trials[0].peak_gb > 0 and result.total_steps == 10
@@ -119,7 +122,7 @@ def test_the_settings_tab_measures_offers_what_fits_and_start_uses_the_measured_
     cfg.batch_size = 16
     panel.set_config(cfg)
     box.result.trials[0].peak_gb = 10 * cfg.memory_limit_gb  # as measured for these settings
-    box._measured_for = memory_fingerprint(window.current_config())
+    box.set_measured(box.result, window.current_config())
     wait_checked(qtbot, window)  # a new batch size checks the data again
     window.start_training()
     assert asked and "measured peak memory" in asked[0] and window.worker is None

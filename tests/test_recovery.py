@@ -13,8 +13,10 @@ from test_trainer import make_config, of, run
 from qlora_gui.core.runs import checkpoints as ckpt
 from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train import divergence
-from qlora_gui.core.train.events import Failed, Finished, Recovered, StepReport
+from qlora_gui.core.train.events import Failed, Finished, Recovered, StepReport, event_from_row
 from qlora_gui.core.train.trainer import Trainer
+
+pytestmark = pytest.mark.slow  # end-to-end: real runs that diverge and recover
 
 # 48 rows / 4 = 12 steps per epoch; a checkpoint every 4 steps; constant-ish rate so halving shows plainly.
 SETTINGS = dict(iters=12, save_every=4, warmup_steps=0, divergence_retries=1)
@@ -107,7 +109,7 @@ def test_the_loss_chart_drops_the_abandoned_steps_and_marks_the_recovery(qtbot):
         }
         for s in range(1, 7)
     ] + [{"event": "recovery", "step": 7, "back_to": 4, "lr_scale": 0.5, "attempt": 1, "of": 1}]
-    charts.add_history(history, up_to_step=10)  # as a resumed run reads its metrics.jsonl
+    charts.add_history([event_from_row(r) for r in history], up_to_step=10)  # as a resumed run reads metrics.jsonl
     assert charts.steps == [1, 2, 3, 4] and len(charts.recovery_marks) == 1
     assert charts.recovery_marks[0].value() == 4 and "lr ×0.5" in charts.recovery_marks[0].label.format
     charts.add_recovery(Recovered(5, 2, 0.25, 2, 2))

@@ -43,6 +43,7 @@ def test_a_held_folder_is_refused_by_name_and_a_killed_owner_frees_it(tmp_path):
     assert folder_owner(folder) is None and rename_run(folder, "elsewhere").is_dir()
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_second_trainer_on_a_folder_in_use_is_refused_and_changes_nothing(tmp_path, demo_model, text_data):
     folder = tmp_path / "run"
     _, first, _ = run(make_config(demo_model, text_data, folder, iters=2))
@@ -60,6 +61,7 @@ def test_a_second_trainer_on_a_folder_in_use_is_refused_and_changes_nothing(tmp_
     assert isinstance(third, Finished) and third.step == 4
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_run_killed_mid_way_is_found_and_resumes_to_the_straight_runs_adapter(tmp_path, demo_model, text_data):
     import os
     import shlex

@@ -93,3 +93,24 @@ def test_curves_read_from_the_lines_equal_those_parsed_in_full(runs_root):
     assert readings.sample_answers(run.path) == read_sample_answers(run.path) != []
     summary = summarize_run(run.path)
     assert summary is not None and summary.last_step == 1000 and summary.final_loss == 0.25
+
+
+def test_metrics_read_back_as_events_an_unknown_kind_skipped_with_a_warning(tmp_path, caplog):
+    from qlora_gui.core.runs.history import read_curves, read_events
+    from qlora_gui.core.train.events import StepReport, ValidationResult
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    lines = [
+        StepReport(1, 0.1, 2.5, 1e-4, 1.0, 1.0, 10, 1.0, 0.0, 0.1, 0.2, 0.0, 0.3).to_json_line(),
+        json.dumps({"event": "from_a_newer_version", "step": 2, "loss": 9.0}) + "\n",
+        json.dumps({"event": "validation", "step": 2, "val_loss": 2.0}) + "\n",  # an older version's fields
+    ]
+    run.metrics.write_text("".join(lines))
+    with caplog.at_level("WARNING"):
+        events = read_events(run.path)
+    assert [type(e) for e in events] == [StepReport, ValidationResult]
+    assert events[1].split == "valid" and events[1].val_tokens == 0  # a default, or a value that says nothing
+    assert "from_a_newer_version" in caplog.text
+    assert read_curves(run.path).val_losses == [2.0]
+    assert "step      1 | epoch  0.10 | loss 2.5000" in events[0].describe()

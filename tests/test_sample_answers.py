@@ -58,8 +58,8 @@ def test_answers_come_at_the_start_each_validation_and_the_end_and_stay_in_metri
     # the same prompts every time: the timeline follows one prompt through the run
     assert len({tuple(a["source"] for a in s.answers) for s in samples}) == 1
     kept = read_sample_answers(tmp_path / "run")
-    assert [k["step"] for k in kept] == [0, 2, 4, 6]
-    assert [a["answer"] for a in kept[-1]["answers"]] == [a["answer"] for a in samples[-1].answers]
+    assert [k.step for k in kept] == [0, 2, 4, 6]
+    assert [a["answer"] for a in kept[-1].answers] == [a["answer"] for a in samples[-1].answers]
 
 
 def test_the_last_answers_are_what_the_saved_adapter_says(tmp_path, demo_model, qa_data):
@@ -74,6 +74,7 @@ def test_the_last_answers_are_what_the_saved_adapter_says(tmp_path, demo_model, 
         assert again == a["answer"]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_answering_leaves_training_exactly_as_it_was(tmp_path, demo_model, qa_data):
     # Dropout draws from the global generator: answering must not move it, nor the weights, nor the order.
     data, _ = qa_data
@@ -163,10 +164,10 @@ def test_the_timeline_starts_afresh_for_another_runs_prompts(qtbot):
     timeline.add(0, first, 0.1)
     timeline.add(5, first, 0.1)
     timeline.add(5, [{**first[0], "answer": "redone"}], 0.1)  # after a divergence: the step's answers replaced
-    assert timeline.steps == [0, 5] and timeline._panels[0].answer.toPlainText() == "redone"
-    assert timeline._panels[0].verdict.text() == "2 tokens · differs from the reference"
+    assert timeline.steps == [0, 5] and timeline.panels[0].answer.toPlainText() == "redone"
+    assert timeline.panels[0].verdict.text() == "2 tokens · differs from the reference"
     timeline.add(0, [{**first[0], "prompt": "b"}], 0.1)
-    assert timeline.steps == [0] and timeline._panels[0].prompt.toPlainText() == "b"
+    assert timeline.steps == [0] and timeline.panels[0].prompt.toPlainText() == "b"
 
 
 def test_the_sample_prompts_are_different_questions():

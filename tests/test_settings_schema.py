@@ -65,7 +65,7 @@ def test_every_flagged_setting_is_in_help_with_its_default_and_the_rest_are_name
 
 def test_a_config_with_every_setting_changed_survives_yaml_and_the_command_line(tmp_path):
     from qlora_gui.cli import build_parser
-    from qlora_gui.train_cli import config_from_args
+    from qlora_gui.cli.train import config_from_args
 
     cfg = _every_setting_changed()
     cfg.validate()
@@ -115,9 +115,9 @@ def test_the_settings_tab_holds_exactly_what_validate_takes(qtbot):
     panel = SettingsPanel()
     qtbot.addWidget(panel)
     assert {s.key for s in TAB_SETTINGS} == {s.key for s in SETTINGS if s.group}
-    assert set(panel._widgets) == {s.key for s in TAB_SETTINGS}
+    assert set(panel.widget_keys()) == {s.key for s in TAB_SETTINGS}
     for s in TAB_SETTINGS:
-        w = panel._widgets[s.key]
+        w = panel.widget(s.key)
         assert s.help in w.toolTip()
         if not isinstance(w, (QSpinBox, QDoubleSpinBox)):
             continue

@@ -11,7 +11,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
-from conftest import close, fixture_texts, poisoned_loss, write_jsonl
+from conftest import close, fixture_texts, mean_gradient, poisoned_loss, write_jsonl
 from mlx.utils import tree_flatten, tree_map
 
 from qlora_gui.core.data.batching import Batch, make_batch, padded_width, steps_per_epoch
@@ -19,7 +19,7 @@ from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.model.loader import add_adapters, load_base
 from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import token_loss
-from qlora_gui.core.train.step import TrainStep, evaluate_loss, mean_gradient
+from qlora_gui.core.train.step import TrainStep, evaluate_loss
 
 
 class FixedLogits(nn.Module):

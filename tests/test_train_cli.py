@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import yaml
 from conftest import write_jsonl
 
@@ -35,6 +36,7 @@ def base_args(demo_model, data, run_dir):
     ]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_yaml_with_mlx_lm_keys_and_flags_on_top(tmp_path, demo_model, text_data, capsys):
     cfg = {
         "model": str(demo_model),
@@ -82,6 +84,7 @@ def test_exit_codes_for_bad_input(tmp_path, demo_model, text_data, capsys):
     assert "unknown config key 'learning_rat'; did you mean 'learning_rate'?" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_resume_from_the_cli(tmp_path, demo_model, text_data, capsys):
     run_dir = tmp_path / "run"
     assert main(base_args(demo_model, text_data, run_dir) + ["--iters", "4", "--save-every", "2"]) == 0
@@ -92,6 +95,7 @@ def test_resume_from_the_cli(tmp_path, demo_model, text_data, capsys):
     assert "finished at step 4" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, demo_model, text_data):
     run_dir = tmp_path / "run"
     args = base_args(demo_model, text_data, run_dir) + ["--epochs", "200", "--steps-per-report", "1"]
@@ -119,9 +123,9 @@ def test_copied_command_line_gives_back_the_same_settings(tmp_path):
     import shlex
 
     from qlora_gui.cli import build_parser
+    from qlora_gui.cli.train import config_from_args
     from qlora_gui.core.train.command_line import train_command
     from qlora_gui.core.train.config import TrainConfig
-    from qlora_gui.train_cli import config_from_args
 
     cfg = TrainConfig(
         model="/m",

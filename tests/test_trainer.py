@@ -113,6 +113,7 @@ def test_too_many_bad_steps_stop_the_run_and_keep_the_last_checkpoint(tmp_path, 
     assert all(bool(mx.all(mx.isfinite(v)).item()) for v in saved.values())
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_exact_resume_matches_a_straight_run(tmp_path, demo_model, text_data):
     # 48 rows / 4 = 12 micro-batches, accumulation 2 -> 6 steps per epoch, 2 epochs = 12 steps.
     kw = dict(
@@ -169,6 +170,7 @@ def test_a_checkpoint_loads_in_mlx_lm(tmp_path, demo_model, text_data):
         np.testing.assert_array_equal(np.array(params[k]), np.array(v))
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_one_seed_gives_identical_losses(tmp_path, demo_model, text_data):
     losses = []
     for name in ("a", "b"):
@@ -179,6 +181,7 @@ def test_one_seed_gives_identical_losses(tmp_path, demo_model, text_data):
     assert [e.loss for e in of(events, StepReport)] != losses[0]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_loss_falls_on_the_fixture_data(tmp_path, demo_model, text_data):
     _, result, events = run(make_config(demo_model, text_data, tmp_path / "run", epochs=4, steps_per_eval=12))
     vals = [e.val_loss for e in of(events, ValidationResult)]
@@ -204,6 +207,7 @@ def test_run_folder_is_complete_and_metrics_hold_every_event(tmp_path, demo_mode
     assert not list(run_dir.rglob("*.tmp*"))
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_a_new_run_never_overwrites_an_old_one(tmp_path, demo_model, text_data):
     run(make_config(demo_model, text_data, tmp_path / "run", iters=2))
     before = (tmp_path / "run" / "adapters.safetensors").read_bytes()
@@ -226,6 +230,7 @@ def test_bad_data_fails_before_any_weights_load(tmp_path, demo_model, monkeypatc
     assert result.problems == [f"{data}:9: 'text' must be a string, got a number"]
 
 
+@pytest.mark.slow  # end-to-end: a real run of many steps
 def test_quantize_on_load_and_dora(tmp_path, demo_model, text_data):
     _, result, events = run(
         make_config(

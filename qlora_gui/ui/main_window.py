@@ -10,7 +10,9 @@ from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
 from ..core.errors import ConfigError
 from ..core.memory import memory_budget
-from ..core.runs.run_plan import new_run_folder, plan_resume, planned_total, step_plan
+from ..core.runs.pending_run import PendingRun
+from ..core.runs.run_plan import plan_resume, planned_total, step_plan
+from ..core.train.config import TrainConfig
 from ..core.train.estimate import estimate_memory
 from ..core.train.events import Failed
 from ..core.train.preference_mode import mode_mismatch
@@ -26,7 +28,7 @@ from .views.playground_view import PlaygroundView
 from .views.runs_view import RunsView
 from .views.settings_panel import SettingsPanel
 from .views.training_view import TrainingView
-from .window_state import restore_window_state, save_window_state
+from .window_state import RememberedParts, restore_window_state, save_window_state
 from .workers.jobs import running_threads
 from .workers.launch_worker import TrainingWorker, worker_for
 
@@ -43,15 +45,14 @@ class MainWindow(QMainWindow):
         self.runs_root = Path(runs_root or self.store.value("runs_root", str(default_runs_root())))
         self.budget = memory_budget()
 
-        self.dataset = DatasetPanel()
+        self.pending = PendingRun(self.runs_root)  # the run the Data, Model and Settings tabs prepare
+        self.dataset = DatasetPanel(self.pending)
         folders = self.store.value("model_folders", []) or []
-        self.model = ModelPanel(folders if isinstance(folders, list) else [folders])
-        self.settings_panel = SettingsPanel()
-        self.settings_panel.command_source = self.current_config
+        self.model = ModelPanel(folders if isinstance(folders, list) else [folders], self.pending)
+        self.settings_panel = SettingsPanel(self.pending)
         self.training = TrainingView()
         self.session = TrainingSession(self.training, self)
         self.runs = RunsView(self.runs_root)
-        self.runs.busy_run = lambda: self.session.busy_run
         self.playground = PlaygroundView(self.runs_root)
         self.export_dialog: ExportDialog | None = None
         self.tabs = QTabWidget()
@@ -72,8 +73,8 @@ class MainWindow(QMainWindow):
         self.dataset.report_changed.connect(self._refresh)
         self.dataset.demo_model_requested.connect(self.model.use_demo)
         self.dataset.mode_requested.connect(lambda mode: self.settings_panel.set_value("train_mode", mode))
-        self.model.model_changed.connect(self._on_model_changed)
-        self.settings_panel.changed.connect(self._on_settings_changed)
+        self.model.model_changed.connect(self._refresh)  # also when it is being built (nothing starts then)
+        self.pending.subscribe(lambda changed: self._refresh())
         self.settings_panel.preflight.finished.connect(self._refresh)  # the measured peak replaces the estimate
         self.training.start_requested.connect(self.start_training)
         self.training.stop_requested.connect(self.stop_training)
@@ -128,32 +129,13 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ state
 
-    def _on_model_changed(self) -> None:
-        self.dataset.set_model(self.model.selected_path if not self.model.busy else None)
-        self._refresh()
-
-    def _on_settings_changed(self) -> None:
-        cfg = self.settings_panel.check()
-        if cfg:
-            self.dataset.set_train_mode(cfg.train_mode)
-            self.dataset.set_limits(cfg.max_seq_length, cfg.batch_size, cfg.seed)
-        self._refresh()
-
-    def current_config(self):
-        """Settings + model + data as one TrainConfig, or None (the reason is shown in the form)."""
-        cfg = self.settings_panel.check()
-        if cfg is None:
-            return None
-        cfg.model = self.model.selected_path or ""
-        cfg.quantize_bits = self.model.quantize_bits
-        cfg.quantize_group_size = self.model.group
-        cfg.data = self.dataset.path
-        cfg.mask_prompt = self.dataset.mask_prompt.isChecked()
-        cfg.valid_fraction = self.dataset.valid_share.value()
-        cfg.adapter_path = str(new_run_folder(self.runs_root, cfg.model))
-        return cfg
+    def current_config(self) -> TrainConfig | None:
+        """Settings + model + data as one TrainConfig in a new run folder, or None (the reason is shown in the
+        form)."""
+        return self.pending.config_to_start()
 
     def _refresh(self) -> None:
+        self.runs.busy_run = self.session.busy_run
         self.runs.update_actions()  # a run that starts or stops training changes what may act on it
         cfg = self.current_config()
         reason = ""
@@ -170,7 +152,7 @@ class MainWindow(QMainWindow):
         elif self.model.problem:
             reason = "The model folder has a problem: see the Model tab."
         elif cfg is None:
-            reason = f"Settings: {self.settings_panel.problem} (Settings tab)."
+            reason = f"Settings: {self.pending.problem} (Settings tab)."
         elif self.dataset.report and (mismatch := mode_mismatch(cfg.train_mode, self.dataset.report.format)):
             reason = mismatch[0].upper() + mismatch[1:] + "."
         self.training.set_can_start(not reason, reason, self._plan(cfg) if not reason else "")
@@ -291,11 +273,15 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------ persistence and close
 
+    def _remembered(self) -> RememberedParts:
+        return RememberedParts(self.store, self, self.dataset, self.model, self.settings_panel)
+
     def _remember(self) -> None:
-        save_window_state(self)
+        save_window_state(self._remembered())
 
     def _restore(self) -> None:
-        restore_window_state(self)
+        if restore_window_state(self._remembered()):
+            self.set_dark(True)
 
     def closeEvent(self, event) -> None:
         if not self.session.ready_to_close(self.confirm):

@@ -26,11 +26,9 @@ from ..runs.run_folder import RunFolder
 from ..train.config import default_of
 from ..train.losses import ChunkedLoss, LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
-from .inference import AdapterSource, base_view, load_with_adapter
+from .inference import AdapterSource, base_view, default_adapter, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
 from .row_losses import RowLoss, row_loss_sums, row_text
-
-EVALUATION_FILE = RunFolder.EVALUATION
 
 
 def perplexity(loss: float | None) -> float | None:
@@ -227,3 +225,49 @@ def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
         return list(json.loads(RunFolder(run_dir).evaluation.read_text()).get("results", []))
     except (OSError, ValueError, AttributeError):
         return []
+
+
+def evaluate_run(run_dir: str) -> EvalResult:
+    """The job behind 'Evaluate': the default checkpoint, the run's data and settings; saved in the run."""
+    result = evaluate(adapter=default_adapter(run_dir), per_row=True)  # the hardest rows too
+    save_evaluation(Path(run_dir), result)
+    return result
+
+
+def evaluation_text(results: list[dict[str, Any]]) -> str:
+    """Saved evaluations in words, one line each (the Runs tab's summary of a run)."""
+    lines = []
+    for r in results:
+        step = f"step {r['step']}" if r.get("step") is not None else "latest"
+        parts = [
+            f"{name} loss {r[key]:.4f} (perplexity {r[ppl]:.2f})"
+            for name, key, ppl in (
+                ("base", "base_loss", "base_perplexity"),
+                ("adapter", "adapter_loss", "adapter_perplexity"),
+            )
+            if r.get(key) is not None and r.get(ppl) is not None
+        ]
+        if r.get("adapter_accuracy") is not None:  # preference pairs
+            shares = [f"{r[k]:.0%}" for k in ("base_accuracy", "adapter_accuracy") if r.get(k) is not None]
+            parts.append("chosen answer likelier in " + " → ".join(shares) + " of the pairs")
+            if r.get("reward_accuracy") is not None:
+                parts.append(f"DPO reward accuracy {r['reward_accuracy']:.0%}")
+        what = (
+            "all rows"
+            if r.get("all_rows", True)
+            else f"the {r.get('batches')} batches training validated on, so the adapter's loss is the run's "
+            "validation loss for this checkpoint"
+        )
+        lines.append(
+            f"{r['split']} split, {what} ({r['rows']} rows / {r['tokens']} tokens), {step}: " + " → ".join(parts)
+        )
+    return "\n".join(lines)
+
+
+def last_row_losses(results: list[dict[str, Any]]) -> tuple[list[RowLoss], str]:
+    """The per-row losses of the newest evaluation that has them, and what it measured."""
+    for r in reversed(results):
+        if r.get("row_losses"):
+            what = f"{r['split']} split, {r['rows']} rows, step {r.get('step')}"
+            return [RowLoss(**x) for x in r["row_losses"]], what
+    return [], ""

@@ -59,8 +59,8 @@ def model_card(adapter: AdapterSource, fmt: str, files: list[str]) -> str:
     samples = read_sample_answers(adapter.run_dir)
     if samples:
         last = samples[-1]
-        lines += ["", f"## Sample answers (step {last.get('step')})", ""]
-        for answer in last["answers"][:3]:
+        lines += ["", f"## Sample answers (step {last.step})", ""]
+        for answer in last.answers[:3]:
             prompt = str(answer.get("prompt", "")).strip().replace("\n", " ")[:200]
             text = str(answer.get("answer", answer.get("text", ""))).strip().replace("\n", " ")[:300]
             lines += [f"- **Prompt:** {prompt}", f"  **Answer:** {text}"]

@@ -152,6 +152,7 @@ def settings_on_ranks(cfg: TrainConfig, world: int, resumed_run: Path | None) ->
 def _ranks_before(run_dir: Path) -> int | None:
     """How many ranks the run's last start had (its metrics.jsonl); None when unknown."""
     from ..runs.history import read_events
+    from ..train.events import RunStarted
 
-    starts = [e for e in read_events(run_dir) if e.get("event") == "run_started"]
-    return max(len(starts[-1].get("machines") or []), 1) if starts else None
+    starts = [e for e in read_events(run_dir) if isinstance(e, RunStarted)]
+    return max(len(starts[-1].machines or []), 1) if starts else None

@@ -8,14 +8,12 @@ local one. A null read into a field declared as a plain float becomes NaN again.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import sys
 from dataclasses import dataclass
-from typing import IO, Any, ClassVar
+from typing import IO, ClassVar
 
 from ..train.events import Event
+from ..train.events import parse_event_line as parse_line
 
 
 @dataclass
@@ -25,41 +23,14 @@ class LaunchNote(Event):
     kind: ClassVar[str] = "launch"
     message: str
 
-
-def event_classes() -> dict[str, type[Event]]:
-    """Every event class by its kind, including ones added later anywhere in the package."""
-    found: dict[str, type[Event]] = {}
-    pending = list(Event.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        found.setdefault(cls.kind, cls)
-        pending += cls.__subclasses__()
-    return found
-
-
-def _restored(field: dataclasses.Field, value: Any) -> Any:
-    if value is None and str(field.type).replace(" ", "") == "float":
-        return math.nan  # written as null: JSON has no NaN
-    return value
+    def describe(self) -> str:
+        return self.message
 
 
 def parse_event_line(line: str) -> Event | None:
-    """The event a line holds, or None for any other line (a library's message, a partial line)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        row = json.loads(line)
-    except ValueError:
-        return None
-    cls = event_classes().get(str(row.get("event"))) if isinstance(row, dict) else None
-    if cls is None:
-        return None
-    values = {f.name: _restored(f, row[f.name]) for f in dataclasses.fields(cls) if f.name in row}
-    try:
-        return cls(**values)
-    except TypeError:  # a required field missing: not one of our lines after all
-        return None
+    """The event a rank's line holds, or None for any other line (a library's message, a partial line, a line
+    without every field: not one of ours)."""
+    return parse_line(line, complete=True)
 
 
 class JsonLinePrinter:

@@ -133,3 +133,17 @@ def build_demo_model(
     (out / "config.json").write_text(json.dumps(config, indent=2))
     (out / "README.md").write_text(DEMO_README + "\n")
     return out
+
+
+def demo_model_dir() -> Path:
+    """Where the app keeps its demo model: in the user's data folder, built the first time it is picked."""
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("QLoRA Studio", appauthor=False)) / "demo-model"
+
+
+def ensure_demo_model(path: Path) -> str:
+    """The demo model in `path`, built there first unless it already is."""
+    if not (path / "model.safetensors").is_file():
+        build_demo_model(path)
+    return str(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -172,20 +173,27 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> list[Path]:
     return removed
 
 
-def new_train_state(seed: int) -> dict[str, Any]:
+@dataclass
+class TrainState:
     """Where a run stands, as state.json keeps it: a resume continues from exactly here."""
-    return {
-        "step": 0,
-        "epoch": 0,
-        "batch_pos": 0,
-        "seed": seed,
-        "best_val_loss": None,
-        "best_step": None,
-        "val_loss": None,
-        "trained_tokens": 0,
-        "lr_scale": 1.0,  # halved by each recovery from divergence
-        "recoveries": 0,
-    }
+
+    seed: int = 0
+    step: int = 0  # optimizer updates done
+    epoch: int = 0
+    batch_pos: int = 0  # the next batch of the epoch's order
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    val_loss: float | None = None  # the validation of this very step; None once training went on
+    trained_tokens: int = 0
+    lr_scale: float = 1.0  # halved by each recovery from divergence
+    recoveries: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def updated(self, saved: dict[str, Any]) -> TrainState:
+        """This state with what a state.json holds; a key it lacks (an older version's) keeps its value here."""
+        return dataclasses.replace(self, **{f.name: saved[f.name] for f in dataclasses.fields(self) if f.name in saved})
 
 
 def restore_arrays(

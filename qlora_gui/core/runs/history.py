@@ -1,14 +1,18 @@
-"""Earlier runs' events, curves and sample answers, read back from their metrics.jsonl."""
+"""Earlier runs' events, curves and sample answers, read back from their metrics.jsonl.
+
+The one reader of metrics.jsonl: every line comes back as the event the trainer wrote (events.event_from_row),
+never as a dict looked at by its "kind"."""
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from ..train.events import Event, Recovered, RunStarted, SampleAnswers, StepReport, ValidationResult, parse_event_line
 from .run_folder import RunFolder
 
 
@@ -20,24 +24,18 @@ class RunCurves:
     val_losses: list[float] = field(default_factory=list)
 
 
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    path = RunFolder(run_dir).metrics
-    events = []
-    try:
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    events.append(json.loads(line))
-                except ValueError:
-                    continue  # a line cut short by a crash
-    except OSError:
-        pass
-    return events
+def read_events(run_dir: Path) -> list[Event]:
+    """The run's events, in order; a line cut short by a crash, or of a kind this version does not know, left out."""
+    return [e for e in map(parse_event_line, metrics_lines(RunFolder(run_dir))) if e is not None]
 
 
-def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
+def sample_answers_of(events: Iterable[Event]) -> list[SampleAnswers]:
+    return [e for e in events if isinstance(e, SampleAnswers) and isinstance(e.answers, list)]
+
+
+def read_sample_answers(run_dir: Path) -> list[SampleAnswers]:
     """The run's sample-answer events, oldest first (a step answered again after a divergence comes twice)."""
-    return [e for e in read_events(run_dir) if e.get("event") == "samples" and isinstance(e.get("answers"), list)]
+    return sample_answers_of(read_events(run_dir))
 
 
 def _drop_after(curves: RunCurves, step: int) -> None:
@@ -76,7 +74,7 @@ def _step_and_loss(line: str) -> tuple[int, float | None] | None:
     return int(match.group(1)), None if loss == "null" else float(loss)
 
 
-def curves_of(events: list[dict[str, Any]]) -> RunCurves:
+def curves_of(events: Iterable[Event]) -> RunCurves:
     """The run's train and validation losses as it stands: one line, without the steps it went back over."""
     curves = RunCurves()
     for e in events:
@@ -84,23 +82,27 @@ def curves_of(events: list[dict[str, Any]]) -> RunCurves:
     return curves
 
 
-def _add_event(curves: RunCurves, e: dict[str, Any]) -> None:
-    if e.get("event") == "run_started" and isinstance(e.get("start_step"), int):
-        _drop_after(curves, e["start_step"])
-    elif e.get("event") == "recovery" and isinstance(e.get("back_to"), int):
-        _drop_after(curves, e["back_to"])
-    elif e.get("event") == "step" and e.get("loss") is not None:
-        curves.steps.append(e["step"])
-        curves.losses.append(e["loss"])
-    elif e.get("event") == "validation" and e.get("split") == "valid" and e.get("val_loss") is not None:
-        curves.val_steps.append(e["step"])
-        curves.val_losses.append(e["val_loss"])
+def _finite(x: object) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
 
 
-def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[dict[str, Any]]]:
+def _add_event(curves: RunCurves, e: Event) -> None:
+    if isinstance(e, RunStarted):
+        _drop_after(curves, e.start_step)
+    elif isinstance(e, Recovered):
+        _drop_after(curves, e.back_to)
+    elif isinstance(e, StepReport) and _finite(e.loss):  # a loss that was not finite is stored as null
+        curves.steps.append(e.step)
+        curves.losses.append(e.loss)
+    elif isinstance(e, ValidationResult) and e.split == "valid" and _finite(e.val_loss):
+        curves.val_steps.append(e.step)
+        curves.val_losses.append(e.val_loss)
+
+
+def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[SampleAnswers]]:
     """One pass over metrics.jsonl: a step report's step and loss taken from its line as written, any other line
     parsed (a run of 20,000 reports is read in a fraction of the time of parsing each)."""
-    curves, samples = RunCurves(), []
+    curves, samples = RunCurves(), list[SampleAnswers]()
     for line in metrics_lines(run):  # in order: a resume drops the steps reported after its checkpoint
         quick = _step_and_loss(line) if line.startswith(STEP_REPORT_PREFIX) else None
         if quick is not None:
@@ -108,12 +110,11 @@ def _curves_and_samples(run: RunFolder) -> tuple[RunCurves, list[dict[str, Any]]
                 curves.steps.append(quick[0])
                 curves.losses.append(quick[1])
             continue
-        event = parse_line(line)
+        event = parse_event_line(line)
         if event is None:
             continue
         _add_event(curves, event)
-        if event.get("event") == "samples" and isinstance(event.get("answers"), list):
-            samples.append(event)
+        samples += sample_answers_of([event])
     return curves, samples
 
 
@@ -125,23 +126,15 @@ def metrics_lines(run: RunFolder) -> list[str]:
         return []
 
 
-def parse_line(line: str) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None  # a line cut short by a crash
-    return event if isinstance(event, dict) else None
-
-
 class RunReadings:
     """The curves and sample answers of the runs looked at last, read once while their metrics.jsonl is
     unchanged: selecting runs again, or one more, reads only what changed."""
 
     def __init__(self, keep: int = 32):
         self.keep = keep
-        self._kept: dict[str, tuple[list[int] | None, RunCurves, list[dict[str, Any]]]] = {}
+        self._kept: dict[str, tuple[list[int] | None, RunCurves, list[SampleAnswers]]] = {}
 
-    def _read(self, run_dir: Path) -> tuple[RunCurves, list[dict[str, Any]]]:
+    def _read(self, run_dir: Path) -> tuple[RunCurves, list[SampleAnswers]]:
         run = RunFolder(run_dir)
         stamp = file_stamp(run.metrics)
         key = str(run.path)
@@ -156,5 +149,5 @@ class RunReadings:
     def curves(self, run_dir: Path) -> RunCurves:
         return self._read(run_dir)[0]
 
-    def sample_answers(self, run_dir: Path) -> list[dict[str, Any]]:
+    def sample_answers(self, run_dir: Path) -> list[SampleAnswers]:
         return self._read(run_dir)[1]

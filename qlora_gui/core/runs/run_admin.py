@@ -105,6 +105,22 @@ def settings_differences(configs: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {k: [f.get(k) for f in flats] for k in keys if len({repr(f.get(k)) for f in flats}) > 1}
 
 
+MAX_COMPARED = 8  # beyond this many runs, each run's value would not fit on a line: only the names of the settings
+
+
+def differences_text(names: list[str], diffs: dict[str, list[Any]]) -> str:
+    """What the Runs tab says when several runs are selected: which settings differ, run by run."""
+    head = f"{len(names)} runs selected (the actions act on one run: select one). "
+    if not diffs:
+        return head + "Their settings are the same."
+    if len(names) > MAX_COMPARED:
+        return (
+            head + "Settings that differ: " + ", ".join(diffs) + f" (select {MAX_COMPARED} or fewer to see each run's)"
+        )
+    lines = [f"{key}: " + " | ".join("–" if v is None else str(v) for v in values) for key, values in diffs.items()]
+    return head + "Settings that differ (" + " | ".join(names) + "):\n" + "\n".join(lines)
+
+
 def resume_point(run: RunSummary) -> CheckpointInfo | None:
     """Where a run that ended before its last step continues: its latest checkpoint, when nobody trains there
     now. Runs that were stopped (Stop & save, quitting) and runs cut off (a crash, kill -9, power loss) alike."""

@@ -68,7 +68,7 @@ class RunRecord:
             self._callback(event)
 
     def warn(self, message: str, step: int = 0, info: bool = False) -> None:
-        self.emit(TrainWarning(message, step, info))
+        self.emit(TrainWarning(message=message, step=step, info=info))
 
     def save(
         self,
@@ -76,7 +76,7 @@ class RunRecord:
         adapters: dict[str, mx.array],
         adapter_config: dict[str, Any],
         optimizer_state: dict[str, mx.array],
-        state: dict[str, Any],
+        state: ckpt.TrainState,
         keep_last: int,
         reason: str,
         is_best: bool,
@@ -87,8 +87,8 @@ class RunRecord:
             return
         run_dir: Path = self.run.path
         try:
-            path = ckpt.save_checkpoint(run_dir, step, adapters, adapter_config, optimizer_state, dict(state))
+            path = ckpt.save_checkpoint(run_dir, step, adapters, adapter_config, optimizer_state, state.to_dict())
         except (OSError, RuntimeError) as e:  # MLX reports a failed write as a RuntimeError
             raise TrainingError(ckpt.save_failed_message(run_dir, step, e)) from e
         ckpt.prune_checkpoints(run_dir, keep_last)
-        self.emit(CheckpointSaved(str(path), step, state.get("val_loss"), is_best, reason))
+        self.emit(CheckpointSaved(path=str(path), step=step, val_loss=state.val_loss, is_best=is_best, reason=reason))

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
+from ..train.events import Event, Failed, Finished, StepReport, ValidationResult, finite_or_none, parse_event_line
 from .checkpoints import atomic_write_text
-from .history import STEP_REPORT_PREFIX, file_stamp, metrics_lines, parse_line
+from .history import STEP_REPORT_PREFIX, file_stamp, metrics_lines
 from .run_folder import RunFolder
 
 # Bump when RunSummary's cached fields change: older summaries are then made again.
@@ -78,28 +79,27 @@ def _summarize_files(run: RunFolder) -> dict[str, Any] | None:
         status, last_step = ADDED, iters if isinstance(iters, int) else 0
     # Of the step reports only the last one counts: it alone is parsed, and read in its place among the others.
     reports: list[tuple[int, str]] = []  # (place among the other events, line)
-    events: list[dict[str, Any]] = []
+    events: list[Event] = []
     for line in metrics_lines(run):
         if line.startswith(STEP_REPORT_PREFIX):
             reports.append((len(events), line))
-        elif (event := parse_line(line)) is not None:
+        elif (event := parse_event_line(line)) is not None:
             events.append(event)
     for place, line in reversed(reports):  # the last one that parses (a crash may have cut the very last)
-        if (event := parse_line(line)) is not None:
+        if (event := parse_event_line(line)) is not None:
             events.insert(place, event)
             break
     for e in events:
-        kind = e.get("event")
-        if kind == "step":
-            last_step, final_loss = e.get("step", last_step), e.get("loss")
-        elif kind == "validation" and e.get("split") == "valid":
-            v = e.get("val_loss")
+        if isinstance(e, StepReport):
+            last_step, final_loss = e.step, finite_or_none(e.loss)
+        elif isinstance(e, ValidationResult) and e.split == "valid":
+            v = finite_or_none(e.val_loss)
             best = v if best is None or (v is not None and v < best) else best
             final_val = v if v is not None else final_val
-        elif kind == "finished":
-            status = "stopped" if e.get("stopped") else "finished"
-            last_step = e.get("step", last_step)
-        elif kind == "failed":
+        elif isinstance(e, Finished):
+            status = "stopped" if e.stopped else "finished"
+            last_step = e.step
+        elif isinstance(e, Failed):
             status = "failed"
     try:
         notes = run.notes.read_text(encoding="utf-8")

@@ -1,12 +1,15 @@
 """The trainer's events: small dataclasses of plain values, safe to pass between threads.
 
-Each has a `kind`; `to_dict()` is what metrics.jsonl stores, one line per event.
+Each has a `kind`; `to_dict()` is what metrics.jsonl stores, one line per event, and `event_from_row` makes the
+same event of such a line again. `describe()` is the event in words, as the console and the Train tab's log
+both print it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,11 @@ class Event:
         """One line of metrics.jsonl. JSON has no NaN or infinity: those are written as null."""
         row = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in self.to_dict().items()}
         return json.dumps(row) + "\n"
+
+    def describe(self) -> str:
+        """The event in words: one line or a few, for the console and the Train tab's log."""
+        values = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+        return f"{self.kind}: {values}"
 
 
 def finite_or_none(x: float | None) -> float | None:
@@ -49,6 +57,21 @@ class RunStarted(Event):
     backend: str = ""  # the device MLX trains on
     machines: list[str] = field(default_factory=list)  # each rank's host, on several machines (else empty)
 
+    def describe(self) -> str:
+        lines = [
+            f"Run folder: {self.run_dir}",
+            f"Trainable parameters: {self.trainable_params:,} of {self.total_params:,} "
+            f"({100 * self.trainable_params / max(self.total_params, 1):.3f}%)",
+            f"Training rows: {self.train_rows}, validation rows: {self.valid_rows}; {self.steps_per_epoch} steps "
+            f"per epoch, {self.total_steps} steps; padding {self.padding_share:.1%}; "
+            f"BLAS: {self.blas}" + (f"; quantized base: {self.quant_path}" if self.quant_path else ""),
+            f"Device: {self.backend}; {self.loss_path}",
+        ]
+        if self.machines:
+            ranks = ", ".join(f"rank {r}: {h}" for r, h in enumerate(self.machines))
+            lines.append(f"Machines: {len(self.machines)} ({ranks})")
+        return "\n".join(lines)
+
 
 @dataclass
 class StepReport(Event):
@@ -67,6 +90,15 @@ class StepReport(Event):
     mlx_cache_gb: float
     rss_gb: float
     rank_tokens_per_sec: list[float] = field(default_factory=list)  # each rank's share, on several machines
+
+    def describe(self) -> str:
+        rates = self.rank_tokens_per_sec  # on several machines, each one's share
+        ranks = f" | ranks {' + '.join(f'{r:.0f}' for r in rates)} tok/s" if len(rates) > 1 else ""
+        return (
+            f"step {self.step:>6} | epoch {self.epoch:5.2f} | loss {self.loss:.4f} | lr {self.learning_rate:.2e} | "
+            f"{self.tokens_per_sec:8.0f} tok/s | peak {self.mlx_peak_gb:.2f} GB | rss {self.rss_gb:.2f} GB | "
+            f"ETA {self.eta:6.0f}s{ranks}"
+        )
 
 
 @dataclass
@@ -87,7 +119,22 @@ class PreferenceReport(Event):
         """From the sums a preference loss reports (preference.PREFERENCE_STATS: tokens, won, margin, chosen
         log-probability, rejected log-probability) over `pairs` pairs."""
         n = max(pairs, 1)
-        return cls(step, stats[1] / n, stats[2] / n, stats[3] / n, stats[4] / n, int(pairs), split)
+        _tokens, won, margin, chosen_logp, rejected_logp = stats[:5]
+        return cls(
+            step=step,
+            reward_accuracy=won / n,
+            reward_margin=margin / n,
+            chosen_logp=chosen_logp / n,
+            rejected_logp=rejected_logp / n,
+            pairs=int(pairs),
+            split=split,
+        )
+
+    def describe(self) -> str:
+        return (
+            f"step {self.step:>6} | {self.split} pairs: chosen wins {self.reward_accuracy:.1%} | reward margin "
+            f"{self.reward_margin:+.3f} | log p chosen {self.chosen_logp:.2f}, rejected {self.rejected_logp:.2f}"
+        )
 
 
 @dataclass
@@ -100,6 +147,13 @@ class ValidationResult(Event):
     seconds: float
     split: str = "valid"
 
+    def describe(self) -> str:
+        best = " (best)" if self.is_best else ""
+        return (
+            f"step {self.step:>6} | {self.split} loss {self.val_loss:.4f}{best} | {self.val_tokens} tokens in "
+            f"{self.seconds:.1f}s"
+        )
+
 
 @dataclass
 class SampleAnswers(Event):
@@ -110,6 +164,10 @@ class SampleAnswers(Event):
     answers: list[dict[str, Any]]  # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE)
     seconds: float  # kept out of tokens/s: the step timer does not run while answering
 
+    def describe(self) -> str:
+        lines = [f"step {self.step:>6} | sample answers in {self.seconds:.1f}s (not counted in tok/s)"]
+        return "\n".join(lines + [f"  [{i}] {one_line(a['answer'])}" for i, a in enumerate(self.answers, 1)])
+
 
 @dataclass
 class TrainWarning(Event):
@@ -117,6 +175,9 @@ class TrainWarning(Event):
     message: str
     step: int = 0
     info: bool = False  # a fact worth a line in the log (what a pass took), not a warning
+
+    def describe(self) -> str:
+        return self.message if self.info else f"warning: {self.message}"
 
 
 @dataclass
@@ -130,6 +191,12 @@ class Recovered(Event):
     attempt: int
     of: int
 
+    def describe(self) -> str:
+        return (
+            f"step {self.step:>6} | diverged: back to the checkpoint of step {self.back_to}, learning rate "
+            f"x{self.lr_scale:g} (attempt {self.attempt} of {self.of})"
+        )
+
 
 @dataclass
 class CheckpointSaved(Event):
@@ -139,6 +206,9 @@ class CheckpointSaved(Event):
     val_loss: float | None
     is_best: bool
     reason: str  # "periodic", "stop", "end"
+
+    def describe(self) -> str:
+        return f"step {self.step:>6} | saved {self.path} ({self.reason})"
 
 
 @dataclass
@@ -153,6 +223,11 @@ class Finished(Event):
     run_dir: str
     elapsed: float
 
+    def describe(self) -> str:
+        how = "stopped" if self.stopped else "finished"
+        val = f", validation loss {self.val_loss:.4f}" if self.val_loss is not None else ""
+        return f"{how} at step {self.step} in {self.elapsed:.1f}s{val}. Adapter: {self.run_dir}"
+
 
 @dataclass
 class Failed(Event):
@@ -162,5 +237,87 @@ class Failed(Event):
     exit_code: int = 1
     problems: list[str] = field(default_factory=list)
 
+    def describe(self) -> str:
+        return "\n".join([f"error: {self.message}", *self.problems])
+
 
 EventCallback = Callable[[Event], None]
+
+
+def one_line(text: str, width: int = 200) -> str:
+    """Text on one terminal line: line breaks shown as ⏎, cut at `width` characters."""
+    flat = " ⏎ ".join(part.strip() for part in text.strip().splitlines())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# ---------------------------------------------------------------- events read back
+
+
+def event_classes() -> dict[str, type[Event]]:
+    """Every event class by its kind, including ones added later anywhere in the package."""
+    found: dict[str, type[Event]] = {}
+    pending = list(Event.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        found.setdefault(cls.kind, cls)
+        pending += cls.__subclasses__()
+    return found
+
+
+_unknown_kinds: set[str] = set()
+
+
+def _missing_value(f: dataclasses.Field) -> Any:
+    """A value that says nothing, for a required field an older version did not write yet."""
+    kind = str(f.type).replace(" ", "")
+    if "None" in kind.split("|"):
+        return None
+    return {"float": math.nan, "int": 0, "str": "", "bool": False}.get(kind, [] if kind.startswith("list") else {})
+
+
+def _restored(f: dataclasses.Field, value: Any) -> Any:
+    if value is None and str(f.type).replace(" ", "") == "float":
+        return math.nan  # written as null: JSON has no NaN
+    return value
+
+
+def event_from_row(row: Any, complete: bool = False) -> Event | None:
+    """The event one metrics.jsonl row (a dict from its JSON line) holds; None for a row that is not one.
+
+    A field the row lacks (written by an older version) gets its default, or a value that says nothing; with
+    `complete`, such a row is not an event. A kind this version does not know is skipped with a warning in
+    the log, once per kind: a run written by a newer version still reads."""
+    if not isinstance(row, dict):
+        return None
+    kind = str(row.get("event"))
+    cls = event_classes().get(kind)
+    if cls is None:
+        if kind not in _unknown_kinds and "event" in row:
+            _unknown_kinds.add(kind)
+            logging.getLogger(__name__).warning("skipped events of an unknown kind: %r", kind)
+        return None
+    values = {}
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if f.name in row:
+            values[f.name] = _restored(f, row[f.name])
+        elif required and complete:
+            return None
+        elif required:
+            values[f.name] = _missing_value(f)
+    try:
+        return cls(**values)
+    except TypeError:
+        return None
+
+
+def parse_event_line(line: str, complete: bool = False) -> Event | None:
+    """The event a JSON line holds, or None for any other line (a library's message, a line cut short)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return event_from_row(row, complete)

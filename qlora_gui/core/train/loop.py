@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +18,7 @@ from ..memory import GB, clear_cache_if_above
 from ..model.grouped_lora import mlx_layout
 from ..model.loader import adapter_weights
 from ..runs import checkpoints as ckpt
+from ..runs.checkpoints import TrainState
 from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
@@ -28,7 +29,7 @@ from .optimizer import build_optimizer
 from .preference_mode import LazyReference
 from .progress import Progress
 from .sample_answers import SampleAnswerer
-from .step import TrainStep, evaluate_totals
+from .step import LossTotals, TrainStep, evaluate_totals
 
 Flat = dict[str, mx.array]
 
@@ -40,7 +41,7 @@ class Snapshot:
 
     adapters: Flat
     optimizer: Flat
-    state: dict[str, Any] = field(default_factory=dict)
+    state: TrainState = field(default_factory=TrainState)
 
 
 @dataclass
@@ -71,7 +72,7 @@ class TrainingLoop:
         self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
         self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
         self.reference = reference  # DPO: the base's log-probabilities, measured as pairs are first read
-        self.state = ckpt.new_train_state(cfg.seed)
+        self.state = TrainState(seed=cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
         # Gradient checkpointing puts memory first: MLX's limit then follows what a step needs.
@@ -81,7 +82,7 @@ class TrainingLoop:
     def _build_step(self, restore: Snapshot | None = None, source: str = "") -> None:
         """The optimizer (its schedule scaled by the state's lr_scale), the weights and optimizer state to go on
         from, then the compiled step: it captures the optimizer's state as it is when built."""
-        self.optimizer = build_optimizer(self.cfg, self.total_steps, self.state["lr_scale"])
+        self.optimizer = build_optimizer(self.cfg, self.total_steps, self.state.lr_scale)
         self.optimizer.init(self.model.trainable_parameters())
         if restore is not None:
             ckpt.restore_arrays(self.model, self.optimizer, restore.adapters, restore.optimizer, source)
@@ -90,13 +91,13 @@ class TrainingLoop:
     def restore(self, checkpoint: Path) -> None:
         """Continue from a checkpoint folder (resume): its state first, since it sets the learning rate."""
         adapters, optimizer, saved = ckpt.load_checkpoint(checkpoint)
-        self.state.update({k: saved[k] for k in self.state if k in saved})
+        self.state = self.state.updated(saved)
         self._build_step(Snapshot(adapters, optimizer), str(checkpoint))
 
     def _snapshot(self) -> Snapshot:
         flat = cast(list[tuple[str, mx.array]], tree_flatten(self.optimizer.state))
         # Both in mlx-lm's per-projection names, whatever the model groups (grouped_lora.py).
-        return Snapshot(adapter_weights(self.model), mlx_layout(self.model, dict(flat)), dict(self.state))
+        return Snapshot(adapter_weights(self.model), mlx_layout(self.model, dict(flat)), replace(self.state))
 
     # ------------------------------------------------------------ the run
 
@@ -108,21 +109,21 @@ class TrainingLoop:
                 self.ceiling.close()
 
     def _run(self) -> Event:
-        cfg, state, valid = self.cfg, self.state, self.data.get("valid")
+        cfg, valid = self.cfg, self.data.get("valid")  # self.state, never a local: a recovery replaces it
         self.progress = Progress(self.total_steps, self.spe, cfg.ram_warn_share, self.group)
         self.model.train()
         self.last_good = self._snapshot()
-        if state["step"] == 0:  # the starting points: the validation curve's and the base's answers
+        if self.state.step == 0:  # the starting points: the validation curve's and the base's answers
             if valid is not None:
                 self._record_validation(valid)
-                state["val_loss"] = None
+                self.state.val_loss = None
             self._answer()
         stopped = False
-        while state["step"] < self.total_steps and not stopped:
+        while self.state.step < self.total_steps and not stopped:
             try:
                 stopped = self._epoch()
             except Diverged as e:
-                if state["recoveries"] >= cfg.divergence_retries:
+                if self.state.recoveries >= cfg.divergence_retries:
                     raise
                 self._recover(e)
         if stopped:
@@ -134,7 +135,16 @@ class TrainingLoop:
         test, test_loss = self.data.get("test"), None
         if cfg.test and test is not None:
             test_loss, tokens, secs = self._validate(test, cfg.test_batches, "test")
-            self.record.emit(ValidationResult(state["step"], test_loss, tokens, False, secs, split="test"))
+            self.record.emit(
+                ValidationResult(
+                    step=self.state.step,
+                    val_loss=test_loss,
+                    val_tokens=tokens,
+                    is_best=False,
+                    seconds=secs,
+                    split="test",
+                )
+            )
             if self._pairs is not None:
                 self.record.emit(self._pairs)
         return self._finish(False, test_loss)
@@ -142,19 +152,19 @@ class TrainingLoop:
     def _epoch(self) -> bool:
         """The rest of the current epoch (or of the step budget); True when stopped."""
         cfg, state, train, valid = self.cfg, self.state, self.data["train"], self.data.get("valid")
-        epoch, progress = state["epoch"], self.progress
-        guard = DivergenceGuard(cfg.max_bad_steps, cfg.learning_rate * state["lr_scale"])
+        epoch, progress = state.epoch, self.progress
+        guard = DivergenceGuard(cfg.max_bad_steps, cfg.learning_rate * state.lr_scale)
         # The epoch's order is rebuilt from (seed, epoch) each epoch, so a resume can rebuild it too.
         batches = epoch_batches(train.lengths, cfg.batch_size, cfg.seed, epoch, self.group.rank(), self.group.size())
-        while state["epoch"] == epoch and state["step"] < self.total_steps:
+        while state.epoch == epoch and state.step < self.total_steps:
             self.control.wait_if_paused(progress)
             if self.control.stop_requested():
                 return True
             t0 = time.perf_counter()
-            step = state["step"] + 1
+            step = state.step + 1
             # Dropout depends on (seed, step) and the rank alone: each rank's rows draw masks of their own.
             mx.random.seed(cfg.seed * 1_000_003 + step + (self.group.rank() << 40))
-            group = batches[state["batch_pos"] : state["batch_pos"] + cfg.grad_accumulation_steps]
+            group = batches[state.batch_pos : state.batch_pos + cfg.grad_accumulation_steps]
             # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
             if self.reference is not None:
                 self.reference.ensure(train, [idx for idx in group if len(idx)])
@@ -167,17 +177,18 @@ class TrainingLoop:
             for skipped in guard.check(result, step):
                 self.record.warn(skipped, step)
             self.optimizer_updates += result.updated
-            state["step"], state["batch_pos"] = step, state["batch_pos"] + len(group)
-            if state["batch_pos"] >= len(batches):
-                state["epoch"], state["batch_pos"] = state["epoch"] + 1, 0
-            tokens = int(result.stats[0]) if result.stats else result.tokens  # a preference loss counts pairs
-            state["trained_tokens"] += tokens
-            state["val_loss"] = None
-            progress.add_step(result.loss_sum, result.tokens, time.perf_counter() - t0, tokens, result.stats)
+            state.step, state.batch_pos = step, state.batch_pos + len(group)
+            if state.batch_pos >= len(batches):
+                state.epoch, state.batch_pos = state.epoch + 1, 0
+            tokens = result.trained_tokens
+            state.trained_tokens += tokens
+            state.val_loss = None
+            seconds = time.perf_counter() - t0
+            progress.add_step(result.loss_sum, result.tokens, seconds, tokens=tokens, stats=result.stats)
             progress.add_rank_count(sum(m.tokens for m in result.micro))  # this rank's own, for its speed
             if step % cfg.steps_per_report == 0 or step == self.total_steps:
                 pairs = progress.preference_report(step)
-                self.record.emit(progress.report(step, self.train_step.learning_rate(), state["trained_tokens"]))
+                self.record.emit(progress.report(step, self.train_step.learning_rate(), state.trained_tokens))
                 if pairs is not None:
                     self.record.emit(pairs)
                 memory = progress.memory_warning()
@@ -195,18 +206,19 @@ class TrainingLoop:
 
     def _recover(self, error: Diverged) -> None:
         """Back to the last checkpoint with half the learning rate; the same batches follow, in the same order."""
-        failed_at, good = self.state["step"] + 1, self.last_good
-        attempt, scale = self.state["recoveries"] + 1, self.state["lr_scale"] * 0.5
-        self.state.clear()
-        self.state.update(good.state, lr_scale=scale, recoveries=attempt)
+        failed_at, good = self.state.step + 1, self.last_good
+        attempt, scale = self.state.recoveries + 1, self.state.lr_scale * 0.5
+        self.state = replace(good.state, lr_scale=scale, recoveries=attempt)
         self._build_step(good, "the last checkpoint")
         self.record.warn(
-            f"{error} — going back to step {good.state['step']} with the learning rate halved "
+            f"{error} — going back to step {good.state.step} with the learning rate halved "
             f"(retry {attempt} of {self.cfg.divergence_retries})",
             failed_at,
         )
         self.record.emit(
-            Recovered(failed_at, good.state["step"], self.state["lr_scale"], attempt, self.cfg.divergence_retries)
+            Recovered(
+                step=failed_at, back_to=good.state.step, lr_scale=scale, attempt=attempt, of=self.cfg.divergence_retries
+            )
         )
 
     # ------------------------------------------------------------ validation, saving, the end
@@ -222,22 +234,23 @@ class TrainingLoop:
         if self.reference is not None:
             self.reference.ensure(split, mine)
         self.model.eval()
-        sums = evaluate_totals(self.model, (make_batch(split, idx) for idx in mine), self.loss_fn)
-        sums = sum_across_ranks(sums, self.group if world > 1 else None)
+        mine_totals = evaluate_totals(self.model, (make_batch(split, idx) for idx in mine), self.loss_fn)
+        totals = LossTotals.of(sum_across_ranks(mine_totals.as_list(), self.group if world > 1 else None))
         self.model.train()
-        loss = sums[0] / sums[1] if sums[1] else float("nan")
-        pairs = len(sums) > 2 and sums[1] > 0
-        self._pairs = PreferenceReport.of(self.state["step"], sums[1], sums[2:], name) if pairs else None
-        return loss, int(sums[2] if len(sums) > 2 else sums[1]), time.perf_counter() - t0
+        pairs = bool(totals.stats) and totals.count > 0
+        self._pairs = PreferenceReport.of(self.state.step, totals.count, totals.stats, name) if pairs else None
+        return totals.mean_loss, totals.trained_tokens, time.perf_counter() - t0
 
     def _record_validation(self, split: EncodedSplit) -> bool:
         state = self.state
         loss, tokens, secs = self._validate(split, self.cfg.val_batches, "valid")
-        best = state["best_val_loss"] is None or loss < state["best_val_loss"]
-        state["val_loss"] = loss
+        best = state.best_val_loss is None or loss < state.best_val_loss
+        state.val_loss = loss
         if best:
-            state["best_val_loss"], state["best_step"] = loss, state["step"]
-        self.record.emit(ValidationResult(state["step"], loss, tokens, best, secs))
+            state.best_val_loss, state.best_step = loss, state.step
+        self.record.emit(
+            ValidationResult(step=state.step, val_loss=loss, val_tokens=tokens, is_best=best, seconds=secs)
+        )
         if self._pairs is not None:
             self.record.emit(self._pairs)
         return best
@@ -248,7 +261,7 @@ class TrainingLoop:
         if self.answerer is None or not self.record.is_main:
             return
         try:
-            answers = self.answerer.answer(self.model, self.state["step"])
+            answers = self.answerer.answer(self.model, self.state.step)
         except Exception as e:  # they are a view of the run, never a reason to end it
             self.answerer = None
             self.record.warn(f"sample answers stopped ({type(e).__name__}: {e}); training goes on without them")
@@ -258,7 +271,7 @@ class TrainingLoop:
     def _save(self, reason: str, is_best: bool) -> None:
         snapshot = self._snapshot()
         self.record.save(
-            self.state["step"],
+            self.state.step,
             snapshot.adapters,
             self.adapter_config,
             snapshot.optimizer,
@@ -272,14 +285,14 @@ class TrainingLoop:
     def _finish(self, stopped: bool, test_loss: float | None) -> Finished:
         state = self.state
         event = Finished(
-            state["step"],
-            stopped,
-            finite_or_none(self.progress.last_loss),
-            state.get("val_loss"),
-            state.get("best_val_loss"),
-            test_loss,
-            self.cfg.adapter_path,
-            self.progress.elapsed,
+            step=state.step,
+            stopped=stopped,
+            train_loss=finite_or_none(self.progress.last_loss),
+            val_loss=state.val_loss,
+            best_val_loss=state.best_val_loss,
+            test_loss=test_loss,
+            run_dir=self.cfg.adapter_path,
+            elapsed=self.progress.elapsed,
         )
         self.record.emit(event)
         return event

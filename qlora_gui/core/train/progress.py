@@ -65,19 +65,19 @@ class Progress:
         self.last_loss = self._loss / self._count if self._count else float("nan")
         secs = self._seconds
         event = StepReport(
-            step,
-            step / self.steps_per_epoch,
-            self.last_loss,
-            learning_rate,
-            self._tokens / secs if secs else 0.0,
-            self._steps / secs if secs else 0.0,
-            trained_tokens,
-            elapsed,
-            elapsed / self.steps_this_session * (self.total_steps - step),
-            mem.gb("mlx_active"),
-            mem.gb("mlx_peak"),
-            mem.gb("mlx_cache"),
-            mem.gb("rss"),
+            step=step,
+            epoch=step / self.steps_per_epoch,
+            loss=self.last_loss,
+            learning_rate=learning_rate,
+            tokens_per_sec=self._tokens / secs if secs else 0.0,
+            steps_per_sec=self._steps / secs if secs else 0.0,
+            trained_tokens=trained_tokens,
+            elapsed=elapsed,
+            eta=elapsed / self.steps_this_session * (self.total_steps - step),
+            mlx_active_gb=mem.gb("mlx_active"),
+            mlx_peak_gb=mem.gb("mlx_peak"),
+            mlx_cache_gb=mem.gb("mlx_cache"),
+            rss_gb=mem.gb("rss"),
         )
         if self.group is not None and self.group.size() > 1:  # one gather per report, never per step
             event.rank_tokens_per_sec = [event.tokens_per_sec * s for s in rank_shares(self.group, self._rank_count)]

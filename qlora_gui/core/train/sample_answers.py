@@ -134,4 +134,4 @@ class SampleAnswerer:
                 )
         finally:
             model.train(training)
-        return SampleAnswers(step, answers, time.perf_counter() - t0)
+        return SampleAnswers(step=step, answers=answers, seconds=time.perf_counter() - t0)

@@ -59,6 +59,36 @@ class StepResult:
     updated: bool
     stats: list[float] = field(default_factory=list)  # the loss's further sums (preference.PREFERENCE_STATS)
 
+    @property
+    def trained_tokens(self) -> int:
+        """The count, except for a preference loss: it counts pairs, and its first further sum is the tokens."""
+        return int(self.stats[0]) if self.stats else self.tokens
+
+
+@dataclass
+class LossTotals:
+    """A loss summed over batches: the loss, the count it is divided by (trained tokens, or pairs) and the loss's
+    further sums (preference.PREFERENCE_STATS)."""
+
+    loss_sum: float
+    count: float
+    stats: list[float] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, numbers: list[float]) -> LossTotals:
+        return cls(numbers[0], numbers[1], list(numbers[2:]))
+
+    def as_list(self) -> list[float]:
+        return [self.loss_sum, self.count, *self.stats]
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.count if self.count else float("nan")
+
+    @property
+    def trained_tokens(self) -> int:
+        return int(self.stats[0] if self.stats else self.count)
+
 
 def reduce_across_ranks(
     grads: Any, totals: mx.array, group: mx.distributed.Group | None = None
@@ -234,23 +264,18 @@ class TrainStep:
             return schedule(mx.array(max(self.updates - 1, 0), dtype=mx.uint64)).item()
 
 
-def mean_gradient(grads: Any, totals: mx.array) -> Any:
-    """The summed gradient over all trained tokens of the step: one big batch's gradient."""
-    return tree_map(lambda g: g / totals[1], grads)
-
-
-def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> list[float]:
-    """[loss sum, count, the loss's statistics...] over batches; no gradients, one host read at the end."""
+def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> LossTotals:
+    """The loss's totals over batches; no gradients, one host read at the end."""
     totals: mx.array | None = None
     for batch in batches:
         out = loss_fn(model, *batch.arrays())
         sums = mx.concatenate([mx.stack([out[0], out[1].astype(mx.float32)]), *out[2:]])
         totals = sums if totals is None else totals + sums
         mx.async_eval(totals)
-    return cast(list[float], totals.tolist()) if totals is not None else [0.0, 0.0]
+    return LossTotals.of(cast(list[float], totals.tolist()) if totals is not None else [0.0, 0.0])
 
 
 def evaluate_loss(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> tuple[float, int]:
     """Count-weighted mean loss over batches (per trained token, or per pair)."""
-    total, count = evaluate_totals(model, batches, loss_fn)[:2]
-    return (total / count if count else float("nan")), int(count)
+    totals = evaluate_totals(model, batches, loss_fn)
+    return totals.mean_loss, int(totals.count)

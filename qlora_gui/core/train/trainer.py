@@ -93,7 +93,7 @@ class Trainer:
             self._record.close()
 
     def _fail(self, message: str, exit_code: int, details: str = "", problems: list[str] | None = None) -> Failed:
-        event = Failed(message, details, exit_code, problems or [])
+        event = Failed(message=message, details=details, exit_code=exit_code, problems=problems or [])
         self._record.emit(event)
         return event
 
@@ -146,46 +146,47 @@ class Trainer:
         if cfg.train_mode == "dpo":  # the base's log-probabilities, as pairs are first read (the same on resume)
             reference = LazyReference(model, prepared.loss_fn, cfg.batch_size, cfg.seed, world)
             reference.start({k: v for k, v in data.items() if k != "test" or cfg.test})
-        self.loop = loop = TrainingLoop(
-            cfg,
-            model,
-            prepared.loss_fn,
-            data,
-            total_steps,
-            spe,
-            self.group,
-            self._record,
-            config,
-            control,
-            answerer,
-            reference,
-        )
-        loop.cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
+        # On several machines some settings differ from the ones asked for (said in the notes).
+        loop_cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
         notes += machine_notes
+        self.loop = loop = TrainingLoop(
+            loop_cfg,
+            model=model,
+            loss_fn=prepared.loss_fn,
+            data=data,
+            total_steps=total_steps,
+            steps_per_epoch=spe,
+            group=self.group,
+            record=self._record,
+            adapter_config=config,
+            control=control,
+            answerer=answerer,
+            reference=reference,
+        )
         if resume_path is not None:
             loop.restore(resume_path)
         machines = agreement.machine_names(self.group) if world > 1 else []
         if world > 1:  # the same run everywhere, or a message naming the machine that differs, before any step
             facts = {"training rows": train.rows, "training tokens": float(train.lengths.sum()), "steps": total_steps}
-            agreement.check_ranks_agree(self.group, {**facts, "the step to start at": loop.state["step"]}, machines)
+            agreement.check_ranks_agree(self.group, {**facts, "the step to start at": loop.state.step}, machines)
 
         self._record.open(run, cfg)
         self._record.emit(
             RunStarted(
-                str(run.path),
-                cfg.to_dict(),
-                trainable,
-                total_params,
-                spe,
-                total_steps,
-                loop.state["step"],
-                train.rows,
-                valid.rows if valid else 0,
-                padding_share(train.lengths, first_epoch),
-                blas_in_use(),
-                prepared.quant_path,
-                prepared.loss_path,
-                device_name(),
+                run_dir=str(run.path),
+                config=cfg.to_dict(),
+                trainable_params=trainable,
+                total_params=total_params,
+                steps_per_epoch=spe,
+                total_steps=total_steps,
+                start_step=loop.state.step,
+                train_rows=train.rows,
+                valid_rows=valid.rows if valid else 0,
+                padding_share=padding_share(train.lengths, first_epoch),
+                blas=blas_in_use(),
+                quant_path=prepared.quant_path,
+                loss_path=prepared.loss_path,
+                backend=device_name(),
                 machines=machines,
             )
         )

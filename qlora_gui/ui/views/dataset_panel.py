@@ -32,7 +32,8 @@ from ...core.data.dataset import DataReport
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
 from ...core.resources import sample_data_path
-from ...core.train.config import SETTING_BY_KEY, default_of
+from ...core.runs.pending_run import PendingRun
+from ...core.train.config import SETTING_BY_KEY
 from ...core.train.preference_mode import mode_mismatch
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value
@@ -44,21 +45,23 @@ from .data_summary import fill_preview, plot_lengths, summary_html
 _PROBLEM = re.compile(r"^(?P<file>.+?):(?P<line>\d+): ")
 
 
+CHECK_KEYS = frozenset({"model", "max_seq_length", "batch_size", "seed"})  # settings that change the check
+
+
 class DatasetPanel(QWidget):
     report_changed = Signal()  # a new report (usable or not) is in `self.report`
     token_view_shown = Signal()  # the token view shows a new row (or says why it cannot)
     demo_model_requested = Signal()  # the first-run card's "Use the demo model"
     mode_requested = Signal(str)  # the user asks to train in this mode, where the Data tab shows the mismatch
 
-    def __init__(self, parent=None):
+    def __init__(self, pending: PendingRun | None = None, parent=None):
         super().__init__(parent)
+        # The run being prepared: this tab sets its data; the model and the settings that change the check come
+        # from the other tabs through it.
+        self.pending = pending or PendingRun()
+        self.pending.subscribe(self._on_pending_changed)
         self.report: DataReport | None = None
         self.raw: dict[str, RawSplit] = {}
-        self.model_path: str | None = None
-        self.max_seq_length: int = default_of("max_seq_length")
-        self.batch_size: int = default_of("batch_size")
-        self.seed: int = default_of("seed")  # splits a single file as training will
-        self.train_mode: str = default_of("train_mode")  # the Settings tab's, for the verdict on these rows
         self._generation = 0
         self.checking = False
 
@@ -190,6 +193,11 @@ class DatasetPanel(QWidget):
             self.set_path(text)
 
     @property
+    def progress(self) -> CheckProgress:
+        """Where the check of the data stands, as its encoding moves."""
+        return self._progress
+
+    @property
     def usable(self) -> bool:
         return self.report is not None and self.report.usable and not self.checking
 
@@ -209,24 +217,34 @@ class DatasetPanel(QWidget):
         )
         self.recheck()
 
-    def set_model(self, model_path: str | None) -> None:
-        if model_path != self.model_path:
-            self.model_path = model_path
-            self.recheck()
+    # What the other tabs set that changes this one: the model (lengths in its tokens), the cut length, the batch
+    # size and the seed that splits a single file as training will, and the mode the verdict is for.
 
-    def set_limits(self, max_seq_length: int, batch_size: int, seed: int | None = None) -> None:
-        """The settings that change the check: cut length, batch size and the seed that splits a single file."""
-        seed = self.seed if seed is None else seed
-        if (max_seq_length, batch_size, seed) != (self.max_seq_length, self.batch_size, self.seed):
-            self.max_seq_length, self.batch_size, self.seed = max_seq_length, batch_size, seed
-            self.recheck()
+    @property
+    def model_path(self) -> str | None:
+        return self.pending.config.model or None
 
-    def set_train_mode(self, mode: str) -> None:
-        """The training mode the verdict is for: pairs with SFT, or plain rows with DPO/ORPO, are not ready."""
-        if mode != self.train_mode:
-            self.train_mode = mode
-            if self.report is not None and not self.checking:
-                self._render(self.report)
+    @property
+    def max_seq_length(self) -> int:
+        return self.pending.config.max_seq_length
+
+    @property
+    def batch_size(self) -> int:
+        return self.pending.config.batch_size
+
+    @property
+    def seed(self) -> int:
+        return self.pending.config.seed
+
+    @property
+    def train_mode(self) -> str:
+        return self.pending.config.train_mode
+
+    def _on_pending_changed(self, keys: set[str]) -> None:
+        if keys & CHECK_KEYS:
+            self.recheck()
+        elif "train_mode" in keys and self.report is not None and not self.checking:
+            self._render(self.report)  # pairs with SFT, or plain rows with DPO/ORPO, are not ready
 
     def _needed_mode(self) -> str:
         return "dpo" if self.train_mode == "sft" else "sft"
@@ -244,6 +262,9 @@ class DatasetPanel(QWidget):
     # ------------------------------------------------------------ checking
 
     def recheck(self) -> None:
+        self.pending.update(
+            data=self.path, mask_prompt=self.mask_prompt.isChecked(), valid_fraction=self.valid_share.value()
+        )
         self._sync_first_run()
         if not self.path:
             return

@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from platformdirs import user_data_dir
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -20,9 +19,10 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.errors import ModelError
-from ...core.model.demo_model import build_demo_model
+from ...core.model.demo_model import demo_model_dir, ensure_demo_model
 from ...core.model.model_files import check_model_files
 from ...core.model.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
+from ...core.runs.pending_run import PendingRun
 from ...core.train.config import SETTING_BY_KEY
 from ..dialogs.download_dialog import DownloadDialog
 from ..workers.jobs import start_job
@@ -68,22 +68,14 @@ def quantize_tooltips(info: ModelInfo | None) -> list[str]:
     ]
 
 
-def demo_model_dir() -> Path:
-    return Path(user_data_dir("QLoRA Studio", appauthor=False)) / "demo-model"
-
-
-def ensure_demo_model() -> str:
-    path = demo_model_dir()
-    if not (path / "model.safetensors").is_file():
-        build_demo_model(path)
-    return str(path)
-
-
 class ModelPanel(QWidget):
     model_changed = Signal()
 
-    def __init__(self, extra_folders: list[str] | None = None, parent=None):
+    def __init__(self, extra_folders: list[str] | None = None, pending: PendingRun | None = None, parent=None):
         super().__init__(parent)
+        # The run being prepared: this tab sets its model and how it is quantized (no model while one is built).
+        self.pending = pending or PendingRun()
+        self.model_changed.connect(self._publish)  # first: whoever else hears `model_changed` finds it set
         self.extra_folders = list(extra_folders or [])
         self.selected: ModelInfo | None = None
         self.problem = ""  # what is wrong with the selected model's files, if anything
@@ -210,6 +202,10 @@ class ModelPanel(QWidget):
 
     # ------------------------------------------------------------ selection
 
+    def _publish(self) -> None:
+        model = "" if self.busy else self.selected_path or ""
+        self.pending.update(model=model, quantize_bits=self.quantize_bits, quantize_group_size=self.group)
+
     @property
     def selected_path(self) -> str | None:
         return str(self.selected.path) if self.selected else None
@@ -270,7 +266,7 @@ class ModelPanel(QWidget):
             self.busy = True
             self.info.setText("Building the demo model…")
             self.model_changed.emit()
-            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+            start_job(ensure_demo_model, demo_model_dir(), on_done=self._demo_ready, on_failed=self._demo_failed)
             return
         self._set_selected(describe_model(Path(path), "listed"))
 
@@ -285,7 +281,7 @@ class ModelPanel(QWidget):
             self.busy = True
             self.info.setText("Building the demo model…")
             self.model_changed.emit()
-            start_job(ensure_demo_model, on_done=self._demo_ready, on_failed=self._demo_failed)
+            start_job(ensure_demo_model, demo_model_dir(), on_done=self._demo_ready, on_failed=self._demo_failed)
 
     def _demo_ready(self, path: str) -> None:
         self.busy = False

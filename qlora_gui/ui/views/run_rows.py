@@ -11,7 +11,6 @@ from PySide6.QtWidgets import QTreeWidgetItem
 
 from ...core.runs.run_admin import describe_settings
 from ...core.runs.run_summary import RunSummary
-from .run_figures import eval_cell, fmt_loss
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
 # Each column's name and what it says (its header's tooltip).
@@ -42,6 +41,18 @@ COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
 WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
 MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
 MISSING = float("inf")  # a run without the figure sorts after those with one (ascending)
+
+
+def fmt_loss(x: float | None) -> str:
+    return f"{x:.4f}" if x is not None else "–"
+
+
+def eval_cell(results: list[dict]) -> str:
+    if not results:
+        return "–"
+    r = results[-1]
+    base, adapter = r.get("base_loss"), r.get("adapter_loss")
+    return f"{fmt_loss(base)} → {fmt_loss(adapter)}" if base is not None else fmt_loss(adapter)
 
 
 def run_row(run: RunSummary) -> list[tuple[str, Any]]:

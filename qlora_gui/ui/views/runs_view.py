@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFileDialog,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
+    QMessageBox,
+    QPlainTextEdit,
     QPushButton,
     QSplitter,
     QTabWidget,
@@ -18,21 +21,29 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.after.evaluation import read_evaluations
-from ...core.runs.run_admin import read_notes, resume_point, settings_differences
+from ...core.after.evaluation import evaluate_run, evaluation_text, last_row_losses, read_evaluations
+from ...core.errors import UserError
+from ...core.runs.run_admin import (
+    differences_text,
+    read_notes,
+    rename_run,
+    resume_point,
+    settings_differences,
+    write_notes,
+)
 from ...core.runs.run_folder import run_of
+from ...core.runs.run_import import BaseModelNeeded, add_run_folder
+from ...core.runs.run_lock import folder_owner, in_use_message
 from ...core.runs.run_summary import RunSummary, list_runs
-from ..desktop import open_folder
+from ..desktop import move_to_trash, open_folder
 from ..dialogs.hard_rows_dialog import HardRowsDialog
 from ..widgets.run_curves import RunCurvesPlot
 from ..widgets.sample_timeline import SampleTimeline
 from ..workers.jobs import start_job
-from .run_figures import differences_text, evaluate_run, evaluation_text, last_row_losses
-from .run_filing import RunFiling
 from .run_rows import COLUMN_INDEX, COLUMNS, PATH_ROLE, WIDEST_COLUMN, RunItem, run_row
 
 
-class RunsView(RunFiling, QWidget):
+class RunsView(QWidget):
     try_requested = Signal(str)  # a run folder
     resume_requested = Signal(str)  # a checkpoint folder
     export_requested = Signal(str)
@@ -42,7 +53,7 @@ class RunsView(RunFiling, QWidget):
         super().__init__(parent)
         self.runs_root = Path(runs_root)
         self.eval_job = None
-        self.busy_run: Callable[[], str | None] = lambda: None  # the run folder training writes to now
+        self.busy_run: str | None = None  # the run folder training writes to now (the window says)
         self.table = QTreeWidget()
         self.table.setHeaderLabels([name for name, _ in COLUMNS])
         for col, (_, tip) in enumerate(COLUMNS):
@@ -211,7 +222,7 @@ class RunsView(RunFiling, QWidget):
         """Enable what applies to the selection; a run that is training is only tried, never changed."""
         run = self.selected_run()
         several = len(self.table.selectedItems()) > 1
-        busy = bool(run) and self.busy_run() == run
+        busy = bool(run) and self.busy_run == run
         self.try_button.setEnabled(bool(run))
         self.notes_button.setEnabled(bool(run))
         self.eval_button.setEnabled(bool(run) and not busy and self.eval_job is None)
@@ -240,6 +251,121 @@ class RunsView(RunFiling, QWidget):
         if busy:
             for button in (self.eval_button, self.export_button, self.rename_button, self.delete_button):
                 button.setToolTip("This run is training (its checkpoints are still changing): stop it first")
+
+    # ------------------------------------------------------------ filing: rename, notes, trash
+
+    def _ask_add_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Add a run folder: one of ours, or one written by mlx_lm.lora or mlx-lm-lora", str(Path.home())
+        )
+        if folder:
+            self.add_run(folder)
+
+    def add_run(self, folder: str, model: str | None = None) -> None:
+        """Add a run folder from elsewhere to the runs folder (linked or copied, the original untouched) and
+        select it; a folder that is not one says why. Its base model is asked for when its config names none."""
+        try:
+            added = add_run_folder(folder, self.runs_root, model)
+        except BaseModelNeeded as e:
+            self.summary.setText(f"⚠ {e}")
+            base = QFileDialog.getExistingDirectory(self, f"The base model {Path(folder).name} was trained on")
+            if base:
+                self.add_run(folder, base)
+            return
+        except (UserError, OSError) as e:
+            self.summary.setText(f"⚠ {e}")
+            return
+        self.refresh()
+        self.select_runs([added.name])
+
+    def _ask_rename(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        self.rename_dialog = dialog = QInputDialog(self)
+        dialog.setWindowTitle("Rename run")
+        dialog.setLabelText("New name for the run folder:")
+        dialog.setTextValue(Path(run).name)
+        # Wide enough for the whole name (Qt's default is about 200 px, which cuts a dated run name).
+        dialog.resize(
+            max(480, dialog.fontMetrics().horizontalAdvance(Path(run).name) + 120), dialog.sizeHint().height()
+        )
+        if dialog.exec():
+            self.rename_selected(dialog.textValue())
+
+    def rename_selected(self, name: str) -> None:
+        run = self.selected_run()
+        if not run or self.busy_run == run:
+            return
+        try:
+            new = rename_run(Path(run), name)
+        except (UserError, OSError) as e:
+            self.refresh()  # the folder may have been renamed before the failure
+            self.select_runs([Path(run).name if Path(run).exists() else name.strip()])
+            self.summary.setText(f"⚠ {e}")
+            return
+        self.refresh()
+        self.select_runs([new.name])
+
+    def _ask_notes(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        self.notes_dialog = dialog = QInputDialog(self)
+        dialog.setOption(QInputDialog.InputDialogOption.UsePlainTextEditForTextInput)
+        dialog.setWindowTitle(f"Notes — {Path(run).name}")
+        dialog.setLabelText("Notes on this run (saved in its folder as notes.md):")
+        dialog.setTextValue(read_notes(Path(run)))
+        edit = dialog.findChild(QPlainTextEdit)
+        if edit is not None:  # long lines wrap at the box's width
+            edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
+        dialog.resize(560, 360)
+        if dialog.exec():
+            self.set_notes(dialog.textValue())
+
+    def set_notes(self, text: str) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        try:
+            write_notes(Path(run), text)
+        except OSError as e:
+            self.summary.setText(f"⚠ Notes not saved: {e}")
+            return
+        self.refresh()
+        self.select_runs([Path(run).name])
+
+    def _ask_delete(self) -> None:
+        run = self.selected_run()
+        if not run:
+            return
+        answer = QMessageBox.question(
+            self,
+            "Move run to trash",
+            f"Move the run '{Path(run).name}' (its checkpoints, metrics and notes) to the "
+            "trash? You can restore it from there.",
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            self.trash_selected()
+
+    def trash_selected(self) -> bool:
+        """Move the selected run folder to the system trash; never deletes outright."""
+        run = self.selected_run()
+        if not run or self.busy_run == run:
+            return False
+        owner = folder_owner(Path(run))
+        if owner is not None:
+            self.summary.setText(f"⚠ Not moved to the trash: {in_use_message(Path(run), owner)}")
+            return False
+        if not move_to_trash(run):
+            self.summary.setText(
+                f"⚠ {Path(run).name} could not be moved to the trash, so it was left as it is. "
+                f"Delete the folder yourself if you want it gone: {run}"
+            )
+            return False
+        self.refresh()
+        self.summary.setText(f"Moved {Path(run).name} to the trash.")
+        return True
 
     def _show_summary(self) -> None:
         if self.eval_job is not None:
@@ -277,7 +403,7 @@ class RunsView(RunFiling, QWidget):
 
     def resume_selected(self) -> None:
         run = self.selected_run()
-        point = self._resume_point(run) if run and self.busy_run() is None else None
+        point = self._resume_point(run) if run and self.busy_run is None else None
         if point is not None:
             self.resume_requested.emit(str(point.path))
 

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 from ...core.errors import ConfigError
 from ...core.memory import GB
 from ...core.resources import resource_path
+from ...core.runs.pending_run import PendingRun
 from ...core.train.command_line import apply_flag_values, train_command
 from ...core.train.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ...core.train.estimate import MemoryEstimate
@@ -38,8 +39,12 @@ LEFT_GROUPS = ("Adapter", "Batches", "Duration", "Sample answers")
 class SettingsPanel(QWidget):
     changed = Signal()
 
-    def __init__(self, parent=None):
+    def __init__(self, pending: PendingRun | None = None, parent=None):
         super().__init__(parent)
+        # The run being prepared: this tab sets its settings there (or why one is refused); the copied command,
+        # the preflight and the Machines box read the whole run from it.
+        self.pending = pending or PendingRun()
+        self.changed.connect(self._publish)  # first: whoever else hears `changed` finds the run up to date
         self._widgets: dict[str, QWidget] = {}
         self._reasons: dict[str, QLabel] = {}  # beside each field: why its value is refused
         self.problem = ""  # the current settings problem, in the form's words ("" when none)
@@ -62,7 +67,7 @@ class SettingsPanel(QWidget):
                 self._preset_values.append({})
         self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
-        self.presets.activated.connect(self._apply_preset)
+        self.presets.activated.connect(self.apply_preset)
         self.changed.connect(self._mark_preset)
         save = QPushButton("Save…")
         save.setToolTip("Save these settings as a YAML file that `qlora-gui train -c` reads.")
@@ -71,7 +76,6 @@ class SettingsPanel(QWidget):
         load.clicked.connect(self.load)
         copy = QPushButton("Copy CLI command")
         copy.clicked.connect(self.copy_command)
-        self.command_source = None  # set by the window: returns the full config for the command line
         top = QHBoxLayout()
         top.addWidget(self.presets)
         top.addWidget(save)
@@ -85,7 +89,7 @@ class SettingsPanel(QWidget):
         self.estimate_bar.setRange(0, 1000)
         self.estimate_bar.setTextVisible(False)
         self.estimate_bar.setMaximumHeight(10)
-        self.preflight = PreflightBox(lambda: self.command_source() if self.command_source else self.check())
+        self.preflight = PreflightBox(self.pending.config_to_start)
         self.preflight.applied.connect(self.set_config)
 
         form_host = QWidget()
@@ -117,7 +121,7 @@ class SettingsPanel(QWidget):
             self._widgets[s.key] = widget
             self._reasons[s.key] = reason
         left.addStretch(1)
-        self.machines = MachinesBox(lambda: self.command_source() if self.command_source else self.check())
+        self.machines = MachinesBox(self.pending.config_to_start)
         self.machines.changed.connect(self.changed.emit)
         right.addWidget(self.machines)
         right.addStretch(1)
@@ -134,12 +138,26 @@ class SettingsPanel(QWidget):
         layout.addWidget(scroll, 1)
         self.set_config(TrainConfig())
 
+    def widget(self, key: str) -> QWidget:
+        """The box that edits one setting (a key of TAB_SETTINGS)."""
+        return self._widgets[key]
+
+    def widget_keys(self) -> list[str]:
+        return list(self._widgets)
+
+    def reason_label(self, key: str) -> QLabel:
+        """The line beside a setting that says why its value is refused (hidden when it is not)."""
+        return self._reasons[key]
+
     # ------------------------------------------------------------ config in and out
 
     def set_config(self, cfg: TrainConfig) -> None:
         for s in TAB_SETTINGS:
             show_value(self._widgets[s.key], s, cfg.value(s.key))
         self.changed.emit()
+
+    def _publish(self) -> None:
+        self.pending.set_settings(self.check(), self.problem)
 
     def set_value(self, key: str, value: object) -> None:
         """One setting, as if typed into its field."""
@@ -247,7 +265,7 @@ class SettingsPanel(QWidget):
             name = self.presets.itemText(i).removeprefix("✓ ")
             self.presets.setItemText(i, f"✓ {name}" if name == active else name)
 
-    def _apply_preset(self, index: int) -> None:
+    def apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)
         if path:
             self._load_file(Path(path))
@@ -270,7 +288,7 @@ class SettingsPanel(QWidget):
             self._load_file(Path(path))
 
     def save(self) -> None:
-        cfg = self.command_source() if self.command_source else self.check()
+        cfg = self.pending.config_to_start()
         if cfg is None:
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save settings", "lora.yaml", "YAML (*.yaml)")
@@ -280,7 +298,7 @@ class SettingsPanel(QWidget):
             atomic_write_text(Path(path), cfg.to_yaml())
 
     def copy_command(self) -> str | None:
-        cfg = self.command_source() if self.command_source else self.check()
+        cfg = self.pending.config_to_start()
         if cfg is None:
             return None
         text = train_command(cfg)

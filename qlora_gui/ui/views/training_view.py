@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -19,8 +20,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.runs.history import sample_answers_of
 from ...core.train.events import (
     CheckpointSaved,
+    Event,
     Failed,
     Finished,
     PreferenceReport,
@@ -83,6 +86,7 @@ class TrainingView(QWidget):
         self.charts = TrainingCharts()
 
         self.log = QPlainTextEdit(readOnly=True)
+        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))  # the events' columns line up
         # The newest lines only: in a run reporting every step, filling a log of 5,000 lines was most of the
         # window's memory growth (bench/soak.py). metrics.jsonl keeps every report.
         self.log.setMaximumBlockCount(LOG_LINES)
@@ -179,7 +183,7 @@ class TrainingView(QWidget):
 
     # ------------------------------------------------------------ trainer events
 
-    def on_started(self, e: RunStarted, earlier: list[dict] | None = None) -> None:
+    def on_started(self, e: RunStarted, earlier: list[Event] | None = None) -> None:
         """`earlier`: a resumed run's events so far (its metrics.jsonl, read by the worker)."""
         if e.start_step == 0:
             self.charts.clear()
@@ -188,9 +192,7 @@ class TrainingView(QWidget):
             self.preference.clear()
         else:  # a resumed run: its answers and pair figures so far, from its folder
             earlier = earlier or []
-            self.samples.set_events(
-                [x for x in earlier if x.get("event") == SampleAnswers.kind and isinstance(x.get("answers"), list)]
-            )
+            self.samples.set_events(sample_answers_of(earlier))
             self.preference.set_events(earlier)
         pairs = e.config.get("train_mode", "sft") != "sft"
         self.preference.setVisible(pairs)
@@ -207,13 +209,7 @@ class TrainingView(QWidget):
         self.total_steps = e.total_steps
         self.status.setText(self._opening_text(e))
         self.samples_due = bool(e.config.get("sample_answers"))
-        epochs = e.total_steps / max(e.steps_per_epoch, 1)
-        self.append_log(
-            f"Run folder {e.run_dir}: {e.trainable_params:,} trainable of {e.total_params:,} "
-            f"parameters; {e.train_rows} training rows, {e.steps_per_epoch} steps per epoch, "
-            f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
-            f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}"
-        )
+        self.append_log(e.describe())
 
     def _opening_text(self, e: RunStarted) -> str:
         """What the run does before its first report: the DPO reference, the base's validation and answers."""
@@ -239,10 +235,7 @@ class TrainingView(QWidget):
             f"{e.loss:.4f} · {e.tokens_per_sec:.0f} tok/s · elapsed "
             f"{format_seconds(e.elapsed)} · ETA {format_seconds(e.eta)}"
         )
-        self.append_log(
-            f"step {e.step}: loss {e.loss:.4f}, lr {e.learning_rate:.2e}, "
-            f"{e.tokens_per_sec:.0f} tok/s, MLX peak {e.mlx_peak_gb:.2f} GB, RSS {e.rss_gb:.2f} GB"
-        )
+        self.append_log(e.describe())
 
     def on_validation(self, e: ValidationResult) -> None:
         self.charts.add_validation(e)
@@ -251,28 +244,19 @@ class TrainingView(QWidget):
                 f"Base validation loss {e.val_loss:.4f} (step 0); "
                 + ("answering the sample prompts with the base, then training…" if self.samples_due else "training…")
             )
-        best = " (best)" if e.is_best else ""
-        self.append_log(
-            f"step {e.step}: {e.split} loss {e.val_loss:.4f}{best} on {e.val_tokens:,} "
-            "trained tokens of the validation batches"
-        )
+        self.append_log(e.describe())
 
     def on_preference(self, e: PreferenceReport) -> None:
         self.preference.add(e)
-        self.append_log(
-            f"step {e.step}: {e.split} pairs: chosen wins {e.reward_accuracy:.1%}, reward margin "
-            f"{e.reward_margin:+.3f}, log p chosen {e.chosen_logp:.2f} / rejected {e.rejected_logp:.2f}"
-        )
+        self.append_log(e.describe())
 
     def on_samples(self, e: SampleAnswers) -> None:
         self.samples.add(e.step, e.answers, e.seconds)
-        self.append_log(f"step {e.step}: {len(e.answers)} sample answer(s) in {e.seconds:.1f} s (tab Sample answers)")
+        self.append_log(e.describe())
 
     def on_warning(self, e: TrainWarning) -> None:
-        if e.info:
-            self.append_log(e.message)
-        elif e.message not in self.data_warnings:
-            self.append_log(f"⚠ {e.message}")
+        if e.info or e.message not in self.data_warnings:
+            self.append_log(e.describe())
         elif not self._data_warnings_said:
             self._data_warnings_said = True
             self.append_log("The Data tab's notes on this data hold for this run (tab Data).")
@@ -297,21 +281,19 @@ class TrainingView(QWidget):
         item.setData(0, PATH_ROLE, e.path)
         self.checkpoints.addTopLevelItem(item)
         self.checkpoints.sortItems(0, Qt.SortOrder.AscendingOrder)
-        self.append_log(f"step {e.step}: checkpoint saved ({e.reason})")
+        self.append_log(e.describe())
 
     def on_finished(self, e: Finished) -> None:
         how = "Stopped" if e.stopped else "Finished"
         self.progress.setValue(e.step)  # the bar and the status name the same step
         val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
         self.status.setText(f"{how} at step {e.step} in {format_seconds(e.elapsed)}{val}.")
-        self.append_log(f"{how.lower()} at step {e.step}{val}. Adapter: {e.run_dir}")
+        self.append_log(e.describe())
         self.set_running(False)
 
     def on_failed(self, e: Failed) -> None:
         self.status.setText(f"Failed: {e.message}")
-        self.append_log(f"failed: {e.message}")
-        for line in e.problems:
-            self.append_log(line)
+        self.append_log(e.describe())
         self.set_running(False)
 
     # ------------------------------------------------------------ checkpoints

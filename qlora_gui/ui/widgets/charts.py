@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ...core.train.events import Recovered, StepReport, ValidationResult
+from ...core.train.events import Event, Recovered, StepReport, ValidationResult, finite_or_none
 from ..theme import color_legend, style_plot
 from .chart_history import MAX, MEAN, ChartHistory
 
@@ -46,6 +46,11 @@ def ema(values: list[float], weight: float = SMOOTHING) -> list[float]:
         kept *= decay
         out.append(acc / (1 - kept))
     return out
+
+
+def dots_drawn(curve: pg.PlotDataItem) -> int:
+    """How many points of a line are drawn as dots (a lone report's, see show_lone_points)."""
+    return len(curve.scatter.points())
 
 
 def show_lone_points(curve: pg.PlotDataItem, count: int, size: int = 6) -> None:
@@ -215,29 +220,26 @@ class TrainingCharts(QWidget):
         self.recovery_marks.append(mark)
         self._dirty = True
 
-    def add_history(self, events: list[dict], up_to_step: int) -> None:
-        """A resumed run's earlier reports (lines of its metrics.jsonl), up to the checkpoint it continues from."""
+    def add_history(self, events: list[Event], up_to_step: int) -> None:
+        """A resumed run's earlier reports (its metrics.jsonl), up to the checkpoint it continues from."""
         for e in events:
-            if e.get("step", 0) <= up_to_step:
-                if e.get("event") == StepReport.kind:
-                    self._add_step(
-                        e["step"],
-                        e.get("loss"),
-                        e["learning_rate"],
-                        e["tokens_per_sec"],
-                        e["mlx_active_gb"],
-                        e["mlx_peak_gb"],
-                        e["rss_gb"],
-                    )
-                elif e.get("event") == ValidationResult.kind:
-                    self._add_validation(e["step"], e.get("val_loss"), e.get("split", "valid"))
-                elif e.get("event") == Recovered.kind:
-                    self._add_recovery(e["back_to"], e["lr_scale"])
+            if getattr(e, "step", 0) > up_to_step:
+                continue
+            # metrics.jsonl stores a loss that was not finite as null, read back as NaN: not drawn
+            if isinstance(e, StepReport):
+                loss = finite_or_none(e.loss)
+                self._add_step(
+                    e.step, loss, e.learning_rate, e.tokens_per_sec, e.mlx_active_gb, e.mlx_peak_gb, e.rss_gb
+                )
+            elif isinstance(e, ValidationResult):
+                self._add_validation(e.step, finite_or_none(e.val_loss), e.split)
+            elif isinstance(e, Recovered):
+                self.add_recovery(e)
 
     def _add_step(
         self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float, rss: float
     ) -> None:
-        if loss is None:  # metrics.jsonl stores a loss that was not finite as null
+        if loss is None:  # a loss that was not finite, as metrics.jsonl stores it
             return
         acc, missing = self._ema  # ema() one report at a time: the bounded history merges old points
         acc, missing = (1 - SMOOTHING) * acc + SMOOTHING * loss, missing * (1 - SMOOTHING)
@@ -272,6 +274,10 @@ class TrainingCharts(QWidget):
         self.limit_line.setVisible(near)
         self.mem_plot.setTitle(placed[1])
         self.mem_plot.setYRange(0, placed[2], padding=0)
+
+    def memory_title(self) -> str:
+        """The memory chart's title: the peak so far, and the limit when one is set."""
+        return str(self.mem_plot.titleLabel.text)
 
     def redraw(self) -> None:
         if not self._dirty or not self.isVisible():  # a hidden tab catches up when it is shown

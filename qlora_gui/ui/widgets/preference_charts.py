@@ -3,14 +3,13 @@ log-probabilities of the chosen and rejected answers; lines for training, dots f
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import math
 
 import pyqtgraph as pg
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from ...core.train.events import PreferenceReport
+from ...core.train.events import Event, PreferenceReport
 from ..theme import color_legend, style_plot
 from .charts import ChartStack, dot_legend, show_lone_points
 
@@ -99,13 +98,13 @@ class PreferenceCharts(QWidget):
             self.curves[(split, name)].setData(steps, values)
         self.stack.show_charts(True)
 
-    def set_events(self, events: list[dict[str, Any]]) -> None:
-        """A run's pair figures so far, from its metrics.jsonl (a resumed run's history)."""
+    def set_events(self, events: list[Event]) -> None:
+        """A run's pair figures so far, from its metrics.jsonl (a resumed run's history); a report with a figure
+        that was not finite (stored as null) is left out."""
         self.clear()
-        fields = {f.name for f in dataclasses.fields(PreferenceReport)}
         for e in events:
-            if e.get("event") == PreferenceReport.kind and all(isinstance(e.get(k), (int, float)) for k in SERIES):
-                self.add(PreferenceReport(**{k: v for k, v in e.items() if k in fields}))
+            if isinstance(e, PreferenceReport) and all(math.isfinite(getattr(e, k)) for k in SERIES):
+                self.add(e)
 
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self.view, self.plots, palette)

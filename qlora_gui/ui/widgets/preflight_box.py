@@ -77,9 +77,14 @@ class PreflightBox(QWidget):
         peak = self.measured_peak_gb(cfg)
         return peak / (cfg.memory_limit_gb or memory_budget() / GB) if peak is not None else None
 
+    def set_measured(self, result: PreflightResult, cfg: TrainConfig | None) -> None:
+        """Keep a measurement as that of these settings (a later change of them makes it stale)."""
+        self.result = result
+        self._measured_for = memory_fingerprint(cfg) if cfg else None
+
     def _done(self, result: PreflightResult) -> None:
-        self.job, self.result = None, result
-        self._measured_for = memory_fingerprint(self._config) if self._config else None
+        self.job = None
+        self.set_measured(result, self._config)
         self.check_button.setEnabled(True)
         self._say(result.to_text().replace("\n", "<br>"))
         chosen = result.chosen

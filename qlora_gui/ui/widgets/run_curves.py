@@ -61,5 +61,9 @@ class RunCurvesPlot(pg.PlotWidget):
         self.setTitle(title)
         plot.enableAutoRange()
 
+    def lines(self) -> list[tuple[list[float], list[float]]]:
+        """Each drawn line's steps and values, as given (before the view clips and downsamples them)."""
+        return [(list(item.xData), list(item.yData)) for item in self.getPlotItem().listDataItems()]
+
     def apply_palette(self, palette: QPalette) -> None:
         style_plot(self, (self.getPlotItem(),), palette)

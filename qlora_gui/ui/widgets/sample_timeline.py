@@ -22,6 +22,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.train.events import SampleAnswers
+
 MATCH_COLOUR = QColor(80, 180, 110, 90)  # a cell whose answer gives the reference; light enough for dark mode too
 SNIPPET = 24  # characters of an answer shown in the overview's cells
 EMPTY_TEXT = (
@@ -149,6 +151,11 @@ class SampleTimeline(QWidget):
     def steps(self) -> list[int]:
         return list(self._steps)
 
+    @property
+    def panels(self) -> list[PromptPanel]:
+        """One panel per sample prompt, showing the answer at the chosen step."""
+        return list(self._panels)
+
     def clear(self) -> None:
         self._steps, self._answers = [], {}
         for panel in self._panels:
@@ -177,15 +184,11 @@ class SampleTimeline(QWidget):
             self.slider.setValue(len(self._steps) - 1)
         self._show_index(self.slider.value())
 
-    def set_events(self, events: list[dict[str, Any]]) -> None:
-        """A finished run's answers, as metrics.jsonl keeps them."""
+    def set_events(self, events: list[SampleAnswers]) -> None:
+        """A run's answers so far, as metrics.jsonl keeps them."""
         self.clear()
         for e in events:
-            self.add(e["step"], e["answers"], e.get("seconds", 0.0))
-
-    def show_step(self, step: int) -> None:
-        if step in self._answers:
-            self.slider.setValue(self._steps.index(step))
+            self.add(e.step, e.answers, e.seconds)
 
     def _sync_controls(self) -> None:
         n = len(self._steps)

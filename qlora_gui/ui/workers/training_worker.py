@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject
 
@@ -30,7 +29,7 @@ class EarlierEvents:
     long run's history (20,000 reports: tenths of a second to parse) never blocks the window as it resumes."""
 
     run_dir: str
-    events: list[dict[str, Any]]
+    events: list[Event]
 
 
 def posting_earlier_events(post: Callable[[object], None]) -> Callable[[Event], None]:
@@ -52,6 +51,10 @@ class TrainingWorker(EventWorker):
         self._trainer = None
         self._pending: list[str] = []  # stop/pause asked before the trainer existed
         self._lock = threading.Lock()
+
+    @property
+    def trainer(self):  # the core's Trainer once run() has built it, else None
+        return self._trainer
 
     # control, from the GUI thread
     def stop(self) -> None:

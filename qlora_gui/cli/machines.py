@@ -9,18 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import signal
 import socket
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from .core.distributed.event_lines import LaunchNote
-from .core.distributed.hostfile import Machines
-from .core.errors import ConfigError, UserError
-from .core.train.config import TrainConfig, config_from_dict
-from .core.train.events import Event, EventCallback, Failed, RunStarted, StepReport
+from ..core.distributed.event_lines import LaunchNote
+from ..core.distributed.hostfile import Machines
+from ..core.distributed.launch import CONTROL_LINES
+from ..core.errors import ConfigError, UserError
+from ..core.train.config import TrainConfig, config_from_dict
+from ..core.train.events import Event, EventCallback, Failed
+from .console import ctrl_c_stops, note
 
 
 def add_machine_flags(parser: argparse.ArgumentParser) -> None:
@@ -86,28 +87,16 @@ def settings_config(text: str) -> TrainConfig:
 # ---------------------------------------------------------------- the console, for a run on several machines
 
 
-def machines_line(e: RunStarted) -> str | None:
-    if not e.machines:
-        return None
-    return f"Machines: {len(e.machines)} (" + ", ".join(f"rank {r}: {h}" for r, h in enumerate(e.machines)) + ")"
-
-
-def rates_text(e: StepReport) -> str:
-    """' | ranks 510 + 498 tok/s' on several machines, '' on one."""
-    rates = e.rank_tokens_per_sec
-    return f" | ranks {' + '.join(f'{r:.0f}' for r in rates)} tok/s" if len(rates) > 1 else ""
-
-
 def run_on_machines(args: argparse.Namespace, cfg: TrainConfig, machines: Machines, reporter: EventCallback) -> int:
     """Supervise mlx.launch; exit codes and Ctrl-C as for one process (the first Ctrl-C stops with a checkpoint)."""
-    from .core.distributed.supervisor import DistributedRun
+    from ..core.distributed.supervisor import DistributedRun
 
     where = f"--nodes {args.nodes}" if args.nodes is not None else f"--hosts {shlex.quote(args.hosts)}"
     run_dir = shlex.quote(str(Path(cfg.adapter_path).resolve()))
 
     def callback(e: Event) -> None:
         if isinstance(e, LaunchNote):
-            print(e.message, file=sys.stderr, flush=True)
+            note(e.message)
         else:
             reporter(e)
 
@@ -116,25 +105,12 @@ def run_on_machines(args: argparse.Namespace, cfg: TrainConfig, machines: Machin
         machines,
         callback,
         share=args.share,
-        output=lambda line: print(line, file=sys.stderr, flush=True),
+        output=note,
         resume_hint=f"qlora-gui train --adapter-path {run_dir} --resume {where}",
     )
-    interrupted: list[bool] = []
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if interrupted:
-            run.abort()
-            return
-        interrupted.append(True)
-        print("\nstopping every rank after this step and saving a checkpoint (Ctrl-C again to end them at once)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        run.stop()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    says = "stopping every rank after this step and saving a checkpoint (Ctrl-C again to end them at once)"
+    with ctrl_c_stops(run.stop, run.abort, says) as interrupted:
         result = run.run()
-    finally:
-        signal.signal(signal.SIGINT, previous)
     if isinstance(result, Failed):
         return result.exit_code
     return 130 if interrupted else 0
@@ -149,7 +125,7 @@ def follow_stdin(trainer: Any) -> None:
     def read() -> None:
         for line in sys.stdin:
             what = line.strip()
-            if what in ("stop", "pause", "resume"):
+            if what in CONTROL_LINES:
                 getattr(trainer, what)()
 
     threading.Thread(target=read, name="control-stdin", daemon=True).start()
@@ -160,6 +136,6 @@ def report_rank_failure(rank: int, result: Event) -> None:
     if rank == 0 or not isinstance(result, Failed):
         return
     where = f"[rank {rank} on {socket.gethostname()}]"
-    print(f"{where} error: {' '.join(result.message.split())}", file=sys.stderr, flush=True)
+    note(f"{where} error: {' '.join(result.message.split())}")
     for line in result.problems:
-        print(f"{where}   {line}", file=sys.stderr, flush=True)
+        note(f"{where}   {line}")

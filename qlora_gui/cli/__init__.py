@@ -11,10 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import __version__
-from .core.errors import DataError, UserError
-from .core.model.demo_model import DemoModelSpec
-from .core.train.command_line import add_setting_flags, settings_from_flags
+from .. import __version__
+from ..core.errors import DataError, UserError
+from ..core.model.demo_model import DemoModelSpec
+from ..core.train.command_line import add_setting_flags, settings_from_flags
+from .console import error
 
 # The training settings that change what check-data reports, as `qlora-gui train` takes them.
 CHECK_DATA_SETTINGS = ("max_seq_length", "mask_prompt", "batch_size", "valid_fraction", "seed")
@@ -43,8 +44,8 @@ def _check_data_parser(sub) -> None:
 
 
 def run_check_data(args: argparse.Namespace) -> int:
-    from .core.data.dataset import check_data
-    from .core.model.model_files import load_tokenizer, resolve_model_path
+    from ..core.data.dataset import check_data
+    from ..core.model.model_files import load_tokenizer, resolve_model_path
 
     settings = settings_from_flags(args, CHECK_DATA_SETTINGS)
     tokenizer = load_tokenizer(resolve_model_path(args.model, tokenizer_only=True)) if args.model else None
@@ -53,7 +54,7 @@ def run_check_data(args: argparse.Namespace) -> int:
     if args.show and tokenizer is None:
         raise UserError("--show needs --model: the token view shows the model's own tokens")
     for line in args.show if result.report.usable else []:
-        from .core.data.token_view import token_view
+        from ..core.data.token_view import token_view
 
         view = token_view(
             result.raw, line, tokenizer, max_seq_length=settings["max_seq_length"], mask_prompt=settings["mask_prompt"]
@@ -78,7 +79,7 @@ def _demo_model_parser(sub) -> None:
 
 
 def run_demo_model(args: argparse.Namespace) -> int:
-    from .core.model.demo_model import build_demo_model
+    from ..core.model.demo_model import build_demo_model
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -95,9 +96,9 @@ def run_demo_model(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .adapter_cli import add_adapter_parsers
-    from .export_cli import add_export_parser
-    from .train_cli import add_train_parser
+    from .adapter import add_adapter_parsers
+    from .export import add_export_parser
+    from .train import add_train_parser
 
     parser = argparse.ArgumentParser(
         prog="qlora-gui", description="QLoRA Studio: fine-tune local LLMs on MLX. With no command it opens the app."
@@ -132,7 +133,7 @@ def main(argv: list[str]) -> int:
 def _run_command(argv: list[str]) -> int:
     problem = mlx_problem() if not set(argv) & {"-h", "--help", "--version"} else None
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
+        error(problem)
         return 2
     args = build_parser().parse_args(argv)
     if args.command == "check-data":
@@ -140,14 +141,14 @@ def _run_command(argv: list[str]) -> int:
     if args.command == "demo-model":
         return run_demo_model(args)
     if args.command == "export":
-        from .export_cli import run_export
+        from .export import run_export
 
         return run_export(args)
     if args.command in ("generate", "evaluate", "fuse"):
-        from .adapter_cli import RUNNERS
+        from .adapter import RUNNERS
 
         return RUNNERS[args.command](args)
-    from .train_cli import run_train
+    from .train import run_train
 
     return run_train(args)
 
@@ -157,20 +158,18 @@ def report_errors(run: Callable[[], int]) -> int:
     try:
         return run()
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        for line in e.lines:
-            print(line, file=sys.stderr)
+        error(str(e), e.lines)
         return e.exit_code
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        error(str(e))
         return e.exit_code
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 130
     except Exception as e:  # never a traceback on the terminal; keep it in the log
-        from .core.app_log import log_exception
+        from ..core.app_log import log_exception
 
         log = log_exception(e)
         where = f" (details in {log})" if log else ""
-        print(f"error: unexpected {type(e).__name__}: {e}{where}", file=sys.stderr)
+        error(f"unexpected {type(e).__name__}: {e}{where}")
         return 1

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .core.after.export import FORMATS
-from .core.after.gguf_export import GGUF_TYPES
-from .core.after.gguf_kquants import K_QUANTS
+from ..core.after.export import FORMATS
+from ..core.after.gguf_export import GGUF_TYPES
+from ..core.after.gguf_kquants import K_QUANTS
+from .console import note, progress
 
 
 def add_export_parser(sub) -> None:
@@ -45,15 +45,12 @@ def add_export_parser(sub) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .core.after.export import ExportRequest, export
-    from .core.after.inference import default_adapter, read_adapter
-    from .core.runs.run_folder import checkpoint_step
+    from ..core.after.export import ExportRequest, export
+    from ..core.after.inference import default_adapter, read_adapter
+    from ..core.runs.run_folder import checkpoint_step
 
     path = Path(args.run).expanduser()
     adapter = read_adapter(path) if checkpoint_step(path) is not None else default_adapter(path)
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
     req = ExportRequest(
         adapter=adapter,
@@ -70,7 +67,7 @@ def run_export(args: argparse.Namespace) -> int:
         hub_repo=args.hub,
         hub_public=args.public,
     )
-    print(f"Exporting {adapter.label} as {args.format}", file=sys.stderr)
+    note(f"Exporting {adapter.label} as {args.format}")
     result = export(req, progress)
     print(f"Exported to {result.path} ({result.size_bytes / 1e6:.1f} MB):")
     for f in result.files:
@@ -81,6 +78,6 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"LM Studio: {result.lmstudio}")
     if result.hub_url:
         print(f"Hugging Face Hub: {result.hub_url}")
-    for note in result.notes:
-        print(note)
+    for line in result.notes:
+        print(line)
     return 0

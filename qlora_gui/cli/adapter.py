@@ -10,7 +10,8 @@ import argparse
 import contextlib
 import sys
 
-from .core.after.sampling import SamplingSettings
+from ..core.after.sampling import SamplingSettings
+from .console import note, progress
 
 ADAPTER_HELP = (
     "run folder (its latest adapter) or one of its checkpoints/NNNNNNN folders; "
@@ -99,14 +100,14 @@ def add_adapter_parsers(sub) -> None:
 
 
 def _adapter(args: argparse.Namespace):
-    from .core.after.inference import read_adapter
+    from ..core.after.inference import read_adapter
 
     return read_adapter(args.adapter_path) if args.adapter_path else None
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .core.after.generation import format_prompt, stream_text
-    from .core.after.inference import base_view, load_with_adapter
+    from ..core.after.generation import format_prompt, stream_text
+    from ..core.after.inference import base_view, load_with_adapter
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     adapter = _adapter(args)
@@ -134,7 +135,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .core.after.evaluation import evaluate, save_evaluation
+    from ..core.after.evaluation import evaluate, save_evaluation
 
     adapter = _adapter(args)
     result = evaluate(
@@ -146,11 +147,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         max_batches=-1 if args.all_rows else args.max_batches,
         include_base=not args.no_base,
         per_row=args.rows is not None,
-        progress=lambda msg: print(f"{msg}…", file=sys.stderr, flush=True),
+        progress=lambda msg: note(f"{msg}…"),
     )
     print(result.to_text())
     if args.rows is not None:
-        from .core.after.row_losses import rows_text
+        from ..core.after.row_losses import rows_text
 
         print("\n" + rows_text(result.row_details(), args.rows))
     if adapter is not None:
@@ -160,10 +161,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fuse(args: argparse.Namespace) -> int:
-    from .core.after.fuse import fuse_adapter
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
+    from ..core.after.fuse import fuse_adapter
 
     result = fuse_adapter(
         _adapter(args),
