@@ -91,6 +91,34 @@ class PreferenceReport(Event):
 
 
 @dataclass
+class RewardReport(Event):
+    """How GRPO's sampled answers score: on the steps since the last report, or on held-out prompts."""
+
+    kind: ClassVar[str] = "rewards"
+    step: int
+    reward_mean: float  # the weighted total, averaged over answers
+    reward_spread: float  # the standard deviation of the total within a group, averaged over groups
+    functions: dict[str, float]  # each reward function's own mean score (before its weight)
+    kl: float | None  # mean per-token KL divergence to the frozen base (None when beta is 0 or held out)
+    completion_length: float  # mean tokens per answer
+    zero_spread_share: float  # share of groups whose answers all scored the same: nothing to learn from
+    groups: int
+    split: str = "train"
+
+
+@dataclass
+class GroupCompletions(Event):
+    """The answers sampled for one prompt at `step`, with each one's rewards and advantage."""
+
+    kind: ClassVar[str] = "completions"
+    step: int
+    prompt: str
+    reference: str  # the row's answer, "" when it gives none
+    completions: list[dict[str, Any]]  # text, reward (weighted total), rewards (by function), advantage, tokens
+    source: str = ""  # FILE:LINE of the prompt's row
+
+
+@dataclass
 class ValidationResult(Event):
     kind: ClassVar[str] = "validation"
     step: int

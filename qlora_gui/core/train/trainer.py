@@ -29,6 +29,8 @@ from ..runs.run_plan import resume_source
 from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .events import Event, EventCallback, Failed, RunStarted
+from .grpo import GrpoLoss
+from .grpo_mode import GrpoRollout, run_rewards
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
 from .preference_mode import LazyReference, check_mode_fits_data, preference_loss
@@ -116,6 +118,7 @@ class Trainer:
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
         )
         check_mode_fits_data(cfg.train_mode, self.data_report.format, cfg.data)
+        rewards = run_rewards(cfg, rows) if cfg.train_mode == "grpo" else None  # a bad reward file: before weights
         prompts, prompts_note = choose_prompts(cfg.sample_answers, cfg.sample_prompts, rows, cfg.seed)
         # The template is applied to the prompts when training applied it (not for text rows).
         chat = self.data_report.format != "text"
@@ -146,6 +149,9 @@ class Trainer:
         if cfg.train_mode == "dpo":  # the base's log-probabilities, as pairs are first read (the same on resume)
             reference = LazyReference(model, prepared.loss_fn, cfg.batch_size, cfg.seed, world)
             reference.start({k: v for k, v in data.items() if k != "test" or cfg.test})
+        rollout = None
+        if rewards is not None and isinstance(prepared.loss_fn, GrpoLoss):
+            rollout = GrpoRollout(cfg, tokenizer, rewards, prepared.loss_fn, rows)
         self.loop = loop = TrainingLoop(
             cfg,
             model,
@@ -159,6 +165,7 @@ class Trainer:
             control,
             answerer,
             reference,
+            rollout,
         )
         loop.cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
         notes += machine_notes
@@ -199,6 +206,8 @@ class Trainer:
                 "when a step or a validation first reads it",
                 info=True,
             )
+        if rollout is not None:
+            self._record.warn(f"GRPO {rollout.rewards.description}; {cfg.group_size} answers per prompt", info=True)
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
 
