@@ -17,7 +17,9 @@ from .core.train.events import (
     Event,
     Failed,
     Finished,
+    GroupCompletions,
     PreferenceReport,
+    RewardReport,
     RunStarted,
     SampleAnswers,
     StepReport,
@@ -85,6 +87,7 @@ class ConsoleReporter:
     def __init__(self) -> None:
         self.bar = None
         self.prompts_shown = False
+        self.rewarded = False  # a GRPO run: its validation figure is the held-out mean reward
 
     def _print_samples(self, e: SampleAnswers) -> None:
         """The prompts and their references once, then each time the answers, a line each."""
@@ -108,6 +111,7 @@ class ConsoleReporter:
         if isinstance(e, RunStarted):
             from tqdm import tqdm
 
+            self.rewarded = e.config.get("train_mode") == "grpo"
             self._print(f"Run folder: {e.run_dir}")
             self._print(
                 f"Trainable parameters: {e.trainable_params:,} of {e.total_params:,} "
@@ -147,6 +151,20 @@ class ConsoleReporter:
                 f"step {e.step:>6} | {e.split} pairs: chosen wins {e.reward_accuracy:.1%} | reward margin "
                 f"{e.reward_margin:+.3f} | log p chosen {e.chosen_logp:.2f}, rejected {e.rejected_logp:.2f}"
             )
+        elif isinstance(e, RewardReport):
+            each = ", ".join(f"{k} {v:.3f}" for k, v in e.functions.items())
+            kl = f" | KL {e.kl:.4f}" if e.kl is not None else ""
+            self._print(
+                f"step {e.step:>6} | {e.split} reward {e.reward_mean:.3f} ({each}) | spread {e.reward_spread:.3f} | "
+                f"{e.zero_spread_share:.0%} groups all alike | {e.completion_length:.1f} tokens per answer{kl}"
+            )
+        elif isinstance(e, GroupCompletions):
+            best = max(range(len(e.completions)), key=lambda i: e.completions[i]["reward"], default=None)
+            if best is not None:
+                c = e.completions[best]
+                self._print(
+                    f"  best answer ({c['reward']:.2f}) to {one_line(e.prompt, 60)}: {one_line(c['text'], 100)}"
+                )
         elif isinstance(e, SampleAnswers):
             self._print_samples(e)
         elif isinstance(e, CheckpointSaved):
@@ -159,6 +177,8 @@ class ConsoleReporter:
                 self.bar = None
             how = "stopped" if e.stopped else "finished"
             val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
+            if e.val_loss is not None and self.rewarded:  # GRPO's validation "loss" is its negated mean reward
+                val = f", held-out mean reward {-e.val_loss:.3f}"
             self._print(f"{how} at step {e.step} in {e.elapsed:.1f}s{val}. Adapter: {e.run_dir}")
         elif isinstance(e, Failed):
             if self.bar is not None:

@@ -262,7 +262,7 @@ class GrpoRollout:
         try:
             with base_view(model):
                 arrays = batch.arrays()
-                return np.array(base_token_logps(model, *arrays[:4], self.loss.head))
+                return np.array(base_token_logps(model, *arrays[:3], self.loss.head))
         finally:
             model.train(was_training)
 

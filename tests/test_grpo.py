@@ -1,0 +1,184 @@
+"""GRPO: prompt rows, rewards (built-in and the user's), a run that learns from an exact reward, exact resume."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from conftest import fixture_texts, tiny_config, write_jsonl
+
+from qlora_gui.cli import main
+from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.runs.history import read_events
+from qlora_gui.core.runs.run_folder import RunFolder
+from qlora_gui.core.train.events import Failed, Finished, GroupCompletions, RewardReport, StepReport
+from qlora_gui.core.train.grpo import group_advantages
+from qlora_gui.core.train.rewards import RewardOptions, builtin_rewards, choose_rewards
+from qlora_gui.core.train.trainer import Trainer
+
+
+def likeliest_word(demo_model, rows: list[dict], temperature: float) -> str:
+    """The word the base most often starts its answer with at this temperature: an exact reward for it pays
+    now and then at first (a few percent), so a handful of steps can learn it."""
+    from mlx_lm import load
+
+    from qlora_gui.core.data.chat_template import render_chat
+    from qlora_gui.core.data.encode import encode_chat_text
+    from qlora_gui.core.data.prompt_rows import PROMPTS
+
+    model, tok = load(str(demo_model))
+    probs = 0
+    for row in rows:
+        ids = encode_chat_text(tok, render_chat(tok, PROMPTS.as_messages(row), add_generation_prompt=True))
+        probs = probs + mx.softmax(model(mx.array(ids)[None])[0, -1].astype(mx.float32) / temperature)
+    for i in np.argsort(-np.array(probs)):
+        word = tok.decode([int(i)])
+        if word.strip().isalpha():
+            return word.strip()
+    raise AssertionError("no word")
+
+
+@pytest.fixture()
+def word_task(tmp_path, demo_model):
+    """Prompts of random words; the answer is one word, the same for every prompt."""
+    texts = fixture_texts(40, seed=3)
+    rows = [{"prompt": t, "system": "Answer in one word."} for t in texts]
+    word = likeliest_word(demo_model, rows[:8], 0.3)
+    rows = [{**row, "answer": word} for row in rows]
+    write_jsonl(tmp_path / "words" / "train.jsonl", rows[:32])
+    write_jsonl(tmp_path / "words" / "valid.jsonl", rows[32:])
+    return tmp_path / "words", word
+
+
+def grpo_config(demo_model, data, run_dir, **kw):
+    grpo = dict(
+        train_mode="grpo", iters=4, batch_size=4, group_size=16, max_completion_length=1, temperature=0.3,
+        learning_rate=1e-3, warmup_steps=0, beta=0.0, reward_functions="exact", steps_per_report=1,
+        steps_per_eval=1000, val_batches=2, sample_answers=0,
+    )  # fmt: skip
+    return tiny_config(demo_model, data, run_dir, **{**grpo, **kw})
+
+
+def test_prompt_rows_load_as_mlx_lm_lora_writes_them_and_problems_name_their_line(tmp_path, tokenizer):
+    good = [
+        {"prompt": "What is 2+2?", "answer": "4", "system": "Be brief."},
+        {"prompt": [{"role": "user", "content": "Say yes"}]},
+        {"prompt": "No answer at all"},
+        {"prompt": "A number", "answer": 7},
+    ]
+    check = check_data(write_jsonl(tmp_path / "good.jsonl", good), tokenizer, valid_fraction=0.0)
+    assert check.report.usable and check.report.format == "prompts", check.report.to_text()
+    assert check.report.splits["train"].preview[0] == {"prompt": "What is 2+2?", "answer": "4", "system": "Be brief."}
+    assert check.encoded is not None
+    first = tokenizer.decode(check.encoded["train"].tokens[0].tolist())
+    assert first.endswith("<|assistant|>\n") and "Be brief." in first  # the generation prompt, the system turn
+    bad = [*good, {"prompt": ""}, {"prompt": [{"role": "assistant", "content": "hi"}]}, {"prompt": "x", "answer": []}]
+    report = check_data(write_jsonl(tmp_path / "bad.jsonl", bad), valid_fraction=0.0).report
+    lines = report.problem_lines()
+    assert report.problem_count == 3 and all(str(tmp_path / "bad.jsonl") in line for line in lines)
+    assert [line.split(":")[1] for line in lines] == ["5", "6", "7"]
+    assert "'prompt' is empty" in lines[0] and "must be the user's" in lines[1] and "'answer' must be" in lines[2]
+
+
+def test_the_builtin_rewards_and_their_weights():
+    b = builtin_rewards(RewardOptions(r"^<answer>.*</answer>$", 2, 5))
+    completions = ["  The  ANSWER is 42 ", "42", "<answer>x</answer>", '```json\n{"a": 1}\n```', "1,000.5"]
+    answers = ["the answer is 42", "42.0", None, None, "1000.5"]
+    call = lambda name: b[name]([""] * 5, completions, answers)  # noqa: E731
+    assert call("exact") == [1, 0, 0, 0, 0]
+    assert call("contains") == [1, 0, 0, 0, 0]
+    assert call("format") == [0, 0, 1, 0, 0]
+    assert call("numeric") == [1, 1, 0, 0, 1]
+    assert call("json") == [0, 1, 0, 1, 0]
+    assert call("length") == [0, 1, 0, 0, 0]
+    options = RewardOptions("x", 0, 10)
+    weighted = choose_rewards("exact, json", "[2, 0.5]", "", options)
+    assert [(r.name, r.weight) for r in weighted] == [("exact", 2.0), ("json", 0.5)]
+    with pytest.raises(Exception, match="2 weight"):
+        choose_rewards("exact", "1,2", "", options)
+    with pytest.raises(Exception, match="unknown reward function"):
+        choose_rewards("nope", "", "", options)
+    # advantages: against the group's mean, scaled by its spread (Dr. GRPO: not scaled); a flat group gives 0
+    adv = group_advantages(np.array([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]]))
+    assert adv[0] == pytest.approx([1, -1, -1, 1], abs=1e-3) and not adv[1].any()
+    assert group_advantages(np.array([[2.0, 0.0]]), scale_by_spread=False)[0].tolist() == [1.0, -1.0]
+
+
+def test_a_bad_reward_file_is_reported_by_line_before_any_weights_load(tmp_path, demo_model, word_task, monkeypatch):
+    data, _ = word_task
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights loaded before the rewards were checked")
+
+    monkeypatch.setattr("qlora_gui.core.train.training_model.load_base", no_weights)
+    cases = {
+        "raises": ("def ok(prompts, completions, answers):\n    return [1.0] * len(completions)\n\n"
+                   "def broken(prompts, completions, answers):\n    x = 1\n    return [1 / 0 for c in completions]\n",
+                   ":6: reward function 'broken' failed on the first rows: ZeroDivisionError"),
+        "short": ("def short(prompts, completions, answers):\n    return [1.0]\n",
+                  ":1: reward function 'short' returned 1 value(s) for 2 completion(s)"),
+        "syntax": ("def r(prompts, completions, answers)\n    return []\n",
+                   ":1: the reward functions file does not parse"),
+    }  # fmt: skip
+    for name, (source, expected) in cases.items():
+        file = tmp_path / f"{name}.py"
+        file.write_text(source)
+        cfg = grpo_config(demo_model, data, tmp_path / name, reward_functions="", reward_functions_file=str(file))
+        result = Trainer(cfg).run()
+        assert isinstance(result, Failed) and result.exit_code == 2, result
+        assert f"{file}{expected}" in result.message, result.message
+    # the command line says the same, with exit code 2
+    file = tmp_path / "raises.py"
+    args = ["train", "--model", str(demo_model), "--data", str(data), "--adapter-path", str(tmp_path / "cli")]
+    args += ["--train-mode", "grpo", "--reward-functions-file", str(file), "--reward-functions", "ok,broken"]
+    assert main(args) == 2
+
+
+def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(tmp_path, demo_model, word_task):
+    data, word = word_task
+    events = []
+    result = Trainer(grpo_config(demo_model, data, tmp_path / "run"), events.append).run()
+    assert isinstance(result, Finished), result
+    held_out = [e for e in events if isinstance(e, RewardReport) and e.split == "valid"]
+    assert [e.step for e in held_out] == [0, 4] and held_out[0].groups == 8
+    assert held_out[0].reward_mean < 0.3 <= 0.8 <= held_out[-1].reward_mean, [e.reward_mean for e in held_out]
+    train = [e for e in events if isinstance(e, RewardReport) and e.split == "train"]
+    assert len(train) == 4 and train[0].functions.keys() == {"exact"} and train[0].completion_length == 1
+    assert train[-1].zero_spread_share > train[0].zero_spread_share - 1e-9  # the groups agree as it learns
+    groups = [e for e in events if isinstance(e, GroupCompletions)]
+    assert len(groups) == 4 and len(groups[-1].completions) == 16 and groups[-1].reference == word
+    best = max(groups[-1].completions, key=lambda c: c["reward"])
+    assert best["text"].strip() == word and best["rewards"] == {"exact": 1.0}
+    kept = {e["event"] for e in read_events(tmp_path / "run")}
+    assert {"rewards", "completions"} <= kept
+    assert result.best_val_loss == pytest.approx(-held_out[-1].reward_mean)
+
+
+def test_a_killed_grpo_run_resumes_to_the_same_bits(tmp_path, demo_model, word_task):
+    """Sampling, rewards, the KL to the base and the update: a run killed after its step-2 checkpoint and
+    resumed ends exactly where a straight one does."""
+    data, _ = word_task
+    kw = dict(iters=3, save_every=2, max_completion_length=3, temperature=1.0, beta=0.1, group_size=4,
+              reward_functions="contains,length", reward_weights="1,0.5", learning_rate=5e-3, val_batches=1,
+              importance_sampling_level="sequence", grad_accumulation_steps=2, batch_size=2)  # fmt: skip
+    straight = Trainer(grpo_config(demo_model, data, tmp_path / "straight", **kw)).run()
+    assert isinstance(straight, Finished), straight
+
+    def killed_at_3(event):
+        if isinstance(event, StepReport) and event.step == 3:
+            raise KeyboardInterrupt  # not caught as a failure: the process ends here, as with kill -9
+
+    cfg = grpo_config(demo_model, data, tmp_path / "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, killed_at_3).run()
+    cfg.resume = True
+    events = []
+    assert isinstance(Trainer(cfg, events.append).run(), Finished)
+    assert next(e for e in events if isinstance(e, StepReport)).step == 3
+    kl = [e.kl for e in events if isinstance(e, RewardReport) and e.split == "train"]
+    assert all(k is not None and k >= 0 for k in kl)
+    a = mx.load(str(RunFolder(tmp_path / "straight").adapters))
+    b = mx.load(str(RunFolder(tmp_path / "cut").adapters))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(np.array(a[k]), np.array(b[k])), k
