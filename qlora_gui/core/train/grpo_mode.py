@@ -212,9 +212,10 @@ class GrpoRollout:
 
     def reports(self, step: int) -> list[Event]:
         """The figures since the last report and the last group's answers; starts the next window."""
-        out: list[Event] = [self.window.report(step, "train")]
+        report = self.window.report(step, "train")
         if self.window.tokens == 0 or not self.cfg.beta:
-            out[0].kl = None
+            report.kl = None
+        out: list[Event] = [report]
         if self.last_group is not None:
             out.append(self.last_group)
         self.window, self.last_group = Scored(), None
@@ -261,8 +262,8 @@ class GrpoRollout:
         model.eval()
         try:
             with base_view(model):
-                arrays = batch.arrays()
-                return np.array(base_token_logps(model, *arrays[:3], self.loss.head))
+                inputs, positions, targets = batch.arrays()[:3]
+                return np.array(base_token_logps(model, inputs, positions, targets, self.loss.head))
         finally:
             model.train(was_training)
 
