@@ -32,7 +32,9 @@ class PromptFormat(TurnsFormat):
 
     name = "prompts"
     keys = ("prompt",)
-    can_mask_prompt = False  # nothing of the row is trained: the model's own answers are
+    # Nothing of the row is trained (the model's own answers are), so "completions only" changes nothing here
+    # and is no reason to refuse the rows.
+    can_mask_prompt = True
 
     def matches(self, row: dict[str, Any]) -> bool:
         return "prompt" in row and not any(k in row for k in OTHER_FORMATS_KEYS)

@@ -115,10 +115,10 @@ class TrainConfig:
         64, "Max answer length", "GRPO: tokens sampled per answer, at most.", "int", "GRPO", 1, 65536, unit="tokens")
     temperature: float = setting(
         0.8, "Temperature", "GRPO: sampling temperature of the answers. Higher: more varied groups (more to learn "
-        "from), noisier answers.", "float", "GRPO", 0.0, 10.0, above_minimum=True)
+        "from), noisier answers.", "float", "GRPO", 0.01, 10.0)
     top_p: float = setting(
         1.0, "Top-p", "GRPO: sample only from the most likely tokens that together hold this probability; 1 "
-        "keeps all.", "float", "GRPO", 0.0, 1.0, above_minimum=True)
+        "keeps all.", "float", "GRPO", 0.01, 1.0)
     epsilon: float = setting(
         0.2, "Clip epsilon", "GRPO: the importance ratio is clipped to [1 - epsilon, 1 + epsilon-high].", "float",
         "GRPO", 0.0, 10.0, decimals=4)
