@@ -38,16 +38,27 @@ def likeliest_word(demo_model, rows: list[dict], temperature: float) -> str:
     raise AssertionError("no word")
 
 
-@pytest.fixture()
-def word_task(tmp_path, demo_model):
+@pytest.fixture(scope="module")
+def word_task(tmp_path_factory, demo_model):
     """Prompts of random words; the answer is one word, the same for every prompt."""
     texts = fixture_texts(40, seed=3)
     rows = [{"prompt": t, "system": "Answer in one word."} for t in texts]
     word = likeliest_word(demo_model, rows[:8], 0.3)
     rows = [{**row, "answer": word} for row in rows]
-    write_jsonl(tmp_path / "words" / "train.jsonl", rows[:32])
-    write_jsonl(tmp_path / "words" / "valid.jsonl", rows[32:])
-    return tmp_path / "words", word
+    folder = tmp_path_factory.mktemp("grpo") / "words"
+    write_jsonl(folder / "train.jsonl", rows[:32])
+    write_jsonl(folder / "valid.jsonl", rows[32:])
+    return folder, word
+
+
+@pytest.fixture(scope="module")
+def learnt(tmp_path_factory, demo_model, word_task):
+    """A short GRPO run on the word task: its folder (in a runs folder of its own), events and result."""
+    data, word = word_task
+    events = []
+    run = tmp_path_factory.mktemp("runs") / "grpo-run"
+    result = Trainer(grpo_config(demo_model, data, run), events.append).run()
+    return run, events, result, word
 
 
 def grpo_config(demo_model, data, run_dir, **kw):
@@ -134,10 +145,8 @@ def test_a_bad_reward_file_is_reported_by_line_before_any_weights_load(tmp_path,
     assert main(args) == 2
 
 
-def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(tmp_path, demo_model, word_task):
-    data, word = word_task
-    events = []
-    result = Trainer(grpo_config(demo_model, data, tmp_path / "run"), events.append).run()
+def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(learnt):
+    run, events, result, word = learnt
     assert isinstance(result, Finished), result
     held_out = [e for e in events if isinstance(e, RewardReport) and e.split == "valid"]
     assert [e.step for e in held_out] == [0, 4] and held_out[0].groups == 8
@@ -149,7 +158,7 @@ def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(tmp
     assert len(groups) == 4 and len(groups[-1].completions) == 16 and groups[-1].reference == word
     best = max(groups[-1].completions, key=lambda c: c["reward"])
     assert best["text"].strip() == word and best["rewards"] == {"exact": 1.0}
-    kept = {e["event"] for e in read_events(tmp_path / "run")}
+    kept = {e["event"] for e in read_events(run)}
     assert {"rewards", "completions"} <= kept
     assert result.best_val_loss == pytest.approx(-held_out[-1].reward_mean)
 
@@ -182,3 +191,48 @@ def test_a_killed_grpo_run_resumes_to_the_same_bits(tmp_path, demo_model, word_t
     assert a.keys() == b.keys()
     for k in a:
         assert np.array_equal(np.array(a[k]), np.array(b[k])), k
+
+
+def test_the_train_tab_and_the_runs_tab_show_the_rewards_and_the_answers(qtbot, learnt):
+    from qlora_gui.core.train.events import RunStarted
+    from qlora_gui.ui.views.runs_view import RunsView
+    from qlora_gui.ui.views.training_view import TrainingView
+    from qlora_gui.ui.widgets.completions_view import BEST_COLOUR, WORST_COLOUR
+
+    run, events, result, _ = learnt
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.show()
+    started = next(e for e in events if isinstance(e, RunStarted))
+    view.on_started(started)
+    assert view.rewards.isVisible() and not view.preference.isVisible()
+    assert view.bottom.isTabVisible(view.bottom.indexOf(view.completions))
+    for e in events:
+        if isinstance(e, RewardReport):
+            view.on_rewards(e)
+        elif isinstance(e, GroupCompletions):
+            view.on_completions(e)
+    train_steps, means = view.rewards.points[("train", "reward_mean")]
+    assert train_steps == [1, 2, 3, 4] and means == [e.reward_mean for e in events if isinstance(e, RewardReport)
+                                                     and e.split == "train"]  # fmt: skip
+    assert view.rewards.points[("valid", "reward_mean")][0] == [0, 4]
+    assert "mean reward" in view.log.toPlainText()
+    # the completions view: the first report's group (some answers paid, most did not), best and worst marked
+    view.completions.slider.setValue(0)
+    table = view.completions.table
+    assert table.rowCount() == 16 and view.completions.step_label.text() == "1"
+    marks = view.completions.best_and_worst()
+    assert marks is not None
+    best, worst = marks
+    assert float(table.item(best, 0).text()) == 1.0 and float(table.item(worst, 0).text()) == 0.0
+    assert table.item(best, 0).background().color() == BEST_COLOUR
+    assert table.item(worst, 0).background().color() == WORST_COLOUR
+    view.on_finished(result)
+    assert "held-out mean reward" in view.status.text()
+    # the Runs tab replays the run from its metrics.jsonl
+    runs = RunsView(run.parent)
+    qtbot.addWidget(runs)
+    runs.select_runs([run.name])
+    assert runs.figures.isTabVisible(runs.figures.indexOf(runs.rewards))
+    assert runs.rewards.points[("train", "reward_mean")] == view.rewards.points[("train", "reward_mean")]
+    assert len(runs.completions.groups) == 4 and runs.completions.table.rowCount() == 16

@@ -18,7 +18,11 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = [
     ("Run", "The run folder's name"),
     ("Status", "finished, stopped (resumable), failed or incomplete"),
-    ("Mode", "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs)"),
+    (
+        "Mode",
+        "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs), GRPO "
+        "(rewards on its own answers; its validation figure is the negated held-out mean reward)",
+    ),
     ("Model", "The base model"),
     ("Data", "The dataset"),
     ("Steps", "The last step the run reached"),
@@ -40,7 +44,7 @@ COLUMNS = [
 ]
 COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
 WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
-MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
+MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "grpo": "GRPO"}
 MISSING = float("inf")  # a run without the figure sorts after those with one (ascending)
 
 
