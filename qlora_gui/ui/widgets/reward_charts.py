@@ -43,7 +43,7 @@ class RewardCharts(QWidget):
             ("train", "reward_mean"): self.reward_plot.plot(pen=pen(COLORS["train"], width=2)),
             ("valid", "reward_mean"): self.reward_plot.plot(symbolBrush=COLORS["valid"], **dots),
             ("train", "reward_spread"): self.spread_plot.plot(pen=pen(COLORS["spread"], width=1)),
-            ("train", "zero_spread_share"): self.spread_plot.plot(pen=pen(COLORS["flat"], width=1, style=Qt.PenStyle.DashLine)),
+            ("train", "zero_spread_share"): self.spread_plot.plot(pen=pen(COLORS["flat"], style=Qt.PenStyle.DashLine)),
             ("train", "kl"): self.kl_plot.plot(pen=pen(COLORS["kl"], width=1)),
             ("train", "completion_length"): self.length_plot.plot(pen=pen(COLORS["train"], width=1)),
             ("valid", "completion_length"): self.length_plot.plot(symbolBrush=COLORS["valid"], **dots),
