@@ -64,7 +64,7 @@ def learnt(tmp_path_factory, demo_model, word_task):
 def grpo_config(demo_model, data, run_dir, **kw):
     grpo = dict(
         train_mode="grpo", iters=4, batch_size=4, group_size=16, max_completion_length=1, temperature=0.3,
-        learning_rate=1e-3, warmup_steps=0, beta=0.0, reward_functions="exact", steps_per_report=1,
+        learning_rate=1e-3, warmup_steps=0, beta=0.0, reward_functions="exact", steps_per_report=1, micro_batch_size=32,
         steps_per_eval=1000, val_batches=2, sample_answers=0,
     )  # fmt: skip
     return tiny_config(demo_model, data, run_dir, **{**grpo, **kw})

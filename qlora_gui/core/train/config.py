@@ -111,6 +111,11 @@ class TrainConfig:
     group_size: int = setting(
         4, "Answers per prompt", "GRPO: answers sampled for each prompt (the group G); each is scored against the "
         "group's mean. Time and memory grow with it.", "int", "GRPO", 2, 256)
+    micro_batch_size: int | None = setting(
+        None, "Answers per pass", "GRPO: answers trained in one forward and backward pass; a step's answers (batch "
+        "size x answers per prompt) are summed over as many passes as it takes, exactly as one. More: faster on a "
+        "GPU, more activation memory. Off: the batch size, so the group size does not multiply memory.", "int",
+        "GRPO", 1, 65536, off=None, lowest_text="= batch size")
     max_completion_length: int = setting(
         64, "Max answer length", "GRPO: tokens sampled per answer, at most.", "int", "GRPO", 1, 65536, unit="tokens")
     temperature: float = setting(

@@ -201,8 +201,9 @@ class GrpoRollout:
     # ------------------------------------------------------------ training steps
 
     def micro_batches(self, model: nn.Module, split: EncodedSplit, groups: list[np.ndarray], step: int) -> list[Batch]:
-        """The step's micro-batches: one per batch of prompts, every prompt's G answers in it."""
-        return [self._batch(model, split, "train", idx, step, self.window) for idx in groups]
+        """The step's micro-batches: every answer to each batch of prompts, `micro_batch_size` rows (by default
+        the batch size) to a backward pass; the step sums over them exactly as over one batch."""
+        return [part for idx in groups for part in self._batches(model, split, "train", idx, step, self.window)]
 
     def add_result(self, stats: list[float]) -> None:
         """The step's loss sums ([answer tokens, KL summed over them]) for the report's KL."""
@@ -221,9 +222,9 @@ class GrpoRollout:
         self.window, self.last_group = Scored(), None
         return out
 
-    def _batch(
+    def _batches(
         self, model: nn.Module, split: EncodedSplit, name: str, idx: np.ndarray, step: int, into: Scored
-    ) -> GrpoBatch:
+    ) -> list[GrpoBatch]:
         cfg, texts = self.cfg, self.texts[name]
         g = cfg.group_size
         prompts, answers, advantages = [], [], []
@@ -252,10 +253,17 @@ class GrpoRollout:
                     self.last_group = self._completions(step, i, texts, said, totals, each, adv, lengths)
         finally:
             model.train(was_training)
-        batch = answers_batch(prompts, answers, np.concatenate(advantages))
-        if cfg.beta and name == "train":
-            batch.reference = self._base_logps(model, batch)
-        return batch
+        if name != "train":
+            return []
+        adv_all, rows = np.concatenate(advantages), cfg.micro_batch_size or cfg.batch_size
+        batches = []
+        for start in range(0, len(answers), rows):
+            part = slice(start, start + rows)
+            batch = answers_batch(prompts[part], answers[part], adv_all[part])
+            if cfg.beta:
+                batch.reference = self._base_logps(model, batch)
+            batches.append(batch)
+        return batches
 
     def _base_logps(self, model: nn.Module, batch: GrpoBatch) -> np.ndarray:
         was_training = model.training
@@ -302,6 +310,6 @@ class GrpoRollout:
         scored = Scored()
         saved_group = self.last_group
         for idx in order:
-            self._batch(model, split, name, idx, step, scored)
+            self._batches(model, split, name, idx, step, scored)
         self.last_group = saved_group
         return scored.report(step, name)
