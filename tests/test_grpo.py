@@ -236,3 +236,14 @@ def test_the_train_tab_and_the_runs_tab_show_the_rewards_and_the_answers(qtbot, 
     assert runs.figures.isTabVisible(runs.figures.indexOf(runs.rewards))
     assert runs.rewards.points[("train", "reward_mean")] == view.rewards.points[("train", "reward_mean")]
     assert len(runs.completions.groups) == 4 and runs.completions.table.rowCount() == 16
+
+
+def test_the_preflight_measures_a_grpo_step_with_its_sampling(tmp_path, demo_model, word_task):
+    from qlora_gui.core.train.preflight import preflight
+
+    data, _ = word_task
+    cfg = grpo_config(demo_model, data, tmp_path / "pre", batch_size=2, group_size=4, max_completion_length=6)
+    result = preflight(cfg)
+    chosen = result.chosen
+    assert chosen is not None and chosen.seconds_per_step > 0 and result.run_seconds > 0
+    assert chosen.tokens_per_sec == pytest.approx(2 * 4 * 6 / chosen.seconds_per_step)

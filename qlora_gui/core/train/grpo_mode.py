@@ -150,6 +150,42 @@ def answers_batch(prompts: list[np.ndarray], answers: list[np.ndarray], advantag
     return GrpoBatch(tokens[:, :-1], positions, targets, weights, None, advantages.astype(np.float32))
 
 
+def base_logps(model: nn.Module, batch: GrpoBatch, loss: GrpoLoss) -> np.ndarray:
+    """The base's log-probability of each trained position of the batch: the adapters switched off."""
+    was_training = model.training
+    model.eval()
+    try:
+        with base_view(model):
+            inputs, positions, targets = batch.arrays()[:3]
+            return np.array(base_token_logps(model, inputs, positions, targets, loss.head))
+    finally:
+        model.train(was_training)
+
+
+def full_length_batches(model: nn.Module, cfg: TrainConfig, loss: GrpoLoss, prompts: list[np.ndarray]) -> list[Batch]:
+    """A step's batches at their largest, for the preflight: every answer sampled to the full length (no
+    end-of-text stops it), advantages of both signs, the base's log-probabilities when beta asks for them."""
+    rows_in, answers = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        for p in prompts:
+            tokens, _ = sample_group(model, p, cfg.group_size, cfg.max_completion_length, cfg.temperature, 1.0, [])
+            rows_in += [p] * cfg.group_size
+            answers += list(tokens)
+    finally:
+        model.train(was_training)
+    signs = np.where(np.arange(len(answers)) % 2 == 0, 1.0, -1.0).astype(np.float32)
+    rows, out = cfg.micro_batch_size or cfg.batch_size, list[Batch]()
+    for start in range(0, len(answers), rows):
+        part = slice(start, start + rows)
+        batch = answers_batch(rows_in[part], answers[part], signs[part])
+        if cfg.beta:
+            batch.reference = base_logps(model, batch, loss)
+        out.append(batch)
+    return out
+
+
 @dataclass
 class Scored:
     """The sampled answers of some groups, and what the rewards made of them."""
@@ -266,14 +302,7 @@ class GrpoRollout:
         return batches
 
     def _base_logps(self, model: nn.Module, batch: GrpoBatch) -> np.ndarray:
-        was_training = model.training
-        model.eval()
-        try:
-            with base_view(model):
-                inputs, positions, targets = batch.arrays()[:3]
-                return np.array(base_token_logps(model, inputs, positions, targets, self.loss.head))
-        finally:
-            model.train(was_training)
+        return base_logps(model, batch, self.loss)
 
     def _completions(
         self,
