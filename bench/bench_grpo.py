@@ -23,6 +23,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -192,7 +193,8 @@ def main() -> None:
     for name, runner in (("mlx-lm-lora", lambda out: run_peer(a.peer, model, data, out, a)),
                          ("qlora-gui", lambda out: run_ours(model, data, out, a))):  # fmt: skip
         out = work / name
-        out.mkdir(exist_ok=True)
+        shutil.rmtree(out, ignore_errors=True)  # a run folder is never continued by accident
+        out.mkdir()
         r = runner(out)
         r["held_out_reward"] = held_out_reward(model, r.pop("adapter"), data, word, a)
         results[name] = r
