@@ -161,6 +161,14 @@ def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(lea
     kept = {e["event"] for e in read_events(run)}
     assert {"rewards", "completions"} <= kept
     assert result.best_val_loss == pytest.approx(-held_out[-1].reward_mean)
+    # Evaluate: the base's and the adapter's mean reward on the held-out prompts, with the run's rewards
+    from qlora_gui.core.after.evaluation import evaluate
+    from qlora_gui.core.after.inference import default_adapter
+
+    evaluated = evaluate(adapter=default_adapter(run))
+    assert evaluated.rows == 8 and evaluated.tokens == 8 * 16 and evaluated.adapter_loss is None
+    assert evaluated.base_reward == pytest.approx(held_out[0].reward_mean)  # the same draws as step 0's
+    assert evaluated.adapter_reward >= 0.8 and "mean reward" in evaluated.to_text()
 
 
 def test_a_killed_grpo_run_resumes_to_the_same_bits(tmp_path, demo_model, word_task):

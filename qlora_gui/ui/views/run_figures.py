@@ -26,6 +26,9 @@ def evaluation_text(results: list[dict]) -> str:
             parts.append("chosen answer likelier in " + " → ".join(shares) + " of the pairs")
             if r.get("reward_accuracy") is not None:
                 parts.append(f"DPO reward accuracy {r['reward_accuracy']:.0%}")
+        if r.get("adapter_reward") is not None:  # GRPO's prompts: the mean reward of each side's answers
+            rewards = [f"{r[k]:.3f}" for k in ("base_reward", "adapter_reward") if r.get(k) is not None]
+            parts.append("mean reward " + " → ".join(rewards))
         what = (
             "all rows"
             if r.get("all_rows", True)
@@ -42,6 +45,10 @@ def eval_cell(results: list[dict]) -> str:
     if not results:
         return "–"
     r = results[-1]
+    if r.get("adapter_reward") is not None:
+        base_reward = r.get("base_reward")
+        shown = f"{base_reward:.3f} → " if base_reward is not None else ""
+        return f"reward {shown}{r['adapter_reward']:.3f}"
     base, adapter = r.get("base_loss"), r.get("adapter_loss")
     return f"{fmt_loss(base)} → {fmt_loss(adapter)}" if base is not None else fmt_loss(adapter)
 
