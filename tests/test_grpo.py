@@ -255,3 +255,46 @@ def test_the_preflight_measures_a_grpo_step_with_its_sampling(tmp_path, demo_mod
     chosen = result.chosen
     assert chosen is not None and chosen.seconds_per_step > 0 and result.run_seconds > 0
     assert chosen.tokens_per_sec == pytest.approx(2 * 4 * 6 / chosen.seconds_per_step)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo"])
+def test_answers_split_over_passes_give_the_step_of_one_batch(demo_model, tokenizer, loss_type):
+    """Each loss variant sums over answers (or tokens) and divides once, so passes of a few answers add up to
+    exactly the gradient of one batch holding them all; with KL, and with sequence-level ratios."""
+    import mlx.optimizers as optim
+    from mlx.utils import tree_flatten, tree_map
+
+    from qlora_gui.core.model.loader import add_adapters, load_base
+    from qlora_gui.core.train.config import TrainConfig
+    from qlora_gui.core.train.grpo import GrpoLoss
+    from qlora_gui.core.train.grpo_mode import answers_batch, base_logps
+    from qlora_gui.core.train.step import TrainStep, mean_gradient
+
+    model = load_base(demo_model).model
+    add_adapters(
+        model,
+        TrainConfig(model="m", data="d", num_layers=2, lora_parameters={"rank": 4, "scale": 10.0, "dropout": 0.0}),
+    )
+    noise = lambda p: p + mx.random.normal(p.shape, key=mx.random.key(1)) * 0.05  # noqa: E731
+    model.update(tree_map(noise, model.trainable_parameters()))  # away from the base: the KL is not zero
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(10, 300, n).astype(np.int32) for n in (5, 5, 9, 9, 7, 7)]
+    answers = [rng.integers(10, 300, n).astype(np.int32) for n in (3, 1, 4, 2, 4, 3)]
+    adv = np.array([1.0, -1.0, 0.5, -0.5, 2.0, -2.0], np.float32)
+    loss = GrpoLoss(0.2, 0.2, 0.28, loss_type, loss_type == "grpo", 4)
+
+    def batch(part):
+        b = answers_batch([prompts[i] for i in part], [answers[i] for i in part], adv[part])
+        b.reference = base_logps(model, b, loss)
+        return b
+
+    step = TrainStep(model, optim.Adam(1e-3), loss)
+    g_big, totals_big, _ = step.accumulate([batch(np.arange(6))])
+    g_small, totals_small, _ = step.accumulate([batch(p) for p in np.split(np.arange(6), 3)])
+    np.testing.assert_allclose(np.array(totals_small), np.array(totals_big), rtol=1e-4, atol=1e-6)
+    assert totals_big[2].item() == sum(len(a) for a in answers) and totals_big[3].item() > 0  # tokens, KL sum
+    g_big, g_small = (
+        dict(tree_flatten(mean_gradient(g, t))) for g, t in ((g_big, totals_big), (g_small, totals_small))
+    )
+    for k in g_big:
+        np.testing.assert_allclose(np.array(g_small[k]), np.array(g_big[k]), atol=1e-5, rtol=0)
