@@ -74,9 +74,9 @@ def main(out: Path) -> None:
         window.dataset.report_changed.disconnect(on_prompts)
         cfg = window.settings_panel.config()
         cfg.train_mode, cfg.iters, cfg.steps_per_report, cfg.steps_per_eval = "grpo", 16, 1, 4
-        cfg.learning_rate, cfg.sample_answers, cfg.batch_size, cfg.group_size = 1e-3, 0, 4, 8
+        cfg.learning_rate, cfg.sample_answers, cfg.batch_size, cfg.group_size = 5e-4, 0, 4, 8
         cfg.max_completion_length, cfg.temperature, cfg.reward_functions = 4, 0.3, "contains,length"
-        cfg.reward_weights, cfg.reward_max_chars, cfg.num_layers, cfg.warmup_steps = "1,0.2", 8, 4, 0
+        cfg.reward_weights, cfg.reward_max_chars, cfg.num_layers, cfg.warmup_steps = "1,0.2", 12, 4, 0
         window.settings_panel.set_config(cfg)
         window.tabs.setCurrentWidget(window.training)
         window.start_training()
@@ -87,7 +87,9 @@ def main(out: Path) -> None:
         training.charts.redraw()
         snap("grpo")
         training.bottom.setCurrentWidget(training.completions)
-        training.completions.slider.setValue(max(training.completions.slider.maximum() - 12, 0))
+        groups = training.completions.groups  # the step whose answers differ the most: best and worst to see
+        spread = [max(c["reward"] for c in g.completions) - min(c["reward"] for c in g.completions) for g in groups]
+        training.completions.slider.setValue(spread.index(max(spread)))
         snap("grpo_answers")
         window.close()
         app.quit()

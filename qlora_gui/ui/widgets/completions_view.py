@@ -45,6 +45,7 @@ class CompletionsView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setWordWrap(True)
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)  # the answer takes the rest of the width
         top = QHBoxLayout()
         top.addWidget(QLabel("Step"))
         top.addWidget(self.slider, 1)
@@ -117,5 +118,5 @@ class CompletionsView(QWidget):
                     item.setBackground(QBrush(BEST_COLOUR if row == marks[0] else WORST_COLOUR))
                     item.setToolTip("the best answer of the group" if row == marks[0] else "the worst answer")
                 self.table.setItem(row, col, item)
-        self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setStretchLastSection(True)
+        for col in range(len(headers) - 1):
+            self.table.resizeColumnToContents(col)

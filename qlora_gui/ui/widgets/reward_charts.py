@@ -31,12 +31,13 @@ class RewardCharts(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.stack)
-        self.legend = pg.LegendItem(colCount=4)
-        self.view.addItem(self.legend, row=0, col=0)
-        self.reward_plot = self._plot("Mean reward", 1)
-        self.spread_plot = self._plot("Reward spread within groups · share of groups all alike", 2)
-        self.kl_plot = self._plot("KL to the base (per token)", 3)
-        self.length_plot = self._plot("Answer length (tokens)", 4)
+        self.legend = pg.LegendItem(colCount=3)
+        self.view.addItem(self.legend, row=0, col=0, colspan=2)
+        # Two by two: each chart keeps half the column's height however far the answers pane is pulled up.
+        self.reward_plot = self._plot("Mean reward", 1, 0)
+        self.spread_plot = self._plot("Spread in groups", 1, 1)
+        self.kl_plot = self._plot("KL to the base", 2, 0)
+        self.length_plot = self._plot("Answer tokens", 2, 1)
         pen = pg.mkPen
         dots = dict(pen=None, symbol="o", symbolSize=7, symbolPen=None)
         self.curves = {
@@ -54,14 +55,14 @@ class RewardCharts(QWidget):
             (("train", "reward_mean"), "train"),
             (("valid", "reward_mean"), "held out"),
             (("train", "reward_spread"), "spread"),
-            (("train", "zero_spread_share"), "all alike"),
+            (("train", "zero_spread_share"), "groups all alike"),
         ):
             self.legend.addItem(self.curves[key], name)
         self.function_curves: dict[str, pg.PlotDataItem] = {}
         self.clear()
 
-    def _plot(self, title: str, row: int) -> pg.PlotItem:
-        plot = self.view.addPlot(row=row, col=0, title=title)
+    def _plot(self, title: str, row: int, col: int) -> pg.PlotItem:
+        plot = self.view.addPlot(row=row, col=col, title=title)
         plot.showGrid(x=True, y=True, alpha=0.2)
         plot.setLabel("bottom", "step")
         plot.setMenuEnabled(False)
