@@ -172,26 +172,26 @@ def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(lea
 
 
 def test_a_killed_grpo_run_resumes_to_the_same_bits(tmp_path, demo_model, word_task):
-    """Sampling, rewards, the KL to the base and the update: a run killed after its step-2 checkpoint and
+    """Sampling, rewards, the KL to the base and the update: a run killed after its step-1 checkpoint and
     resumed ends exactly where a straight one does."""
     data, _ = word_task
-    kw = dict(iters=3, save_every=2, max_completion_length=3, temperature=1.0, beta=0.1, group_size=4,
+    kw = dict(iters=2, save_every=1, max_completion_length=3, temperature=1.0, beta=0.1, group_size=4,
               reward_functions="contains,length", reward_weights="1,0.5", learning_rate=5e-3, val_batches=1,
               importance_sampling_level="sequence", grad_accumulation_steps=2, batch_size=2)  # fmt: skip
     straight = Trainer(grpo_config(demo_model, data, tmp_path / "straight", **kw)).run()
     assert isinstance(straight, Finished), straight
 
-    def killed_at_3(event):
-        if isinstance(event, StepReport) and event.step == 3:
+    def killed_at_2(event):
+        if isinstance(event, StepReport) and event.step == 2:
             raise KeyboardInterrupt  # not caught as a failure: the process ends here, as with kill -9
 
     cfg = grpo_config(demo_model, data, tmp_path / "cut", **kw)
     with pytest.raises(KeyboardInterrupt):
-        Trainer(cfg, killed_at_3).run()
+        Trainer(cfg, killed_at_2).run()
     cfg.resume = True
     events = []
     assert isinstance(Trainer(cfg, events.append).run(), Finished)
-    assert next(e for e in events if isinstance(e, StepReport)).step == 3
+    assert next(e for e in events if isinstance(e, StepReport)).step == 2
     kl = [e.kl for e in events if isinstance(e, RewardReport) and e.split == "train"]
     assert all(k is not None and k >= 0 for k in kl)
     a = mx.load(str(RunFolder(tmp_path / "straight").adapters))
