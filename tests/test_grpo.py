@@ -11,7 +11,7 @@ from qlora_gui.cli import main
 from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.runs.history import read_events
 from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.events import Failed, Finished, GroupCompletions, RewardReport, StepReport
+from qlora_gui.core.train.events import Failed, Finished, GroupCompletions, RewardReport, SampleAnswers, StepReport
 from qlora_gui.core.train.grpo import group_advantages
 from qlora_gui.core.train.rewards import RewardOptions, builtin_rewards, choose_rewards
 from qlora_gui.core.train.trainer import Trainer
@@ -57,7 +57,7 @@ def learnt(tmp_path_factory, demo_model, word_task):
     data, word = word_task
     events = []
     run = tmp_path_factory.mktemp("runs") / "grpo-run"
-    result = Trainer(grpo_config(demo_model, data, run), events.append).run()
+    result = Trainer(grpo_config(demo_model, data, run, sample_answers=1, sample_tokens=1), events.append).run()
     return run, events, result, word
 
 
@@ -158,6 +158,8 @@ def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(lea
     assert len(groups) == 4 and len(groups[-1].completions) == 16 and groups[-1].reference == word
     best = max(groups[-1].completions, key=lambda c: c["reward"])
     assert best["text"].strip() == word and best["rewards"] == {"exact": 1.0}
+    samples = [e for e in events if isinstance(e, SampleAnswers)]  # the greedy answers, scored as well
+    assert [e.step for e in samples] == [0, 4] and samples[-1].answers[0]["reward"] == 1.0
     kept = {e["event"] for e in read_events(run)}
     assert {"rewards", "completions"} <= kept
     assert result.best_val_loss == pytest.approx(-held_out[-1].reward_mean)

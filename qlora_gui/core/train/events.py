@@ -135,7 +135,8 @@ class SampleAnswers(Event):
 
     kind: ClassVar[str] = "samples"
     step: int
-    answers: list[dict[str, Any]]  # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE)
+    # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE); GRPO: reward
+    answers: list[dict[str, Any]]
     seconds: float  # kept out of tokens/s: the step timer does not run while answering
 
 

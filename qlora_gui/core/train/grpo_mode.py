@@ -27,7 +27,7 @@ from ..data.intake import RawSplit
 from ..data.prompt_rows import PromptFormat
 from ..errors import UserError
 from .config import TrainConfig
-from .events import Event, GroupCompletions, RewardReport
+from .events import Event, GroupCompletions, RewardReport, SampleAnswers
 from .grpo import GrpoLoss, base_token_logps, group_advantages
 from .rewards import CHECK_ROWS, RewardOptions, RewardSet, choose_rewards
 
@@ -326,6 +326,13 @@ class GrpoRollout:
             for j in range(len(said))
         ]
         return GroupCompletions(step, texts.prompts[i], texts.answers[i] or "", rows, texts.sources[i])
+
+    def score_samples(self, samples: SampleAnswers) -> None:
+        """Each sample answer's reward (the weighted total), kept beside it: what the rewards make of the
+        model's greedy answer. A reward that fails counts 0 here, without a warning (the step's say it)."""
+        for a in samples.answers:
+            totals, _, _ = self.rewards.score([a["prompt"]], [a["answer"]], [a.get("reference") or None])
+            a["reward"] = totals[0]
 
     # ------------------------------------------------------------ held-out prompts
 

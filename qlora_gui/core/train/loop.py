@@ -288,6 +288,8 @@ class TrainingLoop:
             self.answerer = None
             self.record.warn(f"sample answers stopped ({type(e).__name__}: {e}); training goes on without them")
             return
+        if self.rollout is not None:
+            self.rollout.score_samples(answers)
         self.record.emit(answers)
 
     def _save(self, reason: str, is_best: bool) -> None:
