@@ -109,6 +109,16 @@ def test_the_builtin_rewards_and_their_weights():
         choose_rewards("exact", "1,2", "", options)
     with pytest.raises(Exception, match="unknown reward function"):
         choose_rewards("nope", "", "", options)
+    # a reward that fails mid-run counts 0 for that group, with a warning naming it; the others still count
+    from qlora_gui.core.train.rewards import Reward, RewardSet
+
+    def flaky(prompts, completions, answers):
+        raise KeyError("oops")
+
+    rewards = RewardSet([Reward("exact", b["exact"], 1.0, "built-in"), Reward("flaky", flaky, 2.0, "f.py:3")])
+    totals, each, warnings = rewards.score(["p", "p"], ["Yes", "no"], ["yes", "yes"])
+    assert totals == [1.0, 0.0] and each["flaky"] == [0.0, 0.0]
+    assert warnings == ["reward function 'flaky' (f.py:3) failed (KeyError: 'oops'); it counts 0 for this group"]
     # advantages: against the group's mean, scaled by its spread (Dr. GRPO: not scaled); a flat group gives 0
     adv = group_advantages(np.array([[1.0, 0.0, 0.0, 1.0], [0.5, 0.5, 0.5, 0.5]]))
     assert adv[0] == pytest.approx([1, -1, -1, 1], abs=1e-3) and not adv[1].any()
