@@ -282,6 +282,9 @@ class TrainConfig:
         if self.fine_tune_type == "full" and self.quantize_bits:
             why = "full fine-tuning trains float weights; a base quantized on load has none: use lora or dora (QLoRA)"
             raise ConfigError(f"setting 'quantize_bits': {why}", setting="quantize_bits", why=why)
+        if self.train_mode in ("dpo", "orpo") and self.beta <= 0:
+            why = f"{self.train_mode.upper()} needs a beta above 0 (0 only turns off GRPO's KL term); e.g. 0.1"
+            raise ConfigError(f"setting 'beta': {why}", setting="beta", why=why)
         for s in SETTINGS:
             if s.key == "data" and self.hf_dataset:  # the data comes from hf_dataset
                 continue
