@@ -8,6 +8,7 @@ from conftest import write_jsonl
 from qlora_gui.core.data.formats import FORMATS, detect_format, format_named
 from qlora_gui.core.data.intake import IntakeOptions, read_dataset
 from qlora_gui.core.data.preference_rows import ChatPreferenceFormat, PreferenceFormat
+from qlora_gui.core.data.prompt_rows import PromptFormat
 from qlora_gui.core.data.rows import (
     CHAT,
     COMPLETIONS,
@@ -38,13 +39,14 @@ TOOL_ROW = {
 
 
 def test_names_are_the_strings_reports_and_files_carry():
-    assert list(FORMATS) == ["text", "completions", "chat", "preference", "chat_preference"]
+    assert list(FORMATS) == ["text", "completions", "chat", "preference", "chat_preference", "prompts"]
     assert [type(f) for f in FORMATS.values()] == [
         TextFormat,
         CompletionsFormat,
         ChatFormat,
         PreferenceFormat,
         ChatPreferenceFormat,
+        PromptFormat,
     ]
     assert all(FORMATS[name].name == name for name in FORMATS)
     assert [f.keys_shown for f in FORMATS.values()] == [
@@ -53,6 +55,7 @@ def test_names_are_the_strings_reports_and_files_carry():
         "'messages'",
         "'prompt'+'chosen'+'rejected'",
         "'messages'+'chosen'+'rejected'",
+        "'prompt'",
     ]
 
 
@@ -66,7 +69,8 @@ def test_names_are_the_strings_reports_and_files_carry():
         ({"text": "t", "prompt": "p", "completion": "c", "messages": []}, "chat"),
         ({"text": "t", "prompt": "p", "completion": "c"}, "completions"),
         ({"text": "t", "prompt": "p"}, "text"),
-        ({"prompt": "p"}, None),
+        ({"prompt": "p"}, "prompts"),  # GRPO's: a prompt alone, or with an answer and a system turn
+        ({"prompt": "p", "answer": "a", "system": "s"}, "prompts"),
         ({"completion": "c"}, None),
         ({"instruction": "i", "output": "o"}, None),
         ({}, None),
@@ -141,7 +145,7 @@ def test_only_chat_rows_can_fail_for_want_of_an_assistant_turn_when_masking():
 
 
 def test_only_text_rows_cannot_mask_the_prompt(tmp_path):
-    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True, True, True]
+    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True, True, True, True]
     assert isinstance(TEXT, TextFormat) and not isinstance(TEXT, TurnsFormat)
     assert isinstance(COMPLETIONS, TurnsFormat) and isinstance(CHAT, TurnsFormat)
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a"}, {"text": "b"}])

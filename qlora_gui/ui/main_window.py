@@ -108,6 +108,7 @@ class MainWindow(QMainWindow):
     def _style_plots(self, palette) -> None:
         self.training.charts.apply_palette(palette)
         self.training.preference.apply_palette(palette)
+        self.training.rewards.apply_palette(palette)
         self.dataset.apply_palette(palette)
         self.runs.apply_palette(palette)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..data.batching import eval_batches, make_batch
 from ..data.dataset import check_data
+from ..data.formats import is_prompts
 from ..errors import DataError, UserError
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..runs import checkpoints as ckpt
@@ -28,6 +29,8 @@ from ..train.losses import ChunkedLoss, LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
 from .inference import AdapterSource, base_view, default_adapter, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
+from .reward_evaluation import KEYS as REWARD_KEYS
+from .reward_evaluation import mean_rewards
 from .row_losses import RowLoss, row_loss_sums, row_text
 
 
@@ -56,6 +59,9 @@ class EvalResult:
     base_accuracy: float | None = None
     adapter_accuracy: float | None = None
     reward_accuracy: float | None = None  # DPO's own measure, the adapter against the base (pair_evaluation.py)
+    # GRPO's prompts: the mean reward of each side's sampled answers (reward_evaluation.py); no loss then.
+    base_reward: float | None = None
+    adapter_reward: float | None = None
 
     def row_details(self) -> list[RowLoss]:
         return [RowLoss(**r) for r in self.row_losses]
@@ -74,6 +80,8 @@ class EvalResult:
     def measured(self) -> str:
         """What these numbers cover, in words."""
         what = "all rows" if self.all_rows else f"the {self.batches} batches training validated on"
+        if self.base_reward is not None or self.adapter_reward is not None:
+            return f"{self.split} split, {what}: {self.rows} prompts, {self.tokens} answers sampled per side"
         if self.base_accuracy is not None or self.adapter_accuracy is not None:
             return f"{self.split} split, {what}: {self.rows} pairs, {self.tokens} tokens of chosen answers"
         return f"{self.split} split, {what}: {self.rows} rows, {self.tokens} trained tokens"
@@ -89,6 +97,9 @@ class EvalResult:
         for name, share in (("base", self.base_accuracy), ("adapter", self.adapter_accuracy)):
             if share is not None:
                 lines.append(f"  {name:<8} finds the chosen answer likelier in {share:.1%} of the pairs")
+        for name, reward in (("base", self.base_reward), ("adapter", self.adapter_reward)):
+            if reward is not None:
+                lines.append(f"  {name:<8} mean reward {reward:.3f} (the run's rewards on its sampled answers)")
         if self.reward_accuracy is not None:
             lines.append(
                 f"  the adapter raised the chosen answer over the rejected one, against the base, in "
@@ -156,6 +167,17 @@ def evaluate(
     head = loss_fn if isinstance(loss_fn, ChunkedLoss) else None  # pairs: the answers' positions alone
 
     row_ids = [int(i) for idx in order for i in idx]
+    if is_prompts(check.report.format) and adapter is not None:  # GRPO's prompts: rewards, no loss
+        say("sampling and scoring answers")
+        settings = {k: _setting(adapter, k) for k in REWARD_KEYS}
+        base, mine = mean_rewards(
+            loaded.model, loaded.tokenizer, settings, chosen, check.raw[split], split, max_batches, include_base
+        )
+        answers = len(row_ids) * int(settings["group_size"])
+        return EvalResult(
+            str(data), split, len(row_ids), answers, None, None, str(adapter.path), adapter.step,
+            time.perf_counter() - t0, len(order), all_rows, base_reward=base, adapter_reward=mine,
+        )  # fmt: skip
     per: dict[str, list[tuple[float, int]]] = {}
     per_row = per_row and not chosen.pairs  # a pair's two answers have no one row loss
     scores: dict[str, PairScores] = {}
@@ -252,6 +274,9 @@ def evaluation_text(results: list[dict[str, Any]]) -> str:
             parts.append("chosen answer likelier in " + " → ".join(shares) + " of the pairs")
             if r.get("reward_accuracy") is not None:
                 parts.append(f"DPO reward accuracy {r['reward_accuracy']:.0%}")
+        if r.get("adapter_reward") is not None:  # GRPO's prompts: the mean reward of each side's answers
+            rewards = [f"{r[k]:.3f}" for k in ("base_reward", "adapter_reward") if r.get(k) is not None]
+            parts.append("mean reward " + " → ".join(rewards))
         what = (
             "all rows"
             if r.get("all_rows", True)

@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from .preference_rows import CHAT_PREFERENCE, PREFERENCE, PreferenceFormat
+from .prompt_rows import PROMPTS, PromptFormat
 from .rows import CHAT, COMPLETIONS, TEXT, TextFormat, TurnsFormat
 
 # Name -> format, in the order messages list them.
 FORMATS: dict[str, TextFormat | TurnsFormat] = {
-    f.name: f for f in (TEXT, COMPLETIONS, CHAT, PREFERENCE, CHAT_PREFERENCE)
+    f.name: f for f in (TEXT, COMPLETIONS, CHAT, PREFERENCE, CHAT_PREFERENCE, PROMPTS)
 }
 
 
 def detect_format(row: dict[str, Any]) -> TextFormat | TurnsFormat | None:
     """The format a row belongs to: preference pairs first (their 'messages' are only the prompt), then
-    mlx-lm's precedence: messages, then prompt+completion, then text."""
-    return next((f for f in (CHAT_PREFERENCE, PREFERENCE, CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
+    mlx-lm's precedence: messages, then prompt+completion, then text; a prompt alone (with an optional answer and
+    system turn) is GRPO's."""
+    return next((f for f in (CHAT_PREFERENCE, PREFERENCE, CHAT, COMPLETIONS, PROMPTS, TEXT) if f.matches(row)), None)
 
 
 def format_named(name: str | None) -> TextFormat | TurnsFormat | None:
@@ -27,3 +29,8 @@ def format_named(name: str | None) -> TextFormat | TurnsFormat | None:
 def is_preference(name: str | None) -> bool:
     """The rows are preference pairs (DPO and ORPO train on them)."""
     return isinstance(format_named(name), PreferenceFormat)
+
+
+def is_prompts(name: str | None) -> bool:
+    """The rows are prompts to answer (GRPO learns from rewards on its own answers to them)."""
+    return isinstance(format_named(name), PromptFormat)

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .encode import ENCODE_CHUNK, EncodedRow, EncodedSplit, _encode_turns, encode_rows, tokenize_plain
+from .chat_template import rejection_hint, render_chat
+from .encode import ENCODE_CHUNK, EncodedRow, EncodedSplit, _encode_turns, _tokenize, encode_rows, tokenize_plain
 from .formats import format_named
 from .intake import RawSplit
 from .json_rows import OnProgress
 from .preference_rows import SIDES, PreferenceFormat
 from .problems import Problems
+from .prompt_rows import PromptFormat
 from .ragged import Ragged, RaggedWriter, row_positions
 from .rows import CHAT, TEXT, TextFormat
 
@@ -90,6 +92,8 @@ def encode_split(
     Template failures become line-numbered problems."""
     if isinstance(format_named(raw.format), PreferenceFormat):
         return _encode_pairs(raw, tokenizer, max_seq_length, problems)
+    if isinstance(format_named(raw.format), PromptFormat):
+        return _encode_prompts(raw, tokenizer, max_seq_length, problems)
     fmt = format_named(raw.format) or TEXT
     ids_out, mask_out = _Writer(folder, f"{raw.name}.ids", np.int32), _Writer(folder, f"{raw.name}.mask", np.bool_)
     out = EncodedSplit(Ragged.from_rows([], np.int32), Ragged.from_rows([], np.bool_), np.zeros(0, np.int64), [])
@@ -181,4 +185,42 @@ def _encode_pairs(raw: RawSplit, tokenizer: Any, max_seq_length: int, problems: 
             f"the prompt fills max_seq_length={max_seq_length} tokens, so no answer token is left to compare; "
             "raise max_seq_length or shorten the prompt",
         )
+    return out
+
+
+def _encode_prompts(raw: RawSplit, tokenizer: Any, max_seq_length: int, problems: Problems) -> EncodedSplit:
+    """GRPO's prompts, each rendered with the generation prompt: what the model answers. No position of a
+    prompt is trained (the model's own answers are), and a prompt too long to leave room for an answer is a
+    problem on its line."""
+    fmt = format_named(raw.format)
+    assert isinstance(fmt, PromptFormat)
+    texts, lines = [], []
+    for row, line in zip(raw.rows, raw.lines, strict=True):
+        turns = fmt.as_messages(row)
+        try:
+            texts.append(render_chat(tokenizer, turns, add_generation_prompt=True))
+            lines.append(line)
+        except Exception as e:  # a Jinja template can raise anything; report it on the row
+            roles = {str(t.get("role", "")) for t in turns}
+            problems.add(
+                raw.file,
+                line,
+                f"the model's chat template rejected this prompt ({e}): {rejection_hint(str(e), roles, tokenizer)}",
+            )
+    ids = [r.ids for r in _tokenize(tokenizer, texts, plain=False, offsets=False)]
+    out = EncodedSplit(
+        Ragged.from_rows(ids, np.int32),
+        Ragged.from_rows([np.zeros(len(i), bool) for i in ids], np.bool_),
+        np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)),
+        lines,
+        trained_tokens=0,
+    )
+    for line, n in zip(lines, out.full_lengths, strict=True):
+        if n >= max_seq_length:
+            problems.add(
+                raw.file,
+                line,
+                f"the prompt is {n} tokens, and max_seq_length={max_seq_length} leaves no room for "
+                "an answer; raise max_seq_length or shorten the prompt",
+            )
     return out

@@ -27,7 +27,7 @@ from .encode import EncodedSplit, _backend, _hf
 from .intake import DATA_SUFFIXES, SPLITS
 from .ragged import Ragged
 
-CACHE_FORMAT = 1  # raise when an entry's layout or the encoding changes
+CACHE_FORMAT = 2  # raise when an entry's layout or the encoding changes (2: GRPO prompt rows are read)
 META = "check.pickle"
 DEFAULT_LIMIT_GB = 20.0
 STALE_STAGING_S = 24 * 3600  # a staging folder this old was left by a process that died

@@ -22,11 +22,19 @@ import yaml
 
 from ..errors import UserError
 from ..train.config import TrainConfig
-from ..train.events import Event, PreferenceReport, RunStarted, SampleAnswers, StepReport, ValidationResult
+from ..train.events import (
+    Event,
+    PreferenceReport,
+    RewardReport,
+    RunStarted,
+    SampleAnswers,
+    StepReport,
+    ValidationResult,
+)
 from ..train.mlx_keys import tracker_names
 from .run_folder import RunFolder
 
-LOGGED = (StepReport, ValidationResult, PreferenceReport)  # the events whose numbers are logged
+LOGGED = (StepReport, ValidationResult, PreferenceReport, RewardReport)  # the events whose numbers are logged
 
 
 def scalars(event: Event) -> tuple[str, dict[str, float]]:
@@ -38,6 +46,8 @@ def scalars(event: Event) -> tuple[str, dict[str, float]]:
         for f in dataclasses.fields(event)
         if f.name != "step" and isinstance(v := getattr(event, f.name), (int, float)) and not isinstance(v, bool)
     }
+    for name, v in (getattr(event, "functions", None) or {}).items():  # GRPO: each reward function's mean
+        values[f"{prefix}/reward_{name}"] = float(v)
     return prefix, values
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,14 +97,66 @@ class TrainConfig:
         "sft", "Training mode", "SFT learns to write the data's answers. DPO and ORPO learn from preference pairs (a "
         "prompt with a chosen and a rejected answer) to prefer the chosen kind: DPO stays near the base, which is "
         "its reference (measured once per run, no second model in memory); ORPO needs no reference and also "
-        "learns to write the chosen answers.", "choice", "Training mode", choices=("sft", "dpo", "orpo"))
+        "learns to write the chosen answers. GRPO learns from rewards: for each prompt the model writes a group "
+        "of answers, the rewards score them, and it learns to write more like the better ones.", "choice",
+        "Training mode", choices=("sft", "dpo", "orpo", "grpo"))
     beta: float = setting(
         0.1, "Beta", "DPO: how far the adapter may move from the base (higher keeps it closer). ORPO: the weight of "
-        "the preference term beside the chosen answers' loss. Unused by SFT.", "float", "Training mode", 0.001,
-        100.0, decimals=3)
+        "the preference term beside the chosen answers' loss. GRPO: the weight of the KL divergence to the frozen "
+        "base (measured with the adapters switched off: no second model in memory); 0 skips it. Unused by SFT.",
+        "float", "Training mode", 0.0, 100.0, decimals=3)
     label_smoothing: float = setting(
         0.0, "Label smoothing", "DPO only: the share of pairs taken to be labelled the wrong way round (robust to "
         "noisy labels); 0 trusts every label.", "float", "Training mode", 0.0, 0.5, below_maximum=True)
+    group_size: int = setting(
+        4, "Answers per prompt", "GRPO: answers sampled for each prompt (the group G); each is scored against the "
+        "group's mean. Time and memory grow with it.", "int", "GRPO", 2, 256)
+    micro_batch_size: int | None = setting(
+        None, "Answers per pass", "GRPO: answers trained in one forward and backward pass; a step's answers (batch "
+        "size x answers per prompt) are summed over as many passes as it takes, exactly as one. More: faster on a "
+        "GPU, more activation memory. Off: the batch size, so the group size does not multiply memory.", "int",
+        "GRPO", 1, 65536, off=None, lowest_text="= batch size")
+    max_completion_length: int = setting(
+        64, "Max answer length", "GRPO: tokens sampled per answer, at most.", "int", "GRPO", 1, 65536, unit="tokens")
+    temperature: float = setting(
+        0.8, "Temperature", "GRPO: sampling temperature of the answers. Higher: more varied groups (more to learn "
+        "from), noisier answers.", "float", "GRPO", 0.01, 10.0)
+    top_p: float = setting(
+        1.0, "Top-p", "GRPO: sample only from the most likely tokens that together hold this probability; 1 "
+        "keeps all.", "float", "GRPO", 0.01, 1.0)
+    epsilon: float = setting(
+        0.2, "Clip epsilon", "GRPO: the importance ratio is clipped to [1 - epsilon, 1 + epsilon-high].", "float",
+        "GRPO", 0.0, 10.0, decimals=4)
+    epsilon_high: float | None = setting(
+        None, "Clip epsilon high", "GRPO: the upper clip (DAPO's clip-higher); off: the same as epsilon.", "float",
+        "GRPO", 0.0, 10.0, decimals=4, off=None, lowest_text="= epsilon")
+    grpo_loss_type: str = setting(
+        "grpo", "GRPO loss", "grpo: each answer's mean token loss, averaged over answers; bnpo: every answer token "
+        "weighs the same; dr_grpo (Dr. GRPO): token sums over answers x answer length, advantages not divided by "
+        "the group's spread (no length or difficulty bias).", "choice", "GRPO", choices=("grpo", "dr_grpo", "bnpo"))
+    importance_sampling_level: str = setting(
+        "token", "Importance ratio", "GRPO: one ratio per token, or per answer (sequence: GSPO's, the mean of the "
+        "token log-ratios).", "choice", "GRPO", choices=("token", "sequence"))
+    reward_functions: str = setting(
+        "", "Reward functions", "GRPO: comma-separated names of built-in rewards (exact, contains, format, numeric, "
+        "json, length) or of functions in the reward functions file. Empty: the file's functions, else exact.",
+        "text", "GRPO", lowest_text="the file's, else exact")
+    reward_weights: str = setting(
+        "", "Reward weights", "GRPO: one weight per reward function, comma-separated (e.g. 1,0.5); empty: 1 each.",
+        "text", "GRPO")
+    reward_functions_file: str = setting(
+        "", "Reward functions file", "GRPO: a Python file of `def NAME(prompts, completions, answers)` functions, "
+        "each returning one number per completion (answers: each row's 'answer', or None). Checked on the first "
+        "rows before any weights load.", "file", "GRPO")
+    reward_pattern: str = setting(
+        r"^<think>[\s\S]*?</think>\s*\S[\s\S]*$", "Format pattern", "GRPO: the regular expression the built-in "
+        "'format' reward checks each answer against (searched in the trimmed answer).", "text", "GRPO")
+    reward_min_chars: int = setting(
+        1, "Length from", "GRPO: the built-in 'length' reward's shortest answer, in characters.", "int", "GRPO",
+        0, 1_000_000)
+    reward_max_chars: int = setting(
+        200, "Length to", "GRPO: the built-in 'length' reward's longest answer, in characters.", "int", "GRPO",
+        0, 1_000_000)
     fine_tune_type: str = setting(
         "lora", "Method", "LoRA trains small low-rank matrices beside frozen weights. DoRA also learns a magnitude "
         "per output: slightly more memory, about 10-20% slower, sometimes better. Full trains every weight of the "
@@ -232,6 +285,9 @@ class TrainConfig:
         if self.fine_tune_type == "full" and self.quantize_bits:
             why = "full fine-tuning trains float weights; a base quantized on load has none: use lora or dora (QLoRA)"
             raise ConfigError(f"setting 'quantize_bits': {why}", setting="quantize_bits", why=why)
+        if self.train_mode in ("dpo", "orpo") and self.beta <= 0:
+            why = f"{self.train_mode.upper()} needs a beta above 0 (0 only turns off GRPO's KL term); e.g. 0.1"
+            raise ConfigError(f"setting 'beta': {why}", setting="beta", why=why)
         for s in SETTINGS:
             if s.key == "data" and self.hf_dataset:  # the data comes from hf_dataset
                 continue
@@ -243,6 +299,8 @@ class TrainConfig:
                 problem = report_to_problem(self.report_to)
             elif s.key == "optimizer_config":
                 problem = optimizer_config_problem(self.optimizer_config)
+            elif s.key == "reward_pattern":
+                problem = pattern_problem(self.reward_pattern)
             else:
                 problem = s.problem(self.value(s.key))
             if problem:
@@ -253,6 +311,15 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why a regular expression does not compile; None when it does."""
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        return f"not a regular expression ({e}); e.g. ^<answer>.*</answer>$"
+    return None
 
 
 SETTINGS: tuple[Setting, ...] = declared(TrainConfig, {"lora_parameters": LORA_SETTINGS})

@@ -138,6 +138,49 @@ class PreferenceReport(Event):
 
 
 @dataclass
+class RewardReport(Event):
+    """How GRPO's sampled answers score: on the steps since the last report, or on held-out prompts."""
+
+    kind: ClassVar[str] = "rewards"
+    step: int
+    reward_mean: float  # the weighted total, averaged over answers
+    reward_spread: float  # the standard deviation of the total within a group, averaged over groups
+    functions: dict[str, float]  # each reward function's own mean score (before its weight)
+    kl: float | None  # mean per-token KL divergence to the frozen base (None when beta is 0 or held out)
+    completion_length: float  # mean tokens per answer
+    zero_spread_share: float  # share of groups whose answers all scored the same: nothing to learn from
+    groups: int
+    split: str = "train"
+
+    def describe(self) -> str:
+        each = ", ".join(f"{k} {v:.3f}" for k, v in self.functions.items())
+        kl = f" | KL {self.kl:.4f}" if self.kl is not None else ""
+        return (
+            f"step {self.step:>6} | {self.split} reward {self.reward_mean:.3f} ({each}) | spread "
+            f"{self.reward_spread:.3f} | {self.zero_spread_share:.0%} groups all alike | "
+            f"{self.completion_length:.1f} tokens per answer{kl}"
+        )
+
+
+@dataclass
+class GroupCompletions(Event):
+    """The answers sampled for one prompt at `step`, with each one's rewards and advantage."""
+
+    kind: ClassVar[str] = "completions"
+    step: int
+    prompt: str
+    reference: str  # the row's answer, "" when it gives none
+    completions: list[dict[str, Any]]  # text, reward (weighted total), rewards (by function), advantage, tokens
+    source: str = ""  # FILE:LINE of the prompt's row
+
+    def describe(self) -> str:
+        if not self.completions:
+            return f"step {self.step:>6} | no answers to {one_line(self.prompt, 60)}"
+        best = max(self.completions, key=lambda c: c["reward"])
+        return f"  best answer ({best['reward']:.2f}) to {one_line(self.prompt, 60)}: {one_line(best['text'], 100)}"
+
+
+@dataclass
 class ValidationResult(Event):
     kind: ClassVar[str] = "validation"
     step: int
@@ -161,7 +204,8 @@ class SampleAnswers(Event):
 
     kind: ClassVar[str] = "samples"
     step: int
-    answers: list[dict[str, Any]]  # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE)
+    # prompt, reference, answer, tokens, finish ("stop"/"length"), source (FILE:LINE); GRPO: reward
+    answers: list[dict[str, Any]]
     seconds: float  # kept out of tokens/s: the step timer does not run while answering
 
     def describe(self) -> str:
@@ -222,10 +266,13 @@ class Finished(Event):
     test_loss: float | None
     run_dir: str
     elapsed: float
+    rewarded: bool = False  # GRPO: the validation "loss" is the held-out mean reward, negated
 
     def describe(self) -> str:
         how = "stopped" if self.stopped else "finished"
         val = f", validation loss {self.val_loss:.4f}" if self.val_loss is not None else ""
+        if self.val_loss is not None and self.rewarded:
+            val = f", held-out mean reward {-self.val_loss:.3f}"
         return f"{how} at step {self.step} in {self.elapsed:.1f}s{val}. Adapter: {self.run_dir}"
 
 

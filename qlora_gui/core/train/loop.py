@@ -23,6 +23,7 @@ from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
 from .events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
+from .grpo_mode import GrpoRollout
 from .losses import LossFn
 from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
@@ -67,11 +68,13 @@ class TrainingLoop:
         control: RunControl,
         answerer: SampleAnswerer | None = None,
         reference: LazyReference | None = None,
+        rollout: GrpoRollout | None = None,
     ):
         self.cfg, self.model, self.loss_fn, self.data = cfg, model, loss_fn, data
         self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
         self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
         self.reference = reference  # DPO: the base's log-probabilities, measured as pairs are first read
+        self.rollout = rollout  # GRPO: samples and scores each step's answers, which are then its batches
         self.state = TrainState(seed=cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
@@ -133,7 +136,9 @@ class TrainingLoop:
         self._answer()
         self._save("end", is_best)
         test, test_loss = self.data.get("test"), None
-        if cfg.test and test is not None:
+        if cfg.test and test is not None and self.rollout is not None:
+            test_loss = self._rewards_held_out(test, cfg.test_batches, "test")
+        elif cfg.test and test is not None:
             test_loss, tokens, secs = self._validate(test, cfg.test_batches, "test")
             self.record.emit(
                 ValidationResult(
@@ -168,7 +173,11 @@ class TrainingLoop:
             # On several ranks, a rank's part of a batch smaller than the number of ranks is empty.
             if self.reference is not None:
                 self.reference.ensure(train, [idx for idx in group if len(idx)])
-            micro = [make_batch(train, idx) for idx in group if len(idx)]
+            if self.rollout is not None:  # the answers are sampled from the step's seeded random state
+                micro = self.rollout.micro_batches(self.model, train, [idx for idx in group if len(idx)], step)
+                self._say_reward_warnings(step)
+            else:
+                micro = [make_batch(train, idx) for idx in group if len(idx)]
             if self.ceiling is not None:
                 self.ceiling.before_step(*step_shape(micro))
             result = self.train_step(micro)
@@ -177,6 +186,8 @@ class TrainingLoop:
             for skipped in guard.check(result, step):
                 self.record.warn(skipped, step)
             self.optimizer_updates += result.updated
+            if self.rollout is not None:
+                self.rollout.add_result(result.stats)
             state.step, state.batch_pos = step, state.batch_pos + len(group)
             if state.batch_pos >= len(batches):
                 state.epoch, state.batch_pos = state.epoch + 1, 0
@@ -187,10 +198,12 @@ class TrainingLoop:
             progress.add_step(result.loss_sum, result.tokens, seconds, tokens=tokens, stats=result.stats)
             progress.add_rank_count(sum(m.tokens for m in result.micro))  # this rank's own, for its speed
             if step % cfg.steps_per_report == 0 or step == self.total_steps:
-                pairs = progress.preference_report(step)
+                pairs = progress.preference_report(step) if self.rollout is None else None
                 self.record.emit(progress.report(step, self.train_step.learning_rate(), state.trained_tokens))
                 if pairs is not None:
                     self.record.emit(pairs)
+                for event in self.rollout.reports(step) if self.rollout is not None else []:
+                    self.record.emit(event)
                 memory = progress.memory_warning()
                 if memory:
                     self.record.warn(memory, step)
@@ -241,8 +254,30 @@ class TrainingLoop:
         self._pairs = PreferenceReport.of(self.state.step, totals.count, totals.stats, name) if pairs else None
         return totals.mean_loss, totals.trained_tokens, time.perf_counter() - t0
 
+    def _say_reward_warnings(self, step: int) -> None:
+        if self.rollout is not None:
+            for message in self.rollout.warnings:
+                self.record.warn(message, step)
+            self.rollout.warnings = []
+
+    def _rewards_held_out(self, split: EncodedSplit, max_batches: int, name: str) -> float:
+        """GRPO: the mean reward on held-out prompts, emitted; returned negated, as the run's validation
+        "loss" (lower is better, so the best checkpoint is the one that earns the most)."""
+        assert self.rollout is not None
+        report = self.rollout.evaluate(self.model, split, name, max_batches, self.state.step)
+        self._say_reward_warnings(self.state.step)
+        self.record.emit(report)
+        return -report.reward_mean
+
     def _record_validation(self, split: EncodedSplit) -> bool:
         state = self.state
+        if self.rollout is not None:
+            loss = self._rewards_held_out(split, self.cfg.val_batches, "valid")
+            best = state.best_val_loss is None or loss < state.best_val_loss
+            state.val_loss = loss
+            if best:
+                state.best_val_loss, state.best_step = loss, state.step
+            return best
         loss, tokens, secs = self._validate(split, self.cfg.val_batches, "valid")
         best = state.best_val_loss is None or loss < state.best_val_loss
         state.val_loss = loss
@@ -266,6 +301,8 @@ class TrainingLoop:
             self.answerer = None
             self.record.warn(f"sample answers stopped ({type(e).__name__}: {e}); training goes on without them")
             return
+        if self.rollout is not None:
+            self.rollout.score_samples(answers)
         self.record.emit(answers)
 
     def _save(self, reason: str, is_best: bool) -> None:
@@ -293,6 +330,7 @@ class TrainingLoop:
             test_loss=test_loss,
             run_dir=self.cfg.adapter_path,
             elapsed=self.progress.elapsed,
+            rewarded=self.rollout is not None,
         )
         self.record.emit(event)
         return event

@@ -10,18 +10,32 @@ import numpy as np
 from ..after.inference import base_view
 from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
-from ..data.formats import is_preference
+from ..data.formats import is_preference, is_prompts
 from ..errors import UserError
 from .config import TrainConfig
+from .grpo import GrpoLoss
 from .losses import ChunkedLoss, LossFn
 from .preference import PreferenceLoss, sequence_logps
 
 PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
+PROMPT_KEYS = '"prompt" (text or chat turns), with an optional "answer" and "system"'
 
 
 def mode_mismatch(mode: str, data_format: str | None) -> str:
     """Why the training mode and the rows do not go together, naming what to change; "" when they do."""
-    pairs = is_preference(data_format)
+    pairs, prompts = is_preference(data_format), is_prompts(data_format)
+    if mode == "grpo":
+        if prompts or not data_format:
+            return ""
+        return (
+            f"GRPO learns from rewards on its own answers to prompts, rows with {PROMPT_KEYS}, but these are "
+            f"{data_format} rows; give prompt rows or pick SFT, DPO or ORPO"
+        )
+    if prompts:
+        return (
+            "the rows are prompts without answers to train on: pick GRPO as the training mode (Settings › "
+            "Training mode; --train-mode grpo), which learns from rewards"
+        )
     if mode == "sft" and pairs:
         return (
             "the rows are preference pairs: pick DPO or ORPO as the training mode (Settings › Training mode; "
@@ -43,7 +57,12 @@ def check_mode_fits_data(mode: str, data_format: str | None, data: str) -> None:
 
 
 def preference_loss(cfg: TrainConfig) -> LossFn | None:
-    """The loss of a preference mode; None for SFT (whose loss the model decides)."""
+    """The loss of a preference mode or of GRPO; None for SFT (whose loss the model decides)."""
+    if cfg.train_mode == "grpo":
+        sequence = cfg.importance_sampling_level == "sequence"
+        return GrpoLoss(
+            cfg.beta, cfg.epsilon, cfg.epsilon_high, cfg.grpo_loss_type, sequence, cfg.max_completion_length
+        )
     return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
 
 

@@ -30,6 +30,8 @@ from ..model.loader import adapter_weights, use_grad_checkpoint
 from ..model.model_files import load_tokenizer, resolve_model_path
 from .config import TrainConfig
 from .estimate import estimate_memory
+from .grpo import GrpoLoss
+from .grpo_mode import full_length_batches
 from .optimizer import build_optimizer
 from .preference_mode import preference_loss
 from .step import TrainStep
@@ -203,21 +205,27 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
 
 
 def _measure(t: Trial, cfg: TrainConfig, model: Any, loss_fn: Any, rows: EncodedSplit) -> None:
-    """Two optimizer steps (forward, backward, update) on these rows; the second is timed."""
+    """Two optimizer steps (forward, backward, update) on these rows; the second is timed. A GRPO step
+    samples its answers first (to the full length: the longest step there can be), then trains on them."""
     optimizer = build_optimizer(cfg, 10)
     optimizer.init(model.trainable_parameters())
     step = TrainStep(model, optimizer, loss_fn, cfg.grad_clip, None)
-    batch = make_batch(rows, np.arange(rows.rows))
+    grpo = isinstance(loss_fn, GrpoLoss)
+    prompts = [rows.tokens[i] for i in range(rows.rows)]
     mx.clear_cache()
     mx.reset_peak_memory()
     for i in range(2):
         t0 = time.perf_counter()
-        step([batch])
+        batches = (
+            full_length_batches(model, cfg, loss_fn, prompts) if grpo else [make_batch(rows, np.arange(rows.rows))]
+        )
+        step(batches)
         mx.eval(step.state)
         if i == 1:
             t.seconds_per_step = time.perf_counter() - t0
     t.peak_gb = mx.get_peak_memory() / GB
-    t.tokens_per_sec = int(rows.row_lengths.sum()) / t.seconds_per_step if t.seconds_per_step else 0.0
+    tokens = rows.rows * cfg.group_size * cfg.max_completion_length if grpo else int(rows.row_lengths.sum())
+    t.tokens_per_sec = tokens / t.seconds_per_step if t.seconds_per_step else 0.0
 
 
 def memory_fingerprint(cfg: TrainConfig) -> tuple[Any, ...]:

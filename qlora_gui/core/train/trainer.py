@@ -29,6 +29,8 @@ from ..runs.run_plan import resume_source
 from ..runs.run_record import RunRecord
 from .config import TrainConfig
 from .events import Event, EventCallback, Failed, RunStarted
+from .grpo import GrpoLoss
+from .grpo_mode import GrpoRollout, run_rewards
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
 from .preference_mode import LazyReference, check_mode_fits_data, preference_loss
@@ -116,6 +118,7 @@ class Trainer:
             cfg.data, tokenizer, cfg.max_seq_length, cfg.mask_prompt, cfg.batch_size, cfg.valid_fraction, cfg.seed
         )
         check_mode_fits_data(cfg.train_mode, self.data_report.format, cfg.data)
+        rewards = run_rewards(cfg, rows) if cfg.train_mode == "grpo" else None  # a bad reward file: before weights
         prompts, prompts_note = choose_prompts(cfg.sample_answers, cfg.sample_prompts, rows, cfg.seed)
         # The template is applied to the prompts when training applied it (not for text rows).
         chat = self.data_report.format != "text"
@@ -148,6 +151,9 @@ class Trainer:
             reference.start({k: v for k, v in data.items() if k != "test" or cfg.test})
         # On several machines some settings differ from the ones asked for (said in the notes).
         loop_cfg, machine_notes = agreement.settings_on_ranks(cfg, world, run.path if resume_path else None)
+        rollout = None
+        if rewards is not None and isinstance(prepared.loss_fn, GrpoLoss):
+            rollout = GrpoRollout(loop_cfg, tokenizer, rewards, prepared.loss_fn, rows)
         notes += machine_notes
         self.loop = loop = TrainingLoop(
             loop_cfg,
@@ -162,6 +168,7 @@ class Trainer:
             control=control,
             answerer=answerer,
             reference=reference,
+            rollout=rollout,
         )
         if resume_path is not None:
             loop.restore(resume_path)
@@ -200,6 +207,8 @@ class Trainer:
                 "when a step or a validation first reads it",
                 info=True,
             )
+        if rollout is not None:
+            self._record.warn(f"GRPO {rollout.rewards.description}; {cfg.group_size} answers per prompt", info=True)
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
 

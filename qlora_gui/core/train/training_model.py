@@ -9,6 +9,7 @@ from typing import Any
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..model.loader import LoadedModel, add_adapters, load_base, use_grad_checkpoint
 from .config import TrainConfig
+from .grpo import GrpoLoss
 from .losses import LossFn, chunked_loss_for
 from .preference import PreferenceLoss
 
@@ -37,7 +38,7 @@ def prepare_model(cfg: TrainConfig, model_path: Path, tokenizer: Any, loss_fn: L
     loss_path = "loss: the given loss function"
     if loss_fn is None:
         loss_fn, loss_path = chunked_loss_for(model, memory_first=cfg.grad_checkpoint)
-    elif isinstance(loss_fn, PreferenceLoss):
+    elif isinstance(loss_fn, (PreferenceLoss, GrpoLoss)):
         loss_path = loss_fn.bind(model, memory_first=cfg.grad_checkpoint)  # before checkpointing: it probes
     if cfg.grad_checkpoint:
         notes.append(

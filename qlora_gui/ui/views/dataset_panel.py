@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.data.dataset import DataReport
+from ...core.data.formats import is_preference, is_prompts
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
 from ...core.resources import sample_data_path
@@ -247,7 +248,11 @@ class DatasetPanel(QWidget):
             self._render(self.report)  # pairs with SFT, or plain rows with DPO/ORPO, are not ready
 
     def _needed_mode(self) -> str:
-        return "dpo" if self.train_mode == "sft" else "sft"
+        """The mode these rows train in: GRPO for prompts, DPO for pairs (from SFT), else SFT."""
+        rows = self.report.format if self.report is not None else None
+        if is_prompts(rows):
+            return "grpo"
+        return "dpo" if is_preference(rows) else "sft"
 
     def browse_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open dataset", "", "Data (*.jsonl *.json);;All files (*)")

@@ -17,7 +17,11 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 COLUMNS = [
     ("Run", "The run folder's name"),
     ("Status", "finished, stopped (resumable), failed or incomplete"),
-    ("Mode", "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs)"),
+    (
+        "Mode",
+        "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs), GRPO "
+        "(rewards on its own answers; its validation figure is the negated held-out mean reward)",
+    ),
     ("Model", "The base model"),
     ("Data", "The dataset"),
     ("Steps", "The last step the run reached"),
@@ -39,7 +43,7 @@ COLUMNS = [
 ]
 COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
 WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
-MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO"}
+MODE_NAMES = {"sft": "SFT", "dpo": "DPO", "orpo": "ORPO", "grpo": "GRPO"}
 MISSING = float("inf")  # a run without the figure sorts after those with one (ascending)
 
 
@@ -51,6 +55,10 @@ def eval_cell(results: list[dict]) -> str:
     if not results:
         return "–"
     r = results[-1]
+    if r.get("adapter_reward") is not None:
+        base_reward = r.get("base_reward")
+        shown = f"{base_reward:.3f} → " if base_reward is not None else ""
+        return f"reward {shown}{r['adapter_reward']:.3f}"
     base, adapter = r.get("base_loss"), r.get("adapter_loss")
     return f"{fmt_loss(base)} → {fmt_loss(adapter)}" if base is not None else fmt_loss(adapter)
 

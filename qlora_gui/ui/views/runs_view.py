@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 
 from ...core.after.evaluation import evaluate_run, evaluation_text, last_row_losses, read_evaluations
 from ...core.errors import UserError
+from ...core.runs.history import read_events
 from ...core.runs.run_admin import (
     differences_text,
     read_notes,
@@ -37,6 +38,8 @@ from ...core.runs.run_lock import folder_owner, in_use_message
 from ...core.runs.run_summary import RunSummary, list_runs
 from ..desktop import move_to_trash, open_folder
 from ..dialogs.hard_rows_dialog import HardRowsDialog
+from ..widgets.completions_view import CompletionsView
+from ..widgets.reward_charts import RewardCharts
 from ..widgets.run_curves import RunCurvesPlot
 from ..widgets.sample_timeline import SampleTimeline
 from ..workers.jobs import start_job
@@ -69,6 +72,10 @@ class RunsView(QWidget):
         self.figures = QTabWidget()
         self.figures.addTab(self.plot, "Loss curves")
         self.figures.addTab(self.samples, "Sample answers")
+        self.rewards = RewardCharts()  # a GRPO run's rewards and answers, replayed from its metrics.jsonl
+        self.completions = CompletionsView()
+        self.figures.setTabVisible(self.figures.addTab(self.rewards, "Rewards"), False)
+        self.figures.setTabVisible(self.figures.addTab(self.completions, "Answers"), False)
         self.root_label = QLabel()
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
@@ -414,6 +421,13 @@ class RunsView(QWidget):
         self.plot.show_runs([(item.text(0), Path(item.data(0, PATH_ROLE))) for item in items])
         run = self.selected_run()
         self.samples.set_events(self.plot.readings.sample_answers(Path(run)) if run else [])
+        rewarded = bool(run) and self._config_of(run).get("train_mode") == "grpo"
+        for tab in (self.rewards, self.completions):
+            self.figures.setTabVisible(self.figures.indexOf(tab), rewarded)
+        if rewarded:
+            events = read_events(Path(run))
+            self.rewards.set_events(events)
+            self.completions.set_events(events)
 
     @property
     def plotted(self) -> list[str]:
@@ -421,6 +435,7 @@ class RunsView(QWidget):
 
     def apply_palette(self, palette) -> None:
         self.plot.apply_palette(palette)
+        self.rewards.apply_palette(palette)
 
     def _open_selected(self) -> None:
         items = self.table.selectedItems()

@@ -26,8 +26,10 @@ from ...core.train.events import (
     Event,
     Failed,
     Finished,
+    GroupCompletions,
     PreferenceReport,
     Recovered,
+    RewardReport,
     RunStarted,
     SampleAnswers,
     StepReport,
@@ -36,8 +38,10 @@ from ...core.train.events import (
 )
 from ..desktop import open_folder
 from ..widgets.charts import TrainingCharts
+from ..widgets.completions_view import CompletionsView
 from ..widgets.machine_rates import MachineRates
 from ..widgets.preference_charts import PreferenceCharts
+from ..widgets.reward_charts import RewardCharts
 from ..widgets.sample_timeline import SampleTimeline
 
 PATH_ROLE = Qt.ItemDataRole.UserRole
@@ -116,14 +120,19 @@ class TrainingView(QWidget):
         self.bottom.addTab(ck_host, "Checkpoints")
         self.samples = SampleTimeline()
         self.bottom.addTab(self.samples, "Sample answers")
+        self.completions = CompletionsView()  # GRPO: the answers of a prompt at each report
+        self.bottom.setTabVisible(self.bottom.addTab(self.completions, "Answers"), False)
         self.machines = MachineRates()  # each machine's speed, shown for a run on several
         self.bottom.setTabVisible(self.bottom.addTab(self.machines, "Machines"), False)
 
         self.preference = PreferenceCharts()  # beside the charts for DPO and ORPO runs: a wide window has room
         self.preference.hide()
+        self.rewards = RewardCharts()  # beside the charts for GRPO runs
+        self.rewards.hide()
         self.top = QSplitter(Qt.Orientation.Horizontal)
         self.top.addWidget(self.charts)
         self.top.addWidget(self.preference)
+        self.top.addWidget(self.rewards)
         self.split = split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.top)
         split.addWidget(self.bottom)
@@ -141,7 +150,7 @@ class TrainingView(QWidget):
 
     def _give_room(self, index: int) -> None:
         """Sample answers need height to read: their tab takes up to half the pane when it is opened."""
-        if self.bottom.widget(index) is self.samples:
+        if self.bottom.widget(index) in (self.samples, self.completions):
             top, bottom = self.split.sizes()
             if bottom < (top + bottom) * 0.45:
                 self.split.setSizes([(top + bottom) * 55 // 100, (top + bottom) * 45 // 100])
@@ -190,16 +199,26 @@ class TrainingView(QWidget):
             self.checkpoints.clear()
             self.samples.clear()
             self.preference.clear()
+            self.rewards.clear()
+            self.completions.clear()
         else:  # a resumed run: its answers and pair figures so far, from its folder
             earlier = earlier or []
             self.samples.set_events(sample_answers_of(earlier))
             self.preference.set_events(earlier)
-        pairs = e.config.get("train_mode", "sft") != "sft"
+            self.rewards.set_events(earlier)
+            self.completions.set_events(earlier)
+        mode = e.config.get("train_mode", "sft")
+        pairs, rewarded = mode in ("dpo", "orpo"), mode == "grpo"
         self.preference.setVisible(pairs)
+        self.rewards.setVisible(rewarded)
+        self.bottom.setTabVisible(self.bottom.indexOf(self.completions), rewarded)
         sizes = self.top.sizes()
-        if pairs and sizes[1] < 200:  # hidden when the splitter was laid out: give the pair charts their room
-            self.top.setSizes([sum(sizes) * 62 // 100, sum(sizes) * 38 // 100])
+        side = sizes[1] + sizes[2]
+        if (pairs or rewarded) and side < 200:  # hidden when the splitter was laid out: give the charts room
+            whole = sum(sizes)
+            self.top.setSizes([whole * 62 // 100] + ([whole * 38 // 100, 0] if pairs else [0, whole * 38 // 100]))
         self.preference.set_total_steps(e.total_steps)
+        self.rewards.set_total_steps(e.total_steps)
         self.log.clear()  # a fresh log per run: no lines of an earlier run's end
         self._data_warnings_said = False
         self.progress.setRange(0, e.total_steps)
@@ -250,6 +269,18 @@ class TrainingView(QWidget):
         self.preference.add(e)
         self.append_log(e.describe())
 
+    def on_rewards(self, e: RewardReport) -> None:
+        self.rewards.add(e)
+        each = ", ".join(f"{k} {v:.3f}" for k, v in e.functions.items())
+        kl = f", KL {e.kl:.4f}" if e.kl is not None else ""
+        self.append_log(
+            f"step {e.step}: {e.split} mean reward {e.reward_mean:.3f} ({each}), spread {e.reward_spread:.3f}, "
+            f"{e.zero_spread_share:.0%} of groups all alike, {e.completion_length:.1f} tokens per answer{kl}"
+        )
+
+    def on_completions(self, e: GroupCompletions) -> None:
+        self.completions.add(e)
+
     def on_samples(self, e: SampleAnswers) -> None:
         self.samples.add(e.step, e.answers, e.seconds)
         self.append_log(e.describe())
@@ -287,6 +318,8 @@ class TrainingView(QWidget):
         how = "Stopped" if e.stopped else "Finished"
         self.progress.setValue(e.step)  # the bar and the status name the same step
         val = f", validation loss {e.val_loss:.4f}" if e.val_loss is not None else ""
+        if e.val_loss is not None and self.rewards.isVisibleTo(self):  # GRPO's figure: the negated held-out reward
+            val = f", held-out mean reward {-e.val_loss:.3f}"
         self.status.setText(f"{how} at step {e.step} in {format_seconds(e.elapsed)}{val}.")
         self.append_log(e.describe())
         self.set_running(False)

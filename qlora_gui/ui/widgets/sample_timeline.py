@@ -73,6 +73,8 @@ class PromptPanel(QGroupBox):
             notes.append("cut at the answer length")
         if reference:
             notes.append("matches the reference" if matches(answer, reference) else "differs from the reference")
+        if isinstance(sample.get("reward"), (int, float)):  # a GRPO run scores its sample answers too
+            notes.append(f"reward {sample['reward']:.3f}")
         self.verdict.setText(" · ".join(notes))
 
 
