@@ -22,6 +22,7 @@ from ..train.config import default_of
 from .file_rows import FileRows
 from .formats import FORMATS, detect_format
 from .json_rows import OnProgress, Span, stream_rows
+from .media import text_model_refusal
 from .problems import Problems
 from .rows import RowFormat
 
@@ -78,6 +79,7 @@ class IntakeOptions:
     seed: int = default_of("seed")
     mask_prompt: bool = default_of("mask_prompt")
     batch_size: int = 1
+    vision: bool = False  # the model sees images; a text model refuses rows that carry any (media.py)
 
 
 # ---------------------------------------------------------------- checking
@@ -105,6 +107,10 @@ def check_rows(
                 line,
                 f'the row is a JSON {kind}, not an object; write each row as {{"text": ...}} or another format',
             )
+            continue
+        refusal = None if options.vision else text_model_refusal(row)
+        if refusal is not None:  # never trained silently as text
+            problems.add(name, line, refusal)
             continue
         shape = tuple(row)  # a format is told by the keys alone: rows of one file mostly share them
         this = by_shape[shape] if shape in by_shape else by_shape.setdefault(shape, detect_format(row))
