@@ -6,17 +6,18 @@ from typing import Any
 
 from .preference_rows import CHAT_PREFERENCE, PREFERENCE, PreferenceFormat
 from .rows import CHAT, COMPLETIONS, TEXT, TextFormat, TurnsFormat
+from .vision_rows import VISION
 
 # Name -> format, in the order messages list them.
 FORMATS: dict[str, TextFormat | TurnsFormat] = {
-    f.name: f for f in (TEXT, COMPLETIONS, CHAT, PREFERENCE, CHAT_PREFERENCE)
+    f.name: f for f in (TEXT, COMPLETIONS, CHAT, PREFERENCE, CHAT_PREFERENCE, VISION)
 }
 
 
 def detect_format(row: dict[str, Any]) -> TextFormat | TurnsFormat | None:
-    """The format a row belongs to: preference pairs first (their 'messages' are only the prompt), then
-    mlx-lm's precedence: messages, then prompt+completion, then text."""
-    return next((f for f in (CHAT_PREFERENCE, PREFERENCE, CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
+    """The format a row belongs to: preference pairs first (their 'messages' are only the prompt), then turns
+    with pictures (mlx-vlm's rows), then mlx-lm's precedence: messages, then prompt+completion, then text."""
+    return next((f for f in (CHAT_PREFERENCE, PREFERENCE, VISION, CHAT, COMPLETIONS, TEXT) if f.matches(row)), None)
 
 
 def format_named(name: str | None) -> TextFormat | TurnsFormat | None:

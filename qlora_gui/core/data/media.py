@@ -39,7 +39,7 @@ def media_parts(row: dict[str, Any]) -> list[tuple[Kind, str]]:
             if not isinstance(content, list):
                 continue
             for j, part in enumerate(content):
-                kind = PART_TYPES.get(part.get("type")) if isinstance(part, dict) else None
+                kind = PART_TYPES.get(str(part.get("type"))) if isinstance(part, dict) else None
                 if kind is not None:
                     found.append((kind, f'messages[{i}].content[{j}] {{"type": "{part["type"]}"}}'))
     return found
