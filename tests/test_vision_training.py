@@ -1,0 +1,179 @@
+"""Vision-language models trained in our loop, offline, on tiny random Qwen2-VL and Gemma 3 models built from
+mlx-vlm's own classes: the causal mask per family, the masks of picture rows, 20 steps that teach each model to
+name the colour of squares it never saw, an exact resume, adapters mlx-vlm loads, and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+pytest.importorskip("mlx_vlm")
+
+from vision_models import build_gemma3, build_qwen2_vl, square_png  # noqa: E402
+
+from qlora_gui.core.after.vision_answer import answer, load_vision_model  # noqa: E402
+from qlora_gui.core.data.dataset import check_data  # noqa: E402
+from qlora_gui.core.model.vision_model import load_processor, vision_logits  # noqa: E402
+from qlora_gui.core.runs import checkpoints as ckpt  # noqa: E402
+from qlora_gui.core.train.config import TrainConfig  # noqa: E402
+from qlora_gui.core.train.events import Failed, Finished, RunStarted  # noqa: E402
+from qlora_gui.core.train.trainer import Trainer  # noqa: E402
+from qlora_gui.core.train.vision_step import VisionBatcher  # noqa: E402
+
+FAMILIES = ("qwen2_vl", "gemma3")
+QUESTION = "What colour is the square?"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def offline():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")  # Qwen's processor would otherwise ask the Hub
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("vision_models")
+    return {"qwen2_vl": build_qwen2_vl(root / "qwen2_vl"), "gemma3": build_gemma3(root / "gemma3")}
+
+
+@pytest.fixture(scope="module")
+def squares(tmp_path_factory) -> Path:
+    """18 rows (the last batch of 4 holds 2: no row may be dropped), alternately red and blue squares."""
+    root = tmp_path_factory.mktemp("squares")
+    rows = []
+    for i in range(18):
+        colour = ("red", "blue")[i % 2]
+        square_png(root / "img" / f"{i}.png", colour, seed=i)
+        rows.append(
+            {
+                "images": [f"img/{i}.png"],
+                "messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": colour}],
+            }
+        )
+    path = root / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def vision_config(model: Path, data: Path, run: Path, **kw) -> TrainConfig:
+    base = dict(
+        model=str(model),
+        data=str(data),
+        adapter_path=str(run),
+        batch_size=4,
+        iters=20,
+        num_layers=2,
+        learning_rate=1e-3,
+        mask_prompt=True,
+        valid_fraction=0.0,
+        steps_per_report=1,
+        steps_per_eval=1000,
+        save_every=10,
+        sample_answers=0,
+        lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run_events(cfg: TrainConfig, **kw):
+    events = []
+    result = Trainer(cfg, events.append, **kw).run()
+    return result, events
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_later_token_never_changes_an_earlier_logit(family, models, squares):
+    """The causal mask each family's forward gets here (mlx-vlm's Gemma 3 uses the padding mask as the whole
+    attention mask, so there every token sees the later ones)."""
+    processor = load_processor(models[family])
+    batch = VisionBatcher(processor, family)(
+        check_data(squares, processor, valid_fraction=0.0, vision=True).encoded["train"], np.arange(2)
+    )
+    inputs, *_, pixels = batch.arrays()[:5]
+    grid = batch.arrays()[5] if family == "qwen2_vl" else None
+    vm = load_vision_model(models[family])
+    before = vision_logits(vm.model, family, inputs, pixels, grid)
+    cut = inputs.shape[1] - 4
+    changed = np.array(inputs)
+    changed[:, cut:] = (changed[:, cut:] + 7) % 200 + 20  # later text tokens, never a picture's
+    after = vision_logits(vm.model, family, mx.array(changed), pixels, grid)
+    assert float(mx.abs(after[:, :cut] - before[:, :cut]).max()) == 0.0
+    assert float(mx.abs(after[:, cut:] - before[:, cut:]).max()) > 1e-3  # the change did reach the model
+
+
+def test_every_assistant_turn_is_trained_and_no_picture_token(models, tmp_path):
+    square_png(tmp_path / "a.png", "red")
+    square_png(tmp_path / "b.png", "blue")
+    turns = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "First?"}]},
+        {"role": "assistant", "content": "red"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this?"}]},
+        {"role": "assistant", "content": "blue"},
+    ]
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps({"images": ["a.png", "b.png"], "messages": turns}) + "\n")
+    for family, picture_tokens in (("qwen2_vl", 1), ("gemma3", 4)):
+        processor = load_processor(models[family])
+        check = check_data(data, processor, valid_fraction=0.0, mask_prompt=True, vision=True)
+        assert check.report.usable, check.report.problem_lines()
+        split = check.encoded["train"]
+        ids, trained = split.tokens[0], split.trained[0]
+        picture = ids == processor.image_token_id
+        assert picture.sum() == 2 * picture_tokens == split.image_tokens[0]
+        assert not trained[picture].any()
+        text = processor.tokenizer.decode(ids[trained].tolist())
+        assert "red" in text and "blue" in text  # both answers, the first one too
+        assert "First" not in text and "this" not in text  # no prompt
+        everything = check_data(data, processor, valid_fraction=0.0, mask_prompt=False, vision=True)
+        all_ids, all_trained = everything.encoded["train"].tokens[0], everything.encoded["train"].trained[0]
+        assert not all_trained[all_ids == processor.image_token_id].any()  # never, even training on all
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_twenty_steps_teach_the_colour_resume_exactly_and_mlx_vlm_loads_the_adapter(family, models, squares, tmp_path):
+    run = tmp_path / "run"
+    result, events = run_events(vision_config(models[family], squares, run))
+    assert isinstance(result, Finished) and result.step == 20, result
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert started.train_rows == 18 and started.steps_per_epoch == 5  # 18 rows in 5 batches: none dropped
+
+    vm = load_vision_model(models[family], run)
+    for i, colour in enumerate(("red", "blue", "red", "blue")):
+        picture = square_png(tmp_path / "unseen" / f"{i}.png", colour, seed=100 + i)
+        assert answer(vm, [picture], QUESTION, max_tokens=4) == colour
+
+    # The run killed after its step-10 checkpoint and resumed in a fresh folder: the same adapter at step 20.
+    resumed = tmp_path / "resumed"
+    assert [c.step for c in ckpt.list_checkpoints(run)] == [10, 20]
+    cfg = vision_config(models[family], squares, resumed)
+    second, _ = run_events(cfg, resume_from=run / "checkpoints" / "0000010")
+    assert isinstance(second, Finished) and second.step == 20, second
+    a = mx.load(str(run / "adapters.safetensors"))
+    b = mx.load(str(resumed / "adapters.safetensors"))
+    assert a.keys() == b.keys() and all(k.startswith("language_model.") for k in a)
+    for k in a:
+        np.testing.assert_allclose(np.array(b[k]), np.array(a[k]), atol=1e-6, rtol=0)
+
+    from mlx_vlm import load
+
+    theirs, _ = load(str(models[family]), adapter_path=str(run))
+    ids = mx.array([[1, 2, 3, 4, 5, 6]])
+    ours_logits = vision_logits(vm.model, family, ids, None)
+    theirs_logits = vision_logits(theirs, family, ids, None)
+    np.testing.assert_allclose(np.array(theirs_logits), np.array(ours_logits), atol=1e-4, rtol=0)
+
+
+def test_an_unchecked_family_is_refused_by_model_type(models, squares, tmp_path):
+    other = tmp_path / "llava"
+    shutil.copytree(models["qwen2_vl"], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "llava"}))
+    result, _ = run_events(vision_config(other, squares, tmp_path / "run"))
+    assert isinstance(result, Failed) and result.exit_code == 2
+    assert "model_type 'llava'" in result.message and "Qwen2-VL" in result.message and "Gemma 3" in result.message
