@@ -198,9 +198,9 @@ def vision_logits(
     return getattr(out, "logits", out)
 
 
-def add_vision_adapters_from(model: nn.Module, adapter_path: Path) -> dict[str, Any]:
-    """A trained run's adapters on a freshly loaded base: its base quantized as the run's was, the adapted
-    modules replaced by name, the weights loaded. Returns the adapter's config."""
+def add_vision_adapters_from(model: nn.Module, adapter_path: Path, quantize: bool = True) -> dict[str, Any]:
+    """A trained run's adapters on a freshly loaded base: its base quantized as the run's was (unless not
+    `quantize`), the adapted modules replaced by name, the weights loaded. Returns the adapter's config."""
     from mlx_lm.tuner.dora import DoRALinear
     from mlx_lm.tuner.lora import LoRALinear
 
@@ -213,7 +213,7 @@ def add_vision_adapters_from(model: nn.Module, adapter_path: Path) -> dict[str, 
     if not weights.is_file():
         raise ModelError(f"{weights} not found; give a run folder that holds adapters.safetensors")
     settings = config.get("quantization_settings")
-    if config.get("quantized_on_load") and isinstance(settings, dict):
+    if quantize and config.get("quantized_on_load") and isinstance(settings, dict):
         quantize_language_model(model, int(settings["bits"]), int(settings["group_size"]))
     params = config.get("lora_parameters") or {}
     kind = DoRALinear if config.get("fine_tune_type") == "dora" else LoRALinear
