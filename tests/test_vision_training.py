@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
@@ -14,90 +13,27 @@ import pytest
 
 pytest.importorskip("mlx_vlm")
 
-from vision_models import build_gemma3, build_qwen2_vl, square_png  # noqa: E402
+from vision_models import FAMILIES, QUESTION, run_events, square_png, vision_config  # noqa: E402
 
 from qlora_gui.core.after.vision_answer import answer, load_vision_model  # noqa: E402
 from qlora_gui.core.data.dataset import check_data  # noqa: E402
 from qlora_gui.core.model.vision_model import load_processor, vision_logits  # noqa: E402
 from qlora_gui.core.runs import checkpoints as ckpt  # noqa: E402
-from qlora_gui.core.train.config import TrainConfig  # noqa: E402
 from qlora_gui.core.train.events import Failed, Finished, RunStarted  # noqa: E402
-from qlora_gui.core.train.trainer import Trainer  # noqa: E402
 from qlora_gui.core.train.vision_step import VisionBatcher  # noqa: E402
-
-FAMILIES = ("qwen2_vl", "gemma3")
-QUESTION = "What colour is the square?"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def offline():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")  # Qwen's processor would otherwise ask the Hub
-        yield
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("vision_models")
-    return {"qwen2_vl": build_qwen2_vl(root / "qwen2_vl"), "gemma3": build_gemma3(root / "gemma3")}
-
-
-@pytest.fixture(scope="module")
-def squares(tmp_path_factory) -> Path:
-    """18 rows (the last batch of 4 holds 2: no row may be dropped), alternately red and blue squares."""
-    root = tmp_path_factory.mktemp("squares")
-    rows = []
-    for i in range(18):
-        colour = ("red", "blue")[i % 2]
-        square_png(root / "img" / f"{i}.png", colour, seed=i)
-        rows.append(
-            {
-                "images": [f"img/{i}.png"],
-                "messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": colour}],
-            }
-        )
-    path = root / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def vision_config(model: Path, data: Path, run: Path, **kw) -> TrainConfig:
-    base = dict(
-        model=str(model),
-        data=str(data),
-        adapter_path=str(run),
-        batch_size=4,
-        iters=20,
-        num_layers=2,
-        learning_rate=1e-3,
-        mask_prompt=True,
-        valid_fraction=0.0,
-        steps_per_report=1,
-        steps_per_eval=1000,
-        save_every=10,
-        sample_answers=0,
-        lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
-    )
-    return TrainConfig(**{**base, **kw})
-
-
-def run_events(cfg: TrainConfig, **kw):
-    events = []
-    result = Trainer(cfg, events.append, **kw).run()
-    return result, events
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_a_later_token_never_changes_an_earlier_logit(family, models, squares):
+def test_a_later_token_never_changes_an_earlier_logit(family, vision_models, squares):
     """The causal mask each family's forward gets here (mlx-vlm's Gemma 3 uses the padding mask as the whole
     attention mask, so there every token sees the later ones)."""
-    processor = load_processor(models[family])
+    processor = load_processor(vision_models[family])
     batch = VisionBatcher(processor, family)(
         check_data(squares, processor, valid_fraction=0.0, vision=True).encoded["train"], np.arange(2)
     )
     inputs, *_, pixels = batch.arrays()[:5]
     grid = batch.arrays()[5] if family == "qwen2_vl" else None
-    vm = load_vision_model(models[family])
+    vm = load_vision_model(vision_models[family])
     before = vision_logits(vm.model, family, inputs, pixels, grid)
     cut = inputs.shape[1] - 4
     changed = np.array(inputs)
@@ -107,7 +43,7 @@ def test_a_later_token_never_changes_an_earlier_logit(family, models, squares):
     assert float(mx.abs(after[:, cut:] - before[:, cut:]).max()) > 1e-3  # the change did reach the model
 
 
-def test_every_assistant_turn_is_trained_and_no_picture_token(models, tmp_path):
+def test_every_assistant_turn_is_trained_and_no_picture_token(vision_models, tmp_path):
     square_png(tmp_path / "a.png", "red")
     square_png(tmp_path / "b.png", "blue")
     turns = [
@@ -119,15 +55,15 @@ def test_every_assistant_turn_is_trained_and_no_picture_token(models, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"images": ["a.png", "b.png"], "messages": turns}) + "\n")
     for family, picture_tokens in (("qwen2_vl", 1), ("gemma3", 4)):
-        processor = load_processor(models[family])
+        processor = load_processor(vision_models[family])
         check = check_data(data, processor, valid_fraction=0.0, mask_prompt=True, vision=True)
         assert check.report.usable, check.report.problem_lines()
         split = check.encoded["train"]
-        ids, trained = split.tokens[0], split.trained[0]
+        ids, mask = split.tokens[0], split.trained[0]
         picture = ids == processor.image_token_id
         assert picture.sum() == 2 * picture_tokens == split.image_tokens[0]
-        assert not trained[picture].any()
-        text = processor.tokenizer.decode(ids[trained].tolist())
+        assert not mask[picture].any()
+        text = processor.tokenizer.decode(ids[mask].tolist())
         assert "red" in text and "blue" in text  # both answers, the first one too
         assert "First" not in text and "this" not in text  # no prompt
         everything = check_data(data, processor, valid_fraction=0.0, mask_prompt=False, vision=True)
@@ -135,27 +71,15 @@ def test_every_assistant_turn_is_trained_and_no_picture_token(models, tmp_path):
         assert not all_trained[all_ids == processor.image_token_id].any()  # never, even training on all
 
 
-@pytest.fixture(scope="module")
-def trained(models, squares, tmp_path_factory) -> dict[str, tuple[Path, list]]:
-    """Each family trained 20 steps on the squares once: its run folder and events."""
-    out = {}
-    for family in FAMILIES:
-        run = tmp_path_factory.mktemp(f"run_{family}") / "run"
-        result, events = run_events(vision_config(models[family], squares, run))
-        assert isinstance(result, Finished) and result.step == 20, result
-        out[family] = (run, events)
-    return out
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_twenty_steps_teach_the_colour_resume_exactly_and_mlx_vlm_loads_the_adapter(
-    family, models, squares, trained, tmp_path
+    family, vision_models, squares, vision_runs, tmp_path
 ):
-    run, events = trained[family]
+    run, events = vision_runs[family]
     started = next(e for e in events if isinstance(e, RunStarted))
     assert started.train_rows == 18 and started.steps_per_epoch == 5  # 18 rows in 5 batches: none dropped
 
-    vm = load_vision_model(models[family], run)
+    vm = load_vision_model(vision_models[family], run)
     for i, colour in enumerate(("red", "blue", "red", "blue")):
         picture = square_png(tmp_path / "unseen" / f"{i}.png", colour, seed=100 + i)
         assert answer(vm, [picture], QUESTION, max_tokens=4) == colour
@@ -168,7 +92,7 @@ def test_twenty_steps_teach_the_colour_resume_exactly_and_mlx_vlm_loads_the_adap
         resumed = run
     if resumed != run:
         second, _ = run_events(
-            vision_config(models[family], squares, resumed), resume_from=run / "checkpoints" / "0000010"
+            vision_config(vision_models[family], squares, resumed), resume_from=run / "checkpoints" / "0000010"
         )
         assert isinstance(second, Finished) and second.step == 20, second
     a = mx.load(str(run / "adapters.safetensors"))
@@ -179,26 +103,28 @@ def test_twenty_steps_teach_the_colour_resume_exactly_and_mlx_vlm_loads_the_adap
 
     from mlx_vlm import load
 
-    theirs, _ = load(str(models[family]), adapter_path=str(run))
+    theirs, _ = load(str(vision_models[family]), adapter_path=str(run))
     ids = mx.array([[1, 2, 3, 4, 5, 6]])
     ours_logits = vision_logits(vm.model, family, ids, None)
     theirs_logits = vision_logits(theirs, family, ids, None)
     np.testing.assert_allclose(np.array(theirs_logits), np.array(ours_logits), atol=1e-4, rtol=0)
 
 
-def test_the_cli_trains_answers_about_a_picture_and_fuses_for_mlx_vlm(models, squares, trained, tmp_path, capsys):
+def test_the_cli_trains_answers_about_a_picture_and_fuses_for_mlx_vlm(
+    vision_models, squares, vision_runs, tmp_path, capsys
+):
     from mlx_vlm import generate, load
 
     from qlora_gui.cli import main
 
     run = tmp_path / "cli_run"
-    model = str(models["gemma3"])
+    model = str(vision_models["gemma3"])
     argv = ["train", "--model", model, "--data", str(squares), "--adapter-path", str(run), "--iters", "2"]
     assert main([*argv, "--batch-size", "4", "--num-layers", "2", "--valid-fraction", "0"]) == 0
     assert (run / "adapters.safetensors").is_file()
 
     picture = square_png(tmp_path / "red.png", "red", seed=7)
-    qwen_run = trained["qwen2_vl"][0]
+    qwen_run = vision_runs["qwen2_vl"][0]
     argv = ["generate", "--adapter-path", str(qwen_run), "--image", str(picture), "--prompt", QUESTION]
     capsys.readouterr()
     assert main([*argv, "--max-tokens", "4", "--compare"]) == 0
@@ -212,9 +138,9 @@ def test_the_cli_trains_answers_about_a_picture_and_fuses_for_mlx_vlm(models, sq
     assert isinstance(generate(fused_model, processor, QUESTION, image=[str(picture)], max_tokens=2).text, str)
 
 
-def test_an_unchecked_family_is_refused_by_model_type(models, squares, tmp_path):
+def test_an_unchecked_family_is_refused_by_model_type(vision_models, squares, tmp_path):
     other = tmp_path / "llava"
-    shutil.copytree(models["qwen2_vl"], other)
+    shutil.copytree(vision_models["qwen2_vl"], other)
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model_type": "llava"}))
     result, _ = run_events(vision_config(other, squares, tmp_path / "run"))

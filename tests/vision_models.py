@@ -261,3 +261,37 @@ def square_png(path: Path, colour: str, size: int = IMAGE_SIZE, seed: int = 0) -
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return path
+
+
+FAMILIES = ("qwen2_vl", "gemma3")
+QUESTION = "What colour is the square?"
+
+
+def vision_config(model: Path, data: Path, run: Path, **kw):
+    from qlora_gui.core.train.config import TrainConfig
+
+    base = dict(
+        model=str(model),
+        data=str(data),
+        adapter_path=str(run),
+        batch_size=4,
+        iters=20,
+        num_layers=2,
+        learning_rate=1e-3,
+        mask_prompt=True,
+        valid_fraction=0.0,
+        steps_per_report=1,
+        steps_per_eval=1000,
+        save_every=10,
+        sample_answers=0,
+        lora_parameters={"rank": 8, "scale": 10.0, "dropout": 0.0},
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def run_events(cfg, **kw):
+    from qlora_gui.core.train.trainer import Trainer
+
+    events = []
+    result = Trainer(cfg, events.append, **kw).run()
+    return result, events

@@ -7,7 +7,9 @@ the causal mask of `vision_model.vision_logits` (no key-value cache): what was t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -24,6 +26,9 @@ from ..model.vision_model import (
     vision_family,
     vision_logits,
 )
+from .generation import SIDES, GenerationUpdate
+from .inference import base_view
+from .sampling import SamplingSettings
 
 
 @dataclass
@@ -66,7 +71,7 @@ def prompt_messages(prompt: str, images: int, system: str = "") -> list[dict[str
 
 def stream_answer(
     vm: VisionModel, images: list[str | Path], prompt: str, max_tokens: int = 64, temperature: float = 0.0
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """The answer's text, piece by piece; greedy unless a temperature is given."""
     tokenizer = text_tokenizer(vm.processor)
     text = tokenizer.apply_chat_template(
@@ -98,3 +103,50 @@ def stream_answer(
 
 def answer(vm: VisionModel, images: list[str | Path], prompt: str, max_tokens: int = 64) -> str:
     return "".join(stream_answer(vm, images, prompt, max_tokens))
+
+
+def prompt_text(vm: VisionModel, prompt: str, images: int) -> str:
+    """The prompt as the model sees it, with one picture marker per image (before the processor expands it)."""
+    return str(
+        text_tokenizer(vm.processor).apply_chat_template(
+            prompt_messages(prompt, images), add_generation_prompt=True, tokenize=False
+        )
+    )
+
+
+def answer_side_by_side(
+    vm: VisionModel,
+    images: list[str | Path],
+    prompt: str,
+    settings: SamplingSettings,
+    on_update: Callable[[GenerationUpdate], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> dict[str, str]:
+    """The base and the adapter answer the same picture and prompt, piece by piece in turn (as the text
+    playground's sides do); each side's stream runs only inside its own view of the model."""
+    if settings.seed is not None:
+        mx.random.seed(settings.seed)
+    streams = {side: stream_answer(vm, images, prompt, settings.max_tokens, settings.temperature) for side in SIDES}
+    texts = {side: "" for side in SIDES}
+    counts = {side: 0 for side in SIDES}
+    started = time.perf_counter()
+    live = list(SIDES)
+    while live:
+        for side in list(live):
+            if should_stop():
+                for s in live:
+                    streams[s].close()
+                    on_update(GenerationUpdate(s, "", counts[s], 0.0, True, "stopped"))
+                return texts
+            with base_view(vm.model) if side == "base" else contextlib.nullcontext():
+                piece = next(streams[side], None)
+            rate = counts[side] / max(time.perf_counter() - started, 1e-9)
+            if piece is None:
+                live.remove(side)
+                reason = "length" if counts[side] >= settings.max_tokens else "stop"
+                on_update(GenerationUpdate(side, "", counts[side], rate, True, reason))
+                continue
+            counts[side] += 1
+            texts[side] += piece
+            on_update(GenerationUpdate(side, piece, counts[side], rate))
+    return texts
