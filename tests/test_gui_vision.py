@@ -43,9 +43,7 @@ def drop(widget, path) -> None:
     widget.dropEvent(event)
 
 
-def test_the_playground_answers_about_a_dropped_picture_base_and_adapter_side_by_side(
-    qtbot, vision_runs, tmp_path
-):
+def test_the_playground_answers_about_a_dropped_picture_base_and_adapter_side_by_side(qtbot, vision_runs, tmp_path):
     run = vision_runs["qwen2_vl"][0]
     view = PlaygroundView(run.parent)
     qtbot.addWidget(view)
