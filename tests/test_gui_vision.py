@@ -31,7 +31,9 @@ def test_the_data_tab_shows_each_rows_picture_and_its_tokens_as_one_block(qtbot,
     view = panel.token_view.text.view
     pictures = [p for p in view.pieces if p.tokens > 1]
     assert len(pictures) == 1 and pictures[0].tokens == 4 and not pictures[0].trained
-    assert "1 picture(s): 4 tokens" in panel.token_view.summary.text()
+    assert "1 picture(s): 4 tokens" in panel.token_view.summary.text() and panel.token_view.picture_legend.isVisibleTo(
+        panel
+    )
     assert "picture · 4 tokens" in panel.token_view.text.toPlainText()
     assert "red" in "".join(p.text for p in view.pieces if p.trained)
 

@@ -24,7 +24,7 @@ _ANSI_MASKED = "\x1b[90m"
 _ANSI_CUT = "\x1b[9;90m"
 _ANSI_MARK = "\x1b[1;31m"
 _ANSI_RESET = "\x1b[0m"
-PICTURE_MARK = "🖼"
+PICTURE_MARK = "▣"  # in every desktop font, unlike a picture emoji
 
 
 @dataclass(frozen=True)

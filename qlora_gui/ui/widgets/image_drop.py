@@ -46,6 +46,7 @@ class ImageDrop(QFrame):
         layout = QVBoxLayout(self)
         layout.addWidget(self.thumb, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addLayout(buttons)
+        self.setMaximumWidth(SIDE + 40)
         self.set_path("")
 
     def set_path(self, path: str) -> None:

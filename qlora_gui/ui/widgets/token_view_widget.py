@@ -93,13 +93,20 @@ class TokenViewWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.summary)
         layout.addWidget(self.text, 1)
+        self.picture_legend = QLabel(
+            "<span style='background:#6e7bd9;color:white'>&nbsp;▣ picture · N tokens&nbsp;</span> "
+            "a picture's tokens, in one block: the model sees them, never learns to write them"
+        )
+        self.picture_legend.hide()  # shown for rows with pictures
         layout.addWidget(legend)
+        layout.addWidget(self.picture_legend)
 
     def show_message(self, message: str) -> None:
         self.text.view = None
         self.text.starts, self.text.ends = [], []
         self.text.clear()
         self.summary.setText(message)
+        self.picture_legend.hide()
 
     def show_view(self, view: TokenView) -> None:
         self.text.view = view
@@ -134,6 +141,7 @@ class TokenViewWidget(QWidget):
         self.text.starts, self.text.ends = starts, ends
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
         self.summary.setText(view.summary())
+        self.picture_legend.setVisible(bool(view.pictures))
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
 

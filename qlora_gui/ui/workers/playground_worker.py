@@ -132,7 +132,7 @@ class GenerationWorker(EventWorker):
 
         base = base_model_of(adapter, model)
         self._vision, self._adapter, self._samples = load_vision_model(base, adapter.path), adapter, None
-        note = "validation rows carry pictures: drop one beside the prompt instead"
+        note = "drop a picture on the left"
         self.post(ModelLoaded(adapter.label, str(base), True, has_random_weights(base), 0, note, vision=True))
 
     def _do_unload(self) -> None:
