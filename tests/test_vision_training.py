@@ -119,6 +119,10 @@ def test_the_cli_trains_answers_about_a_picture_and_fuses_for_mlx_vlm(
 
     run = tmp_path / "cli_run"
     model = str(vision_models["gemma3"])
+    capsys.readouterr()
+    assert main(["check-data", str(squares), "--model", model, "--mask-prompt", "--show", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "format: vision" in shown and "picture · 4 tokens" in shown and "[[red<end_of_turn>]]" in shown
     argv = ["train", "--model", model, "--data", str(squares), "--adapter-path", str(run), "--iters", "2"]
     assert main([*argv, "--batch-size", "4", "--num-layers", "2", "--valid-fraction", "0"]) == 0
     assert (run / "adapters.safetensors").is_file()
