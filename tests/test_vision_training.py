@@ -150,3 +150,21 @@ def test_an_unchecked_family_is_refused_by_model_type(vision_models, squares, tm
     result, _ = run_events(vision_config(other, squares, tmp_path / "run"))
     assert isinstance(result, Failed) and result.exit_code == 2
     assert "model_type 'llava'" in result.message and "Qwen2-VL" in result.message and "Gemma 3" in result.message
+
+
+def test_dora_on_a_4_bit_base_trains_and_mlx_vlm_restores_both(vision_models, squares, tmp_path):
+    from mlx_vlm import load
+
+    model, run = vision_models["gemma3"], tmp_path / "run"
+    cfg = vision_config(model, squares, run, iters=4, fine_tune_type="dora", quantize_bits=4, quantize_group_size=32)
+    result, events = run_events(cfg)
+    assert isinstance(result, Finished) and np.isfinite(result.train_loss), result
+    assert "quantized" in next(e for e in events if isinstance(e, RunStarted)).quant_path
+    saved = json.loads((run / "adapter_config.json").read_text())
+    assert saved["base_quantization"]["language_model.model.layers.0.self_attn.q_proj"]["bits"] == 4
+    ours = load_vision_model(model, run)
+    theirs, _ = load(str(model), adapter_path=str(run))
+    ids = mx.array([[1, 2, 3, 4, 5, 6]])
+    np.testing.assert_array_equal(
+        np.array(vision_logits(theirs, "gemma3", ids, None)), np.array(vision_logits(ours.model, "gemma3", ids, None))
+    )

@@ -109,12 +109,16 @@ def quantize_language_model(model: nn.Module, bits: int, group_size: int) -> Non
 
 
 def quantized_modules(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Each quantized module's settings by its full name, as mlx-vlm's adapter loader restores a base."""
-    return {
-        name: {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
-    }
+    """Each quantized module's settings by its full name in the base (an adapted layer's own name, not its
+    wrapped `.linear`), as mlx-vlm's adapter loader restores a base before it adds the adapters."""
+    modules = dict(model.named_modules())
+    out = {}
+    for name, m in modules.items():
+        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding)):
+            owner = name.removesuffix(".linear")
+            base_name = owner if owner != name and hasattr(modules.get(owner), "lora_a") else name
+            out[base_name] = {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}
+    return out
 
 
 def add_vision_adapters(model: nn.Module, cfg: TrainConfig) -> tuple[str, list[str]]:
