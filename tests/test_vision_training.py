@@ -16,11 +16,12 @@ pytest.importorskip("mlx_vlm")
 from vision_models import FAMILIES, QUESTION, run_events, square_png, vision_config  # noqa: E402
 
 from qlora_gui.core.after.vision_answer import answer, load_vision_model  # noqa: E402
+from qlora_gui.core.data.batching import make_batch  # noqa: E402
 from qlora_gui.core.data.dataset import check_data  # noqa: E402
 from qlora_gui.core.model.vision_model import load_processor, vision_logits  # noqa: E402
 from qlora_gui.core.runs import checkpoints as ckpt  # noqa: E402
 from qlora_gui.core.train.events import Failed, Finished, RunStarted  # noqa: E402
-from qlora_gui.core.train.vision_step import VisionBatcher  # noqa: E402
+from qlora_gui.core.train.vision_step import picture_arrays  # noqa: E402
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -28,11 +29,10 @@ def test_a_later_token_never_changes_an_earlier_logit(family, vision_models, squ
     """The causal mask each family's forward gets here (mlx-vlm's Gemma 3 uses the padding mask as the whole
     attention mask, so there every token sees the later ones)."""
     processor = load_processor(vision_models[family])
-    batch = VisionBatcher(processor, family)(
-        check_data(squares, processor, valid_fraction=0.0, vision=True).encoded["train"], np.arange(2)
-    )
-    inputs, *_, pixels = batch.arrays()[:5]
-    grid = batch.arrays()[5] if family == "qwen2_vl" else None
+    split = check_data(squares, processor, valid_fraction=0.0, vision=True).encoded["train"]
+    inputs = mx.array(make_batch(split, np.arange(2)).inputs)
+    pictures = [mx.array(a) for a in picture_arrays(processor, family, split.images[0] + split.images[1])]
+    pixels, grid = pictures[0], (pictures[1] if len(pictures) > 1 else None)
     vm = load_vision_model(vision_models[family])
     before = vision_logits(vm.model, family, inputs, pixels, grid)
     cut = inputs.shape[1] - 4

@@ -184,22 +184,46 @@ def vision_adapter_config(
     return out
 
 
-def vision_logits(
-    model: nn.Module, family: str, inputs: mx.array, pixel_values: mx.array | None, grid: mx.array | None = None
-) -> mx.array:
-    """Logits (B, T, V) for token rows with their pictures, under a causal mask (see the module's note)."""
+def picture_inputs(
+    model: nn.Module, family: str, inputs: mx.array, pixels: mx.array | None, grid: mx.array | None = None
+) -> tuple[mx.array, ...]:
+    """What the language model takes besides the token ids: the token embeddings with each picture's features
+    in place (and, for Qwen, the 3-D rope positions of text and pictures). Nothing here is trained (the
+    vision tower, the projector and the embedding are frozen), so it is computed outside the gradient, once
+    per batch; the language model's step can then be compiled. Qwen's positions are always given: its
+    language model otherwise reuses the positions of its previous call."""
     if family in QWEN_FAMILIES:
-        extra = {"image_grid_thw": grid} if grid is not None else {}
-        out = model(inputs, pixel_values, None, **extra)
-    elif family == "gemma3":
-        if pixel_values is None:
-            out = model.language_model(inputs=inputs, mask=None, cache=None)
-        else:  # the pictures' features in place, then the language model alone: no 4-D mask handed over
-            features = model.get_input_embeddings(inputs, pixel_values, mask=mx.ones(inputs.shape, dtype=mx.int32))
-            out = model.language_model(inputs=inputs, inputs_embeds=features.inputs_embeds, mask=None, cache=None)
+        if pixels is None:
+            embeds = model.language_model.model.embed_tokens(inputs)
+        else:
+            embeds = model.get_input_embeddings(inputs, pixels, image_grid_thw=grid).inputs_embeds
+        positions, _ = model.language_model.get_rope_index(inputs, grid, None, None)
+        return mx.stop_gradient(embeds), positions
+    if family == "gemma3":
+        if pixels is None:  # the language model scales the embeddings it is given, as its own
+            return (mx.stop_gradient(model.language_model.model.embed_tokens(inputs)),)
+        features = model.get_input_embeddings(inputs, pixels, mask=mx.ones(inputs.shape, dtype=mx.int32))
+        return (mx.stop_gradient(features.inputs_embeds),)
+    raise ModelError(f"model_type '{family}' is not a vision family trained here")
+
+
+def language_logits(
+    model: nn.Module, family: str, inputs: mx.array, embeds: mx.array, positions: mx.array | None = None
+) -> mx.array:
+    """Logits (B, T, V) of the language model on `picture_inputs`, under its own causal mask: no padding mask
+    is handed over (see the module's note)."""
+    if family in QWEN_FAMILIES:
+        out = model.language_model(inputs, embeds, mask=None, cache=None, position_ids=positions)
     else:
-        raise ModelError(f"model_type '{family}' is not a vision family trained here")
+        out = model.language_model(inputs=inputs, inputs_embeds=embeds, mask=None, cache=None)
     return getattr(out, "logits", out)
+
+
+def vision_logits(
+    model: nn.Module, family: str, inputs: mx.array, pixels: mx.array | None, grid: mx.array | None = None
+) -> mx.array:
+    """Logits (B, T, V) for token rows with their pictures, as training computes them."""
+    return language_logits(model, family, inputs, *picture_inputs(model, family, inputs, pixels, grid))
 
 
 def add_vision_adapters_from(model: nn.Module, adapter_path: Path, quantize: bool = True) -> dict[str, Any]:

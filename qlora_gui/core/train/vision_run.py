@@ -99,8 +99,10 @@ def run_vision(
         record,
         config,
         control,
-        batcher=VisionBatcher(processor, family),
-        compiled=False,  # the families' forward reads image-token counts on the host
+        batcher=VisionBatcher(processor, family, model),
+        # Measured on the tiny models (20 steps): 0.9 s uncompiled, 3.3 s compiled; the frozen part (vision
+        # tower, projector) already runs outside the gradient, and picture rows vary in shape.
+        compiled=False,
     )
     on_ready(loop, report)
     if resume_path is not None:

@@ -18,15 +18,17 @@ import numpy as np
 from ..data.batching import Batch, make_batch
 from ..data.encode import EncodedSplit
 from ..data.vision_encode import VisionSplit, open_images
-from ..model.vision_model import QWEN_FAMILIES, vision_logits
+from ..model.vision_model import QWEN_FAMILIES, language_logits, picture_inputs
 
 
 @dataclass
 class VisionBatch(Batch):
-    media: tuple[np.ndarray, ...] = field(default_factory=tuple)  # pixels (and Qwen's grids) of its pictures
+    # The language model's inputs besides the tokens (vision_model.picture_inputs): the embeddings with the
+    # pictures' features in place (and Qwen's rope positions), lazy MLX arrays.
+    media: tuple[mx.array, ...] = field(default_factory=tuple)
 
     def arrays(self) -> tuple[mx.array, ...]:
-        return super().arrays() + tuple(mx.array(a) for a in self.media)
+        return super().arrays() + self.media
 
 
 def picture_arrays(processor: Any, family: str, paths: list[str]) -> tuple[np.ndarray, ...]:
@@ -39,21 +41,25 @@ def picture_arrays(processor: Any, family: str, paths: list[str]) -> tuple[np.nd
 
 
 class VisionBatcher:
-    """make_batch for picture rows: the rows' tokens, then their pictures' pixels."""
+    """make_batch for picture rows: the rows' tokens, then the frozen part of the model's forward on them and
+    their pictures (the embeddings with the pictures' features in place)."""
 
-    def __init__(self, processor: Any, family: str):
-        self.processor, self.family = processor, family
+    def __init__(self, processor: Any, family: str, model: nn.Module):
+        self.processor, self.family, self.model = processor, family, model
 
     def __call__(self, split: EncodedSplit, idx: np.ndarray) -> VisionBatch:
         assert isinstance(split, VisionSplit)  # the loop hands over the splits this run encoded
         text = make_batch(split, idx)
         paths = [p for i in idx for p in split.images[i]]
-        media = picture_arrays(self.processor, self.family, paths)
+        pictures = [mx.array(a) for a in picture_arrays(self.processor, self.family, paths)]
+        pixels, grid = pictures[0], (pictures[1] if len(pictures) > 1 else None)
+        media = picture_inputs(self.model, self.family, mx.array(text.inputs), pixels, grid)
         return VisionBatch(text.inputs, text.positions, text.targets, text.weights, text.reference, media)
 
 
 class VisionLoss:
-    """(model, inputs, positions, targets, weights, pixels[, grids]) -> (summed cross-entropy, trained tokens)."""
+    """(model, inputs, positions, targets, weights, embeddings[, rope positions]) -> (summed cross-entropy,
+    trained tokens): the language model alone, so the step compiles like a text model's."""
 
     def __init__(self, family: str):
         self.family = family
@@ -65,10 +71,10 @@ class VisionLoss:
         positions: mx.array,
         targets: mx.array,
         weights: mx.array,
-        pixels: mx.array | None = None,
-        grid: mx.array | None = None,
+        embeds: mx.array,
+        rope_positions: mx.array | None = None,
     ) -> tuple[mx.array, mx.array]:
-        logits = vision_logits(model, self.family, inputs, pixels, grid)
+        logits = language_logits(model, self.family, inputs, embeds, rope_positions)
         logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
         ce = nn.losses.cross_entropy(logits, targets) * weights
         return ce.sum(), weights.sum()
