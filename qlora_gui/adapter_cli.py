@@ -215,7 +215,7 @@ def run_fuse(args: argparse.Namespace) -> int:
         print(f"[{fraction:4.0%}] {message}", file=sys.stderr, flush=True)
 
     adapter = _adapter(args)
-    if adapter is not None and adapter.config.get("data_format") == "vision":
+    if adapter is not None and adapter.is_vision:
         from .core.after.vision_fuse import fuse_vision_adapter
 
         fused = fuse_vision_adapter(adapter, args.save_path, model=args.model, progress=progress)

@@ -168,3 +168,20 @@ def test_dora_on_a_4_bit_base_trains_and_mlx_vlm_restores_both(vision_models, sq
     np.testing.assert_array_equal(
         np.array(vision_logits(theirs, "gemma3", ids, None)), np.array(vision_logits(ours.model, "gemma3", ids, None))
     )
+
+
+def test_a_vision_run_exports_as_an_mlx_vlm_folder_and_the_rest_says_not_yet(vision_runs, tmp_path):
+    from qlora_gui.core.after.evaluation import evaluate
+    from qlora_gui.core.after.export import ExportRequest, export
+    from qlora_gui.core.after.inference import read_adapter
+    from qlora_gui.core.errors import UserError
+
+    adapter = read_adapter(vision_runs["gemma3"][0])
+    assert adapter.is_vision
+    with pytest.raises(UserError, match="a vision run exports as an MLX folder"):
+        export(ExportRequest(adapter, "gguf", tmp_path / "gguf"))
+    with pytest.raises(UserError, match="Evaluate does not take vision runs yet"):
+        evaluate(None, adapter)
+    result = export(ExportRequest(adapter, "mlx", tmp_path / "mlx"))
+    assert {"model.safetensors", "config.json", "preprocessor_config.json"} <= {f.name for f in result.files}
+    assert "mlx_vlm.generate" in result.notes[0]
