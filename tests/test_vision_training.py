@@ -20,7 +20,7 @@ from qlora_gui.core.data.batching import make_batch  # noqa: E402
 from qlora_gui.core.data.dataset import check_data  # noqa: E402
 from qlora_gui.core.model.vision_model import load_processor, vision_logits  # noqa: E402
 from qlora_gui.core.runs import checkpoints as ckpt  # noqa: E402
-from qlora_gui.core.train.events import Failed, Finished, RunStarted  # noqa: E402
+from qlora_gui.core.train.events import Failed, Finished, RunStarted, SampleAnswers  # noqa: E402
 from qlora_gui.core.train.vision_step import picture_arrays  # noqa: E402
 
 
@@ -157,8 +157,12 @@ def test_dora_on_a_4_bit_base_trains_and_mlx_vlm_restores_both(vision_models, sq
 
     model, run = vision_models["gemma3"], tmp_path / "run"
     cfg = vision_config(model, squares, run, iters=4, fine_tune_type="dora", quantize_bits=4, quantize_group_size=32)
+    cfg.valid_fraction, cfg.sample_answers, cfg.sample_tokens = 0.2, 2, 3  # answers about validation pictures
     result, events = run_events(cfg)
     assert isinstance(result, Finished) and np.isfinite(result.train_loss), result
+    samples = [e for e in events if isinstance(e, SampleAnswers)]
+    assert [s.step for s in samples] == [0, 4] and all(len(s.answers) == 2 for s in samples)
+    assert all(a["source"].startswith(f"{squares}:") and a["reference"] in ("red", "blue") for a in samples[0].answers)
     assert "quantized" in next(e for e in events if isinstance(e, RunStarted)).quant_path
     saved = json.loads((run / "adapter_config.json").read_text())
     assert saved["base_quantization"]["language_model.model.layers.0.self_attn.q_proj"]["bits"] == 4

@@ -27,7 +27,7 @@ from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
 from .preference_mode import LazyReference
 from .progress import Progress
-from .sample_answers import SampleAnswerer
+from .sample_answers import Answerer
 from .step import TrainStep, evaluate_totals
 
 Flat = dict[str, mx.array]
@@ -64,7 +64,7 @@ class TrainingLoop:
         record: RunRecord,
         adapter_config: dict[str, Any],
         control: RunControl,
-        answerer: SampleAnswerer | None = None,
+        answerer: Answerer | None = None,
         reference: LazyReference | None = None,
         batcher: Callable[[EncodedSplit, Any], Batch] = make_batch,
         compiled: bool = True,
