@@ -142,11 +142,12 @@ def offline_hub():
 
 @pytest.fixture(scope="session")
 def vision_models(offline_hub, tmp_path_factory) -> dict[str, Path]:
-    """Tiny random Qwen2-VL and Gemma 3 (tests/vision_models.py), built once."""
-    from vision_models import build_gemma3, build_qwen2_vl
+    """Tiny random Qwen2-VL, Qwen2.5-VL and Gemma 3 (tests/vision_models.py), built once."""
+    from vision_models import build_gemma3, build_qwen2_5_vl, build_qwen2_vl
 
     root = tmp_path_factory.mktemp("vision_models")
-    return {"qwen2_vl": build_qwen2_vl(root / "qwen2_vl"), "gemma3": build_gemma3(root / "gemma3")}
+    built = {"qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+    return {family: build(root / family) for family, build in built.items()}
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from qlora_gui.core.train.events import Failed, Finished, RunStarted, SampleAnsw
 from qlora_gui.core.train.vision_step import picture_arrays  # noqa: E402
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", (*FAMILIES, "qwen2_5_vl"))
 def test_a_later_token_never_changes_an_earlier_logit(family, vision_models, squares):
     """The causal mask each family's forward gets here (mlx-vlm's Gemma 3 uses the padding mask as the whole
     attention mask, so there every token sees the later ones)."""

@@ -153,6 +153,34 @@ def build_qwen2_vl(out: Path, seed: int = 0) -> Path:
     return _save(out, _model(qwen2_vl, config, seed), config)
 
 
+def build_qwen2_5_vl(out: Path, seed: int = 0) -> Path:
+    """A 2-layer Qwen2.5-VL: Qwen2-VL's tokenizer and template, a 1-block windowed vision tower."""
+    from mlx_vlm.models import qwen2_5_vl
+
+    build_qwen2_vl(out, seed)  # the tokenizer, template and image processor; the model is replaced below
+    config = json.loads((out / "config.json").read_text())
+    config.update(model_type="qwen2_5_vl", architectures=["Qwen2_5_VLForConditionalGeneration"])
+    config["vision_config"] = {
+        "model_type": "qwen2_5_vl",
+        "depth": 1,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "out_hidden_size": 64,
+        "num_heads": 2,
+        "in_channels": 3,
+        "patch_size": 14,
+        "spatial_patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 56,
+        "fullatt_block_indexes": [0],
+    }
+    pre = json.loads((out / "preprocessor_config.json").read_text())
+    pre.update(image_processor_type="Qwen2VLImageProcessor", processor_class="Qwen2_5_VLProcessor")
+    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    return _save(out, _model(qwen2_5_vl, config, seed), config)
+
+
 def build_gemma3(out: Path, seed: int = 0) -> Path:
     """A 2-layer Gemma 3: a 1-layer SigLIP on 28-pixel images of 14-pixel patches, 4 soft tokens an image."""
     import mlx.core as mx
