@@ -63,3 +63,30 @@ def test_the_playground_answers_about_a_dropped_picture_base_and_adapter_side_by
         assert view.panes["adapter"].contents() == colour
         assert view.panes["base"].contents() != colour  # the random base says something else
     view.shutdown()
+
+
+def test_a_vision_run_trains_from_the_window(qtbot, vision_models, squares, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from qlora_gui.core.train.events import Finished, RunStarted
+    from qlora_gui.ui.main_window import MainWindow
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), runs_root=tmp_path / "runs")
+    qtbot.addWidget(w)
+    w.show()
+    assert w.model.select_path(str(vision_models["gemma3"]))
+    cfg = w.settings_panel.config()
+    cfg.iters, cfg.num_layers, cfg.batch_size, cfg.learning_rate, cfg.sample_answers = 3, 2, 4, 1e-3, 0
+    w.settings_panel.set_config(cfg)
+    w.open_dataset(squares)
+    qtbot.waitUntil(lambda: w.dataset.report is not None and not w.dataset.checking and w.dataset.usable, timeout=LONG)
+    events = []
+    w.start_training()
+    assert w.worker is not None
+    w.worker.event.connect(events.append)
+    qtbot.waitUntil(lambda: any(isinstance(e, Finished) for e in events), timeout=LONG)
+    started = next(e for e in events if isinstance(e, RunStarted))
+    assert "Gemma 3 language model" in started.loss_path
+    assert next(e for e in events if isinstance(e, Finished)).step == 3
+    qtbot.waitUntil(lambda: w.worker is None, timeout=LONG)  # the window lets its finished worker go
+    w.playground.shutdown()
