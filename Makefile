@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml uv.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "uv==$(UV_VERSION)"
 	# Exactly the locked versions (--frozen: never re-resolved here); --inexact leaves pip and uv in place.
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync -q --frozen --inexact --extra dev --extra $(BACKEND)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(VENV)/bin/uv sync -q --frozen --inexact --extra dev --extra vision --extra $(BACKEND)
 	touch $(STAMP)
 
 # Upgrading is deliberate: every package to its newest allowed version, written to uv.lock for a commit of its own.

@@ -148,6 +148,8 @@ SLOW_MODULES = {
     "test_gui_machines",
     "test_gui_platform",
     "test_gui_truth",
+    "test_gui_vision",
+    "test_vision_training",
 }
 
 
@@ -178,3 +180,61 @@ def unasked_questions(request):
         import warnings
 
         warnings.warn(f"a question no test answered was taken as yes: {asked}", stacklevel=1)
+
+
+# ---------------------------------------------------------------- vision-language models (the `vision` extra)
+# Session-scoped: the tiny models are built, and trained 20 steps on red/blue squares, once.
+
+
+@pytest.fixture(scope="session")
+def offline_hub():
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")  # Qwen's processor would otherwise ask the Hub
+        yield
+
+
+@pytest.fixture(scope="session")
+def vision_models(offline_hub, tmp_path_factory) -> dict[str, Path]:
+    """Tiny random Qwen2-VL, Qwen2.5-VL and Gemma 3 (tests/vision_models.py), built once."""
+    from vision_models import build_gemma3, build_qwen2_5_vl, build_qwen2_vl
+
+    root = tmp_path_factory.mktemp("vision_models")
+    built = {"qwen2_vl": build_qwen2_vl, "qwen2_5_vl": build_qwen2_5_vl, "gemma3": build_gemma3}
+    return {family: build(root / family) for family, build in built.items()}
+
+
+@pytest.fixture(scope="session")
+def squares(tmp_path_factory) -> Path:
+    """18 rows (the last batch of 4 holds 2: no row may be dropped), alternately red and blue squares."""
+    from vision_models import QUESTION, square_png
+
+    root = tmp_path_factory.mktemp("squares")
+    rows = []
+    for i in range(18):
+        colour = ("red", "blue")[i % 2]
+        square_png(root / "img" / f"{i}.png", colour, seed=i)
+        rows.append(
+            {
+                "images": [f"img/{i}.png"],
+                "messages": [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": colour}],
+            }
+        )
+    path = root / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def vision_runs(vision_models, squares, tmp_path_factory) -> dict[str, tuple[Path, list]]:
+    from vision_models import FAMILIES, run_events, vision_config
+
+    """Each family trained 20 steps on the squares once: its run folder and events."""
+    from qlora_gui.core.train.events import Finished
+
+    out = {}
+    for family in FAMILIES:
+        run = tmp_path_factory.mktemp(f"run_{family}") / "run"
+        result, events = run_events(vision_config(vision_models[family], squares, run))
+        assert isinstance(result, Finished) and result.step == 20, result
+        out[family] = (run, events)
+    return out

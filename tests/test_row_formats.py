@@ -18,6 +18,7 @@ from qlora_gui.core.data.rows import (
     TextFormat,
     TurnsFormat,
 )
+from qlora_gui.core.data.vision_rows import VisionFormat
 
 CHAT_ROW = {
     "messages": [
@@ -39,7 +40,7 @@ TOOL_ROW = {
 
 
 def test_names_are_the_strings_reports_and_files_carry():
-    assert list(FORMATS) == ["text", "completions", "chat", "preference", "chat_preference", "prompts"]
+    assert list(FORMATS) == ["text", "completions", "chat", "preference", "chat_preference", "prompts", "vision"]
     assert [type(f) for f in FORMATS.values()] == [
         TextFormat,
         CompletionsFormat,
@@ -47,6 +48,7 @@ def test_names_are_the_strings_reports_and_files_carry():
         PreferenceFormat,
         ChatPreferenceFormat,
         PromptFormat,
+        VisionFormat,
     ]
     assert all(FORMATS[name].name == name for name in FORMATS)
     assert [f.keys_shown for f in FORMATS.values()] == [
@@ -56,6 +58,7 @@ def test_names_are_the_strings_reports_and_files_carry():
         "'prompt'+'chosen'+'rejected'",
         "'messages'+'chosen'+'rejected'",
         "'prompt'",
+        "'images'+'messages'",
     ]
 
 
@@ -145,7 +148,7 @@ def test_only_chat_rows_can_fail_for_want_of_an_assistant_turn_when_masking():
 
 
 def test_only_text_rows_cannot_mask_the_prompt(tmp_path):
-    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True, True, True, True]
+    assert [f.can_mask_prompt for f in FORMATS.values()] == [False, True, True, True, True, True, True]
     assert isinstance(TEXT, TextFormat) and not isinstance(TEXT, TurnsFormat)
     assert isinstance(COMPLETIONS, TurnsFormat) and isinstance(CHAT, TurnsFormat)
     write_jsonl(tmp_path / "train.jsonl", [{"text": "a"}, {"text": "b"}])

@@ -46,10 +46,15 @@ def _check_data_parser(sub) -> None:
 def run_check_data(args: argparse.Namespace) -> int:
     from ..core.data.dataset import check_data
     from ..core.model.model_files import load_tokenizer, resolve_model_path
+    from ..core.model.vision_model import is_vision_model, load_processor
 
     settings = settings_from_flags(args, CHECK_DATA_SETTINGS)
-    tokenizer = load_tokenizer(resolve_model_path(args.model, tokenizer_only=True)) if args.model else None
-    result = check_data(args.path, tokenizer, **settings)
+    tokenizer, vision = None, None
+    if args.model:
+        model = resolve_model_path(args.model, tokenizer_only=True)
+        vision = is_vision_model(model)  # a vision-language model's tokenizer is its processor
+        tokenizer = load_processor(model) if vision else load_tokenizer(model)
+    result = check_data(args.path, tokenizer, vision=vision, **settings)
     print(result.report.to_text())
     if args.show and tokenizer is None:
         raise UserError("--show needs --model: the token view shows the model's own tokens")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from ..core.after.sampling import SamplingSettings
 from .console import note, progress
@@ -41,6 +42,13 @@ def add_adapter_parsers(sub) -> None:
     g.add_argument("--top-p", type=float, default=sampling.top_p, help=f"(default {sampling.top_p})")
     g.add_argument("--seed", type=int, default=sampling.seed, help=f"(default {sampling.seed})")
     g.add_argument("--raw-prompt", action="store_true", help="do not apply the chat template")
+    g.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a picture for a vision-language model, shown before the prompt (repeat for several)",
+    )
     g.add_argument("--compare", action="store_true", help="also answer with the base alone, for comparison")
 
     e = sub.add_parser(
@@ -105,12 +113,53 @@ def _adapter(args: argparse.Namespace):
     return read_adapter(args.adapter_path) if args.adapter_path else None
 
 
+def _is_vision(args: argparse.Namespace, adapter) -> bool:
+    from ..core.after.inference import base_model_of
+    from ..core.model.model_files import resolve_model_path
+    from ..core.model.vision_model import is_vision_model
+
+    base = base_model_of(adapter, args.model) if adapter is not None else resolve_model_path(args.model or "")
+    return is_vision_model(base)
+
+
+def run_vision_generate(args: argparse.Namespace, adapter, prompt: str) -> int:
+    """Answers about pictures: the base's and the adapter's (--compare), through the forward training used."""
+    import time
+
+    from ..core.after.inference import base_model_of
+    from ..core.after.vision_answer import load_vision_model, stream_answer
+    from ..core.errors import UserError
+    from ..core.model.model_files import resolve_model_path
+
+    base = base_model_of(adapter, args.model) if adapter is not None else resolve_model_path(args.model)
+    for image in args.image:
+        if not Path(image).expanduser().is_file():
+            raise UserError(f"--image {image}: no such file")
+    sides = ["base", "adapter"] if (args.compare and adapter) else ["adapter" if adapter else "base"]
+    for side in sides:
+        if len(sides) > 1:
+            print(f"==== {side} ====", flush=True)
+        vm = load_vision_model(base, adapter.path if side == "adapter" else None)
+        t0, pieces = time.perf_counter(), 0
+        for piece in stream_answer(vm, args.image, prompt, args.max_tokens, args.temp):
+            print(piece, end="", flush=True)
+            pieces += 1
+        print(flush=True)
+        print(f"[{pieces} pieces in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
+    return 0
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from ..core.after.generation import format_prompt, stream_text
     from ..core.after.inference import base_view, load_with_adapter
+    from ..core.errors import UserError
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     adapter = _adapter(args)
+    if _is_vision(args, adapter):
+        return run_vision_generate(args, adapter, prompt)
+    if args.image:
+        raise UserError("--image needs a vision-language model (Qwen2-VL, Qwen2.5-VL, Gemma 3); this one reads text")
     loaded = load_with_adapter(args.model, adapter)
     use_template = not args.raw_prompt and (adapter is None or adapter.uses_template)
     text = format_prompt(loaded.tokenizer, prompt, args.system, use_template)
@@ -162,6 +211,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_fuse(args: argparse.Namespace) -> int:
     from ..core.after.fuse import fuse_adapter
+
+    adapter = _adapter(args)
+    if adapter is not None and adapter.is_vision:
+        from ..core.after.vision_fuse import fuse_vision_adapter
+
+        fused = fuse_vision_adapter(adapter, args.save_path, model=args.model, progress=progress)
+        size = f"{fused.fused_layers} layers merged, {fused.size_bytes / 1e6:.1f} MB"
+        print(f"Fused vision model ({size}) saved to {fused.path}")
+        print(f'Try it: mlx_vlm.generate --model {fused.path} --image FILE --prompt "..."')
+        return 0
 
     result = fuse_adapter(
         _adapter(args),

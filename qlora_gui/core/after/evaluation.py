@@ -130,6 +130,11 @@ def evaluate(
     split, the run's `val_batches`); `max_batches=-1` takes every row, `split="test"` the test split.
     `per_row` adds each of those rows' own losses (see row_losses.py)."""
     say = progress or (lambda _msg: None)
+    if adapter is not None and adapter.is_vision:
+        raise UserError(
+            f"{adapter.path}: Evaluate does not take vision runs yet; the run's validation loss is in its "
+            "metrics, and the Playground (or `qlora-gui generate --image`) answers about pictures"
+        )
     data = data or _setting(adapter, "data")
     if not data:
         raise UserError("give the data to evaluate on (--data); the adapter's config does not name any")

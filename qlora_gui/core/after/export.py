@@ -31,7 +31,7 @@ from .gguf_export import (
     gguf_type,
 )
 from .gguf_kquants import K_QUANTS, NEEDS, llama_cpp_available, quantize_k
-from .inference import AdapterSource, base_as_trained
+from .inference import AdapterSource, base_as_trained, base_model_of
 from .staging import refuse_existing, staged
 
 FORMATS = {
@@ -89,16 +89,14 @@ def check_request(req: ExportRequest) -> None:
         raise UserError(f"unknown format '{req.format}'; choose one of {', '.join(FORMATS)}")
     if req.bits is not None and (req.format != "mlx" or req.bits not in (4, 8)):
         raise UserError("--bits 4 or 8 quantizes the MLX folder only; GGUF takes --type")
-    base_path, config, _ = base_as_trained(req.adapter, req.model)
-    if req.format == "gguf":
-        if req.gguf_type in K_QUANTS:
-            if not llama_cpp_available():
-                raise UserError(NEEDS)
-        else:
-            gguf_type(req.gguf_type)
-        check_gguf_export(base_path, config)
-    if req.format == "adapter-gguf":
-        check_gguf_export(base_path, config)
+    if req.adapter.is_vision:
+        if req.format != "mlx" or req.bits is not None or req.ollama_name is not None:
+            raise UserError(
+                f"{req.adapter.path}: a vision run exports as an MLX folder that mlx-vlm loads (format mlx, "
+                "without --bits); GGUF, PEFT and Ollama exports of vision-language models are not supported"
+            )
+    else:
+        _check_text_request(req)
     if req.format in ("adapter-gguf", "peft") and req.adapter.config.get("fine_tune_type", "lora") == "dora":
         raise UserError(
             f"{req.adapter.path}: a DoRA adapter cannot be exported alone: GGUF and PEFT LoRA files have no "
@@ -113,10 +111,26 @@ def check_request(req: ExportRequest) -> None:
         send_to_lmstudio(Path(req.out), None)  # raises the message that says where to point it
 
 
+def _check_text_request(req: ExportRequest) -> None:
+    """A text run's format against its base: GGUF needs an architecture the writer knows."""
+    base_path, config, _ = base_as_trained(req.adapter, req.model)
+    if req.format == "gguf":
+        if req.gguf_type in K_QUANTS:
+            if not llama_cpp_available():
+                raise UserError(NEEDS)
+        else:
+            gguf_type(req.gguf_type)
+        check_gguf_export(base_path, config)
+    if req.format == "adapter-gguf":
+        check_gguf_export(base_path, config)
+
+
 def estimate_bytes(adapter: AdapterSource, fmt: str, gguf_key: str = "q8_0", bits: int | None = None) -> int:
     """About how large the export will be, from the configs alone."""
     if fmt in ("adapter-gguf", "peft"):
         return int((adapter.path / "adapters.safetensors").stat().st_size)
+    if adapter.is_vision:  # fused into the base's own weights: about the base's size
+        return sum(f.stat().st_size for f in base_model_of(adapter).glob("*.safetensors"))
     _, config, quant = base_as_trained(adapter)
     if fmt == "gguf" and gguf_key in K_QUANTS:
         return int(estimate_parameters(config) * K_QUANTS[gguf_key][2])
@@ -156,7 +170,13 @@ def export(req: ExportRequest, progress: Progress | None = None) -> ExportResult
     say = progress or (lambda _f, _m: None)
     check_request(req)
     out = Path(req.out).expanduser()
-    if req.format == "mlx":
+    if req.format == "mlx" and req.adapter.is_vision:
+        from .vision_fuse import fuse_vision_adapter
+
+        fused = fuse_vision_adapter(req.adapter, out, model=req.model, progress=lambda f, m: say(0.9 * f, m))
+        result = ExportResult(out, sorted(out.iterdir()), fused.size_bytes)
+        result.notes.append(f'Try it: mlx_vlm.generate --model "{out}" --image FILE --prompt "..."')
+    elif req.format == "mlx":
         from .fuse import fuse_adapter
 
         fused = fuse_adapter(

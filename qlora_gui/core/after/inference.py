@@ -53,6 +53,11 @@ class AdapterSource:
         return not (self.run_dir / RunFolder.METRICS).exists()
 
     @property
+    def is_vision(self) -> bool:
+        """The run trained a vision-language model on picture rows (mlx-vlm's classes: vision_run.py)."""
+        return self.config.get("data_format") == "vision"
+
+    @property
     def label(self) -> str:
         return f"{self.run_dir.name} @ step {self.step}" if self.step is not None else self.run_dir.name
 

@@ -28,6 +28,8 @@ from .problems import Problem
 from .rows import TurnsFormat
 from .split_encoding import encode_split
 from .token_cache import cache_key
+from .vision_encode import encode_vision_split
+from .vision_rows import VISION
 
 MAX_LISTED_PROBLEMS = 20
 PREVIEW_ROWS = 5
@@ -148,12 +150,20 @@ def check_data(
     valid_fraction: float = default_of("valid_fraction"),
     seed: int = default_of("seed"),
     on_progress: OnProgress | None = None,
+    vision: bool | None = None,
 ) -> DataCheck:
     """Read, check and, with a tokenizer, encode a dataset. Every problem is reported, none raised. The result
-    is kept in the token cache: the same data, tokenizer and settings again read it back."""
+    is kept in the token cache: the same data, tokenizer and settings again read it back.
+
+    `vision`: whether the model sees pictures. None means a text model when a tokenizer is given (rows with
+    pictures are refused) and no model yet without one (picture rows are checked as a vision model takes them).
+    A vision model's tokenizer is its processor (vision_encode.py); its rows are not cached, since the
+    pictures they name may change."""
+    if vision is None and tokenizer is not None:
+        vision = False
     settings: dict[str, Any] = dict(max_seq_length=max_seq_length, mask_prompt=mask_prompt, batch_size=batch_size)
-    settings.update(valid_fraction=valid_fraction, seed=seed)
-    key = cache_key(path, tokenizer, settings)
+    settings.update(valid_fraction=valid_fraction, seed=seed, vision=vision)
+    key = cache_key(path, tokenizer, settings) if not vision else None
     kept = token_cache.load(key) if key else None
     if kept is not None:
         return DataCheck(kept["report"], kept["encoded"] or None, kept["raw"])
@@ -180,8 +190,9 @@ def _check(
     batch_size: int,
     valid_fraction: float,
     seed: int,
+    vision: bool | None,
 ) -> DataCheck:
-    options = IntakeOptions(valid_fraction=valid_fraction, seed=seed, mask_prompt=mask_prompt, batch_size=batch_size)
+    options = IntakeOptions(valid_fraction, seed, mask_prompt, batch_size, vision)
     intake = read_dataset(path, options, on_progress)
     problems = intake.problems
     warnings = list(intake.warnings)
@@ -189,7 +200,17 @@ def _check(
     encoded: dict[str, EncodedSplit] | None = None
     template = None
 
-    if tokenizer is not None and problems.count == 0:
+    if tokenizer is not None and problems.count == 0 and intake.format == VISION.name:
+        template = template_description(tokenizer.tokenizer)  # a vision model's tokenizer is its processor
+        encoded = {}
+        for name, raw in intake.splits.items():
+            pictures = encode_vision_split(raw, tokenizer, max_seq_length, mask_prompt, problems)
+            encoded[name] = pictures
+            rep = _stats(raw, pictures.full_lengths, "tokens")
+            rep.truncated, rep.no_target_rows = pictures.truncated, pictures.no_target_rows
+            rep.trained_share = pictures.trained_tokens / max(pictures.tokens.total, 1)
+            splits[name] = rep
+    elif tokenizer is not None and problems.count == 0:
         if isinstance(format_named(intake.format), TurnsFormat):
             template = template_description(tokenizer)
             if not has_chat_template(tokenizer):
@@ -251,10 +272,17 @@ def _check(
 
 
 def training_data(
-    path: str, tokenizer: Any, max_seq_length: int, mask_prompt: bool, batch_size: int, valid_fraction: float, seed: int
+    path: str,
+    tokenizer: Any,
+    max_seq_length: int,
+    mask_prompt: bool,
+    batch_size: int,
+    valid_fraction: float,
+    seed: int,
+    vision: bool | None = None,
 ) -> tuple[DataReport, dict[str, EncodedSplit], dict[str, RawSplit]]:
     """The report, encoded splits and checked rows to train on; DataError listing every problem when the data is
-    not usable."""
+    not usable. A vision model's tokenizer is its processor (`vision=True`)."""
     check = check_data(
         path,
         tokenizer,
@@ -263,6 +291,7 @@ def training_data(
         batch_size=batch_size,
         valid_fraction=valid_fraction,
         seed=seed,
+        vision=vision,
     )
     if not check.report.usable or check.encoded is None:
         raise DataError(

@@ -22,8 +22,10 @@ from ..train.config import default_of
 from .file_rows import FileRows
 from .formats import FORMATS, detect_format
 from .json_rows import OnProgress, Span, stream_rows
+from .media import media_parts, text_model_refusal
 from .problems import Problems
-from .rows import RowFormat
+from .rows import RowFormat, TextFormat, TurnsFormat
+from .vision_rows import VISION
 
 SPLITS = ("train", "valid", "test")
 DATA_SUFFIXES = (".jsonl", ".json")
@@ -78,6 +80,9 @@ class IntakeOptions:
     seed: int = default_of("seed")
     mask_prompt: bool = default_of("mask_prompt")
     batch_size: int = 1
+    # Whether the model sees pictures: False (a text model) refuses every row that carries any (media.py);
+    # None (no model chosen yet) checks picture rows as a vision-language model would take them.
+    vision: bool | None = None
 
 
 # ---------------------------------------------------------------- checking
@@ -94,7 +99,7 @@ def check_rows(
     good: list[dict[str, Any]] = []  # rows without a span (a JSON array file's)
     good_lines: list[int] = []
     spans, keys, char_lengths = array("q"), array("q"), array("q")
-    by_shape: dict[tuple, RowFormat | None] = {}
+    by_shape: dict[tuple, TextFormat | TurnsFormat | None] = {}
     for line, row, span in rows:
         if not isinstance(row, dict):
             kind = {"str": "string", "int": "number", "float": "number", "bool": "true/false", "NoneType": "null"}.get(
@@ -106,8 +111,16 @@ def check_rows(
                 f'the row is a JSON {kind}, not an object; write each row as {{"text": ...}} or another format',
             )
             continue
-        shape = tuple(row)  # a format is told by the keys alone: rows of one file mostly share them
-        this = by_shape[shape] if shape in by_shape else by_shape.setdefault(shape, detect_format(row))
+        media = media_parts(row)
+        if media:  # a row with pictures is told by its content parts as well as its keys
+            this = detect_format(row)
+            refusal = _media_refusal(row, media, this, options.vision)
+            if refusal is not None:  # never trained silently as text
+                problems.add(name, line, refusal)
+                continue
+        else:  # a format is told by the keys alone: rows of one file mostly share them
+            shape = tuple(row)
+            this = by_shape[shape] if shape in by_shape else by_shape.setdefault(shape, detect_format(row))
         if this is None:
             problems.add(name, line, _unknown_keys_message(row))
             continue
@@ -119,6 +132,8 @@ def check_rows(
                 mixed_line, mixed_fmt = line, this
             continue
         errors = this.check(row, options.mask_prompt)
+        if not errors and this is VISION:
+            errors = VISION.check_files(row, Path(name).parent)
         for err in errors:
             problems.add(name, line, err)
         if not errors:
@@ -150,6 +165,23 @@ def check_rows(
         kept = FileRows(name, ends[:, 0].copy(), ends[:, 1].copy())
     as_array = lambda a: np.frombuffer(a, dtype=np.int64).copy()  # noqa: E731
     return RawSplit(split, name, fmt.name if fmt else None, kept, good_lines, as_array(keys), as_array(char_lengths))
+
+
+def _media_refusal(row: dict[str, Any], parts: list, fmt: RowFormat | None, vision: bool | None) -> str | None:
+    """Why a row that carries media cannot be trained as it is, or None (a picture row for a model that sees
+    pictures, or for a model not chosen yet)."""
+    if vision is False:
+        return text_model_refusal(row)
+    other = next(((kind, where) for kind, where in parts if kind != "image"), None)
+    if other is not None:
+        kind, where = other
+        return f"the row carries {kind} ({where}); only pictures are trained here. Remove the row or its {kind}"
+    if fmt is not VISION:
+        return (
+            "the row carries images but no 'messages' (or 'question' and 'answer') to go with them; write "
+            '{"images": [...], "messages": [...]} rows'
+        )
+    return None
 
 
 _RENAMES = {

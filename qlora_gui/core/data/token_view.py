@@ -10,15 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import UserError
 from .encode import encode_rows
 from .intake import RawSplit
+from .problems import Problems
+from .vision_encode import encode_vision_split, image_token_id
+from .vision_rows import VISION
 
 _ANSI_TRAINED = ("\x1b[30;48;5;114m", "\x1b[30;48;5;151m")  # two greens, alternating: token boundaries show
 _ANSI_MASKED = "\x1b[90m"
 _ANSI_CUT = "\x1b[9;90m"
 _ANSI_MARK = "\x1b[1;31m"
 _ANSI_RESET = "\x1b[0m"
+PICTURE_MARK = "▣"  # in every desktop font, unlike a picture emoji
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class TokenPiece:
     id: int
     trained: bool
     kept: bool  # False past max_seq_length: truncation drops it
+    tokens: int = 1  # the tokens it stands for: a picture's tokens show as one piece
 
 
 @dataclass
@@ -39,16 +46,21 @@ class TokenView:
 
     @property
     def kept(self) -> int:
-        return sum(p.kept for p in self.pieces)
+        return sum(p.tokens for p in self.pieces if p.kept)
 
     @property
     def trained(self) -> int:
         # Position 0 is never a target (nothing before it), as in the loss.
-        return sum(p.trained and p.kept for p in self.pieces[1:])
+        return sum(p.tokens for p in self.pieces[1:] if p.trained and p.kept)
+
+    @property
+    def pictures(self) -> list[int]:
+        """Each picture's token count, in order."""
+        return [p.tokens for p in self.pieces if p.tokens > 1 or p.text.startswith(PICTURE_MARK)]
 
     @property
     def truncated(self) -> bool:
-        return self.kept < len(self.pieces)
+        return self.kept < sum(p.tokens for p in self.pieces)
 
     def summary(self) -> str:
         kept = self.kept
@@ -56,8 +68,11 @@ class TokenView:
             f"{self.file}:{self.line} ({self.split}): {kept} tokens, {self.trained} trained "
             f"({self.trained / max(kept, 1):.1%}), {kept - self.trained} masked"
         )
+        if self.pictures:
+            text += f"; {len(self.pictures)} picture(s): {', '.join(map(str, self.pictures))} tokens, never trained"
         if self.truncated:
-            text += f"; cut at max_seq_length={self.max_seq_length}, {len(self.pieces) - kept} tokens dropped"
+            dropped = sum(p.tokens for p in self.pieces) - kept
+            text += f"; cut at max_seq_length={self.max_seq_length}, {dropped} tokens dropped"
         return text
 
     def to_terminal(self, color: bool) -> str:
@@ -116,8 +131,11 @@ def _piece_text(tokenizer: Any, text: str, prev_hi: int, lo: int, hi: int, token
 def token_view(
     splits: dict[str, RawSplit], line: int, tokenizer: Any, *, max_seq_length: int, mask_prompt: bool
 ) -> TokenView:
-    """The row on `line` as the model sees it, through the trainer's own encoding."""
+    """The row on `line` as the model sees it, through the trainer's own encoding (a vision model's tokenizer is
+    its processor: picture rows show each picture's tokens as one piece with their count)."""
     raw, index = find_row(splits, line)
+    if raw.format == VISION.name:
+        return _picture_row_view(raw, index, line, tokenizer, max_seq_length, mask_prompt)
     problems: list[str] = []
     rows = list(
         encode_rows(
@@ -145,4 +163,37 @@ def token_view(
             )
         )
         prev_hi = max(prev_hi, hi)
+    return TokenView(raw.file, line, raw.name, pieces, max_seq_length)
+
+
+def _picture_row_view(
+    raw: RawSplit, index: int, line: int, processor: Any, max_seq_length: int, mask_prompt: bool
+) -> TokenView:
+    if not hasattr(processor, "image_processor"):
+        raise UserError(f"{raw.file}:{line}: the row has pictures; pick a vision-language model to see its tokens")
+    problems = Problems()
+    one = raw.take(np.array([index]))
+    split = encode_vision_split(one, processor, 1 << 30, mask_prompt, problems)  # uncut: the view marks the cut
+    if problems.items or not split.rows:
+        reason = problems.items[0].message if problems.items else "the row could not be encoded"
+        raise UserError(f"{raw.file}:{line}: {reason}")
+    ids, trained = split.tokens[0], split.trained[0]
+    picture, hf = image_token_id(processor), processor.tokenizer
+    pieces: list[TokenPiece] = []
+    i = 0
+    while i < len(ids):
+        if ids[i] == picture:
+            end = i
+            while end < len(ids) and ids[end] == picture:
+                end += 1
+            count = end - i
+            pieces.append(
+                TokenPiece(
+                    f"{PICTURE_MARK} picture · {count} tokens", int(picture), False, end <= max_seq_length, count
+                )
+            )
+            i = end
+            continue
+        pieces.append(TokenPiece(hf.decode([int(ids[i])]), int(ids[i]), bool(trained[i]), i < max_seq_length))
+        i += 1
     return TokenView(raw.file, line, raw.name, pieces, max_seq_length)

@@ -65,6 +65,8 @@ def check_model_folder(path: Path) -> None:
     from mlx_lm.utils import MODEL_REMAPPING  # mlx-lm's own names for architectures it shares
 
     model_type = str(config.get("model_type", ""))
+    if isinstance(config.get("vision_config"), dict):  # a vision-language model: mlx-vlm's (vision_model.py)
+        return
     module = MODEL_REMAPPING.get(model_type, model_type)
     if not module or find_spec(f"mlx_lm.models.{module}") is None:
         raise ModelError(

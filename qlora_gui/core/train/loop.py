@@ -11,7 +11,7 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-from ..data.batching import epoch_batches, eval_batches, make_batch
+from ..data.batching import Batch, epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..distributed.agreement import sum_across_ranks
 from ..memory import GB, clear_cache_if_above
@@ -29,7 +29,7 @@ from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
 from .preference_mode import LazyReference
 from .progress import Progress
-from .sample_answers import SampleAnswerer
+from .sample_answers import Answerer
 from .step import LossTotals, TrainStep, evaluate_totals
 
 Flat = dict[str, mx.array]
@@ -66,15 +66,19 @@ class TrainingLoop:
         record: RunRecord,
         adapter_config: dict[str, Any],
         control: RunControl,
-        answerer: SampleAnswerer | None = None,
+        answerer: Answerer | None = None,
         reference: LazyReference | None = None,
         rollout: GrpoRollout | None = None,
+        batcher: Callable[[EncodedSplit, Any], Batch] = make_batch,
+        compiled: bool = True,
     ):
         self.cfg, self.model, self.loss_fn, self.data = cfg, model, loss_fn, data
         self.total_steps, self.spe, self.group, self.record = total_steps, steps_per_epoch, group, record
         self.adapter_config, self.control, self.answerer = adapter_config, control, answerer
         self.reference = reference  # DPO: the base's log-probabilities, measured as pairs are first read
         self.rollout = rollout  # GRPO: samples and scores each step's answers, which are then its batches
+        # Picture rows bring their pixels (vision_step.py); their models' forward reads shapes on the host.
+        self.batcher, self.compiled = batcher, compiled
         self.state = TrainState(seed=cfg.seed)
         self.optimizer_updates = 0  # updates applied (a step whose micro-batches were all bad applies none)
         self._pairs: PreferenceReport | None = None  # the last validation's pair figures (preference modes)
@@ -89,7 +93,9 @@ class TrainingLoop:
         self.optimizer.init(self.model.trainable_parameters())
         if restore is not None:
             ckpt.restore_arrays(self.model, self.optimizer, restore.adapters, restore.optimizer, source)
-        self.train_step = TrainStep(self.model, self.optimizer, self.loss_fn, self.cfg.grad_clip, self.group)
+        self.train_step = TrainStep(
+            self.model, self.optimizer, self.loss_fn, self.cfg.grad_clip, self.group, self.compiled
+        )
 
     def restore(self, checkpoint: Path) -> None:
         """Continue from a checkpoint folder (resume): its state first, since it sets the learning rate."""
@@ -177,7 +183,7 @@ class TrainingLoop:
                 micro = self.rollout.micro_batches(self.model, train, [idx for idx in group if len(idx)], step)
                 self._say_reward_warnings(step)
             else:
-                micro = [make_batch(train, idx) for idx in group if len(idx)]
+                micro = [self.batcher(train, idx) for idx in group if len(idx)]
             if self.ceiling is not None:
                 self.ceiling.before_step(*step_shape(micro))
             result = self.train_step(micro)
@@ -247,7 +253,7 @@ class TrainingLoop:
         if self.reference is not None:
             self.reference.ensure(split, mine)
         self.model.eval()
-        mine_totals = evaluate_totals(self.model, (make_batch(split, idx) for idx in mine), self.loss_fn)
+        mine_totals = evaluate_totals(self.model, (self.batcher(split, idx) for idx in mine), self.loss_fn)
         totals = LossTotals.of(sum_across_ranks(mine_totals.as_list(), self.group if world > 1 else None))
         self.model.train()
         pairs = bool(totals.stats) and totals.count > 0

@@ -24,10 +24,12 @@ from ..data.dataset import training_data
 from ..data.encode import EncodedSplit
 from ..data.hf_dataset import write_hf_dataset
 from ..data.ragged import Ragged
+from ..errors import UserError
 from ..memory import GB, memory_budget
 from ..model.grouped_lora import load_adapter_weights
 from ..model.loader import adapter_weights, use_grad_checkpoint
 from ..model.model_files import load_tokenizer, resolve_model_path
+from ..model.vision_model import is_vision_model
 from .config import TrainConfig
 from .estimate import estimate_memory
 from .grpo import GrpoLoss
@@ -154,6 +156,11 @@ def preflight(cfg: TrainConfig, say: Callable[[str], None] = lambda _: None) -> 
     """Measure the settings on this machine; search for ones that fit when they do not."""
     cfg.validate()
     model_path = resolve_model_path(cfg.model)
+    if is_vision_model(model_path):
+        raise UserError(
+            f"{model_path}: the preflight does not measure vision-language models yet; start the run instead: "
+            "its first steps show the time per step and the memory"
+        )
     tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
     say("checking the data")
     with tempfile.TemporaryDirectory() as scratch:  # an hf_dataset's rows, read as training will read them

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import mlx.nn as nn
 
@@ -89,6 +89,12 @@ def choose_prompts(
         return [], "sample answers: none, since there is no validation split; name a prompts file to have them"
     lines = ", ".join(str(p.line) for p in prompts)
     return prompts, f"sample answers: {len(prompts)} validation row(s), {prompts[0].file} line(s) {lines}"
+
+
+class Answerer(Protocol):
+    """What the loop asks for sample answers (text rows: SampleAnswerer; picture rows: vision_samples.py)."""
+
+    def answer(self, model: nn.Module, step: int) -> SampleAnswers: ...
 
 
 class SampleAnswerer:

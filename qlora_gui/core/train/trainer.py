@@ -24,6 +24,7 @@ from ..gc_policy import keep_long_lived
 from ..memory import apply_limits, blas_in_use, device_name, reset_peak
 from ..model.loader import adapter_config, load_start_adapter, parameter_counts
 from ..model.model_files import load_tokenizer, resolve_model_path
+from ..model.vision_model import is_vision_model
 from ..runs.run_folder import RunFolder
 from ..runs.run_plan import resume_source
 from ..runs.run_record import RunRecord
@@ -37,6 +38,7 @@ from .preference_mode import LazyReference, check_mode_fits_data, preference_los
 from .progress import Progress
 from .sample_answers import SampleAnswerer, choose_prompts
 from .training_model import prepare_model
+from .vision_run import run_vision
 
 
 class Trainer:
@@ -112,6 +114,9 @@ class Trainer:
         if cfg.hf_dataset:  # the rows go into the run folder once; the run (and a resume) reads them there
             cfg.data = str(write_hf_dataset(cfg.hf_dataset, run.hf_dataset, cfg.test))
         model_path = resolve_model_path(cfg.model)
+        if is_vision_model(model_path):  # pictures and words: mlx-vlm's classes in this loop (vision_run.py)
+            control = RunControl(self._stop.is_set, self._wait_if_paused)
+            return run_vision(cfg, self._record, self.group, control, run, resume_path, model_path, self._ready)
         tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
         # Every data problem surfaces before any weights load.
         self.data_report, data, rows = training_data(
@@ -211,6 +216,9 @@ class Trainer:
             self._record.warn(f"GRPO {rollout.rewards.description}; {cfg.group_size} answers per prompt", info=True)
         keep_long_lived()  # the data and the model stay for the whole run
         return loop.run()
+
+    def _ready(self, loop: TrainingLoop, report: DataReport) -> None:
+        self.loop, self.data_report = loop, report
 
     def _wait_if_paused(self, progress: Progress) -> None:
         if self._running.is_set():

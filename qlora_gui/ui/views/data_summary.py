@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import QHeaderView, QTableWidget, QTableWidgetItem
 
 from ...core.data.dataset import DataReport, SplitReport
@@ -48,14 +52,41 @@ def plot_lengths(plot: pg.PlotWidget, train: SplitReport) -> None:
     plot.setLabel("left", "rows")
 
 
+THUMBNAIL = 56  # pixels a side of a picture row's thumbnail in the preview
+
+
+def thumbnail(folder: Path, paths: str) -> QPixmap | None:
+    """The first picture of a row (its paths as the preview shows them), scaled for the preview; None when it
+    cannot be read (the check names the row)."""
+    first = paths.split(", ")[0].strip()
+    if not first:
+        return None
+    path = Path(first).expanduser()
+    pixmap = QPixmap(str(path if path.is_absolute() else folder / path))
+    if pixmap.isNull():
+        return None
+    return pixmap.scaled(
+        THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation
+    )
+
+
 def fill_preview(table: QTableWidget, train: SplitReport) -> None:
     """The first rows of the training split, a column per part of the row, with their line numbers."""
     columns = ["line"] + list(train.preview[0].keys())
     table.setColumnCount(len(columns))
     table.setHorizontalHeaderLabels(columns)
     table.setRowCount(len(train.preview))
+    folder = Path(train.file).parent
     for r, (line, row) in enumerate(zip(train.preview_lines, train.preview, strict=True)):
         table.setItem(r, 0, QTableWidgetItem(str(line)))
         for c, key in enumerate(columns[1:], start=1):
-            table.setItem(r, c, QTableWidgetItem(row.get(key, "")))
+            item = QTableWidgetItem(row.get(key, ""))
+            if key == "images":  # picture rows: each row's first picture beside its paths
+                pixmap = thumbnail(folder, row.get(key, ""))
+                if pixmap is not None:
+                    item.setIcon(QIcon(pixmap))
+                    table.setRowHeight(r, THUMBNAIL + 8)
+            table.setItem(r, c, item)
+    if "images" in columns:
+        table.setIconSize(QSize(THUMBNAIL, THUMBNAIL))
     table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)

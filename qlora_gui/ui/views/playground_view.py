@@ -25,6 +25,7 @@ from ...core.after.generation import GenerationUpdate
 from ...core.after.samples import PromptSample
 from ...core.runs.run_folder import checkpoint_step, run_of
 from ..widgets.answer_pane import AnswerPane
+from ..widgets.image_drop import ImageDrop
 from ..widgets.run_picker import RunPicker
 from ..widgets.sampling_box import SamplingBox
 from ..workers.playground_events import CommandFailed, Idle, ModelLoaded, ModelUnloaded, PromptShown
@@ -60,6 +61,7 @@ class PlaygroundView(QWidget):
         self._sampled_prompt = ""  # the reference pane belongs to this prompt
         self.turns: dict[str, list[dict[str, str]]] = {"base": [], "adapter": []}  # each side's conversation
         self._asked = ""  # the prompt being answered
+        self.vision = False  # the loaded model sees pictures: the picture box shows beside the prompt
         self._answers: dict[str, str] = {"base": "", "adapter": ""}  # its answers so far
 
         self.picker = RunPicker(self.runs_root)
@@ -99,6 +101,11 @@ class PlaygroundView(QWidget):
             signal.connect(lambda *_: self._format_timer.start())
             signal.connect(self._clear_answers)  # answers to another prompt would sit beside this one
 
+        self.image = ImageDrop()  # shown for vision-language models: the picture the prompt is about
+        self.image.hide()
+        self.image.changed.connect(lambda _: self._format_timer.start())
+        self.image.changed.connect(self._clear_answers)
+
         sampling = self.sampling = SamplingBox()
         self.temperature, self.max_tokens = sampling.temperature, sampling.max_tokens
 
@@ -131,6 +138,7 @@ class PlaygroundView(QWidget):
         side.addLayout(buttons)
         side.addStretch(1)
         middle = QHBoxLayout()
+        middle.addWidget(self.image)
         middle.addLayout(prompt_box, 1)
         middle.addLayout(side)
 
@@ -194,6 +202,7 @@ class PlaygroundView(QWidget):
             template=self.template.isChecked(),
             history={side: list(turns) for side, turns in self.turns.items()} if self.in_conversation else None,
             **dataclasses.asdict(self.sampling.settings()),
+            **({"image": self.image.path} if self.vision else {}),
         )
         self._update_buttons()
 
@@ -206,7 +215,7 @@ class PlaygroundView(QWidget):
         self._update_buttons()
 
     def _sync_conversation(self, template: bool) -> None:
-        self.conversation.setEnabled(template)  # raw prompts have no turns to keep
+        self.conversation.setEnabled(template and not self.vision)  # raw prompts have no turns to keep
         if not template:
             self.new_conversation()
 
@@ -248,6 +257,7 @@ class PlaygroundView(QWidget):
                 system=self.system.text(),
                 template=self.template.isChecked(),
                 history=list(self.turns["adapter"]) if self.in_conversation else None,
+                **({"image": self.image.path} if self.vision else {}),
             )
 
     def _toggle_raw(self, shown: bool) -> None:
@@ -267,6 +277,11 @@ class PlaygroundView(QWidget):
         match event:
             case ModelLoaded():
                 self.loaded_label = event.label
+                self.vision = event.vision
+                self.image.setVisible(event.vision)
+                self.conversation.setEnabled(not event.vision and self.template.isChecked())
+                if event.vision:  # one picture and one question; no conversation kept
+                    self.conversation.setChecked(False)
                 self.template.setChecked(event.uses_template)
                 self.status.setText(
                     f"Ready: {Path(event.model).name} with the adapter of {event.label}. "

@@ -9,7 +9,7 @@ from PySide6.QtGui import QColor, QPalette, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSpinBox, QTextEdit, QToolTip, QVBoxLayout, QWidget
 
 from ...core.data.intake import RawSplit
-from ...core.data.token_view import TokenView
+from ...core.data.token_view import PICTURE_MARK, TokenView
 from ..workers.data_jobs import row_view
 from ..workers.jobs import start_job
 
@@ -17,6 +17,7 @@ from ..workers.jobs import start_job
 _TRAINED = ((QColor("#b7e4c7"), QColor("#74c69d")), (QColor("#1e5c3a"), QColor("#2d8a57")))
 _MASKED = QColor("#8b949e")
 _CUT = QColor("#e5534b")
+_PICTURE = QColor("#6e7bd9")  # a picture's tokens: never trained, shown as one block with their count
 
 
 class _TokenText(QTextEdit):
@@ -65,6 +66,8 @@ class _TokenText(QTextEdit):
             if not piece.kept
             else "first token: never a target"
             if i == 0
+            else f"a picture's {piece.tokens} tokens: never trained"
+            if piece.text.startswith(PICTURE_MARK)
             else "trained"
             if piece.trained
             else "masked"
@@ -90,13 +93,20 @@ class TokenViewWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.summary)
         layout.addWidget(self.text, 1)
+        self.picture_legend = QLabel(
+            "<span style='background:#6e7bd9;color:white'>&nbsp;▣ picture · N tokens&nbsp;</span> "
+            "a picture's tokens, in one block: the model sees them, never learns to write them"
+        )
+        self.picture_legend.hide()  # shown for rows with pictures
         layout.addWidget(legend)
+        layout.addWidget(self.picture_legend)
 
     def show_message(self, message: str) -> None:
         self.text.view = None
         self.text.starts, self.text.ends = [], []
         self.text.clear()
         self.summary.setText(message)
+        self.picture_legend.hide()
 
     def show_view(self, view: TokenView) -> None:
         self.text.view = view
@@ -117,6 +127,9 @@ class TokenViewWidget(QWidget):
             if not piece.kept:
                 fmt.setForeground(_MASKED)
                 fmt.setFontStrikeOut(True)
+            elif piece.tokens > 1 or piece.text.startswith(PICTURE_MARK):  # a picture's tokens, as one block
+                fmt.setBackground(_PICTURE)
+                fmt.setForeground(QColor("white"))
             elif piece.trained and i > 0:
                 fmt.setBackground(shades[i % 2])
                 fmt.setForeground(QColor("white" if dark else "black"))
@@ -128,6 +141,7 @@ class TokenViewWidget(QWidget):
         self.text.starts, self.text.ends = starts, ends
         self.text.moveCursor(QTextCursor.MoveOperation.Start)
         self.summary.setText(view.summary())
+        self.picture_legend.setVisible(bool(view.pictures))
         self.summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
 

@@ -12,6 +12,7 @@ from ...core.data.dataset import DataReport, check_data
 from ...core.data.intake import RawSplit
 from ...core.data.token_view import TokenView, token_view
 from ...core.model.model_files import load_tokenizer
+from ...core.model.vision_model import is_vision_model, load_processor
 
 _tokenizers: dict[str, Any] = {}  # per model folder: loading one takes a second, a check a few ms
 
@@ -37,8 +38,10 @@ class CheckProgress(QObject):
 
 
 def _tokenizer(model: str) -> Any:
+    """The model's tokenizer; a vision-language model's processor (its tokenizer and image processor)."""
     if model not in _tokenizers:
-        _tokenizers[model] = load_tokenizer(Path(model))
+        path = Path(model)
+        _tokenizers[model] = load_processor(path) if is_vision_model(path) else load_tokenizer(path)
     return _tokenizers[model]
 
 
@@ -63,6 +66,7 @@ def run_check(
         valid_fraction=valid_fraction,
         seed=seed,
         on_progress=on_progress,
+        vision=is_vision_model(Path(model)) if model else None,
     )
     return result.report, result.raw
 

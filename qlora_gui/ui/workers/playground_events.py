@@ -18,6 +18,7 @@ class ModelLoaded:
     random_weights: bool  # the demo base: both sides answer with noise
     samples: int  # validation rows to sample prompts from
     samples_note: str  # why there are none, when there are none
+    vision: bool = False  # a vision-language model: prompts may come with a picture
 
 
 @dataclass

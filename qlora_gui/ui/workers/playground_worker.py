@@ -39,6 +39,7 @@ class GenerationWorker(EventWorker):
         self._loaded = None
         self._adapter = None
         self._samples = None
+        self._vision = None  # a vision-language model with its adapter (vision_answer.VisionModel)
 
     # ------------------------------------------------------------ GUI thread
 
@@ -105,8 +106,11 @@ class GenerationWorker(EventWorker):
         from ...core.after.samples import ValidationSamples
         from ...core.model.demo_model import has_random_weights
 
-        self._loaded = None
+        self._loaded = self._vision = None
         adapter = read_adapter(adapter_path)
+        if adapter.config.get("data_format") == "vision":
+            self._load_vision(adapter, model)
+            return
         loaded = load_with_adapter(model, adapter)
         self._loaded, self._adapter = loaded, adapter
         self._samples = ValidationSamples.of_run(adapter.config)
@@ -121,20 +125,38 @@ class GenerationWorker(EventWorker):
             )
         )
 
+    def _load_vision(self, adapter, model: str | None) -> None:
+        from ...core.after.inference import base_model_of
+        from ...core.after.vision_answer import load_vision_model
+        from ...core.model.demo_model import has_random_weights
+
+        base = base_model_of(adapter, model)
+        self._vision, self._adapter, self._samples = load_vision_model(base, adapter.path), adapter, None
+        note = "drop a picture on the left"
+        self.post(ModelLoaded(adapter.label, str(base), True, has_random_weights(base), 0, note, vision=True))
+
     def _do_unload(self) -> None:
         """Free the model (training is about to need the memory)."""
         import gc
 
         import mlx.core as mx
 
-        self._loaded = self._adapter = self._samples = None
+        self._loaded = self._adapter = self._samples = self._vision = None
         gc.collect()
         mx.clear_cache()
         self.post(ModelUnloaded())
 
-    def _do_format(self, prompt: str, system: str, template: bool, history: list | None = None) -> None:
+    def _do_format(
+        self, prompt: str, system: str, template: bool, history: list | None = None, image: str = ""
+    ) -> None:
         from ...core.after.generation import format_prompt, template_note
 
+        if self._vision is not None:
+            from ...core.after.vision_answer import prompt_text
+
+            pictures = 1 if image else 0
+            self.post(PromptShown(prompt_text(self._vision, prompt, pictures), f"chat template, {pictures} picture(s)"))
+            return
         if self._loaded is None:
             return
         tok = self._loaded.tokenizer
@@ -160,8 +182,10 @@ class GenerationWorker(EventWorker):
         seed: int,
         should_stop,
         history: dict[str, list] | None = None,
+        image: str = "",
     ) -> None:
-        """Both sides answer; with `history` each side continues its own conversation (its own answers)."""
+        """Both sides answer; with `history` each side continues its own conversation (its own answers). A vision
+        model answers about `image` (when given) with the prompt."""
         from ...core.after.generation import (
             SIDES,
             SamplingSettings,
@@ -170,6 +194,14 @@ class GenerationWorker(EventWorker):
             template_note,
         )
 
+        if self._vision is not None:
+            from ...core.after.vision_answer import answer_side_by_side, prompt_text
+
+            images = [image] if image else []
+            self.post(PromptShown(prompt_text(self._vision, prompt, len(images)), f"{len(images)} picture(s)"))
+            settings = SamplingSettings(temperature, top_p, max_tokens, seed)
+            answer_side_by_side(self._vision, images, prompt, settings, self.post, should_stop)
+            return
         if self._loaded is None:
             raise RuntimeError("no model is loaded yet; pick a run first")
         tok = self._loaded.tokenizer
