@@ -130,6 +130,8 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     assert charts.stack.currentWidget() is charts.view
     for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
         assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing
+    low, high = charts.lr_plot.viewRange()[1]
+    assert 0 < low < 1e-4 < high < 2e-4  # around its value: one learning rate is not drawn on a line marked 0
     pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
     assert len(pairs.curves[("train", "reward_accuracy")].scatter.points()) == 1
     assert pairs.stack.currentWidget() is pairs.view
@@ -216,3 +218,39 @@ def test_a_first_run_card_loads_the_sample_data_and_the_demo_model_in_one_click_
     assert not card.isVisible() and w.dataset.mask_prompt.isChecked()
     qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=60_000)
     w.playground.shutdown()
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_steps_it_goes_back_over_on_the_train_tab(qtbot):
+    from dataclasses import asdict
+
+    from qlora_gui.core.train.events import PreferenceReport, RunStarted, SampleAnswers, ValidationResult
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    config = {"train_mode": "dpo"}
+    sample = [{"prompt": "p", "reference": "r", "answer": "a", "tokens": 1, "source": "v:1"}]
+    events = [RunStarted("/tmp/r", config, 10, 100, 5, 20, 0, 20, 4, 0.1)]
+    for step in range(1, 15):  # stopped at step 14; checkpoints at 5 and 10
+        events += [report(step, 1.0), PreferenceReport(step, 0.5, 0.1, -3.0, -3.5, 4)]
+        if step % 5 == 0:
+            events += [ValidationResult(step, 0.9, 10, True, 0.1), SampleAnswers(step, sample, 0.1)]
+    view.on_started(events[0])
+    for e in events[1:]:
+        {"step": view.on_progress, "preference": view.on_preference, "validation": view.on_validation}.get(
+            e.kind, view.on_samples
+        )(e)
+    charts, pairs = view.charts, view.preference
+
+    def shown_up_to(step: int) -> None:
+        assert charts.steps == list(range(1, step + 1)) and charts.val_steps == [s for s in (5, 10) if s <= step]
+        assert pairs.points[("train", "reward_accuracy")][0] == list(range(1, step + 1))
+        assert view.samples.steps == [s for s in (5, 10) if s <= step]
+
+    # "Resume from here" on step 10 branches into a new folder: the window's line up to 10, no fork after it
+    view.on_started(RunStarted("/tmp/r-from-10", config, 10, 100, 5, 20, 10, 20, 4, 0.1), [])
+    shown_up_to(10)
+    # Resumed in place from step 5 with the folder's history, whose last attempt went on to step 14 and is dropped
+    metrics = [{"event": e.kind, **asdict(e)} for e in events]
+    view.on_started(RunStarted("/tmp/r", config, 10, 100, 5, 20, 5, 20, 4, 0.1), metrics)
+    shown_up_to(5)

@@ -35,6 +35,22 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     return events
 
 
+def surviving_events(events: list[dict[str, Any]], up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """A run's events along its line as it stands: the reports of steps it went back over (a resume from an earlier
+    checkpoint, a recovery after a divergence) left out; with `up_to_step`, none after it (a run resumed from that
+    step's checkpoint shows what led there, never the steps its last attempt went on to and abandoned)."""
+    kept: list[dict[str, Any]] = []
+    for e in events:
+        kind = e.get("event")
+        back = e.get("start_step") if kind == "run_started" else e.get("back_to") if kind == "recovery" else None
+        if isinstance(back, int):
+            kept = [x for x in kept if not isinstance(x.get("step"), int) or x["step"] <= back]
+        kept.append(e)
+    if up_to_step is not None:
+        kept = [x for x in kept if not isinstance(x.get("step"), int) or x["step"] <= up_to_step]
+    return kept
+
+
 def read_sample_answers(run_dir: Path) -> list[dict[str, Any]]:
     """The run's sample-answer events, oldest first (a step answered again after a divergence comes twice)."""
     return [e for e in read_events(run_dir) if e.get("event") == "samples" and isinstance(e.get("answers"), list)]

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.runs.history import surviving_events
 from ...core.train.events import (
     CheckpointSaved,
     Failed,
@@ -186,12 +187,8 @@ class TrainingView(QWidget):
             self.checkpoints.clear()
             self.samples.clear()
             self.preference.clear()
-        else:  # a resumed run: its answers and pair figures so far, from its folder
-            earlier = earlier or []
-            self.samples.set_events(
-                [x for x in earlier if x.get("event") == SampleAnswers.kind and isinstance(x.get("answers"), list)]
-            )
-            self.preference.set_events(earlier)
+        else:
+            self._continue_from(e.start_step, earlier or [])
         pairs = e.config.get("train_mode", "sft") != "sft"
         self.preference.setVisible(pairs)
         sizes = self.top.sizes()
@@ -214,6 +211,23 @@ class TrainingView(QWidget):
             f"{e.total_steps} steps = {epochs:.2f} epochs; padding {e.padding_share:.1%}; "
             f"BLAS: {e.blas}; device: {e.backend}; {e.loss_path}"
         )
+
+    def _continue_from(self, step: int, earlier: list[dict]) -> None:
+        """A resumed run shows its line up to the checkpoint it goes on from, never the steps an earlier attempt
+        reported after it: from its folder's events (resumed in place), or else (a branch into a new folder) what
+        the window shows of the run it branches from."""
+        history = surviving_events(earlier, step)
+        if any(x.get("event") == StepReport.kind for x in history):
+            self.charts.clear()
+            self.charts.add_history(history, step)
+            self.samples.set_events(
+                [x for x in history if x.get("event") == SampleAnswers.kind and isinstance(x.get("answers"), list)]
+            )
+            self.preference.set_events(history)
+        else:
+            self.charts.keep_up_to(step)
+            self.samples.keep_up_to(step)
+            self.preference.keep_up_to(step)
 
     def _opening_text(self, e: RunStarted) -> str:
         """What the run does before its first report: the DPO reference, the base's validation and answers."""

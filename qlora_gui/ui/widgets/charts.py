@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ...core.train.events import Recovered, StepReport, ValidationResult
+from ...core.train.events import Recovered, RunStarted, StepReport, ValidationResult
 from ..theme import color_legend, style_plot
 from .chart_history import MAX, MEAN, ChartHistory
 
@@ -65,6 +65,19 @@ def dot_legend(curve: pg.PlotDataItem, color: str) -> None:
     """The legend draws a dotted series' marker from its scatter's own brush: the dots' colour, not grey."""
     curve.scatter.setBrush(pg.mkBrush(color))
     curve.scatter.setPen(pg.mkPen(None))
+
+
+def readable_span(plot: pg.PlotItem, values: list[float]) -> None:
+    """Values that are (nearly) all the same, as one report or a DPO run's first steps (ln 2 before the policy
+    moves from its reference) are: a span of a tenth of their size around them, so the axis has labels and a
+    learning rate of 1e-3 does not sit on a line marked 0; otherwise the plot ranges itself over the data."""
+    top = max((abs(v) for v in values), default=0.0)
+    flat = bool(values) and max(values) - min(values) < top / 20
+    if flat:
+        middle = (max(values) + min(values)) / 2
+        plot.setYRange(middle - top / 20, middle + top / 20, padding=0)
+    elif not plot.getViewBox().autoRangeEnabled()[1]:
+        plot.enableAutoRange(axis="y")
 
 
 class ChartStack(QStackedWidget):
@@ -196,13 +209,18 @@ class TrainingCharts(QWidget):
     def add_recovery(self, e: Recovered) -> None:
         self._add_recovery(e.back_to, e.lr_scale)
 
-    def _add_recovery(self, back_to: int, lr_scale: float) -> None:
-        """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
-        self.history.keep_up_to(back_to)
+    def keep_up_to(self, step: int) -> None:
+        """Training goes on from `step` (a resume from its checkpoint): the steps reported after it leave."""
+        self.history.keep_up_to(step)
         smooth = self.history["smooth"]
         self._ema = (smooth[-1], 0.0) if smooth else (0.0, 1.0)  # go on from the smoothed value kept
-        kept = sum(1 for s in self.val_steps if s <= back_to)
+        kept = sum(1 for s in self.val_steps if s <= step)
         del self.val_steps[kept:], self.val_losses[kept:]
+        self._dirty = True
+
+    def _add_recovery(self, back_to: int, lr_scale: float) -> None:
+        """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
+        self.keep_up_to(back_to)
         mark = pg.InfiniteLine(
             back_to,
             angle=90,
@@ -233,6 +251,8 @@ class TrainingCharts(QWidget):
                     self._add_validation(e["step"], e.get("val_loss"), e.get("split", "valid"))
                 elif e.get("event") == Recovered.kind:
                     self._add_recovery(e["back_to"], e["lr_scale"])
+                elif e.get("event") == RunStarted.kind and isinstance(e.get("start_step"), int):
+                    self.keep_up_to(e["start_step"])  # an earlier attempt's steps after this resume's checkpoint
 
     def _add_step(
         self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float, rss: float
@@ -293,6 +313,9 @@ class TrainingCharts(QWidget):
         self.mem_active.setData(h["step"], h["active"])
         self.mem_peak.setData(h["step"], h["peak"])
         self.mem_rss.setData(h["step"], h["rss"])
+        readable_span(self.loss_plot, [*h["loss"], *h["smooth"], *self.val_losses])
+        readable_span(self.lr_plot, h["lr"])
+        readable_span(self.tps_plot, h["tps"])
         self._place_limit()
 
     def apply_palette(self, palette: QPalette) -> None:

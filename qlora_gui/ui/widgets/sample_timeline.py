@@ -177,6 +177,17 @@ class SampleTimeline(QWidget):
             self.slider.setValue(len(self._steps) - 1)
         self._show_index(self.slider.value())
 
+    def keep_up_to(self, step: int) -> None:
+        """Training goes on from `step` (a resume from its checkpoint): the answers of later steps leave."""
+        if not any(s > step for s in self._steps):
+            return
+        self._steps = [s for s in self._steps if s <= step]
+        self._answers = {s: a for s, a in self._answers.items() if s <= step}
+        self.grid.show_answers(self._steps, self._answers)
+        self._sync_controls()
+        self.slider.setValue(len(self._steps) - 1)
+        self._show_index(self.slider.value())
+
     def set_events(self, events: list[dict[str, Any]]) -> None:
         """A finished run's answers, as metrics.jsonl keeps them."""
         self.clear()
