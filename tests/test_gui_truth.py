@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from conftest import fixture_texts, write_jsonl
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from test_gui import no_dangling_threads, store, wait_checked, window  # noqa: F401 (fixtures)
 
 
@@ -70,19 +71,22 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
+    window.tabs.setCurrentWidget(window.settings_panel)
     for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
         box = window.settings_panel._widgets[key]
-        before = box.value()
+        before, width = box.value(), box.width()
         box.lineEdit().selectAll()
         qtbot.keyClicks(box.lineEdit(), "0")
         box.interpretText()  # as leaving the box does
         assert box.text() == "0"  # never "all", never the old value back
         reason = window.settings_panel._reasons[key]
-        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
+        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.lineEdit().styleSheet()
         assert not window.training.start_button.isEnabled()
         assert (
             window.training.reason.text().startswith(f"Settings: {label}") and "got 0" in window.training.reason.text()
         )
+        QApplication.processEvents()  # the form lays out again with the reason shown
+        assert not box.styleSheet() and box.width() == width  # the box keeps its arrows and its width
         box.setValue(before)
         assert reason.isHidden() and window.training.start_button.isEnabled()
     layers = window.settings_panel._widgets["num_layers"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -108,7 +109,7 @@ class SettingsPanel(QWidget):
             rows = QVBoxLayout(field)
             rows.setContentsMargins(0, 0, 0, 0)
             rows.setSpacing(2)
-            rows.addWidget(widget)
+            rows.addWidget(widget, 0, Qt.AlignmentFlag.AlignLeft)  # as wide as before when the reason shows
             reason = QLabel("")  # one line: a wrapped label in a form row gets cut (its height is not asked for)
             reason.setStyleSheet("color: #e5534b;")
             reason.hide()
@@ -180,7 +181,11 @@ class SettingsPanel(QWidget):
     def _mark(self, setting: str, why: str = "") -> None:
         """Mark the field whose value is refused, its value kept as typed and the reason beside it."""
         for key, w in self._widgets.items():
-            w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
+            # A style sheet on a spin box itself would drop its arrows (Qt then draws it from the sheet alone):
+            # its text box is tinted instead
+            (w.lineEdit() if isinstance(w, QAbstractSpinBox) else w).setStyleSheet(
+                "border: 1px solid #e5534b; background: rgba(229, 83, 75, 40);" if key == setting else ""
+            )
             self._reasons[key].setText(f"Refused: {why}" if key == setting else "")
             self._reasons[key].setVisible(key == setting)
 
