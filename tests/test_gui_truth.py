@@ -190,7 +190,12 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     (other / "metrics.jsonl").write_text(json.dumps({"event": "step", "step": 100, "loss": 2.0}) + "\n")
     view = RunsView(tmp_path / "runs")
     qtbot.addWidget(view)
+    view.resize(1280, 760)
+    view.show()
     view.select_runs(["resumed"])
+    header = view.table.header()  # newest first, and the arrow that says so in sight at 1280 px
+    assert header.sortIndicatorSection() == COLUMN_INDEX["Date"]
+    assert header.sectionViewportPosition(COLUMN_INDEX["Date"]) + 20 < view.table.viewport().width()
     (line,) = view.plot.getPlotItem().listDataItems()  # no dots: the validation of the abandoned step 5 went
     steps, losses = line.xData, line.yData  # as given (getData is what the clipped view draws)
     assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
