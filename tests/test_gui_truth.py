@@ -129,8 +129,12 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     charts.redraw()
     assert charts.stack.currentWidget() is charts.stack.waiting  # no empty 0-1 axes before data
     assert pairs.stack.currentWidget() is pairs.stack.waiting
+    charts.set_total_steps(10)  # a started run: axes over its steps, with no values before the first report
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.view and not charts.loss_plot.getAxis("left").style["showValues"]
     charts.add_progress(report(1, 2.0))
     charts.redraw()
+    assert all(p.getAxis("left").style["showValues"] for p in (charts.loss_plot, charts.lr_plot, charts.mem_plot))
     assert charts.stack.currentWidget() is charts.view
     for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
         assert len(curve.scatter.points()) == 1  # one report is a dot, not nothing

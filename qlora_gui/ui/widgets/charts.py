@@ -139,6 +139,7 @@ class TrainingCharts(QWidget):
         self.limit_gb: float | None = None
         self._placed: tuple | None = None  # the memory plot's limit line, title and range as last set
         self._total_steps: int | None = None
+        self._values_shown: bool | None = None  # the value axes' numbers: only once there is data to read
         self.clear()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
@@ -301,6 +302,11 @@ class TrainingCharts(QWidget):
         # Before the first report of a started run the axes already span its planned steps, and are painted
         # before the trainer starts (training_session.launch); with no run, a line says when they start.
         self.stack.show_charts(bool(len(h) or self.val_steps or self._total_steps))
+        has_data = bool(len(h) or self.val_steps)
+        if has_data != self._values_shown:  # axes over the planned steps, but no made-up 0 to 1 scale of values
+            self._values_shown = has_data
+            for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
+                plot.getAxis("left").setStyle(showValues=has_data)
         for curve in (self.loss_raw, self.loss_smooth, self.lr_curve, self.tps_curve):
             show_lone_points(curve, len(h))
         for curve in (self.mem_active, self.mem_peak, self.mem_rss):
