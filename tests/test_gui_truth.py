@@ -21,6 +21,16 @@ def test_the_timeline_keeps_the_history_of_a_prompt_with_a_no_break_space(qtbot)
     assert timeline.steps == [0, 10, 20] and timeline.step_label.text().startswith("step 20 · 3 of 3")
 
 
+def test_an_empty_sample_answer_is_said_not_a_blank_cell(qtbot):
+    from qlora_gui.ui.widgets.sample_timeline import SampleTimeline
+
+    timeline = SampleTimeline()
+    qtbot.addWidget(timeline)
+    timeline.add(10, [{"prompt": "p", "reference": "r", "answer": " ", "tokens": 1, "source": "v:1"}], 0.1)
+    assert timeline.grid.item(0, 0).text() == "(no text)" and "ended its answer" in timeline.grid.item(0, 0).toolTip()
+    assert "ended its answer" in timeline._panels[0].answer.placeholderText()
+
+
 def chat_rows(n: int, seed: int, answer_words: int = 3) -> list[dict]:
     texts = fixture_texts(n, seed=seed)
     return [

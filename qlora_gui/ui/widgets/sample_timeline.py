@@ -30,6 +30,9 @@ EMPTY_TEXT = (
 )
 
 
+EMPTY_ANSWER = "(no text: the model ended its answer at once, or wrote only spaces)"
+
+
 def _text_box(text: str = "") -> QPlainTextEdit:
     box = QPlainTextEdit(text, readOnly=True)
     box.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
@@ -51,6 +54,7 @@ class PromptPanel(QGroupBox):
         self.prompt = _text_box(sample["prompt"])
         self.prompt.setMaximumHeight(84)
         self.answer = _text_box()
+        self.answer.setPlaceholderText(EMPTY_ANSWER)
         self.reference = _text_box(sample.get("reference") or "(no reference: the row has no answer)")
         self.answer_title = QLabel("Answer")
         self.verdict = QLabel("")
@@ -97,8 +101,10 @@ class AnswerGrid(QTableWidget):
         for col, step in enumerate(steps):
             for row, sample in enumerate(answers[step][0]):
                 text = " ".join(sample.get("answer", "").split())
-                item = QTableWidgetItem(text[:SNIPPET] + ("…" if len(text) > SNIPPET else ""))
-                item.setToolTip(sample.get("answer", ""))
+                item = QTableWidgetItem(text[:SNIPPET] + ("…" if len(text) > SNIPPET else "") or "(no text)")
+                item.setToolTip(sample.get("answer", "") if text else EMPTY_ANSWER)
+                if not text:  # an answer that ended at once (or only spaces): said, not a blank cell
+                    item.setForeground(QBrush(QColor(128, 128, 128)))
                 if matches(sample.get("answer", ""), sample.get("reference", "")):
                     item.setBackground(QBrush(MATCH_COLOUR))
                 self.setItem(row, col, item)
