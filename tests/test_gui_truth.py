@@ -56,8 +56,12 @@ def test_completions_only_is_decided_per_dataset_and_warns_only_on_suspect_masks
     assert panel.mask_prompt.isChecked() and panel.mask_prompt.isEnabled()
     assert 0.6 < train.trained_share < 1.0  # masked, with long answers
     assert not any("completions only is on" in w for w in panel.report.warnings)
+    qtbot.waitUntil(lambda: bool(panel.token_view.text.toPlainText()), timeout=60_000)  # a chat row, as tokens
+    shown = []  # what the token view holds as the next dataset's check ends: not the chat row
+    panel.report_changed.connect(lambda: shown.append(panel.token_view.text.toPlainText()))
     window.open_dataset(text_data)  # plain text: off for this dataset
     qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "text", timeout=60_000)
+    assert shown and not shown[-1]
     assert not panel.mask_prompt.isChecked()
     window.open_dataset(chat)  # a chat folder afterwards does not inherit "off"
     qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "chat", timeout=60_000)
