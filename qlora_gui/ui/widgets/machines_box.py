@@ -106,8 +106,8 @@ class MachinesBox(QGroupBox):
         save.clicked.connect(self._save)
         self.check_button = QPushButton("Check machines")
         self.check_button.setToolTip(
-            f"Ask every {MACHINE}, over ssh, for its Python environment and the content of the model and data (the same "
-            "check Start makes before any weights load)."
+            f"Ask every {MACHINE}, over ssh, for its Python environment and the content of the model and data "
+            "(the same check Start makes before any weights load)."
         )
         self.check_button.clicked.connect(self.check)
         self.result = QLabel("")
