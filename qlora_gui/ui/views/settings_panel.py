@@ -51,17 +51,24 @@ class SettingsPanel(QWidget):
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
         self._preset_values: list[dict] = []  # each preset's settings, to see which one the form holds
+        self._preset_names: list[tuple[str, str]] = []  # each preset's name and what it is for
         for p in sorted(resource_path("presets").glob("*.yaml")):
-            self.presets.addItem(p.stem.split(" ", 1)[-1], str(p))
             text = p.read_text(encoding="utf-8")
             first = text.splitlines()[0] if text else ""
             about = first.lstrip("# ").strip() if first.startswith("#") else ""
+            self._preset_names.append((p.stem.split(" ", 1)[-1], about))
+            self.presets.addItem(self._entry(len(self._preset_names), ""), str(p))
             self.presets.setItemData(self.presets.count() - 1, about, Qt.ItemDataRole.ToolTipRole)
             try:
                 self._preset_values.append(read_yaml_mapping(p))
             except (ConfigError, OSError, ValueError):
                 self._preset_values.append({})
-        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # The button as wide as "Preset: Quick test"; the open list as wide as the entries with what each is for
+        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.presets.setMinimumContentsLength(
+            max(len(f"Preset: {name}") for name, _ in self._preset_names or [("", "")])
+        )
+        self.presets.view().setMinimumWidth(self.presets.view().sizeHintForColumn(0) + 24)
         self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
         self.presets.activated.connect(self._apply_preset)
         self.changed.connect(self._mark_preset)
@@ -239,7 +246,7 @@ class SettingsPanel(QWidget):
             keys = {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")}
             try:
                 if keys and config_from_dict(keys, current)[0] == current:
-                    return self.presets.itemText(i).removeprefix("✓ ")
+                    return self._preset_names[i - 1][0]
             except ConfigError:
                 continue
         return ""
@@ -249,8 +256,12 @@ class SettingsPanel(QWidget):
         active = self.active_preset()
         self.presets.setItemText(0, f"Preset: {active}" if active else "Presets…")
         for i in range(1, self.presets.count()):
-            name = self.presets.itemText(i).removeprefix("✓ ")
-            self.presets.setItemText(i, f"✓ {name}" if name == active else name)
+            self.presets.setItemText(i, self._entry(i, active))
+
+    def _entry(self, index: int, active: str) -> str:
+        """A preset's line in the menu: ticked when the form holds it, and what it is for."""
+        name, about = self._preset_names[index - 1]
+        return ("✓ " if name == active else "") + name + (f" — {about}" if about else "")
 
     def _apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)
