@@ -281,3 +281,17 @@ def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_steps_it_goes_back_o
     metrics = [{"event": e.kind, **asdict(e)} for e in events]
     view.on_started(RunStarted("/tmp/r", config, 10, 100, 5, 20, 5, 20, 4, 0.1), metrics)
     shown_up_to(5)
+
+
+def test_a_small_memory_estimate_is_said_in_mb_not_as_zero_gb(qtbot):
+    from qlora_gui.core.train.estimate import MemoryEstimate
+    from qlora_gui.ui.views.settings_panel import SettingsPanel
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.show_memory_estimate(MemoryEstimate(3 * 2**20, 2**20, 8 * 2**20), 24 * 2**30)
+    assert panel.estimate_label.text().startswith("Memory estimate: 12 MB of 24 GB available (weights 3 MB")
+    panel.show_memory_estimate(MemoryEstimate(3 * 2**20, 2**20, 8 * 2**20), 24 * 2**30, measured_gb=0.58)
+    assert panel.estimate_label.text().startswith("Memory: 0.58 GB peak measured") and "said 12 MB" in (
+        panel.estimate_label.text()
+    )

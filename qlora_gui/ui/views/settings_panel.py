@@ -36,6 +36,11 @@ TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's field
 LEFT_GROUPS = ("Adapter", "Batches", "Duration", "Sample answers")
 
 
+def size_text(size: float) -> str:
+    """Bytes as GB, or as MB below a tenth of a GB (a small model's 12 MB is not '0.00 GB')."""
+    return f"{size / GB:.2f} GB" if size >= GB / 10 else f"{size / 2**20:.0f} MB"
+
+
 class SettingsPanel(QWidget):
     changed = Signal()
 
@@ -203,9 +208,9 @@ class SettingsPanel(QWidget):
         settings (Check speed & memory) beside it; returns the share used (None: unknown)."""
         if measured_gb is not None:
             share = measured_gb * GB / budget
-            said = f"; the estimate said {est.total / GB:.2f} GB" if est is not None else ""
+            said = f"; the estimate said {size_text(est.total)}" if est is not None else ""
             self.show_estimate(
-                f"Memory: {measured_gb:.2f} GB peak measured for these settings (Check speed & memory) of "
+                f"Memory: {size_text(measured_gb * GB)} peak measured for these settings (Check speed & memory) of "
                 f"{budget / GB:.0f} GB available{said}."
                 + (" Over the limit: lower the batch size or max length, or quantize the base." if share > 1 else ""),
                 share,
@@ -216,9 +221,9 @@ class SettingsPanel(QWidget):
             return None
         share = est.total / budget
         text = (
-            f"Memory estimate: {est.total / GB:.2f} GB of {budget / GB:.0f} GB available "
-            f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
-            f"activations {est.activations / GB:.2f}). A rough guide."
+            f"Memory estimate: {size_text(est.total)} of {budget / GB:.0f} GB available "
+            f"(weights {size_text(est.weights)}, adapters + optimizer {size_text(est.adapters)}, "
+            f"activations {size_text(est.activations)}). A rough guide."
         )
         if share > 1:
             text += " Over the limit: lower the batch size or max length, or quantize the base."
