@@ -295,3 +295,18 @@ def test_a_small_memory_estimate_is_said_in_mb_not_as_zero_gb(qtbot):
     assert panel.estimate_label.text().startswith("Memory: 0.58 GB peak measured") and "said 12 MB" in (
         panel.estimate_label.text()
     )
+
+
+def test_sample_answers_give_the_charts_their_room_back_when_another_tab_is_opened(qtbot):
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(1280, 680)
+    view.show()
+    qtbot.waitExposed(view)
+    before = view.split.sizes()
+    view.bottom.setCurrentWidget(view.samples)
+    assert view.split.sizes()[1] > before[1]  # room to read the answers
+    view.bottom.setCurrentWidget(view.log)
+    assert view.split.sizes() == before  # and the charts get theirs back

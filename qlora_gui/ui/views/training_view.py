@@ -127,6 +127,7 @@ class TrainingView(QWidget):
         split.setSizes([480, 180])
         split.setCollapsible(0, False)  # the charts keep their room however far the bottom pane is pulled
         self.top.setMinimumHeight(220)
+        self._room_given: tuple[list[int], list[int]] | None = None  # the sizes before Sample answers took room
         self.bottom.currentChanged.connect(self._give_room)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -137,11 +138,18 @@ class TrainingView(QWidget):
         self._update_checkpoint_buttons()
 
     def _give_room(self, index: int) -> None:
-        """Sample answers need height to read: their tab takes up to half the pane when it is opened."""
+        """Sample answers need height to read: their tab takes up to half the pane when it is opened, and gives it
+        back to the charts when another tab is (unless the divider was moved meanwhile)."""
         if self.bottom.widget(index) is self.samples:
-            top, bottom = self.split.sizes()
+            top, bottom = before = self.split.sizes()
             if bottom < (top + bottom) * 0.45:
                 self.split.setSizes([(top + bottom) * 55 // 100, (top + bottom) * 45 // 100])
+                self._room_given = (before, self.split.sizes())
+        elif self._room_given is not None:
+            before, given = self._room_given
+            self._room_given = None
+            if self.split.sizes() == given:
+                self.split.setSizes(before)
 
     # ------------------------------------------------------------ state
 
