@@ -134,16 +134,13 @@ def main(out: Path) -> None:
 
     def on_stopped() -> None:
         view = window.training
-        view.bottom.setCurrentWidget(view.samples)
-        sizes = view.split.sizes()  # the charts, the tabs below
-        view.split.setSizes([0, sum(sizes)])  # the charts dragged out of the way, as a person can
+        view.bottom.setCurrentWidget(view.samples)  # the tab takes its room; the charts keep theirs (never collapse)
         snap("samples")
-        view.split.setSizes(sizes)
         view.bottom.setCurrentIndex(0)
+        window.tabs.setCurrentWidget(window.runs)  # a hidden Runs tab reads its runs when it is next shown
         window.runs.refresh()
         window.runs.select_runs([window.runs.table.topLevelItem(0).text(0)])
         window.runs.set_notes("Quick test preset on the demo model, lr 3e-3")
-        window.tabs.setCurrentWidget(window.runs)
         window.runs.evaluated.connect(on_evaluated)
         window.runs.evaluate_selected()
 

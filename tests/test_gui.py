@@ -285,10 +285,10 @@ def test_settings_validate_save_load_and_copy_the_cli_command(qtbot, window, tex
     cfg = window.settings_panel.config()
     assert cfg.epochs == 3 and cfg.num_layers == -1 and cfg.lora_parameters["rank"] == 16
     presets = window.settings_panel.presets  # the menu says which preset is in use, and what each is for
-    assert presets.itemText(0) == "Preset: Thorough" and presets.itemText(3) == "✓ Thorough"
+    assert presets.itemText(0) == "Preset: Thorough" and presets.itemText(3).startswith("✓ Thorough — Three epochs")
     assert "Three epochs" in presets.itemData(3, Qt.ItemDataRole.ToolTipRole)
     window.settings_panel.widget("lora_parameters.rank").setValue(32)
-    assert presets.itemText(0) == "Presets…" and presets.itemText(3) == "Thorough"
+    assert presets.itemText(0) == "Presets…" and presets.itemText(3).startswith("Thorough — ")
     for key, tip_word in (("batch_size", "memory"), ("lora_parameters.rank", "memory"), ("steps_per_eval", "time")):
         assert tip_word in window.settings_panel.widget(key).toolTip()
 

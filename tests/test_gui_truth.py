@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 from conftest import fixture_texts, write_jsonl
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
 from test_gui import no_dangling_threads, store, wait_checked, window  # noqa: F401 (fixtures)
 
 
@@ -18,6 +19,16 @@ def test_the_timeline_keeps_the_history_of_a_prompt_with_a_no_break_space(qtbot)
     for step in (0, 10, 20):
         timeline.add(step, [sample], 0.1)
     assert timeline.steps == [0, 10, 20] and timeline.step_label.text().startswith("step 20 · 3 of 3")
+
+
+def test_an_empty_sample_answer_is_said_not_a_blank_cell(qtbot):
+    from qlora_gui.ui.widgets.sample_timeline import SampleTimeline
+
+    timeline = SampleTimeline()
+    qtbot.addWidget(timeline)
+    timeline.add(10, [{"prompt": "p", "reference": "r", "answer": " ", "tokens": 1, "source": "v:1"}], 0.1)
+    assert timeline.grid.item(0, 0).text() == "(no text)" and "ended its answer" in timeline.grid.item(0, 0).toolTip()
+    assert "ended its answer" in timeline._panels[0].answer.placeholderText()
 
 
 def chat_rows(n: int, seed: int, answer_words: int = 3) -> list[dict]:
@@ -45,8 +56,12 @@ def test_completions_only_is_decided_per_dataset_and_warns_only_on_suspect_masks
     assert panel.mask_prompt.isChecked() and panel.mask_prompt.isEnabled()
     assert 0.6 < train.trained_share < 1.0  # masked, with long answers
     assert not any("completions only is on" in w for w in panel.report.warnings)
+    qtbot.waitUntil(lambda: bool(panel.token_view.text.toPlainText()), timeout=60_000)  # a chat row, as tokens
+    shown = []  # what the token view holds as the next dataset's check ends: not the chat row
+    panel.report_changed.connect(lambda: shown.append(panel.token_view.text.toPlainText()))
     window.open_dataset(text_data)  # plain text: off for this dataset
     qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "text", timeout=60_000)
+    assert shown and not shown[-1]
     assert not panel.mask_prompt.isChecked()
     window.open_dataset(chat)  # a chat folder afterwards does not inherit "off"
     qtbot.waitUntil(lambda: panel.report is not None and panel.report.format == "chat", timeout=60_000)
@@ -70,19 +85,22 @@ def test_a_refused_number_stays_as_typed_marked_with_its_reason_and_start_says_w
     window.open_dataset(text_data)
     wait_checked(qtbot, window)
     assert window.training.start_button.isEnabled()
+    window.tabs.setCurrentWidget(window.settings_panel)
     for key, label in (("num_layers", "Layers to adapt"), ("lora_parameters.rank", "Rank"), ("batch_size", "Batch")):
         box = window.settings_panel.widget(key)
-        before = box.value()
+        before, width = box.value(), box.width()
         box.lineEdit().selectAll()
         qtbot.keyClicks(box.lineEdit(), "0")
         box.interpretText()  # as leaving the box does
         assert box.text() == "0"  # never "all", never the old value back
         reason = window.settings_panel.reason_label(key)
-        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.styleSheet()
+        assert not reason.isHidden() and "got 0" in reason.text() and "#e5534b" in box.lineEdit().styleSheet()
         assert not window.training.start_button.isEnabled()
         assert (
             window.training.reason.text().startswith(f"Settings: {label}") and "got 0" in window.training.reason.text()
         )
+        QApplication.processEvents()  # the form lays out again with the reason shown
+        assert not box.styleSheet() and box.width() == width  # the box keeps its arrows and its width
         box.setValue(before)
         assert reason.isHidden() and window.training.start_button.isEnabled()
     layers = window.settings_panel.widget("num_layers")
@@ -125,11 +143,17 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
     charts.redraw()
     assert charts.stack.currentWidget() is charts.stack.waiting  # no empty 0-1 axes before data
     assert pairs.stack.currentWidget() is pairs.stack.waiting
+    charts.set_total_steps(10)  # a started run: axes over its steps, with no values before the first report
+    charts.redraw()
+    assert charts.stack.currentWidget() is charts.view and not charts.loss_plot.getAxis("left").style["showValues"]
     charts.add_progress(report(1, 2.0))
     charts.redraw()
+    assert all(p.getAxis("left").style["showValues"] for p in (charts.loss_plot, charts.lr_plot, charts.mem_plot))
     assert charts.stack.currentWidget() is charts.view
     for curve in (charts.loss_raw, charts.lr_curve, charts.tps_curve, charts.mem_peak):
         assert dots_drawn(curve) == 1  # one report is a dot, not nothing
+    low, high = charts.lr_plot.viewRange()[1]
+    assert 0 < low < 1e-4 < high < 2e-4  # around its value: one learning rate is not drawn on a line marked 0
     pairs.add(PreferenceReport(1, 0.5, 0.1, -3.0, -3.5, 4))
     assert dots_drawn(pairs.curves[("train", "reward_accuracy")]) == 1
     assert pairs.stack.currentWidget() is pairs.view
@@ -183,7 +207,12 @@ def test_the_runs_tab_draws_a_resumed_run_without_its_abandoned_steps_and_sorts_
     (other / "metrics.jsonl").write_text(json.dumps({"event": "step", "step": 100, "loss": 2.0}) + "\n")
     view = RunsView(tmp_path / "runs")
     qtbot.addWidget(view)
+    view.resize(1280, 760)
+    view.show()
     view.select_runs(["resumed"])
+    header = view.table.header()  # newest first, and the arrow that says so in sight at 1280 px
+    assert header.sortIndicatorSection() == COLUMN_INDEX["Date"]
+    assert header.sectionViewportPosition(COLUMN_INDEX["Date"]) + 20 < view.table.viewport().width()
     ((steps, losses),) = view.plot.lines()  # no dots: the validation of the abandoned step 5 went
     assert list(steps) == [1, 2, 3, 4, 5, 6, 7, 8] and losses[4] == 0.4  # one line: the resumed attempt's step 5
     row = view.table.findItems("resumed", Qt.MatchFlag.MatchExactly, 0)[0]
@@ -214,3 +243,68 @@ def test_a_first_run_card_loads_the_sample_data_and_the_demo_model_in_one_click_
     assert not card.isVisible() and w.dataset.mask_prompt.isChecked()
     qtbot.waitUntil(lambda: w.training.start_button.isEnabled(), timeout=60_000)
     w.playground.shutdown()
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_steps_it_goes_back_over_on_the_train_tab(qtbot):
+    from dataclasses import asdict
+
+    from qlora_gui.core.train.events import PreferenceReport, RunStarted, SampleAnswers, ValidationResult
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    config = {"train_mode": "dpo"}
+    sample = [{"prompt": "p", "reference": "r", "answer": "a", "tokens": 1, "source": "v:1"}]
+    events = [RunStarted("/tmp/r", config, 10, 100, 5, 20, 0, 20, 4, 0.1)]
+    for step in range(1, 15):  # stopped at step 14; checkpoints at 5 and 10
+        events += [report(step, 1.0), PreferenceReport(step, 0.5, 0.1, -3.0, -3.5, 4)]
+        if step % 5 == 0:
+            events += [ValidationResult(step, 0.9, 10, True, 0.1), SampleAnswers(step, sample, 0.1)]
+    view.on_started(events[0])
+    for e in events[1:]:
+        {"step": view.on_progress, "preference": view.on_preference, "validation": view.on_validation}.get(
+            e.kind, view.on_samples
+        )(e)
+    charts, pairs = view.charts, view.preference
+
+    def shown_up_to(step: int) -> None:
+        assert charts.steps == list(range(1, step + 1)) and charts.val_steps == [s for s in (5, 10) if s <= step]
+        assert pairs.points[("train", "reward_accuracy")][0] == list(range(1, step + 1))
+        assert view.samples.steps == [s for s in (5, 10) if s <= step]
+
+    # "Resume from here" on step 10 branches into a new folder: the window's line up to 10, no fork after it
+    view.on_started(RunStarted("/tmp/r-from-10", config, 10, 100, 5, 20, 10, 20, 4, 0.1), [])
+    shown_up_to(10)
+    # Resumed in place from step 5 with the folder's history, whose last attempt went on to step 14 and is dropped
+    metrics = [{"event": e.kind, **asdict(e)} for e in events]
+    view.on_started(RunStarted("/tmp/r", config, 10, 100, 5, 20, 5, 20, 4, 0.1), metrics)
+    shown_up_to(5)
+
+
+def test_a_small_memory_estimate_is_said_in_mb_not_as_zero_gb(qtbot):
+    from qlora_gui.core.train.estimate import MemoryEstimate
+    from qlora_gui.ui.views.settings_panel import SettingsPanel
+
+    panel = SettingsPanel()
+    qtbot.addWidget(panel)
+    panel.show_memory_estimate(MemoryEstimate(3 * 2**20, 2**20, 8 * 2**20), 24 * 2**30)
+    assert panel.estimate_label.text().startswith("Memory estimate: 12 MB of 24 GB available (weights 3 MB")
+    panel.show_memory_estimate(MemoryEstimate(3 * 2**20, 2**20, 8 * 2**20), 24 * 2**30, measured_gb=0.58)
+    assert panel.estimate_label.text().startswith("Memory: 0.58 GB peak measured") and "said 12 MB" in (
+        panel.estimate_label.text()
+    )
+
+
+def test_sample_answers_give_the_charts_their_room_back_when_another_tab_is_opened(qtbot):
+    from qlora_gui.ui.views.training_view import TrainingView
+
+    view = TrainingView()
+    qtbot.addWidget(view)
+    view.resize(1280, 680)
+    view.show()
+    qtbot.waitExposed(view)
+    before = view.split.sizes()
+    view.bottom.setCurrentWidget(view.samples)
+    assert view.split.sizes()[1] > before[1]  # room to read the answers
+    view.bottom.setCurrentWidget(view.log)
+    assert view.split.sizes() == before  # and the charts get theirs back

@@ -96,7 +96,10 @@ def test_the_settings_tab_measures_offers_what_fits_and_start_uses_the_measured_
     assert "The settings fit" in box.text.text() and box.apply_button.isHidden()
     peak = box.result.trials[0].peak_gb
     assert box.measured_share(window.current_config()) == peak / box.result.limit_gb
-    assert panel.estimate_label.text().startswith(f"Memory: {peak:.2f} GB peak measured for these settings")
+    from qlora_gui.ui.views.settings_panel import size_text
+
+    said = f"Memory: {size_text(peak * 2**30)} peak measured for these settings"
+    assert panel.estimate_label.text().startswith(said)
     cfg = panel.config()
     cfg.lora_parameters = {**cfg.lora_parameters, "rank": 8}
     panel.set_config(cfg)

@@ -122,8 +122,6 @@ class TrainingSession(QObject):
     def _on_started(self, e: RunStarted) -> None:
         earlier = self._earlier.events if self._earlier and self._earlier.run_dir == e.run_dir else []
         self._earlier = None
-        if e.start_step > 0 and not self.view.charts.steps:  # a resumed run shows its history
-            self.view.charts.add_history(earlier, e.start_step)
         self.view.on_started(e, earlier)
 
     def _on_finished(self, e: Finished) -> None:

@@ -33,6 +33,21 @@ def sample_answers_of(events: Iterable[Event]) -> list[SampleAnswers]:
     return [e for e in events if isinstance(e, SampleAnswers) and isinstance(e.answers, list)]
 
 
+def surviving_events(events: Iterable[Event], up_to_step: int | None = None) -> list[Event]:
+    """A run's events along its line as it stands: the reports of steps it went back over (a resume from an earlier
+    checkpoint, a recovery after a divergence) left out; with `up_to_step`, none after it (a run resumed from that
+    step's checkpoint shows what led there, never the steps its last attempt went on to and abandoned)."""
+    kept: list[Event] = []
+    for e in events:
+        back = e.start_step if isinstance(e, RunStarted) else e.back_to if isinstance(e, Recovered) else None
+        if isinstance(back, int):
+            kept = [x for x in kept if not isinstance(getattr(x, "step", None), int) or x.step <= back]  # type: ignore[attr-defined]
+        kept.append(e)
+    if up_to_step is not None:
+        kept = [x for x in kept if not isinstance(getattr(x, "step", None), int) or x.step <= up_to_step]  # type: ignore[attr-defined]
+    return kept
+
+
 def read_sample_answers(run_dir: Path) -> list[SampleAnswers]:
     """The run's sample-answer events, oldest first (a step answered again after a divergence comes twice)."""
     return sample_answers_of(read_events(run_dir))

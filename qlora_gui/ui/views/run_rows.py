@@ -16,6 +16,7 @@ PATH_ROLE = Qt.ItemDataRole.UserRole
 # Each column's name and what it says (its header's tooltip).
 COLUMNS = [
     ("Run", "The run folder's name"),
+    ("Date", "When the run last wrote to its folder"),  # beside the name: the newest-first arrow is in sight
     ("Status", "finished, stopped (resumable), failed or incomplete"),
     (
         "Mode",
@@ -31,6 +32,7 @@ COLUMNS = [
         "loss of the pairs, which does not compare with a next-token loss",
     ),
     ("Best val loss", "The lowest validation loss of the run, in the same terms as the final one"),
+    ("Last train loss", "The last reported training loss, in the mode's own terms"),
     (
         "Eval: answer loss (base → adapter)",
         "From Evaluate: the next-token loss of the answers (the chosen answers of pairs) under the base and "
@@ -38,8 +40,6 @@ COLUMNS = [
     ),
     ("Settings", "The settings that matter most; hover a cell for all of them"),
     ("Notes", "Your notes on the run (Notes…); all of them show below the table"),
-    ("Last train loss", "The last reported training loss, in the mode's own terms"),
-    ("Date", "When the run last wrote to its folder"),
 ]
 COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
 WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
@@ -71,21 +71,22 @@ def run_row(run: RunSummary) -> list[tuple[str, Any]]:
     evaluation = run.last_evaluation
     adapter_loss = evaluation.get("adapter_loss") if evaluation else None
     data = Path(str(c.get("data", ""))).name
-    return [
-        (run.name, run.name.lower()),
-        (run.status, run.status),
-        (MODE_NAMES.get(mode, mode), mode),
-        (run.model_name, run.model_name.lower()),
-        (data, data.lower()),
-        (str(run.last_step), run.last_step),
-        (_mode_loss(run.final_val_loss, mode), _number(run.final_val_loss)),
-        (_mode_loss(run.best_val_loss, mode), _number(run.best_val_loss)),
-        (eval_cell([evaluation] if evaluation else []), _number(adapter_loss)),
-        (describe_settings(c), describe_settings(c)),
-        (notes, notes.lower()),
-        (_mode_loss(run.final_loss, mode), _number(run.final_loss)),
-        (time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)), run.modified),
-    ]
+    cells = {
+        "Run": (run.name, run.name.lower()),
+        "Date": (time.strftime("%Y-%m-%d %H:%M", time.localtime(run.modified)), run.modified),
+        "Status": (run.status, run.status),
+        "Mode": (MODE_NAMES.get(mode, mode), mode),
+        "Model": (run.model_name, run.model_name.lower()),
+        "Data": (data, data.lower()),
+        "Steps": (str(run.last_step), run.last_step),
+        "Final val loss": (_mode_loss(run.final_val_loss, mode), _number(run.final_val_loss)),
+        "Best val loss": (_mode_loss(run.best_val_loss, mode), _number(run.best_val_loss)),
+        "Last train loss": (_mode_loss(run.final_loss, mode), _number(run.final_loss)),
+        "Eval: answer loss (base → adapter)": (eval_cell([evaluation] if evaluation else []), _number(adapter_loss)),
+        "Settings": (describe_settings(c), describe_settings(c)),
+        "Notes": (notes, notes.lower()),
+    }
+    return [cells[name] for name, _ in COLUMNS]
 
 
 def _mode_loss(value: float | None, mode: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -36,6 +37,11 @@ TAB_SETTINGS = tuple(s for s in SETTINGS if s.group)  # the Settings tab's field
 LEFT_GROUPS = ("Adapter", "Batches", "Duration", "Sample answers")
 
 
+def size_text(size: float) -> str:
+    """Bytes as GB, or as MB below a tenth of a GB (a small model's 12 MB is not '0.00 GB')."""
+    return f"{size / GB:.2f} GB" if size >= GB / 10 else f"{size / 2**20:.0f} MB"
+
+
 class SettingsPanel(QWidget):
     changed = Signal()
 
@@ -55,17 +61,24 @@ class SettingsPanel(QWidget):
         self.presets = QComboBox()
         self.presets.addItem("Presets…")
         self._preset_values: list[dict] = []  # each preset's settings, to see which one the form holds
+        self._preset_names: list[tuple[str, str]] = []  # each preset's name and what it is for
         for p in sorted(resource_path("presets").glob("*.yaml")):
-            self.presets.addItem(p.stem.split(" ", 1)[-1], str(p))
             text = p.read_text(encoding="utf-8")
             first = text.splitlines()[0] if text else ""
             about = first.lstrip("# ").strip() if first.startswith("#") else ""
+            self._preset_names.append((p.stem.split(" ", 1)[-1], about))
+            self.presets.addItem(self._entry(len(self._preset_names), ""), str(p))
             self.presets.setItemData(self.presets.count() - 1, about, Qt.ItemDataRole.ToolTipRole)
             try:
                 self._preset_values.append(read_yaml_mapping(p))
             except (ConfigError, OSError, ValueError):
                 self._preset_values.append({})
-        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        # The button as wide as "Preset: Quick test"; the open list as wide as the entries with what each is for
+        self.presets.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.presets.setMinimumContentsLength(
+            max(len(f"Preset: {name}") for name, _ in self._preset_names or [("", "")])
+        )
+        self.presets.view().setMinimumWidth(self.presets.view().sizeHintForColumn(0) + 24)
         self.presets.setToolTip("Settings for a purpose, applied over the form; hover one for what it is for")
         self.presets.activated.connect(self.apply_preset)
         self.changed.connect(self._mark_preset)
@@ -112,7 +125,7 @@ class SettingsPanel(QWidget):
             rows = QVBoxLayout(field)
             rows.setContentsMargins(0, 0, 0, 0)
             rows.setSpacing(2)
-            rows.addWidget(widget)
+            rows.addWidget(widget, 0, Qt.AlignmentFlag.AlignLeft)  # as wide as before when the reason shows
             reason = QLabel("")  # one line: a wrapped label in a form row gets cut (its height is not asked for)
             reason.setStyleSheet("color: #e5534b;")
             reason.hide()
@@ -198,7 +211,11 @@ class SettingsPanel(QWidget):
     def _mark(self, setting: str, why: str = "") -> None:
         """Mark the field whose value is refused, its value kept as typed and the reason beside it."""
         for key, w in self._widgets.items():
-            w.setStyleSheet("border: 1px solid #e5534b;" if key == setting else "")
+            # A style sheet on a spin box itself would drop its arrows (Qt then draws it from the sheet alone):
+            # its text box is tinted instead
+            (w.lineEdit() if isinstance(w, QAbstractSpinBox) else w).setStyleSheet(
+                "border: 1px solid #e5534b; background: rgba(229, 83, 75, 40);" if key == setting else ""
+            )
             self._reasons[key].setText(f"Refused: {why}" if key == setting else "")
             self._reasons[key].setVisible(key == setting)
 
@@ -209,9 +226,9 @@ class SettingsPanel(QWidget):
         settings (Check speed & memory) beside it; returns the share used (None: unknown)."""
         if measured_gb is not None:
             share = measured_gb * GB / budget
-            said = f"; the estimate said {est.total / GB:.2f} GB" if est is not None else ""
+            said = f"; the estimate said {size_text(est.total)}" if est is not None else ""
             self.show_estimate(
-                f"Memory: {measured_gb:.2f} GB peak measured for these settings (Check speed & memory) of "
+                f"Memory: {size_text(measured_gb * GB)} peak measured for these settings (Check speed & memory) of "
                 f"{budget / GB:.0f} GB available{said}."
                 + (" Over the limit: lower the batch size or max length, or quantize the base." if share > 1 else ""),
                 share,
@@ -222,9 +239,9 @@ class SettingsPanel(QWidget):
             return None
         share = est.total / budget
         text = (
-            f"Memory estimate: {est.total / GB:.2f} GB of {budget / GB:.0f} GB available "
-            f"(weights {est.weights / GB:.2f}, adapters + optimizer {est.adapters / GB:.2f}, "
-            f"activations {est.activations / GB:.2f}). A rough guide."
+            f"Memory estimate: {size_text(est.total)} of {budget / GB:.0f} GB available "
+            f"(weights {size_text(est.weights)}, adapters + optimizer {size_text(est.adapters)}, "
+            f"activations {size_text(est.activations)}). A rough guide."
         )
         if share > 1:
             text += " Over the limit: lower the batch size or max length, or quantize the base."
@@ -252,7 +269,7 @@ class SettingsPanel(QWidget):
             keys = {k: v for k, v in values.items() if k not in ("model", "data", "adapter_path")}
             try:
                 if keys and config_from_dict(keys, current)[0] == current:
-                    return self.presets.itemText(i).removeprefix("✓ ")
+                    return self._preset_names[i - 1][0]
             except ConfigError:
                 continue
         return ""
@@ -262,8 +279,12 @@ class SettingsPanel(QWidget):
         active = self.active_preset()
         self.presets.setItemText(0, f"Preset: {active}" if active else "Presets…")
         for i in range(1, self.presets.count()):
-            name = self.presets.itemText(i).removeprefix("✓ ")
-            self.presets.setItemText(i, f"✓ {name}" if name == active else name)
+            self.presets.setItemText(i, self._entry(i, active))
+
+    def _entry(self, index: int, active: str) -> str:
+        """A preset's line in the menu: ticked when the form holds it, and what it is for."""
+        name, about = self._preset_names[index - 1]
+        return ("✓ " if name == active else "") + name + (f" — {about}" if about else "")
 
     def apply_preset(self, index: int) -> None:
         path = self.presets.itemData(index)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.runs.history import sample_answers_of
+from ...core.runs.history import sample_answers_of, surviving_events
 from ...core.train.events import (
     CheckpointSaved,
     Event,
@@ -139,6 +139,7 @@ class TrainingView(QWidget):
         split.setSizes([480, 180])
         split.setCollapsible(0, False)  # the charts keep their room however far the bottom pane is pulled
         self.top.setMinimumHeight(220)
+        self._room_given: tuple[list[int], list[int]] | None = None  # the sizes before Sample answers took room
         self.bottom.currentChanged.connect(self._give_room)
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
@@ -149,11 +150,18 @@ class TrainingView(QWidget):
         self._update_checkpoint_buttons()
 
     def _give_room(self, index: int) -> None:
-        """Sample answers need height to read: their tab takes up to half the pane when it is opened."""
+        """Sample answers need height to read: their tab (and GRPO's answers) takes up to half the pane when it is
+        opened, and gives it back to the charts when another tab is (unless the divider was moved meanwhile)."""
         if self.bottom.widget(index) in (self.samples, self.completions):
-            top, bottom = self.split.sizes()
+            top, bottom = before = self.split.sizes()
             if bottom < (top + bottom) * 0.45:
                 self.split.setSizes([(top + bottom) * 55 // 100, (top + bottom) * 45 // 100])
+                self._room_given = (before, self.split.sizes())
+        elif self._room_given is not None:
+            before, given = self._room_given
+            self._room_given = None
+            if self.split.sizes() == given:
+                self.split.setSizes(before)
 
     # ------------------------------------------------------------ state
 
@@ -201,12 +209,8 @@ class TrainingView(QWidget):
             self.preference.clear()
             self.rewards.clear()
             self.completions.clear()
-        else:  # a resumed run: its answers and pair figures so far, from its folder
-            earlier = earlier or []
-            self.samples.set_events(sample_answers_of(earlier))
-            self.preference.set_events(earlier)
-            self.rewards.set_events(earlier)
-            self.completions.set_events(earlier)
+        else:
+            self._continue_from(e.start_step, earlier or [])
         mode = e.config.get("train_mode", "sft")
         pairs, rewarded = mode in ("dpo", "orpo"), mode == "grpo"
         self.preference.setVisible(pairs)
@@ -229,6 +233,23 @@ class TrainingView(QWidget):
         self.status.setText(self._opening_text(e))
         self.samples_due = bool(e.config.get("sample_answers"))
         self.append_log(e.describe())
+
+    def _continue_from(self, step: int, earlier: list[Event]) -> None:
+        """A resumed run shows its line up to the checkpoint it goes on from, never the steps an earlier attempt
+        reported after it: from its folder's events (resumed in place), or else (a branch into a new folder) what
+        the window shows of the run it branches from."""
+        history = surviving_events(earlier, step)
+        if any(isinstance(x, StepReport) for x in history):
+            self.charts.clear()
+            self.charts.add_history(history, step)
+            self.samples.set_events(sample_answers_of(history))
+            self.preference.set_events(history)
+            self.rewards.set_events(history)
+            self.completions.set_events(history)
+        else:
+            self.charts.keep_up_to(step)
+            self.samples.keep_up_to(step)
+            self.preference.keep_up_to(step)
 
     def _opening_text(self, e: RunStarted) -> str:
         """What the run does before its first report: the DPO reference, the base's validation and answers."""

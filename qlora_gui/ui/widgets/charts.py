@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ...core.train.events import Event, Recovered, StepReport, ValidationResult, finite_or_none
+from ...core.train.events import Event, Recovered, RunStarted, StepReport, ValidationResult, finite_or_none
 from ..theme import color_legend, style_plot
 from .chart_history import MAX, MEAN, ChartHistory
 
@@ -70,6 +70,19 @@ def dot_legend(curve: pg.PlotDataItem, color: str) -> None:
     """The legend draws a dotted series' marker from its scatter's own brush: the dots' colour, not grey."""
     curve.scatter.setBrush(pg.mkBrush(color))
     curve.scatter.setPen(pg.mkPen(None))
+
+
+def readable_span(plot: pg.PlotItem, values: list[float]) -> None:
+    """Values that are (nearly) all the same, as one report or a DPO run's first steps (ln 2 before the policy
+    moves from its reference) are: a span of a tenth of their size around them, so the axis has labels and a
+    learning rate of 1e-3 does not sit on a line marked 0; otherwise the plot ranges itself over the data."""
+    top = max((abs(v) for v in values), default=0.0)
+    flat = bool(values) and max(values) - min(values) < top / 20
+    if flat:
+        middle = (max(values) + min(values)) / 2
+        plot.setYRange(middle - top / 20, middle + top / 20, padding=0)
+    elif not plot.getViewBox().autoRangeEnabled()[1]:
+        plot.enableAutoRange(axis="y")
 
 
 class ChartStack(QStackedWidget):
@@ -131,6 +144,7 @@ class TrainingCharts(QWidget):
         self.limit_gb: float | None = None
         self._placed: tuple | None = None  # the memory plot's limit line, title and range as last set
         self._total_steps: int | None = None
+        self._values_shown: bool | None = None  # the value axes' numbers: only once there is data to read
         self.clear()
         self._timer = QTimer(self)
         self._timer.setInterval(REDRAW_MS)
@@ -201,13 +215,18 @@ class TrainingCharts(QWidget):
     def add_recovery(self, e: Recovered) -> None:
         self._add_recovery(e.back_to, e.lr_scale)
 
-    def _add_recovery(self, back_to: int, lr_scale: float) -> None:
-        """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
-        self.history.keep_up_to(back_to)
+    def keep_up_to(self, step: int) -> None:
+        """Training goes on from `step` (a resume from its checkpoint): the steps reported after it leave."""
+        self.history.keep_up_to(step)
         smooth = self.history["smooth"]
         self._ema = (smooth[-1], 0.0) if smooth else (0.0, 1.0)  # go on from the smoothed value kept
-        kept = sum(1 for s in self.val_steps if s <= back_to)
+        kept = sum(1 for s in self.val_steps if s <= step)
         del self.val_steps[kept:], self.val_losses[kept:]
+        self._dirty = True
+
+    def _add_recovery(self, back_to: int, lr_scale: float) -> None:
+        """Training went back to `back_to`: the abandoned steps leave the curves, a line marks the place."""
+        self.keep_up_to(back_to)
         mark = pg.InfiniteLine(
             back_to,
             angle=90,
@@ -235,6 +254,8 @@ class TrainingCharts(QWidget):
                 self._add_validation(e.step, finite_or_none(e.val_loss), e.split)
             elif isinstance(e, Recovered):
                 self.add_recovery(e)
+            elif isinstance(e, RunStarted):
+                self.keep_up_to(e.start_step)  # an earlier attempt's steps after this resume's checkpoint
 
     def _add_step(
         self, step: int, loss: float | None, lr: float, tps: float, active: float, peak: float, rss: float
@@ -287,6 +308,11 @@ class TrainingCharts(QWidget):
         # Before the first report of a started run the axes already span its planned steps, and are painted
         # before the trainer starts (training_session.launch); with no run, a line says when they start.
         self.stack.show_charts(bool(len(h) or self.val_steps or self._total_steps))
+        has_data = bool(len(h) or self.val_steps)
+        if has_data != self._values_shown:  # axes over the planned steps, but no made-up 0 to 1 scale of values
+            self._values_shown = has_data
+            for plot in (self.loss_plot, self.lr_plot, self.tps_plot, self.mem_plot):
+                plot.getAxis("left").setStyle(showValues=has_data)
         for curve in (self.loss_raw, self.loss_smooth, self.lr_curve, self.tps_curve):
             show_lone_points(curve, len(h))
         for curve in (self.mem_active, self.mem_peak, self.mem_rss):
@@ -299,6 +325,9 @@ class TrainingCharts(QWidget):
         self.mem_active.setData(h["step"], h["active"])
         self.mem_peak.setData(h["step"], h["peak"])
         self.mem_rss.setData(h["step"], h["rss"])
+        readable_span(self.loss_plot, [*h["loss"], *h["smooth"], *self.val_losses])
+        readable_span(self.lr_plot, h["lr"])
+        readable_span(self.tps_plot, h["tps"])
         self._place_limit()
 
     def apply_palette(self, palette: QPalette) -> None:

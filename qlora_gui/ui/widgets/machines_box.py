@@ -97,8 +97,8 @@ class MachinesBox(QGroupBox):
         self.backend.currentIndexChanged.connect(lambda _: self._edited())
         self.note = QLabel(RING_NOTE)
         self.note.setWordWrap(True)
-        self.share = QCheckBox("Share the model and data (copy them to the other Macs with rsync first)")
-        add, remove = QPushButton("Add Mac"), QPushButton("Remove")
+        self.share = QCheckBox(f"Share the model and data (copy them to the other {MACHINE}s with rsync first)")
+        add, remove = QPushButton(f"Add {MACHINE}"), QPushButton("Remove")
         add.clicked.connect(lambda: self._add_row(Host("", [])))
         remove.clicked.connect(self._remove_row)
         load, save = QPushButton("Load hostfile…"), QPushButton("Save hostfile…")
@@ -106,8 +106,8 @@ class MachinesBox(QGroupBox):
         save.clicked.connect(self._save)
         self.check_button = QPushButton("Check machines")
         self.check_button.setToolTip(
-            "Ask every Mac, over ssh, for its Python environment and the content of the model and data (the same "
-            "check Start makes before any weights load)."
+            f"Ask every {MACHINE}, over ssh, for its Python environment and the content of the model and data "
+            "(the same check Start makes before any weights load)."
         )
         self.check_button.clicked.connect(self.check)
         self.result = QLabel("")

@@ -98,6 +98,15 @@ class PreferenceCharts(QWidget):
             self.curves[(split, name)].setData(steps, values)
         self.stack.show_charts(True)
 
+    def keep_up_to(self, step: int) -> None:
+        """Training goes on from `step` (a resume from its checkpoint): the figures of later steps leave."""
+        for key, (steps, values) in self.points.items():
+            keep = sum(s <= step for s in steps)
+            del steps[keep:], values[keep:]
+            if key[0] == "train":
+                show_lone_points(self.curves[key], len(steps))
+            self.curves[key].setData(steps, values)
+
     def set_events(self, events: list[Event]) -> None:
         """A run's pair figures so far, from its metrics.jsonl (a resumed run's history); a report with a figure
         that was not finite (stored as null) is left out."""

@@ -32,6 +32,9 @@ EMPTY_TEXT = (
 )
 
 
+EMPTY_ANSWER = "(no text: the model ended its answer at once, or wrote only spaces)"
+
+
 def _text_box(text: str = "") -> QPlainTextEdit:
     box = QPlainTextEdit(text, readOnly=True)
     box.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
@@ -53,6 +56,7 @@ class PromptPanel(QGroupBox):
         self.prompt = _text_box(sample["prompt"])
         self.prompt.setMaximumHeight(84)
         self.answer = _text_box()
+        self.answer.setPlaceholderText(EMPTY_ANSWER)
         self.reference = _text_box(sample.get("reference") or "(no reference: the row has no answer)")
         self.answer_title = QLabel("Answer")
         self.verdict = QLabel("")
@@ -101,8 +105,10 @@ class AnswerGrid(QTableWidget):
         for col, step in enumerate(steps):
             for row, sample in enumerate(answers[step][0]):
                 text = " ".join(sample.get("answer", "").split())
-                item = QTableWidgetItem(text[:SNIPPET] + ("…" if len(text) > SNIPPET else ""))
-                item.setToolTip(sample.get("answer", ""))
+                item = QTableWidgetItem(text[:SNIPPET] + ("…" if len(text) > SNIPPET else "") or "(no text)")
+                item.setToolTip(sample.get("answer", "") if text else EMPTY_ANSWER)
+                if not text:  # an answer that ended at once (or only spaces): said, not a blank cell
+                    item.setForeground(QBrush(QColor(128, 128, 128)))
                 if matches(sample.get("answer", ""), sample.get("reference", "")):
                     item.setBackground(QBrush(MATCH_COLOUR))
                 self.setItem(row, col, item)
@@ -184,6 +190,17 @@ class SampleTimeline(QWidget):
         self._sync_controls()
         if at_newest:
             self.slider.setValue(len(self._steps) - 1)
+        self._show_index(self.slider.value())
+
+    def keep_up_to(self, step: int) -> None:
+        """Training goes on from `step` (a resume from its checkpoint): the answers of later steps leave."""
+        if not any(s > step for s in self._steps):
+            return
+        self._steps = [s for s in self._steps if s <= step]
+        self._answers = {s: a for s, a in self._answers.items() if s <= step}
+        self.grid.show_answers(self._steps, self._answers)
+        self._sync_controls()
+        self.slider.setValue(len(self._steps) - 1)
         self._show_index(self.slider.value())
 
     def set_events(self, events: list[SampleAnswers]) -> None:

@@ -170,6 +170,8 @@ class TokenViewBox(QGroupBox):
         self, splits: dict[str, RawSplit], model: str | None, max_seq_length: int, mask_prompt: bool
     ) -> None:
         """New checked rows (and the settings they were checked with): show the chosen line again."""
+        if {s.file for s in splits.values()} != {s.file for s in self._source[0].values()}:
+            self.view.show_message("")  # another dataset: never its predecessor's row while this one's encodes
         self._source = (splits, model, max_seq_length, mask_prompt)
         lines = [line for split in splits.values() for line in split.lines]
         if not lines:
