@@ -88,9 +88,9 @@ def training_latency(steps: int, rows: int) -> dict:
     data). Loading (start to first step report) and training are measured apart."""
     from PySide6.QtCore import QSettings, QTimer
 
+    from qlora_gui.core.events import Failed, Finished, StepReport
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
-    from qlora_gui.core.train.events import Failed, Finished, StepReport
     from qlora_gui.ui.app import create_app
 
     tmp = Path(tempfile.mkdtemp())
@@ -161,7 +161,7 @@ def headless_tok_s(cfg, run_dir: Path) -> list[float]:
     """The same settings straight through the core Trainer, no Qt in the loop."""
     import dataclasses
 
-    from qlora_gui.core.train.events import StepReport
+    from qlora_gui.core.events import StepReport
     from qlora_gui.core.train.trainer import Trainer
 
     rates: list[float] = []

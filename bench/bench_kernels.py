@@ -141,9 +141,9 @@ def mlx_lm_outputs(model: nn.Module, tokens: mx.array) -> list[mx.array]:
 def our_outputs(model: nn.Module, tokens: mx.array, a: argparse.Namespace) -> list[mx.array]:
     from mlx.utils import tree_flatten
 
+    from qlora_gui.core.config import TrainConfig
     from qlora_gui.core.data.batching import Batch
     from qlora_gui.core.model.loader import add_adapters
-    from qlora_gui.core.train.config import TrainConfig
     from qlora_gui.core.train.losses import ChunkedLoss, chunked_loss_for
     from qlora_gui.core.train.optimizer import build_optimizer
     from qlora_gui.core.train.step import TrainStep

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qlora_gui.core.distributed.event_lines import parse_event_line  # noqa: E402
-from qlora_gui.core.train.events import Finished, StepReport  # noqa: E402
+from qlora_gui.core.events import Finished, StepReport  # noqa: E402
 
 
 def one_run(model: str, data: str, run_dir: Path, nodes: int, iters: int, extra: list[str]) -> dict:

@@ -32,9 +32,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 def make_runs(root: Path, count: int, reports: int, seed: int = 0) -> None:
     """`count` run folders under root, as real runs leave them (files named by RunFolder)."""
+    from qlora_gui.core.config import TrainConfig
+    from qlora_gui.core.events import Finished, RunStarted, StepReport, ValidationResult
     from qlora_gui.core.runs.run_folder import RunFolder
-    from qlora_gui.core.train.config import TrainConfig
-    from qlora_gui.core.train.events import Finished, RunStarted, StepReport, ValidationResult
 
     rng = random.Random(seed)
     for i in range(count):

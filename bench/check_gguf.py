@@ -107,7 +107,7 @@ def check_run(run: Path, work: Path) -> list[tuple[str, dict]]:
     from qlora_gui.core.after.export import ExportRequest, export
     from qlora_gui.core.after.fuse import fuse_in_memory
     from qlora_gui.core.after.gguf_export import GGUF_TYPES, write_gguf
-    from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+    from qlora_gui.core.inference.adapters import default_adapter, load_with_adapter
 
     adapter = default_adapter(run)
     fused = fuse_in_memory(adapter, dequantize=True)
@@ -166,7 +166,7 @@ def measure_rates(work: Path) -> None:
     from conftest import fixture_texts, tiny_config, write_jsonl
 
     from qlora_gui.core.after.export import ExportRequest, export
-    from qlora_gui.core.after.inference import default_adapter
+    from qlora_gui.core.inference.adapters import default_adapter
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.train.trainer import Trainer
 

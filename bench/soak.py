@@ -57,10 +57,10 @@ def chart_bytes(charts) -> int:
 def soak(steps: int, every: int, report_every: int) -> dict:
     from PySide6.QtCore import QSettings, QTimer
 
+    from qlora_gui.core.events import Failed, Finished, StepReport
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path
     from qlora_gui.core.runs.run_folder import RunFolder
-    from qlora_gui.core.train.events import Failed, Finished, StepReport
     from qlora_gui.ui.app import create_app
 
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))

@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))
 
 
 def main(out: Path) -> None:
-    from qlora_gui.core.after.samples import PromptSample
+    from qlora_gui.core.events import StepReport
+    from qlora_gui.core.inference.samples import PromptSample
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path, sample_preferences_path
-    from qlora_gui.core.train.events import StepReport
     from qlora_gui.ui.app import create_app
     from qlora_gui.ui.workers.playground_events import ModelLoaded
 

@@ -27,7 +27,7 @@ SIZE = 56  # pixels a side: 4 picture tokens a square for the tiny Qwen2-VL
 def main(out: Path) -> None:
     from vision_models import QUESTION, build_qwen2_vl, square_png
 
-    from qlora_gui.core.train.events import Finished
+    from qlora_gui.core.events import Finished
     from qlora_gui.ui.app import create_app
     from qlora_gui.ui.workers.playground_events import ModelLoaded
 

@@ -119,7 +119,7 @@ def mean_gradient(grads, totals):
 def tiny_config(demo_model, data, run_dir, **kw):
     """Settings for a short run of the tiny model: two adapted layers, rank 4, no dropout, reports every step,
     no validation or checkpoint before the end; `kw` overrides any of them."""
-    from qlora_gui.core.train.config import TrainConfig
+    from qlora_gui.core.config import TrainConfig
 
     base = dict(
         model=str(demo_model),
@@ -229,7 +229,7 @@ def vision_runs(vision_models, squares, tmp_path_factory) -> dict[str, tuple[Pat
     from vision_models import FAMILIES, run_events, vision_config
 
     """Each family trained 20 steps on the squares once: its run folder and events."""
-    from qlora_gui.core.train.events import Finished
+    from qlora_gui.core.events import Finished
 
     out = {}
     for family in FAMILIES:

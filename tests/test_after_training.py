@@ -16,11 +16,17 @@ from conftest import close, fixture_texts, tiny_config, write_jsonl
 from qlora_gui.cli import main
 from qlora_gui.core.after.evaluation import evaluate, read_evaluations, save_evaluation
 from qlora_gui.core.after.fuse import fuse_adapter, gguf_support
-from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
-from qlora_gui.core.after.inference import adapter_layers, base_view, default_adapter, load_with_adapter, read_adapter
 from qlora_gui.core.errors import UserError
+from qlora_gui.core.events import ValidationResult
+from qlora_gui.core.inference.adapters import (
+    adapter_layers,
+    base_view,
+    default_adapter,
+    load_with_adapter,
+    read_adapter,
+)
+from qlora_gui.core.inference.generation import SamplingSettings, format_prompt, generate_side_by_side, stream_text
 from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.events import ValidationResult
 from qlora_gui.core.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # end-to-end: a trained run, then everything done with it
@@ -184,7 +190,7 @@ def test_each_rows_own_loss_adds_up_to_the_evaluation_and_ranks_the_hardest(trai
 def test_evaluation_measures_the_runs_validation_batches_unless_asked_for_more(tmp_path, demo_model):
     """A run that validated on 1 of 3 batches: Evaluate on its best checkpoint gives the run's best
     validation loss; all rows, or the test split, are explicit choices and say so."""
-    from qlora_gui.core.after.inference import default_adapter
+    from qlora_gui.core.inference.adapters import default_adapter
 
     folder = tmp_path / "d"
     rows = [{"prompt": t, "completion": ANSWER} for t in fixture_texts(40, seed=9)]
@@ -320,8 +326,8 @@ def test_cli_generate_evaluate_and_fuse(tmp_path, trained, demo_model, capsys):
 
 
 def test_samples_split_prompt_and_reference_per_format(tmp_path):
-    from qlora_gui.core.after.samples import ValidationSamples, sample_from_row
     from qlora_gui.core.data.rows import split_text_row
+    from qlora_gui.core.inference.samples import ValidationSamples, sample_from_row
 
     assert split_text_row("table: t\nQ: how many?\nA: SELECT COUNT x FROM t") == (
         "table: t\nQ: how many?\nA:",

@@ -1,4 +1,4 @@
-"""The layout holds: a Qt-free core, CLIs and UI each on the core alone, no import cycle, no module doing two jobs."""
+"""The layout holds: a Qt-free core in layers, CLIs and UI each on the core alone, no import cycle, one job a module."""
 
 import ast
 import subprocess
@@ -12,6 +12,16 @@ QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "qtpy")
 CLI = "qlora_gui.cli"  # the package of the subcommands
 # Size is a smell, not a law: a module does one job whatever its length (a file cut to meet a number is worse).
 # Past LONG_LINES the test says which modules to look at; past TOO_LONG_LINES one surely does more than one job.
+# The core in layers, lowest first: a module imports only from its own subpackage and the layers below it.
+# The core's own top-level modules are the vocabulary every layer speaks (settings, events, errors, memory).
+CORE_LAYERS = (
+    ("",),
+    ("data", "model"),
+    ("runs",),
+    ("distributed", "inference"),
+    ("train",),
+    ("after",),
+)
 LONG_LINES = 400
 TOO_LONG_LINES = 600
 
@@ -75,6 +85,29 @@ def test_the_clis_and_the_ui_sit_on_the_core_and_never_on_each_other():
         if name.startswith("qlora_gui.ui"):
             assert not {m for m in imported if m == CLI or m.startswith(CLI + ".")}, name
             assert "qlora_gui.entry" not in imported, name
+
+
+def core_layer(name: str) -> tuple[int, str]:
+    """A core module's layer and subpackage ("" for the core's top-level modules)."""
+    rest = name.removeprefix("qlora_gui.core").lstrip(".").split(".")
+    sub = rest[0] if len(rest) > 1 or (CORE / rest[0]).is_dir() else ""
+    return next(i for i, names in enumerate(CORE_LAYERS) if sub in names), sub
+
+
+def test_every_core_subpackage_has_its_layer():
+    subpackages = {p.name for p in CORE.iterdir() if (p / "__init__.py").is_file()}
+    assert subpackages == {sub for names in CORE_LAYERS for sub in names if sub}
+
+
+def test_no_core_module_imports_a_layer_above_its_own_or_beside_it():
+    wrong = []
+    for name in (m for m in MODULES if m.startswith("qlora_gui.core.")):
+        layer, sub = core_layer(name)
+        for dep in (d for d in imports_of(name) if d.startswith("qlora_gui.core.")):
+            dep_layer, dep_sub = core_layer(dep)
+            if dep_layer > layer or (dep_layer == layer and dep_sub != sub):
+                wrong.append(f"{name} ({sub or 'top'}) imports {dep} ({dep_sub or 'top'})")
+    assert wrong == []
 
 
 def test_no_import_cycle():

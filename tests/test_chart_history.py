@@ -3,7 +3,7 @@ reports merged (peaks kept), the smoothed loss over every report; an unchanged m
 
 from __future__ import annotations
 
-from qlora_gui.core.train.events import StepReport
+from qlora_gui.core.events import StepReport
 from qlora_gui.ui.widgets.chart_history import MAX, MEAN, ChartHistory
 
 

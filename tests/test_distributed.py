@@ -12,6 +12,7 @@ import pytest
 from conftest import write_jsonl
 
 from qlora_gui.cli import main
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.data.batching import epoch_batches
 from qlora_gui.core.distributed.checks import Completed, SystemRunner, check_machines
 from qlora_gui.core.distributed.event_lines import LaunchNote, parse_event_line
@@ -21,8 +22,7 @@ from qlora_gui.core.distributed.probe import HashCache, probe
 from qlora_gui.core.distributed.share import share_paths
 from qlora_gui.core.distributed.supervisor import DistributedRun
 from qlora_gui.core.errors import UserError
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport, ValidationResult
+from qlora_gui.core.events import Failed, Finished, RunStarted, StepReport, ValidationResult
 
 PYTHON = "/opt/venv/bin/python"
 

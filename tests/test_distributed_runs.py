@@ -16,10 +16,10 @@ import psutil
 import pytest
 from conftest import close, fixture_texts, tiny_config, write_jsonl
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.distributed.event_lines import parse_event_line
+from qlora_gui.core.events import Finished, RunStarted, StepReport
 from qlora_gui.core.runs import checkpoints as ckpt
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import Finished, RunStarted, StepReport
 from qlora_gui.core.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # end-to-end: real ranks under mlx.launch

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from qlora_gui.core.train.config import TrainConfig
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.train.estimate import LOGIT_COPIES, estimate_memory
 from qlora_gui.core.train.losses import chunk_positions
 

@@ -16,7 +16,7 @@ from gguf import GGUFReader
 from qlora_gui.cli import main
 from qlora_gui.core.after.destinations import lmstudio_models_dir, modelfile_text, ollama_template
 from qlora_gui.core.after.gguf_arch import llama_permute
-from qlora_gui.core.after.inference import default_adapter
+from qlora_gui.core.inference.adapters import default_adapter
 
 pytestmark = pytest.mark.slow  # end-to-end: a trained run, exported in every format
 

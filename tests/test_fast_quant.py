@@ -8,13 +8,13 @@ import numpy as np
 from conftest import close
 from mlx.utils import tree_flatten
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.model.fast_quant import (
     FastQuantizedLinear,
     restore_quantized_layers,
     use_fast_quantized_layers,
 )
 from qlora_gui.core.model.loader import add_adapters, load_base
-from qlora_gui.core.train.config import TrainConfig
 
 
 def test_layer_outputs_and_input_gradients_match():

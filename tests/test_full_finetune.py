@@ -12,9 +12,9 @@ from conftest import tiny_config
 from mlx.utils import tree_flatten
 
 from qlora_gui.core.errors import ConfigError, ModelError, UserError
+from qlora_gui.core.events import Finished, RunStarted, ValidationResult
 from qlora_gui.core.model.loader import load_base, train_whole_layers
 from qlora_gui.core.runs.run_admin import describe_settings
-from qlora_gui.core.train.events import Finished, RunStarted, ValidationResult
 from qlora_gui.core.train.trainer import Trainer
 
 FULL = dict(fine_tune_type="full", num_layers=1, iters=4, learning_rate=1e-3, sample_answers=0, val_batches=1)
@@ -59,8 +59,8 @@ def test_playground_evaluate_and_export_use_a_full_fine_tuning_run_folder(tmp_pa
 
     from qlora_gui.core.after.evaluation import evaluate
     from qlora_gui.core.after.export import ExportRequest, export
-    from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side
-    from qlora_gui.core.after.inference import base_view, default_adapter, load_with_adapter
+    from qlora_gui.core.inference.adapters import base_view, default_adapter, load_with_adapter
+    from qlora_gui.core.inference.generation import SamplingSettings, format_prompt, generate_side_by_side
 
     run = tmp_path / "run"
     events = []
@@ -93,9 +93,9 @@ def test_playground_evaluate_and_export_use_a_full_fine_tuning_run_folder(tmp_pa
 def test_dpos_reference_under_full_fine_tuning_is_the_base(demo_model):
     from mlx.utils import tree_map
 
-    from qlora_gui.core.after.inference import base_view
+    from qlora_gui.core.config import TrainConfig
+    from qlora_gui.core.inference.adapters import base_view
     from qlora_gui.core.model.loader import add_adapters
-    from qlora_gui.core.train.config import TrainConfig
 
     model, base = load_base(demo_model).model, load_base(demo_model).model
     add_adapters(model, TrainConfig(fine_tune_type="full", num_layers=1, train_mode="dpo"))
@@ -140,7 +140,7 @@ def test_a_quantized_base_is_refused_with_the_reason(demo_model):
 
 
 def test_the_memory_estimate_counts_the_trained_layers_gradients_and_optimizer_state(demo_model):
-    from qlora_gui.core.train.config import TrainConfig
+    from qlora_gui.core.config import TrainConfig
     from qlora_gui.core.train.estimate import estimate_memory
 
     adamw = estimate_memory(demo_model, TrainConfig(fine_tune_type="full", num_layers=2))

@@ -10,9 +10,9 @@ import numpy as np
 from conftest import close
 from mlx.utils import tree_flatten
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.model.grouped_lora import SharedInputLoRA, grouped_layout, load_adapter_weights, mlx_layout
 from qlora_gui.core.model.loader import adapter_weights, add_adapters, load_base, parameter_counts
-from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import token_loss
 
 LORA = {"rank": 4, "scale": 10.0, "dropout": 0.0}
@@ -95,7 +95,7 @@ def test_mlx_lm_loads_our_adapters_and_answers_the_same(demo_model, tmp_path):
 
 
 def test_the_base_view_switches_grouped_adapters_off(demo_model):
-    from qlora_gui.core.after.inference import base_view
+    from qlora_gui.core.inference.adapters import base_view
 
     ours, _, _ = models(demo_model, 4)
     base = load_base(demo_model, 4, 32).model

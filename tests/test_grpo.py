@@ -9,9 +9,9 @@ from conftest import fixture_texts, mean_gradient, tiny_config, write_jsonl
 
 from qlora_gui.cli import main
 from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.events import Failed, Finished, GroupCompletions, RewardReport, SampleAnswers, StepReport
 from qlora_gui.core.runs.history import read_events
 from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.events import Failed, Finished, GroupCompletions, RewardReport, SampleAnswers, StepReport
 from qlora_gui.core.train.grpo import group_advantages
 from qlora_gui.core.train.rewards import RewardOptions, builtin_rewards, choose_rewards
 from qlora_gui.core.train.trainer import Trainer
@@ -175,7 +175,7 @@ def test_an_exact_reward_is_learnt_and_the_run_keeps_its_rewards_and_answers(lea
     assert result.best_val_loss == pytest.approx(-held_out[-1].reward_mean)
     # Evaluate: the base's and the adapter's mean reward on the held-out prompts, with the run's rewards
     from qlora_gui.core.after.evaluation import evaluate
-    from qlora_gui.core.after.inference import default_adapter
+    from qlora_gui.core.inference.adapters import default_adapter
 
     evaluated = evaluate(adapter=default_adapter(run))
     assert evaluated.rows == 8 and evaluated.tokens == 8 * 16 and evaluated.adapter_loss is None
@@ -214,7 +214,7 @@ def test_a_killed_grpo_run_resumes_to_the_same_bits(tmp_path, demo_model, word_t
 
 
 def test_the_train_tab_and_the_runs_tab_show_the_rewards_and_the_answers(qtbot, learnt):
-    from qlora_gui.core.train.events import RunStarted
+    from qlora_gui.core.events import RunStarted
     from qlora_gui.ui.views.runs_view import RunsView
     from qlora_gui.ui.views.training_view import TrainingView
     from qlora_gui.ui.widgets.completions_view import BEST_COLOUR, WORST_COLOUR
@@ -276,8 +276,8 @@ def test_answers_split_over_passes_give_the_step_of_one_batch(demo_model, tokeni
     import mlx.optimizers as optim
     from mlx.utils import tree_flatten, tree_map
 
+    from qlora_gui.core.config import TrainConfig
     from qlora_gui.core.model.loader import add_adapters, load_base
-    from qlora_gui.core.train.config import TrainConfig
     from qlora_gui.core.train.grpo import GrpoLoss
     from qlora_gui.core.train.grpo_mode import answers_batch, base_logps
     from qlora_gui.core.train.step import TrainStep

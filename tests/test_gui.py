@@ -11,8 +11,8 @@ from conftest import tiny_config, write_jsonl
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication
 
+from qlora_gui.core.events import Failed, Finished, RunStarted, StepReport
 from qlora_gui.core.runs.checkpoints import latest_checkpoint
-from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport
 from qlora_gui.ui.main_window import MainWindow
 from qlora_gui.ui.views.runs_view import COLUMN_INDEX
 from qlora_gui.ui.workers import jobs

@@ -8,8 +8,8 @@ import pytest
 from conftest import fixture_texts, tiny_config, write_jsonl
 from test_gui import LONG, no_dangling_threads, store, window  # noqa: F401  (fixtures)
 
-from qlora_gui.core.after.generation import SamplingSettings, format_prompt, generate_side_by_side
-from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+from qlora_gui.core.inference.adapters import default_adapter, load_with_adapter
+from qlora_gui.core.inference.generation import SamplingSettings, format_prompt, generate_side_by_side
 from qlora_gui.core.train.trainer import Trainer
 
 

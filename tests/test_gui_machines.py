@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
 from PySide6.QtCore import QSettings, Qt
 
 from qlora_gui.core.distributed.hostfile import LOCAL, Machines
+from qlora_gui.core.events import Finished, StepReport
 from qlora_gui.core.runs.checkpoints import latest_checkpoint
-from qlora_gui.core.train.events import Finished, StepReport
 from qlora_gui.ui.main_window import MainWindow
 from qlora_gui.ui.workers import jobs
 from qlora_gui.ui.workers.launch_worker import LaunchWorker
@@ -76,7 +77,7 @@ def test_several_macs_train_with_the_same_view_and_controls(qtbot, window):
     qtbot.mouseClick(view.pause_button, Qt.MouseButton.LeftButton)  # every rank waits at the same step
     last = {"n": -1, "at": time.monotonic()}
     # Quiet for four of the slowest steps seen: a loaded machine's slow step is not taken for a pause.
-    quiet = max(0.8, 4 * max(b - a for a, b in zip(arrivals, arrivals[1:])))
+    quiet = max(0.8, 4 * max(b - a for a, b in itertools.pairwise(arrivals)))
 
     def settled() -> bool:
         if len(steps) != last["n"]:

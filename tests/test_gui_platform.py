@@ -14,8 +14,8 @@ from PySide6.QtCore import QObject, QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from qlora_gui.core.events import Failed, Finished
 from qlora_gui.core.memory import GB
-from qlora_gui.core.train.events import Failed, Finished
 from qlora_gui.ui import theme
 from qlora_gui.ui.main_window import MainWindow
 from qlora_gui.ui.training_session import TrainingSession

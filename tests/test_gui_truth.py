@@ -126,13 +126,13 @@ def test_preference_pairs_under_sft_are_not_ready_and_one_click_trains_with_dpo(
 
 
 def report(step: int, loss: float, **kw):
-    from qlora_gui.core.train.events import StepReport
+    from qlora_gui.core.events import StepReport
 
     return StepReport(step, step / 10, loss, 1e-4, 100.0, 1.0, 10 * step, 1.0, 1.0, 0.1, 0.2, 0.0, 0.3, **kw)
 
 
 def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbot):
-    from qlora_gui.core.train.events import PreferenceReport, ValidationResult
+    from qlora_gui.core.events import PreferenceReport, ValidationResult
     from qlora_gui.ui.widgets.charts import COLORS, TrainingCharts, dots_drawn, ema
     from qlora_gui.ui.widgets.preference_charts import PreferenceCharts
 
@@ -176,7 +176,7 @@ def test_charts_wait_for_data_draw_a_single_report_and_smooth_from_the_data(qtbo
 
 
 def test_the_status_names_what_a_dpo_run_does_before_its_first_step(qtbot):
-    from qlora_gui.core.train.events import RunStarted, ValidationResult
+    from qlora_gui.core.events import RunStarted, ValidationResult
     from qlora_gui.ui.views.training_view import TrainingView
 
     view = TrainingView()
@@ -248,7 +248,7 @@ def test_a_first_run_card_loads_the_sample_data_and_the_demo_model_in_one_click_
 def test_a_run_resumed_from_an_earlier_checkpoint_drops_the_steps_it_goes_back_over_on_the_train_tab(qtbot):
     from dataclasses import asdict
 
-    from qlora_gui.core.train.events import PreferenceReport, RunStarted, SampleAnswers, ValidationResult
+    from qlora_gui.core.events import PreferenceReport, RunStarted, SampleAnswers, ValidationResult
     from qlora_gui.ui.views.training_view import TrainingView
 
     view = TrainingView()

@@ -68,7 +68,7 @@ def test_the_playground_answers_about_a_dropped_picture_base_and_adapter_side_by
 def test_a_vision_run_trains_from_the_window(qtbot, vision_models, squares, tmp_path):
     from PySide6.QtCore import QSettings
 
-    from qlora_gui.core.train.events import Finished, RunStarted
+    from qlora_gui.core.events import Finished, RunStarted
     from qlora_gui.ui.main_window import MainWindow
 
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), runs_root=tmp_path / "runs")

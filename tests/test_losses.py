@@ -14,8 +14,8 @@ import pytest
 from conftest import close
 from mlx.utils import tree_flatten
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.model.fast_quant import use_fast_quantized_layers
-from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import (
     CHUNK_ELEMENTS,
     ChunkedLoss,

@@ -16,9 +16,7 @@ import pytest
 import yaml
 from conftest import fixture_texts, tiny_config
 
-from qlora_gui.core.errors import ConfigError
-from qlora_gui.core.model.loader import adapter_weights
-from qlora_gui.core.train.config import (
+from qlora_gui.core.config import (
     FIELD_NAMES,
     MLX_ALIASES,
     TrainConfig,
@@ -26,8 +24,10 @@ from qlora_gui.core.train.config import (
     load_config_file,
     read_yaml_mapping,
 )
-from qlora_gui.core.train.events import Failed, Finished, RunStarted, StepReport, TrainWarning
-from qlora_gui.core.train.mlx_keys import MLX_ONLY_KEYS, yaml_numbers
+from qlora_gui.core.errors import ConfigError
+from qlora_gui.core.events import Failed, Finished, RunStarted, StepReport, TrainWarning
+from qlora_gui.core.mlx_keys import MLX_ONLY_KEYS, yaml_numbers
+from qlora_gui.core.model.loader import adapter_weights
 from qlora_gui.core.train.optimizer import build_optimizer
 from qlora_gui.core.train.trainer import Trainer
 

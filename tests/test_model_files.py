@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import Failed
+from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.events import Failed
 from qlora_gui.core.train.trainer import Trainer
 
 

@@ -41,8 +41,8 @@ from PySide6.QtWidgets import (
 from test_gui import LONG, no_dangling_threads, store, wait_checked, wait_event, window  # noqa: F401  (fixtures)
 
 from qlora_gui.core import app_log
+from qlora_gui.core.events import Finished
 from qlora_gui.core.runs.run_folder import ADAPTER_CONFIG, ADAPTER_FILE, OPTIMIZER_FILE, STATE_FILE, RunFolder
-from qlora_gui.core.train.events import Finished
 from qlora_gui.ui import app as app_module
 from qlora_gui.ui.views import model_panel
 from qlora_gui.ui.workers.jobs import running_threads

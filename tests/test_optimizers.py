@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
+from qlora_gui.core.config import TrainConfig, config_from_dict
 from qlora_gui.core.errors import ConfigError
+from qlora_gui.core.events import Finished, StepReport
 from qlora_gui.core.runs import checkpoints as ckpt
-from qlora_gui.core.train.config import TrainConfig, config_from_dict
-from qlora_gui.core.train.events import Finished, StepReport
 from qlora_gui.core.train.optimizer import build_optimizer
 from qlora_gui.core.train.trainer import Trainer
 

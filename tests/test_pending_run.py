@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.runs.pending_run import PROBLEM, PendingRun
-from qlora_gui.core.train.config import TrainConfig
 
 
 def test_each_tab_sets_its_part_and_the_others_hear_only_what_changed(tmp_path):

@@ -13,14 +13,14 @@ from conftest import close, fixture_texts, mean_gradient, tiny_config, write_jso
 from mlx.utils import tree_flatten, tree_map
 
 from qlora_gui.core.after.evaluation import evaluate
-from qlora_gui.core.after.inference import default_adapter
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.data.batching import make_batch
 from qlora_gui.core.data.dataset import check_data
+from qlora_gui.core.events import Failed, Finished, PreferenceReport, StepReport
+from qlora_gui.core.inference.adapters import default_adapter
 from qlora_gui.core.model.loader import add_adapters, load_base
 from qlora_gui.core.runs.history import read_events
 from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import Failed, Finished, PreferenceReport, StepReport
 from qlora_gui.core.train.preference import PreferenceLoss, dpo_losses, orpo_losses, reference_logps
 from qlora_gui.core.train.step import TrainStep
 from qlora_gui.core.train.trainer import Trainer

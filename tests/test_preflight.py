@@ -11,7 +11,7 @@ from conftest import write_jsonl
 from test_gui import LONG, store, wait_checked, window  # noqa: F401  (fixtures)
 from test_trainer import make_config, of, run
 
-from qlora_gui.core.train.events import Finished, StepReport
+from qlora_gui.core.events import Finished, StepReport
 from qlora_gui.core.train.preflight import preflight, preflight_in_child
 
 

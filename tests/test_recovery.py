@@ -10,10 +10,10 @@ import pytest
 from conftest import close
 from test_trainer import make_config, of, run
 
+from qlora_gui.core.events import Failed, Finished, Recovered, StepReport, event_from_row
 from qlora_gui.core.runs import checkpoints as ckpt
 from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train import divergence
-from qlora_gui.core.train.events import Failed, Finished, Recovered, StepReport, event_from_row
 from qlora_gui.core.train.trainer import Trainer
 
 pytestmark = pytest.mark.slow  # end-to-end: real runs that diverge and recover

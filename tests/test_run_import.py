@@ -53,7 +53,7 @@ def mlx_lm_folder(tmp_path, demo_model) -> Path:
 def test_an_mlx_lm_folder_is_added_with_its_base_and_opens_in_every_tab(qtbot, window, mlx_lm_folder, demo_model):  # noqa: F811
     from mlx_lm import load
 
-    from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+    from qlora_gui.core.inference.adapters import default_adapter, load_with_adapter
 
     before = {p.name: p.stat().st_mtime_ns for p in mlx_lm_folder.iterdir()}
     runs = window.runs
@@ -107,7 +107,7 @@ def test_an_mlx_lm_lora_folder_is_added_with_the_base_the_user_picks(
     from mlx_lm import load
     from PySide6.QtWidgets import QFileDialog
 
-    from qlora_gui.core.after.inference import default_adapter, load_with_adapter
+    from qlora_gui.core.inference.adapters import default_adapter, load_with_adapter
     from qlora_gui.core.runs.run_import import BaseModelNeeded
 
     lora = {"rank": 8, "dropout": 0.0, "scale": 20.0, "use_dora": False, "num_layers": 1}

@@ -10,9 +10,9 @@ import pytest
 from test_trainer import make_config, run
 
 from qlora_gui.core.errors import UserError
+from qlora_gui.core.events import Failed, Finished
 from qlora_gui.core.runs.run_admin import rename_run
 from qlora_gui.core.runs.run_lock import RunLock, folder_owner
-from qlora_gui.core.train.events import Failed, Finished
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = (

@@ -78,8 +78,8 @@ def test_the_table_shows_what_reading_every_file_in_full_shows(qtbot, runs_root)
 
 
 def test_curves_read_from_the_lines_equal_those_parsed_in_full(runs_root):
+    from qlora_gui.core.events import SampleAnswers, StepReport
     from qlora_gui.core.runs.history import RunReadings, read_curves, read_sample_answers
-    from qlora_gui.core.train.events import SampleAnswers, StepReport
 
     run = RunFolder(sorted(runs_root.iterdir())[1])
     with run.metrics.open("a") as f:
@@ -96,8 +96,8 @@ def test_curves_read_from_the_lines_equal_those_parsed_in_full(runs_root):
 
 
 def test_metrics_read_back_as_events_an_unknown_kind_skipped_with_a_warning(tmp_path, caplog):
+    from qlora_gui.core.events import StepReport, ValidationResult
     from qlora_gui.core.runs.history import read_curves, read_events
-    from qlora_gui.core.train.events import StepReport, ValidationResult
 
     run = RunFolder(tmp_path / "run")
     run.path.mkdir()

@@ -10,14 +10,14 @@ import pytest
 from conftest import fixture_texts, tiny_config, write_jsonl
 
 from qlora_gui.cli import main
-from qlora_gui.core.after.generation import format_prompt, stream_text
-from qlora_gui.core.after.inference import default_adapter, load_with_adapter
-from qlora_gui.core.after.sampling import SamplingSettings
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.errors import DataError
+from qlora_gui.core.events import Failed, Finished, SampleAnswers
+from qlora_gui.core.inference.adapters import default_adapter, load_with_adapter
+from qlora_gui.core.inference.generation import format_prompt, stream_text
+from qlora_gui.core.inference.sampling import SamplingSettings
 from qlora_gui.core.runs.history import read_sample_answers
 from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import Failed, Finished, SampleAnswers
 from qlora_gui.core.train.sample_answers import prompts_from_file
 from qlora_gui.core.train.trainer import Trainer
 
@@ -143,7 +143,7 @@ def test_the_command_line_asks_the_file_and_prints_the_answers(tmp_path, demo_mo
 def test_a_prompt_the_template_refuses_is_named_before_any_weights_load(tmp_path):
     from chat_families import build_family_tokenizer
 
-    from qlora_gui.core.after.samples import PromptSample
+    from qlora_gui.core.inference.samples import PromptSample
     from qlora_gui.core.model.model_files import load_tokenizer
     from qlora_gui.core.train.sample_answers import SampleAnswerer
 

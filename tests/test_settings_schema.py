@@ -7,9 +7,9 @@ import shlex
 
 import pytest
 
+from qlora_gui.core.config import SETTINGS, TrainConfig, config_from_dict, load_config_file
 from qlora_gui.core.errors import ConfigError
 from qlora_gui.core.train.command_line import train_command
-from qlora_gui.core.train.config import SETTINGS, TrainConfig, config_from_dict, load_config_file
 
 
 def _odd_value(s):

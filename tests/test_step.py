@@ -14,10 +14,10 @@ import pytest
 from conftest import close, fixture_texts, mean_gradient, poisoned_loss, write_jsonl
 from mlx.utils import tree_flatten, tree_map
 
+from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.data.batching import Batch, make_batch, padded_width, steps_per_epoch
 from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.model.loader import add_adapters, load_base
-from qlora_gui.core.train.config import TrainConfig
 from qlora_gui.core.train.losses import token_loss
 from qlora_gui.core.train.step import TrainStep, evaluate_loss
 

@@ -124,8 +124,8 @@ def test_copied_command_line_gives_back_the_same_settings(tmp_path):
 
     from qlora_gui.cli import build_parser
     from qlora_gui.cli.train import config_from_args
+    from qlora_gui.core.config import TrainConfig
     from qlora_gui.core.train.command_line import train_command
-    from qlora_gui.core.train.config import TrainConfig
 
     cfg = TrainConfig(
         model="/m",

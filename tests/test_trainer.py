@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 from conftest import close, fixture_texts, poisoned_loss, tiny_config, write_jsonl
 
-from qlora_gui.core.runs import checkpoints as ckpt
-from qlora_gui.core.runs.run_folder import RunFolder
-from qlora_gui.core.train.config import TrainConfig
-from qlora_gui.core.train.events import (
+from qlora_gui.core.config import TrainConfig
+from qlora_gui.core.events import (
     CheckpointSaved,
     Failed,
     Finished,
@@ -23,6 +21,8 @@ from qlora_gui.core.train.events import (
     TrainWarning,
     ValidationResult,
 )
+from qlora_gui.core.runs import checkpoints as ckpt
+from qlora_gui.core.runs.run_folder import RunFolder
 from qlora_gui.core.train.trainer import Trainer
 
 

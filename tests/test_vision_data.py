@@ -12,7 +12,7 @@ from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.data.intake import IntakeOptions, read_dataset
 from qlora_gui.core.data.media import media_parts
 from qlora_gui.core.data.vision_rows import VISION
-from qlora_gui.core.train.events import Failed
+from qlora_gui.core.events import Failed
 from qlora_gui.core.train.trainer import Trainer
 
 CHAT = [{"role": "user", "content": "What colour?"}, {"role": "assistant", "content": "red"}]

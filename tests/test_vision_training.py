@@ -15,12 +15,12 @@ pytest.importorskip("mlx_vlm")
 
 from vision_models import FAMILIES, QUESTION, run_events, square_png, vision_config  # noqa: E402
 
-from qlora_gui.core.after.vision_answer import answer, load_vision_model  # noqa: E402
 from qlora_gui.core.data.batching import make_batch  # noqa: E402
 from qlora_gui.core.data.dataset import check_data  # noqa: E402
+from qlora_gui.core.events import Failed, Finished, RunStarted, SampleAnswers  # noqa: E402
+from qlora_gui.core.inference.vision_answer import answer, load_vision_model  # noqa: E402
 from qlora_gui.core.model.vision_model import load_processor, vision_logits  # noqa: E402
 from qlora_gui.core.runs import checkpoints as ckpt  # noqa: E402
-from qlora_gui.core.train.events import Failed, Finished, RunStarted, SampleAnswers  # noqa: E402
 from qlora_gui.core.train.vision_step import picture_arrays  # noqa: E402
 
 
@@ -177,8 +177,8 @@ def test_dora_on_a_4_bit_base_trains_and_mlx_vlm_restores_both(vision_models, sq
 def test_a_vision_run_exports_as_an_mlx_vlm_folder_and_the_rest_says_not_yet(vision_runs, tmp_path):
     from qlora_gui.core.after.evaluation import evaluate
     from qlora_gui.core.after.export import ExportRequest, export
-    from qlora_gui.core.after.inference import read_adapter
     from qlora_gui.core.errors import UserError
+    from qlora_gui.core.inference.adapters import read_adapter
 
     adapter = read_adapter(vision_runs["gemma3"][0])
     assert adapter.is_vision

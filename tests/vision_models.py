@@ -296,7 +296,7 @@ QUESTION = "What colour is the square?"
 
 
 def vision_config(model: Path, data: Path, run: Path, **kw):
-    from qlora_gui.core.train.config import TrainConfig
+    from qlora_gui.core.config import TrainConfig
 
     base = dict(
         model=str(model),

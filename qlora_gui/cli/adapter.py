@@ -11,7 +11,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from ..core.after.sampling import SamplingSettings
+from ..core.inference.sampling import SamplingSettings
 from .console import note, progress
 
 ADAPTER_HELP = (
@@ -108,13 +108,13 @@ def add_adapter_parsers(sub) -> None:
 
 
 def _adapter(args: argparse.Namespace):
-    from ..core.after.inference import read_adapter
+    from ..core.inference.adapters import read_adapter
 
     return read_adapter(args.adapter_path) if args.adapter_path else None
 
 
 def _is_vision(args: argparse.Namespace, adapter) -> bool:
-    from ..core.after.inference import base_model_of
+    from ..core.inference.adapters import base_model_of
     from ..core.model.model_files import resolve_model_path
     from ..core.model.vision_model import is_vision_model
 
@@ -126,9 +126,9 @@ def run_vision_generate(args: argparse.Namespace, adapter, prompt: str) -> int:
     """Answers about pictures: the base's and the adapter's (--compare), through the forward training used."""
     import time
 
-    from ..core.after.inference import base_model_of
-    from ..core.after.vision_answer import load_vision_model, stream_answer
     from ..core.errors import UserError
+    from ..core.inference.adapters import base_model_of
+    from ..core.inference.vision_answer import load_vision_model, stream_answer
     from ..core.model.model_files import resolve_model_path
 
     base = base_model_of(adapter, args.model) if adapter is not None else resolve_model_path(args.model)
@@ -150,9 +150,9 @@ def run_vision_generate(args: argparse.Namespace, adapter, prompt: str) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from ..core.after.generation import format_prompt, stream_text
-    from ..core.after.inference import base_view, load_with_adapter
     from ..core.errors import UserError
+    from ..core.inference.adapters import base_view, load_with_adapter
+    from ..core.inference.generation import format_prompt, stream_text
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     adapter = _adapter(args)

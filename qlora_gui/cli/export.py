@@ -46,7 +46,7 @@ def add_export_parser(sub) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..core.after.export import ExportRequest, export
-    from ..core.after.inference import default_adapter, read_adapter
+    from ..core.inference.adapters import default_adapter, read_adapter
     from ..core.runs.run_folder import checkpoint_step
 
     path = Path(args.run).expanduser()

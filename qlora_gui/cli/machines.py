@@ -15,12 +15,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..core.config import TrainConfig, config_from_dict
 from ..core.distributed.event_lines import LaunchNote
 from ..core.distributed.hostfile import Machines
 from ..core.distributed.launch import CONTROL_LINES
 from ..core.errors import ConfigError, UserError
-from ..core.train.config import TrainConfig, config_from_dict
-from ..core.train.events import Event, EventCallback, Failed
+from ..core.events import Event, EventCallback, Failed
 from .console import ctrl_c_stops, note
 
 

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
 from ..core.distributed.event_lines import JsonLinePrinter
 from ..core.errors import ConfigError
+from ..core.events import Event, Failed, Finished, Recovered, RunStarted, SampleAnswers, StepReport, one_line
 from ..core.runs.run_plan import new_run_folder, resumed_config
 from ..core.train.command_line import add_setting_flags, apply_flag_values, flag_values
-from ..core.train.config import SETTINGS, STEP_NOTE, TrainConfig, load_config_file
-from ..core.train.events import Event, Failed, Finished, Recovered, RunStarted, SampleAnswers, StepReport, one_line
 from .console import abort, ctrl_c_stops, error, note
 from .machines import (
     add_machine_flags,

@@ -8,13 +8,13 @@ from platformdirs import user_data_dir
 from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtWidgets import QApplication, QMainWindow, QMessageBox, QTabWidget
 
+from ..core.config import TrainConfig
 from ..core.errors import ConfigError
+from ..core.events import Failed
 from ..core.memory import memory_budget
 from ..core.runs.pending_run import PendingRun
 from ..core.runs.run_plan import plan_resume, planned_total, step_plan
-from ..core.train.config import TrainConfig
 from ..core.train.estimate import estimate_memory
-from ..core.train.events import Failed
 from ..core.train.preference_mode import mode_mismatch
 from .desktop import dropped_data_path
 from .dialogs.export_dialog import ExportDialog

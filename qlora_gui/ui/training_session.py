@@ -9,9 +9,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
 from ..core.distributed.event_lines import LaunchNote
-from ..core.memory import GB
-from ..core.sleep_guard import SleepGuard
-from ..core.train.events import (
+from ..core.events import (
     CheckpointSaved,
     Failed,
     Finished,
@@ -25,6 +23,8 @@ from ..core.train.events import (
     TrainWarning,
     ValidationResult,
 )
+from ..core.memory import GB
+from ..core.sleep_guard import SleepGuard
 from .views.training_view import TrainingView
 from .workers.training_worker import EarlierEvents, TrainingWorker
 

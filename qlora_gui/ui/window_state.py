@@ -8,8 +8,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMainWindow
 
+from ..core.config import config_from_dict, default_of
 from ..core.errors import ConfigError
-from ..core.train.config import config_from_dict, default_of
 from . import theme
 from .views.dataset_panel import DatasetPanel
 from .views.model_panel import ModelPanel

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..inference.adapters import AdapterSource, base_as_trained
 from .gguf_arch import gguf_architecture, gguf_tensor_name, llama_permute, tensor_mapper, text_hparams
-from .inference import AdapterSource, base_as_trained
 from .staging import staged
 
 PEFT_WEIGHTS = "adapter_model.safetensors"

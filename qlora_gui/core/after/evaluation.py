@@ -17,17 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import default_of
 from ..data.batching import eval_batches, make_batch
 from ..data.dataset import check_data
 from ..data.formats import is_prompts
 from ..errors import DataError, UserError
+from ..inference.adapters import AdapterSource, base_view, default_adapter, load_with_adapter
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..runs import checkpoints as ckpt
 from ..runs.run_folder import RunFolder
-from ..train.config import default_of
 from ..train.losses import ChunkedLoss, LossFn, chunked_loss_for
 from ..train.step import evaluate_loss
-from .inference import AdapterSource, base_view, default_adapter, load_with_adapter
 from .pair_evaluation import PairScores, pair_scores
 from .reward_evaluation import KEYS as REWARD_KEYS
 from .reward_evaluation import mean_rewards

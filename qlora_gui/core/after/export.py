@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..inference.adapters import AdapterSource, base_as_trained, base_model_of
 from .adapter_export import write_gguf_adapter, write_peft_adapter
 from .destinations import (
     chat_template_of,
@@ -31,7 +32,6 @@ from .gguf_export import (
     gguf_type,
 )
 from .gguf_kquants import K_QUANTS, NEEDS, llama_cpp_available, quantize_k
-from .inference import AdapterSource, base_as_trained, base_model_of
 from .staging import refuse_existing, staged
 
 FORMATS = {

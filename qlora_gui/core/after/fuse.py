@@ -25,10 +25,10 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import UserError
+from ..inference.adapters import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
 from ..model.fast_quant import restore_quantized_layers
 from ..model.loader import BaseWeights, LoadedModel
 from .gguf_arch import ARCHITECTURES, unsupported_reason
-from .inference import AdapterSource, adapter_layers, base_as_trained, load_with_adapter
 from .staging import refuse_existing, staged
 
 if TYPE_CHECKING:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..inference.adapters import AdapterSource
 from ..runs import checkpoints as ckpt
 from ..runs.history import read_sample_answers
 from ..runs.run_summary import summarize_run
 from ..version import VERSION
 from .evaluation import read_evaluations
-from .inference import AdapterSource
 
 CARD = "README.md"
 SETTINGS = ("fine_tune_type", "num_layers", "lora_parameters", "learning_rate", "iters", "batch_size", "max_seq_length")

@@ -8,13 +8,13 @@ from typing import Any
 
 import mlx.nn as nn
 
+from ..config import TrainConfig, default_of
 from ..data.encode import EncodedSplit
 from ..data.intake import RawSplit
-from ..train.config import TrainConfig, default_of
+from ..inference.adapters import base_view
 from ..train.grpo_mode import GrpoRollout
 from ..train.preference_mode import preference_loss
 from ..train.rewards import RewardOptions, RewardSet, choose_rewards
-from .inference import base_view
 
 # The settings that decide how the answers are sampled and scored.
 KEYS = (

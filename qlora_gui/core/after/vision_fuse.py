@@ -14,9 +14,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..inference.adapters import AdapterSource, base_model_of
 from ..model.vision_model import add_vision_adapters_from, load_processor, load_vision_base
 from .fuse import FuseResult, Progress
-from .inference import AdapterSource, base_model_of
 from .staging import refuse_existing, staged
 
 WEIGHTS_GLOBS = ("*.safetensors", "*.safetensors.index.json")

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..config import default_of
 from ..errors import DataError
 from ..gc_policy import without_cyclic_gc
-from ..train.config import default_of
 from . import token_cache
 from .chat_template import FALLBACK_TEMPLATE_DOC, has_chat_template, template_description
 from .encode import EncodedSplit

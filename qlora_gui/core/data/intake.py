@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..train.config import default_of
+from ..config import default_of
 from .file_rows import FileRows
 from .formats import FORMATS, detect_format
 from .json_rows import OnProgress, Span, stream_rows

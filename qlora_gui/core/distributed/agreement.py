@@ -15,10 +15,10 @@ from typing import Any, cast
 
 import mlx.core as mx
 
+from ..config import TrainConfig
 from ..errors import UserError
 from ..runs import checkpoints as ckpt
 from ..runs.run_folder import RunFolder
-from ..train.config import TrainConfig
 
 POLL_SECONDS = 0.25  # how often paused ranks ask each other whether to go on
 NAME_BYTES = 64
@@ -151,8 +151,8 @@ def settings_on_ranks(cfg: TrainConfig, world: int, resumed_run: Path | None) ->
 
 def _ranks_before(run_dir: Path) -> int | None:
     """How many ranks the run's last start had (its metrics.jsonl); None when unknown."""
+    from ..events import RunStarted
     from ..runs.history import read_events
-    from ..train.events import RunStarted
 
     starts = [e for e in read_events(run_dir) if isinstance(e, RunStarted)]
     return max(len(starts[-1].machines or []), 1) if starts else None

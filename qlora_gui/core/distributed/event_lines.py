@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import IO, ClassVar
 
-from ..train.events import Event
-from ..train.events import parse_event_line as parse_line
+from ..events import Event
+from ..events import parse_event_line as parse_line
 
 
 @dataclass

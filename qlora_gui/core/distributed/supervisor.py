@@ -25,11 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from ..config import TrainConfig
 from ..errors import UserError
+from ..events import Event, EventCallback, Failed, Finished
 from ..model.model_files import resolve_model_path
 from ..runs.run_plan import resume_source
-from ..train.config import TrainConfig
-from ..train.events import Event, EventCallback, Failed, Finished
 from .checks import CheckReport, Runner, SystemRunner, check_machines
 from .event_lines import LaunchNote, parse_event_line
 from .faults import RankEnd, fault_message, first_cause, launcher_line, rank_error

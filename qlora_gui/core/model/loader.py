@@ -16,8 +16,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 
+from ..config import TrainConfig
 from ..errors import ModelError
-from ..train.config import TrainConfig
 from .grouped_lora import ELEMENTWISE_OPTIMIZERS, group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
 

@@ -22,8 +22,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from ..config import TrainConfig
 from ..errors import ModelError
-from ..train.config import TrainConfig
 from .loader import LoadedModel
 
 VISION_EXTRA = "pip install 'qlora-gui[vision]'"

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..train.events import Event, Recovered, RunStarted, SampleAnswers, StepReport, ValidationResult, parse_event_line
+from ..events import Event, Recovered, RunStarted, SampleAnswers, StepReport, ValidationResult, parse_event_line
 from .run_folder import RunFolder
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..train.config import TrainConfig
+from ..config import TrainConfig
 from .run_plan import new_run_folder
 
 MODEL_KEYS = frozenset({"model", "quantize_bits", "quantize_group_size"})  # the Model tab's part

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig, load_config_file
 from ..data.batching import planned_steps
 from ..errors import ConfigError, UserError
-from ..train.config import TrainConfig, load_config_file
 from . import checkpoints as ckpt
 from .run_folder import STATE_FILE, RunFolder, checkpoint_step, run_of
 from .run_lock import folder_owner, in_use_message

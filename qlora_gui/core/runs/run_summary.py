@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ..train.events import Event, Failed, Finished, StepReport, ValidationResult, finite_or_none, parse_event_line
+from ..events import Event, Failed, Finished, StepReport, ValidationResult, finite_or_none, parse_event_line
 from .checkpoints import atomic_write_text
 from .history import STEP_REPORT_PREFIX, file_stamp, metrics_lines
 from .run_folder import RunFolder

@@ -7,8 +7,8 @@ import shlex
 from collections.abc import Iterable
 from typing import Any
 
-from .config import SETTING_BY_KEY, SETTINGS, TrainConfig
-from .setting import Setting
+from ..config import SETTING_BY_KEY, SETTINGS, TrainConfig
+from ..setting import Setting
 
 # PEFT's name for the LoRA strength; mlx-lm stores scale = alpha / rank. A conversion, not a setting of its own.
 ALPHA_FLAG = "--lora-alpha"

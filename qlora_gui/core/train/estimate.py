@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TrainConfig, default_of
+from ..config import TrainConfig, default_of
 from .losses import chunk_positions
 from .optimizer import state_copies
 

@@ -20,14 +20,14 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..after.inference import base_view
+from ..config import TrainConfig
 from ..data.batching import Batch, eval_batches, padded_width, position_bucket
 from ..data.encode import EncodedSplit
 from ..data.intake import RawSplit
 from ..data.prompt_rows import PromptFormat
 from ..errors import UserError
-from .config import TrainConfig
-from .events import Event, GroupCompletions, RewardReport, SampleAnswers
+from ..events import Event, GroupCompletions, RewardReport, SampleAnswers
+from ..inference.adapters import base_view
 from .grpo import GrpoLoss, base_token_logps, group_advantages
 from .rewards import CHECK_ROWS, RewardOptions, RewardSet, choose_rewards
 

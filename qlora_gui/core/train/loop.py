@@ -11,24 +11,24 @@ from typing import Any, cast
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
+from ..config import TrainConfig
 from ..data.batching import Batch, epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..distributed.agreement import sum_across_ranks
+from ..events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
 from ..memory import GB, clear_cache_if_above
 from ..model.grouped_lora import mlx_layout
 from ..model.loader import adapter_weights
 from ..runs import checkpoints as ckpt
 from ..runs.checkpoints import TrainState
-from ..runs.run_record import RunRecord
-from .config import TrainConfig
 from .divergence import Diverged, DivergenceGuard
-from .events import Event, Finished, PreferenceReport, Recovered, ValidationResult, finite_or_none
 from .grpo_mode import GrpoRollout
 from .losses import LossFn
 from .memory_ceiling import MemoryCeiling, ceiling_by_default, step_shape
 from .optimizer import build_optimizer
 from .preference_mode import LazyReference
 from .progress import Progress
+from .run_record import RunRecord
 from .sample_answers import Answerer
 from .step import LossTotals, TrainStep, evaluate_totals
 

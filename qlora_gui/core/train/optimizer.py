@@ -9,8 +9,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from .config import AUTO_WARMUP_SHARE, TrainConfig
-from .mlx_keys import OPTIMIZER_CLASS_NAMES
+from ..config import AUTO_WARMUP_SHARE, TrainConfig
+from ..mlx_keys import OPTIMIZER_CLASS_NAMES
 
 OPTIMIZER_CLASSES = {name: getattr(optim, cls) for name, cls in OPTIMIZER_CLASS_NAMES.items()}
 

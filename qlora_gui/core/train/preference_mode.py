@@ -7,12 +7,12 @@ import time
 import mlx.nn as nn
 import numpy as np
 
-from ..after.inference import base_view
+from ..config import TrainConfig
 from ..data.batching import epoch_batches, eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from ..data.formats import is_preference, is_prompts
 from ..errors import UserError
-from .config import TrainConfig
+from ..inference.adapters import base_view
 from .grpo import GrpoLoss
 from .losses import ChunkedLoss, LossFn
 from .preference import PreferenceLoss, sequence_logps

@@ -19,6 +19,7 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
+from ..config import TrainConfig
 from ..data.batching import epoch_batches, eval_batches, make_batch, padded_width, planned_steps
 from ..data.dataset import training_data
 from ..data.encode import EncodedSplit
@@ -30,7 +31,6 @@ from ..model.grouped_lora import load_adapter_weights
 from ..model.loader import adapter_weights, use_grad_checkpoint
 from ..model.model_files import load_tokenizer, resolve_model_path
 from ..model.vision_model import is_vision_model
-from .config import TrainConfig
 from .estimate import estimate_memory
 from .grpo import GrpoLoss
 from .grpo_mode import full_length_batches

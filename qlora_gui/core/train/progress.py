@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..distributed.agreement import rank_shares
+from ..events import PreferenceReport, StepReport
 from ..memory import GB, sample
-from .events import PreferenceReport, StepReport
 
 
 class Progress:

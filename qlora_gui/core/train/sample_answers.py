@@ -16,9 +16,6 @@ from typing import Any, Protocol
 
 import mlx.nn as nn
 
-from ..after.generation import format_prompt, stream_text
-from ..after.samples import PromptSample, sample_from_row
-from ..after.sampling import SamplingSettings
 from ..data.chat_template import rejection_hint
 from ..data.formats import detect_format
 from ..data.intake import RawSplit
@@ -26,7 +23,10 @@ from ..data.json_rows import read_rows
 from ..data.problems import Problems
 from ..data.rows import content_text
 from ..errors import DataError
-from .events import SampleAnswers
+from ..events import SampleAnswers
+from ..inference.generation import format_prompt, stream_text
+from ..inference.samples import PromptSample, sample_from_row
+from ..inference.sampling import SamplingSettings
 
 
 def prompts_from_file(path: str | Path, limit: int) -> list[PromptSample]:

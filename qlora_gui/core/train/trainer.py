@@ -15,11 +15,13 @@ from pathlib import Path
 
 import mlx.core as mx
 
+from ..config import TrainConfig
 from ..data.batching import epoch_batches, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
 from ..data.hf_dataset import write_hf_dataset
 from ..distributed import agreement
 from ..errors import DataError, TrainingError, UserError
+from ..events import Event, EventCallback, Failed, RunStarted
 from ..gc_policy import keep_long_lived
 from ..memory import apply_limits, blas_in_use, device_name, reset_peak
 from ..model.loader import adapter_config, load_start_adapter, parameter_counts
@@ -27,15 +29,13 @@ from ..model.model_files import load_tokenizer, resolve_model_path
 from ..model.vision_model import is_vision_model
 from ..runs.run_folder import RunFolder
 from ..runs.run_plan import resume_source
-from ..runs.run_record import RunRecord
-from .config import TrainConfig
-from .events import Event, EventCallback, Failed, RunStarted
 from .grpo import GrpoLoss
 from .grpo_mode import GrpoRollout, run_rewards
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
 from .preference_mode import LazyReference, check_mode_fits_data, preference_loss
 from .progress import Progress
+from .run_record import RunRecord
 from .sample_answers import SampleAnswerer, choose_prompts
 from .training_model import prepare_model
 from .vision_run import run_vision

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..model.fast_quant import fast_path_available, use_fast_quantized_layers
 from ..model.loader import LoadedModel, add_adapters, load_base, use_grad_checkpoint
-from .config import TrainConfig
 from .grpo import GrpoLoss
 from .losses import LossFn, chunked_loss_for
 from .preference import PreferenceLoss

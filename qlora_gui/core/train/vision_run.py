@@ -10,9 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..config import TrainConfig
 from ..data.batching import epoch_batches, padding_share, steps_per_epoch
 from ..data.dataset import DataReport, training_data
 from ..errors import ConfigError, DataError
+from ..events import Event, RunStarted
 from ..gc_policy import keep_long_lived
 from ..memory import apply_limits, blas_in_use, device_name, reset_peak
 from ..model.loader import load_start_adapter, parameter_counts
@@ -25,10 +27,8 @@ from ..model.vision_model import (
     vision_family,
 )
 from ..runs.run_folder import RunFolder
-from ..runs.run_record import RunRecord
-from .config import TrainConfig
-from .events import Event, RunStarted
 from .loop import RunControl, TrainingLoop
+from .run_record import RunRecord
 from .vision_samples import PictureAnswerer, choose_picture_prompts
 from .vision_step import VisionBatcher, VisionLoss
 

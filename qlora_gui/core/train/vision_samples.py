@@ -10,11 +10,11 @@ from typing import Any
 
 import mlx.nn as nn
 
-from ..after.samples import PromptSample, sample_from_row
-from ..after.vision_answer import VisionModel, stream_answer
 from ..data.intake import RawSplit
 from ..data.vision_rows import VISION, image_paths
-from .events import SampleAnswers
+from ..events import SampleAnswers
+from ..inference.samples import PromptSample, sample_from_row
+from ..inference.vision_answer import VisionModel, stream_answer
 
 
 def choose_picture_prompts(

@@ -26,9 +26,9 @@ from ...core.after import export as exporting
 from ...core.after.destinations import lmstudio_models_dir
 from ...core.after.fuse import gguf_support
 from ...core.after.gguf_export import GGUF_TYPES
-from ...core.after.inference import base_as_trained, checkpoint_choices, read_adapter
 from ...core.after.staging import refuse_existing
 from ...core.errors import UserError
+from ...core.inference.adapters import base_as_trained, checkpoint_choices, read_adapter
 from ...core.runs.run_folder import checkpoint_step
 from ...core.runs.run_plan import unused_path
 from ..desktop import open_folder

@@ -28,13 +28,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import SETTING_BY_KEY
 from ...core.data.dataset import DataReport
 from ...core.data.formats import is_preference, is_prompts
 from ...core.data.intake import RawSplit
 from ...core.gc_policy import keep_long_lived
 from ...core.resources import sample_data_path
 from ...core.runs.pending_run import PendingRun
-from ...core.train.config import SETTING_BY_KEY
 from ...core.train.preference_mode import mode_mismatch
 from ..theme import style_plot
 from ..widgets.setting_widgets import make_widget, show_value

@@ -18,12 +18,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import SETTING_BY_KEY
 from ...core.errors import ModelError
 from ...core.model.demo_model import demo_model_dir, ensure_demo_model
 from ...core.model.model_files import check_model_files
 from ...core.model.model_scan import ModelInfo, describe_model, format_bytes, format_count, scan_models
 from ...core.runs.pending_run import PendingRun
-from ...core.train.config import SETTING_BY_KEY
 from ..dialogs.download_dialog import DownloadDialog
 from ..workers.jobs import start_job
 

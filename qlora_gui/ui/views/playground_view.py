@@ -21,8 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.after.generation import GenerationUpdate
-from ...core.after.samples import PromptSample
+from ...core.inference.generation import GenerationUpdate
+from ...core.inference.samples import PromptSample
 from ...core.runs.run_folder import checkpoint_step, run_of
 from ..widgets.answer_pane import AnswerPane
 from ..widgets.image_drop import ImageDrop

@@ -22,12 +22,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ...core.errors import ConfigError
 from ...core.memory import GB
 from ...core.resources import resource_path
 from ...core.runs.pending_run import PendingRun
 from ...core.train.command_line import apply_flag_values, train_command
-from ...core.train.config import SETTING_BY_KEY, SETTINGS, TrainConfig, config_from_dict, read_yaml_mapping
 from ...core.train.estimate import MemoryEstimate
 from ..widgets.machines_box import MachinesBox
 from ..widgets.preflight_box import PreflightBox

@@ -20,8 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.runs.history import sample_answers_of, surviving_events
-from ...core.train.events import (
+from ...core.events import (
     CheckpointSaved,
     Event,
     Failed,
@@ -36,6 +35,7 @@ from ...core.train.events import (
     TrainWarning,
     ValidationResult,
 )
+from ...core.runs.history import sample_answers_of, surviving_events
 from ..desktop import open_folder
 from ..widgets.charts import TrainingCharts
 from ..widgets.completions_view import CompletionsView

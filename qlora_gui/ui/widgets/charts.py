@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QGraphicsItem, QLabel, QStackedWidget, QVBoxLayout, QWidget
 
-from ...core.train.events import Event, Recovered, RunStarted, StepReport, ValidationResult, finite_or_none
+from ...core.events import Event, Recovered, RunStarted, StepReport, ValidationResult, finite_or_none
 from ..theme import color_legend, style_plot
 from .chart_history import MAX, MEAN, ChartHistory
 

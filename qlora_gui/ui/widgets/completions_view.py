@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.train.events import Event, GroupCompletions
+from ...core.events import Event, GroupCompletions
 
 BEST_COLOUR = QColor(80, 180, 110, 90)  # light enough for dark mode too
 WORST_COLOUR = QColor(220, 90, 80, 80)

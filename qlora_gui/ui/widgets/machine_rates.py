@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
 
-from ...core.train.events import RunStarted, StepReport
+from ...core.events import RunStarted, StepReport
 
 
 class MachineRates(QTreeWidget):

@@ -32,11 +32,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ...core.config import TrainConfig
 from ...core.distributed.checks import CheckReport
 from ...core.distributed.hostfile import JACCL_NEEDS, LOCAL, Host, Machines
 from ...core.distributed.supervisor import check_run_machines
 from ...core.errors import UserError
-from ...core.train.config import TrainConfig
 from ..workers.jobs import FunctionJob, start_job
 
 BACKENDS = (

@@ -9,7 +9,7 @@ import pyqtgraph as pg
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from ...core.train.events import Event, PreferenceReport
+from ...core.events import Event, PreferenceReport
 from ..theme import color_legend, style_plot
 from .charts import ChartStack, dot_legend, show_lone_points
 

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from ...core.config import TrainConfig
 from ...core.memory import GB, memory_budget
-from ...core.train.config import TrainConfig
 from ...core.train.preflight import PreflightResult, memory_fingerprint, preflight_in_child
 from ..workers.jobs import FunctionJob, start_job
 

@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
-from ...core.train.events import Event, RewardReport
+from ...core.events import Event, RewardReport
 from ..theme import color_legend, style_plot
 from .charts import ChartStack, dot_legend, show_lone_points
 

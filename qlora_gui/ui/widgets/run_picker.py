@@ -7,7 +7,7 @@ from pathlib import Path
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QWidget
 
-from ...core.after.inference import checkpoint_choices
+from ...core.inference.adapters import checkpoint_choices
 from ...core.runs.checkpoints import list_checkpoints
 from ...core.runs.run_summary import list_runs
 

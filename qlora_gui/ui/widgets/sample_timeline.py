@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ...core.train.events import SampleAnswers
+from ...core.events import SampleAnswers
 
 MATCH_COLOUR = QColor(80, 180, 110, 90)  # a cell whose answer gives the reference; light enough for dark mode too
 SNIPPET = 24  # characters of an answer shown in the overview's cells

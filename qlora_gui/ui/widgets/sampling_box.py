@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QDoubleSpinBox, QFormLayout, QGroupBox, QSpinBox, QWidget
 
-from ...core.after.sampling import SamplingSettings
+from ...core.inference.sampling import SamplingSettings
 
 
 class SamplingBox(QGroupBox):

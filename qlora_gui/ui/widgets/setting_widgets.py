@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from ...core.errors import ConfigError
-from ...core.train.setting import Setting
+from ...core.setting import Setting
 
 SPIN_LIMIT = 2**31 - 1  # QSpinBox holds a C int
 

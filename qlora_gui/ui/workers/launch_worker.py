@@ -13,8 +13,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject
 
+from ...core.config import TrainConfig
 from ...core.distributed.supervisor import DistributedRun
-from ...core.train.config import TrainConfig
 from ..widgets.machines_box import MachinesChoice
 from .event_worker import EventWorker
 from .training_worker import TrainingWorker, posting_earlier_events

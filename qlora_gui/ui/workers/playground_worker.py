@@ -102,8 +102,8 @@ class GenerationWorker(EventWorker):
                 self.post(Idle())
 
     def _do_load(self, adapter_path: str, model: str | None = None) -> None:
-        from ...core.after.inference import load_with_adapter, read_adapter
-        from ...core.after.samples import ValidationSamples
+        from ...core.inference.adapters import load_with_adapter, read_adapter
+        from ...core.inference.samples import ValidationSamples
         from ...core.model.demo_model import has_random_weights
 
         self._loaded = self._vision = None
@@ -126,8 +126,8 @@ class GenerationWorker(EventWorker):
         )
 
     def _load_vision(self, adapter, model: str | None) -> None:
-        from ...core.after.inference import base_model_of
-        from ...core.after.vision_answer import load_vision_model
+        from ...core.inference.adapters import base_model_of
+        from ...core.inference.vision_answer import load_vision_model
         from ...core.model.demo_model import has_random_weights
 
         base = base_model_of(adapter, model)
@@ -149,10 +149,10 @@ class GenerationWorker(EventWorker):
     def _do_format(
         self, prompt: str, system: str, template: bool, history: list | None = None, image: str = ""
     ) -> None:
-        from ...core.after.generation import format_prompt, template_note
+        from ...core.inference.generation import format_prompt, template_note
 
         if self._vision is not None:
-            from ...core.after.vision_answer import prompt_text
+            from ...core.inference.vision_answer import prompt_text
 
             pictures = 1 if image else 0
             self.post(PromptShown(prompt_text(self._vision, prompt, pictures), f"chat template, {pictures} picture(s)"))
@@ -186,7 +186,7 @@ class GenerationWorker(EventWorker):
     ) -> None:
         """Both sides answer; with `history` each side continues its own conversation (its own answers). A vision
         model answers about `image` (when given) with the prompt."""
-        from ...core.after.generation import (
+        from ...core.inference.generation import (
             SIDES,
             SamplingSettings,
             format_prompt,
@@ -195,7 +195,7 @@ class GenerationWorker(EventWorker):
         )
 
         if self._vision is not None:
-            from ...core.after.vision_answer import answer_side_by_side, prompt_text
+            from ...core.inference.vision_answer import answer_side_by_side, prompt_text
 
             images = [image] if image else []
             self.post(PromptShown(prompt_text(self._vision, prompt, len(images)), f"{len(images)} picture(s)"))

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject
 
+from ...core.config import TrainConfig
+from ...core.events import Event, Failed, RunStarted
 from ...core.runs.history import read_events
-from ...core.train.config import TrainConfig
-from ...core.train.events import Event, Failed, RunStarted
 from .event_worker import EventWorker
 
 

@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import default_of
 from ..data.formats import FORMATS
 from ..data.intake import IntakeOptions, read_dataset
-from ..train.config import default_of
 
 
 @dataclass

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
-from ..memory import GB
+from .errors import ConfigError
+from .memory import GB
 
 # mlx-lm's YAML loader adds this resolver so that `1e-5` (no dot) reads as a number, as YAML 1.2 has it; ours
 # matches it (mlx_lm/lora.py's yaml_loader), and strings in that form given by other means read as numbers too.
@@ -210,3 +210,36 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the config must be a mapping of key: value lines")
     return values
+
+
+# mlx-lm's hf_dataset: its keys, and what is wrong with a value
+FEATURES = {"prompt_feature": "prompt", "completion_feature": "completion", "chat_feature": "messages",
+            "text_feature": "text"}  # fmt: skip
+ENTRY_KEYS = {"path", "config", "train_split", "valid_split", "test_split", "mask_prompt", *FEATURES}
+
+
+def entries(value: Any) -> list[dict[str, Any]]:
+    """hf_dataset as a list of entries (mlx-lm takes one mapping or a list, concatenated)."""
+    return [value] if isinstance(value, dict) else list(value or [])
+
+
+def hf_dataset_problem(value: Any) -> str | None:
+    """Why an hf_dataset value cannot be read, naming the fix; None when it is fine."""
+    if value is None:
+        return None
+    if not isinstance(value, (dict, list)) or not value:
+        return f"must be a mapping (path, train_split, ...) or a list of them, got {value!r}"
+    for i, entry in enumerate(entries(value)):
+        where = "" if isinstance(value, dict) else f"entry {i + 1}: "
+        if not isinstance(entry, dict):
+            return f"{where}must be a mapping with path, train_split, ..., got {entry!r}"
+        if "name" in entry and "path" not in entry:
+            return f"{where}mlx-lm names the dataset 'path' (was 'name' in older versions); rename it"
+        if not isinstance(entry.get("path"), str) or not entry["path"]:
+            return f"{where}needs 'path', the dataset's name on the Hub or a local folder"
+        unknown = sorted(set(entry) - ENTRY_KEYS)
+        if unknown:
+            return f"{where}unknown key {unknown[0]!r}; the keys are {', '.join(sorted(ENTRY_KEYS))}"
+        if not isinstance(entry.get("config", {}), dict):
+            return f"{where}config must be a mapping of load_dataset arguments, got {entry['config']!r}"
+    return None

@@ -20,19 +20,11 @@ from typing import Any
 
 import yaml
 
+from ..config import TrainConfig
 from ..errors import UserError
-from ..train.config import TrainConfig
-from ..train.events import (
-    Event,
-    PreferenceReport,
-    RewardReport,
-    RunStarted,
-    SampleAnswers,
-    StepReport,
-    ValidationResult,
-)
-from ..train.mlx_keys import tracker_names
-from .run_folder import RunFolder
+from ..events import Event, PreferenceReport, RewardReport, RunStarted, SampleAnswers, StepReport, ValidationResult
+from ..mlx_keys import tracker_names
+from ..runs.run_folder import RunFolder
 
 LOGGED = (StepReport, ValidationResult, PreferenceReport, RewardReport)  # the events whose numbers are logged
 

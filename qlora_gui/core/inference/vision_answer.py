@@ -26,8 +26,8 @@ from ..model.vision_model import (
     vision_family,
     vision_logits,
 )
+from .adapters import base_view
 from .generation import SIDES, GenerationUpdate
-from .inference import base_view
 from .sampling import SamplingSettings
 
 

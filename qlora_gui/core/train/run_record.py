@@ -10,12 +10,12 @@ from typing import IO, Any
 
 import mlx.core as mx
 
+from ..config import TrainConfig
 from ..errors import TrainingError
-from ..train.config import TrainConfig
-from ..train.events import CheckpointSaved, Event, EventCallback, TrainWarning
-from . import checkpoints as ckpt
-from .run_folder import RunFolder
-from .run_lock import RunLock
+from ..events import CheckpointSaved, Event, EventCallback, TrainWarning
+from ..runs import checkpoints as ckpt
+from ..runs.run_folder import RunFolder
+from ..runs.run_lock import RunLock
 from .trackers import start_trackers
 
 

@@ -1,6 +1,6 @@
 """What a setting is: its key, flag, help, type, range or choices, default, and place in the Settings tab.
 
-Each training setting is declared once, as a field of `TrainConfig` made with `setting()` (core/train/config.py).
+Each training setting is declared once, as a field of `TrainConfig` made with `setting()` (core/config.py).
 The command line's flags and --help, the YAML reader, `TrainConfig.validate()`, the Settings and Data tabs,
 presets and "Copy CLI command" all read these declarations, so they cannot disagree.
 """

@@ -18,7 +18,7 @@ import mlx.nn as nn
 
 from ..data.chat_template import has_chat_template, render_chat
 from ..data.encode import encode_chat_text
-from .inference import base_view
+from .adapters import base_view
 from .sampling import SamplingSettings
 
 SIDES = ("base", "adapter")

@@ -16,10 +16,10 @@ from typing import Any
 
 import yaml
 
-from ..data.hf_dataset import hf_dataset_problem
-from ..errors import ConfigError
+from .errors import ConfigError
 from .mlx_keys import (
     OPTIMIZER_CLASS_NAMES,
+    hf_dataset_problem,
     lr_schedule_problem,
     mlx_only_values,
     optimizer_config_problem,
