@@ -18,8 +18,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..errors import ModelError
 from ..train.config import TrainConfig
-from .grouped_lora import group_lora_layers, grouped_layout, mlx_layout
+from .grouped_lora import SharedInputLoRA, group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
+from .stacked_lora import stack_adapters, unstack_adapters
 
 
 @dataclass
@@ -72,6 +73,7 @@ def load_base(
 def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
     """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks, or on all when the model
     has fewer (presets and the default of 16 fit every model). Returns a note when that happened."""
+    from mlx_lm.tuner.lora import LoRALinear
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     model.freeze()
@@ -90,6 +92,7 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
     group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
+    stack_adapters(model, (LoRALinear, SharedInputLoRA))  # one tensor per kind across blocks (stacked_lora.py)
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
@@ -209,6 +212,7 @@ def use_grad_checkpoint(model: nn.Module) -> int:
     whole process instead), so other models in the process are untouched. Dropout inside a block draws
     from keys passed into the checkpointed call, so forward and recomputation use the same masks.
     """
+    unstack_adapters(model)  # the recomputation takes each block's own parameters as its inputs
     count = 0
     for layer in model.layers:
         base, box = type(layer), _Keys()
