@@ -14,7 +14,7 @@ from ..data.formats import is_preference
 from ..errors import UserError
 from .config import TrainConfig
 from .losses import ChunkedLoss, LossFn
-from .preference import PreferenceLoss, sequence_logps
+from .preference import PreferenceLoss, pair_logps
 
 PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
 
@@ -45,6 +45,14 @@ def check_mode_fits_data(mode: str, data_format: str | None, data: str) -> None:
 def preference_loss(cfg: TrainConfig) -> LossFn | None:
     """The loss of a preference mode; None for SFT (whose loss the model decides)."""
     return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
+
+
+def share_prefixes(loss: LossFn, data: dict[str, EncodedSplit]) -> None:
+    """Batches of pairs compute each pair's common prefix once where the loss found the model can
+    (prefix_sharing.py); else their rows stay whole."""
+    if getattr(loss, "shares_prefix", False):
+        for split in data.values():
+            split.share_prefix = split.pairs > 0
 
 
 class LazyReference:
@@ -101,8 +109,7 @@ def answer_logps(model: nn.Module, split: EncodedSplit, idx: np.ndarray, head: C
     model.eval()
     try:
         with base_view(model):
-            inputs, positions, targets, weights = make_batch(split, idx).arrays()[:4]
-            logps, _ = sequence_logps(model, inputs, positions, targets, weights, head)
+            logps, _ = pair_logps(model, make_batch(split, idx).model_arrays(), head)
             return np.array(logps)
     finally:
         model.train(was_training)
