@@ -87,6 +87,8 @@ class SharedPrefix:
     continuations: np.ndarray  # (2P, C) each row's input tokens after its pair's prefix, chosen sides first
     index: np.ndarray  # (K,) for each trained entry, its hidden state's row in [prefixes; continuations]
     owners: np.ndarray  # (K,) the batch row (of 2P) each trained entry belongs to
+    targets: np.ndarray  # (K,) as Batch.targets, K bucketed by the continuations' width
+    weights: np.ndarray  # (K,)
 
 
 @dataclass
@@ -109,7 +111,7 @@ class Batch:
         """`arrays()` without the reference."""
         if self.shared is not None:
             s = self.shared
-            arrays = [s.prompts, s.left_padding, s.continuations, s.index, s.owners, self.targets, self.weights]
+            arrays = [s.prompts, s.left_padding, s.continuations, s.index, s.owners, s.targets, s.weights]
         else:
             arrays = [self.inputs, self.positions, self.targets, self.weights]
         return tuple(mx.array(a) for a in arrays)
@@ -143,18 +145,27 @@ def make_batch(split: EncodedSplit, idx: np.ndarray) -> Batch:
     weights = np.zeros(k, dtype=np.float32)
     weights[: len(flat)] = 1.0
     reference = split.reference[idx] if split.reference is not None else None
-    shared = shared_prefix(split, idx, positions[: len(flat)], width - 1, k) if split.share_prefix else None
+    shared = shared_prefix(split, idx, flat, width - 1, targets[: len(flat)]) if split.share_prefix else None
     return Batch(tokens[:, :-1], positions, targets, weights, reference, shared)
 
 
+SHARED_WIDTHS_PER_OCTAVE = 4  # a shared batch has two widths (prefixes, continuations): coarser, fewer shapes
+
+
 def _bucket(n: int) -> int:
-    """A width of at least n (at least 1), from the few widths `padded_width` makes."""
-    return padded_width(max(n, 1) + 1) - 1
+    """A width of at least n (at least 1): multiples of a step of 1/4 of the width's octave (at least 8),
+    so that the pairs of an epoch make few (prefix, continuation) shapes to compile (wikisql: 51 shapes in 250
+    batches of 4 pairs, whole rows 26), at the cost of some padding."""
+    n = max(n, 1)
+    step = max(PAD_MULTIPLE, (1 << (n.bit_length() - 1)) // SHARED_WIDTHS_PER_OCTAVE)
+    return step * math.ceil(n / step)
 
 
-def shared_prefix(split: EncodedSplit, rows: np.ndarray, flat: np.ndarray, width: int, k: int) -> SharedPrefix:
+def shared_prefix(
+    split: EncodedSplit, rows: np.ndarray, flat: np.ndarray, width: int, targets: np.ndarray
+) -> SharedPrefix:
     """The batch of pairs `rows` (chosen sides, then rejected) as prefixes and continuations; `flat` are the
-    trained entries' positions in the plain (rows, width) inputs, `k` the entries with their padding."""
+    trained entries' positions in the plain (rows, width) inputs, `targets` their next tokens."""
     p = len(rows) // 2
     inputs = [split.tokens[i][:-1] for i in rows]  # a row's last token is only a target
     common = np.zeros(p, dtype=np.int64)
@@ -175,12 +186,14 @@ def shared_prefix(split: EncodedSplit, rows: np.ndarray, flat: np.ndarray, width
         continuations[r, : len(rest)] = rest
     row, pos = flat // width, flat % width
     start = common[row % p]
-    index = np.where(pos < start, (row % p) * s + (s - start) + pos, p * s + row * c + (pos - start))
-    full_index = np.zeros(k, dtype=np.int32)
-    full_index[: len(flat)] = index
-    owners = np.zeros(k, dtype=np.int32)
-    owners[: len(flat)] = row
-    return SharedPrefix(prompts, (s - common).astype(np.int32), continuations, full_index, owners)
+    n = len(flat)
+    k = position_bucket(n, c, 2 * p) if n <= 2 * p * c else position_bucket(n, width, 2 * p)
+    padded = [np.zeros(k, dtype=np.int32) for _ in range(3)]
+    padded[0][:n] = np.where(pos < start, (row % p) * s + (s - start) + pos, p * s + row * c + (pos - start))
+    padded[1][:n], padded[2][:n] = row, targets
+    weights = np.zeros(k, dtype=np.float32)
+    weights[:n] = 1.0
+    return SharedPrefix(prompts, (s - common).astype(np.int32), continuations, *padded, weights)
 
 
 def padding_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
