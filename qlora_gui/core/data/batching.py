@@ -188,12 +188,13 @@ def shared_prefix(
     start = common[row % p]
     n = len(flat)
     k = position_bucket(n, c, 2 * p) if n <= 2 * p * c else position_bucket(n, width, 2 * p)
-    padded = [np.zeros(k, dtype=np.int32) for _ in range(3)]
-    padded[0][:n] = np.where(pos < start, (row % p) * s + (s - start) + pos, p * s + row * c + (pos - start))
-    padded[1][:n], padded[2][:n] = row, targets
+    index, owners, padded_targets = (np.zeros(k, dtype=np.int32) for _ in range(3))
+    index[:n] = np.where(pos < start, (row % p) * s + (s - start) + pos, p * s + row * c + (pos - start))
+    owners[:n], padded_targets[:n] = row, targets
     weights = np.zeros(k, dtype=np.float32)
     weights[:n] = 1.0
-    return SharedPrefix(prompts, (s - common).astype(np.int32), continuations, *padded, weights)
+    left_padding = (s - common).astype(np.int32)
+    return SharedPrefix(prompts, left_padding, continuations, index, owners, padded_targets, weights)
 
 
 def padding_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:
