@@ -250,6 +250,8 @@ def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn 
     for batch in batches:
         out = loss_fn(model, *batch.arrays())
         sums = mx.concatenate([mx.stack([out[0], out[1].astype(mx.float32)]), *out[2:]])
+        if totals is not None:
+            mx.eval(totals)  # one batch in flight while the next is built: MLX allocates what it queues
         totals = sums if totals is None else totals + sums
         mx.async_eval(totals)
     return cast(list[float], totals.tolist()) if totals is not None else [0.0, 0.0]
