@@ -85,19 +85,21 @@ class AdapterStack(nn.Module):
         return cast(mx.array, cached[1][index])
 
 
-SPLIT_WIDTH = (
-    8  # MLX's split gives its gradient as one concatenation up to 10 parts, as a slice update per part past that
-)
+@mx.custom_function
+def _split_blocks(stacked: mx.array) -> tuple[mx.array, ...]:
+    return tuple(p.squeeze(0) for p in mx.split(stacked, stacked.shape[0], axis=0))
+
+
+@_split_blocks.vjp
+def _split_blocks_vjp(primals: Any, cotangents: Any, outputs: Any) -> mx.array:
+    # One concatenation of the blocks' gradients: MLX's own split makes one only up to 10 parts (a slice
+    # update per part past that).
+    return mx.stack(list(cotangents))
 
 
 def _slices(stacked: mx.array) -> list[mx.array]:
-    """The blocks' slices of a stacked array, split in two levels of at most SPLIT_WIDTH parts, so that the
-    gradient is a few concatenations (16 blocks: 3 kernels) rather than a slice update per block."""
-    count = stacked.shape[0]
-    if count <= SPLIT_WIDTH:
-        return [p.squeeze(0) for p in mx.split(stacked, count, axis=0)]
-    bounds = list(range(SPLIT_WIDTH, count, SPLIT_WIDTH))
-    return [p.squeeze(0) for part in mx.split(stacked, bounds, axis=0) for p in mx.split(part, part.shape[0], axis=0)]
+    """The blocks' slices of a stacked array (views); their gradients join in one concatenation."""
+    return list(cast(tuple[mx.array, ...], _split_blocks(stacked)))
 
 
 def _stacked_property(attr: str) -> property:
