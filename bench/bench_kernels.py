@@ -18,6 +18,12 @@ it: our adapters (`add_adapters`), our optimizer and schedule (AdamW with warmup
 the chunked loss with `--chunk` positions per chunk (261: the GPU's chunk for a 128,256 vocabulary), clipping
 at `--grad-clip` (the app's default is 1.0; mlx_lm.lora has none, hence 0 here by default).
 
+Two counts: "cpu graph" is the graph as MLX builds it here, where `mx.fast.rms_norm` and `mx.fast.rope` have no
+CPU kernel and expand into their fallbacks (about 30 nodes per block, the same in both tools); "gpu" counts them
+as they launch on a GPU (Metal and CUDA have fused kernels for both and for their gradients): one kernel forward
+and one backward per call. Attention stays a fallback in both counts: MLX uses its fused attention only outside
+gradient tracing.
+
 The count depends on the structure (layers, projections, chunks, positions), not on the widths: the defaults
 are the 1B layer structure (16 layers, 32/8 heads, LoRA rank 8 on all 7 projections, batch 8 x 96) at small
 widths so it builds in seconds; `--hidden 2048 --inter 8192 --vocab 128256` gives the same counts.
@@ -61,9 +67,10 @@ _NODE = re.compile(r'^\{ (\d+) \[label ="([^"]+)", shape=rectangle\]; \}$')
 _EDGE = re.compile(r'^"?([^" ]+)"? -> "?([^" ]+)"?$')
 
 
-def count_kernels(outputs: list[mx.array]) -> dict[str, Any]:
+def count_kernels(outputs: list[mx.array], gpu: bool = False) -> dict[str, Any]:
     """Primitive nodes of the outputs' lazy graph by kind (fused elementwise chains as one 'Compiled'), and
-    the launches they make (a Concatenate makes one copy per input)."""
+    the launches they make (a Concatenate makes one copy per input). `gpu`: a custom function's node, which
+    only hands on its inner outputs, launches nothing either."""
     buf = io.StringIO()
     mx.export_to_dot(buf, *outputs)
     labels: dict[str, str] = {}
@@ -80,11 +87,38 @@ def count_kernels(outputs: list[mx.array]) -> dict[str, Any]:
     launches = 0
     for node, label in labels.items():
         kind = "Compiled" if label.startswith("Compiled") else label
-        if kind in VIEWS:
+        if kind in VIEWS or (gpu and kind == "CustomTransforms"):
             continue
         kinds[kind] += 1
         launches += inputs[node] if kind == "Concatenate" else 1
     return {"kernels": sum(kinds.values()), "launches": launches, "by_kind": dict(sorted(kinds.items()))}
+
+
+def _one_kernel_each_way(x: mx.array, *_: Any, **__: Any) -> mx.array:
+    """A stand-in for a fused GPU op of x (the output's shape is x's): one kernel forward, one backward (a scan,
+    which `mx.compile` does not fuse with its neighbours, as a fused GPU kernel is not)."""
+
+    @mx.custom_function
+    def op(x: mx.array) -> mx.array:
+        return mx.cummax(x, axis=-1)
+
+    @op.vjp
+    def op_vjp(primals: Any, cotangent: Any, output: Any) -> Any:
+        return mx.cummax(cotangent, axis=-1)
+
+    return op(x)  # type: ignore[no-any-return]
+
+
+def gpu_fast_ops() -> Any:
+    """Patch `mx.fast.rms_norm` and `mx.fast.rope` with one-kernel stand-ins (for counting only); returns a
+    function that puts them back."""
+    saved = mx.fast.rms_norm, mx.fast.rope
+    mx.fast.rms_norm, mx.fast.rope = _one_kernel_each_way, _one_kernel_each_way
+
+    def restore() -> None:
+        mx.fast.rms_norm, mx.fast.rope = saved
+
+    return restore
 
 
 def build_model(a: argparse.Namespace, dtype: str) -> nn.Module:
@@ -193,6 +227,17 @@ def main() -> None:
             ours = count_kernels(our_outputs(build_model(a, dtype), tokens, a))
             theirs = count_kernels(mlx_lm_outputs(build_model(a, dtype), tokens))
             result[dtype] = {"ours": ours, "mlx_lm": theirs, "ratio": round(ours["kernels"] / theirs["kernels"], 3)}
+            restore = gpu_fast_ops()
+            try:
+                ours = count_kernels(our_outputs(build_model(a, dtype), tokens, a), gpu=True)
+                theirs = count_kernels(mlx_lm_outputs(build_model(a, dtype), tokens), gpu=True)
+            finally:
+                restore()
+            result[dtype]["gpu"] = {
+                "ours": ours,
+                "mlx_lm": theirs,
+                "ratio": round(ours["kernels"] / theirs["kernels"], 3),
+            }
     finally:
         mx.async_eval = async_eval  # type: ignore[assignment]
     text = json.dumps(result, indent=1)
@@ -200,9 +245,11 @@ def main() -> None:
     for dtype in a.dtypes.split(","):
         r = result[dtype]
         o, m = r["ours"], r["mlx_lm"]
+        g = r["gpu"]
         print(
             f"{dtype}: ours {o['kernels']} kernels ({o['launches']} launches), mlx-lm {m['kernels']} "
-            f"({m['launches']}): {r['ratio']:.2f}x",
+            f"({m['launches']}): {r['ratio']:.2f}x; gpu: ours {g['ours']['kernels']} ({g['ours']['launches']}), "
+            f"mlx-lm {g['mlx_lm']['kernels']} ({g['mlx_lm']['launches']}): {g['ratio']:.2f}x",
             file=sys.stderr,
         )
         diff = {k: (o["by_kind"].get(k, 0), m["by_kind"].get(k, 0)) for k in set(o["by_kind"]) | set(m["by_kind"])}

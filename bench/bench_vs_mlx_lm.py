@@ -7,6 +7,8 @@
 Shapes (random weights, built here; nothing downloads):
   tiny   Llama, hidden 256, 4 layers, vocab 1024 (float32; the 4-bit copy from it)
   proxy  Llama, hidden 256, 4 layers, vocab 128,256, tied embeddings (bfloat16): a large-vocabulary stand-in
+  mid    Llama, hidden 1024, 8 layers, intermediate 2816, 8/4 heads, vocab 128,256, tied (float32: arithmetic-
+         bound on a CPU; --dtypes bf16 where the machine has bfloat16 arithmetic)
   1b     Llama-3.2-1B shape: hidden 2048, 16 layers, intermediate 8192, 32/8 heads, vocab 128,256, tied (bfloat16)
 Dtypes: fp32, bf16, q4 (a 4-bit copy made by mlx-lm's own converter from the shape's float model).
 
@@ -44,6 +46,16 @@ SHAPES = {
         model_vocab_size=128_256,
         tie_word_embeddings=True,
         dtype="bfloat16",
+    ),
+    "mid": dict(
+        hidden_size=1024,
+        num_layers=8,
+        intermediate_size=2816,
+        num_heads=8,
+        num_kv_heads=4,
+        model_vocab_size=128_256,
+        tie_word_embeddings=True,
+        dtype="float32",
     ),
     "1b": dict(
         hidden_size=2048,
@@ -299,8 +311,9 @@ def main() -> None:
         f"ours with {'MLX quantized kernels' if a.no_fast_quant else 'the default quantized path'}"
     )
     for dtype, model in models.items():
-        ours, theirs = [], []
+        ours, theirs, loads = [], [], []
         for rep in range(a.reps):
+            loads.append(os.getloadavg()[0])
             out = Path(tempfile.mkdtemp(prefix=f"{dtype}-{rep}-", dir=tmp))
             if a.mlx_lm_first:
                 theirs.append(run_mlx_lm(model, data, out, a, env))
@@ -316,6 +329,8 @@ def main() -> None:
             ("final val loss", "val_loss", "{:.3f}", 1),
         ):
             print(ratio_line(label, key, ours, theirs, fmt, scale))
+        loads.append(os.getloadavg()[0])
+        print(f"  load average (1 min) at each pair's start and at the end: {', '.join(f'{x:.1f}' for x in loads)}")
         if any(r["code"] for r in ours + theirs):
             print(f"  exit codes: ours {[r['code'] for r in ours]}, mlx_lm {[r['code'] for r in theirs]}")
 

@@ -13,6 +13,7 @@ from mlx.utils import tree_flatten
 from qlora_gui.core.config import TrainConfig
 from qlora_gui.core.model.grouped_lora import SharedInputLoRA, grouped_layout, load_adapter_weights, mlx_layout
 from qlora_gui.core.model.loader import adapter_weights, add_adapters, load_base, parameter_counts
+from qlora_gui.core.model.stacked_lora import per_layer_layout
 from qlora_gui.core.train.losses import token_loss
 
 LORA = {"rank": 4, "scale": 10.0, "dropout": 0.0}
@@ -39,7 +40,8 @@ def test_groups_form_and_the_adapters_keep_mlx_lms_names(demo_model):
     groups = [m for _, m in ours.named_modules() if isinstance(m, SharedInputLoRA)]
     assert len(groups) == 4  # q/k/v and gate/up in each of 2 blocks
     assert all("base" in g for g in groups)  # their base layers as one too: one matmul forward, one backward
-    assert len(tree_flatten(ours.trainable_parameters())) == 16 < len(weights) == 28
+    # 4 adapters per block (q/k/v, o, gate/up, down), A and B each, stacked across the 2 blocks (stacked_lora.py)
+    assert len(tree_flatten(ours.trainable_parameters())) == 8 < len(weights) == 28
     saved = adapter_weights(ours)
     assert saved.keys() == weights.keys()
     assert all(np.array_equal(np.array(saved[k]), np.array(v)) for k, v in weights.items())
@@ -60,7 +62,7 @@ def test_outputs_and_gradients_are_those_of_separate_adapters(demo_model):
         (loss, _), g = nn.value_and_grad(ours, token_loss)(ours, *args)
         (ref_loss, _), ref = nn.value_and_grad(theirs, token_loss)(theirs, *args)
         assert abs(loss.item() - ref_loss.item()) <= close(1e-5) * abs(ref_loss.item())
-        flat = dict(tree_flatten(g))
+        flat = per_layer_layout(ours, dict(tree_flatten(g)))  # each block's slice of the stacked gradients
         for name, group in ((n, m) for n, m in ours.named_modules() if isinstance(m, SharedInputLoRA)):
             mask = np.array(group._mask.value)  # between the blocks the gradient is exactly zero
             assert not np.array(flat[f"{name}.lora_b"])[mask == 0].any()
@@ -104,3 +106,25 @@ def test_the_base_view_switches_grouped_adapters_off(demo_model):
     with base_view(ours):
         np.testing.assert_allclose(np.array(ours(tokens)), np.array(base(tokens)), atol=close(1e-5), rtol=0)
     assert np.array_equal(np.array(ours(tokens)), adapted)
+
+
+def test_stacked_adapters_take_a_start_adapter_for_some_blocks_and_unstack_to_the_same_model(demo_model, tmp_path):
+    from qlora_gui.core.model.loader import load_start_adapter
+    from qlora_gui.core.model.stacked_lora import STACK, unstack_adapters
+
+    ours, _, weights = models(demo_model)
+    assert STACK in ours
+    before = adapter_weights(ours)
+    one_block = {k: v * 2 for k, v in weights.items() if ".layers.1." in k}
+    mx.save_safetensors(str(tmp_path / "adapters.safetensors"), one_block)
+    load_start_adapter(ours, tmp_path)
+    after = adapter_weights(ours)
+    for key, value in after.items():  # block 1 from the file, block 0 as it was
+        want = one_block.get(key, before[key])
+        assert np.array_equal(np.array(value), np.array(want)), key
+    tokens = mx.array([[5, 17, 42, 9, 100, 3]])
+    stacked = np.array(ours(tokens))
+    unstack_adapters(ours)
+    assert STACK not in ours and len(tree_flatten(ours.trainable_parameters())) == 16
+    assert np.array_equal(np.array(ours(tokens)), stacked)
+    assert all(np.array_equal(np.array(v), np.array(after[k])) for k, v in adapter_weights(ours).items())

@@ -245,3 +245,34 @@ def test_the_dpo_reference_is_measured_as_pairs_are_read_and_the_same_whenever(d
     pairs = np.concatenate(later)
     rows = np.concatenate([pairs, pairs + train.pairs])
     assert np.array_equal(train.reference[rows], whole[rows])
+
+
+@pytest.mark.parametrize("mode", ["dpo", "orpo"])
+def test_pairs_sharing_their_prompt_give_the_loss_and_gradient_of_whole_rows(demo_model, tokenizer, pair_data, mode):
+    import mlx.nn as nn
+
+    split = check_data(pair_data / "train.jsonl", tokenizer, valid_fraction=0).encoded["train"]
+    split.reference = np.linspace(-40, -20, len(split.tokens)).astype(np.float32)
+    model = load_base(demo_model).model
+    lora = {"rank": 4, "scale": 10.0, "dropout": 0.0}
+    add_adapters(model, TrainConfig(model="m", data="d", num_layers=2, lora_parameters=lora))
+    model.update(tree_map(lambda p: p + 0.05, model.trainable_parameters()))  # adapters that change the answers
+    loss = PreferenceLoss(mode, 0.1)
+    loss.bind(model)
+    assert loss.shares_prefix and "prompt computed once" in loss.description
+    idx = np.array([3, 0, 7, 5])
+    whole = make_batch(split, idx)
+    split.share_prefix = True
+    shared = make_batch(split, idx)
+    assert shared.shared is not None and shared.shared.prompts.shape[1] > 0
+    # the prefix runs once: fewer positions through the model than the two whole rows
+    assert shared.shared.prompts.size + shared.shared.continuations.size < whole.inputs.size
+    value_and_grad = nn.value_and_grad(model, loss)
+    (a, pairs_a, stats_a), g_a = value_and_grad(model, *whole.arrays())
+    (b, pairs_b, stats_b), g_b = value_and_grad(model, *shared.arrays())
+    assert pairs_a.item() == pairs_b.item() == 4
+    np.testing.assert_allclose(b.item(), a.item(), rtol=close(1e-5))
+    np.testing.assert_allclose(np.array(stats_b), np.array(stats_a), rtol=close(1e-4), atol=close(1e-4))
+    for (key, x), (_, y) in zip(tree_flatten(g_a), tree_flatten(g_b), strict=True):
+        scale = float(mx.abs(x).max().item())
+        assert float(mx.abs(x - y).max().item()) <= close(1e-4) * scale, key

@@ -77,6 +77,21 @@ def padded_width(max_len: int) -> int:
 
 
 @dataclass
+class SharedPrefix:
+    """Preference pairs with each pair's common prefix (its prompt) computed once: the prefixes as one batch,
+    left-padded so they all end at the last column, then both sides' continuations after them, right-padded.
+    Hidden states are read from [the prefixes' (P*S rows); the continuations' (2P*C rows)]."""
+
+    prompts: np.ndarray  # (P, S) each pair's common prefix, left-padded with 0
+    left_padding: np.ndarray  # (P,) the pad tokens before each prefix
+    continuations: np.ndarray  # (2P, C) each row's input tokens after its pair's prefix, chosen sides first
+    index: np.ndarray  # (K,) for each trained entry, its hidden state's row in [prefixes; continuations]
+    owners: np.ndarray  # (K,) the batch row (of 2P) each trained entry belongs to
+    targets: np.ndarray  # (K,) as Batch.targets, K bucketed by the continuations' width
+    weights: np.ndarray  # (K,)
+
+
+@dataclass
 class Batch:
     """One micro-batch as the losses take it (see `losses.py`)."""
 
@@ -85,11 +100,21 @@ class Batch:
     targets: np.ndarray  # (K,) the next token at each position
     weights: np.ndarray  # (K,) 1 for a trained token, 0 for the padding entries
     reference: np.ndarray | None = None  # (B,) DPO: each row's answer log-probability under the frozen base
+    shared: SharedPrefix | None = None  # pairs whose prefixes are computed once (a preference loss reads it)
 
     def arrays(self) -> tuple[mx.array, ...]:
-        """What a loss takes after the model: inputs, positions, targets, weights (and the reference)."""
-        arrays = [self.inputs, self.positions, self.targets, self.weights]
-        return tuple(mx.array(a) for a in arrays + ([self.reference] if self.reference is not None else []))
+        """What a loss takes after the model: inputs, positions, targets, weights (and the reference); with a
+        shared prefix: prompts, left padding, continuations, index, owners, targets, weights (and the reference)."""
+        return self.model_arrays() + ((mx.array(self.reference),) if self.reference is not None else ())
+
+    def model_arrays(self) -> tuple[mx.array, ...]:
+        """`arrays()` without the reference."""
+        if self.shared is not None:
+            s = self.shared
+            arrays = [s.prompts, s.left_padding, s.continuations, s.index, s.owners, s.targets, s.weights]
+        else:
+            arrays = [self.inputs, self.positions, self.targets, self.weights]
+        return tuple(mx.array(a) for a in arrays)
 
 
 def position_bucket(trained: int, width: int, rows: int) -> int:
@@ -120,7 +145,56 @@ def make_batch(split: EncodedSplit, idx: np.ndarray) -> Batch:
     weights = np.zeros(k, dtype=np.float32)
     weights[: len(flat)] = 1.0
     reference = split.reference[idx] if split.reference is not None else None
-    return Batch(tokens[:, :-1], positions, targets, weights, reference)
+    shared = shared_prefix(split, idx, flat, width - 1, targets[: len(flat)]) if split.share_prefix else None
+    return Batch(tokens[:, :-1], positions, targets, weights, reference, shared)
+
+
+SHARED_WIDTHS_PER_OCTAVE = 4  # a shared batch has two widths (prefixes, continuations): coarser, fewer shapes
+
+
+def _bucket(n: int) -> int:
+    """A width of at least n (at least 1): multiples of a step of 1/4 of the width's octave (at least 8),
+    so that the pairs of an epoch make few (prefix, continuation) shapes to compile (wikisql: 51 shapes in 250
+    batches of 4 pairs, whole rows 26), at the cost of some padding."""
+    n = max(n, 1)
+    step = max(PAD_MULTIPLE, (1 << (n.bit_length() - 1)) // SHARED_WIDTHS_PER_OCTAVE)
+    return step * math.ceil(n / step)
+
+
+def shared_prefix(
+    split: EncodedSplit, rows: np.ndarray, flat: np.ndarray, width: int, targets: np.ndarray
+) -> SharedPrefix:
+    """The batch of pairs `rows` (chosen sides, then rejected) as prefixes and continuations; `flat` are the
+    trained entries' positions in the plain (rows, width) inputs, `targets` their next tokens."""
+    p = len(rows) // 2
+    inputs = [split.tokens[i][:-1] for i in rows]  # a row's last token is only a target
+    common = np.zeros(p, dtype=np.int64)
+    for j in range(p):
+        a, b = inputs[j], inputs[j + p]
+        n = min(len(a), len(b))
+        differ = np.flatnonzero(a[:n] != b[:n])
+        common[j] = differ[0] if len(differ) else n
+    s = _bucket(int(common.max()))
+    c = _bucket(max(len(x) - int(common[r % p]) for r, x in enumerate(inputs)))
+    prompts = np.zeros((p, s), dtype=np.int32)
+    continuations = np.zeros((2 * p, c), dtype=np.int32)
+    for j in range(p):
+        if common[j]:
+            prompts[j, s - common[j] :] = inputs[j][: common[j]]
+    for r, x in enumerate(inputs):
+        rest = x[common[r % p] :]
+        continuations[r, : len(rest)] = rest
+    row, pos = flat // width, flat % width
+    start = common[row % p]
+    n = len(flat)
+    k = position_bucket(n, c, 2 * p) if n <= 2 * p * c else position_bucket(n, width, 2 * p)
+    index, owners, padded_targets = (np.zeros(k, dtype=np.int32) for _ in range(3))
+    index[:n] = np.where(pos < start, (row % p) * s + (s - start) + pos, p * s + row * c + (pos - start))
+    owners[:n], padded_targets[:n] = row, targets
+    weights = np.zeros(k, dtype=np.float32)
+    weights[:n] = 1.0
+    left_padding = (s - common).astype(np.int32)
+    return SharedPrefix(prompts, left_padding, continuations, index, owners, padded_targets, weights)
 
 
 def padding_share(lengths: np.ndarray, batches: list[np.ndarray]) -> float:

@@ -57,6 +57,7 @@ class EncodedSplit:
     left_out: dict[str, list[int]] = field(default_factory=dict)  # role -> lines whose turn the template left out
     pairs: int = 0  # preference pairs: rows [0, pairs) hold the chosen sides, [pairs, 2 * pairs) the rejected ones
     reference: np.ndarray | None = None  # DPO: each row's summed answer log-probability under the frozen base
+    share_prefix: bool = False  # pairs: batches compute each pair's common prefix once (batching.SharedPrefix)
     trained_tokens: int = -1  # counted while encoding, so a report never reads a memory-mapped split whole
 
     def __post_init__(self) -> None:

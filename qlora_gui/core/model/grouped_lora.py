@@ -30,6 +30,8 @@ from typing import Any, cast
 import mlx.core as mx
 import mlx.nn as nn
 
+from .stacked_lora import per_layer_layout, stacked_layout
+
 GROUPS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))  # projections that read the same input
 ELEMENTWISE_OPTIMIZERS = ("adamw", "adam", "sgd")  # their update of an element reads that element alone
 GROUP_PREFIX = "lora_group_"  # the group's attribute in the block: lora_group_q_proj, lora_group_gate_proj
@@ -75,6 +77,14 @@ class SharedInputLoRA(nn.Module):
         self._cache = _Box(None)  # (input, outputs, reads left): the members' shared product for one input
         self.adapters_on = True  # off: the members compute their base layers alone (see `adapters_off`)
 
+    def block_mask(self) -> mx.array:
+        """1 on the members' blocks of `lora_b`, 0 between them."""
+        return cast(mx.array, self._mask.value)
+
+    def masked_b(self) -> mx.array:
+        """`lora_b` as the product reads it (a stack applies the mask to all blocks' B at once: stacked_lora.py)."""
+        return self.lora_b * self._mask.value
+
     def _columns(self) -> list[tuple[int, int]]:
         starts = [sum(self.widths[:i]) for i in range(len(self.widths))]
         return list(zip(starts, self.widths, strict=True))
@@ -90,7 +100,7 @@ class SharedInputLoRA(nn.Module):
         if not self.adapters_on:
             z = self.base(x) if "base" in self else x[..., :0]  # a member with a base of its own adds nothing
         else:
-            z = (x @ self.lora_a) @ (self.lora_b * self._mask.value)
+            z = (x @ self.lora_a) @ self.masked_b()
             if "base" in self:  # as LoRALinear: the base's output plus the scaled LoRA's, in the input's dtype
                 z = self.base(x) + (self.scale * z).astype(x.dtype)
         outs = cast(list[mx.array], mx.split(z, [s for s, _ in self._columns()[1:]], axis=-1))
@@ -223,7 +233,9 @@ def _groups(model: nn.Module) -> dict[str, SharedInputLoRA]:
 
 def mlx_layout(model: nn.Module, flat: dict[str, mx.array]) -> dict[str, mx.array]:
     """Flat arrays named after the model's parameters (adapters, or optimizer moments: 'PATH.lora_a.m') with
-    each group's arrays split into mlx-lm's per-projection names; other entries as they are."""
+    each group's arrays split into mlx-lm's per-projection names (a stacked tensor first into its blocks' names,
+    stacked_lora.py); other entries as they are."""
+    flat = per_layer_layout(model, flat)
     groups = _groups(model)
     if not groups:
         return flat
@@ -247,10 +259,10 @@ def mlx_layout(model: nn.Module, flat: dict[str, mx.array]) -> dict[str, mx.arra
 
 
 def grouped_layout(model: nn.Module, flat: dict[str, mx.array]) -> dict[str, mx.array]:
-    """`mlx_layout`'s inverse: mlx-lm's per-projection names put together into the model's groups."""
+    """`mlx_layout`'s inverse: mlx-lm's per-projection names put together into the model's groups (and stacks)."""
     groups = _groups(model)
     if not groups:
-        return flat
+        return stacked_layout(model, flat)
     out = dict(flat)
     for owner, group in groups.items():
         parent = owner.rsplit(".", 1)[0]
@@ -264,4 +276,4 @@ def grouped_layout(model: nn.Module, flat: dict[str, mx.array]) -> dict[str, mx.
             for ka, kb in names:
                 del out[ka], out[kb]
             out[f"{owner}.lora_a{rest}"], out[f"{owner}.lora_b{rest}"] = a, b
-    return out
+    return stacked_layout(model, out)

@@ -18,8 +18,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from ..config import TrainConfig
 from ..errors import ModelError
-from .grouped_lora import ELEMENTWISE_OPTIMIZERS, group_lora_layers, grouped_layout, mlx_layout
+from .grouped_lora import ELEMENTWISE_OPTIMIZERS, SharedInputLoRA, group_lora_layers, grouped_layout, mlx_layout
 from .model_files import load_tokenizer
+from .stacked_lora import stack_adapters, unstack_adapters
 
 
 @dataclass
@@ -72,6 +73,7 @@ def load_base(
 def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
     """Freeze the base and put LoRA/DoRA layers on the last `num_layers` blocks, or on all when the model
     has fewer (presets and the default of 16 fit every model). Returns a note when that happened."""
+    from mlx_lm.tuner.lora import LoRALinear
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
     model.freeze()
@@ -91,8 +93,11 @@ def add_adapters(model: nn.Module, cfg: TrainConfig) -> str:
         linear_to_lora_layers(model, num_layers, dict(cfg.lora_parameters), use_dora=cfg.fine_tune_type == "dora")
     except ValueError as e:
         raise ModelError(f"cannot add {cfg.fine_tune_type} adapters: {e}") from e
+    # Grouping and stacking keep the same adapters with fewer kernels per step and the same files; only under an
+    # optimizer whose update of an element reads that element alone (Muon's and Adafactor's read whole matrices).
     if cfg.optimizer in ELEMENTWISE_OPTIMIZERS:
-        group_lora_layers(model)  # the same adapters, fewer kernels per step (grouped_lora.py); the same files
+        group_lora_layers(model)  # projections that share an input (grouped_lora.py)
+        stack_adapters(model, (LoRALinear, SharedInputLoRA))  # one tensor per kind across blocks (stacked_lora.py)
     if not tree_flatten(model.trainable_parameters()):
         keys = cfg.lora_parameters.get("keys")
         raise ModelError(f"no layer matched the LoRA target keys {keys}; leave 'keys' empty for mlx-lm's defaults")
@@ -246,6 +251,7 @@ def use_grad_checkpoint(model: nn.Module) -> int:
     whole process instead), so other models in the process are untouched. Dropout inside a block draws
     from keys passed into the checkpointed call, so forward and recomputation use the same masks.
     """
+    unstack_adapters(model)  # the recomputation takes each block's own parameters as its inputs
     count = 0
     for layer in model.layers:
         base, box = type(layer), _Keys()

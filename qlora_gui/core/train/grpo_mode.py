@@ -147,7 +147,7 @@ def answers_batch(prompts: list[np.ndarray], answers: list[np.ndarray], advantag
     positions[: len(flat)] = flat
     targets[: len(flat)] = tokens[:, 1:].reshape(-1)[flat]
     weights[: len(flat)] = 1.0
-    return GrpoBatch(tokens[:, :-1], positions, targets, weights, None, advantages.astype(np.float32))
+    return GrpoBatch(tokens[:, :-1], positions, targets, weights, advantages=advantages.astype(np.float32))
 
 
 def base_logps(model: nn.Module, batch: GrpoBatch, loss: GrpoLoss) -> np.ndarray:

@@ -217,6 +217,7 @@ class TrainingLoop:
             if step % cfg.steps_per_eval == 0 and step != self.total_steps:
                 is_best = self._record_validation(valid) if valid is not None else False
                 self._answer()
+                mx.clear_cache()  # their buffers (other shapes than a step's) go back, not into the next peak
             periodic = step % cfg.save_every == 0 and step != self.total_steps  # the end saves the last step
             if periodic or is_best:
                 self._save("periodic" if periodic else "best", is_best)

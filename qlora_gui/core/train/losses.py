@@ -90,6 +90,9 @@ class ChunkedLoss:
         self.head = head
         self.cap = _softcap(model)
         self.chunk = chunk_positions(vocab, memory_first)
+        # The vocabulary's ids, made once: inside a step an arange would be a kernel per chunk, every step.
+        self.ids = mx.arange(vocab, dtype=mx.int32)[None, :]
+        mx.eval(self.ids)
 
     def logits(self, hidden: mx.array) -> mx.array:
         return self._post(self.head(hidden))
@@ -108,7 +111,8 @@ class ChunkedLoss:
         loss = ((lse - picked) * w).sum()
         if not with_grad:
             return loss, None
-        onehot = mx.arange(logits.shape[-1])[None, :] == t[:, None]
+        ids = self.ids if self.ids.shape[-1] == logits.shape[-1] else mx.arange(logits.shape[-1])[None, :]
+        onehot = ids == t[:, None]
         dlogits = (mx.exp(logits - lse[:, None]) - onehot) * w[:, None]
         if self.cap:
             dlogits = dlogits * (1 - mx.square(mx.tanh(raw / self.cap).astype(mx.float32)))

@@ -21,6 +21,7 @@ import numpy as np
 from ..data.batching import eval_batches, make_batch
 from ..data.encode import EncodedSplit
 from .losses import ChunkedLoss, chunked_loss_for
+from .prefix_sharing import shared_hidden, shares_prefix
 
 # The sums a preference step reports besides its loss, in this order.
 PREFERENCE_STATS = ("tokens", "won", "margin", "chosen_logp", "rejected_logp")
@@ -48,10 +49,30 @@ def sequence_logps(
     else:
         logits = model(inputs)
         logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+    return _per_row(logits, positions // inputs.shape[1], inputs.shape[0], targets, weights)
+
+
+def _per_row(
+    logits: mx.array, owners: mx.array, rows: int, targets: mx.array, weights: mx.array
+) -> tuple[mx.array, mx.array]:
+    """Each row's summed log-probability of its entries' targets (float32 logits), and their number."""
     logp = -nn.losses.cross_entropy(logits, targets) * weights
-    owner = (positions // inputs.shape[1])[:, None] == mx.arange(inputs.shape[0])[None]  # (K, rows)
+    owner = owners[:, None] == mx.arange(rows)[None]  # (K, rows)
     share = owner.astype(mx.float32) * weights[:, None]
     return logp @ share, weights @ share
+
+
+def pair_logps(model: nn.Module, arrays: tuple[mx.array, ...], head: ChunkedLoss | None) -> tuple[mx.array, mx.array]:
+    """`sequence_logps` of a batch's arrays without its reference (`Batch.model_arrays`), in either layout: whole
+    rows, or pairs sharing their prefix (prompts, left padding, continuations, index, owners, targets, weights:
+    prefix_sharing.py, which needs the head split from the body)."""
+    if len(arrays) == 4:
+        return sequence_logps(model, *arrays, head=head)
+    if head is None:
+        raise ValueError("a batch of shared prefixes needs the model's head split from its body")
+    prompts, left_padding, continuations, index, owners, targets, weights = arrays
+    hidden = shared_hidden(model, prompts, left_padding, continuations, index)
+    return _per_row(head.logits(hidden), owners, continuations.shape[0], targets, weights)
 
 
 def dpo_losses(
@@ -90,12 +111,19 @@ class PreferenceLoss:
             raise ValueError(f"preference mode {mode!r} is not one of {', '.join(MODES)}")
         self.mode, self.beta, self.label_smoothing = mode, beta, label_smoothing
         self.head: ChunkedLoss | None = None
+        self.shares_prefix = False  # batches of pairs compute each pair's common prefix once (see `bind`)
 
     def bind(self, model: nn.Module, memory_first: bool = False) -> str:
         """Use the model's own head on the answers' positions alone where it splits from the body; the run's
         line on its loss. `memory_first`: see `chunk_positions`."""
         split, _ = chunked_loss_for(model, memory_first)
         self.head = split if isinstance(split, ChunkedLoss) else None
+        # Memory first (gradient checkpointing) keeps whole rows: its recomputed blocks take no cache.
+        self.shares_prefix = (
+            self.head is not None
+            and not memory_first
+            and shares_prefix(model, lambda m, *arrays: pair_logps(m, arrays, self.head))
+        )
         return self.description
 
     @property
@@ -104,19 +132,17 @@ class PreferenceLoss:
         extra = f", label smoothing {self.label_smoothing:g}" if self.mode == "dpo" and self.label_smoothing else ""
         reference = "the frozen base as reference" if self.mode == "dpo" else "no reference"
         where = "logits of the answers' tokens only" if self.head is not None else "full logits (no split head)"
-        return f"loss: {self.mode.upper()} (beta {self.beta:g}{extra}; {reference}), {where}"
+        shared = ", each pair's prompt computed once" if self.shares_prefix else ""
+        return f"loss: {self.mode.upper()} (beta {self.beta:g}{extra}; {reference}), {where}{shared}"
 
-    def __call__(
-        self,
-        model: nn.Module,
-        inputs: mx.array,
-        positions: mx.array,
-        targets: mx.array,
-        weights: mx.array,
-        reference: mx.array | None = None,
-    ) -> tuple[mx.array, mx.array, mx.array]:
-        logps, counts = sequence_logps(model, inputs, positions, targets, weights, self.head)
-        p = inputs.shape[0] // 2
+    def __call__(self, model: nn.Module, *arrays: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+        """`arrays`: a batch's (`Batch.arrays`), in either layout, with DPO's reference last."""
+        whole = len(arrays) in (4, 5)
+        n = 4 if whole else 7
+        reference = arrays[n] if len(arrays) > n else None
+        logps, counts = pair_logps(model, arrays[:n], self.head)
+        weights = arrays[n - 1]
+        p = logps.shape[0] // 2
         chosen, rejected = logps[:p], logps[p:]
         if self.mode == "dpo":
             if reference is None:
@@ -147,9 +173,7 @@ def reference_logps(
     model.eval()
     try:
         for idx in eval_batches(split.lengths, batch_size):
-            batch = make_batch(split, idx)
-            inputs, positions, targets, weights = batch.arrays()[:4]
-            logps, _ = sequence_logps(model, inputs, positions, targets, weights, head)
+            logps, _ = pair_logps(model, make_batch(split, idx).model_arrays(), head)
             out[np.concatenate([idx, idx + split.pairs])] = np.array(logps)
     finally:
         model.train(was_training)

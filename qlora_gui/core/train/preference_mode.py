@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..inference.adapters import base_view
 from .grpo import GrpoLoss
 from .losses import ChunkedLoss, LossFn
-from .preference import PreferenceLoss, sequence_logps
+from .preference import PreferenceLoss, pair_logps
 
 PAIR_KEYS = '"prompt", "chosen" and "rejected" (or "messages" with "chosen" and "rejected")'
 PROMPT_KEYS = '"prompt" (text or chat turns), with an optional "answer" and "system"'
@@ -64,6 +64,14 @@ def preference_loss(cfg: TrainConfig) -> LossFn | None:
             cfg.beta, cfg.epsilon, cfg.epsilon_high, cfg.grpo_loss_type, sequence, cfg.max_completion_length
         )
     return PreferenceLoss(cfg.train_mode, cfg.beta, cfg.label_smoothing) if cfg.train_mode != "sft" else None
+
+
+def share_prefixes(loss: LossFn, data: dict[str, EncodedSplit]) -> None:
+    """Batches of pairs compute each pair's common prefix once where the loss found the model can
+    (prefix_sharing.py); else their rows stay whole."""
+    if getattr(loss, "shares_prefix", False):
+        for split in data.values():
+            split.share_prefix = split.pairs > 0
 
 
 class LazyReference:
@@ -120,8 +128,7 @@ def answer_logps(model: nn.Module, split: EncodedSplit, idx: np.ndarray, head: C
     model.eval()
     try:
         with base_view(model):
-            inputs, positions, targets, weights = make_batch(split, idx).arrays()[:4]
-            logps, _ = sequence_logps(model, inputs, positions, targets, weights, head)
+            logps, _ = pair_logps(model, make_batch(split, idx).model_arrays(), head)
             return np.array(logps)
     finally:
         model.train(was_training)

@@ -132,9 +132,9 @@ class TrainStep:
             flag = mx.where(
                 ~mx.isfinite(loss), 1, mx.where(~mx.isfinite(check), 2, mx.where(mean > MAX_SANE_LOSS, 3, 0))
             )
-            numbers = mx.stack([loss, count.astype(mx.float32)])
+            info = mx.stack([flag.astype(mx.float32), loss, count.astype(mx.float32)])
+            numbers = info[1:]  # a view: one concatenation makes both
             sums = mx.concatenate([numbers, out[2].astype(mx.float32)]) if len(out) > 2 else numbers
-            info = mx.concatenate([flag.astype(mx.float32)[None], numbers])
             return g, flag == 0, mx.where(flag == 0, sums, 0.0), info, check
 
         def gradient_check(g: Any) -> mx.array:
@@ -149,7 +149,7 @@ class TrainStep:
             """The optimizer's update from the summed gradient, kept only where `ok` (inside the graph: the
             choice fuses into the update's own elementwise work, so a skipped step costs no kernel; see
             gated_update.py)."""
-            count = totals[1]
+            count = _count(totals)
             if grad_clip > 0:
                 if norm_squared is None:
                     norm_squared = gradient_check(grads)
@@ -170,7 +170,7 @@ class TrainStep:
 
         def alone_update(*arrays: mx.array) -> tuple[mx.array, mx.array]:
             g, keep, totals, info, check = forward_backward(*arrays)
-            update(g, totals, check if grad_clip > 0 else None, keep & (totals[1] > 0))
+            update(g, totals, check if grad_clip > 0 else None, keep & (_count(totals) > 0))
             return totals, info
 
         def first(*arrays: mx.array) -> Micro:
@@ -183,11 +183,11 @@ class TrainStep:
 
         def more_update(grads: Any, totals: mx.array, *arrays: mx.array) -> tuple[mx.array, mx.array]:
             grads, totals, info = more(grads, totals, *arrays)
-            update(grads, totals, None, totals[1] > 0)
+            update(grads, totals, None, _count(totals) > 0)
             return totals, info
 
         def update_summed(grads: Any, totals: mx.array) -> None:
-            update(grads, totals, None, totals[1] > 0)
+            update(grads, totals, None, _count(totals) > 0)
 
         def build(fn: Callable[..., Any]) -> Callable[..., Any]:
             return mx.compile(fn, inputs=self.state, outputs=self.state) if compiled else fn
@@ -264,12 +264,19 @@ class TrainStep:
             return schedule(mx.array(max(self.updates - 1, 0), dtype=mx.uint64)).item()
 
 
+def _count(totals: mx.array) -> mx.array:
+    """totals[1] as a view (an integer index would be a gather: a kernel)."""
+    return totals[1:2].reshape(())
+
+
 def evaluate_totals(model: nn.Module, batches: Iterable[Batch], loss_fn: LossFn = token_loss) -> LossTotals:
     """The loss's totals over batches; no gradients, one host read at the end."""
     totals: mx.array | None = None
     for batch in batches:
         out = loss_fn(model, *batch.arrays())
         sums = mx.concatenate([mx.stack([out[0], out[1].astype(mx.float32)]), *out[2:]])
+        if totals is not None:
+            mx.eval(totals)  # one batch in flight while the next is built: MLX allocates what it queues
         totals = sums if totals is None else totals + sums
         mx.async_eval(totals)
     return LossTotals.of(cast(list[float], totals.tolist()) if totals is not None else [0.0, 0.0])

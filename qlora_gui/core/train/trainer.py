@@ -33,7 +33,7 @@ from .grpo import GrpoLoss
 from .grpo_mode import GrpoRollout, run_rewards
 from .loop import RunControl, TrainingLoop
 from .losses import LossFn
-from .preference_mode import LazyReference, check_mode_fits_data, preference_loss
+from .preference_mode import LazyReference, check_mode_fits_data, preference_loss, share_prefixes
 from .progress import Progress
 from .run_record import RunRecord
 from .sample_answers import SampleAnswerer, choose_prompts
@@ -150,6 +150,7 @@ class Trainer:
         if world > 1:  # every rank stops and pauses at the same step, whichever of them was asked
             agreed = agreement.AgreedControl(self.group, self._stop.is_set, lambda: self.paused)
             control = RunControl(agreed.stop_requested, agreed.wait_if_paused)
+        share_prefixes(prepared.loss_fn, data)  # pairs: each pair's prompt computed once, where the model allows
         reference = None
         if cfg.train_mode == "dpo":  # the base's log-probabilities, as pairs are first read (the same on resume)
             reference = LazyReference(model, prepared.loss_fn, cfg.batch_size, cfg.seed, world)

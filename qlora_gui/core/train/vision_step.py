@@ -54,7 +54,9 @@ class VisionBatcher:
         pictures = [mx.array(a) for a in picture_arrays(self.processor, self.family, paths)]
         pixels, grid = pictures[0], (pictures[1] if len(pictures) > 1 else None)
         media = picture_inputs(self.model, self.family, mx.array(text.inputs), pixels, grid)
-        return VisionBatch(text.inputs, text.positions, text.targets, text.weights, text.reference, media)
+        return VisionBatch(
+            text.inputs, text.positions, text.targets, text.weights, reference=text.reference, media=media
+        )
 
 
 class VisionLoss:
