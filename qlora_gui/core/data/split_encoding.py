@@ -15,14 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from .encode import ENCODE_CHUNK, EncodedRow, EncodedSplit, _encode_turns, encode_rows, tokenize_plain
+from .encode import ENCODE_CHUNK, EncodedSplit, _encode_turns, encode_turn_chunk, tokenize_plain
 from .formats import format_named
 from .intake import RawSplit
 from .json_rows import OnProgress
 from .preference_rows import SIDES, PreferenceFormat
 from .problems import Problems
 from .ragged import Ragged, RaggedWriter, row_positions
-from .rows import CHAT, TEXT, TextFormat
+from .rows import CHAT, TEXT, TextFormat, TurnsFormat
 
 
 class _Writer:
@@ -70,13 +70,6 @@ def _text_chunks(raw: RawSplit, fmt: TextFormat, tokenizer: Any) -> Iterator[tup
             yield pending[0], pending[1].result()
 
 
-def _flat(rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
-    if not rows:
-        return np.zeros(0, np.int32), np.zeros(0, bool), lengths
-    return np.concatenate([r.ids for r in rows]), np.concatenate([r.trained for r in rows]), lengths
-
-
 def encode_split(
     raw: RawSplit,
     tokenizer: Any,
@@ -104,17 +97,18 @@ def encode_split(
         else:
             lines = raw.lines[start : start + len(chunk)]
             reject = lambda i, message, lines=lines: problems.add(raw.file, lines[i], message)  # noqa: E731
-            encoded = list(encode_rows(chunk, fmt.name, tokenizer, mask_prompt, reject))
-            kept = [lines[i] for i, _ in encoded]
-            ids, mask, lengths = _flat([row for _, row in encoded])
-            for line, (_, row) in zip(kept, encoded, strict=True):
-                for role in dict.fromkeys(row.left_out):
+            assert isinstance(fmt, TurnsFormat)  # preference rows went to _encode_pairs
+            encoded = encode_turn_chunk(chunk, fmt, tokenizer, mask_prompt, reject)
+            kept = [lines[i] for i in encoded.kept]
+            ids, mask, lengths = encoded.ids, encoded.trained, encoded.lengths
+            for line, spans, left_out in zip(kept, encoded.spans, encoded.left_out, strict=True):
+                for role in dict.fromkeys(left_out):
                     out.left_out.setdefault(role, []).append(line)
-                if row.spans is not None:
-                    if row.spans.changed:
+                if spans is not None:
+                    if spans.changed:
                         out.changed_lines.append(line)
-                    out.reasoning_rows += bool(row.spans.reasoning_dropped)
-                    out.unmarked_rows += bool(row.spans.unmarked)
+                    out.reasoning_rows += bool(spans.reasoning_dropped)
+                    out.unmarked_rows += bool(spans.unmarked)
         out.lines.extend(kept)
         full.append(lengths)
         positions = row_positions(lengths)
