@@ -249,6 +249,7 @@ class TurnChunk:
     left_out: list[list[str]]
     texts: list[str]
     offsets: np.ndarray | None  # (n, 2) per flat position, where the tokenizer gives them
+    size: int = 0  # rows in the chunk, kept or not
 
 
 def _reject_row(row: dict, i: int, fmt: TurnsFormat, tokenizer: Any, error: Exception, on_reject: OnReject) -> None:
@@ -335,7 +336,7 @@ def encode_turn_chunk(
         known = [r.offsets for r in rows_out if r.offsets is not None]
         offsets = np.concatenate(known) if rows_out and len(known) == len(rows_out) else None
     left_out = [rendered[i][2] for i in kept]
-    return TurnChunk(kept, ids, trained, lengths, spans_kept, left_out, texts, offsets)
+    return TurnChunk(kept, ids, trained, lengths, spans_kept, left_out, texts, offsets, len(rows))
 
 
 def _encode_rendered(

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .encode import ENCODE_CHUNK, EncodedSplit, _encode_turns, encode_turn_chunk, tokenize_plain
+from .encode import ENCODE_CHUNK, EncodedSplit, TurnChunk, _encode_turns, tokenize_plain
+from .encode_workers import encoded_chunks, worker_count
 from .formats import format_named
 from .intake import RawSplit
 from .json_rows import OnProgress
@@ -56,6 +57,12 @@ def _chunks(rows: Any) -> Iterator[tuple[int, list[dict]]]:
         start += len(chunk)
 
 
+def _row_slices(rows: Any) -> Iterator[tuple[int, Any]]:
+    """The rows a chunk at a time as slices: a file's rows stay byte spans until a worker reads them."""
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        yield start, rows[start : start + ENCODE_CHUNK]
+
+
 def _text_chunks(raw: RawSplit, fmt: TextFormat, tokenizer: Any) -> Iterator[tuple[int, Any]]:
     """(first row, (ids, lengths)) of each chunk of text rows. The Rust encoder tokenizes a chunk in a thread
     (it lets go of the GIL) while the next chunk is read and parsed here."""
@@ -88,17 +95,19 @@ def encode_split(
     out = EncodedSplit(Ragged.from_rows([], np.int32), Ragged.from_rows([], np.bool_), np.zeros(0, np.int64), [])
     full: list[np.ndarray] = []
     trained_tokens = no_target = 0
-    chunks = _text_chunks(raw, fmt, tokenizer) if isinstance(fmt, TextFormat) else _chunks(raw.rows)
+    if isinstance(fmt, TextFormat):
+        chunks: Iterator[tuple[int, Any]] = _text_chunks(raw, fmt, tokenizer)
+    else:
+        assert isinstance(fmt, TurnsFormat)  # preference rows went to _encode_pairs
+        workers = worker_count(len(raw.rows))
+        parts = _row_slices(raw.rows) if workers else _chunks(raw.rows)  # a worker reads its own rows
+        chunks = ((s, (c, r)) for s, c, r in encoded_chunks(parts, fmt.name, tokenizer, mask_prompt, workers))
     for start, chunk in chunks:
-        if isinstance(chunk, tuple):  # text rows, tokenized
-            ids, lengths = chunk
-            lines = raw.lines[start : start + len(lengths)]
-            mask, kept = np.ones(len(ids), dtype=bool), lines
-        else:
-            lines = raw.lines[start : start + len(chunk)]
-            reject = lambda i, message, lines=lines: problems.add(raw.file, lines[i], message)  # noqa: E731
-            assert isinstance(fmt, TurnsFormat)  # preference rows went to _encode_pairs
-            encoded = encode_turn_chunk(chunk, fmt, tokenizer, mask_prompt, reject)
+        if isinstance(chunk[0], TurnChunk):
+            encoded, rejects = chunk
+            lines = raw.lines[start : start + encoded.size]
+            for i, message in rejects:
+                problems.add(raw.file, lines[i], message)
             kept = [lines[i] for i in encoded.kept]
             ids, mask, lengths = encoded.ids, encoded.trained, encoded.lengths
             for line, spans, left_out in zip(kept, encoded.spans, encoded.left_out, strict=True):
@@ -109,6 +118,10 @@ def encode_split(
                         out.changed_lines.append(line)
                     out.reasoning_rows += bool(spans.reasoning_dropped)
                     out.unmarked_rows += bool(spans.unmarked)
+        else:  # text rows, tokenized
+            ids, lengths = chunk
+            lines = raw.lines[start : start + len(lengths)]
+            mask, kept = np.ones(len(ids), dtype=bool), lines
         out.lines.extend(kept)
         full.append(lengths)
         positions = row_positions(lengths)
