@@ -23,7 +23,7 @@ from .json_rows import OnProgress
 from .preference_rows import SIDES, PreferenceFormat
 from .problems import Problems
 from .ragged import Ragged, RaggedWriter, row_positions
-from .rows import CHAT, TEXT, TextFormat, TurnsFormat
+from .rows import CHAT, TEXT, TextFormat
 
 
 class _Writer:
@@ -95,13 +95,13 @@ def encode_split(
     out = EncodedSplit(Ragged.from_rows([], np.int32), Ragged.from_rows([], np.bool_), np.zeros(0, np.int64), [])
     full: list[np.ndarray] = []
     trained_tokens = no_target = 0
-    if isinstance(fmt, TextFormat):
+    workers = worker_count(len(raw.rows))
+    if isinstance(fmt, TextFormat) and not workers:
         chunks: Iterator[tuple[int, Any]] = _text_chunks(raw, fmt, tokenizer)
-    else:
-        assert isinstance(fmt, TurnsFormat)  # preference rows went to _encode_pairs
-        workers = worker_count(len(raw.rows))
+    else:  # chat rows, or a large file's text rows in worker processes
         parts = _row_slices(raw.rows) if workers else _chunks(raw.rows)  # a worker reads its own rows
-        chunks = ((s, (c, r)) for s, c, r in encoded_chunks(parts, fmt.name, tokenizer, mask_prompt, workers))
+        encoded_parts = encoded_chunks(parts, fmt.name, tokenizer, mask_prompt, workers)
+        chunks = ((s, c if isinstance(c, tuple) else (c, r)) for s, c, r in encoded_parts)
     for start, chunk in chunks:
         if isinstance(chunk[0], TurnChunk):
             encoded, rejects = chunk
