@@ -90,6 +90,23 @@ def soak(steps: int, every: int, report_every: int) -> dict:
     windows = {"start": (tenth, 2 * tenth), "end": (steps - tenth, steps + 1)}
     ticks = {name: array("d") for name in windows}
 
+    # Each chart redraw's CPU time on the GUI thread, in the same windows: what a redraw costs, whatever the load
+    # (lateness and CPU per step also grow when other work slows the run, since redraws come 4 times a second).
+    redraws = {name: array("d") for name in windows}
+    charts = w.training.charts
+    plain_redraw = charts.redraw
+
+    def timed_redraw() -> None:
+        t0 = time.thread_time()
+        plain_redraw()
+        for name, (a, b) in windows.items():
+            if a <= state["step"] < b:
+                redraws[name].append((time.thread_time() - t0) * 1000)
+
+    charts.redraw = timed_redraw
+    charts._timer.timeout.disconnect(plain_redraw)  # the charts' 4-a-second timer calls the timed one
+    charts._timer.timeout.connect(timed_redraw)
+
     def tick():
         now = time.perf_counter()
         if state["last"] and state["step"]:
@@ -150,6 +167,7 @@ def soak(steps: int, every: int, report_every: int) -> dict:
     app.exec()
     w.worker and w.worker.wait()
     out["ticks"] = {name: list(values) for name, values in ticks.items()}
+    out["redraw_cpu_ms"] = {name: list(values) for name, values in redraws.items()}
     out["reopen"] = reopen(Path(out["run_dir"]), app)
     return out
 
@@ -217,6 +235,14 @@ def main() -> None:
     if all(a in by_step and b in by_step for a, b in window):
         cpu = [(by_step[b]["gui_cpu_s"] - by_step[a]["gui_cpu_s"]) / (b - a) * 1000 for a, b in window]
         print(f"GUI thread CPU per step: steps {tenth}-{2 * tenth} {cpu[0]:.2f} ms, last {tenth} steps {cpu[1]:.2f} ms")
+        rate = [(b - a) / (by_step[b]["seconds"] - by_step[a]["seconds"]) for a, b in window]
+        print(f"training: steps {tenth}-{2 * tenth} {rate[0]:.1f} steps/s, last {tenth} steps {rate[1]:.1f} steps/s")
+    draws = [r["redraw_cpu_ms"]["start"], r["redraw_cpu_ms"]["end"]]
+    print(
+        f"chart redraw, GUI thread CPU median / p99: steps {tenth}-{2 * tenth} {percentile(draws[0], 0.5):.1f} / "
+        f"{percentile(draws[0], 0.99):.1f} ms ({len(draws[0])} redraws), last {tenth} steps "
+        f"{percentile(draws[1], 0.5):.1f} / {percentile(draws[1], 0.99):.1f} ms ({len(draws[1])} redraws)"
+    )
     ro = r["reopen"]
     print(
         f"Reopening the run in the Runs tab (shown + selected, {ro['points']} points): "
