@@ -165,3 +165,18 @@ def test_chat_rows_encoded_in_a_worker_process_are_those_encoded_here(tmp_path, 
         )
         assert [s.spans for s in a.spans] == [s.spans for s in b.spans] and rejects_a == rejects_b
     assert 5 not in here[0][1].kept and "rejected this row" in here[0][2][0][1]
+
+
+def test_unmasked_rows_are_counted_alike_whatever_the_block(monkeypatch):
+    """Blocks are cut by positions (long chat rows once made a block of 30 million): any cut, one count."""
+    from qlora_gui.core.data import encoded_warnings
+    from qlora_gui.core.data.ragged import Ragged
+
+    rng = np.random.default_rng(1)
+    rows = [rng.random(int(rng.integers(0, 30))) < 0.7 for _ in range(3000)]
+    for row in rows[::7]:
+        row[1:] = True
+    expected = sum(1 for r in rows if len(r) > 1 and r[1:].all())
+    for block in (1, 5, 100, 1 << 22):
+        monkeypatch.setattr(encoded_warnings, "POSITIONS_PER_BLOCK", block)
+        assert encoded_warnings.unmasked_rows(Ragged.from_rows(rows, np.bool_)) == expected

@@ -20,7 +20,7 @@ import numpy as np
 
 from .chat_spans import RowSpans, assistant_spans, left_out_roles, probe_conversations, spans_from_probes
 from .chat_template import chat_shape, rejection_hint, render_chat, render_chats
-from .flat_tokens import encode_with_offsets, masks_from_spans, spans_in_order
+from .flat_tokens import ENCODINGS_AT_ONCE, encode_with_offsets, masks_from_spans, spans_in_order
 from .formats import FORMATS
 from .preference_rows import PreferenceFormat
 from .ragged import Ragged
@@ -322,12 +322,20 @@ def encode_turn_chunk(
     backend = _backend(tokenizer)
     offsets: np.ndarray | None
     if backend is not None and spans_in_order(trained_spans):
-        ids, lengths, offsets = encode_with_offsets(backend, texts, leading_bos(tokenizer))
-        trained = (
-            masks_from_spans(offsets, lengths, trained_spans, [len(t) for t in texts])
-            if mask_prompt
-            else np.ones(len(ids), dtype=bool)
-        )
+        bos, parts = leading_bos(tokenizer), []
+        for a in range(0, len(texts), ENCODINGS_AT_ONCE):
+            some = texts[a : a + ENCODINGS_AT_ONCE]
+            ids, lengths, offsets = encode_with_offsets(backend, some, bos)
+            trained = (
+                masks_from_spans(offsets, lengths, trained_spans[a : a + ENCODINGS_AT_ONCE], [len(t) for t in some])
+                if mask_prompt
+                else np.ones(len(ids), dtype=bool)
+            )
+            parts.append((ids, trained, lengths, offsets))
+        if parts:
+            ids, trained, lengths, offsets = (np.concatenate(column) for column in zip(*parts, strict=True))
+        else:
+            ids, trained, lengths, offsets = (np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.int64), None)
     else:  # a slow tokenizer (masks from prefixes, where it has no offsets), row by row
         rows_out = list(_encode_rendered(tokenizer, texts, spans_kept, trained_spans))
         lengths = np.fromiter((len(r.ids) for r in rows_out), dtype=np.int64, count=len(rows_out))
