@@ -1,12 +1,14 @@
 """Data intake at scale: time and memory to check and encode a large file, cold and from the token cache.
 
-    .venv/bin/python bench/bench_intake.py [--rows 1000000] [--formats text,chat] [--no-tokenizer] [--batches N]
+    .venv/bin/python bench/bench_intake.py [--rows 1000000] [--formats text,chat] [--turns 3] [--no-tokenizer]
+        [--batches N] [--workers N]
 
 Rows are wikisql rows (/work/shared/data/wikisql, or the bundled sample) made distinct (each names its own
 table), so nothing is shared between rows that real data would not share. Each measurement runs
 `check_data` in a fresh process: "cold" with an empty token cache, "warm" the same check again. Reported:
-wall seconds, CPU seconds (all threads: the tokenizer's batch encoder runs on every core), the process's
-peak RSS, and the machine's load average (the machine may be shared: wall time is only comparable at the
+wall seconds, CPU seconds (user + system, all threads and the encoding worker processes: the tokenizer's batch
+encoder runs on every core, and a large file is encoded in one worker process per core), the process's peak RSS
+and its largest worker's, and the machine's load average (the machine may be shared: wall time is only comparable at the
 same load). After the warm check, training batches are made from the memory-mapped arrays (`--batches`):
 reading them costs no memory that grows with the data.
 """
@@ -31,10 +33,14 @@ from qlora_gui.core.data.dataset import check_data
 from qlora_gui.core.model.model_files import load_tokenizer
 path, model = sys.argv[1], sys.argv[2]
 tok = load_tokenizer(model) if model != "-" else None
-t, cpu = time.perf_counter(), time.process_time()
+def cpu_now():
+    me, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + workers.ru_utime + workers.ru_stime
+t, cpu = time.perf_counter(), cpu_now()
 result = check_data(path, tok, mask_prompt=(model != "-" and "chat" in path))
-secs, cpu = time.perf_counter() - t, time.process_time() - cpu
+secs, cpu = time.perf_counter() - t, cpu_now() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 batches_secs = 0.0
 if result.encoded and int(sys.argv[3]):  # batches as training makes them, from the (memory-mapped) arrays
     from qlora_gui.core.data.batching import epoch_batches, make_batch
@@ -44,7 +50,8 @@ if result.encoded and int(sys.argv[3]):  # batches as training makes them, from 
         make_batch(train, idx)
     batches_secs = time.perf_counter() - t
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"secs": secs, "cpu": cpu, "peak_kb": peak, "usable": result.report.usable,
+print(json.dumps({"secs": secs, "cpu": cpu, "peak_kb": peak, "worker_peak_kb": worker_peak,
+                  "usable": result.report.usable,
                   "rows": sum(s.rows for s in result.report.splits.values()),
                   "batches_secs": batches_secs, "after_batches_kb": after}))
 """
@@ -55,28 +62,30 @@ def _texts() -> list[str]:
     return [json.loads(line)["text"] for line in source.read_text().splitlines() if line.strip()]
 
 
-def make_files(folder: Path, rows: int, formats: list[str]) -> dict[str, Path]:
-    """`rows` distinct rows per format, from wikisql rows with their table renamed row by row."""
+def make_files(folder: Path, rows: int, formats: list[str], turns: int = 1) -> dict[str, Path]:
+    """`rows` distinct rows per format, from wikisql rows with their table renamed row by row; a chat row is a
+    system turn and `turns` questions with their answers (each from its own wikisql row)."""
     texts = _texts()
     rng = random.Random(0)
     files = {}
+
+    def distinct(i: int) -> str:
+        text = texts[rng.randrange(len(texts))]
+        head, _, rest = text.partition("\n")
+        return f"table: 1-{i}-{rng.randrange(100)}\n{rest}" if head.startswith("table:") else f"{i} {text}"
+
     for fmt in formats:
         path = files.setdefault(fmt, folder / f"{fmt}.jsonl")
         with path.open("w") as f:
             for i in range(rows):
-                text = texts[rng.randrange(len(texts))]
-                head, _, rest = text.partition("\n")
-                text = f"table: 1-{i}-{rng.randrange(100)}\n{rest}" if head.startswith("table:") else f"{i} {text}"
                 if fmt == "text":
-                    f.write(json.dumps({"text": text}) + "\n")
+                    f.write(json.dumps({"text": distinct(i)}) + "\n")
                     continue
-                question, _, answer = text.rpartition("\nA: ")
-                turns = [
-                    {"role": "system", "content": "Answer with one SQL query."},
-                    {"role": "user", "content": question},
-                    {"role": "assistant", "content": answer},
-                ]
-                f.write(json.dumps({"messages": turns}) + "\n")
+                chat = [{"role": "system", "content": "Answer with one SQL query."}]
+                for _ in range(turns):
+                    question, _, answer = distinct(i).rpartition("\nA: ")
+                    chat += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+                f.write(json.dumps({"messages": chat}) + "\n")
     return files
 
 
@@ -95,6 +104,8 @@ def main() -> None:
     ap.add_argument("--formats", default="text,chat")
     ap.add_argument("--no-tokenizer", action="store_true", help="check only (lengths in characters)")
     ap.add_argument("--batches", type=int, default=2000, help="batches made from the warm check's arrays")
+    ap.add_argument("--turns", type=int, default=1, help="questions and answers per chat row")
+    ap.add_argument("--workers", help="encoding worker processes (QLORA_GUI_ENCODE_WORKERS; default: one per core)")
     ap.add_argument("--folder", type=Path, help="where the files and the cache go (default: a temporary folder)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,11 +115,13 @@ def main() -> None:
         from qlora_gui.core.model.demo_model import build_demo_model
 
         model = "-" if args.no_tokenizer else str(build_demo_model(folder / "model"))
-        files = make_files(folder, args.rows, args.formats.split(","))
+        if args.workers is not None:
+            os.environ["QLORA_GUI_ENCODE_WORKERS"] = args.workers
+        files = make_files(folder, args.rows, args.formats.split(","), args.turns)
         print(
             f"{args.rows:,} rows per file; {os.cpu_count()} cores; tokenizer: {'none' if model == '-' else 'demo BPE'}"
         )
-        print(f"{'file':<5} {'MB':>6} {'run':<5} {'wall s':>7} {'CPU s':>7} {'peak RSS MB':>11} {'load':>5}")
+        print(f"{'file':<5} {'MB':>6} {'run':<5} {'wall s':>7} {'CPU s':>7} {'RSS MB':>6} {'worker MB':>9} {'load':>5}")
         for name, path in files.items():
             cache = folder / f"cache-{name}"
             for label in ("cold", "warm"):
@@ -116,7 +129,7 @@ def main() -> None:
                 assert r["usable"] and r["rows"] == args.rows, r
                 print(
                     f"{name:<5} {path.stat().st_size / 1e6:>6.0f} {label:<5} {r['secs']:>7.1f} {r['cpu']:>7.1f} "
-                    f"{r['peak_kb'] / 1024:>11.0f} {os.getloadavg()[0]:>5.1f}",
+                    f"{r['peak_kb'] / 1024:>6.0f} {r['worker_peak_kb'] / 1024:>9.0f} {os.getloadavg()[0]:>5.1f}",
                     flush=True,
                 )
             if r["batches_secs"]:

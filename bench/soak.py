@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,15 +80,39 @@ def soak(steps: int, every: int, report_every: int) -> dict:
     cfg.save_every, cfg.keep_last, cfg.sample_answers = 2000, 2, 0
     cfg.num_layers, cfg.batch_size, cfg.max_seq_length, cfg.learning_rate = 2, 2, 128, 1e-4
     w.settings_panel.set_config(cfg)
-    out: dict = {"steps": steps, "every": every, "report_every": report_every, "samples": [], "ticks": []}
+    out: dict = {"steps": steps, "every": every, "report_every": report_every, "samples": []}
     state = {"step": 0, "last": 0.0, "next_sample": every}
     timer = QTimer()
     timer.setInterval(10)
+    # The ticks of the two windows compared, in flat arrays: a list of (step, lateness) tuples for every tick of
+    # the run was itself about 0.4 MiB of RSS per 1,000 steps (100 ticks a second, ~100 bytes each).
+    tenth = max(steps // 10, 1)
+    windows = {"start": (tenth, 2 * tenth), "end": (steps - tenth, steps + 1)}
+    ticks = {name: array("d") for name in windows}
+
+    # Each chart redraw's CPU time on the GUI thread, in the same windows: what a redraw costs, whatever the load
+    # (lateness and CPU per step also grow when other work slows the run, since redraws come 4 times a second).
+    redraws = {name: array("d") for name in windows}
+    charts = w.training.charts
+    plain_redraw = charts.redraw
+
+    def timed_redraw() -> None:
+        t0 = time.thread_time()
+        plain_redraw()
+        for name, (a, b) in windows.items():
+            if a <= state["step"] < b:
+                redraws[name].append((time.thread_time() - t0) * 1000)
+
+    charts.redraw = timed_redraw
+    charts._timer.timeout.disconnect(plain_redraw)  # the charts' 4-a-second timer calls the timed one
+    charts._timer.timeout.connect(timed_redraw)
 
     def tick():
         now = time.perf_counter()
         if state["last"] and state["step"]:
-            out["ticks"].append((state["step"], (now - state["last"]) * 1000 - 10))
+            for name, (a, b) in windows.items():
+                if a <= state["step"] < b:
+                    ticks[name].append((now - state["last"]) * 1000 - 10)
         state["last"] = now
 
     timer.timeout.connect(tick)
@@ -141,6 +166,8 @@ def soak(steps: int, every: int, report_every: int) -> dict:
     w.open_dataset(sample_data_path())
     app.exec()
     w.worker and w.worker.wait()
+    out["ticks"] = {name: list(values) for name, values in ticks.items()}
+    out["redraw_cpu_ms"] = {name: list(values) for name, values in redraws.items()}
     out["reopen"] = reopen(Path(out["run_dir"]), app)
     return out
 
@@ -198,8 +225,7 @@ def main() -> None:
         f"bytes per step); charts: {last['chart_points']} points, {last['chart_bytes'] / 1e6:.2f} MB "
         f"(max over the run {max(s['chart_points'] for s in samples)} points)"
     )
-    start = [late for step, late in r["ticks"] if tenth <= step < 2 * tenth]
-    end = [late for step, late in r["ticks"] if step >= steps - tenth]
+    start, end = r["ticks"]["start"], r["ticks"]["end"]
     print(
         f"GUI thread, 10 ms timer lateness p99: steps {tenth}-{2 * tenth} {percentile(start, 0.99):.1f} ms "
         f"({len(start)} ticks), last {tenth} steps {percentile(end, 0.99):.1f} ms ({len(end)} ticks)"
@@ -209,6 +235,14 @@ def main() -> None:
     if all(a in by_step and b in by_step for a, b in window):
         cpu = [(by_step[b]["gui_cpu_s"] - by_step[a]["gui_cpu_s"]) / (b - a) * 1000 for a, b in window]
         print(f"GUI thread CPU per step: steps {tenth}-{2 * tenth} {cpu[0]:.2f} ms, last {tenth} steps {cpu[1]:.2f} ms")
+        rate = [(b - a) / (by_step[b]["seconds"] - by_step[a]["seconds"]) for a, b in window]
+        print(f"training: steps {tenth}-{2 * tenth} {rate[0]:.1f} steps/s, last {tenth} steps {rate[1]:.1f} steps/s")
+    draws = [r["redraw_cpu_ms"]["start"], r["redraw_cpu_ms"]["end"]]
+    print(
+        f"chart redraw, GUI thread CPU median / p99: steps {tenth}-{2 * tenth} {percentile(draws[0], 0.5):.1f} / "
+        f"{percentile(draws[0], 0.99):.1f} ms ({len(draws[0])} redraws), last {tenth} steps "
+        f"{percentile(draws[1], 0.5):.1f} / {percentile(draws[1], 0.99):.1f} ms ({len(draws[1])} redraws)"
+    )
     ro = r["reopen"]
     print(
         f"Reopening the run in the Runs tab (shown + selected, {ro['points']} points): "

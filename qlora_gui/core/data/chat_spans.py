@@ -90,15 +90,35 @@ def _probe_turn(turn: dict, n: int) -> dict:
     return probe
 
 
+def _common_prefix(a: str, b: str, limit: int) -> int:
+    """How many leading characters a and b share (at most limit): slices compared in C, halving the range."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: str, b: str, limit: int) -> int:
+    """How many trailing characters a and b share (at most limit)."""
+    lo, hi = 0, limit
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[len(a) - mid : len(a) - lo] == b[len(b) - mid : len(b) - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 def _differing_region(text: str, probed: str) -> tuple[int, int, str]:
     """[a, b) in `text` and the probe's own differing text: everything outside them is equal in both."""
     limit = min(len(text), len(probed))
-    a = 0
-    while a < limit and text[a] == probed[a]:
-        a += 1
-    s = 0
-    while s < limit - a and text[-1 - s] == probed[-1 - s]:
-        s += 1
+    a = _common_prefix(text, probed, limit)
+    s = _common_suffix(text, probed, limit - a)
     return a, len(text) - s, probed[a : len(probed) - s]
 
 
@@ -141,23 +161,43 @@ def _recognized(content: Any, rendered: str) -> str:
 def left_out_roles(messages: list[dict], text: str) -> list[str]:
     """Roles of the non-assistant turns whose text the template left out (Mistral drops the system turn
     of a row that ends with an answer)."""
-    flat = _normalized(text)
+    flat: str | None = None
+    out = []
+    for m in messages:
+        content = m.get("content")
+        if m.get("role") == "assistant" or not isinstance(content, str) or not content.strip() or content in text:
+            continue  # text found as it is is found in the normalized text too
+        flat = _normalized(text) if flat is None else flat
+        if _normalized(content) not in flat:
+            out.append(m.get("role", ""))
+    return out
+
+
+def assistant_turns(messages: list[dict]) -> list[int]:
+    """The index in `messages` of each assistant turn."""
+    return [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+
+
+def probe_conversations(messages: list[dict]) -> list[list[dict]]:
+    """For each assistant turn, the conversation with that turn replaced by its probe: rendering these (in
+    one batch for many rows) and passing the texts to `spans_from_probes` gives the row's spans."""
     return [
-        m.get("role", "")
-        for m in messages
-        if m.get("role") != "assistant"
-        and isinstance(m.get("content"), str)
-        and m["content"].strip()
-        and _normalized(m["content"]) not in flat
+        messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1 :]
+        for n, k in enumerate(assistant_turns(messages))
     ]
 
 
 def assistant_spans(render: Render, messages: list[dict], text: str, shape: TemplateShape) -> RowSpans:
     """The spans of `text` (the rendering of `messages`) that every assistant turn writes, markers included."""
+    probes = [render(probe, False) for probe in probe_conversations(messages)]
+    return spans_from_probes(messages, text, shape, probes)
+
+
+def spans_from_probes(messages: list[dict], text: str, shape: TemplateShape, probes: list[str]) -> RowSpans:
+    """The row's spans from the renderings of its `probe_conversations`, in their order."""
     out = RowSpans()
     floor = 0
-    for n, k in enumerate(i for i, m in enumerate(messages) if m.get("role") == "assistant"):
-        probed = render(messages[:k] + [_probe_turn(messages[k], n)] + messages[k + 1 :], False)
+    for n, (k, probed) in enumerate(zip(assistant_turns(messages), probes, strict=True)):
         a, b, probed_part = _differing_region(text, probed)
         if a < floor or not _only_this_turn(
             probed_part, _sentinels(messages[k], n), shape

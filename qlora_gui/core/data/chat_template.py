@@ -61,13 +61,34 @@ def render_chat(
     """The exact text the model sees for these turns; training, evaluation and the playground all use it."""
     if not has_chat_template(tokenizer):
         return render_fallback(messages, add_generation_prompt, tokenizer)
+    return tokenizer.apply_chat_template(
+        messages, add_generation_prompt=add_generation_prompt, tokenize=False, **_template_kwargs(tokenizer, tools)
+    )
+
+
+def _template_kwargs(tokenizer: Any, tools: list | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"tools": tools} if tools else {}
     template = getattr(_hf(tokenizer), "chat_template", None)
     if isinstance(template, str) and "date_string" in template:
         kwargs["date_string"] = _TODAY  # Llama 3.x prints today's date: one date for every rendering here
-    return tokenizer.apply_chat_template(
-        messages, add_generation_prompt=add_generation_prompt, tokenize=False, **kwargs
+    return kwargs
+
+
+def render_chats(
+    tokenizer: Any, conversations: list[list[dict]], tools: list | None = None, add_generation_prompt: bool = False
+) -> list[str]:
+    """`render_chat` of each conversation, in one call to the template where the tokenizer takes a batch
+    (most of a rendering's cost is the call around the template, not the template itself). Raises as
+    `render_chat` does when the template rejects any of them."""
+    if not has_chat_template(tokenizer) or len(conversations) < 2 or getattr(tokenizer, "_chat_template", None):
+        # mlx-lm's own template functions (`_chat_template`) take one conversation
+        return [render_chat(tokenizer, m, tools, add_generation_prompt) for m in conversations]
+    out = tokenizer.apply_chat_template(
+        conversations, add_generation_prompt=add_generation_prompt, tokenize=False, **_template_kwargs(tokenizer, tools)
     )
+    if isinstance(out, list) and len(out) == len(conversations) and all(isinstance(t, str) for t in out):
+        return out
+    return [render_chat(tokenizer, m, tools, add_generation_prompt) for m in conversations]
 
 
 def _hf(tokenizer: Any) -> Any:

@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from .chat_spans import RowSpans, assistant_spans, left_out_roles
-from .chat_template import chat_shape, rejection_hint, render_chat
+from .chat_spans import RowSpans, assistant_spans, left_out_roles, probe_conversations, spans_from_probes
+from .chat_template import chat_shape, rejection_hint, render_chat, render_chats
+from .flat_tokens import ENCODINGS_AT_ONCE, encode_with_offsets, masks_from_spans, spans_in_order
 from .formats import FORMATS
 from .preference_rows import PreferenceFormat
 from .ragged import Ragged
@@ -144,22 +145,24 @@ def tokenize_plain(tokenizer: Any, texts: list[str]) -> tuple[np.ndarray, np.nda
         rows = [r.ids for r in _tokenize(tokenizer, texts, plain=True, offsets=False)]
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         return (np.concatenate(rows) if rows else np.zeros(0, np.int32)), lengths
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # without offsets, where it exists
-    ids = [e.ids for e in encode(texts, add_special_tokens=True)]
-    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(lens.sum()))
+    # leading_bos first: its call through the Hugging Face tokenizer turns off any truncation or padding
+    # the tokenizer's file set on the Rust tokenizer, as every call through it does.
     bos, eos = leading_bos(tokenizer), getattr(tokenizer, "eos_token_id", None)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # without offsets, where it exists
+    encodings = encode(texts, add_special_tokens=True)
+    lens = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+    flat = np.fromiter(chain.from_iterable(e.ids for e in encodings), dtype=np.int32, count=int(lens.sum()))
     starts = np.cumsum(lens) - lens
-    first, second, last = (np.full(len(ids), -1, dtype=np.int64) for _ in range(3))
+    first, second, last = (np.full(len(lens), -1, dtype=np.int64) for _ in range(3))
     first[lens > 0] = flat[starts[lens > 0]]
     second[lens > 1] = flat[starts[lens > 1] + 1]
     last[lens > 0] = flat[starts[lens > 0] + lens[lens > 0] - 1]
-    add_bos = (first != bos) if bos is not None else np.zeros(len(ids), dtype=bool)
+    add_bos = (first != bos) if bos is not None else np.zeros(len(lens), dtype=bool)
     drop_first = (~add_bos & (lens > 1) & (second == bos)) if bos is not None else add_bos  # began with BOS itself
     if bos is not None:
         last[(lens == 0) & add_bos] = bos
     body = lens - drop_first
-    add_eos = ((body + add_bos == 0) | (last != eos)) if eos is not None else np.zeros(len(ids), dtype=bool)
+    add_eos = ((body + add_bos == 0) | (last != eos)) if eos is not None else np.zeros(len(lens), dtype=bool)
     out_lens = body + add_bos + add_eos
     out_starts = np.cumsum(out_lens) - out_lens
     keep = np.ones(len(flat), dtype=bool)
@@ -235,6 +238,137 @@ def encode_rows(
     yield from _encode_turns(rows, row_format, tokenizer, mask_prompt, on_reject, keep_text)
 
 
+@dataclass
+class TurnChunk:
+    """A chunk of chat rows encoded: the rows kept (by index in the chunk) and their ids and masks, flat."""
+
+    kept: list[int]
+    ids: np.ndarray
+    trained: np.ndarray
+    lengths: np.ndarray
+    spans: list[RowSpans | None]
+    left_out: list[list[str]]
+    texts: list[str]
+    offsets: np.ndarray | None  # (n, 2) per flat position, where the tokenizer gives them
+    size: int = 0  # rows in the chunk, kept or not
+
+
+def _reject_row(row: dict, i: int, fmt: TurnsFormat, tokenizer: Any, error: Exception, on_reject: OnReject) -> None:
+    roles = {str(t.get("role", "")) for t in fmt.as_messages(row)}
+    hint = rejection_hint(str(error), roles, tokenizer)
+    on_reject(i, f"the model's chat template rejected this row ({error}): {hint}")
+
+
+def _render_rows(
+    rows: list[dict], fmt: TurnsFormat, tokenizer: Any, mask_prompt: bool, on_reject: OnReject | None
+) -> dict[int, tuple[str, RowSpans | None, list[str]]]:
+    """Each row rendered, with its assistant spans: rows with the same tools go through the template in one
+    batch (and their probes in another); a batch the template rejects is rendered again row by row, so each
+    rejected row is reported on its own."""
+    messages = [fmt.as_messages(r) for r in rows]
+    tools = [fmt.tools(r) for r in rows]
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tools):
+        groups.setdefault(repr(t) if t else "", []).append(i)
+    out: dict[int, tuple[str, RowSpans | None, list[str]]] = {}
+    for idx in groups.values():
+        group_tools = tools[idx[0]]
+        try:
+            texts = render_chats(tokenizer, [messages[i] for i in idx], group_tools)
+            probes: list[list[list[dict]]] = [probe_conversations(messages[i]) for i in idx] if mask_prompt else []
+            probed = render_chats(tokenizer, [p for row in probes for p in row], group_tools) if probes else []
+        except Exception:  # a Jinja template can raise anything: find the rows it rejects one at a time
+            for i in idx:
+                try:
+                    out[i] = _render_row(rows[i], fmt, tokenizer, mask_prompt)
+                except Exception as e:
+                    if on_reject is not None:
+                        _reject_row(rows[i], i, fmt, tokenizer, e, on_reject)
+            continue
+        shape = chat_shape(tokenizer, group_tools) if mask_prompt else None
+        at = 0
+        for n, i in enumerate(idx):
+            spans = None
+            if shape is not None:
+                count = len(probes[n])
+                spans = spans_from_probes(messages[i], texts[n], shape, probed[at : at + count])
+                at += count
+            out[i] = (texts[n], spans, left_out_roles(messages[i], texts[n]))
+    return out
+
+
+def encode_turn_chunk(
+    rows: list[dict],
+    fmt: TurnsFormat,
+    tokenizer: Any,
+    mask_prompt: bool,
+    on_reject: OnReject | None = None,
+    last_turn_only: bool = False,
+) -> TurnChunk:
+    """Chat rows through the template; with `last_turn_only` only the final assistant turn is trained (a
+    preference pair's answer, after prompt turns that may hold earlier answers)."""
+    rendered = _render_rows(rows, fmt, tokenizer, mask_prompt, on_reject)
+    kept: list[int] = []
+    for i in sorted(rendered):
+        spans = rendered[i][1]
+        answer_turn = len(fmt.as_messages(rows[i])) - 1 if last_turn_only else -1
+        if last_turn_only and spans is not None and (not spans.owners or spans.owners[-1] != answer_turn):
+            if on_reject is not None:  # only an earlier turn was found: training it would compare the prompt
+                on_reject(i, "the chat template leaves out or rewrites the answer, so the pair cannot be compared")
+            continue
+        kept.append(i)
+    texts = [rendered[i][0] for i in kept]
+    spans_kept = [rendered[i][1] for i in kept]
+    trained_spans = [(s.spans[-1:] if last_turn_only else s.spans) if s is not None else [] for s in spans_kept]
+    backend = _backend(tokenizer)
+    offsets: np.ndarray | None
+    if backend is not None and spans_in_order(trained_spans):
+        bos, parts = leading_bos(tokenizer), []
+        for a in range(0, len(texts), ENCODINGS_AT_ONCE):
+            some = texts[a : a + ENCODINGS_AT_ONCE]
+            ids, lengths, offsets = encode_with_offsets(backend, some, bos)
+            trained = (
+                masks_from_spans(offsets, lengths, trained_spans[a : a + ENCODINGS_AT_ONCE], [len(t) for t in some])
+                if mask_prompt
+                else np.ones(len(ids), dtype=bool)
+            )
+            parts.append((ids, trained, lengths, offsets))
+        if parts:
+            ids, trained, lengths, offsets = (np.concatenate(column) for column in zip(*parts, strict=True))
+        else:
+            ids, trained, lengths, offsets = (np.zeros(0, np.int32), np.zeros(0, bool), np.zeros(0, np.int64), None)
+    else:  # a slow tokenizer (masks from prefixes, where it has no offsets), row by row
+        rows_out = list(_encode_rendered(tokenizer, texts, spans_kept, trained_spans))
+        lengths = np.fromiter((len(r.ids) for r in rows_out), dtype=np.int64, count=len(rows_out))
+        ids = np.concatenate([r.ids for r in rows_out]) if rows_out else np.zeros(0, np.int32)
+        trained = np.concatenate([r.trained for r in rows_out]) if rows_out else np.zeros(0, bool)
+        known = [r.offsets for r in rows_out if r.offsets is not None]
+        offsets = np.concatenate(known) if rows_out and len(known) == len(rows_out) else None
+    left_out = [rendered[i][2] for i in kept]
+    return TurnChunk(kept, ids, trained, lengths, spans_kept, left_out, texts, offsets, len(rows))
+
+
+def _encode_rendered(
+    tokenizer: Any, texts: list[str], spans: list[RowSpans | None], trained_spans: list[list[tuple[int, int]]]
+) -> Iterator[EncodedRow]:
+    with_offsets = bool(texts)
+    if texts:
+        try:
+            next(_tokenize(tokenizer, texts[:1], False, offsets=True))
+        except NotImplementedError:  # a slow tokenizer: no offsets
+            with_offsets = False
+    for row_spans, trained, encoded in zip(
+        spans, trained_spans, _tokenize(tokenizer, texts, False, offsets=with_offsets), strict=True
+    ):
+        if row_spans is not None:
+            encoded.trained = (
+                spans_to_mask(encoded.offsets, trained)
+                if encoded.offsets is not None
+                else _mask_by_prefixes(tokenizer, encoded, trained)
+            )
+        yield encoded
+
+
 def _encode_turns(
     rows: list[dict],
     fmt: TurnsFormat,
@@ -244,46 +378,16 @@ def _encode_turns(
     keep_text: bool,
     last_turn_only: bool = False,
 ) -> Iterator[tuple[int, EncodedRow]]:
-    """Chat rows through the template; with `last_turn_only` only the final assistant turn is trained (a
-    preference pair's answer, after prompt turns that may hold earlier answers)."""
-    rendered: list[tuple[int, str, RowSpans | None, list[str]]] = []
-    for i, row in enumerate(rows):
-        try:
-            text, spans, left_out = _render_row(row, fmt, tokenizer, mask_prompt)
-        except Exception as e:  # a Jinja template can raise anything; report it on the row
-            if on_reject is not None:
-                roles = {str(t.get("role", "")) for t in fmt.as_messages(row)}
-                on_reject(
-                    i, f"the model's chat template rejected this row ({e}): {rejection_hint(str(e), roles, tokenizer)}"
-                )
-            continue
-        answer_turn = len(fmt.as_messages(row)) - 1
-        if last_turn_only and spans is not None and (not spans.owners or spans.owners[-1] != answer_turn):
-            if on_reject is not None:  # only an earlier turn was found: training it would compare the prompt
-                on_reject(i, "the chat template leaves out or rewrites the answer, so the pair cannot be compared")
-            continue
-        rendered.append((i, text, spans, left_out))
-    texts = [r[1] for r in rendered]
-    with_offsets = mask_prompt or keep_text
-    if with_offsets and texts:
-        try:
-            next(_tokenize(tokenizer, texts[:1], False, offsets=True))
-        except NotImplementedError:  # a slow tokenizer: no offsets
-            with_offsets = False
-    # Streamed a chunk at a time: every row's offsets at once would cost more than the tokens themselves.
-    for (i, _, spans, left_out), encoded in zip(
-        rendered, _tokenize(tokenizer, texts, False, offsets=with_offsets), strict=True
-    ):
-        encoded.left_out = left_out
-        if spans is not None:
-            offsets = encoded.offsets if with_offsets else None  # never None when asked for
-            trained = spans.spans[-1:] if last_turn_only else spans.spans
-            encoded.trained = (
-                spans_to_mask(offsets, trained)
-                if offsets is not None
-                else _mask_by_prefixes(tokenizer, encoded, trained)
-            )
-            encoded.spans = spans
-        if not keep_text:
-            encoded.text, encoded.offsets = "", None
-        yield i, encoded
+    """(index, encoded row) of each row `encode_turn_chunk` keeps, a chunk at a time."""
+    for first in range(0, len(rows), ENCODE_CHUNK):
+        reject = (lambda i, m, first=first: on_reject(first + i, m)) if on_reject is not None else None
+        part = rows[first : first + ENCODE_CHUNK]
+        chunk = encode_turn_chunk(part, fmt, tokenizer, mask_prompt, reject, last_turn_only)
+        ends = np.cumsum(chunk.lengths)
+        for n, i in enumerate(chunk.kept):
+            a, b = int(ends[n] - chunk.lengths[n]), int(ends[n])
+            row = EncodedRow(chunk.ids[a:b], chunk.trained[a:b], spans=chunk.spans[n], left_out=chunk.left_out[n])
+            if keep_text:
+                row.text = chunk.texts[n]
+                row.offsets = chunk.offsets[a:b] if chunk.offsets is not None else None
+            yield first + i, row

@@ -66,10 +66,10 @@ class FileRows(Sequence[Any]):
         if not len(self):
             return
         with open(self.path, "rb") as f:
-            block, base = b"", 0
+            block, base, last = b"", 0, int(self.ends.max())
             for start, end in zip(self.starts.tolist(), self.ends.tolist(), strict=True):
                 if start < base or end > base + len(block):
                     base = start
                     f.seek(start)
-                    block = f.read(max(BLOCK, end - start))
+                    block = f.read(max(min(BLOCK, last - start), end - start))  # no further than the last row
                 yield json.loads(block[start - base : end - base].decode("utf-8"))

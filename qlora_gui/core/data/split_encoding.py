@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .chat_template import rejection_hint, render_chat
-from .encode import ENCODE_CHUNK, EncodedRow, EncodedSplit, _encode_turns, _tokenize, encode_rows, tokenize_plain
+from .encode import ENCODE_CHUNK, EncodedSplit, TurnChunk, _encode_turns, _tokenize, tokenize_plain
+from .encode_workers import encoded_chunks, worker_count
 from .formats import format_named
 from .intake import RawSplit
 from .json_rows import OnProgress
@@ -58,6 +59,12 @@ def _chunks(rows: Any) -> Iterator[tuple[int, list[dict]]]:
         start += len(chunk)
 
 
+def _row_slices(rows: Any) -> Iterator[tuple[int, Any]]:
+    """The rows a chunk at a time as slices: a file's rows stay byte spans until a worker reads them."""
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        yield start, rows[start : start + ENCODE_CHUNK]
+
+
 def _text_chunks(raw: RawSplit, fmt: TextFormat, tokenizer: Any) -> Iterator[tuple[int, Any]]:
     """(first row, (ids, lengths)) of each chunk of text rows. The Rust encoder tokenizes a chunk in a thread
     (it lets go of the GIL) while the next chunk is read and parsed here."""
@@ -70,13 +77,6 @@ def _text_chunks(raw: RawSplit, fmt: TextFormat, tokenizer: Any) -> Iterator[tup
             pending = job
         if pending is not None:
             yield pending[0], pending[1].result()
-
-
-def _flat(rows: list[EncodedRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    lengths = np.fromiter((len(r.ids) for r in rows), dtype=np.int64, count=len(rows))
-    if not rows:
-        return np.zeros(0, np.int32), np.zeros(0, bool), lengths
-    return np.concatenate([r.ids for r in rows]), np.concatenate([r.trained for r in rows]), lengths
 
 
 def encode_split(
@@ -99,26 +99,33 @@ def encode_split(
     out = EncodedSplit(Ragged.from_rows([], np.int32), Ragged.from_rows([], np.bool_), np.zeros(0, np.int64), [])
     full: list[np.ndarray] = []
     trained_tokens = no_target = 0
-    chunks = _text_chunks(raw, fmt, tokenizer) if isinstance(fmt, TextFormat) else _chunks(raw.rows)
+    workers = worker_count(len(raw.rows))
+    if isinstance(fmt, TextFormat) and not workers:
+        chunks: Iterator[tuple[int, Any]] = _text_chunks(raw, fmt, tokenizer)
+    else:  # chat rows, or a large file's text rows in worker processes
+        parts = _row_slices(raw.rows) if workers else _chunks(raw.rows)  # a worker reads its own rows
+        encoded_parts = encoded_chunks(parts, fmt.name, tokenizer, mask_prompt, workers)
+        chunks = ((s, c if isinstance(c, tuple) else (c, r)) for s, c, r in encoded_parts)
     for start, chunk in chunks:
-        if isinstance(chunk, tuple):  # text rows, tokenized
+        if isinstance(chunk[0], TurnChunk):
+            encoded, rejects = chunk
+            lines = raw.lines[start : start + encoded.size]
+            for i, message in rejects:
+                problems.add(raw.file, lines[i], message)
+            kept = [lines[i] for i in encoded.kept]
+            ids, mask, lengths = encoded.ids, encoded.trained, encoded.lengths
+            for line, spans, left_out in zip(kept, encoded.spans, encoded.left_out, strict=True):
+                for role in dict.fromkeys(left_out):
+                    out.left_out.setdefault(role, []).append(line)
+                if spans is not None:
+                    if spans.changed:
+                        out.changed_lines.append(line)
+                    out.reasoning_rows += bool(spans.reasoning_dropped)
+                    out.unmarked_rows += bool(spans.unmarked)
+        else:  # text rows, tokenized
             ids, lengths = chunk
             lines = raw.lines[start : start + len(lengths)]
             mask, kept = np.ones(len(ids), dtype=bool), lines
-        else:
-            lines = raw.lines[start : start + len(chunk)]
-            reject = lambda i, message, lines=lines: problems.add(raw.file, lines[i], message)  # noqa: E731
-            encoded = list(encode_rows(chunk, fmt.name, tokenizer, mask_prompt, reject))
-            kept = [lines[i] for i, _ in encoded]
-            ids, mask, lengths = _flat([row for _, row in encoded])
-            for line, (_, row) in zip(kept, encoded, strict=True):
-                for role in dict.fromkeys(row.left_out):
-                    out.left_out.setdefault(role, []).append(line)
-                if row.spans is not None:
-                    if row.spans.changed:
-                        out.changed_lines.append(line)
-                    out.reasoning_rows += bool(row.spans.reasoning_dropped)
-                    out.unmarked_rows += bool(row.spans.unmarked)
         out.lines.extend(kept)
         full.append(lengths)
         positions = row_positions(lengths)
