@@ -18,6 +18,7 @@ COLUMNS = [
     ("Run", "The run folder's name"),
     ("Date", "When the run last wrote to its folder"),  # beside the name: the newest-first arrow is in sight
     ("Status", "finished, stopped (resumable), failed or incomplete"),
+    ("Notes", "Your notes on the run (Notes…); all of them show below the table"),  # in sight at 1280 px
     (
         "Mode",
         "What the run trains: SFT (next-token loss on the answers), DPO or ORPO (preference pairs), GRPO "
@@ -39,7 +40,6 @@ COLUMNS = [
         "under the adapter, for every mode; not the DPO or ORPO loss",
     ),
     ("Settings", "The settings that matter most; hover a cell for all of them"),
-    ("Notes", "Your notes on the run (Notes…); all of them show below the table"),
 ]
 COLUMN_INDEX = {name: i for i, (name, _) in enumerate(COLUMNS)}
 WIDEST_COLUMN = 300  # px: wider text is elided, shown whole in its tooltip
