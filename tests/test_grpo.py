@@ -310,3 +310,19 @@ def test_answers_split_over_passes_give_the_step_of_one_batch(demo_model, tokeni
     )
     for k in g_big:
         np.testing.assert_allclose(np.array(g_small[k]), np.array(g_big[k]), atol=1e-5, rtol=0)
+
+
+def test_the_sample_prompts_that_ship_train_with_a_builtin_reward(tmp_path, demo_model):
+    from qlora_gui.core.resources import sample_prompts_path
+
+    report = check_data(sample_prompts_path()).report
+    assert report.usable and report.format == "prompts" and report.splits["train"].rows > 200
+    events: list = []
+    cfg = grpo_config(
+        demo_model, str(sample_prompts_path()), tmp_path / "run", iters=1, batch_size=2, group_size=2,
+        max_completion_length=4, reward_functions="contains,exact", reward_weights="1,1", val_batches=1,
+    )  # fmt: skip
+    result = Trainer(cfg, events.append).run()
+    assert isinstance(result, Finished) and result.step == 1, result
+    rewards = [e for e in events if isinstance(e, RewardReport) and e.split == "train"]
+    assert rewards and set(rewards[0].functions) == {"contains", "exact"}

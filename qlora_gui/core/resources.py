@@ -34,6 +34,11 @@ def sample_preferences_path() -> Path:
     return resource_path("sample_data", "sql_preferences.jsonl")
 
 
+def sample_prompts_path() -> Path:
+    """The same questions as GRPO prompts, each with its SQL as the reference answer the built-in rewards read."""
+    return resource_path("sample_data", "sql_prompts.jsonl")
+
+
 def user_guide_path() -> Path:
     """The README (Help > User guide), with its screenshots beside it in docs/: in a checkout and in a bundle."""
     bundle = getattr(sys, "_MEIPASS", None)

@@ -1,10 +1,11 @@
-"""Write qlora_gui/resources/sample_data/sql_preferences.jsonl from the sample SQL rows.
+"""Write the sample preference pairs and GRPO prompts (qlora_gui/resources/sample_data/) from the sample SQL rows.
 
-Each row of `sql_completions.jsonl` becomes a preference pair: the prompt, its correct SQL as the chosen
-answer, and a plausible wrong query as the rejected one (another column selected, the condition on another
-column, or a COUNT added or dropped), picked by a fixed seed so the file is the same on every run.
+Each row of `sql_completions.jsonl` becomes a preference pair in `sql_preferences.jsonl`: the prompt, its correct
+SQL as the chosen answer, and a plausible wrong query as the rejected one (another column selected, the condition on
+another column, or a COUNT added or dropped), picked by a fixed seed so the file is the same on every run. And a
+GRPO row in `sql_prompts.jsonl`: the prompt and its SQL as the reference answer a built-in reward compares with.
 
-    .venv/bin/python scripts/make_sample_preferences.py
+    .venv/bin/python scripts/make_sample_data.py
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def main() -> int:
     path = SAMPLES / "sql_preferences.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in out), encoding="utf-8")
     print(f"{path}: {len(out)} pairs from {len(rows)} rows")
+    prompts = [{"prompt": row["prompt"], "answer": row["completion"].strip()} for row in rows]
+    path = SAMPLES / "sql_prompts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in prompts), encoding="utf-8")
+    print(f"{path}: {len(prompts)} prompts with their reference answers")
     return 0
 
 
