@@ -20,7 +20,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .losses import ChunkedLoss, chunked_loss_for
+from .losses import ChunkedLoss, chunked_loss_for, logits_at
 
 # The sums a GRPO step reports besides its loss: answer tokens, the KL summed over them.
 GRPO_STATS = ("tokens", "kl")
@@ -43,12 +43,7 @@ def token_logps(
 ) -> mx.array:
     """Each trained position's float32 log-probability of its target, the logits made at those positions only
     where the model's head splits from its body."""
-    if head is not None:
-        hidden = model.model(inputs)
-        logits = head.logits(mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0))
-    else:
-        logits = model(inputs)
-        logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+    logits = logits_at(model, inputs, positions, head)
     return -nn.losses.cross_entropy(logits, targets)
 
 

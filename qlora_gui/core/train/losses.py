@@ -158,6 +158,16 @@ class ChunkedLoss:
         return self._cross_entropy(hidden, targets, weights, with_grad=model.training), weights.sum()
 
 
+def logits_at(model: nn.Module, inputs: mx.array, positions: mx.array, head: ChunkedLoss | None) -> mx.array:
+    """float32 logits at the given flat positions of (B*T): with the model's head split from its body (`head`),
+    only those positions reach the output layer; else the full logits are made and those taken from them."""
+    if head is not None:
+        hidden = model.model(inputs)
+        return head.logits(mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0))
+    logits = model(inputs)
+    return mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+
+
 def chunked_loss_for(model: nn.Module, memory_first: bool = False) -> tuple[LossFn, str]:
     """The chunked loss when this model's head splits from its body (checked on a probe), else `token_loss`.
 

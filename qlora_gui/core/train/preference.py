@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data.batching import eval_batches, make_batch
 from ..data.encode import EncodedSplit
-from .losses import ChunkedLoss, chunked_loss_for
+from .losses import ChunkedLoss, chunked_loss_for, logits_at
 from .prefix_sharing import shared_hidden, shares_prefix
 
 # The sums a preference step reports besides its loss, in this order.
@@ -43,12 +43,7 @@ def sequence_logps(
     """Each row's summed float32 log-probability of its trained tokens, and their number. With the model's
     head split from its body (`head`), only the answers' positions reach the output layer; else the full
     logits are made and the answers' taken from them."""
-    if head is not None:
-        hidden = model.model(inputs)
-        logits = head.logits(mx.take(hidden.reshape(-1, hidden.shape[-1]), positions, axis=0))
-    else:
-        logits = model(inputs)
-        logits = mx.take(logits.reshape(-1, logits.shape[-1]), positions, axis=0).astype(mx.float32)
+    logits = logits_at(model, inputs, positions, head)
     return _per_row(logits, positions // inputs.shape[1], inputs.shape[0], targets, weights)
 
 
