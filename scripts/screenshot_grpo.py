@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import random
 import sys
-import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QTimer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # run as a module too: the shared set-up beside it
+from screenshots import throwaway_app, window_at_1280  # noqa: E402 (after the path above)
+
 WORDS = "table columns select where from count name year city team score player number date what which".split()
 
 
@@ -46,21 +48,13 @@ def word_task(model: Path, folder: Path) -> Path:
 
 def main(out: Path) -> None:
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
-    from qlora_gui.ui.app import create_app
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp())
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
-    app = create_app()
-    from qlora_gui.ui.main_window import MainWindow
+    app, tmp = throwaway_app()
 
     model = build_demo_model(tmp / "demo-model", DemoModelSpec(hidden_size=128, num_layers=4, vocab_size=768))
     data = word_task(model, tmp)
-    window = MainWindow(runs_root=tmp / "runs")
-    window.resize(1280, 800)
-    window.move(0, 0)
-    window.show()
+    window = window_at_1280(tmp / "runs")
     window.model.select_path(str(model))
 
     def snap(name: str) -> None:

@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings, QTimer
 
@@ -19,20 +20,36 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def throwaway_app() -> tuple[Any, Path]:
+    """The app with its settings in a new temporary folder (never the user's), and that folder."""
+    from qlora_gui.ui.app import create_app
+
+    tmp = Path(tempfile.mkdtemp())
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
+    return create_app(), tmp
+
+
+def window_at_1280(runs_root: Path) -> Any:
+    """The main window at the README's size, shown at the screen's corner."""
+    from qlora_gui.ui.main_window import MainWindow
+
+    window = MainWindow(runs_root=runs_root)
+    window.resize(1280, 800)
+    window.move(0, 0)
+    window.show()
+    return window
+
+
 def main(out: Path) -> None:
     from qlora_gui.core.events import StepReport
     from qlora_gui.core.inference.samples import PromptSample
     from qlora_gui.core.model.demo_model import DemoModelSpec, build_demo_model
     from qlora_gui.core.resources import sample_data_path, sample_preferences_path
-    from qlora_gui.ui.app import create_app
     from qlora_gui.ui.workers.playground_events import ModelLoaded
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp())
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
-    app = create_app()
-    from qlora_gui.ui.main_window import MainWindow
+    app, tmp = throwaway_app()
 
     model = build_demo_model(tmp / "demo-model", DemoModelSpec(hidden_size=128, num_layers=4, vocab_size=768))
     bad = tmp / "support_chats.jsonl"
@@ -53,10 +70,7 @@ def main(out: Path) -> None:
     rows[23] = '{"messages": "not a list"}'
     bad.write_text("\n".join(rows) + "\nthe end\n")
 
-    window = MainWindow(runs_root=tmp / "runs")
-    window.resize(1280, 800)
-    window.move(0, 0)
-    window.show()
+    window = window_at_1280(tmp / "runs")
     window.model.select_path(str(model))
     window.settings_panel.presets.setCurrentIndex(1)
     window.settings_panel.apply_preset(1)  # Quick test

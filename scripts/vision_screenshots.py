@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, QTimer
+from PySide6.QtCore import QTimer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))  # run as a module too: the shared set-up beside it
+from screenshots import throwaway_app, window_at_1280  # noqa: E402 (after the path above)
+
 sys.path.insert(0, str(ROOT / "tests"))
 
 SIZE = 56  # pixels a side: 4 picture tokens a square for the tiny Qwen2-VL
@@ -28,15 +30,10 @@ def main(out: Path) -> None:
     from vision_models import QUESTION, build_qwen2_vl, square_png
 
     from qlora_gui.core.events import Finished
-    from qlora_gui.ui.app import create_app
     from qlora_gui.ui.workers.playground_events import ModelLoaded
 
     out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp())
-    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
-    app = create_app()
-    from qlora_gui.ui.main_window import MainWindow
+    app, tmp = throwaway_app()
 
     model = build_qwen2_vl(tmp / "tiny-qwen2-vl")
     data = tmp / "squares" / "train.jsonl"
@@ -49,10 +46,7 @@ def main(out: Path) -> None:
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     unseen = square_png(tmp / "unseen_red.png", "red", size=SIZE, seed=99)
 
-    window = MainWindow(runs_root=tmp / "runs")
-    window.resize(1280, 800)
-    window.move(0, 0)
-    window.show()
+    window = window_at_1280(tmp / "runs")
     window.model.select_path(str(model))
     shots: list = []
 
