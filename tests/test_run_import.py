@@ -101,6 +101,7 @@ def test_an_mlx_lm_lora_folder_is_added_with_the_base_the_user_picks(
     mlx_lm_folder,
     demo_model,
     monkeypatch,
+    tmp_path,
 ):
     """mlx-lm-lora (5.10) writes adapter_config.json with lora_parameters and num_layers only, and its fused model
     beside the adapters: the base is asked for, never taken from the fused model in the folder."""
@@ -124,6 +125,17 @@ def test_an_mlx_lm_lora_folder_is_added_with_the_base_the_user_picks(
     theirs, tokenizer = load(str(demo_model), adapter_path=str(mlx_lm_folder))
     ids = mx.array([tokenizer.encode("list the score")])
     assert mx.array_equal(load_with_adapter(None, adapter).model(ids), theirs(ids))
+
+    # Its folder names no data: Evaluate asks for a file, then measures its validation share (split as training
+    # splits one file).
+    data = write_jsonl(tmp_path / "eval" / "rows.jsonl", [{"text": t} for t in fixture_texts(30, seed=3)])
+    picked = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: picked.append(a[1]) or (str(data), ""))
+    with qtbot.waitSignal(window.runs.evaluated, timeout=LONG):
+        window.runs.eval_button.click()
+    assert picked and "does not name any" in picked[0]
+    saved = json.loads((window.runs_root / "adapters" / "evaluation.json").read_text())["results"]
+    assert 0 < saved[-1]["rows"] < 30 and saved[-1]["adapter_loss"] != saved[-1]["base_loss"]
 
 
 def test_a_folder_that_is_not_a_run_says_what_it_lacks(qtbot, window, tmp_path):  # noqa: F811

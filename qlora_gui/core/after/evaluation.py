@@ -254,9 +254,10 @@ def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
         return []
 
 
-def evaluate_run(run_dir: str) -> EvalResult:
-    """The job behind 'Evaluate': the default checkpoint, the run's data and settings; saved in the run."""
-    result = evaluate(adapter=default_adapter(run_dir), per_row=True)  # the hardest rows too
+def evaluate_run(run_dir: str, data: str | None = None) -> EvalResult:
+    """The job behind 'Evaluate': the default checkpoint, the run's data (or `data`, for a run trained elsewhere
+    whose config names none) and settings; saved in the run."""
+    result = evaluate(adapter=default_adapter(run_dir), data=data, per_row=True)  # the hardest rows too
     save_evaluation(Path(run_dir), result)
     return result
 

@@ -210,8 +210,18 @@ class RunsView(QWidget):
         run = self.selected_run()
         if not run or self.eval_job is not None:
             return
+        data = None
+        if not self._config_of(run).get("data"):  # mlx-lm-lora's folders do not name the data they trained on
+            data, _ = QFileDialog.getOpenFileName(
+                self,
+                f"The data to evaluate {Path(run).name} on (its folder does not name any)",
+                str(Path.home()),
+                "Data (*.jsonl *.json);;All files (*)",
+            )
+            if not data:
+                return
         self.summary.setText(f"Evaluating {Path(run).name}: the base, then the adapter…")
-        self.eval_job = start_job(evaluate_run, run, on_done=self._evaluated, on_failed=self._eval_failed)
+        self.eval_job = start_job(evaluate_run, run, data, on_done=self._evaluated, on_failed=self._eval_failed)
         self.update_actions()
 
     def _evaluated(self, result) -> None:
